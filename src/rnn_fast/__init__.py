@@ -1,0 +1,12 @@
+"""rnn_fast: a fast trainer for vanilla (Elman) recurrent networks.
+
+``rnn_fast.RNN`` runs on the compiled Cython core; ``rnn_fast.reference`` is the same
+API on plain NumPy, the executable specification the core is tested against.
+"""
+
+# from . import tasks
+from ._model import RNN, DivergenceError, load_model
+from .optimizers import SGD, Adagrad, Adam, RMSprop
+
+__all__ = ["RNN", "SGD", "Adagrad", "RMSprop", "Adam", "DivergenceError", "load_model", "tasks"]
+__version__ = "0.1.0"

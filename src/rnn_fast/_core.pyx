@@ -1,0 +1,527 @@
+# Cython kernels of rnn_fast: the twin of the NumPy kernels in reference.py.
+#
+# Design
+# ------
+# * Four entry points with the reference's signatures: forward, loss_and_grads,
+#   apply_update (the optimizer step) and train (the fused loop: every batch, every
+#   chunk, every update of a fit, in one call with the GIL released).
+# * Arrays are C-contiguous and row-major, as in the reference: x_t and h_t are row
+#   vectors, W_xh is (I, H), W_hh (H, H), W_hy (H, O). Inner loops run along the last,
+#   contiguous axis so the compiler can vectorise them.
+# * Absent biases arrive as zeros (skipped by cfg.bias), an absent W_hy as an empty array.
+# * Nothing is validated here. The Python layer (_validation.py, _model.py) checks
+#   every shape, dtype and value before calling; bounds checks are off in a normal
+#   build (see CMakeLists.txt for the bounds-checked and line-tracing builds).
+# * Scratch buffers are allocated once per call, before the nogil block.
+# * Summation orders follow the reference where it is cheap; float32 models compute
+#   in float32 throughout, as NumPy does.
+
+from libc.math cimport exp, fabs, isfinite, log, log1p, sqrt, tanh
+
+from cython cimport floating
+
+import numpy as np
+
+cdef enum:
+    SIGMOID = 0
+    TANH = 1
+    RELU = 2
+    IDENTITY = 3
+    SOFTMAX = 4
+
+cdef enum:
+    HALF_SSE = 0
+    MSE = 1
+    CROSS_ENTROPY = 2
+    BINARY_CROSS_ENTROPY = 3
+
+cdef enum:
+    OPT_SGD = 0
+    OPT_ADAGRAD = 1
+    OPT_RMSPROP = 2
+    OPT_ADAM = 3
+
+
+cdef struct Config:
+    int hidden           # activation code of f
+    int output           # activation code of g
+    int loss
+    bint readout         # False: the output is h_t itself
+    bint many_to_one     # targets only at each sequence's last step
+    bint bias
+
+
+cdef Config _config(spec):
+    cdef Config cfg
+    cfg.hidden = spec.hidden_activation
+    cfg.output = spec.output_activation
+    cfg.loss = spec.loss
+    cfg.readout = spec.readout
+    cfg.many_to_one = spec.many_to_one
+    cfg.bias = spec.bias
+    return cfg
+
+
+cdef inline floating _activate(int code, floating a) noexcept nogil:
+    """f(a) for a hidden (or sigmoid/identity output) activation code."""
+    if code == SIGMOID:
+        return 1 / (1 + exp(-a))
+    if code == TANH:
+        return tanh(a)
+    if code == RELU:
+        return a if a > 0 else 0
+    return a
+
+
+cdef inline floating _derivative(int code, floating h) noexcept nogil:
+    """f'(a) written with h = f(a)."""
+    if code == SIGMOID:
+        return h * (1 - h)
+    if code == TANH:
+        return 1 - h * h
+    if code == RELU:
+        return 1 if h > 0 else 0
+    return 1
+
+
+cdef inline void _step(
+    Config cfg,
+    const floating[:, :, ::1] X,      # IN (N, T, I)
+    Py_ssize_t n, Py_ssize_t t,
+    const floating[:, ::1] W_xh,      # IN (I, H)
+    const floating[:, ::1] W_hh,      # IN (H, H)
+    const floating[::1] b_h,          # IN (H,) or empty
+    floating[:, ::1] hs,              # IN hs[k] = h_{t-1}; OUT hs[k + 1] = h_t
+    Py_ssize_t k,
+) noexcept nogil:
+    """h_t = f(x_t @ W_xh + h_{t-1} @ W_hh + b_h)."""
+    cdef Py_ssize_t i, j
+    cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0]
+    cdef floating xi, hi
+    for j in range(n_hidden):
+        hs[k + 1, j] = 0
+    for i in range(n_in):
+        xi = X[n, t, i]
+        if xi != 0:  # one-hot inputs: skip the rows that add exact zeros
+            for j in range(n_hidden):
+                hs[k + 1, j] += xi * W_xh[i, j]
+    for i in range(n_hidden):
+        hi = hs[k, i]
+        for j in range(n_hidden):
+            hs[k + 1, j] += hi * W_hh[i, j]
+    for j in range(n_hidden):
+        if cfg.bias:
+            hs[k + 1, j] += b_h[j]
+        hs[k + 1, j] = _activate(cfg.hidden, hs[k + 1, j])
+
+
+cdef inline void _readout(
+    Config cfg,
+    const floating[:, ::1] hs, Py_ssize_t k,   # IN h_t = hs[k]
+    const floating[:, ::1] W_hy,               # IN (H, O)
+    const floating[::1] b_y,                   # IN (O,) or empty
+    floating[::1] z_out,                       # OUT (O,) z_t = h_t @ W_hy + b_y
+    floating[::1] y_out,                       # OUT (O,) y_t = g(z_t)
+) noexcept nogil:
+    cdef Py_ssize_t j, o
+    cdef Py_ssize_t n_hidden = W_hy.shape[0], n_out = W_hy.shape[1]
+    cdef floating hj, top, total
+    for o in range(n_out):
+        z_out[o] = 0
+    for j in range(n_hidden):
+        hj = hs[k, j]
+        for o in range(n_out):
+            z_out[o] += hj * W_hy[j, o]
+    if cfg.bias:
+        for o in range(n_out):
+            z_out[o] += b_y[o]
+    if cfg.output == SOFTMAX:
+        top = z_out[0]
+        for o in range(1, n_out):
+            top = z_out[o] if z_out[o] > top else top
+        total = 0
+        for o in range(n_out):
+            y_out[o] = exp(z_out[o] - top)
+            total += y_out[o]
+        for o in range(n_out):
+            y_out[o] = y_out[o] / total
+    else:
+        for o in range(n_out):
+            y_out[o] = _activate(cfg.output, z_out[o])
+
+
+cdef floating _output_loss_and_delta(
+    Config cfg,
+    const floating[::1] z,                 # IN (O,) pre-activation
+    const floating[::1] y,                 # IN (O,) output g(z)
+    const floating[:, :, ::1] Y,           # IN targets (N, T or 1, O)
+    Py_ssize_t n, Py_ssize_t row,
+    floating norm,                         # IN mse: number of target values in the sequence
+    floating[::1] dz_out,                  # OUT (O,) dL/dz
+) noexcept nogil:
+    """One target step: returns its loss and writes dL/dz."""
+    cdef Py_ssize_t o, n_out = z.shape[0]
+    cdef floating loss = 0, top, total, d_dot_y, target_sum, d, two_over_norm
+    if cfg.loss == CROSS_ENTROPY:  # softmax output
+        top = z[0]
+        for o in range(1, n_out):
+            top = z[o] if z[o] > top else top
+        total = 0
+        for o in range(n_out):
+            total += exp(z[o] - top)
+        total = log(total)
+        target_sum = 0
+        for o in range(n_out):
+            loss += Y[n, row, o] * (z[o] - top - total)
+            target_sum += Y[n, row, o]
+        for o in range(n_out):
+            dz_out[o] = y[o] * target_sum - Y[n, row, o]
+        return -loss
+    if cfg.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form avoids log(0)
+        for o in range(n_out):
+            loss += (z[o] if z[o] > 0 else 0) - z[o] * Y[n, row, o] + log1p(exp(-fabs(z[o])))
+            dz_out[o] = y[o] - Y[n, row, o]
+        return loss
+    for o in range(n_out):
+        d = y[o] - Y[n, row, o]
+        dz_out[o] = d
+        loss += d * d
+    if cfg.loss == HALF_SSE:
+        loss = <floating>0.5 * loss
+    else:
+        loss = loss / norm
+        two_over_norm = 2 / norm
+        for o in range(n_out):
+            dz_out[o] = dz_out[o] * two_over_norm
+    if not cfg.readout or cfg.output == IDENTITY:
+        return loss
+    if cfg.output == SOFTMAX:  # through softmax's Jacobian
+        d_dot_y = 0
+        for o in range(n_out):
+            d_dot_y += dz_out[o] * y[o]
+        for o in range(n_out):
+            dz_out[o] = y[o] * (dz_out[o] - d_dot_y)
+    else:
+        for o in range(n_out):
+            dz_out[o] = dz_out[o] * _derivative(cfg.output, y[o])
+    return loss
+
+
+cdef floating _sequence_loss_and_grads(
+    Config cfg,
+    const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN parameters
+    const floating[:, ::1] W_hy, const floating[::1] b_h, const floating[::1] b_y,
+    floating[:, ::1] dW_xh, floating[:, ::1] dW_hh,                  # IN/OUT += gradients
+    floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
+    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
+    Py_ssize_t n, Py_ssize_t length, Py_ssize_t t0, Py_ssize_t t1,
+    floating scale,
+    floating[:, ::1] hs,     # IN hs[0] = h_{t0-1}; OUT hs[k] = h_{t0+k-1} (scratch, T + 1 rows)
+    floating[::1] dh, floating[::1] da,                              # scratch (H,)
+    floating[::1] z, floating[::1] y, floating[::1] dz,              # scratch (O,)
+) noexcept nogil:
+    """BPTT over steps t0..t1 of sequence n; adds scale * dL/dparams to the gradients.
+
+    Returns scale * (the loss of those steps); the last hidden state is left in
+    hs[min(t1, length) - t0].
+    """
+    cdef Py_ssize_t i, j, o, k, t, row
+    cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0], n_out = dz.shape[0]
+    cdef floating loss = 0, acc, xi, hi, norm
+    if t1 > length:
+        t1 = length
+    norm = n_out if cfg.many_to_one else length * n_out
+
+    for k in range(t1 - t0):  # forward, keeping every hidden state
+        _step(cfg, X, n, t0 + k, W_xh, W_hh, b_h, hs, k)
+
+    for j in range(n_hidden):  # dh: dL/dh_t, flowing back from step t + 1
+        dh[j] = 0
+    for k in range(t1 - t0 - 1, -1, -1):
+        t = t0 + k
+        if not cfg.many_to_one or t == length - 1:
+            row = 0 if cfg.many_to_one else t
+            if cfg.readout:
+                _readout(cfg, hs, k + 1, W_hy, b_y, z, y)
+            else:
+                for o in range(n_out):
+                    z[o] = hs[k + 1, o]
+                    y[o] = z[o]
+            loss += _output_loss_and_delta(cfg, z, y, Y, n, row, norm, dz)
+            for o in range(n_out):
+                dz[o] = scale * dz[o]
+            if cfg.readout:
+                for j in range(n_hidden):  # z = h W_hy + b_y
+                    hi = hs[k + 1, j]
+                    for o in range(n_out):
+                        dW_hy[j, o] += hi * dz[o]
+                if cfg.bias:
+                    for o in range(n_out):
+                        db_y[o] += dz[o]
+                for j in range(n_hidden):  # back into h_t through the readout
+                    acc = 0
+                    for o in range(n_out):
+                        acc += W_hy[j, o] * dz[o]
+                    dh[j] += acc
+            else:
+                for j in range(n_hidden):  # the output is h_t itself
+                    dh[j] += dz[j]
+        for j in range(n_hidden):  # through f
+            da[j] = dh[j] * _derivative(cfg.hidden, hs[k + 1, j])
+        for i in range(n_in):  # a = x W_xh + h_prev W_hh + b_h
+            xi = X[n, t, i]
+            if xi != 0:
+                for j in range(n_hidden):
+                    dW_xh[i, j] += xi * da[j]
+        for i in range(n_hidden):
+            hi = hs[k, i]
+            for j in range(n_hidden):
+                dW_hh[i, j] += hi * da[j]
+        if cfg.bias:
+            for j in range(n_hidden):
+                db_h[j] += da[j]
+        for i in range(n_hidden):  # back into h_{t-1} through the recurrence
+            acc = 0
+            for j in range(n_hidden):
+                acc += W_hh[i, j] * da[j]
+            dh[i] = acc
+    return scale * loss
+
+
+cdef bint _update(
+    int kind, const double[::1] hyper,
+    floating[::1] theta,              # IN/OUT (P,) parameters
+    const floating[::1] g,            # IN (P,) gradient, clipped
+    const floating[::1] lr,           # IN (P,) learning rates
+    floating[:, ::1] slots,           # IN/OUT (n_slots, P) optimizer state
+    Py_ssize_t step,                  # IN updates done before this one
+    bint write,
+) noexcept nogil:
+    """One optimizer step; with write=False only checks that it stays finite."""
+    cdef Py_ssize_t i, n_params = theta.shape[0]
+    cdef floating p, gi, s0 = 0, s1 = 0, b1 = 0, b2 = 0, eps = 0, mu = 0, alpha = 0
+    cdef floating bc1 = 1, bc2 = 1
+    cdef bint nesterov = False
+    if kind == OPT_SGD:
+        mu = <floating>hyper[0]
+        nesterov = hyper[1] != 0
+    elif kind == OPT_ADAGRAD:
+        eps = <floating>hyper[0]
+    elif kind == OPT_RMSPROP:
+        alpha = <floating>hyper[0]
+        eps = <floating>hyper[1]
+    else:
+        b1 = <floating>hyper[0]
+        b2 = <floating>hyper[1]
+        eps = <floating>hyper[2]
+        bc1 = <floating>(1 - hyper[0] ** (step + 1))
+        bc2 = <floating>(1 - hyper[1] ** (step + 1))
+    for i in range(n_params):
+        gi = g[i]
+        if kind == OPT_SGD:
+            if mu != 0:
+                s0 = mu * slots[0, i] + gi
+                gi = gi + mu * s0 if nesterov else s0
+            p = theta[i] - lr[i] * gi
+        elif kind == OPT_ADAGRAD:
+            s0 = slots[0, i] + gi * gi
+            p = theta[i] - lr[i] * gi / sqrt(s0 + eps)
+        elif kind == OPT_RMSPROP:
+            s0 = alpha * slots[0, i] + (1 - alpha) * (gi * gi)
+            p = theta[i] - lr[i] * gi / (sqrt(s0) + eps)
+        else:
+            s0 = b1 * slots[0, i] + (1 - b1) * gi
+            s1 = b2 * slots[1, i] + (1 - b2) * (gi * gi)
+            p = theta[i] - lr[i] * (s0 / bc1) / (sqrt(s1 / bc2) + eps)
+        if not write:
+            if not (isfinite(p) and isfinite(s0) and isfinite(s1)):
+                return False
+            continue
+        theta[i] = p
+        if slots.shape[0] > 0:
+            slots[0, i] = s0
+        if slots.shape[0] > 1:
+            slots[1, i] = s1
+    return True
+
+
+cdef bint _clip_and_check(floating[::1] g, double clip_value, double clip_norm) noexcept nogil:
+    """Clip the gradient in place; False if it is not finite."""
+    cdef Py_ssize_t i, n_params = g.shape[0]
+    cdef floating total = 0, coef, c = <floating>clip_value
+    for i in range(n_params):
+        if not isfinite(g[i]):
+            return False
+    if clip_value > 0:
+        for i in range(n_params):
+            g[i] = c if g[i] > c else (-c if g[i] < -c else g[i])
+    if clip_norm > 0:  # torch.nn.utils.clip_grad_norm_'s rule
+        for i in range(n_params):
+            total += g[i] * g[i]
+        coef = <floating>(clip_norm / (sqrt(total) + 1e-6))
+        if coef < 1:
+            for i in range(n_params):
+                g[i] = g[i] * coef
+    return True
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def forward(spec, params,
+            const floating[:, :, ::1] X not None,     # IN (N, T, I)
+            const Py_ssize_t[::1] lengths not None,   # IN (N,)
+            const floating[:, ::1] h0 not None,       # IN (N, H)
+            floating[:, :, ::1] Y_out not None,       # OUT (N, T, O), zero beyond lengths
+            floating[:, :, ::1] H_out not None):      # OUT (N, T, H), zero beyond lengths
+    """Run the network over a batch (see reference.forward)."""
+    cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
+    cdef const floating[::1] b_h = params[3], b_y = params[4]
+    cdef Config cfg = _config(spec)
+    cdef Py_ssize_t n, t, j, o
+    cdef Py_ssize_t n_seq = X.shape[0], n_hidden = W_hh.shape[0], n_out = Y_out.shape[2]
+    dtype = np.float64 if floating is double else np.float32
+    cdef floating[:, ::1] hs = np.zeros((2, n_hidden), dtype=dtype)
+    cdef floating[::1] z = np.zeros(n_out, dtype=dtype), y = np.zeros(n_out, dtype=dtype)
+    with nogil:
+        for n in range(n_seq):
+            for j in range(n_hidden):
+                hs[1, j] = h0[n, j]
+            for t in range(lengths[n]):
+                for j in range(n_hidden):  # h_{t-1} to row 0, so _step writes h_t to row 1
+                    hs[0, j] = hs[1, j]
+                _step(cfg, X, n, t, W_xh, W_hh, b_h, hs, 0)
+                for j in range(n_hidden):
+                    H_out[n, t, j] = hs[1, j]
+                if cfg.readout:
+                    _readout(cfg, hs, 1, W_hy, b_y, z, y)
+                    for o in range(n_out):
+                        Y_out[n, t, o] = y[o]
+                else:
+                    for o in range(n_out):
+                        Y_out[n, t, o] = hs[1, o]
+
+
+def loss_and_grads(spec, params, grads,
+                   const floating[:, :, ::1] X not None,     # IN (N, T, I)
+                   const floating[:, :, ::1] Y not None,     # IN (N, T or 1, O)
+                   const Py_ssize_t[::1] lengths not None,   # IN (N,)
+                   const floating[:, ::1] h0 not None,       # IN (N, H)
+                   floating[:, ::1] H_last_out not None):    # OUT (N, H) last hidden states
+    """Mean loss over the batch; its gradients written into ``grads`` (see reference)."""
+    cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
+    cdef const floating[::1] b_h = params[3], b_y = params[4]
+    cdef floating[:, ::1] dW_xh = grads[0], dW_hh = grads[1], dW_hy = grads[2]
+    cdef floating[::1] db_h = grads[3], db_y = grads[4]
+    cdef Config cfg = _config(spec)
+    cdef Py_ssize_t n, j, last
+    cdef Py_ssize_t n_seq = X.shape[0], n_hidden = W_hh.shape[0], n_out = Y.shape[2]
+    cdef floating loss = 0, scale = <floating>(1.0 / n_seq)
+    dtype = np.float64 if floating is double else np.float32
+    cdef floating[:, ::1] hs = np.zeros((X.shape[1] + 1, n_hidden), dtype=dtype)
+    cdef floating[::1] dh = np.zeros(n_hidden, dtype=dtype), da = np.zeros(n_hidden, dtype=dtype)
+    cdef floating[::1] z = np.zeros(n_out, dtype=dtype), y = np.zeros(n_out, dtype=dtype)
+    cdef floating[::1] dz = np.zeros(n_out, dtype=dtype)
+    for g in grads:
+        g[...] = 0
+    with nogil:
+        for n in range(n_seq):
+            for j in range(n_hidden):
+                hs[0, j] = h0[n, j]
+            loss += _sequence_loss_and_grads(
+                cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
+                X, Y, n, lengths[n], 0, X.shape[1], scale, hs, dh, da, z, y, dz)
+            last = lengths[n]
+            for j in range(n_hidden):
+                H_last_out[n, j] = hs[last, j]
+    return loss
+
+
+def apply_update(int opt_kind, const double[::1] hyper not None,
+                 floating[::1] theta not None, floating[::1] grad not None,
+                 const floating[::1] lr not None, floating[:, ::1] slots not None,
+                 Py_ssize_t step, double clip_value, double clip_norm):
+    """One optimizer step (see reference.apply_update); clips ``grad`` in place."""
+    cdef bint finite
+    with nogil:
+        finite = (_clip_and_check(grad, clip_value, clip_norm)
+                  and _update(opt_kind, hyper, theta, grad, lr, slots, step, False))
+        if finite:
+            _update(opt_kind, hyper, theta, grad, lr, slots, step, True)
+    return finite
+
+
+def train(spec, params, grads,
+          floating[::1] theta not None,              # IN/OUT (P,) all parameters
+          floating[::1] grad not None,               # scratch (P,) all gradients
+          const floating[:, :, ::1] X not None,      # IN (N, T, I)
+          const floating[:, :, ::1] Y not None,      # IN (N, T or 1, O)
+          const Py_ssize_t[::1] lengths not None,    # IN (N,)
+          const Py_ssize_t[::1] order not None,      # IN (epochs * N,) sample order
+          Py_ssize_t batch_size, Py_ssize_t chunk_length,
+          Py_ssize_t step_begin, Py_ssize_t step_end,
+          int opt_kind, const double[::1] hyper not None,
+          const floating[::1] lr not None,           # IN (P,) learning rates
+          floating[:, ::1] slots not None,           # IN/OUT (n_slots, P) optimizer state
+          Py_ssize_t opt_step,
+          double clip_value, double clip_norm,
+          double[::1] losses_out not None):          # OUT (n_steps,) loss of each batch
+    """Training steps step_begin..step_end in one nogil loop (see reference.train).
+
+    Returns (number of finished steps, optimizer step count).
+    """
+    cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
+    cdef const floating[::1] b_h = params[3], b_y = params[4]
+    cdef floating[:, ::1] dW_xh = grads[0], dW_hh = grads[1], dW_hy = grads[2]
+    cdef floating[::1] db_h = grads[3], db_y = grads[4]
+    cdef Config cfg = _config(spec)
+    cdef Py_ssize_t s, b, c, i, j, p, first, count, n_chunks, max_len, last, t0
+    cdef Py_ssize_t n_samples = X.shape[0], n_hidden = W_hh.shape[0], n_out = Y.shape[2]
+    cdef Py_ssize_t n_params = theta.shape[0]
+    cdef Py_ssize_t n_batches = (n_samples + batch_size - 1) // batch_size
+    cdef floating batch_loss, scale
+    cdef bint finite = True
+    dtype = np.float64 if floating is double else np.float32
+    cdef floating[:, ::1] hs = np.zeros((X.shape[1] + 1, n_hidden), dtype=dtype)
+    cdef floating[:, ::1] carry = np.zeros((batch_size, n_hidden), dtype=dtype)
+    cdef floating[::1] dh = np.zeros(n_hidden, dtype=dtype), da = np.zeros(n_hidden, dtype=dtype)
+    cdef floating[::1] z = np.zeros(n_out, dtype=dtype), y = np.zeros(n_out, dtype=dtype)
+    cdef floating[::1] dz = np.zeros(n_out, dtype=dtype)
+    with nogil:
+        for s in range(step_begin, step_end):
+            b = s % n_batches
+            first = (s // n_batches) * n_samples + b * batch_size
+            count = min(batch_size, n_samples - b * batch_size)
+            scale = <floating>(1.0 / count)
+            max_len = 0
+            for j in range(count):
+                max_len = max(max_len, lengths[order[first + j]])
+                for i in range(n_hidden):
+                    carry[j, i] = 0  # h0 = 0 for every sequence
+            n_chunks = (max_len + chunk_length - 1) // chunk_length
+            batch_loss = 0
+            for c in range(n_chunks):
+                t0 = c * chunk_length
+                for p in range(n_params):
+                    grad[p] = 0
+                for j in range(count):
+                    i = order[first + j]
+                    for p in range(n_hidden):
+                        hs[0, p] = carry[j, p]
+                    batch_loss += _sequence_loss_and_grads(
+                        cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
+                        X, Y, i, lengths[i], t0, t0 + chunk_length, scale, hs, dh, da, z, y, dz)
+                    last = max(0, min(t0 + chunk_length, lengths[i]) - t0)
+                    for p in range(n_hidden):
+                        carry[j, p] = hs[last, p]
+                finite = (isfinite(batch_loss)
+                          and _clip_and_check(grad, clip_value, clip_norm)
+                          and _update(opt_kind, hyper, theta, grad, lr, slots, opt_step, False))
+                if not finite:  # stop with the state of the last finite update
+                    break
+                _update(opt_kind, hyper, theta, grad, lr, slots, opt_step, True)
+                opt_step += 1
+            if not finite:
+                break
+            losses_out[s] = batch_loss
+    return (step_end if finite else s), opt_step

@@ -1,0 +1,486 @@
+"""The one model class, shared by both backends.
+
+``RNN`` holds the configuration, the parameters and the training bookkeeping, and
+calls one of two kernel sets with the same signatures: ``rnn_fast.reference``
+(NumPy) or ``rnn_fast._core`` (Cython). ``rnn_fast.RNN`` uses the Cython core,
+``rnn_fast.reference.RNN`` the NumPy kernels; nothing else differs.
+
+All parameters live in one flat array ``theta``; ``params`` maps each name to a view
+of it. The optimizers then update one vector, and the kernels get the views.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _io
+from . import _validation as check
+from .optimizers import SGD, Optimizer
+
+HIDDEN_ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "relu": 2, "identity": 3}
+OUTPUT_ACTIVATIONS = {"sigmoid": 0, "identity": 3, "softmax": 4}
+LOSSES = {"half_sse": 0, "mse": 1, "cross_entropy": 2, "binary_cross_entropy": 3}
+INITS = ("uniform", "normal", "glorot", "pytorch", "orthogonal")
+DTYPES = ("float64", "float32")
+BACKENDS = {"numpy": "rnn_fast.reference", "cython": "rnn_fast._core"}
+
+
+class DivergenceError(FloatingPointError, ValueError):
+    """Training met a NaN or infinite loss, gradient or update.
+
+    The model and its optimizer hold the state of the last finite update;
+    ``history`` holds the losses up to it.
+    """
+
+    def __init__(self, message, epoch, sample, history):
+        super().__init__(message)
+        self.epoch = epoch
+        self.sample = sample
+        self.history = history
+
+
+class Spec(NamedTuple):
+    """What the kernels need to know of the configuration, as codes."""
+
+    hidden_activation: int
+    output_activation: int
+    loss: int
+    readout: bool
+    bias: bool
+    many_to_one: bool
+
+
+class Layout:
+    """Where each parameter sits in the flat vector ``theta``."""
+
+    def __init__(self, input_size, hidden_size, output_size, bias, readout):
+        shapes = {"W_xh": (input_size, hidden_size), "W_hh": (hidden_size, hidden_size)}
+        if readout:
+            shapes["W_hy"] = (hidden_size, output_size)
+        if bias:
+            shapes["b_h"] = (hidden_size,)
+            if readout:
+                shapes["b_y"] = (output_size,)
+        self.shapes = shapes
+        self.output_size = output_size
+        self.names = tuple(shapes)
+        self.slices = {}
+        start = 0
+        for name, shape in shapes.items():
+            stop = start + math.prod(shape)
+            self.slices[name] = (start, stop, shape)
+            start = stop
+        self.size = start
+
+    def views(self, flat):
+        return {name: flat[a:b].reshape(shape) for name, (a, b, shape) in self.slices.items()}
+
+    def kernel_args(self, views, dtype):
+        """(W_xh, W_hh, W_hy, b_h, b_y); zeros stand in for absent biases and an empty
+        W_hy for an absent readout, so the kernels' arithmetic needs no special case."""
+        H, O = self.shapes["W_hh"][0], self.output_size
+        return (views["W_xh"], views["W_hh"], views.get("W_hy", np.zeros((0, 0), dtype)),
+                views.get("b_h", np.zeros(H, dtype)), views.get("b_y", np.zeros(O, dtype)))
+
+
+class RNN:
+    r"""A vanilla (Elman) recurrent network with an optional readout layer.
+
+    .. math::
+
+        h_t = f(x_t W_{xh} + h_{t-1} W_{hh} + b_h), \qquad h_{-1} = h_0 = 0 \\
+        y_t = g(h_t W_{hy} + b_y) \quad\text{or}\quad y_t = h_t \text{ without readout}
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        I and H.
+    output_size : int, optional
+        O; required with a readout layer, and must be None or H without one.
+    hidden_activation : {"tanh", "sigmoid", "relu", "identity"}
+    output_activation : {"identity", "sigmoid", "softmax"}
+        ``"softmax"`` goes with ``loss="cross_entropy"``, ``"sigmoid"`` with
+        ``"binary_cross_entropy"``; without a readout it must stay ``"identity"``.
+    loss : {"mse", "half_sse", "cross_entropy", "binary_cross_entropy"}
+        Summed over a sequence's steps and outputs (``mse``: averaged), then averaged
+        over the sequences of a batch.
+    bias : bool
+        Whether there are biases ``b_h`` and ``b_y``.
+    readout : bool
+        False: no ``W_hy``; the output is the hidden state itself.
+    init : {"pytorch", "uniform", "normal", "glorot", "orthogonal"}
+        ``"uniform"``: U(-1, 1) weights (the seeds); ``"normal"``: N(0, 1) weights and
+        biases (seed 002); ``"glorot"``: Glorot-uniform weights; ``"pytorch"``:
+        U(-1/sqrt(H), 1/sqrt(H)) for everything; ``"orthogonal"``: Glorot with an
+        orthogonal ``W_hh``. Biases start at zero except for "normal" and "pytorch".
+    dtype : {"float64", "float32"}
+    seed : int or numpy.random.Generator, optional
+        Drives the initialisation and, unless ``fit`` gets its own, the shuffling.
+    params : dict of arrays, optional
+        Initial parameters by name (shapes as in ``params``), instead of ``init``.
+
+    Attributes
+    ----------
+    params : dict of ndarray
+        ``W_xh (I, H)``, ``W_hh (H, H)``, ``W_hy (H, O)``, ``b_h (H,)``, ``b_y (O,)``
+        (those that exist). Writable in place; assigning a new array copies it in.
+    optimizer : Optimizer or None
+        The optimizer of the last ``fit``, with its state.
+    """
+
+    backend = "cython"
+
+    def __init__(self, input_size, hidden_size, output_size=None, hidden_activation="tanh",
+                 output_activation="identity", loss="mse", bias=True, readout=True,
+                 init="pytorch", dtype="float64", seed=None, params=None):
+        self.input_size = check.check_int("input_size", input_size)
+        self.hidden_size = check.check_int("hidden_size", hidden_size)
+        self.hidden_activation = check.check_choice(
+            "hidden_activation", hidden_activation, HIDDEN_ACTIVATIONS)
+        self.output_activation = check.check_choice(
+            "output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        self.loss = check.check_choice("loss", loss, LOSSES)
+        self.init = check.check_choice("init", init, INITS)
+        self.dtype = np.dtype(check.check_choice("dtype", str(np.dtype(dtype)), DTYPES))
+        self.bias, self.readout = bool(bias), bool(readout)
+        if readout:
+            self.output_size = check.check_int("output_size", output_size)
+        else:
+            if output_size not in (None, hidden_size):
+                raise ValueError(
+                    f"without a readout the output is the hidden state: output_size must be "
+                    f"None or hidden_size ({hidden_size}), got {output_size}")
+            if output_activation != "identity":
+                raise ValueError("without a readout, output_activation must be 'identity', "
+                                 f"got {output_activation!r}")
+            self.output_size = self.hidden_size
+        if loss == "cross_entropy" and output_activation != "softmax":
+            raise ValueError("loss='cross_entropy' needs output_activation='softmax', "
+                             f"got {output_activation!r}")
+        if loss == "binary_cross_entropy" and output_activation != "sigmoid":
+            raise ValueError("loss='binary_cross_entropy' needs output_activation='sigmoid', "
+                             f"got {output_activation!r}")
+
+        self.seed = seed if seed is None or isinstance(seed, int) else None
+        self._rng = np.random.default_rng(seed)
+        self._layout = Layout(self.input_size, self.hidden_size, self.output_size,
+                              self.bias, self.readout)
+        self.theta = np.zeros(self._layout.size, dtype=self.dtype)
+        self._views = self._layout.views(self.theta)
+        self.params = dict(self._views)
+        if params is None:
+            _initialise(self._views, self.init, self._rng)
+        else:
+            self.set_params(params)
+        self.optimizer = None
+
+    # ------------------------------------------------------------------ parameters
+
+    def set_params(self, params):
+        """Copy parameters in by name; every parameter of the model must be given."""
+        if not isinstance(params, dict):
+            raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+        missing = set(self._layout.names) - set(params)
+        unknown = set(params) - set(self._layout.names)
+        if missing or unknown:
+            raise ValueError(f"params must have exactly the keys {list(self._layout.names)}; "
+                             f"missing {sorted(missing)}, unknown {sorted(unknown)}")
+        for name, value in params.items():
+            self._copy_in(name, value)
+
+    def _copy_in(self, name, value):
+        value = check.as_float_array(value, f"params[{name!r}]", self.dtype)
+        shape = self._layout.shapes[name]
+        if value.shape != shape:
+            raise ValueError(f"params[{name!r}] must have shape {shape}, got {value.shape}")
+        self._views[name][...] = value
+
+    def _sync(self):
+        """Take in arrays assigned to ``params[name]`` since the last call."""
+        for name, view in self._views.items():
+            given = self.params.get(name)
+            if given is not view:
+                if given is None:
+                    raise ValueError(f"params[{name!r}] was removed")
+                self._copy_in(name, given)
+                self.params[name] = view
+
+    @property
+    def kernels(self):
+        return importlib.import_module(BACKENDS[self.backend])
+
+    def _kernel_params(self):
+        self._sync()
+        return self._layout.kernel_args(self._views, self.dtype)
+
+    def _spec(self, many_to_one=False):
+        output = OUTPUT_ACTIVATIONS[self.output_activation]
+        return Spec(HIDDEN_ACTIVATIONS[self.hidden_activation], output, LOSSES[self.loss],
+                    self.readout, self.bias, many_to_one)
+
+    # ------------------------------------------------------------------ computing
+
+    def forward(self, X, h0=None, lengths=None):
+        """Outputs and hidden states for every step.
+
+        Parameters
+        ----------
+        X : array (N, T, I) or (T, I)
+        h0 : array (H,) or (N, H), optional
+            Initial hidden state; zeros by default.
+        lengths : int array (N,), optional
+            Steps of each sequence; outputs beyond them are zero.
+
+        Returns
+        -------
+        Y_hat : array (N, T, O) or (T, O)
+        H : array (N, T, H) or (T, H)
+        """
+        X, single = check.prepare_inputs(X, self.input_size, self.dtype)
+        lengths = check.prepare_lengths(lengths, X)
+        h0 = check.prepare_h0(h0, X.shape[0], self.hidden_size, self.dtype)
+        n, t, _ = X.shape
+        Y_hat = np.zeros((n, t, self.output_size), dtype=self.dtype)
+        H = np.zeros((n, t, self.hidden_size), dtype=self.dtype)
+        self.kernels.forward(self._spec(), self._kernel_params(), X, lengths, h0, Y_hat, H)
+        return (Y_hat[0], H[0]) if single else (Y_hat, H)
+
+    def predict(self, X, lengths=None):
+        """The outputs ``Y_hat`` of ``forward``: (N, T, O), or (T, O) for one sequence."""
+        return self.forward(X, lengths=lengths)[0]
+
+    def loss_and_grads(self, X, Y, lengths=None, h0=None):
+        """One BPTT: the loss (mean over sequences) and its gradient for every parameter.
+
+        Y is (N, T, O) for a target at every step or (N, O) for the last step only.
+
+        Returns
+        -------
+        loss : float
+        grads : dict of arrays keyed like ``params``
+        """
+        X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
+        h0 = check.prepare_h0(h0, X.shape[0], self.hidden_size, self.dtype)
+        grad = np.zeros_like(self.theta)
+        grads = self._layout.views(grad)
+        h_last = np.zeros((X.shape[0], self.hidden_size), dtype=self.dtype)
+        loss = self.kernels.loss_and_grads(
+            self._spec(many_to_one), self._kernel_params(),
+            self._layout.kernel_args(grads, self.dtype), X, Y, lengths, h0, h_last)
+        return float(loss), grads
+
+    def evaluate(self, X, Y, lengths=None):
+        """Loss and accuracy on (X, Y).
+
+        Accuracy counts a target value as hit when the prediction rounds to it: the
+        argmax for softmax outputs, the side of 0.5 for sigmoid outputs, the nearest
+        integer otherwise. ``sequence_accuracy`` counts sequences with every value hit.
+        """
+        loss, _ = self.loss_and_grads(X, Y, lengths)
+        X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
+        Y_hat = self.forward(X, lengths=lengths)[0]
+        n, t = X.shape[:2]
+        if many_to_one:
+            Y_hat = Y_hat[np.arange(n), lengths - 1][:, None]
+            live = np.ones((n, 1), dtype=bool)
+        else:
+            live = np.arange(t)[None, :] < lengths[:, None]
+        if self.output_activation == "softmax":
+            hit = Y_hat.argmax(-1) == Y.argmax(-1)
+        elif self.output_activation == "sigmoid":
+            hit = np.all((Y_hat > 0.5) == (Y > 0.5), axis=-1)
+        else:
+            hit = np.all(np.round(Y_hat) == np.round(Y), axis=-1)
+        hit |= ~live
+        return {"loss": loss,
+                "accuracy": float(hit.sum() - (~live).sum()) / float(live.sum()),
+                "sequence_accuracy": float(np.mean(hit.all(axis=1)))}
+
+    def _prepare(self, X, Y, lengths):
+        X, single = check.prepare_inputs(X, self.input_size, self.dtype)
+        Y, many_to_one = check.prepare_targets(Y, X, single, self.output_size, self.dtype)
+        return X, Y, check.prepare_lengths(lengths, X), many_to_one
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, X, Y, optimizer=None, epochs=1, batch_size=1, shuffle=False, seed=None,
+            lengths=None, chunk_length=None, clip_value=None, clip_norm=None, progress=False):
+        """Train on (X, Y), in the given order unless ``shuffle``.
+
+        With the defaults this is the seeds' training exactly: one sequence at a time,
+        forward over the whole sequence, BPTT back, one update.
+
+        Parameters
+        ----------
+        X, Y : arrays
+            As for ``loss_and_grads``.
+        optimizer : Optimizer, optional
+            Default: the optimizer of the previous ``fit`` (resuming it), else SGD(0.01).
+        epochs, batch_size : int
+            Each update uses the mean gradient of ``batch_size`` sequences.
+        shuffle : bool
+            Draw a new order of the sequences each epoch, from ``seed`` (or the model's).
+        lengths : int array (N,), optional
+            Variable-length sequences padded to T: sequence n uses its first lengths[n] steps.
+        chunk_length : int, optional
+            Truncated BPTT: cut each sequence into chunks of this many steps and update
+            after each, carrying the hidden state (not its gradient) from chunk to chunk.
+        clip_value, clip_norm : float, optional
+            Clip each gradient element to [-clip_value, clip_value], then scale the whole
+            gradient so its norm is at most clip_norm (``torch.nn.utils.clip_grad_norm_``).
+        progress : bool
+            Show a progress bar (tqdm).
+
+        Returns
+        -------
+        history : dict
+            ``"loss"``: the mean batch loss of each epoch; ``"batch_loss"``: every batch's
+            loss (before its update).
+
+        Raises
+        ------
+        DivergenceError
+            When a loss, gradient or update is not finite; the model keeps the state of
+            the last finite update.
+        """
+        X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
+        epochs = check.check_int("epochs", epochs)
+        batch_size = check.check_int("batch_size", batch_size)
+        n, t, _ = X.shape
+        if batch_size > n:
+            raise ValueError(f"batch_size ({batch_size}) is larger than the number of "
+                             f"sequences ({n})")
+        chunk_length = check.check_int("chunk_length", chunk_length, allow_none=True) or t
+        if many_to_one and chunk_length < t:
+            raise ValueError("chunk_length needs targets at every step (Y of shape (N, T, O))")
+        clip_value = check.check_nonnegative("clip_value", clip_value)
+        clip_norm = check.check_nonnegative("clip_norm", clip_norm)
+        optimizer = optimizer or self.optimizer or SGD(lr=0.01)
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be an rnn_fast optimizer such as SGD(lr=0.1), "
+                            f"got {type(optimizer).__name__}")
+        optimizer.bind(self._layout, self.dtype)
+        self.optimizer = optimizer
+
+        rng = np.random.default_rng(seed) if seed is not None else self._rng
+        order = np.concatenate([rng.permutation(n) if shuffle else np.arange(n)
+                                for _ in range(epochs)]).astype(np.intp)
+        n_batches = -(-n // batch_size)
+        n_steps = epochs * n_batches
+        losses = np.zeros(n_steps, dtype=np.float64)
+        grad = np.zeros_like(self.theta)
+        args = (self._spec(many_to_one), self._kernel_params(),
+                self._layout.kernel_args(self._layout.views(grad), self.dtype), self.theta, grad,
+                X, Y, lengths, order, batch_size, chunk_length)
+        lr = optimizer.learning_rates(self._layout, self.dtype)
+        opt_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
+
+        blocks = _blocks(n_steps, 100 if progress else 1)
+        bar = _progress_bar(n_steps, progress)
+        done = 0
+        for begin, end in blocks:
+            done, optimizer.state["step"] = self.kernels.train(
+                *args, begin, end, *opt_args, optimizer.state["step"], clip_value, clip_norm,
+                losses)
+            if bar is not None:
+                bar.update(done - begin)
+                bar.set_postfix(loss=f"{losses[done - 1]:.4g}" if done else "")
+            if done < end:
+                break
+        if bar is not None:
+            bar.close()
+
+        history = _history(losses[:done], n_batches)
+        if done < n_steps:
+            epoch, b = divmod(done, n_batches)
+            first = order[epoch * n + b * batch_size]
+            raise DivergenceError(
+                f"training diverged in epoch {epoch + 1}, batch {b + 1} (starting at sample "
+                f"{first}): the loss, a gradient or an update is not finite. The model holds "
+                "the parameters of the last finite update; try a smaller learning rate or "
+                "clip_norm.", epoch=epoch, sample=int(first), history=history)
+        return history
+
+    # ------------------------------------------------------------------ persistence
+
+    def config(self):
+        """The constructor's arguments, enough to rebuild the model."""
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                "output_size": self.output_size if self.readout else None,
+                "hidden_activation": self.hidden_activation,
+                "output_activation": self.output_activation, "loss": self.loss,
+                "bias": self.bias, "readout": self.readout, "init": self.init,
+                "dtype": str(self.dtype), "seed": self.seed}
+
+    def save(self, path):
+        """Write the model (configuration, parameters, optimizer state) to one .npz file.
+
+        The file is written beside its destination and renamed over it, so an
+        interrupted save never leaves a truncated file in place of a good one.
+        """
+        self._sync()
+        _io.save(path, self.config(), self.params, self.optimizer)
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by ``save`` (from either backend)."""
+        config, params, optimizer = _io.load(path)
+        model = cls(**config, params=params)
+        if optimizer is not None:
+            optimizer.bind(model._layout, model.dtype)
+        model.optimizer = optimizer
+        return model
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__module__.split('.')[0]}.RNN({args})"
+
+
+def load_model(path):
+    """``RNN.load`` for the Cython backend (``rnn_fast.reference.load_model``: NumPy)."""
+    return RNN.load(path)
+
+
+def _initialise(views, init, rng):
+    H = views["W_hh"].shape[0]
+    for name, view in views.items():
+        if init == "uniform":
+            value = rng.uniform(-1, 1, view.shape) if name[0] == "W" else 0
+        elif init == "normal":
+            value = rng.standard_normal(view.shape)
+        elif init == "pytorch":
+            value = rng.uniform(-1, 1, view.shape) / math.sqrt(H)
+        elif name[0] == "b":
+            value = 0
+        elif init == "orthogonal" and name == "W_hh":
+            q, r = np.linalg.qr(rng.standard_normal((H, H)))
+            value = q * np.sign(np.diag(r))  # sign fix: uniform over orthogonal matrices
+        else:  # glorot, and orthogonal's other weights
+            limit = math.sqrt(6.0 / sum(view.shape))
+            value = rng.uniform(-limit, limit, view.shape)
+        view[...] = value
+
+
+def _blocks(n_steps, n_blocks):
+    """Split steps into about n_blocks ranges (one kernel call each)."""
+    edges = np.unique(np.linspace(0, n_steps, min(n_blocks, n_steps) + 1).astype(int))
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def _progress_bar(total, enabled):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="batch", dynamic_ncols=True)
+
+
+def _history(batch_losses, n_batches):
+    epochs = -(-len(batch_losses) // n_batches)
+    return {"loss": [float(batch_losses[e * n_batches:(e + 1) * n_batches].mean())
+                     for e in range(epochs)],
+            "batch_loss": batch_losses.copy()}

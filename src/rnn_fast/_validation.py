@@ -1,0 +1,133 @@
+"""Input checks, done once in Python so the kernels can trust their arguments.
+
+The Cython core runs without bounds checks: a wrong shape there is a crash or
+silent memory corruption. Everything a memoryview signature cannot check (shapes
+agreeing with each other and with the model, finiteness, value ranges) is checked
+here, with messages that name the argument, what was expected and what was given.
+Both backends go through these functions, so they raise the same errors.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def as_float_array(value, name, dtype):
+    """``value`` as a C-contiguous array of ``dtype`` with finite entries.
+
+    Booleans, integers and floats of the other precision are converted; complex,
+    object and string data are refused. Read-only arrays are accepted as they are.
+    """
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    array = np.asarray(value)
+    kind = array.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers (bool, int or float), got dtype {array.dtype}"
+        )
+    array = np.ascontiguousarray(array, dtype=dtype)
+    if array.size and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return array
+
+
+def check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_int(name, value, low=1, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def check_nonnegative(name, value):
+    """A threshold such as clip_value: None (off) or a finite number > 0."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return float(value)
+
+
+def prepare_inputs(X, input_size, dtype):
+    """X as (N, T, I); a single (T, I) sequence becomes a batch of one.
+
+    Returns (X, single) where ``single`` says the caller gave one sequence.
+    """
+    X = as_float_array(X, "X", dtype)
+    if X.ndim not in (2, 3):
+        raise ValueError(
+            f"X must have shape (n_sequences, n_steps, {input_size}) or (n_steps, {input_size}), "
+            f"got shape {X.shape}"
+        )
+    single = X.ndim == 2
+    if single:
+        X = X[None]
+    n, t, i = X.shape
+    if i != input_size:
+        raise ValueError(f"X must have {input_size} features (last axis), got shape {X.shape}")
+    if n == 0:
+        raise ValueError("X holds no sequences")
+    if t == 0:
+        raise ValueError("X's sequences have no steps (n_steps = 0)")
+    return X, single
+
+
+def prepare_targets(Y, X, single, output_size, dtype):
+    """Targets as (N, T, O) for many-to-many or (N, 1, O) for many-to-one.
+
+    Returns (Y, many_to_one).
+    """
+    Y = as_float_array(Y, "Y", dtype)
+    n, t, _ = X.shape
+    per_step = (t, output_size) if single else (n, t, output_size)
+    last_step = (output_size,) if single else (n, output_size)
+    if Y.shape == per_step:
+        return Y.reshape(n, t, output_size), False
+    if Y.shape == last_step:
+        return Y.reshape(n, 1, output_size), True
+    raise ValueError(
+        f"Y must have shape {per_step} (a target at every step) or {last_step} "
+        f"(a target at the last step), to match X of shape {X.shape[1:] if single else X.shape} "
+        f"and output_size {output_size}; got shape {Y.shape}"
+    )
+
+
+def prepare_lengths(lengths, X):
+    """Per-sequence lengths as an intp array; None means every sequence is full."""
+    n, t, _ = X.shape
+    if lengths is None:
+        return np.full(n, t, dtype=np.intp)
+    array = np.asarray(lengths)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
+    array = np.ascontiguousarray(array.reshape(-1) if array.ndim == 0 else array, dtype=np.intp)
+    if array.shape != (n,):
+        raise ValueError(f"lengths must have shape ({n},), one per sequence; got shape {array.shape}")
+    if array.min() < 1 or array.max() > t:
+        raise ValueError(f"lengths must lie in [1, {t}] (n_steps of X), got [{array.min()}, {array.max()}]")
+    return array
+
+
+def prepare_h0(h0, n, hidden_size, dtype):
+    """Initial hidden state as (N, H); None means zeros, an (H,) vector is shared."""
+    if h0 is None:
+        return np.zeros((n, hidden_size), dtype=dtype)
+    h0 = as_float_array(h0, "h0", dtype)
+    if h0.shape == (hidden_size,):
+        return np.ascontiguousarray(np.broadcast_to(h0, (n, hidden_size)))
+    if h0.shape != (n, hidden_size):
+        raise ValueError(f"h0 must have shape ({hidden_size},) or ({n}, {hidden_size}), got {h0.shape}")
+    return h0

@@ -1,0 +1,252 @@
+"""The NumPy reference: rnn_fast's executable specification.
+
+``import rnn_fast.reference as rnn_fast`` gives the same API as ``import rnn_fast``,
+computed here in plain NumPy. The model class, its validation and its bookkeeping are
+shared (``rnn_fast._model``); what this module holds is the arithmetic, written to be
+read beside ``_core.pyx``, which computes the same numbers with the same names.
+
+The network, with row vectors (the seeds' convention)::
+
+    a_t = x_t @ W_xh + h_{t-1} @ W_hh + b_h        h_{-1} = h0 (zeros by default)
+    h_t = f(a_t)
+    z_t = h_t @ W_hy + b_y                          (no readout: y_t = h_t)
+    y_t = g(z_t)
+
+Losses, per sequence (a batch's loss is the mean over its sequences):
+
+- ``half_sse``: ½ Σ_t Σ_o (y_t - target_t)²  (the seeds' ``(y - out) * out * (1 - out)`` rule)
+- ``mse``: the mean of (y_t - target_t)² over target steps and outputs
+- ``cross_entropy``: -Σ_t Σ_o target_t log softmax(z_t)
+- ``binary_cross_entropy``: -Σ_t Σ_o [target log σ(z_t) + (1 - target) log(1 - σ(z_t))]
+
+Targets are given at every step (many-to-many) or at the last step only (many-to-one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._model import RNN as _RNN
+from ._model import load_model
+from .optimizers import SGD, Adagrad, Adam, RMSprop
+
+__all__ = ["RNN", "SGD", "Adagrad", "RMSprop", "Adam", "load_model"]
+
+# Activation codes, shared with the Cython core (see _model.HIDDEN_ACTIVATIONS).
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
+HALF_SSE, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2, 3
+
+
+def sigmoid(a):
+    with np.errstate(over="ignore"):  # exp(-a) = inf for a << 0 gives the right limit, 0
+        return 1.0 / (1.0 + np.exp(-a))
+
+
+def activate(code, a):
+    """f(a) or g(a) for an activation code."""
+    if code == SIGMOID:
+        return sigmoid(a)
+    if code == TANH:
+        return np.tanh(a)
+    if code == RELU:
+        return np.maximum(a, 0)
+    if code == SOFTMAX:
+        e = np.exp(a - a.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    return a
+
+
+def derivative_from_output(code, h):
+    """f'(a) written with h = f(a), as the seeds do: sigmoid' = h (1 - h)."""
+    if code == SIGMOID:
+        return h * (1 - h)
+    if code == TANH:
+        return 1 - h * h
+    if code == RELU:
+        return (h > 0).astype(h.dtype)
+    return np.ones_like(h)
+
+
+def output_loss_and_delta(spec, z, y, target, norm):
+    """One target step: the loss and dL/dz, the gradient at the output's pre-activation."""
+    if spec.loss == CROSS_ENTROPY:  # softmax output
+        log_y = z - z.max() - np.log(np.sum(np.exp(z - z.max())))
+        return -np.sum(target * log_y), y * target.sum() - target
+    if spec.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form avoids log(0)
+        loss = np.sum(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z))))
+        return loss, y - target
+    d = y - target  # dL/dy
+    if spec.loss == HALF_SSE:
+        loss = 0.5 * np.sum(d * d)
+    else:  # MSE: the mean over the sequence's target values
+        loss = np.sum(d * d) / norm
+        d = d * (2 / norm)
+    if not spec.readout or spec.output_activation == IDENTITY:
+        return loss, d
+    if spec.output_activation == SOFTMAX:  # through softmax's Jacobian
+        return loss, y * (d - np.dot(d, y))
+    return loss, d * derivative_from_output(spec.output_activation, y)
+
+
+# ----------------------------------------------------------------------------- kernels
+# The four functions below are the kernel interface; _core.pyx has the same four.
+
+
+def forward(spec, params, X, lengths, h0, Y_out, H_out):
+    """Run the network over a batch: fill Y_out (N, T, O) and H_out (N, T, H).
+
+    Steps at or beyond a sequence's length are left zero.
+    """
+    W_xh, W_hh, W_hy, b_h, b_y = params
+    h = h0.copy()  # (N, H)
+    for t in range(X.shape[1]):
+        live = (t < lengths)[:, None]
+        h = np.where(live, activate(spec.hidden_activation, X[:, t] @ W_xh + h @ W_hh + b_h), h)
+        H_out[:, t] = np.where(live, h, 0)
+        y = activate(spec.output_activation, h @ W_hy + b_y) if spec.readout else h
+        Y_out[:, t] = np.where(live, y, 0)
+
+
+def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, scale):
+    """BPTT over steps t0..t1 of one sequence; adds scale * dL/dparams into grads.
+
+    ``target`` is (T, O) for many-to-many or (1, O) for many-to-one (the target of
+    step ``length - 1``). Returns (scale * loss of those steps, last hidden state).
+    """
+    W_xh, W_hh, W_hy, b_h, b_y = params
+    dW_xh, dW_hh, dW_hy, db_h, db_y = grads
+    t1 = min(t1, length)
+    n_targets = 1 if spec.many_to_one else length
+    norm = n_targets * target.shape[-1]  # mse averages over the sequence's target values
+
+    # forward pass, keeping every hidden state: hs[k] is h_{t0 + k - 1}
+    hs = [h0]
+    zs = []
+    for t in range(t0, t1):
+        hs.append(activate(spec.hidden_activation, x[t] @ W_xh + hs[-1] @ W_hh + b_h))
+        zs.append(hs[-1] @ W_hy + b_y if spec.readout else hs[-1])
+
+    # backward pass: dh_next is dL/dh_t flowing back from step t + 1
+    loss = 0.0
+    dh_next = np.zeros_like(h0)
+    for k in reversed(range(t1 - t0)):
+        t = t0 + k
+        h, h_prev = hs[k + 1], hs[k]
+        dh = dh_next
+        if not spec.many_to_one or t == length - 1:
+            z = zs[k]
+            y = activate(spec.output_activation, z) if spec.readout else z
+            step_loss, dz = output_loss_and_delta(spec, z, y, target[0 if spec.many_to_one else t], norm)
+            loss += step_loss
+            dz = scale * dz
+            if spec.readout:
+                dW_hy += np.outer(h, dz)  # z = h W_hy + b_y
+                db_y += dz
+                dh = dh + W_hy @ dz  # back into h_t through the readout
+            else:
+                dh = dh + dz  # the output is h_t itself
+        da = dh * derivative_from_output(spec.hidden_activation, h)  # through f
+        dW_xh += np.outer(x[t], da)  # a = x W_xh + h_prev W_hh + b_h
+        dW_hh += np.outer(h_prev, da)
+        db_h += da
+        dh_next = W_hh @ da  # back into h_{t-1} through the recurrence
+    return scale * loss, hs[-1]
+
+
+def loss_and_grads(spec, params, grads, X, Y, lengths, h0, H_last_out):
+    """Mean loss over the batch and its gradients (written into ``grads``)."""
+    for g in grads:
+        g[...] = 0
+    n = X.shape[0]
+    loss = 0.0
+    for i in range(n):
+        step_loss, H_last_out[i] = sequence_loss_and_grads(
+            spec, params, grads, X[i], Y[i], lengths[i], h0[i], 0, X.shape[1], 1.0 / n
+        )
+        loss += step_loss
+    return loss
+
+
+def apply_update(opt_kind, hyper, theta, grad, lr, slots, step, clip_value, clip_norm):
+    """One optimizer step on the flat parameters, in place; False if it would not be finite.
+
+    Nothing is written when any new value (parameter or optimizer state) is not finite.
+    """
+    g = grad
+    if clip_value > 0:
+        g = np.clip(g, -clip_value, clip_value)
+    if clip_norm > 0:  # torch.nn.utils.clip_grad_norm_'s rule
+        g = g * min(1.0, clip_norm / (np.sqrt(np.dot(g, g)) + 1e-6))
+    new_slots = slots.copy()
+    if opt_kind == 0:  # SGD
+        momentum, nesterov = hyper
+        if momentum:
+            new_slots[0] = momentum * slots[0] + g
+            g = g + momentum * new_slots[0] if nesterov else new_slots[0]
+        new_theta = theta - lr * g
+    elif opt_kind == 1:  # Adagrad
+        (eps,) = hyper
+        new_slots[0] = slots[0] + g * g
+        new_theta = theta - lr * g / np.sqrt(new_slots[0] + eps)
+    elif opt_kind == 2:  # RMSprop
+        alpha, eps = hyper
+        new_slots[0] = alpha * slots[0] + (1 - alpha) * (g * g)
+        new_theta = theta - lr * g / (np.sqrt(new_slots[0]) + eps)
+    else:  # Adam
+        beta1, beta2, eps = hyper
+        new_slots[0] = beta1 * slots[0] + (1 - beta1) * g
+        new_slots[1] = beta2 * slots[1] + (1 - beta2) * (g * g)
+        m_hat = new_slots[0] / (1 - beta1 ** (step + 1))
+        v_hat = new_slots[1] / (1 - beta2 ** (step + 1))
+        new_theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+    if not (np.all(np.isfinite(new_theta)) and np.all(np.isfinite(new_slots))):
+        return False
+    theta[...] = new_theta
+    slots[...] = new_slots
+    return True
+
+
+def train(spec, params, grads, theta, grad, X, Y, lengths, order, batch_size, chunk_length,
+          step_begin, step_end, opt_kind, hyper, lr, slots, opt_step, clip_value, clip_norm,
+          losses_out):
+    """Minibatch training steps ``step_begin .. step_end`` (one batch each).
+
+    Step s is batch s % n_batches of epoch s // n_batches; its samples are the next
+    ``batch_size`` entries of that epoch's ``order``. Each batch is cut into chunks of
+    ``chunk_length`` steps, one update per chunk, the hidden state carried from chunk
+    to chunk (truncated BPTT). ``losses_out[s]`` gets the batch's loss.
+
+    Returns (number of finished steps, the optimizer's step count); the first is short
+    of ``step_end`` when a loss, a gradient or an update stopped being finite, with the
+    model and optimizer left as they were after the last finite update.
+    """
+    n_samples, T = X.shape[0], X.shape[1]
+    n_batches = -(-n_samples // batch_size)
+    for s in range(step_begin, step_end):
+        epoch, b = divmod(s, n_batches)
+        batch = order[epoch * n_samples + b * batch_size:
+                      epoch * n_samples + min((b + 1) * batch_size, n_samples)]
+        scale = 1.0 / len(batch)
+        h = np.zeros((len(batch), params[1].shape[0]), dtype=theta.dtype)  # h0 = 0
+        n_chunks = -(-int(lengths[batch].max()) // chunk_length)
+        batch_loss = 0.0
+        for c in range(n_chunks):
+            grad[...] = 0
+            for j, i in enumerate(batch):
+                chunk_loss, h[j] = sequence_loss_and_grads(
+                    spec, params, grads, X[i], Y[i], lengths[i], h[j],
+                    c * chunk_length, (c + 1) * chunk_length, scale)
+                batch_loss += chunk_loss
+            if not (np.isfinite(batch_loss) and np.all(np.isfinite(grad))):
+                return s, opt_step
+            if not apply_update(opt_kind, hyper, theta, grad, lr, slots, opt_step,
+                                clip_value, clip_norm):
+                return s, opt_step
+            opt_step += 1
+        losses_out[s] = batch_loss
+    return step_end, opt_step
+
+
+class RNN(_RNN):
+    __doc__ = _RNN.__doc__
+    backend = "numpy"

@@ -84,20 +84,49 @@ cdef inline floating _derivative(int code, floating h) noexcept nogil:
     return 1
 
 
+cdef inline void _add_vecmat(
+    const floating* v,                # IN (K,)
+    const floating* M,                # IN (K, L) row-major
+    Py_ssize_t n_rows, Py_ssize_t n_cols,
+    floating* out,                    # IN/OUT (L,) out += v @ M
+) noexcept nogil:
+    """out += v @ M, adding M's rows in order.
+
+    Four rows per pass over ``out`` cut its loads and stores fourfold; the additions
+    stay left to right, so the rounding is that of adding one row at a time.
+    """
+    cdef Py_ssize_t i = 0, j
+    cdef floating v0, v1, v2, v3
+    cdef const floating* r0
+    while i + 4 <= n_rows:
+        v0, v1, v2, v3 = v[i], v[i + 1], v[i + 2], v[i + 3]
+        r0 = M + i * n_cols
+        for j in range(n_cols):
+            out[j] = (((out[j] + v0 * r0[j]) + v1 * r0[n_cols + j])
+                      + v2 * r0[2 * n_cols + j]) + v3 * r0[3 * n_cols + j]
+        i += 4
+    while i < n_rows:
+        v0 = v[i]
+        r0 = M + i * n_cols
+        for j in range(n_cols):
+            out[j] = out[j] + v0 * r0[j]
+        i += 1
+
+
 cdef inline void _step(
     Config cfg,
     const floating[:, :, ::1] X,      # IN (N, T, I)
     Py_ssize_t n, Py_ssize_t t,
     const floating[:, ::1] W_xh,      # IN (I, H)
     const floating[:, ::1] W_hh,      # IN (H, H)
-    const floating[::1] b_h,          # IN (H,) or empty
+    const floating[::1] b_h,          # IN (H,), zeros when there is no bias
     floating[:, ::1] hs,              # IN hs[k] = h_{t-1}; OUT hs[k + 1] = h_t
     Py_ssize_t k,
 ) noexcept nogil:
     """h_t = f(x_t @ W_xh + h_{t-1} @ W_hh + b_h)."""
     cdef Py_ssize_t i, j
     cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0]
-    cdef floating xi, hi
+    cdef floating xi
     for j in range(n_hidden):
         hs[k + 1, j] = 0
     for i in range(n_in):
@@ -105,14 +134,18 @@ cdef inline void _step(
         if xi != 0:  # one-hot inputs: skip the rows that add exact zeros
             for j in range(n_hidden):
                 hs[k + 1, j] += xi * W_xh[i, j]
-    for i in range(n_hidden):
-        hi = hs[k, i]
-        for j in range(n_hidden):
-            hs[k + 1, j] += hi * W_hh[i, j]
+    _add_vecmat(&hs[k, 0], &W_hh[0, 0], n_hidden, n_hidden, &hs[k + 1, 0])
     for j in range(n_hidden):
         if cfg.bias:
             hs[k + 1, j] += b_h[j]
         hs[k + 1, j] = _activate(cfg.hidden, hs[k + 1, j])
+
+
+cdef inline void _transpose(const floating[:, ::1] A, floating[:, ::1] A_T_out) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            A_T_out[j, i] = A[i, j]
 
 
 cdef inline void _readout(
@@ -125,13 +158,10 @@ cdef inline void _readout(
 ) noexcept nogil:
     cdef Py_ssize_t j, o
     cdef Py_ssize_t n_hidden = W_hy.shape[0], n_out = W_hy.shape[1]
-    cdef floating hj, top, total
+    cdef floating top, total
     for o in range(n_out):
         z_out[o] = 0
-    for j in range(n_hidden):
-        hj = hs[k, j]
-        for o in range(n_out):
-            z_out[o] += hj * W_hy[j, o]
+    _add_vecmat(&hs[k, 0], &W_hy[0, 0], n_hidden, n_out, &z_out[0])
     if cfg.bias:
         for o in range(n_out):
             z_out[o] += b_y[o]
@@ -211,13 +241,15 @@ cdef floating _sequence_loss_and_grads(
     Config cfg,
     const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN parameters
     const floating[:, ::1] W_hy, const floating[::1] b_h, const floating[::1] b_y,
+    const floating[:, ::1] W_hh_T,                                   # IN W_hh transposed
     floating[:, ::1] dW_xh, floating[:, ::1] dW_hh,                  # IN/OUT += gradients
     floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
     const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
     Py_ssize_t n, Py_ssize_t length, Py_ssize_t t0, Py_ssize_t t1,
     floating scale,
     floating[:, ::1] hs,     # IN hs[0] = h_{t0-1}; OUT hs[k] = h_{t0+k-1} (scratch, T + 1 rows)
-    floating[::1] dh, floating[::1] da,                              # scratch (H,)
+    floating[:, ::1] das,    # scratch (T, H): das[k] = dL/da at step t0 + k
+    floating[::1] dh,                                                # scratch (H,)
     floating[::1] z, floating[::1] y, floating[::1] dz,              # scratch (O,)
 ) noexcept nogil:
     """BPTT over steps t0..t1 of sequence n; adds scale * dL/dparams to the gradients.
@@ -225,19 +257,20 @@ cdef floating _sequence_loss_and_grads(
     Returns scale * (the loss of those steps); the last hidden state is left in
     hs[min(t1, length) - t0].
     """
-    cdef Py_ssize_t i, j, o, k, t, row
+    cdef Py_ssize_t i, j, o, k, t, row, n_steps
     cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0], n_out = dz.shape[0]
-    cdef floating loss = 0, acc, xi, hi, norm
+    cdef floating loss = 0, xi, hi, norm
     if t1 > length:
         t1 = length
+    n_steps = t1 - t0
     norm = n_out if cfg.many_to_one else length * n_out
 
-    for k in range(t1 - t0):  # forward, keeping every hidden state
+    for k in range(n_steps):  # forward, keeping every hidden state
         _step(cfg, X, n, t0 + k, W_xh, W_hh, b_h, hs, k)
 
     for j in range(n_hidden):  # dh: dL/dh_t, flowing back from step t + 1
         dh[j] = 0
-    for k in range(t1 - t0 - 1, -1, -1):
+    for k in range(n_steps - 1, -1, -1):
         t = t0 + k
         if not cfg.many_to_one or t == length - 1:
             row = 0 if cfg.many_to_one else t
@@ -259,33 +292,58 @@ cdef floating _sequence_loss_and_grads(
                     for o in range(n_out):
                         db_y[o] += dz[o]
                 for j in range(n_hidden):  # back into h_t through the readout
-                    acc = 0
+                    hi = 0
                     for o in range(n_out):
-                        acc += W_hy[j, o] * dz[o]
-                    dh[j] += acc
+                        hi += W_hy[j, o] * dz[o]
+                    dh[j] += hi
             else:
                 for j in range(n_hidden):  # the output is h_t itself
                     dh[j] += dz[j]
         for j in range(n_hidden):  # through f
-            da[j] = dh[j] * _derivative(cfg.hidden, hs[k + 1, j])
+            das[k, j] = dh[j] * _derivative(cfg.hidden, hs[k + 1, j])
         for i in range(n_in):  # a = x W_xh + h_prev W_hh + b_h
             xi = X[n, t, i]
             if xi != 0:
                 for j in range(n_hidden):
-                    dW_xh[i, j] += xi * da[j]
-        for i in range(n_hidden):
-            hi = hs[k, i]
-            for j in range(n_hidden):
-                dW_hh[i, j] += hi * da[j]
+                    dW_xh[i, j] += xi * das[k, j]
         if cfg.bias:
             for j in range(n_hidden):
-                db_h[j] += da[j]
-        for i in range(n_hidden):  # back into h_{t-1} through the recurrence
-            acc = 0
+                db_h[j] += das[k, j]
+        if k > 0:  # back into h_{t-1} through the recurrence: dh = da @ W_hh^T
             for j in range(n_hidden):
-                acc += W_hh[i, j] * da[j]
-            dh[i] = acc
+                dh[j] = 0
+            _add_vecmat(&das[k, 0], &W_hh_T[0, 0], n_hidden, n_hidden, &dh[0])
+    _add_outer_products(hs, das, n_steps, dW_hh)
     return scale * loss
+
+
+cdef inline void _add_outer_products(
+    const floating[:, ::1] hs,        # IN hs[k] = h_{t-1} of step k
+    const floating[:, ::1] das,       # IN das[k] = dL/da of step k
+    Py_ssize_t n_steps,
+    floating[:, ::1] dW_hh,           # IN/OUT += sum over steps of outer(hs[k], das[k])
+) noexcept nogil:
+    """dW_hh += sum_k outer(h_{t-1}, da_t), steps taken last to first as BPTT meets them.
+
+    Done once after the backward sweep, four steps per pass over dW_hh: the same
+    additions in the same order as adding each step's outer product when it comes.
+    """
+    cdef Py_ssize_t i, j, k
+    cdef Py_ssize_t n_hidden = dW_hh.shape[0]
+    cdef floating a0, a1, a2, a3
+    for i in range(n_hidden):
+        k = n_steps - 1
+        while k >= 3:
+            a0, a1, a2, a3 = hs[k, i], hs[k - 1, i], hs[k - 2, i], hs[k - 3, i]
+            for j in range(n_hidden):
+                dW_hh[i, j] = (((dW_hh[i, j] + a0 * das[k, j]) + a1 * das[k - 1, j])
+                               + a2 * das[k - 2, j]) + a3 * das[k - 3, j]
+            k -= 4
+        while k >= 0:
+            a0 = hs[k, i]
+            for j in range(n_hidden):
+                dW_hh[i, j] = dW_hh[i, j] + a0 * das[k, j]
+            k -= 1
 
 
 cdef bint _update(
@@ -297,52 +355,61 @@ cdef bint _update(
     Py_ssize_t step,                  # IN updates done before this one
     bint write,
 ) noexcept nogil:
-    """One optimizer step; with write=False only checks that it stays finite."""
+    """One optimizer step; with write=False only checks that it stays finite.
+
+    ``x - x == 0`` is the finiteness test: false for inf and NaN, and it vectorises.
+    """
     cdef Py_ssize_t i, n_params = theta.shape[0]
-    cdef floating p, gi, s0 = 0, s1 = 0, b1 = 0, b2 = 0, eps = 0, mu = 0, alpha = 0
-    cdef floating bc1 = 1, bc2 = 1
-    cdef bint nesterov = False
-    if kind == OPT_SGD:
+    cdef floating p, s0, s1, gi, b1, b2, eps, mu, alpha, bc1, bc2
+    cdef bint finite = True
+    if kind == OPT_SGD and hyper[0] == 0:
+        for i in range(n_params):
+            p = theta[i] - lr[i] * g[i]
+            if write:
+                theta[i] = p
+            else:
+                finite &= p - p == 0
+    elif kind == OPT_SGD:  # momentum, PyTorch's form
         mu = <floating>hyper[0]
-        nesterov = hyper[1] != 0
+        for i in range(n_params):
+            s0 = mu * slots[0, i] + g[i]
+            gi = g[i] + mu * s0 if hyper[1] != 0 else s0
+            p = theta[i] - lr[i] * gi
+            if write:
+                theta[i], slots[0, i] = p, s0
+            else:
+                finite &= (p - p == 0) & (s0 - s0 == 0)
     elif kind == OPT_ADAGRAD:
         eps = <floating>hyper[0]
+        for i in range(n_params):
+            s0 = slots[0, i] + g[i] * g[i]
+            p = theta[i] - lr[i] * g[i] / sqrt(s0 + eps)
+            if write:
+                theta[i], slots[0, i] = p, s0
+            else:
+                finite &= (p - p == 0) & (s0 - s0 == 0)
     elif kind == OPT_RMSPROP:
-        alpha = <floating>hyper[0]
-        eps = <floating>hyper[1]
-    else:
-        b1 = <floating>hyper[0]
-        b2 = <floating>hyper[1]
-        eps = <floating>hyper[2]
+        alpha, eps = <floating>hyper[0], <floating>hyper[1]
+        for i in range(n_params):
+            s0 = alpha * slots[0, i] + (1 - alpha) * (g[i] * g[i])
+            p = theta[i] - lr[i] * g[i] / (sqrt(s0) + eps)
+            if write:
+                theta[i], slots[0, i] = p, s0
+            else:
+                finite &= (p - p == 0) & (s0 - s0 == 0)
+    else:  # Adam
+        b1, b2, eps = <floating>hyper[0], <floating>hyper[1], <floating>hyper[2]
         bc1 = <floating>(1 - hyper[0] ** (step + 1))
         bc2 = <floating>(1 - hyper[1] ** (step + 1))
-    for i in range(n_params):
-        gi = g[i]
-        if kind == OPT_SGD:
-            if mu != 0:
-                s0 = mu * slots[0, i] + gi
-                gi = gi + mu * s0 if nesterov else s0
-            p = theta[i] - lr[i] * gi
-        elif kind == OPT_ADAGRAD:
-            s0 = slots[0, i] + gi * gi
-            p = theta[i] - lr[i] * gi / sqrt(s0 + eps)
-        elif kind == OPT_RMSPROP:
-            s0 = alpha * slots[0, i] + (1 - alpha) * (gi * gi)
-            p = theta[i] - lr[i] * gi / (sqrt(s0) + eps)
-        else:
-            s0 = b1 * slots[0, i] + (1 - b1) * gi
-            s1 = b2 * slots[1, i] + (1 - b2) * (gi * gi)
+        for i in range(n_params):
+            s0 = b1 * slots[0, i] + (1 - b1) * g[i]
+            s1 = b2 * slots[1, i] + (1 - b2) * (g[i] * g[i])
             p = theta[i] - lr[i] * (s0 / bc1) / (sqrt(s1 / bc2) + eps)
-        if not write:
-            if not (isfinite(p) and isfinite(s0) and isfinite(s1)):
-                return False
-            continue
-        theta[i] = p
-        if slots.shape[0] > 0:
-            slots[0, i] = s0
-        if slots.shape[0] > 1:
-            slots[1, i] = s1
-    return True
+            if write:
+                theta[i], slots[0, i], slots[1, i] = p, s0, s1
+            else:
+                finite &= (p - p == 0) & (s0 - s0 == 0) & (s1 - s1 == 0)
+    return finite
 
 
 cdef bint _clip_and_check(floating[::1] g, double clip_value, double clip_norm) noexcept nogil:
@@ -419,18 +486,21 @@ def loss_and_grads(spec, params, grads,
     cdef floating loss = 0, scale = <floating>(1.0 / n_seq)
     dtype = np.float64 if floating is double else np.float32
     cdef floating[:, ::1] hs = np.zeros((X.shape[1] + 1, n_hidden), dtype=dtype)
-    cdef floating[::1] dh = np.zeros(n_hidden, dtype=dtype), da = np.zeros(n_hidden, dtype=dtype)
+    cdef floating[:, ::1] das = np.zeros((X.shape[1], n_hidden), dtype=dtype)
+    cdef floating[:, ::1] W_hh_T = np.zeros((n_hidden, n_hidden), dtype=dtype)
+    cdef floating[::1] dh = np.zeros(n_hidden, dtype=dtype)
     cdef floating[::1] z = np.zeros(n_out, dtype=dtype), y = np.zeros(n_out, dtype=dtype)
     cdef floating[::1] dz = np.zeros(n_out, dtype=dtype)
     for g in grads:
         g[...] = 0
     with nogil:
+        _transpose(W_hh, W_hh_T)
         for n in range(n_seq):
             for j in range(n_hidden):
                 hs[0, j] = h0[n, j]
             loss += _sequence_loss_and_grads(
-                cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                X, Y, n, lengths[n], 0, X.shape[1], scale, hs, dh, da, z, y, dz)
+                cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy, db_h, db_y,
+                X, Y, n, lengths[n], 0, X.shape[1], scale, hs, das, dh, z, y, dz)
             last = lengths[n]
             for j in range(n_hidden):
                 H_last_out[n, j] = hs[last, j]
@@ -484,10 +554,13 @@ def train(spec, params, grads,
     dtype = np.float64 if floating is double else np.float32
     cdef floating[:, ::1] hs = np.zeros((X.shape[1] + 1, n_hidden), dtype=dtype)
     cdef floating[:, ::1] carry = np.zeros((batch_size, n_hidden), dtype=dtype)
-    cdef floating[::1] dh = np.zeros(n_hidden, dtype=dtype), da = np.zeros(n_hidden, dtype=dtype)
+    cdef floating[:, ::1] das = np.zeros((X.shape[1], n_hidden), dtype=dtype)
+    cdef floating[:, ::1] W_hh_T = np.zeros((n_hidden, n_hidden), dtype=dtype)
+    cdef floating[::1] dh = np.zeros(n_hidden, dtype=dtype)
     cdef floating[::1] z = np.zeros(n_out, dtype=dtype), y = np.zeros(n_out, dtype=dtype)
     cdef floating[::1] dz = np.zeros(n_out, dtype=dtype)
     with nogil:
+        _transpose(W_hh, W_hh_T)
         for s in range(step_begin, step_end):
             b = s % n_batches
             first = (s // n_batches) * n_samples + b * batch_size
@@ -509,8 +582,8 @@ def train(spec, params, grads,
                     for p in range(n_hidden):
                         hs[0, p] = carry[j, p]
                     batch_loss += _sequence_loss_and_grads(
-                        cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                        X, Y, i, lengths[i], t0, t0 + chunk_length, scale, hs, dh, da, z, y, dz)
+                        cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy, db_h, db_y,
+                        X, Y, i, lengths[i], t0, t0 + chunk_length, scale, hs, das, dh, z, y, dz)
                     last = max(0, min(t0 + chunk_length, lengths[i]) - t0)
                     for p in range(n_hidden):
                         carry[j, p] = hs[last, p]
@@ -520,6 +593,7 @@ def train(spec, params, grads,
                 if not finite:  # stop with the state of the last finite update
                     break
                 _update(opt_kind, hyper, theta, grad, lr, slots, opt_step, True)
+                _transpose(W_hh, W_hh_T)
                 opt_step += 1
             if not finite:
                 break

@@ -1,0 +1,132 @@
+"""The ``rnn-fast`` command: train the seed tasks from the shell.
+
+    rnn-fast train binary-addition            # the seeds' task: 10 000 samples, hidden 16
+    rnn-fast train mod --k 3 --backend numpy  # next number mod k, on the NumPy reference
+    rnn-fast train count-ones                 # seed 003's linear counter
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from . import tasks
+
+
+def _binary_addition(args, backend):
+    X, Y = tasks.binary_addition(args.samples, bits=args.bits, seed=args.seed)
+    model = backend.RNN(2, args.hidden or 16, 1, hidden_activation="sigmoid",
+                        output_activation="sigmoid", loss="half_sse", bias=False,
+                        init="uniform", dtype=args.dtype, seed=args.seed)
+    test = tasks.binary_addition_all(bits=args.bits)
+    return model, (X, Y), backend.SGD(lr=args.lr or 0.1), test
+
+
+def _mod(args, backend):
+    X, Y = tasks.next_mod(args.samples, length=args.length, k=args.k, seed=args.seed)
+    model = backend.RNN(args.k, args.hidden or 10, args.k, hidden_activation="tanh",
+                        output_activation="softmax", loss="cross_entropy", init="glorot",
+                        dtype=args.dtype, seed=args.seed)
+    test = tasks.next_mod(1000, length=args.length, k=args.k, seed=args.seed + 1)
+    return model, (X, Y), backend.SGD(lr=args.lr or 0.05), test
+
+
+def _count_ones(args, backend):
+    X, Y = tasks.count_ones(args.samples, length=args.length, seed=args.seed)
+    model = backend.RNN(1, 1, hidden_activation="identity", loss="mse", bias=False,
+                        readout=False, dtype=args.dtype,
+                        params={"W_xh": [[0.2]], "W_hh": [[1.5]]})
+    optimizer = backend.SGD(lr={"W_xh": args.lr or 0.02, "W_hh": (args.lr or 0.02) * 0.03})
+    test = tasks.count_ones(1000, length=args.length, seed=args.seed + 1)
+    return model, (X, Y), optimizer, test
+
+
+TASKS = {"binary-addition": _binary_addition, "mod": _mod, "count-ones": _count_ones}
+
+
+def train(args):
+    if args.backend == "numpy":
+        from . import reference as backend
+    else:
+        import rnn_fast as backend
+    model, (X, Y), optimizer, (X_test, Y_test) = TASKS[args.task](args, backend)
+    batch_size = args.batch_size or (X.shape[0] if args.task == "count-ones" else 1)
+    print(f"{args.task}: {X.shape[0]} sequences of {X.shape[1]} steps, "
+          f"hidden {model.hidden_size}, {args.backend} backend, {model.dtype}")
+    start = time.perf_counter()
+    history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs, batch_size=batch_size,
+                        shuffle=args.shuffle, progress=not args.quiet)
+    elapsed = time.perf_counter() - start
+    result = model.evaluate(X_test, Y_test)
+    print(f"final training loss {history['loss'][-1]:.6g}")
+    print(f"test accuracy {result['accuracy']:.2%} per value, "
+          f"{result['sequence_accuracy']:.2%} per sequence ({X_test.shape[0]} sequences)")
+    print(f"training time {elapsed:.3f} s")
+    if args.save:
+        model.save(args.save)
+        print(f"model saved to {args.save}")
+    if args.plot:
+        _plot_history(history, args.plot, f"{args.task} ({args.backend})")
+        print(f"loss curve written to {args.plot}")
+    return 0
+
+
+def _plot_history(history, path, title):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'rnn_fast[plot]'") from None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    losses = history["batch_loss"]
+    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.5, alpha=0.4, label="batch")
+    window = max(1, len(losses) // 50)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    ax.plot(np.arange(window, len(losses) + 1), smooth, label=f"mean of {window}")
+    ax.set(xlabel="update", ylabel="loss", title=title, yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="rnn-fast", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("train", help="train a seed task and report accuracy and time")
+    p.add_argument("task", choices=sorted(TASKS))
+    p.add_argument("--backend", choices=["cython", "numpy"], default="cython")
+    p.add_argument("--samples", type=int, default=10_000, help="training sequences")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: 1 (the seeds' per-sample SGD); count-ones: all")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (task default)")
+    p.add_argument("--hidden", type=int, default=None, help="hidden size (task default)")
+    p.add_argument("--bits", type=int, default=8, help="binary-addition: bits per number")
+    p.add_argument("--k", type=int, default=3, help="mod: the modulus")
+    p.add_argument("--length", type=int, default=10, help="mod, count-ones: sequence length")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shuffle", action="store_true", help="reshuffle every epoch")
+    p.add_argument("--save", metavar="PATH", help="save the trained model (.npz)")
+    p.add_argument("--plot", metavar="PNG", help="write the loss curve (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=train)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError) as exc:
+        print(f"rnn-fast: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

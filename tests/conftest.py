@@ -1,0 +1,65 @@
+"""Shared fixtures: both backends, a printed and overridable random seed, tolerances."""
+
+import itertools
+import os
+
+import numpy as np
+import pytest
+
+import rnn_fast
+import rnn_fast.reference
+
+BACKENDS = {"cython": rnn_fast, "numpy": rnn_fast.reference}
+
+# Agreement between the Cython core and the NumPy reference, by dtype.
+RTOL = {"float64": 1e-12, "float32": 1e-5}
+
+SEED = int(os.environ.get("RNN_FAST_TEST_SEED", np.random.SeedSequence().entropy % 2**32))
+
+
+def pytest_report_header(config):
+    return f"rnn_fast random seed: {SEED} (set RNN_FAST_TEST_SEED to repeat a run)"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(SEED)
+
+
+@pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
+def backend(request):
+    """Each test taking `backend` runs once per backend, as `import ... as rnn_fast` would."""
+    return BACKENDS[request.param]
+
+
+def valid_configs():
+    """Every (hidden activation, output activation, loss, bias, readout) the model accepts."""
+    for hidden, output, loss, bias, readout in itertools.product(
+        ["sigmoid", "tanh", "relu", "identity"],
+        ["sigmoid", "softmax", "identity"],
+        ["half_sse", "mse", "cross_entropy", "binary_cross_entropy"],
+        [True, False],
+        [True, False],
+    ):
+        if loss == "cross_entropy" and output != "softmax":
+            continue
+        if loss == "binary_cross_entropy" and output != "sigmoid":
+            continue
+        if not readout and (output != "identity" or loss not in ("half_sse", "mse")):
+            continue
+        yield {"hidden_activation": hidden, "output_activation": output, "loss": loss,
+               "bias": bias, "readout": readout}
+
+
+CONFIGS = list(valid_configs())
+
+
+def make_data(rng, config, n, t, i, o, many_to_one, dtype="float64"):
+    """Inputs and targets that suit the loss: one-hot for cross-entropy, [0, 1] otherwise."""
+    X = rng.standard_normal((n, t, i))
+    shape = (n, o) if many_to_one else (n, t, o)
+    if config["loss"] == "cross_entropy":
+        Y = np.eye(o)[rng.integers(0, o, shape[:-1])]
+    else:
+        Y = rng.random(shape)
+    return X.astype(dtype), Y.astype(dtype)

@@ -1,0 +1,151 @@
+"""The Cython core computes the NumPy reference's numbers.
+
+Every kernel is compared with its reference twin over random sizes (1 included),
+sequence lengths (1 included), every configuration and both dtypes. float64 agrees to
+1e-12 relative, float32 to 1e-5; the absolute floor is that tolerance times the
+largest value of the quantity compared, so entries that are rounding noise around
+zero (a softmax's gradients summing to zero, say) do not fail the test.
+"""
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, RTOL, make_data
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rnn_fast
+import rnn_fast.reference as reference
+
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=False,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def assert_close(actual, desired, dtype, what, scale=None):
+    rtol = RTOL[dtype]
+    desired = np.asarray(desired, dtype=np.float64)
+    scale = np.max(np.abs(desired), initial=1e-300) if scale is None else scale
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), desired,
+                               rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def twin_models(config, sizes, dtype, seed, init="glorot"):
+    i, h, o = sizes
+    kwargs = dict(input_size=i, hidden_size=h, output_size=o if config["readout"] else None,
+                  dtype=dtype, seed=seed, init=init, **config)
+    return rnn_fast.RNN(**kwargs), reference.RNN(**kwargs)
+
+
+problems = st.fixed_dictionaries({
+    "config": st.sampled_from(CONFIGS),
+    "n": st.integers(1, 4),
+    "t": st.integers(1, 7),
+    "i": st.integers(1, 5),
+    "h": st.integers(1, 9),
+    "o": st.integers(1, 4),
+    "many_to_one": st.booleans(),
+    "dtype": st.sampled_from(["float64", "float32"]),
+    "seed": st.integers(0, 2**31),
+    "ragged": st.booleans(),
+})
+
+
+def build(p):
+    o = p["o"] if p["config"]["readout"] else p["h"]
+    fast, ref = twin_models(p["config"], (p["i"], p["h"], o), p["dtype"], p["seed"])
+    rng = np.random.default_rng(p["seed"])
+    X, Y = make_data(rng, p["config"], p["n"], p["t"], p["i"], o, p["many_to_one"], p["dtype"])
+    lengths = rng.integers(1, p["t"] + 1, p["n"]) if p["ragged"] else None
+    return fast, ref, X, Y, lengths
+
+
+@SETTINGS
+@given(problems)
+def test_forward_matches_reference(p):
+    fast, ref, X, _, lengths = build(p)
+    h0 = np.random.default_rng(p["seed"] + 1).standard_normal(p["h"])
+    Y_fast, H_fast = fast.forward(X, h0=h0, lengths=lengths)
+    Y_ref, H_ref = ref.forward(X, h0=h0, lengths=lengths)
+    assert Y_fast.dtype == np.dtype(p["dtype"]) and Y_fast.shape == Y_ref.shape
+    assert_close(Y_fast, Y_ref, p["dtype"], f"outputs, {p}")
+    assert_close(H_fast, H_ref, p["dtype"], f"hidden states, {p}")
+
+
+@SETTINGS
+@given(problems)
+def test_loss_and_grads_match_reference(p):
+    fast, ref, X, Y, lengths = build(p)
+    loss_fast, grads_fast = fast.loss_and_grads(X, Y, lengths=lengths)
+    loss_ref, grads_ref = ref.loss_and_grads(X, Y, lengths=lengths)
+    assert_close(loss_fast, loss_ref, p["dtype"], f"loss, {p}")
+    assert list(grads_fast) == list(ref.params) == list(grads_ref)
+    scale = max(np.max(np.abs(g)) for g in grads_ref.values())
+    for name in grads_ref:
+        assert grads_fast[name].dtype == np.dtype(p["dtype"])
+        assert_close(grads_fast[name], grads_ref[name], p["dtype"], f"d{name}, {p}", scale)
+
+
+OPTIMIZERS = [
+    lambda m: m.SGD(lr=0.1),
+    lambda m: m.SGD(lr={"W_xh": 0.05, "W_hh": 0.02}),
+    lambda m: m.SGD(lr=0.05, momentum=0.9),
+    lambda m: m.SGD(lr=0.05, momentum=0.9, nesterov=True),
+    lambda m: m.Adagrad(lr=0.1),
+    lambda m: m.RMSprop(lr=0.01),
+    lambda m: m.Adam(lr=0.01),
+]
+
+
+@pytest.mark.parametrize("make_optimizer", OPTIMIZERS,
+                         ids=["sgd", "sgd-per-param", "momentum", "nesterov", "adagrad",
+                              "rmsprop", "adam"])
+@pytest.mark.parametrize("options", [
+    {},
+    {"batch_size": 3, "shuffle": True, "seed": 5},
+    {"chunk_length": 3},
+    {"clip_value": 0.05},
+    {"clip_norm": 0.1, "batch_size": 2},
+    {"ragged": True, "batch_size": 4},
+], ids=["plain", "minibatch-shuffle", "tbptt", "clip-value", "clip-norm", "ragged"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fit_matches_reference(make_optimizer, options, dtype, rng):
+    options = dict(options)
+    config = {"hidden_activation": "tanh", "output_activation": "sigmoid",
+              "loss": "binary_cross_entropy", "bias": True, "readout": True}
+    fast, ref = twin_models(config, (3, 6, 2), dtype, seed=1)
+    X, Y = make_data(rng, config, 10, 7, 3, 2, many_to_one=False, dtype=dtype)
+    if options.pop("ragged", False):
+        options["lengths"] = rng.integers(1, 8, 10)
+    history_fast = fast.fit(X, Y, optimizer=make_optimizer(rnn_fast), epochs=3, **options)
+    history_ref = ref.fit(X, Y, optimizer=make_optimizer(reference), epochs=3, **options)
+    # a few dozen updates: rounding differences stay at the dtype's level
+    for name in ref.params:
+        assert_close(fast.params[name], ref.params[name], dtype, name, scale=1.0)
+    assert_close(history_fast["batch_loss"], history_ref["batch_loss"], dtype, "losses")
+    for slot_fast, slot_ref in zip(fast.optimizer.state["slots"], ref.optimizer.state["slots"]):
+        assert_close(slot_fast, slot_ref, dtype, "optimizer state")
+    assert fast.optimizer.state["step"] == ref.optimizer.state["step"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(map(str, c.values())))
+def test_fit_every_configuration(config, rng):
+    """Training runs every configuration in the core, with the reference's numbers."""
+    o = 3 if config["readout"] else 4
+    fast, ref = twin_models(config, (2, 4, o), "float64", seed=2)
+    X, Y = make_data(rng, config, 6, 5, 2, o, many_to_one=False)
+    fast.fit(X, Y, optimizer=rnn_fast.SGD(lr=0.05), epochs=2, batch_size=2)
+    ref.fit(X, Y, optimizer=reference.SGD(lr=0.05), epochs=2, batch_size=2)
+    np.testing.assert_allclose(fast.theta, ref.theta, rtol=1e-12, atol=1e-12)
+
+
+def test_long_seed_run_matches_reference():
+    """10 000 per-sample SGD steps on binary addition end at the same weights."""
+    X, Y = rnn_fast.tasks.binary_addition(10_000, bits=8, seed=3)
+    final = []
+    for backend in (rnn_fast, reference):
+        model = backend.RNN(2, 16, 1, hidden_activation="sigmoid", output_activation="sigmoid",
+                            loss="half_sse", bias=False, init="uniform", seed=0)
+        model.fit(X, Y, optimizer=backend.SGD(lr=0.1))
+        final.append(model.params)
+    for name in final[1]:
+        np.testing.assert_allclose(final[0][name], final[1][name], rtol=1e-10, atol=0,
+                                   err_msg=name)

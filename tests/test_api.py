@@ -195,20 +195,20 @@ def test_same_error_messages_on_both_backends():
 
 def test_divergence_stops_with_the_last_finite_state(backend):
     X, Y = rnn_fast.tasks.binary_addition(50, bits=6, seed=0)
-    model = small_model(backend, output_size=1, hidden_activation="relu",
+    model = small_model(backend, output_size=1, hidden_activation="identity",
                         hidden_size=8, init="normal", bias=False)
-    optimizer = backend.SGD(lr=1e6)
+    optimizer = backend.SGD(lr=1e3)
     with pytest.raises(rnn_fast.DivergenceError, match="epoch 1, batch") as info:
         model.fit(X, Y, optimizer=optimizer, epochs=2)
     error = info.value
     assert np.all(np.isfinite(model.theta))
     assert optimizer.state["step"] == len(error.history["batch_loss"])
     # replaying the finished updates on a fresh model gives exactly the state kept
-    replay = small_model(backend, output_size=1, hidden_activation="relu", hidden_size=8,
+    replay = small_model(backend, output_size=1, hidden_activation="identity", hidden_size=8,
                          init="normal", bias=False)
     done = optimizer.state["step"]
     if done:
-        replay.fit(X[:done], Y[:done], optimizer=backend.SGD(lr=1e6))
+        replay.fit(X[:done], Y[:done], optimizer=backend.SGD(lr=1e3))
     np.testing.assert_array_equal(replay.theta, model.theta)
 
 

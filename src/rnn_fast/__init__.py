@@ -4,7 +4,7 @@
 API on plain NumPy, the executable specification the core is tested against.
 """
 
-# from . import tasks
+from . import tasks
 from ._model import RNN, DivergenceError, load_model
 from .optimizers import SGD, Adagrad, Adam, RMSprop
 

@@ -43,7 +43,7 @@ def save(path, config, params, optimizer):
 def load(path):
     """Read (config, params, optimizer or None) from a file written by ``save``."""
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             arrays = {key: f[key] for key in f.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError):

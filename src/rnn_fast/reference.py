@@ -24,6 +24,8 @@ Targets are given at every step (many-to-many) or at the last step only (many-to
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._model import RNN as _RNN
@@ -92,6 +94,19 @@ def output_loss_and_delta(spec, z, y, target, norm):
 # The four functions below are the kernel interface; _core.pyx has the same four.
 
 
+def like_c(kernel):
+    """Let overflow give inf and NaN silently, as the C core does: training reports a
+    non-finite loss or update as divergence, at the step where it happened."""
+
+    @functools.wraps(kernel)
+    def wrapper(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return kernel(*args, **kwargs)
+
+    return wrapper
+
+
+@like_c
 def forward(spec, params, X, lengths, h0, Y_out, H_out):
     """Run the network over a batch: fill Y_out (N, T, O) and H_out (N, T, H).
 
@@ -153,6 +168,7 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
     return scale * loss, hs[-1]
 
 
+@like_c
 def loss_and_grads(spec, params, grads, X, Y, lengths, h0, H_last_out):
     """Mean loss over the batch and its gradients (written into ``grads``)."""
     for g in grads:
@@ -167,6 +183,7 @@ def loss_and_grads(spec, params, grads, X, Y, lengths, h0, H_last_out):
     return loss
 
 
+@like_c
 def apply_update(opt_kind, hyper, theta, grad, lr, slots, step, clip_value, clip_norm):
     """One optimizer step on the flat parameters, in place; False if it would not be finite.
 
@@ -206,6 +223,7 @@ def apply_update(opt_kind, hyper, theta, grad, lr, slots, step, clip_value, clip
     return True
 
 
+@like_c
 def train(spec, params, grads, theta, grad, X, Y, lengths, order, batch_size, chunk_length,
           step_begin, step_end, opt_kind, hyper, lr, slots, opt_step, clip_value, clip_norm,
           losses_out):

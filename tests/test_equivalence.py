@@ -20,8 +20,8 @@ SETTINGS = settings(max_examples=150, deadline=None, derandomize=False,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-def assert_close(actual, desired, dtype, what, scale=None):
-    rtol = RTOL[dtype]
+def assert_close(actual, desired, dtype, what, scale=None, rtol=None):
+    rtol = RTOL[dtype] if rtol is None else rtol
     desired = np.asarray(desired, dtype=np.float64)
     scale = np.max(np.abs(desired), initial=1e-300) if scale is None else scale
     np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), desired,
@@ -117,12 +117,14 @@ def test_fit_matches_reference(make_optimizer, options, dtype, rng):
         options["lengths"] = rng.integers(1, 8, 10)
     history_fast = fast.fit(X, Y, optimizer=make_optimizer(rnn_fast), epochs=3, **options)
     history_ref = ref.fit(X, Y, optimizer=make_optimizer(reference), epochs=3, **options)
-    # a few dozen updates: rounding differences stay at the dtype's level
+    # a few dozen updates: adaptive optimizers amplify rounding differences somewhat
+    rtol = {"float64": 1e-10, "float32": 1e-4}[dtype]
     for name in ref.params:
-        assert_close(fast.params[name], ref.params[name], dtype, name, scale=1.0)
-    assert_close(history_fast["batch_loss"], history_ref["batch_loss"], dtype, "losses")
+        assert_close(fast.params[name], ref.params[name], dtype, name, scale=1.0, rtol=rtol)
+    assert_close(history_fast["batch_loss"], history_ref["batch_loss"], dtype, "losses",
+                 rtol=rtol)
     for slot_fast, slot_ref in zip(fast.optimizer.state["slots"], ref.optimizer.state["slots"]):
-        assert_close(slot_fast, slot_ref, dtype, "optimizer state")
+        assert_close(slot_fast, slot_ref, dtype, "optimizer state", rtol=rtol)
     assert fast.optimizer.state["step"] == ref.optimizer.state["step"]
 
 

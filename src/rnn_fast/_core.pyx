@@ -5,6 +5,12 @@
 # * Four entry points with the reference's signatures: forward, loss_and_grads,
 #   apply_update (the optimizer step) and train (the fused loop: every batch, every
 #   chunk, every update of a fit, in one call with the GIL released).
+# * Two ways to run BPTT. Small networks (hidden size below blas_min_hidden(), measured
+#   in bench/): hand-written loops over one sequence at a time, where the cost is
+#   overhead, not arithmetic. Large ones: a whole batch at once, time-major, with BLAS
+#   (scipy.linalg.cython_blas): the input projections and readouts of a block of steps
+#   as one GEMM each, one GEMM per step for the recurrence, and the weight gradients
+#   as GEMMs over the block after the backward sweep.
 # * Arrays are C-contiguous and row-major, as in the reference: x_t and h_t are row
 #   vectors, W_xh is (I, H), W_hh (H, H), W_hy (H, O). Inner loops run along the last,
 #   contiguous axis so the compiler can vectorise them.
@@ -16,7 +22,9 @@
 # * Summation orders follow the reference where it is cheap; float32 models compute
 #   in float32 throughout, as NumPy does.
 
-from libc.math cimport exp, fabs, isfinite, log, log1p, sqrt, tanh
+from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt, tanh, tanhf
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from cython cimport floating
 
@@ -42,6 +50,47 @@ cdef enum:
     OPT_ADAM = 3
 
 
+cdef enum:  # phases of the timers (fit(..., profile=True))
+    PHASE_FORWARD = 0
+    PHASE_BACKWARD = 1
+    PHASE_UPDATE = 2
+
+# Hidden sizes from which BPTT runs on BLAS (measured: bench/crossover.py).
+cdef Py_ssize_t _blas_min_hidden = 48
+
+# Rows (batch x steps) per GEMM block on the BLAS path: big enough for BLAS to run at
+# speed, small enough that the block's scratch stays a fraction of the hidden states.
+cdef Py_ssize_t BLOCK_ROWS = 512
+
+
+def blas_min_hidden():
+    """The hidden size from which the core uses BLAS."""
+    return _blas_min_hidden
+
+
+def set_blas_min_hidden(Py_ssize_t n):
+    """Use BLAS from hidden size n on (0: always, a huge n: never); returns the old value."""
+    global _blas_min_hidden
+    old, _blas_min_hidden = _blas_min_hidden, n
+    return old
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + 1e-9 * ts.tv_nsec
+
+
+cdef inline double _lap(double* timers, int phase, double since) noexcept nogil:
+    """Add the time since ``since`` to a phase (if timing is on); returns now."""
+    cdef double now
+    if timers == NULL:
+        return 0
+    now = _now()
+    timers[phase] += now - since
+    return now
+
+
 cdef struct Config:
     int hidden           # activation code of f
     int output           # activation code of g
@@ -62,12 +111,19 @@ cdef Config _config(spec):
     return cfg
 
 
+cdef inline floating _exp(floating a) noexcept nogil:
+    """exp in the model's precision, as NumPy computes float32 in float32."""
+    if floating is float:
+        return expf(a)
+    return exp(a)
+
+
 cdef inline floating _activate(int code, floating a) noexcept nogil:
     """f(a) for a hidden (or sigmoid/identity output) activation code."""
     if code == SIGMOID:
-        return 1 / (1 + exp(-a))
+        return 1 / (1 + _exp(-a))
     if code == TANH:
-        return tanh(a)
+        return tanhf(a) if floating is float else tanh(a)
     if code == RELU:
         return a if a > 0 else 0
     return a
@@ -148,49 +204,79 @@ cdef inline void _transpose(const floating[:, ::1] A, floating[:, ::1] A_T_out) 
             A_T_out[j, i] = A[i, j]
 
 
+cdef inline void _gemm(
+    bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+    const floating* A,       # IN (m, k), or (k, m) if trans_a
+    const floating* B,       # IN (k, n), or (n, k) if trans_b
+    floating beta,
+    floating* C,             # IN/OUT (m, n): C = op(A) @ op(B) + beta * C
+) noexcept nogil:
+    """Row-major GEMM. BLAS is column-major, where a row-major matrix reads as its
+    transpose: so ask it for C^T = op(B)^T @ op(A)^T."""
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    cdef int mm = <int>m, nn = <int>n, kk = <int>k
+    cdef int lda = <int>(m if trans_a else k), ldb = <int>(k if trans_b else n), ldc = nn
+    cdef floating one = 1
+    if floating is double:
+        dgemm(&tb, &ta, &nn, &mm, &kk, &one, <double*>B, &ldb, <double*>A, &lda,
+              &beta, C, &ldc)
+    else:
+        sgemm(&tb, &ta, &nn, &mm, &kk, &one, <float*>B, &ldb, <float*>A, &lda,
+              &beta, C, &ldc)
+
+
+cdef inline void _output_activation(
+    Config cfg, const floating* z, floating* y_out, Py_ssize_t n_out,
+) noexcept nogil:
+    """y = g(z) for one step's outputs (O,)."""
+    cdef Py_ssize_t o
+    cdef floating top, total
+    if cfg.output == SOFTMAX:
+        top = z[0]
+        for o in range(1, n_out):
+            top = z[o] if z[o] > top else top
+        total = 0
+        for o in range(n_out):
+            y_out[o] = _exp(z[o] - top)
+            total += y_out[o]
+        for o in range(n_out):
+            y_out[o] = y_out[o] / total
+    else:
+        for o in range(n_out):
+            y_out[o] = _activate(cfg.output, z[o])
+
+
 cdef inline void _readout(
     Config cfg,
     const floating[:, ::1] hs, Py_ssize_t k,   # IN h_t = hs[k]
     const floating[:, ::1] W_hy,               # IN (H, O)
-    const floating[::1] b_y,                   # IN (O,) or empty
+    const floating[::1] b_y,                   # IN (O,), zeros when there is no bias
     floating[::1] z_out,                       # OUT (O,) z_t = h_t @ W_hy + b_y
     floating[::1] y_out,                       # OUT (O,) y_t = g(z_t)
 ) noexcept nogil:
-    cdef Py_ssize_t j, o
+    cdef Py_ssize_t o
     cdef Py_ssize_t n_hidden = W_hy.shape[0], n_out = W_hy.shape[1]
-    cdef floating top, total
     for o in range(n_out):
         z_out[o] = 0
     _add_vecmat(&hs[k, 0], &W_hy[0, 0], n_hidden, n_out, &z_out[0])
     if cfg.bias:
         for o in range(n_out):
             z_out[o] += b_y[o]
-    if cfg.output == SOFTMAX:
-        top = z_out[0]
-        for o in range(1, n_out):
-            top = z_out[o] if z_out[o] > top else top
-        total = 0
-        for o in range(n_out):
-            y_out[o] = exp(z_out[o] - top)
-            total += y_out[o]
-        for o in range(n_out):
-            y_out[o] = y_out[o] / total
-    else:
-        for o in range(n_out):
-            y_out[o] = _activate(cfg.output, z_out[o])
+    _output_activation(cfg, &z_out[0], &y_out[0], n_out)
 
 
 cdef floating _output_loss_and_delta(
     Config cfg,
-    const floating[::1] z,                 # IN (O,) pre-activation
-    const floating[::1] y,                 # IN (O,) output g(z)
-    const floating[:, :, ::1] Y,           # IN targets (N, T or 1, O)
-    Py_ssize_t n, Py_ssize_t row,
+    const floating* z,                     # IN (O,) pre-activation
+    const floating* y,                     # IN (O,) output g(z)
+    const floating* target,                # IN (O,)
+    Py_ssize_t n_out,
     floating norm,                         # IN mse: number of target values in the sequence
-    floating[::1] dz_out,                  # OUT (O,) dL/dz
+    floating* dz_out,                      # OUT (O,) dL/dz
 ) noexcept nogil:
     """One target step: returns its loss and writes dL/dz."""
-    cdef Py_ssize_t o, n_out = z.shape[0]
+    cdef Py_ssize_t o
     cdef floating loss = 0, top, total, d_dot_y, target_sum, d, two_over_norm
     if cfg.loss == CROSS_ENTROPY:  # softmax output
         top = z[0]
@@ -198,22 +284,22 @@ cdef floating _output_loss_and_delta(
             top = z[o] if z[o] > top else top
         total = 0
         for o in range(n_out):
-            total += exp(z[o] - top)
+            total += _exp(z[o] - top)
         total = log(total)
         target_sum = 0
         for o in range(n_out):
-            loss += Y[n, row, o] * (z[o] - top - total)
-            target_sum += Y[n, row, o]
+            loss += target[o] * (z[o] - top - total)
+            target_sum += target[o]
         for o in range(n_out):
-            dz_out[o] = y[o] * target_sum - Y[n, row, o]
+            dz_out[o] = y[o] * target_sum - target[o]
         return -loss
     if cfg.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form avoids log(0)
         for o in range(n_out):
-            loss += (z[o] if z[o] > 0 else 0) - z[o] * Y[n, row, o] + log1p(exp(-fabs(z[o])))
-            dz_out[o] = y[o] - Y[n, row, o]
+            loss += (z[o] if z[o] > 0 else 0) - z[o] * target[o] + log1p(exp(-fabs(z[o])))
+            dz_out[o] = y[o] - target[o]
         return loss
     for o in range(n_out):
-        d = y[o] - Y[n, row, o]
+        d = y[o] - target[o]
         dz_out[o] = d
         loss += d * d
     if cfg.loss == HALF_SSE:
@@ -251,6 +337,7 @@ cdef floating _sequence_loss_and_grads(
     floating[:, ::1] das,    # scratch (T, H): das[k] = dL/da at step t0 + k
     floating[::1] dh,                                                # scratch (H,)
     floating[::1] z, floating[::1] y, floating[::1] dz,              # scratch (O,)
+    double* timers,                                                  # IN/OUT or NULL
 ) noexcept nogil:
     """BPTT over steps t0..t1 of sequence n; adds scale * dL/dparams to the gradients.
 
@@ -260,6 +347,7 @@ cdef floating _sequence_loss_and_grads(
     cdef Py_ssize_t i, j, o, k, t, row, n_steps
     cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0], n_out = dz.shape[0]
     cdef floating loss = 0, xi, hi, norm
+    cdef double clock = _now() if timers != NULL else 0
     if t1 > length:
         t1 = length
     n_steps = t1 - t0
@@ -267,6 +355,7 @@ cdef floating _sequence_loss_and_grads(
 
     for k in range(n_steps):  # forward, keeping every hidden state
         _step(cfg, X, n, t0 + k, W_xh, W_hh, b_h, hs, k)
+    clock = _lap(timers, PHASE_FORWARD, clock)
 
     for j in range(n_hidden):  # dh: dL/dh_t, flowing back from step t + 1
         dh[j] = 0
@@ -280,7 +369,8 @@ cdef floating _sequence_loss_and_grads(
                 for o in range(n_out):
                     z[o] = hs[k + 1, o]
                     y[o] = z[o]
-            loss += _output_loss_and_delta(cfg, z, y, Y, n, row, norm, dz)
+            loss += _output_loss_and_delta(cfg, &z[0], &y[0], &Y[n, row, 0], n_out, norm,
+                                           &dz[0])
             for o in range(n_out):
                 dz[o] = scale * dz[o]
             if cfg.readout:
@@ -314,6 +404,7 @@ cdef floating _sequence_loss_and_grads(
                 dh[j] = 0
             _add_vecmat(&das[k, 0], &W_hh_T[0, 0], n_hidden, n_hidden, &dh[0])
     _add_outer_products(hs, das, n_steps, dW_hh)
+    _lap(timers, PHASE_BACKWARD, clock)
     return scale * loss
 
 
@@ -344,6 +435,143 @@ cdef inline void _add_outer_products(
             for j in range(n_hidden):
                 dW_hh[i, j] = dW_hh[i, j] + a0 * das[k, j]
             k -= 1
+
+
+cdef floating _batch_loss_and_grads(
+    Config cfg,
+    const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN parameters
+    const floating[:, ::1] W_hy, const floating[::1] b_h, const floating[::1] b_y,
+    floating[:, ::1] dW_xh, floating[:, ::1] dW_hh,                  # IN/OUT += gradients
+    floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
+    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
+    const Py_ssize_t[::1] lengths,                                   # IN (N,)
+    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count, # IN the batch
+    Py_ssize_t t0, Py_ssize_t t1, floating scale,
+    floating[:, ::1] carry,  # IN h_{t0-1} of each sequence (rows 0..count); OUT the last h
+    Py_ssize_t block,        # steps per GEMM block
+    floating[::1] Hs,        # scratch (T + 1, count, H): hidden states, time-major
+    floating[::1] Xb,        # scratch (block, count, I): a block's inputs
+    floating[::1] Zb,        # scratch (block, count, O): a block's outputs, then dL/dz
+    floating[::1] DAb,       # scratch (block, count, H): a block's dL/da
+    floating[::1] dh_next,   # scratch (count, H): dL/dh_t flowing back from step t + 1
+    floating[::1] y, floating[::1] dz,                               # scratch (O,)
+    double* timers,                                                  # IN/OUT or NULL
+) noexcept nogil:
+    """BPTT over steps t0..t1 of a batch of sequences at once, on BLAS.
+
+    The twin of calling _sequence_loss_and_grads for each sequence of the batch; the
+    arrays are time-major (row k * count + j is step t0 + k of sequence order[first + j])
+    and handled through pointers so a block of steps is one contiguous matrix. A
+    sequence that ends before t1 keeps its last hidden state through the remaining
+    steps and gets no loss there, so its gradients are those of running it alone.
+    """
+    cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0], n_out = dz.shape[0]
+    cdef Py_ssize_t B = count, H = n_hidden, n_steps = 0
+    cdef Py_ssize_t i, j, c, o, r, k, t, kb, m, length
+    cdef floating loss = 0, norm
+    cdef floating* hs = &Hs[0]
+    cdef floating* row
+    cdef floating* zrow
+    cdef floating* darow
+    cdef double clock = _now() if timers != NULL else 0
+    for j in range(B):
+        n_steps = max(n_steps, min(t1, lengths[order[first + j]]) - t0)
+        for c in range(H):
+            hs[j * H + c] = carry[j, c]
+
+    kb = 0
+    while kb < n_steps:  # forward, a block of steps at a time
+        m = min(block, n_steps - kb)
+        _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+        # a = x W_xh for the whole block, straight into the hidden states' rows
+        _gemm(False, False, m * B, H, n_in, &Xb[0], &W_xh[0, 0], 0, hs + (kb + 1) * B * H)
+        for r in range(m):
+            k = kb + r
+            _gemm(False, False, B, H, H, hs + k * B * H, &W_hh[0, 0], 1, hs + (k + 1) * B * H)
+            for j in range(B):
+                row = hs + ((k + 1) * B + j) * H
+                if t0 + k >= lengths[order[first + j]]:  # ended: keep its last state
+                    for c in range(H):
+                        row[c] = row[c - B * H]
+                else:
+                    for c in range(H):
+                        row[c] = _activate(cfg.hidden, row[c] + b_h[c])
+        kb += m
+    clock = _lap(timers, PHASE_FORWARD, clock)
+
+    for c in range(B * H):
+        dh_next[c] = 0
+    while kb > 0:  # backward, block by block from the end
+        m = min(block, kb)
+        kb -= m
+        if cfg.readout:
+            _gemm(False, False, m * B, n_out, H, hs + (kb + 1) * B * H, &W_hy[0, 0], 0, &Zb[0])
+        for r in range(m):
+            t = t0 + kb + r
+            for j in range(B):
+                i = order[first + j]
+                length = lengths[i]
+                row = hs + ((kb + r + 1) * B + j) * H
+                zrow = &Zb[(r * B + j) * n_out] if cfg.readout else &DAb[(r * B + j) * H]
+                if t < length and (not cfg.many_to_one or t == length - 1):
+                    if cfg.readout:
+                        for o in range(n_out):
+                            zrow[o] = zrow[o] + b_y[o]
+                        _output_activation(cfg, zrow, &y[0], n_out)
+                        loss += _output_loss_and_delta(
+                            cfg, zrow, &y[0], &Y[i, 0 if cfg.many_to_one else t, 0], n_out,
+                            n_out if cfg.many_to_one else length * n_out, &dz[0])
+                    else:
+                        loss += _output_loss_and_delta(
+                            cfg, row, row, &Y[i, 0 if cfg.many_to_one else t, 0], n_out,
+                            n_out if cfg.many_to_one else length * n_out, &dz[0])
+                    for o in range(n_out):
+                        zrow[o] = scale * dz[o]
+                else:
+                    for o in range(n_out):
+                        zrow[o] = 0
+        if cfg.readout:
+            # dW_hy += h^T dz and db_y += dz over the block; dL/dh = dz W_hy^T
+            _gemm(True, False, H, n_out, m * B, hs + (kb + 1) * B * H, &Zb[0], 1, &dW_hy[0, 0])
+            if cfg.bias:
+                for r in range(m * B):
+                    for o in range(n_out):
+                        db_y[o] += Zb[r * n_out + o]
+            _gemm(False, True, m * B, H, n_out, &Zb[0], &W_hy[0, 0], 0, &DAb[0])
+        for r in range(m - 1, -1, -1):
+            k = kb + r
+            darow = &DAb[r * B * H]
+            row = hs + (k + 1) * B * H
+            for c in range(B * H):  # through f
+                darow[c] = (darow[c] + dh_next[c]) * _derivative(cfg.hidden, row[c])
+            if k > 0:  # back into h_{t-1} through the recurrence: dh = da W_hh^T
+                _gemm(False, True, B, H, H, darow, &W_hh[0, 0], 0, &dh_next[0])
+        # the block's weight gradients: dW_xh += x^T da, dW_hh += h_prev^T da
+        _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+        _gemm(True, False, n_in, H, m * B, &Xb[0], &DAb[0], 1, &dW_xh[0, 0])
+        _gemm(True, False, H, H, m * B, hs + kb * B * H, &DAb[0], 1, &dW_hh[0, 0])
+        if cfg.bias:
+            for r in range(m * B):
+                for c in range(H):
+                    db_h[c] += DAb[r * H + c]
+    for j in range(B):
+        for c in range(H):
+            carry[j, c] = hs[(n_steps * B + j) * H + c]
+    _lap(timers, PHASE_BACKWARD, clock)
+    return scale * loss
+
+
+cdef inline void _gather_inputs(
+    const floating[:, :, ::1] X, const Py_ssize_t[::1] order, Py_ssize_t first,
+    Py_ssize_t count, Py_ssize_t t_begin, Py_ssize_t n_steps,
+    floating[::1] Xb_out,    # OUT (n_steps, count, I) time-major
+) noexcept nogil:
+    cdef Py_ssize_t r, j, c, i, n_in = X.shape[2]
+    for r in range(n_steps):
+        for j in range(count):
+            i = order[first + j]
+            for c in range(n_in):
+                Xb_out[(r * count + j) * n_in + c] = X[i, t_begin + r, c]
 
 
 cdef bint _update(
@@ -435,6 +663,27 @@ cdef bint _clip_and_check(floating[::1] g, double clip_value, double clip_norm) 
 # ----------------------------------------------------------------------------- entry points
 
 
+class _Scratch:
+    """Scratch arrays for BPTT over batches of up to ``batch`` sequences, made once per
+    call. The path (hand loops or BLAS) follows the hidden size; the other path's
+    arrays are left empty."""
+
+    def __init__(self, dtype, T, n_in, n_hidden, n_out, batch):
+        self.blas = n_hidden >= _blas_min_hidden
+        self.block = max(1, min(T, BLOCK_ROWS // batch))
+        hand, blas = not self.blas, self.blas
+        B, K, H = batch, self.block, n_hidden
+        self.hs = np.zeros(((T + 1) * hand, H), dtype)      # hand: hidden states
+        self.das = np.zeros((T * hand, H), dtype)           # hand: dL/da per step
+        self.W_hh_T = np.zeros((H * hand, H), dtype)
+        self.Hs = np.zeros((T + 1) * B * H * blas, dtype)   # BLAS: time-major states
+        self.Xb = np.zeros(K * B * n_in * blas, dtype)
+        self.Zb = np.zeros(K * B * n_out * blas, dtype)
+        self.DAb = np.zeros(K * B * H * blas, dtype)
+        self.dh = np.zeros(H * (B if blas else 1), dtype)
+        self.z, self.y, self.dz = (np.zeros(n_out, dtype) for _ in range(3))
+
+
 def forward(spec, params,
             const floating[:, :, ::1] X not None,     # IN (N, T, I)
             const Py_ssize_t[::1] lengths not None,   # IN (N,)
@@ -481,29 +730,35 @@ def loss_and_grads(spec, params, grads,
     cdef floating[:, ::1] dW_xh = grads[0], dW_hh = grads[1], dW_hy = grads[2]
     cdef floating[::1] db_h = grads[3], db_y = grads[4]
     cdef Config cfg = _config(spec)
-    cdef Py_ssize_t n, j, last
-    cdef Py_ssize_t n_seq = X.shape[0], n_hidden = W_hh.shape[0], n_out = Y.shape[2]
+    cdef Py_ssize_t n, j
+    cdef Py_ssize_t n_seq = X.shape[0], T = X.shape[1], n_hidden = W_hh.shape[0]
     cdef floating loss = 0, scale = <floating>(1.0 / n_seq)
-    dtype = np.float64 if floating is double else np.float32
-    cdef floating[:, ::1] hs = np.zeros((X.shape[1] + 1, n_hidden), dtype=dtype)
-    cdef floating[:, ::1] das = np.zeros((X.shape[1], n_hidden), dtype=dtype)
-    cdef floating[:, ::1] W_hh_T = np.zeros((n_hidden, n_hidden), dtype=dtype)
-    cdef floating[::1] dh = np.zeros(n_hidden, dtype=dtype)
-    cdef floating[::1] z = np.zeros(n_out, dtype=dtype), y = np.zeros(n_out, dtype=dtype)
-    cdef floating[::1] dz = np.zeros(n_out, dtype=dtype)
+    cdef const Py_ssize_t[::1] order = np.arange(n_seq, dtype=np.intp)
+    ws = _Scratch(np.asarray(h0).dtype, T, X.shape[2], n_hidden, Y.shape[2], n_seq)
+    cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
+    cdef floating[::1] Hs = ws.Hs, Xb = ws.Xb, Zb = ws.Zb, DAb = ws.DAb, dh = ws.dh
+    cdef floating[::1] z = ws.z, y = ws.y, dz = ws.dz
+    cdef Py_ssize_t block = ws.block
+    cdef bint blas = ws.blas
     for g in grads:
         g[...] = 0
+    H_last_out[...] = h0
     with nogil:
-        _transpose(W_hh, W_hh_T)
-        for n in range(n_seq):
-            for j in range(n_hidden):
-                hs[0, j] = h0[n, j]
-            loss += _sequence_loss_and_grads(
-                cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                X, Y, n, lengths[n], 0, X.shape[1], scale, hs, das, dh, z, y, dz)
-            last = lengths[n]
-            for j in range(n_hidden):
-                H_last_out[n, j] = hs[last, j]
+        if blas:
+            loss = _batch_loss_and_grads(
+                cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
+                X, Y, lengths, order, 0, n_seq, 0, T, scale, H_last_out, block,
+                Hs, Xb, Zb, DAb, dh, y, dz, NULL)
+        else:
+            _transpose(W_hh, W_hh_T)
+            for n in range(n_seq):
+                for j in range(n_hidden):
+                    hs[0, j] = h0[n, j]
+                loss += _sequence_loss_and_grads(
+                    cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy, db_h, db_y,
+                    X, Y, n, lengths[n], 0, T, scale, hs, das, dh, z, y, dz, NULL)
+                for j in range(n_hidden):
+                    H_last_out[n, j] = hs[lengths[n], j]
     return loss
 
 
@@ -535,9 +790,12 @@ def train(spec, params, grads,
           floating[:, ::1] slots not None,           # IN/OUT (n_slots, P) optimizer state
           Py_ssize_t opt_step,
           double clip_value, double clip_norm,
-          double[::1] losses_out not None):          # OUT (n_steps,) loss of each batch
+          double[::1] losses_out not None,           # OUT (n_steps,) loss of each batch
+          double[::1] timers_out not None):          # IN/OUT (3,) seconds per phase, or (0,)
     """Training steps step_begin..step_end in one nogil loop (see reference.train).
 
+    ``timers_out``, when it has 3 entries, accumulates the seconds spent in the forward
+    sweeps, the backward sweeps and the updates; pass an empty array to skip the clock.
     Returns (number of finished steps, optimizer step count).
     """
     cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
@@ -546,21 +804,24 @@ def train(spec, params, grads,
     cdef floating[::1] db_h = grads[3], db_y = grads[4]
     cdef Config cfg = _config(spec)
     cdef Py_ssize_t s, b, c, i, j, p, first, count, n_chunks, max_len, last, t0
-    cdef Py_ssize_t n_samples = X.shape[0], n_hidden = W_hh.shape[0], n_out = Y.shape[2]
+    cdef Py_ssize_t n_samples = X.shape[0], n_hidden = W_hh.shape[0]
     cdef Py_ssize_t n_params = theta.shape[0]
     cdef Py_ssize_t n_batches = (n_samples + batch_size - 1) // batch_size
     cdef floating batch_loss, scale
     cdef bint finite = True
-    dtype = np.float64 if floating is double else np.float32
-    cdef floating[:, ::1] hs = np.zeros((X.shape[1] + 1, n_hidden), dtype=dtype)
-    cdef floating[:, ::1] carry = np.zeros((batch_size, n_hidden), dtype=dtype)
-    cdef floating[:, ::1] das = np.zeros((X.shape[1], n_hidden), dtype=dtype)
-    cdef floating[:, ::1] W_hh_T = np.zeros((n_hidden, n_hidden), dtype=dtype)
-    cdef floating[::1] dh = np.zeros(n_hidden, dtype=dtype)
-    cdef floating[::1] z = np.zeros(n_out, dtype=dtype), y = np.zeros(n_out, dtype=dtype)
-    cdef floating[::1] dz = np.zeros(n_out, dtype=dtype)
+    cdef double clock = 0
+    cdef double* timers = &timers_out[0] if timers_out.shape[0] == 3 else NULL
+    cdef floating[:, ::1] carry = np.zeros((batch_size, n_hidden), dtype=np.asarray(theta).dtype)
+    ws = _Scratch(np.asarray(theta).dtype, X.shape[1], X.shape[2], n_hidden, Y.shape[2],
+                  batch_size)
+    cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
+    cdef floating[::1] Hs = ws.Hs, Xb = ws.Xb, Zb = ws.Zb, DAb = ws.DAb, dh = ws.dh
+    cdef floating[::1] z = ws.z, y = ws.y, dz = ws.dz
+    cdef Py_ssize_t block = ws.block
+    cdef bint blas = ws.blas
     with nogil:
-        _transpose(W_hh, W_hh_T)
+        if not blas:
+            _transpose(W_hh, W_hh_T)
         for s in range(step_begin, step_end):
             b = s % n_batches
             first = (s // n_batches) * n_samples + b * batch_size
@@ -577,24 +838,35 @@ def train(spec, params, grads,
                 t0 = c * chunk_length
                 for p in range(n_params):
                     grad[p] = 0
-                for j in range(count):
-                    i = order[first + j]
-                    for p in range(n_hidden):
-                        hs[0, p] = carry[j, p]
-                    batch_loss += _sequence_loss_and_grads(
-                        cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                        X, Y, i, lengths[i], t0, t0 + chunk_length, scale, hs, das, dh, z, y, dz)
-                    last = max(0, min(t0 + chunk_length, lengths[i]) - t0)
-                    for p in range(n_hidden):
-                        carry[j, p] = hs[last, p]
+                if blas:
+                    batch_loss += _batch_loss_and_grads(
+                        cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
+                        X, Y, lengths, order, first, count, t0, t0 + chunk_length, scale,
+                        carry, block, Hs, Xb, Zb, DAb, dh, y, dz, timers)
+                else:
+                    for j in range(count):
+                        i = order[first + j]
+                        for p in range(n_hidden):
+                            hs[0, p] = carry[j, p]
+                        batch_loss += _sequence_loss_and_grads(
+                            cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy,
+                            db_h, db_y, X, Y, i, lengths[i], t0, t0 + chunk_length, scale,
+                            hs, das, dh, z, y, dz, timers)
+                        last = max(0, min(t0 + chunk_length, lengths[i]) - t0)
+                        for p in range(n_hidden):
+                            carry[j, p] = hs[last, p]
+                if timers != NULL:
+                    clock = _now()
                 finite = (isfinite(batch_loss)
                           and _clip_and_check(grad, clip_value, clip_norm)
                           and _update(opt_kind, hyper, theta, grad, lr, slots, opt_step, False))
                 if not finite:  # stop with the state of the last finite update
                     break
                 _update(opt_kind, hyper, theta, grad, lr, slots, opt_step, True)
-                _transpose(W_hh, W_hh_T)
+                if not blas:
+                    _transpose(W_hh, W_hh_T)
                 opt_step += 1
+                _lap(timers, PHASE_UPDATE, clock)
             if not finite:
                 break
             losses_out[s] = batch_loss

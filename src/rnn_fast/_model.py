@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -308,7 +309,8 @@ class RNN:
     # ------------------------------------------------------------------ training
 
     def fit(self, X, Y, optimizer=None, epochs=1, batch_size=1, shuffle=False, seed=None,
-            lengths=None, chunk_length=None, clip_value=None, clip_norm=None, progress=False):
+            lengths=None, chunk_length=None, clip_value=None, clip_norm=None, progress=False,
+            profile=False):
         """Train on (X, Y), in the given order unless ``shuffle``.
 
         With the defaults this is the seeds' training exactly: one sequence at a time,
@@ -334,6 +336,10 @@ class RNN:
             gradient so its norm is at most clip_norm (``torch.nn.utils.clip_grad_norm_``).
         progress : bool
             Show a progress bar (tqdm).
+        profile : bool
+            Time the phases inside the kernels: the history gets ``"profile"``, seconds
+            spent in forward sweeps, backward sweeps, optimizer updates and the rest of
+            the call ("overhead": validation, set-up, Python).
 
         Returns
         -------
@@ -347,6 +353,7 @@ class RNN:
             When a loss, gradient or update is not finite; the model keeps the state of
             the last finite update.
         """
+        start = time.perf_counter()
         X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
         epochs = check.check_int("epochs", epochs)
         batch_size = check.check_int("batch_size", batch_size)
@@ -379,13 +386,14 @@ class RNN:
         lr = optimizer.learning_rates(self._layout, self.dtype)
         opt_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
 
+        timers = np.zeros(3 if profile else 0)
         blocks = _blocks(n_steps, 100 if progress else 1)
         bar = _progress_bar(n_steps, progress)
         done = 0
         for begin, end in blocks:
             done, optimizer.state["step"] = self.kernels.train(
                 *args, begin, end, *opt_args, optimizer.state["step"], clip_value, clip_norm,
-                losses)
+                losses, timers)
             if bar is not None:
                 bar.update(done - begin)
                 bar.set_postfix(loss=f"{losses[done - 1]:.4g}" if done else "")
@@ -395,6 +403,11 @@ class RNN:
             bar.close()
 
         history = _history(losses[:done], n_batches)
+        if profile:
+            total = time.perf_counter() - start
+            history["profile"] = {"forward": timers[0], "backward": timers[1],
+                                  "update": timers[2], "overhead": total - timers.sum(),
+                                  "total": total}
         if done < n_steps:
             epoch, b = divmod(done, n_batches)
             first = order[epoch * n + b * batch_size]

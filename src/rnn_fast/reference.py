@@ -25,6 +25,7 @@ Targets are given at every step (many-to-many) or at the last step only (many-to
 from __future__ import annotations
 
 import functools
+import time
 
 import numpy as np
 
@@ -37,6 +38,16 @@ __all__ = ["RNN", "SGD", "Adagrad", "RMSprop", "Adam", "load_model"]
 # Activation codes, shared with the Cython core (see _model.HIDDEN_ACTIVATIONS).
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
 HALF_SSE, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2, 3
+FORWARD, BACKWARD, UPDATE = 0, 1, 2  # phases of the timers
+
+
+def _lap(timers, phase, since):
+    """Add the time since ``since`` to a phase (if timing is on); returns now."""
+    if timers is None:
+        return since
+    now = time.perf_counter()
+    timers[phase] += now - since
+    return now
 
 
 def sigmoid(a):
@@ -122,12 +133,15 @@ def forward(spec, params, X, lengths, h0, Y_out, H_out):
         Y_out[:, t] = np.where(live, y, 0)
 
 
-def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, scale):
+def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, scale,
+                            timers=None):
     """BPTT over steps t0..t1 of one sequence; adds scale * dL/dparams into grads.
 
     ``target`` is (T, O) for many-to-many or (1, O) for many-to-one (the target of
     step ``length - 1``). Returns (scale * loss of those steps, last hidden state).
+    ``timers``, if given, accumulates the seconds of the forward and backward sweeps.
     """
+    clock = time.perf_counter()
     W_xh, W_hh, W_hy, b_h, b_y = params
     dW_xh, dW_hh, dW_hy, db_h, db_y = grads
     t1 = min(t1, length)
@@ -140,6 +154,8 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
     for t in range(t0, t1):
         hs.append(activate(spec.hidden_activation, x[t] @ W_xh + hs[-1] @ W_hh + b_h))
         zs.append(hs[-1] @ W_hy + b_y if spec.readout else hs[-1])
+
+    clock = _lap(timers, FORWARD, clock)
 
     # backward pass: dh_next is dL/dh_t flowing back from step t + 1
     loss = 0.0
@@ -165,6 +181,7 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
         dW_hh += np.outer(h_prev, da)
         db_h += da
         dh_next = W_hh @ da  # back into h_{t-1} through the recurrence
+    _lap(timers, BACKWARD, clock)
     return scale * loss, hs[-1]
 
 
@@ -226,19 +243,22 @@ def apply_update(opt_kind, hyper, theta, grad, lr, slots, step, clip_value, clip
 @like_c
 def train(spec, params, grads, theta, grad, X, Y, lengths, order, batch_size, chunk_length,
           step_begin, step_end, opt_kind, hyper, lr, slots, opt_step, clip_value, clip_norm,
-          losses_out):
+          losses_out, timers_out):
     """Minibatch training steps ``step_begin .. step_end`` (one batch each).
 
     Step s is batch s % n_batches of epoch s // n_batches; its samples are the next
     ``batch_size`` entries of that epoch's ``order``. Each batch is cut into chunks of
     ``chunk_length`` steps, one update per chunk, the hidden state carried from chunk
-    to chunk (truncated BPTT). ``losses_out[s]`` gets the batch's loss.
+    to chunk (truncated BPTT). ``losses_out[s]`` gets the batch's loss;
+    ``timers_out``, when it has 3 entries, accumulates the seconds spent in the forward
+    sweeps, the backward sweeps and the updates.
 
     Returns (number of finished steps, the optimizer's step count); the first is short
     of ``step_end`` when a loss, a gradient or an update stopped being finite, with the
     model and optimizer left as they were after the last finite update.
     """
-    n_samples, T = X.shape[0], X.shape[1]
+    timers = timers_out if len(timers_out) == 3 else None
+    n_samples = X.shape[0]
     n_batches = -(-n_samples // batch_size)
     for s in range(step_begin, step_end):
         epoch, b = divmod(s, n_batches)
@@ -253,14 +273,16 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, order, batch_size, ch
             for j, i in enumerate(batch):
                 chunk_loss, h[j] = sequence_loss_and_grads(
                     spec, params, grads, X[i], Y[i], lengths[i], h[j],
-                    c * chunk_length, (c + 1) * chunk_length, scale)
+                    c * chunk_length, (c + 1) * chunk_length, scale, timers)
                 batch_loss += chunk_loss
+            clock = time.perf_counter()
             if not (np.isfinite(batch_loss) and np.all(np.isfinite(grad))):
                 return s, opt_step
             if not apply_update(opt_kind, hyper, theta, grad, lr, slots, opt_step,
                                 clip_value, clip_norm):
                 return s, opt_step
             opt_step += 1
+            _lap(timers, UPDATE, clock)
         losses_out[s] = batch_loss
     return step_end, opt_step
 

@@ -1,5 +1,6 @@
 """Shared fixtures: both backends, a printed and overridable random seed, tolerances."""
 
+import contextlib
 import itertools
 import os
 
@@ -30,6 +31,19 @@ def rng():
 def backend(request):
     """Each test taking `backend` runs once per backend, as `import ... as rnn_fast` would."""
     return BACKENDS[request.param]
+
+
+PATHS = ["loops", "blas"]
+
+
+@contextlib.contextmanager
+def core_path(name):
+    """Run the Cython core's BPTT on one path whatever the hidden size: "loops" or "blas"."""
+    old = rnn_fast._core.set_blas_min_hidden(0 if name == "blas" else 2**62)
+    try:
+        yield
+    finally:
+        rnn_fast._core.set_blas_min_hidden(old)
 
 
 def valid_configs():

@@ -1,7 +1,8 @@
 """The Cython core computes the NumPy reference's numbers.
 
 Every kernel is compared with its reference twin over random sizes (1 included),
-sequence lengths (1 included), every configuration and both dtypes. float64 agrees to
+sequence lengths (1 included), every configuration, both dtypes and both of the core's
+BPTT paths (hand-written loops, BLAS). float64 agrees to
 1e-12 relative, float32 to 1e-5; the absolute floor is that tolerance times the
 largest value of the quantity compared, so entries that are rounding noise around
 zero (a softmax's gradients summing to zero, say) do not fail the test.
@@ -9,14 +10,14 @@ zero (a softmax's gradients summing to zero, say) do not fail the test.
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, RTOL, make_data
+from conftest import CONFIGS, PATHS, RTOL, core_path, make_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnn_fast
 import rnn_fast.reference as reference
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=False,
+SETTINGS = settings(max_examples=200, deadline=None, derandomize=False,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -70,11 +71,13 @@ def test_forward_matches_reference(p):
     assert_close(H_fast, H_ref, p["dtype"], f"hidden states, {p}")
 
 
+@pytest.mark.parametrize("path", PATHS)
 @SETTINGS
 @given(problems)
-def test_loss_and_grads_match_reference(p):
+def test_loss_and_grads_match_reference(path, p):
     fast, ref, X, Y, lengths = build(p)
-    loss_fast, grads_fast = fast.loss_and_grads(X, Y, lengths=lengths)
+    with core_path(path):
+        loss_fast, grads_fast = fast.loss_and_grads(X, Y, lengths=lengths)
     loss_ref, grads_ref = ref.loss_and_grads(X, Y, lengths=lengths)
     assert_close(loss_fast, loss_ref, p["dtype"], f"loss, {p}")
     assert list(grads_fast) == list(ref.params) == list(grads_ref)
@@ -107,7 +110,8 @@ OPTIMIZERS = [
     {"ragged": True, "batch_size": 4},
 ], ids=["plain", "minibatch-shuffle", "tbptt", "clip-value", "clip-norm", "ragged"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_fit_matches_reference(make_optimizer, options, dtype, rng):
+@pytest.mark.parametrize("path", PATHS)
+def test_fit_matches_reference(path, make_optimizer, options, dtype, rng):
     options = dict(options)
     config = {"hidden_activation": "tanh", "output_activation": "sigmoid",
               "loss": "binary_cross_entropy", "bias": True, "readout": True}
@@ -115,7 +119,8 @@ def test_fit_matches_reference(make_optimizer, options, dtype, rng):
     X, Y = make_data(rng, config, 10, 7, 3, 2, many_to_one=False, dtype=dtype)
     if options.pop("ragged", False):
         options["lengths"] = rng.integers(1, 8, 10)
-    history_fast = fast.fit(X, Y, optimizer=make_optimizer(rnn_fast), epochs=3, **options)
+    with core_path(path):
+        history_fast = fast.fit(X, Y, optimizer=make_optimizer(rnn_fast), epochs=3, **options)
     history_ref = ref.fit(X, Y, optimizer=make_optimizer(reference), epochs=3, **options)
     # a few dozen updates: adaptive optimizers amplify rounding differences somewhat
     rtol = {"float64": 1e-10, "float32": 1e-4}[dtype]
@@ -128,13 +133,15 @@ def test_fit_matches_reference(make_optimizer, options, dtype, rng):
     assert fast.optimizer.state["step"] == ref.optimizer.state["step"]
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(map(str, c.values())))
-def test_fit_every_configuration(config, rng):
+def test_fit_every_configuration(config, path, rng):
     """Training runs every configuration in the core, with the reference's numbers."""
     o = 3 if config["readout"] else 4
     fast, ref = twin_models(config, (2, 4, o), "float64", seed=2)
     X, Y = make_data(rng, config, 6, 5, 2, o, many_to_one=False)
-    fast.fit(X, Y, optimizer=rnn_fast.SGD(lr=0.05), epochs=2, batch_size=2)
+    with core_path(path):
+        fast.fit(X, Y, optimizer=rnn_fast.SGD(lr=0.05), epochs=2, batch_size=2)
     ref.fit(X, Y, optimizer=reference.SGD(lr=0.05), epochs=2, batch_size=2)
     np.testing.assert_allclose(fast.theta, ref.theta, rtol=1e-12, atol=1e-12)
 

@@ -56,7 +56,7 @@ cdef enum:  # phases of the timers (fit(..., profile=True))
     PHASE_UPDATE = 2
 
 # Hidden sizes from which BPTT runs on BLAS (measured: bench/crossover.py).
-cdef Py_ssize_t _blas_min_hidden = 48
+cdef Py_ssize_t _blas_min_hidden = 24
 
 # Rows (batch x steps) per GEMM block on the BLAS path: big enough for BLAS to run at
 # speed, small enough that the block's scratch stays a fraction of the hidden states.

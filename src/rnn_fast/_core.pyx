@@ -22,7 +22,7 @@
 # * Summation orders follow the reference where it is cheap; float32 models compute
 #   in float32 throughout, as NumPy does.
 
-from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt, tanh, tanhf
+from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -118,12 +118,83 @@ cdef inline floating _exp(floating a) noexcept nogil:
     return exp(a)
 
 
+cdef inline floating _tanh_limit(floating x) noexcept nogil:
+    """x clipped to where tanh rounds to +-1 (NaN passes through)."""
+    cdef floating limit = 10 if floating is float else 20
+    x = limit if x > limit else x
+    return -limit if x < -limit else x
+
+
+cdef inline floating _tanh_clipped(floating x) noexcept nogil:
+    """tanh of an x within _tanh_limit, in plain arithmetic so loops over it vectorise
+    (libm's tanh, a call per element, dominated the forward sweep of large networks).
+
+    The odd Taylor series of tanh on y = x / 64, then six doublings
+    tanh(2y) = 2 tanh(y) / (1 + tanh(y)^2), which do not amplify relative error, done
+    on t = p / q so that one division ends them: within a few ulp of libm's tanh
+    (tests/test_kernels.py).
+    """
+    cdef floating y, y2, p, q
+    y = x * <floating>0.015625
+    y2 = y * y
+    if floating is float:  # |y| <= 0.16: terms to y^9 reach float32 precision
+        p = y + y * y2 * (<floating>(-1.0 / 3) + y2 * (<floating>(2.0 / 15)
+            + y2 * (<floating>(-17.0 / 315) + y2 * <floating>(62.0 / 2835))))
+    else:  # |y| <= 0.32: terms to y^23 reach float64 precision
+        p = y + y * y2 * (-1.0 / 3.0 + y2 * (2.0 / 15.0 + y2 * (-17.0 / 315.0 + y2 * (
+            62.0 / 2835.0 + y2 * (-1382.0 / 155925.0 + y2 * (21844.0 / 6081075.0 + y2 * (
+                -929569.0 / 638512875.0 + y2 * (6404582.0 / 10854718875.0 + y2 * (
+                    -443861162.0 / 1856156927625.0 + y2 * (
+                        18888466084.0 / 194896477400625.0
+                        + y2 * (-113927491862.0 / 2900518163668125.0)))))))))))
+    q = 1
+    p, q = 2 * p * q, p * p + q * q
+    p, q = 2 * p * q, p * p + q * q
+    p, q = 2 * p * q, p * p + q * q
+    p, q = 2 * p * q, p * p + q * q
+    p, q = 2 * p * q, p * p + q * q
+    p, q = 2 * p * q, p * p + q * q
+    return p / q
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    return _tanh_clipped(_tanh_limit(x))
+
+
+cdef inline void _activate_row(
+    Config cfg,
+    floating* a,                 # IN a_t without the bias; OUT h_t = f(a_t + b_h)
+    const floating* b_h,         # IN (H,), zeros when there is no bias
+    Py_ssize_t n_hidden,
+) noexcept nogil:
+    """One row of hidden units; tanh in two passes, each of which vectorises."""
+    cdef Py_ssize_t c
+    if cfg.hidden == TANH:
+        for c in range(n_hidden):
+            a[c] = _tanh_limit(a[c] + b_h[c])
+        for c in range(n_hidden):
+            a[c] = _tanh_clipped(a[c])
+    else:
+        for c in range(n_hidden):
+            a[c] = _activate(cfg.hidden, a[c] + b_h[c])
+
+
+def _tanh_values(floating[::1] x not None):
+    """The core's tanh over an array (for tests)."""
+    out = np.empty(x.shape[0], dtype=np.float64 if floating is double else np.float32)
+    cdef floating[::1] y = out
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        y[i] = _tanh(x[i])
+    return out
+
+
 cdef inline floating _activate(int code, floating a) noexcept nogil:
     """f(a) for a hidden (or sigmoid/identity output) activation code."""
     if code == SIGMOID:
         return 1 / (1 + _exp(-a))
     if code == TANH:
-        return tanhf(a) if floating is float else tanh(a)
+        return _tanh(a)
     if code == RELU:
         return a if a > 0 else 0
     return a
@@ -191,10 +262,7 @@ cdef inline void _step(
             for j in range(n_hidden):
                 hs[k + 1, j] += xi * W_xh[i, j]
     _add_vecmat(&hs[k, 0], &W_hh[0, 0], n_hidden, n_hidden, &hs[k + 1, 0])
-    for j in range(n_hidden):
-        if cfg.bias:
-            hs[k + 1, j] += b_h[j]
-        hs[k + 1, j] = _activate(cfg.hidden, hs[k + 1, j])
+    _activate_row(cfg, &hs[k + 1, 0], &b_h[0], n_hidden)
 
 
 cdef inline void _transpose(const floating[:, ::1] A, floating[:, ::1] A_T_out) noexcept nogil:
@@ -494,8 +562,7 @@ cdef floating _batch_loss_and_grads(
                     for c in range(H):
                         row[c] = row[c - B * H]
                 else:
-                    for c in range(H):
-                        row[c] = _activate(cfg.hidden, row[c] + b_h[c])
+                    _activate_row(cfg, row, &b_h[0], H)
         kb += m
     clock = _lap(timers, PHASE_FORWARD, clock)
 
@@ -542,8 +609,7 @@ cdef floating _batch_loss_and_grads(
             k = kb + r
             darow = &DAb[r * B * H]
             row = hs + (k + 1) * B * H
-            for c in range(B * H):  # through f
-                darow[c] = (darow[c] + dh_next[c]) * _derivative(cfg.hidden, row[c])
+            _through_activation(cfg, darow, &dh_next[0], row, B * H)
             if k > 0:  # back into h_{t-1} through the recurrence: dh = da W_hh^T
                 _gemm(False, True, B, H, H, darow, &W_hh[0, 0], 0, &dh_next[0])
         # the block's weight gradients: dW_xh += x^T da, dW_hh += h_prev^T da
@@ -559,6 +625,26 @@ cdef floating _batch_loss_and_grads(
             carry[j, c] = hs[(n_steps * B + j) * H + c]
     _lap(timers, PHASE_BACKWARD, clock)
     return scale * loss
+
+
+cdef inline void _through_activation(
+    Config cfg,
+    floating* da,                # IN dL/dh from the readout; OUT dL/da
+    const floating* dh_next,     # IN dL/dh flowing back from the next step
+    const floating* h,           # IN h = f(a)
+    Py_ssize_t n,
+) noexcept nogil:
+    """da = (da + dh_next) * f'(a), one loop per activation so each vectorises."""
+    cdef Py_ssize_t c
+    if cfg.hidden == TANH:
+        for c in range(n):
+            da[c] = (da[c] + dh_next[c]) * (1 - h[c] * h[c])
+    elif cfg.hidden == SIGMOID:
+        for c in range(n):
+            da[c] = (da[c] + dh_next[c]) * (h[c] * (1 - h[c]))
+    else:
+        for c in range(n):
+            da[c] = (da[c] + dh_next[c]) * _derivative(cfg.hidden, h[c])
 
 
 cdef inline void _gather_inputs(

@@ -47,6 +47,7 @@ problems = st.fixed_dictionaries({
     "dtype": st.sampled_from(["float64", "float32"]),
     "seed": st.integers(0, 2**31),
     "ragged": st.booleans(),
+    "bptt_steps": st.one_of(st.none(), st.integers(1, 7)),
 })
 
 
@@ -77,8 +78,9 @@ def test_forward_matches_reference(p):
 def test_loss_and_grads_match_reference(path, p):
     fast, ref, X, Y, lengths = build(p)
     with core_path(path):
-        loss_fast, grads_fast = fast.loss_and_grads(X, Y, lengths=lengths)
-    loss_ref, grads_ref = ref.loss_and_grads(X, Y, lengths=lengths)
+        loss_fast, grads_fast = fast.loss_and_grads(X, Y, lengths=lengths,
+                                                    bptt_steps=p["bptt_steps"])
+    loss_ref, grads_ref = ref.loss_and_grads(X, Y, lengths=lengths, bptt_steps=p["bptt_steps"])
     assert_close(loss_fast, loss_ref, p["dtype"], f"loss, {p}")
     assert list(grads_fast) == list(ref.params) == list(grads_ref)
     scale = max(np.max(np.abs(g)) for g in grads_ref.values())
@@ -108,7 +110,9 @@ OPTIMIZERS = [
     {"clip_value": 0.05},
     {"clip_norm": 0.1, "batch_size": 2},
     {"ragged": True, "batch_size": 4},
-], ids=["plain", "minibatch-shuffle", "tbptt", "clip-value", "clip-norm", "ragged"])
+    {"bptt_steps": 2, "chunk_length": 5, "batch_size": 2},
+], ids=["plain", "minibatch-shuffle", "tbptt", "clip-value", "clip-norm", "ragged",
+        "bptt-steps"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("path", PATHS)
 def test_fit_matches_reference(path, make_optimizer, options, dtype, rng):

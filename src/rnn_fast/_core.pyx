@@ -98,6 +98,7 @@ cdef struct Config:
     bint readout         # False: the output is h_t itself
     bint many_to_one     # targets only at each sequence's last step
     bint bias
+    Py_ssize_t bptt_steps  # > 0: the gradient does not flow back across multiples of it
 
 
 cdef Config _config(spec):
@@ -108,6 +109,7 @@ cdef Config _config(spec):
     cfg.readout = spec.readout
     cfg.many_to_one = spec.many_to_one
     cfg.bias = spec.bias
+    cfg.bptt_steps = spec.bptt_steps
     return cfg
 
 
@@ -470,7 +472,8 @@ cdef floating _sequence_loss_and_grads(
         if k > 0:  # back into h_{t-1} through the recurrence: dh = da @ W_hh^T
             for j in range(n_hidden):
                 dh[j] = 0
-            _add_vecmat(&das[k, 0], &W_hh_T[0, 0], n_hidden, n_hidden, &dh[0])
+            if cfg.bptt_steps == 0 or t % cfg.bptt_steps != 0:  # else the gradient stops
+                _add_vecmat(&das[k, 0], &W_hh_T[0, 0], n_hidden, n_hidden, &dh[0])
     _add_outer_products(hs, das, n_steps, dW_hh)
     _lap(timers, PHASE_BACKWARD, clock)
     return scale * loss
@@ -610,8 +613,12 @@ cdef floating _batch_loss_and_grads(
             darow = &DAb[r * B * H]
             row = hs + (k + 1) * B * H
             _through_activation(cfg, darow, &dh_next[0], row, B * H)
-            if k > 0:  # back into h_{t-1} through the recurrence: dh = da W_hh^T
+            if k > 0 and (cfg.bptt_steps == 0 or (t0 + k) % cfg.bptt_steps != 0):
+                # back into h_{t-1} through the recurrence: dh = da W_hh^T
                 _gemm(False, True, B, H, H, darow, &W_hh[0, 0], 0, &dh_next[0])
+            elif k > 0:  # the gradient stops at this bptt_steps boundary
+                for c in range(B * H):
+                    dh_next[c] = 0
         # the block's weight gradients: dW_xh += x^T da, dW_hh += h_prev^T da
         _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
         _gemm(True, False, n_in, H, m * B, &Xb[0], &DAb[0], 1, &dW_xh[0, 0])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 
 import numpy as np
@@ -27,25 +28,52 @@ def save(path, config, params, optimizer):
     arrays["meta"] = np.array(json.dumps(meta))
 
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rnn_fast-", suffix=".npz.tmp", dir=directory)
+    fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        _copy_mode(path, tmp)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
+def _create_beside(path):
+    """A new file in ``path``'s directory (so renaming it over ``path`` is atomic), made
+    with the permissions a plain ``open(path, "wb")`` would give (mkstemp's are 0o600)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    for _ in range(100):
+        tmp = os.path.join(directory, f".rnn_fast-{name}-{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def _copy_mode(path, tmp):
+    """Keep the permissions of the file being replaced, as overwriting it in place would."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    os.chmod(tmp, mode & 0o7777)
+
+
 def load(path):
-    """Read (config, params, optimizer or None) from a file written by ``save``."""
+    """Read (config, params, optimizer or None) from a file written by ``save``.
+
+    Anything but a complete, compatible file raises ValueError naming it (a missing file:
+    FileNotFoundError). The model's constructor then checks the parameters' shapes.
+    """
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             arrays = {key: f[key] for key in f.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError,
+            RuntimeError) as exc:  # zipfile's errors for damaged flags: the last two
         if isinstance(exc, FileNotFoundError):
             raise
         raise ValueError(f"{path} is not a readable rnn_fast model file ({exc})") from exc
@@ -53,17 +81,61 @@ def load(path):
         meta = json.loads(str(arrays.pop("meta")))
     except (KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not an rnn_fast model file: no valid 'meta' entry") from exc
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an rnn_fast model file (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path} is not an rnn_fast model file (format {found!r})")
     if meta.get("version") != VERSION:
         raise ValueError(f"{path} has format version {meta.get('version')}; this rnn_fast "
                          f"reads version {VERSION}")
+    config = meta.get("config")
+    _check_config(path, config)
     params = {key.split(".", 1)[1]: value for key, value in arrays.items()
               if key.startswith("param.")}
-    optimizer = None
-    if meta["optimizer"] is not None:
-        optimizer = optimizers.from_config(meta["optimizer"]["config"])
-        if "optimizer.slots" in arrays:
-            optimizer.state = {"step": int(meta["optimizer"]["step"]),
-                               "slots": np.array(arrays["optimizer.slots"])}
-    return meta["config"], params, optimizer
+    for name, value in params.items():
+        if value.dtype != np.dtype(config["dtype"]):
+            raise ValueError(f"{path}: parameter {name} is stored as {value.dtype}, but the "
+                             f"model's dtype is {config['dtype']}")
+    if "optimizer" not in meta:
+        raise ValueError(f"{path} is damaged: it has no 'optimizer' entry")
+    return config, params, _load_optimizer(path, meta["optimizer"], arrays, config)
+
+
+def _check_config(path, config):
+    """The saved constructor arguments: a dict the constructor accepts."""
+    from ._model import DTYPES, RNN  # here, not at the top: _model imports this module
+
+    arguments = inspect.signature(RNN.__init__).parameters
+    required = {name for name, p in arguments.items() if p.default is p.empty} - {"self"}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is damaged: its 'config' is {type(config).__name__}, "
+                         "not a dict of constructor arguments")
+    unknown = set(config) - (set(arguments) - {"self", "params"})
+    missing = required - set(config)
+    if unknown or missing or config.get("dtype") not in DTYPES:
+        raise ValueError(f"{path} holds an incompatible model configuration: unknown "
+                         f"arguments {sorted(unknown)}, missing {sorted(missing)}, "
+                         f"dtype {config.get('dtype')!r}")
+
+
+def _load_optimizer(path, saved, arrays, config):
+    """The optimizer with its state, None if the model had none."""
+    if saved is None:
+        return None
+    try:
+        step = saved["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step {step!r} is not a count")
+        optimizer = optimizers.from_config(saved["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path} holds a damaged optimizer entry ({exc!r})") from exc
+    if "optimizer.slots" not in arrays:
+        if step:
+            raise ValueError(f"{path} says the optimizer took {step} steps but holds no state")
+        return optimizer
+    slots = np.array(arrays["optimizer.slots"])
+    if slots.dtype != np.dtype(config["dtype"]) or slots.ndim != 2 or not np.all(
+            np.isfinite(slots)):
+        raise ValueError(f"{path} holds a damaged optimizer state ({slots.dtype}, shape "
+                         f"{slots.shape}; expected finite {config['dtype']} of 2 dimensions)")
+    optimizer.state = {"step": step, "slots": slots}
+    return optimizer

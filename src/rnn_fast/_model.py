@@ -53,6 +53,7 @@ class Spec(NamedTuple):
     readout: bool
     bias: bool
     many_to_one: bool
+    bptt_steps: int = 0  # 0: gradients flow back through the whole sequence (or chunk)
 
 
 class Layout:
@@ -218,10 +219,11 @@ class RNN:
         self._sync()
         return self._layout.kernel_args(self._views, self.dtype)
 
-    def _spec(self, many_to_one=False):
+    def _spec(self, many_to_one=False, bptt_steps=None):
         output = OUTPUT_ACTIVATIONS[self.output_activation]
+        bptt_steps = check.check_int("bptt_steps", bptt_steps, allow_none=True) or 0
         return Spec(HIDDEN_ACTIVATIONS[self.hidden_activation], output, LOSSES[self.loss],
-                    self.readout, self.bias, many_to_one)
+                    self.readout, self.bias, many_to_one, bptt_steps)
 
     # ------------------------------------------------------------------ computing
 
@@ -254,10 +256,11 @@ class RNN:
         """The outputs ``Y_hat`` of ``forward``: (N, T, O), or (T, O) for one sequence."""
         return self.forward(X, lengths=lengths)[0]
 
-    def loss_and_grads(self, X, Y, lengths=None, h0=None):
+    def loss_and_grads(self, X, Y, lengths=None, h0=None, bptt_steps=None):
         """One BPTT: the loss (mean over sequences) and its gradient for every parameter.
 
-        Y is (N, T, O) for a target at every step or (N, O) for the last step only.
+        Y is (N, T, O) for a target at every step or (N, O) for the last step only;
+        ``lengths``, ``h0`` as for ``forward``, ``bptt_steps`` as for ``fit``.
 
         Returns
         -------
@@ -270,7 +273,7 @@ class RNN:
         grads = self._layout.views(grad)
         h_last = np.zeros((X.shape[0], self.hidden_size), dtype=self.dtype)
         loss = self.kernels.loss_and_grads(
-            self._spec(many_to_one), self._kernel_params(),
+            self._spec(many_to_one, bptt_steps), self._kernel_params(),
             self._layout.kernel_args(grads, self.dtype), X, Y, lengths, h0, h_last)
         return float(loss), grads
 
@@ -309,8 +312,8 @@ class RNN:
     # ------------------------------------------------------------------ training
 
     def fit(self, X, Y, optimizer=None, epochs=1, batch_size=1, shuffle=False, seed=None,
-            lengths=None, chunk_length=None, clip_value=None, clip_norm=None, progress=False,
-            profile=False):
+            lengths=None, chunk_length=None, bptt_steps=None, clip_value=None, clip_norm=None,
+            progress=False, profile=False):
         """Train on (X, Y), in the given order unless ``shuffle``.
 
         With the defaults this is the seeds' training exactly: one sequence at a time,
@@ -329,8 +332,16 @@ class RNN:
         lengths : int array (N,), optional
             Variable-length sequences padded to T: sequence n uses its first lengths[n] steps.
         chunk_length : int, optional
-            Truncated BPTT: cut each sequence into chunks of this many steps and update
-            after each, carrying the hidden state (not its gradient) from chunk to chunk.
+            Truncated BPTT as in min-char-rnn: cut each sequence into chunks of this many
+            steps and update after each, carrying the hidden state (not its gradient)
+            from chunk to chunk. More updates per sequence; gradients span one chunk.
+        bptt_steps : int, optional
+            Truncated gradients without extra updates: the forward pass runs over the
+            whole sequence (or chunk) as usual, but in the backward pass the gradient
+            does not flow from step t into step t - 1 when t is a multiple of
+            bptt_steps; one update per sequence as before. The gradient is that of
+            running the sequence in pieces of bptt_steps steps, each starting from the
+            previous piece's last hidden state taken as a constant, summed.
         clip_value, clip_norm : float, optional
             Clip each gradient element to [-clip_value, clip_value], then scale the whole
             gradient so its norm is at most clip_norm (``torch.nn.utils.clip_grad_norm_``).
@@ -380,7 +391,7 @@ class RNN:
         n_steps = epochs * n_batches
         losses = np.zeros(n_steps, dtype=np.float64)
         grad = np.zeros_like(self.theta)
-        args = (self._spec(many_to_one), self._kernel_params(),
+        args = (self._spec(many_to_one, bptt_steps), self._kernel_params(),
                 self._layout.kernel_args(self._layout.views(grad), self.dtype), self.theta, grad,
                 X, Y, lengths, order, batch_size, chunk_length)
         lr = optimizer.learning_rates(self._layout, self.dtype)

@@ -9,6 +9,7 @@ Both backends go through these functions, so they raise the same errors.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -22,16 +23,26 @@ def as_float_array(value, name, dtype):
     """
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
-    array = np.asarray(value)
+    array = _asarray(value, name)
     kind = array.dtype.kind
     if kind not in "biuf":
         raise TypeError(
             f"{name} must hold real numbers (bool, int or float), got dtype {array.dtype}"
         )
-    array = np.ascontiguousarray(array, dtype=dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow: reported just below
+        array = np.ascontiguousarray(array, dtype=dtype)
     if array.size and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinity")
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise ValueError(f"{name} contains NaN or infinity (first at index {where}); "
+                         f"its values must be finite as {np.dtype(dtype)}")
     return array
+
+
+def _asarray(value, name):
+    try:
+        return np.asarray(value)
+    except ValueError as exc:  # ragged nested lists: numpy's message names no argument
+        raise ValueError(f"{name} must be a rectangular array of numbers ({exc})") from exc
 
 
 def check_choice(name, value, choices):
@@ -56,9 +67,13 @@ def check_nonnegative(name, value):
         return 0.0
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
-    if not np.isfinite(value) or value <= 0:
+    try:
+        number = float(value)  # also Fractions and numpy scalars
+    except OverflowError:  # an int beyond float's range
+        number = math.inf
+    if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return float(value)
+    return number
 
 
 def prepare_inputs(X, input_size, dtype):
@@ -79,9 +94,10 @@ def prepare_inputs(X, input_size, dtype):
     if i != input_size:
         raise ValueError(f"X must have {input_size} features (last axis), got shape {X.shape}")
     if n == 0:
-        raise ValueError("X holds no sequences")
+        raise ValueError(f"X holds no sequences (shape {X.shape}); it needs at least one")
     if t == 0:
-        raise ValueError("X's sequences have no steps (n_steps = 0)")
+        raise ValueError(f"X's sequences have no steps (n_steps = 0, shape "
+                         f"{X[0].shape if single else X.shape}); they need at least one")
     return X, single
 
 
@@ -110,14 +126,16 @@ def prepare_lengths(lengths, X):
     n, t, _ = X.shape
     if lengths is None:
         return np.full(n, t, dtype=np.intp)
-    array = np.asarray(lengths)
+    array = _asarray(lengths, "lengths")
     if array.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
     array = np.ascontiguousarray(array.reshape(-1) if array.ndim == 0 else array, dtype=np.intp)
     if array.shape != (n,):
-        raise ValueError(f"lengths must have shape ({n},), one per sequence; got shape {array.shape}")
+        raise ValueError(
+            f"lengths must have shape ({n},), one per sequence; got shape {array.shape}")
     if array.min() < 1 or array.max() > t:
-        raise ValueError(f"lengths must lie in [1, {t}] (n_steps of X), got [{array.min()}, {array.max()}]")
+        raise ValueError(
+            f"lengths must lie in [1, {t}] (n_steps of X), got [{array.min()}, {array.max()}]")
     return array
 
 
@@ -129,5 +147,6 @@ def prepare_h0(h0, n, hidden_size, dtype):
     if h0.shape == (hidden_size,):
         return np.ascontiguousarray(np.broadcast_to(h0, (n, hidden_size)))
     if h0.shape != (n, hidden_size):
-        raise ValueError(f"h0 must have shape ({hidden_size},) or ({n}, {hidden_size}), got {h0.shape}")
+        raise ValueError(
+            f"h0 must have shape ({hidden_size},) or ({n}, {hidden_size}), got {h0.shape}")
     return h0

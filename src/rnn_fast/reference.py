@@ -181,6 +181,8 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
         dW_hh += np.outer(h_prev, da)
         db_h += da
         dh_next = W_hh @ da  # back into h_{t-1} through the recurrence
+        if spec.bptt_steps and t % spec.bptt_steps == 0:
+            dh_next = np.zeros_like(dh_next)  # ... unless t is a truncation boundary
     _lap(timers, BACKWARD, clock)
     return scale * loss, hs[-1]
 

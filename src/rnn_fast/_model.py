@@ -453,9 +453,12 @@ class RNN:
     def load(cls, path):
         """Read a model written by ``save`` (from either backend)."""
         config, params, optimizer = _io.load(path)
-        model = cls(**config, params=params)
-        if optimizer is not None:
-            optimizer.bind(model._layout, model.dtype)
+        try:
+            model = cls(**config, params=params)
+            if optimizer is not None:
+                optimizer.bind(model._layout, model.dtype)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path} holds a model that cannot be rebuilt: {exc}") from exc
         model.optimizer = optimizer
         return model
 

@@ -669,55 +669,50 @@ cdef inline void _gather_inputs(
 
 cdef bint _update(
     int kind, const double[::1] hyper,
-    floating[::1] theta,              # IN/OUT (P,) parameters
+    const floating[::1] theta,        # IN (P,) parameters
     const floating[::1] g,            # IN (P,) gradient, clipped
     const floating[::1] lr,           # IN (P,) learning rates
-    floating[:, ::1] slots,           # IN/OUT (n_slots, P) optimizer state
+    const floating[:, ::1] slots,     # IN (n_slots, P) optimizer state
     Py_ssize_t step,                  # IN updates done before this one
-    bint write,
+    floating[:, ::1] staged_out,      # OUT (1 + n_slots, P) new parameters, new state
 ) noexcept nogil:
-    """One optimizer step; with write=False only checks that it stays finite.
+    """One optimizer step, staged: returns whether every new value is finite.
 
-    ``x - x == 0`` is the finiteness test: false for inf and NaN, and it vectorises.
+    The caller commits the staged values only then (_commit), so a step that would
+    overflow leaves the model as it was. ``x - x`` is 0 for finite x and NaN for inf and
+    NaN; adding them up in ``check`` keeps the loops vectorisable (GCC vectorises such
+    in-order sums without reassociating them).
     """
     cdef Py_ssize_t i, n_params = theta.shape[0]
     cdef floating p, s0, s1, gi, b1, b2, eps, mu, alpha, bc1, bc2
-    cdef bint finite = True
+    cdef floating check = 0
     if kind == OPT_SGD and hyper[0] == 0:
         for i in range(n_params):
             p = theta[i] - lr[i] * g[i]
-            if write:
-                theta[i] = p
-            else:
-                finite &= p - p == 0
+            staged_out[0, i] = p
+            check = check + (p - p)
     elif kind == OPT_SGD:  # momentum, PyTorch's form
         mu = <floating>hyper[0]
         for i in range(n_params):
             s0 = mu * slots[0, i] + g[i]
             gi = g[i] + mu * s0 if hyper[1] != 0 else s0
             p = theta[i] - lr[i] * gi
-            if write:
-                theta[i], slots[0, i] = p, s0
-            else:
-                finite &= (p - p == 0) & (s0 - s0 == 0)
+            staged_out[0, i], staged_out[1, i] = p, s0
+            check = check + ((p - p) + (s0 - s0))
     elif kind == OPT_ADAGRAD:
         eps = <floating>hyper[0]
         for i in range(n_params):
             s0 = slots[0, i] + g[i] * g[i]
             p = theta[i] - lr[i] * g[i] / sqrt(s0 + eps)
-            if write:
-                theta[i], slots[0, i] = p, s0
-            else:
-                finite &= (p - p == 0) & (s0 - s0 == 0)
+            staged_out[0, i], staged_out[1, i] = p, s0
+            check = check + ((p - p) + (s0 - s0))
     elif kind == OPT_RMSPROP:
         alpha, eps = <floating>hyper[0], <floating>hyper[1]
         for i in range(n_params):
             s0 = alpha * slots[0, i] + (1 - alpha) * (g[i] * g[i])
             p = theta[i] - lr[i] * g[i] / (sqrt(s0) + eps)
-            if write:
-                theta[i], slots[0, i] = p, s0
-            else:
-                finite &= (p - p == 0) & (s0 - s0 == 0)
+            staged_out[0, i], staged_out[1, i] = p, s0
+            check = check + ((p - p) + (s0 - s0))
     else:  # Adam
         b1, b2, eps = <floating>hyper[0], <floating>hyper[1], <floating>hyper[2]
         bc1 = <floating>(1 - hyper[0] ** (step + 1))
@@ -726,23 +721,36 @@ cdef bint _update(
             s0 = b1 * slots[0, i] + (1 - b1) * g[i]
             s1 = b2 * slots[1, i] + (1 - b2) * (g[i] * g[i])
             p = theta[i] - lr[i] * (s0 / bc1) / (sqrt(s1 / bc2) + eps)
-            if write:
-                theta[i], slots[0, i], slots[1, i] = p, s0, s1
-            else:
-                finite &= (p - p == 0) & (s0 - s0 == 0) & (s1 - s1 == 0)
-    return finite
+            staged_out[0, i], staged_out[1, i], staged_out[2, i] = p, s0, s1
+            check = check + ((p - p) + (s0 - s0) + (s1 - s1))
+    return check == 0
+
+
+cdef void _commit(
+    const floating[:, ::1] staged,    # IN (1 + n_slots, P) from _update
+    floating[::1] theta,              # OUT (P,)
+    floating[:, ::1] slots,           # OUT (n_slots, P)
+) noexcept nogil:
+    cdef Py_ssize_t i, k
+    for i in range(theta.shape[0]):
+        theta[i] = staged[0, i]
+    for k in range(slots.shape[0]):
+        for i in range(theta.shape[0]):
+            slots[k, i] = staged[k + 1, i]
 
 
 cdef bint _clip_and_check(floating[::1] g, double clip_value, double clip_norm) noexcept nogil:
-    """Clip the gradient in place; False if it is not finite."""
+    """Clip the gradient in place; False if it is not finite (see _update)."""
     cdef Py_ssize_t i, n_params = g.shape[0]
-    cdef floating total = 0, coef, c = <floating>clip_value
+    cdef floating total = 0, coef, gi, c = <floating>clip_value, check = 0
     for i in range(n_params):
-        if not isfinite(g[i]):
-            return False
+        check = check + (g[i] - g[i])
+    if check != 0:
+        return False
     if clip_value > 0:
         for i in range(n_params):
-            g[i] = c if g[i] > c else (-c if g[i] < -c else g[i])
+            gi = c if g[i] > c else g[i]
+            g[i] = -c if gi < -c else gi
     if clip_norm > 0:  # torch.nn.utils.clip_grad_norm_'s rule
         for i in range(n_params):
             total += g[i] * g[i]
@@ -860,12 +868,14 @@ def apply_update(int opt_kind, const double[::1] hyper not None,
                  const floating[::1] lr not None, floating[:, ::1] slots not None,
                  Py_ssize_t step, double clip_value, double clip_norm):
     """One optimizer step (see reference.apply_update); clips ``grad`` in place."""
+    cdef floating[:, ::1] staged = np.empty((slots.shape[0] + 1, theta.shape[0]),
+                                            dtype=np.asarray(theta).dtype)
     cdef bint finite
     with nogil:
         finite = (_clip_and_check(grad, clip_value, clip_norm)
-                  and _update(opt_kind, hyper, theta, grad, lr, slots, step, False))
+                  and _update(opt_kind, hyper, theta, grad, lr, slots, step, staged))
         if finite:
-            _update(opt_kind, hyper, theta, grad, lr, slots, step, True)
+            _commit(staged, theta, slots)
     return finite
 
 
@@ -905,6 +915,8 @@ def train(spec, params, grads,
     cdef double clock = 0
     cdef double* timers = &timers_out[0] if timers_out.shape[0] == 3 else NULL
     cdef floating[:, ::1] carry = np.zeros((batch_size, n_hidden), dtype=np.asarray(theta).dtype)
+    cdef floating[:, ::1] staged = np.empty((slots.shape[0] + 1, n_params),
+                                            dtype=np.asarray(theta).dtype)
     ws = _Scratch(np.asarray(theta).dtype, X.shape[1], X.shape[2], n_hidden, Y.shape[2],
                   batch_size)
     cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
@@ -952,10 +964,10 @@ def train(spec, params, grads,
                     clock = _now()
                 finite = (isfinite(batch_loss)
                           and _clip_and_check(grad, clip_value, clip_norm)
-                          and _update(opt_kind, hyper, theta, grad, lr, slots, opt_step, False))
+                          and _update(opt_kind, hyper, theta, grad, lr, slots, opt_step, staged))
                 if not finite:  # stop with the state of the last finite update
                     break
-                _update(opt_kind, hyper, theta, grad, lr, slots, opt_step, True)
+                _commit(staged, theta, slots)
                 if not blas:
                     _transpose(W_hh, W_hh_T)
                 opt_step += 1

@@ -140,8 +140,9 @@ cdef inline floating _tanh_clipped(floating x) noexcept nogil:
     y = x * <floating>0.015625
     y2 = y * y
     if floating is float:  # |y| <= 0.16: terms to y^9 reach float32 precision
-        p = y + y * y2 * (<floating>(-1.0 / 3) + y2 * (<floating>(2.0 / 15)
-            + y2 * (<floating>(-17.0 / 315) + y2 * <floating>(62.0 / 2835))))
+        p = y + y * y2 * (<floating>(-1.0 / 3) + y2 * (
+            <floating>(2.0 / 15) + y2 * (
+                <floating>(-17.0 / 315) + y2 * <floating>(62.0 / 2835))))
     else:  # |y| <= 0.32: terms to y^23 reach float64 precision
         p = y + y * y2 * (-1.0 / 3.0 + y2 * (2.0 / 15.0 + y2 * (-17.0 / 315.0 + y2 * (
             62.0 / 2835.0 + y2 * (-1382.0 / 155925.0 + y2 * (21844.0 / 6081075.0 + y2 * (
@@ -516,7 +517,7 @@ cdef floating _batch_loss_and_grads(
     floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
     const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
     const Py_ssize_t[::1] lengths,                                   # IN (N,)
-    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count, # IN the batch
+    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count,  # IN the batch
     Py_ssize_t t0, Py_ssize_t t1, floating scale,
     floating[:, ::1] carry,  # IN h_{t0-1} of each sequence (rows 0..count); OUT the last h
     Py_ssize_t block,        # steps per GEMM block
@@ -539,7 +540,7 @@ cdef floating _batch_loss_and_grads(
     cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0], n_out = dz.shape[0]
     cdef Py_ssize_t B = count, H = n_hidden, n_steps = 0
     cdef Py_ssize_t i, j, c, o, r, k, t, kb, m, length
-    cdef floating loss = 0, norm
+    cdef floating loss = 0
     cdef floating* hs = &Hs[0]
     cdef floating* row
     cdef floating* zrow

@@ -84,9 +84,10 @@ class Layout:
     def kernel_args(self, views, dtype):
         """(W_xh, W_hh, W_hy, b_h, b_y); zeros stand in for absent biases and an empty
         W_hy for an absent readout, so the kernels' arithmetic needs no special case."""
-        H, O = self.shapes["W_hh"][0], self.output_size
+        n_hidden, n_out = self.shapes["W_hh"][0], self.output_size
         return (views["W_xh"], views["W_hh"], views.get("W_hy", np.zeros((0, 0), dtype)),
-                views.get("b_h", np.zeros(H, dtype)), views.get("b_y", np.zeros(O, dtype)))
+                views.get("b_h", np.zeros(n_hidden, dtype)),
+                views.get("b_y", np.zeros(n_out, dtype)))
 
 
 class RNN:

@@ -167,7 +167,8 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
         if not spec.many_to_one or t == length - 1:
             z = zs[k]
             y = activate(spec.output_activation, z) if spec.readout else z
-            step_loss, dz = output_loss_and_delta(spec, z, y, target[0 if spec.many_to_one else t], norm)
+            row = 0 if spec.many_to_one else t
+            step_loss, dz = output_loss_and_delta(spec, z, y, target[row], norm)
             loss += step_loss
             dz = scale * dz
             if spec.readout:

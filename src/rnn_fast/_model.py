@@ -408,7 +408,8 @@ class RNN:
                 losses, timers)
             if bar is not None:
                 bar.update(done - begin)
-                bar.set_postfix(loss=f"{losses[done - 1]:.4g}" if done else "")
+                # refresh=False: tqdm redraws at most every 0.1 s, not on every block
+                bar.set_postfix(loss=f"{losses[done - 1]:.4g}" if done else "", refresh=False)
             if done < end:
                 break
         if bar is not None:

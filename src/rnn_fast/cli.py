@@ -16,6 +16,14 @@ import numpy as np
 from . import tasks
 
 
+# Each task's defaults, for the options left unset on the command line.
+DEFAULTS = {
+    "binary-addition": {"samples": 10_000, "epochs": 1, "batch_size": 1},
+    "mod": {"samples": 10_000, "epochs": 1, "batch_size": 1, "length": 10},
+    "count-ones": {"samples": 100, "epochs": 20_000, "batch_size": 100, "length": 3},
+}
+
+
 def _binary_addition(args, backend):
     X, Y = tasks.binary_addition(args.samples, bits=args.bits, seed=args.seed)
     model = backend.RNN(2, args.hidden or 16, 1, hidden_activation="sigmoid",
@@ -52,8 +60,11 @@ def train(args):
         from . import reference as backend
     else:
         import rnn_fast as backend
+    for name, value in DEFAULTS[args.task].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
     model, (X, Y), optimizer, (X_test, Y_test) = TASKS[args.task](args, backend)
-    batch_size = args.batch_size or (X.shape[0] if args.task == "count-ones" else 1)
+    batch_size = min(args.batch_size, X.shape[0])
     print(f"{args.task}: {X.shape[0]} sequences of {X.shape[1]} steps, "
           f"hidden {model.hidden_size}, {args.backend} backend, {model.dtype}")
     start = time.perf_counter()
@@ -61,7 +72,8 @@ def train(args):
                         shuffle=args.shuffle, progress=not args.quiet)
     elapsed = time.perf_counter() - start
     result = model.evaluate(X_test, Y_test)
-    print(f"final training loss {history['loss'][-1]:.6g}")
+    print(f"mean training loss of the last epoch {history['loss'][-1]:.6g}, "
+          f"of the last batch {history['batch_loss'][-1]:.6g}")
     print(f"test accuracy {result['accuracy']:.2%} per value, "
           f"{result['sequence_accuracy']:.2%} per sequence ({X_test.shape[0]} sequences)")
     print(f"training time {elapsed:.3f} s")
@@ -100,15 +112,15 @@ def build_parser():
     p = commands.add_parser("train", help="train a seed task and report accuracy and time")
     p.add_argument("task", choices=sorted(TASKS))
     p.add_argument("--backend", choices=["cython", "numpy"], default="cython")
-    p.add_argument("--samples", type=int, default=10_000, help="training sequences")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--samples", type=int, help="training sequences (task default)")
+    p.add_argument("--epochs", type=int, help="task default: 1; count-ones 20000")
+    p.add_argument("--batch-size", type=int,
                    help="default: 1 (the seeds' per-sample SGD); count-ones: all")
     p.add_argument("--lr", type=float, default=None, help="learning rate (task default)")
     p.add_argument("--hidden", type=int, default=None, help="hidden size (task default)")
     p.add_argument("--bits", type=int, default=8, help="binary-addition: bits per number")
     p.add_argument("--k", type=int, default=3, help="mod: the modulus")
-    p.add_argument("--length", type=int, default=10, help="mod, count-ones: sequence length")
+    p.add_argument("--length", type=int, help="mod (10), count-ones (3): sequence length")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shuffle", action="store_true", help="reshuffle every epoch")

@@ -4,7 +4,8 @@
 API on plain NumPy, the executable specification the core is tested against.
 """
 
-from . import tasks
+# _core: the compiled kernels, imported now so a broken build fails here, not in a fit
+from . import _core, tasks  # noqa: F401
 from ._model import RNN, DivergenceError, load_model
 from .optimizers import SGD, Adagrad, Adam, RMSprop
 

@@ -3,6 +3,7 @@
     rnn-fast train binary-addition            # the seeds' task: 10 000 samples, hidden 16
     rnn-fast train mod --k 3 --backend numpy  # next number mod k, on the NumPy reference
     rnn-fast train count-ones                 # seed 003's linear counter
+    rnn-fast profile binary-addition          # where the training time goes
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import time
 import numpy as np
 
 from . import tasks
-
 
 # Each task's defaults, for the options left unset on the command line.
 DEFAULTS = {
@@ -55,7 +55,8 @@ def _count_ones(args, backend):
 TASKS = {"binary-addition": _binary_addition, "mod": _mod, "count-ones": _count_ones}
 
 
-def train(args):
+def _setup(args):
+    """The task's model, data, optimizer and test set, with the task's defaults filled in."""
     if args.backend == "numpy":
         from . import reference as backend
     else:
@@ -63,13 +64,19 @@ def train(args):
     for name, value in DEFAULTS[args.task].items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
-    model, (X, Y), optimizer, (X_test, Y_test) = TASKS[args.task](args, backend)
-    batch_size = min(args.batch_size, X.shape[0])
-    print(f"{args.task}: {X.shape[0]} sequences of {X.shape[1]} steps, "
+    model, data, optimizer, test = TASKS[args.task](args, backend)
+    args.batch_size = min(args.batch_size, data[0].shape[0])
+    print(f"{args.task}: {data[0].shape[0]} sequences of {data[0].shape[1]} steps, "
           f"hidden {model.hidden_size}, {args.backend} backend, {model.dtype}")
+    return model, data, optimizer, test
+
+
+def train(args):
+    model, (X, Y), optimizer, (X_test, Y_test) = _setup(args)
     start = time.perf_counter()
-    history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs, batch_size=batch_size,
-                        shuffle=args.shuffle, progress=not args.quiet)
+    history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs,
+                        batch_size=args.batch_size, shuffle=args.shuffle,
+                        progress=not args.quiet)
     elapsed = time.perf_counter() - start
     result = model.evaluate(X_test, Y_test)
     print(f"mean training loss of the last epoch {history['loss'][-1]:.6g}, "
@@ -83,6 +90,24 @@ def train(args):
     if args.plot:
         _plot_history(history, args.plot, f"{args.task} ({args.backend})")
         print(f"loss curve written to {args.plot}")
+    return 0
+
+
+def profile(args):
+    """Where a fit's time goes: forward, backward, update, overhead (timed in the core)."""
+    model, (X, Y), optimizer, _ = _setup(args)
+    history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs,
+                        batch_size=args.batch_size, shuffle=args.shuffle, profile=True)
+    phases = history["profile"]
+    n_updates = optimizer.state["step"]
+    print(f"{n_updates} updates in {phases['total']:.4f} s "
+          f"({1e6 * phases['total'] / n_updates:.2f} us per update)\n")
+    print("| phase | seconds | share | us per update |")
+    print("|---|---|---|---|")
+    for name in ("forward", "backward", "update", "overhead"):
+        seconds = phases[name]
+        print(f"| {name} | {seconds:.4f} | {seconds / phases['total']:6.1%} "
+              f"| {1e6 * seconds / n_updates:.2f} |")
     return 0
 
 
@@ -128,6 +153,12 @@ def build_parser():
     p.add_argument("--plot", metavar="PNG", help="write the loss curve (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=train)
+
+    q = commands.add_parser("profile", help="time the phases of a training run in the core")
+    for action in p._actions:  # the same options as train, minus the output ones
+        if action.dest not in ("help", "save", "plot", "quiet"):
+            q._add_action(action)
+    q.set_defaults(run=profile)
     return parser
 
 

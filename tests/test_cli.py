@@ -1,0 +1,45 @@
+"""The rnn-fast command on the seed tasks."""
+
+import numpy as np
+import pytest
+
+import rnn_fast
+from rnn_fast.cli import main
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_train_binary_addition(backend, capsys, tmp_path):
+    code = main(["train", "binary-addition", "--samples", "300", "--bits", "4", "--quiet",
+                 "--backend", backend, "--save", str(tmp_path / "m.npz")])
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, captured.err
+    assert f"{backend} backend" in out and "test accuracy" in out and "training time" in out
+    model = rnn_fast.RNN.load(tmp_path / "m.npz")
+    assert model.hidden_size == 16 and model.optimizer.state["step"] == 300
+
+
+def test_train_count_ones_converges(capsys):
+    assert main(["train", "count-ones", "--quiet"]) == 0
+    assert "test accuracy 100.00% per value" in capsys.readouterr().out
+
+
+def test_profile_prints_every_phase(capsys):
+    assert main(["profile", "mod", "--samples", "200", "--hidden", "32"]) == 0
+    out = capsys.readouterr().out
+    for phase in ("forward", "backward", "update", "overhead"):
+        assert f"| {phase} |" in out
+
+
+def test_bad_option_is_a_clean_error(capsys):
+    assert main(["train", "binary-addition", "--samples", "0", "--quiet"]) == 2
+    assert "rnn-fast: error: n_samples must be a positive integer" in capsys.readouterr().err
+
+
+def test_progress_bar_and_plot(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    assert main(["train", "binary-addition", "--samples", "200", "--bits", "4",
+                 "--plot", str(tmp_path / "loss.png")]) == 0
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    assert "200/200" in capsys.readouterr().err
+    np.testing.assert_equal(True, True)

@@ -81,9 +81,11 @@ def test_loss_and_grads_match_reference(path, p):
         loss_fast, grads_fast = fast.loss_and_grads(X, Y, lengths=lengths,
                                                     bptt_steps=p["bptt_steps"])
     loss_ref, grads_ref = ref.loss_and_grads(X, Y, lengths=lengths, bptt_steps=p["bptt_steps"])
-    assert_close(loss_fast, loss_ref, p["dtype"], f"loss, {p}")
+    # Floors of 1: a small loss or gradient can be the difference of values near 1 (y and
+    # its target), so its rounding error is that of numbers near 1, not relative to it.
+    assert_close(loss_fast, loss_ref, p["dtype"], f"loss, {p}", max(1.0, abs(loss_ref)))
     assert list(grads_fast) == list(ref.params) == list(grads_ref)
-    scale = max(np.max(np.abs(g)) for g in grads_ref.values())
+    scale = max(1.0, max(np.max(np.abs(g)) for g in grads_ref.values()))
     for name in grads_ref:
         assert grads_fast[name].dtype == np.dtype(p["dtype"])
         assert_close(grads_fast[name], grads_ref[name], p["dtype"], f"d{name}, {p}", scale)

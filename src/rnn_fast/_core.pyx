@@ -199,7 +199,7 @@ cdef inline floating _activate(int code, floating a) noexcept nogil:
     if code == TANH:
         return _tanh(a)
     if code == RELU:
-        return a if a > 0 else 0
+        return 0 if a < 0 else a  # NaN stays NaN, as with np.maximum
     return a
 
 
@@ -891,7 +891,7 @@ def train(spec, params, grads,
           const floating[:, :, ::1] X not None,      # IN (N, T, I)
           const floating[:, :, ::1] Y not None,      # IN (N, T or 1, O)
           const Py_ssize_t[::1] lengths not None,    # IN (N,)
-          const Py_ssize_t[::1] order not None,      # IN (epochs * N,) sample order
+          const Py_ssize_t[::1] order not None,      # IN (epochs * N,) or (N,) sample order
           Py_ssize_t batch_size, Py_ssize_t chunk_length,
           Py_ssize_t step_begin, Py_ssize_t step_end,
           int opt_kind, const double[::1] hyper not None,
@@ -918,6 +918,7 @@ def train(spec, params, grads,
     cdef Py_ssize_t n_batches = (n_samples + batch_size - 1) // batch_size
     cdef floating batch_loss, scale
     cdef bint finite = True
+    cdef bint per_epoch_order = order.shape[0] > n_samples  # else one order for all epochs
     cdef double clock = 0
     cdef double* timers = &timers_out[0] if timers_out.shape[0] == 3 else NULL
     cdef floating[:, ::1] carry = np.zeros((batch_size, n_hidden), dtype=np.asarray(theta).dtype)
@@ -935,7 +936,7 @@ def train(spec, params, grads,
             _transpose(W_hh, W_hh_T)
         for s in range(step_begin, step_end):
             b = s % n_batches
-            first = (s // n_batches) * n_samples + b * batch_size
+            first = (s // n_batches) * n_samples * per_epoch_order + b * batch_size
             count = min(batch_size, n_samples - b * batch_size)
             scale = <floating>(1.0 / count)
             max_len = 0

@@ -34,7 +34,8 @@ class DivergenceError(FloatingPointError, ValueError):
     """Training met a NaN or infinite loss, gradient or update.
 
     The model and its optimizer hold the state of the last finite update;
-    ``history`` holds the losses up to it.
+    ``history`` holds the losses up to it. ``epoch`` is the epoch's index (from 0; the
+    message counts from 1) and ``sample`` the index in X of the batch's first sequence.
     """
 
     def __init__(self, message, epoch, sample, history):
@@ -148,8 +149,9 @@ class RNN:
             "output_activation", output_activation, OUTPUT_ACTIVATIONS)
         self.loss = check.check_choice("loss", loss, LOSSES)
         self.init = check.check_choice("init", init, INITS)
-        self.dtype = np.dtype(check.check_choice("dtype", str(np.dtype(dtype)), DTYPES))
-        self.bias, self.readout = bool(bias), bool(readout)
+        self.dtype = np.dtype(check.check_choice("dtype", _dtype_name(dtype), DTYPES))
+        self.bias = check.check_bool("bias", bias)
+        self.readout = check.check_bool("readout", readout)
         if readout:
             self.output_size = check.check_int("output_size", output_size)
         else:
@@ -168,7 +170,8 @@ class RNN:
             raise ValueError("loss='binary_cross_entropy' needs output_activation='sigmoid', "
                              f"got {output_activation!r}")
 
-        self.seed = seed if seed is None or isinstance(seed, int) else None
+        seed = check.check_seed("seed", seed)
+        self.seed = seed if not isinstance(seed, np.random.Generator) else None
         self._rng = np.random.default_rng(seed)
         self._layout = Layout(self.input_size, self.hidden_size, self.output_size,
                               self.bias, self.readout)
@@ -220,9 +223,11 @@ class RNN:
         self._sync()
         return self._layout.kernel_args(self._views, self.dtype)
 
-    def _spec(self, many_to_one=False, bptt_steps=None):
+    def _spec(self, many_to_one=False, bptt_steps=None, n_steps=0):
         output = OUTPUT_ACTIVATIONS[self.output_activation]
         bptt_steps = check.check_int("bptt_steps", bptt_steps, allow_none=True) or 0
+        if bptt_steps >= n_steps:  # no boundary inside the sequences: full BPTT
+            bptt_steps = 0
         return Spec(HIDDEN_ACTIVATIONS[self.hidden_activation], output, LOSSES[self.loss],
                     self.readout, self.bias, many_to_one, bptt_steps)
 
@@ -274,7 +279,7 @@ class RNN:
         grads = self._layout.views(grad)
         h_last = np.zeros((X.shape[0], self.hidden_size), dtype=self.dtype)
         loss = self.kernels.loss_and_grads(
-            self._spec(many_to_one, bptt_steps), self._kernel_params(),
+            self._spec(many_to_one, bptt_steps, X.shape[1]), self._kernel_params(),
             self._layout.kernel_args(grads, self.dtype), X, Y, lengths, h0, h_last)
         return float(loss), grads
 
@@ -373,29 +378,33 @@ class RNN:
         if batch_size > n:
             raise ValueError(f"batch_size ({batch_size}) is larger than the number of "
                              f"sequences ({n})")
-        chunk_length = check.check_int("chunk_length", chunk_length, allow_none=True) or t
+        chunk_length = min(check.check_int("chunk_length", chunk_length, allow_none=True) or t, t)
         if many_to_one and chunk_length < t:
             raise ValueError("chunk_length needs targets at every step (Y of shape (N, T, O))")
         clip_value = check.check_nonnegative("clip_value", clip_value)
         clip_norm = check.check_nonnegative("clip_norm", clip_norm)
+        shuffle = check.check_bool("shuffle", shuffle)
+        seed = check.check_seed("seed", seed)
+        spec = self._spec(many_to_one, bptt_steps, t)
         optimizer = optimizer or self.optimizer or SGD(lr=0.01)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be an rnn_fast optimizer such as SGD(lr=0.1), "
                             f"got {type(optimizer).__name__}")
-        optimizer.bind(self._layout, self.dtype)
+        lr = optimizer.learning_rates(self._layout, self.dtype)
+        optimizer.bind(self._layout, self.dtype)  # only now: a refused fit changes nothing
         self.optimizer = optimizer
 
+        # one epoch's order serves every epoch unless shuffling draws one per epoch
         rng = np.random.default_rng(seed) if seed is not None else self._rng
-        order = np.concatenate([rng.permutation(n) if shuffle else np.arange(n)
-                                for _ in range(epochs)]).astype(np.intp)
+        order = (np.concatenate([rng.permutation(n) for _ in range(epochs)]) if shuffle
+                 else np.arange(n)).astype(np.intp)
         n_batches = -(-n // batch_size)
         n_steps = epochs * n_batches
         losses = np.zeros(n_steps, dtype=np.float64)
         grad = np.zeros_like(self.theta)
-        args = (self._spec(many_to_one, bptt_steps), self._kernel_params(),
+        args = (spec, self._kernel_params(),
                 self._layout.kernel_args(self._layout.views(grad), self.dtype), self.theta, grad,
                 X, Y, lengths, order, batch_size, chunk_length)
-        lr = optimizer.learning_rates(self._layout, self.dtype)
         opt_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
 
         timers = np.zeros(3 if profile else 0)
@@ -423,7 +432,7 @@ class RNN:
                                   "total": total}
         if done < n_steps:
             epoch, b = divmod(done, n_batches)
-            first = order[epoch * n + b * batch_size]
+            first = order[(epoch * n if shuffle else 0) + b * batch_size]
             raise DivergenceError(
                 f"training diverged in epoch {epoch + 1}, batch {b + 1} (starting at sample "
                 f"{first}): the loss, a gradient or an update is not finite. The model holds "
@@ -467,6 +476,13 @@ class RNN:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__module__.split('.')[0]}.RNN({args})"
+
+
+def _dtype_name(dtype):
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:  # numpy's "data type not understood" names no argument
+        return repr(dtype)
 
 
 def load_model(path):

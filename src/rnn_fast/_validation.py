@@ -51,6 +51,23 @@ def check_choice(name, value, choices):
     return value
 
 
+def check_bool(name, value):
+    """True or False only: bool("False") is True, so strings must not slip through."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_seed(name, value):
+    """None, a non-negative integer or a numpy Generator, as numpy.random.default_rng takes."""
+    if value is None or isinstance(value, np.random.Generator):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise TypeError(f"{name} must be None, a non-negative integer or a "
+                        f"numpy.random.Generator, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
 def check_int(name, value, low=1, allow_none=False):
     if value is None and allow_none:
         return None

@@ -14,6 +14,8 @@ leaves out are not updated.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "Optimizer"]
@@ -156,7 +158,11 @@ def from_config(config: dict) -> Optimizer:
 def _check_positive(name, value, allow_zero=False):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        finite = False
+    if not finite or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
 

@@ -254,7 +254,8 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, order, batch_size, ch
     ``chunk_length`` steps, one update per chunk, the hidden state carried from chunk
     to chunk (truncated BPTT). ``losses_out[s]`` gets the batch's loss;
     ``timers_out``, when it has 3 entries, accumulates the seconds spent in the forward
-    sweeps, the backward sweeps and the updates.
+    sweeps, the backward sweeps and the updates. ``order`` holds one order per epoch,
+    or a single one that every epoch follows.
 
     Returns (number of finished steps, the optimizer's step count); the first is short
     of ``step_end`` when a loss, a gradient or an update stopped being finite, with the
@@ -265,8 +266,8 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, order, batch_size, ch
     n_batches = -(-n_samples // batch_size)
     for s in range(step_begin, step_end):
         epoch, b = divmod(s, n_batches)
-        batch = order[epoch * n_samples + b * batch_size:
-                      epoch * n_samples + min((b + 1) * batch_size, n_samples)]
+        start = (epoch * n_samples if len(order) > n_samples else 0) + b * batch_size
+        batch = order[start:start + min(batch_size, n_samples - b * batch_size)]
         scale = 1.0 / len(batch)
         h = np.zeros((len(batch), params[1].shape[0]), dtype=theta.dtype)  # h0 = 0
         n_chunks = -(-int(lengths[batch].max()) // chunk_length)

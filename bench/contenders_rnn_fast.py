@@ -1,0 +1,87 @@
+"""rnn_fast (the Cython core) and rnn_fast.reference (NumPy): the same code on two modules."""
+
+from __future__ import annotations
+
+import numpy as np
+from harness import Contender, optional_module
+from problems import addition_result, loss_grads_result
+
+_reported = set()
+
+
+def backends():
+    """{contender name: module} of the backends that import; says once why one is skipped."""
+    found = {}
+    probes = {"rnn_fast": "rnn_fast._core", "rnn_fast.reference": "rnn_fast.reference"}
+    for name, probe in probes.items():
+        module, why = optional_module(probe)
+        if module is not None:
+            found[name] = optional_module(name)[0]
+        elif name not in _reported:
+            _reported.add(name)
+            print(f"skipping {name}: {probe} does not import ({why}); "
+                  "pip install the package (pip install .) first")
+    return found
+
+
+def w1_contenders(problem, reference_samples=None):
+    """W1 with ``model.fit``; the reference may be timed on its first samples and scaled."""
+    n = problem.X.shape[0]
+    contenders = []
+    for name, rnn_fast in backends().items():
+        used = n
+        if name == "rnn_fast.reference" and reference_samples:
+            used = min(n, reference_samples)
+
+        def setup(rnn_fast=rnn_fast, used=used):
+            model = rnn_fast.RNN(input_size=2, hidden_size=problem.init["W_hh"].shape[0],
+                                 output_size=1, hidden_activation="sigmoid",
+                                 output_activation="sigmoid", loss="half_sse", bias=False,
+                                 dtype="float64", seed=0, params=problem.init)
+            X, Y = problem.X[:used], problem.Y[:used]
+
+            def run():
+                model.fit(X, Y, optimizer=rnn_fast.SGD(lr=problem.lr), epochs=1, batch_size=1,
+                          shuffle=False)
+                return model
+            return run
+
+        def finish(model):
+            return addition_result(problem, model.params, model.predict(problem.X_all))
+
+        note = f"timed on {used} of {n} samples, scaled x{n / used:.3g}" if used < n else ""
+        # a scaled run stops early: its weights are not comparable with the others'
+        contenders.append(Contender(name=name, setup=setup,
+                                    finish=finish if used == n else _no_state(finish),
+                                    warmup=name == "rnn_fast", scale=n / used, note=note))
+    return contenders
+
+
+def _no_state(finish):
+    def wrapped(out):
+        result = finish(out)
+        result["state"] = None
+        return result
+    return wrapped
+
+
+def _batched_finish(out):
+    loss, grads = out
+    return loss_grads_result(loss, {k: np.array(v) for k, v in grads.items()})
+
+
+def w3_contenders(problem):
+    """W3 / sweeps with ``model.loss_and_grads``."""
+    n, t, i, h, o = problem.sizes
+    contenders = []
+    for name, rnn_fast in backends().items():
+
+        def setup(rnn_fast=rnn_fast):
+            model = rnn_fast.RNN(input_size=i, hidden_size=h, output_size=o,
+                                 hidden_activation="tanh", output_activation="identity",
+                                 loss="mse", bias=True, dtype=problem.dtype, params=problem.params)
+            return lambda: model.loss_and_grads(problem.X, problem.Y)
+
+        contenders.append(Contender(name=name, setup=setup, finish=_batched_finish,
+                                    warmup=name == "rnn_fast"))
+    return contenders

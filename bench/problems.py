@@ -1,0 +1,137 @@
+"""The workloads' data, initial weights, FLOP counts and accuracy: shared by every contender.
+
+FLOP counts (2 flops per multiply-add; activations, losses and elementwise work not counted)
+for N sequences of T steps, I inputs, H hidden units, O outputs, one forward + BPTT:
+
+    forward,  per step:  x W_xh (I H) + h W_hh (H H) + h W_hy (H O)
+    backward, per step:  dz W_hy^T (H O) + dW_hy (H O) + da W_hh^T (H H) + dW_hh (H H)
+                         + dW_xh (I H)
+    => fb_flops = 2 N T (2 I H + 3 H H + 3 H O)
+
+(the backward counts the whole recurrence product and dW_hh at every step, as the seeds
+do, although h_{-1} = 0 makes the first step's dW_hh zero). Per-sample SGD (W1) adds one
+update of every weight per sample: 2 N (I H + H H + H O).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def fb_flops(n, t, i, h, o):
+    """Forward + backward flops of an Elman RNN with a readout (see the module docstring)."""
+    return 2.0 * n * t * (2 * i * h + 3 * h * h + 3 * h * o)
+
+
+def sgd_flops(n, t, i, h, o):
+    """n per-sample SGD steps: forward + backward + the update (see the module docstring)."""
+    return fb_flops(n, t, i, h, o) + 2.0 * n * (i * h + h * h + h * o)
+
+
+# ----------------------------------------------------------------------------- W1
+
+
+def binary_addition_data(n_samples, bits=8, seed=0):
+    """Training samples and every pair a, b < 2**(bits-1), from ``rnn_fast.tasks``:
+    X (N, bits, 2), Y (N, bits, 1), least significant bit first."""
+    from rnn_fast import tasks
+
+    X, Y = tasks.binary_addition(n_samples, bits=bits, seed=seed)
+    X_all, Y_all = tasks.binary_addition_all(bits=bits)
+    return [np.ascontiguousarray(a, np.float64) for a in (X, Y, X_all, Y_all)]
+
+
+@dataclass
+class AdditionProblem:
+    """W1: the seed task. Every contender trains from ``init`` on (X, Y) in order."""
+
+    X: np.ndarray  # (N, T, 2)
+    Y: np.ndarray  # (N, T, 1)
+    X_all: np.ndarray  # (128 * 128, T, 2)
+    Y_all: np.ndarray
+    init: dict  # W_xh (I, H), W_hh (H, H), W_hy (H, O), float64
+    lr: float
+
+    @property
+    def sizes(self):
+        n, t, i = self.X.shape
+        return n, t, i, self.init["W_hh"].shape[0], self.Y.shape[2]
+
+
+def addition_problem(n_samples=10_000, bits=8, hidden=16, lr=0.1, seed=0):
+    X, Y, X_all, Y_all = binary_addition_data(n_samples, bits=bits, seed=seed)
+    rng = np.random.default_rng(seed)
+    init = {"W_xh": rng.uniform(-1, 1, (2, hidden)),  # the seeds' uniform(-1, 1)
+            "W_hh": rng.uniform(-1, 1, (hidden, hidden)),
+            "W_hy": rng.uniform(-1, 1, (hidden, 1))}
+    return AdditionProblem(X, Y, X_all, Y_all, init, lr)
+
+
+def sigmoid(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def predict_sigmoid_rnn(weights, X):
+    """Batched NumPy forward of W1's network (sigmoid, no biases): (N, T, O)."""
+    h = np.zeros((X.shape[0], weights["W_hh"].shape[0]))
+    out = []
+    for t in range(X.shape[1]):
+        h = sigmoid(X[:, t] @ weights["W_xh"] + h @ weights["W_hh"])
+        out.append(sigmoid(h @ weights["W_hy"]))
+    return np.stack(out, axis=1)
+
+
+def sequence_accuracy(Y_hat, Y):
+    """Fraction of sequences whose rounded outputs all match the targets."""
+    hit = np.round(Y_hat) == Y
+    return float(np.mean(hit.reshape(len(Y), -1).all(axis=1)))
+
+
+def addition_result(problem, weights, Y_hat=None):
+    """finish() of a W1 contender: accuracy on every pair, final weights as the state."""
+    weights = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    if Y_hat is None:
+        Y_hat = predict_sigmoid_rnn(weights, problem.X_all)
+    return {"metrics": {"accuracy": sequence_accuracy(Y_hat, problem.Y_all)},
+            "state": weights}
+
+
+# ----------------------------------------------------------------------------- W3
+
+
+@dataclass
+class BatchedProblem:
+    """W3 / sweeps: one forward + backward, tanh hidden, identity readout, biases, MSE."""
+
+    X: np.ndarray  # (N, T, I)
+    Y: np.ndarray  # (N, T, O)
+    params: dict  # W_xh (I, H), W_hh (H, H), W_hy (H, O), b_h (H,), b_y (O,)
+    dtype: str
+
+    @property
+    def sizes(self):
+        n, t, i = self.X.shape
+        return n, t, i, self.params["W_hh"].shape[0], self.Y.shape[2]
+
+    @property
+    def flops(self):
+        return fb_flops(*self.sizes)
+
+
+def batched_problem(n=64, t=100, i=128, h=512, o=128, dtype="float64", seed=0):
+    """Inputs and targets N(0, 1); parameters PyTorch's U(-1/sqrt(H), 1/sqrt(H))."""
+    rng = np.random.default_rng(seed)
+    k = 1.0 / np.sqrt(h)
+    shapes = {"W_xh": (i, h), "W_hh": (h, h), "W_hy": (h, o), "b_h": (h,), "b_y": (o,)}
+    params = {name: rng.uniform(-k, k, shape).astype(dtype) for name, shape in shapes.items()}
+    X = rng.standard_normal((n, t, i)).astype(dtype)
+    Y = rng.standard_normal((n, t, o)).astype(dtype)
+    return BatchedProblem(X, Y, params, dtype)
+
+
+def loss_grads_result(loss, grads):
+    """finish() of a W3 contender: the loss as the metric, the gradients as the state."""
+    return {"metrics": {"loss": float(loss)},
+            "state": {k: np.asarray(v) for k, v in grads.items()}}

@@ -1,0 +1,131 @@
+"""Runs the selected workloads and prints their tables; used by bench.py and smoke.py."""
+
+from __future__ import annotations
+
+import os
+
+import harness
+import workloads
+
+ALL = ("W1", "W3")  # bench.WORKLOADS
+W3_DTYPES = ("float64", "float32")
+
+
+def _say(log, text=""):
+    if log is not None:
+        log(text)
+
+
+def run(names=ALL, quick=False, repeat=5, sweep=False, reference_samples=None, w1_samples=None,
+        sweep_dtype="float64", results_dir=None, peak=True, log=print):
+    """Run workloads; returns the report (machine, GEMM peak, every record).
+
+    ``log=None`` prints nothing; ``results_dir`` (a Path) receives the sweeps' plots.
+    """
+    report = {"machine": harness.machine_info(), "quick": quick, "repeat": repeat,
+              "threads": os.environ.get("RNN_FAST_BENCH_THREADS", "library defaults"),
+              "workloads": [], "sweeps": {}}
+    if peak:
+        report["peak"] = harness.gemm_peak(n=256 if quick else 2048, repeat=2 if quick else 5)
+        gf = report["peak"]["gflops"]
+        best = report["peak"]["best_gflops"]
+        _say(log, f"Practical peak, np.matmul {report['peak']['n']}x{report['peak']['n']} "
+                  f"(median of {report['peak']['repeat']}; best): float64 {gf['float64']:.1f} "
+                  f"({best['float64']:.1f}) GFLOP/s, float32 {gf['float32']:.1f} "
+                  f"({best['float32']:.1f}) GFLOP/s")
+    peak_info = report.get("peak")
+
+    selected = []
+    for name in names:
+        if name == "W1":
+            selected.append(workloads.w1(quick, w1_samples, reference_samples))
+            selected = [w for w in selected if w is not None]
+        elif name == "W3":
+            selected += [workloads.w3(dtype, quick) for dtype in W3_DTYPES]
+        else:
+            raise ValueError(f"unknown workload {name!r}; choose from {', '.join(ALL)}")
+
+    for workload in selected:
+        _say(log, f"\nrunning {workload.title} ...")
+        records = harness.run_workload(workload, repeat, log=log)
+        report["workloads"].append({"name": workload.name, "title": workload.title,
+                                    "flops": workload.flops, "params": workload.params,
+                                    "notes": workload.notes, "records": records})
+        _say(log, f"\n### {workload.title}\n")
+        _say(log, harness.format_table(workload, records, peak_info))
+        for note in workload.notes:
+            _say(log, f"\n{note}")
+        if peak_info:
+            gf = peak_info["gflops"][workload.dtype]
+            _say(log, f"GEMM peak on this machine ({workload.dtype}): {gf:.1f} GFLOP/s")
+
+    if sweep:
+        for sweep_name, (key, points) in workloads.sweeps(sweep_dtype, quick).items():
+            rows = []
+            for value, workload in points:
+                records = harness.run_workload(workload, max(1, min(repeat, 3)), log=None)
+                rows.append({"value": value, "flops": workload.flops,
+                             "params": workload.params, "records": records})
+            report["sweeps"][sweep_name] = {"key": key, "dtype": sweep_dtype, "points": rows}
+            _say(log, f"\n### sweep: {sweep_name} ({key.upper()} varies; base "
+                      f"{_base_text(quick)}; forward + backward, {sweep_dtype}, median s)\n")
+            _say(log, format_sweep(key, rows))
+            if results_dir is not None:
+                import plots  # matplotlib is optional
+
+                path = plots.plot_sweep(sweep_name, key, rows, results_dir,
+                                         suffix="_quick" if quick else "")
+                _say(log, f"\nplot: {path}" if path else "\nno plot: matplotlib not installed")
+    return report
+
+
+def _base_text(quick):
+    base = workloads.SWEEP_QUICK_BASE if quick else workloads.SWEEP_BASE
+    return " ".join(f"{k.upper()}={v}" for k, v in base.items())
+
+
+def sweep_series(rows, field="median_s"):
+    """{contender: [record[field] per point]} (None where a contender is missing)."""
+    names = []
+    for row in rows:
+        for rec in row["records"]:
+            if rec["contender"] not in names:
+                names.append(rec["contender"])
+    series = {name: [] for name in names}
+    for row in rows:
+        by_name = {rec["contender"]: rec for rec in row["records"]}
+        for name in names:
+            rec = by_name.get(name)
+            series[name].append(None if rec is None else rec[field])
+    return series
+
+
+def format_sweep(key, rows):
+    series = sweep_series(rows)
+    noisy = sweep_series(rows, "times_s")
+    names = list(series)
+    head = [key.upper()] + [f"{n} s" for n in names] + [
+        f"{n} / rnn_fast" for n in names if n != harness.BASELINE and harness.BASELINE in series]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for j, row in enumerate(rows):
+        cells = [str(row["value"])] + [
+            _cell(series[n][j], ".3g") + ("*" if noisy[n][j] and _spread(noisy[n][j]) else "")
+            for n in names]
+        base = series.get(harness.BASELINE)
+        for n in names:
+            if n != harness.BASELINE and base is not None:
+                ratio = (series[n][j] / base[j]) if series[n][j] and base[j] else None
+                cells.append(_cell(ratio, ".3g"))
+        lines.append("| " + " | ".join(cells) + " |")
+    if any("*" in line for line in lines[2:]):
+        lines.append(f"\n\\* noisy: the slowest run was over {harness.NOISY}x the fastest "
+                     "(other processes on the cores?)")
+    return "\n".join(lines)
+
+
+def _spread(times):
+    return max(times) > harness.NOISY * min(times)
+
+
+def _cell(x, spec):
+    return "—" if x is None else format(x, spec)

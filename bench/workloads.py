@@ -1,0 +1,120 @@
+"""The workloads: W1 (the seed task), W3 (one batched forward + backward), the sweeps.
+
+Each builder returns ``harness.Workload`` objects holding the contenders of every family
+that is installed (one message per missing family).
+"""
+
+from __future__ import annotations
+
+import contenders_jax
+import contenders_numpy
+import contenders_rnn_fast
+import contenders_torch
+from harness import Workload, optional_module
+from problems import addition_problem, batched_problem, sgd_flops
+
+OPTIONAL = {"torch": (contenders_torch, "pip install torch==2.13.0"),
+            "jax": (contenders_jax, "pip install jax jaxlib")}
+_reported = set()
+
+
+def _optional(name):
+    """The contender module of an optional family, or None (saying why, once)."""
+    module, install = OPTIONAL[name]
+    if module.MISSING is None:
+        return module
+    if name not in _reported:
+        _reported.add(name)
+        print(f"skipping {name}: not importable ({module.MISSING}); {install}")
+    return None
+
+
+W1_SAMPLES = 10_000
+W1_QUICK_SAMPLES = 50
+
+
+def w1(quick=False, n_samples=None, reference_samples=None):
+    """The seed workload: 8-bit binary addition, I=2, H=16, O=1, sigmoid/sigmoid, no biases,
+    half SSE, per-sample SGD at lr 0.1 from the same uniform(-1, 1) weights, h0 = 0."""
+    n = n_samples or (W1_QUICK_SAMPLES if quick else W1_SAMPLES)
+    if optional_module("rnn_fast.tasks")[0] is None:
+        print("skipping W1: its data comes from rnn_fast.tasks, which does not import; "
+              "pip install the package (pip install .) first")
+        return None
+    problem = addition_problem(n_samples=n)
+    contenders = contenders_rnn_fast.w1_contenders(problem, reference_samples)
+    contenders += contenders_numpy.w1_contenders(problem)
+    for name in ("jax", "torch"):
+        family = _optional(name)
+        if family is not None:
+            contenders += family.w1_contenders(problem)
+    sizes = problem.sizes
+    return Workload(
+        name="W1", title=f"W1: seed task, {n} per-sample SGD steps (binary addition, "
+                         "8 bits, 2-16-1 sigmoid, float64)",
+        flops=sgd_flops(*sizes), contenders=contenders, oracle="seed numpy loop",
+        diff_label="max abs ΔW vs seed loop", tolerance=1e-6,
+        metric_label="accuracy (128x128 pairs)", metric_key="accuracy",
+        params=dict(zip("NTIHO", sizes), lr=problem.lr),
+        notes=["GFLOP/s counts 2 N (T (2IH + 3H² + 3HO) + IH + H² + HO) flops"])
+
+
+W3_SIZES = dict(n=64, t=100, i=128, h=512, o=128)
+W3_QUICK_SIZES = dict(n=4, t=5, i=8, h=16, o=8)
+
+
+def batched_contenders(problem, only=None):
+    """The forward + backward contenders for a batched problem (W3, sweeps)."""
+    keep = (lambda name: True) if only is None else (lambda name: name in only)
+    contenders = contenders_rnn_fast.w3_contenders(problem)
+    contenders += contenders_numpy.w3_contenders(problem)
+    for name in ("torch", "jax"):
+        family = _optional(name)
+        if family is not None:
+            contenders += family.w3_contenders(problem)
+    return [c for c in contenders if keep(c.name)]
+
+
+def _batched_workload(name, title, problem, only=None, oracle="numpy (hoisted GEMMs)"):
+    return Workload(
+        name=name, title=title, flops=problem.flops,
+        contenders=batched_contenders(problem, only), oracle=oracle,
+        diff_label=f"max rel. grad diff vs {oracle}", relative_diff=True,
+        tolerance=1e-9 if problem.dtype == "float64" else 1e-3,
+        metric_label="loss", metric_key="loss",
+        params=dict(zip("NTIHO", problem.sizes), dtype=problem.dtype), dtype=problem.dtype,
+        notes=["GFLOP/s counts 2 N T (2IH + 3H² + 3HO) flops"])
+
+
+def w3(dtype="float64", quick=False):
+    """One forward + backward: tanh hidden, identity readout, biases, MSE."""
+    sizes = W3_QUICK_SIZES if quick else W3_SIZES
+    problem = batched_problem(dtype=dtype, **sizes)
+    n, t, i, h, o = problem.sizes
+    return _batched_workload(
+        f"W3 {dtype}", f"W3: one forward + backward, N={n} T={t} I={i} H={h} O={o}, "
+                       f"tanh, linear readout, biases, MSE, {dtype}", problem)
+
+
+SWEEP_BASE = dict(n=16, t=50, i=32, h=128, o=32)
+SWEEPS = {"hidden": ("h", [8, 16, 32, 64, 128, 256, 512, 1024]),
+          "length": ("t", [10, 25, 50, 100, 200, 400]),
+          "batch": ("n", [1, 4, 16, 64, 256])}
+SWEEP_QUICK_BASE = dict(n=2, t=4, i=4, h=8, o=4)
+SWEEP_QUICK = {"hidden": ("h", [4, 8]), "length": ("t", [2, 4]), "batch": ("n", [1, 2])}
+SWEEP_CONTENDERS = ("rnn_fast", "rnn_fast.reference", "torch nn.RNN")
+
+
+def sweeps(dtype="float64", quick=False):
+    """{sweep name: (swept key, [(value, Workload), ...])}: W3's computation at smaller sizes."""
+    base, plan = (SWEEP_QUICK_BASE, SWEEP_QUICK) if quick else (SWEEP_BASE, SWEEPS)
+    out = {}
+    for sweep, (key, values) in plan.items():
+        points = []
+        for value in values:
+            problem = batched_problem(dtype=dtype, **{**base, key: value})
+            label = f"sweep {sweep} {key.upper()}={value}"
+            points.append((value, _batched_workload(label, label, problem, SWEEP_CONTENDERS,
+                                                    oracle="rnn_fast.reference")))
+        out[sweep] = (key, points)
+    return out

@@ -1,0 +1,73 @@
+"""Type stub of the Cython kernels (src/rnn_fast/_core.pyx).
+
+Every array is C-contiguous, of one float dtype (float32 or float64) throughout a call;
+integer arrays are numpy.intp. Nothing is validated here: rnn_fast._model does it.
+"""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.floating[Any]]
+Indices = npt.NDArray[np.intp]
+# (W_xh, W_hh, W_hy, b_h, b_y): zeros for absent biases, a (0, 0) W_hy without readout
+Params = tuple[Floats, Floats, Floats, Floats, Floats]
+
+def blas_min_hidden() -> int: ...
+def set_blas_min_hidden(n: int) -> int: ...
+def forward(
+    spec: Any,  # rnn_fast._model.Spec
+    params: Params,
+    X: Floats,  # (N, T, I)
+    lengths: Indices,  # (N,)
+    h0: Floats,  # (N, H)
+    Y_out: Floats,  # (N, T, O) written
+    H_out: Floats,  # (N, T, H) written
+) -> None: ...
+def loss_and_grads(
+    spec: Any,
+    params: Params,
+    grads: Params,  # written: the gradients of the mean loss
+    X: Floats,  # (N, T, I)
+    Y: Floats,  # (N, T, O), or (N, 1, O) for many-to-one
+    lengths: Indices,
+    h0: Floats,  # (N, H)
+    H_last_out: Floats,  # (N, H) written
+) -> float: ...
+def apply_update(
+    opt_kind: int,
+    hyper: npt.NDArray[np.float64],
+    theta: Floats,  # (P,) updated in place
+    grad: Floats,  # (P,) clipped in place
+    lr: Floats,  # (P,)
+    slots: Floats,  # (n_slots, P) updated in place
+    step: int,
+    clip_value: float,
+    clip_norm: float,
+) -> bool: ...
+def train(
+    spec: Any,
+    params: Params,  # views of theta
+    grads: Params,  # views of grad
+    theta: Floats,
+    grad: Floats,
+    X: Floats,
+    Y: Floats,
+    lengths: Indices,
+    order: Indices,  # (epochs * N,) or (N,)
+    batch_size: int,
+    chunk_length: int,
+    step_begin: int,
+    step_end: int,
+    opt_kind: int,
+    hyper: npt.NDArray[np.float64],
+    lr: Floats,
+    slots: Floats,
+    opt_step: int,
+    clip_value: float,
+    clip_norm: float,
+    losses_out: npt.NDArray[np.float64],  # (n_steps,) written
+    timers_out: npt.NDArray[np.float64],  # (3,) accumulated, or (0,) for no timing
+) -> tuple[int, int]: ...
+def _tanh_values(x: Floats) -> Floats: ...

@@ -120,48 +120,10 @@ cdef inline floating _exp(floating a) noexcept nogil:
     return exp(a)
 
 
-cdef inline floating _tanh_limit(floating x) noexcept nogil:
-    """x clipped to where tanh rounds to +-1 (NaN passes through)."""
-    cdef floating limit = 10 if floating is float else 20
-    x = limit if x > limit else x
-    return -limit if x < -limit else x
-
-
-cdef inline floating _tanh_clipped(floating x) noexcept nogil:
-    """tanh of an x within _tanh_limit, in plain arithmetic so loops over it vectorise
-    (libm's tanh, a call per element, dominated the forward sweep of large networks).
-
-    The odd Taylor series of tanh on y = x / 64, then six doublings
-    tanh(2y) = 2 tanh(y) / (1 + tanh(y)^2), which do not amplify relative error, done
-    on t = p / q so that one division ends them: within a few ulp of libm's tanh
-    (tests/test_kernels.py).
-    """
-    cdef floating y, y2, p, q
-    y = x * <floating>0.015625
-    y2 = y * y
-    if floating is float:  # |y| <= 0.16: terms to y^9 reach float32 precision
-        p = y + y * y2 * (<floating>(-1.0 / 3) + y2 * (
-            <floating>(2.0 / 15) + y2 * (
-                <floating>(-17.0 / 315) + y2 * <floating>(62.0 / 2835))))
-    else:  # |y| <= 0.32: terms to y^23 reach float64 precision
-        p = y + y * y2 * (-1.0 / 3.0 + y2 * (2.0 / 15.0 + y2 * (-17.0 / 315.0 + y2 * (
-            62.0 / 2835.0 + y2 * (-1382.0 / 155925.0 + y2 * (21844.0 / 6081075.0 + y2 * (
-                -929569.0 / 638512875.0 + y2 * (6404582.0 / 10854718875.0 + y2 * (
-                    -443861162.0 / 1856156927625.0 + y2 * (
-                        18888466084.0 / 194896477400625.0
-                        + y2 * (-113927491862.0 / 2900518163668125.0)))))))))))
-    q = 1
-    p, q = 2 * p * q, p * p + q * q
-    p, q = 2 * p * q, p * p + q * q
-    p, q = 2 * p * q, p * p + q * q
-    p, q = 2 * p * q, p * p + q * q
-    p, q = 2 * p * q, p * p + q * q
-    p, q = 2 * p * q, p * p + q * q
-    return p / q
-
-
-cdef inline floating _tanh(floating x) noexcept nogil:
-    return _tanh_clipped(_tanh_limit(x))
+cdef extern from "_simd.h" nogil:
+    # tanh over a row, in C for a baseline and an AVX2 clone: see _simd.h
+    void rnn_fast_tanh_row_f64(double* a, const double* b, Py_ssize_t n)
+    void rnn_fast_tanh_row_f32(float* a, const float* b, Py_ssize_t n)
 
 
 cdef inline void _activate_row(
@@ -170,13 +132,13 @@ cdef inline void _activate_row(
     const floating* b_h,         # IN (H,), zeros when there is no bias
     Py_ssize_t n_hidden,
 ) noexcept nogil:
-    """One row of hidden units; tanh in two passes, each of which vectorises."""
+    """One row of hidden units."""
     cdef Py_ssize_t c
     if cfg.hidden == TANH:
-        for c in range(n_hidden):
-            a[c] = _tanh_limit(a[c] + b_h[c])
-        for c in range(n_hidden):
-            a[c] = _tanh_clipped(a[c])
+        if floating is double:
+            rnn_fast_tanh_row_f64(a, b_h, n_hidden)
+        else:
+            rnn_fast_tanh_row_f32(a, b_h, n_hidden)
     else:
         for c in range(n_hidden):
             a[c] = _activate(cfg.hidden, a[c] + b_h[c])
@@ -184,20 +146,20 @@ cdef inline void _activate_row(
 
 def _tanh_values(floating[::1] x not None):
     """The core's tanh over an array (for tests)."""
-    out = np.empty(x.shape[0], dtype=np.float64 if floating is double else np.float32)
+    out = np.array(x, dtype=np.float64 if floating is double else np.float32)
     cdef floating[::1] y = out
-    cdef Py_ssize_t i
-    for i in range(x.shape[0]):
-        y[i] = _tanh(x[i])
+    cdef floating[::1] zeros = np.zeros_like(out)
+    cdef Config cfg
+    cfg.hidden = TANH
+    if x.shape[0]:
+        _activate_row(cfg, &y[0], &zeros[0], x.shape[0])
     return out
 
 
 cdef inline floating _activate(int code, floating a) noexcept nogil:
-    """f(a) for a hidden (or sigmoid/identity output) activation code."""
+    """f(a) for an activation code other than tanh (see _activate_row)."""
     if code == SIGMOID:
         return 1 / (1 + _exp(-a))
-    if code == TANH:
-        return _tanh(a)
     if code == RELU:
         return 0 if a < 0 else a  # NaN stays NaN, as with np.maximum
     return a

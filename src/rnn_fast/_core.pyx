@@ -120,12 +120,6 @@ cdef inline floating _exp(floating a) noexcept nogil:
     return exp(a)
 
 
-cdef extern from "_simd.h" nogil:
-    # tanh over a row, in C for a baseline and an AVX2 clone: see _simd.h
-    void rnn_fast_tanh_row_f64(double* a, const double* b, Py_ssize_t n)
-    void rnn_fast_tanh_row_f32(float* a, const float* b, Py_ssize_t n)
-
-
 cdef inline void _activate_row(
     Config cfg,
     floating* a,                 # IN a_t without the bias; OUT h_t = f(a_t + b_h)
@@ -176,33 +170,27 @@ cdef inline floating _derivative(int code, floating h) noexcept nogil:
     return 1
 
 
+cdef extern from "_simd.h" nogil:
+    # row loops in C, for a baseline and an AVX2 clone: see _simd.h
+    void rnn_fast_tanh_row_f64(double* a, const double* b, Py_ssize_t n)
+    void rnn_fast_tanh_row_f32(float* a, const float* b, Py_ssize_t n)
+    void rnn_fast_add_vecmat_f64(const double* v, const double* M, Py_ssize_t n_rows,
+                                 Py_ssize_t n_cols, double* out)
+    void rnn_fast_add_vecmat_f32(const float* v, const float* M, Py_ssize_t n_rows,
+                                 Py_ssize_t n_cols, float* out)
+
+
 cdef inline void _add_vecmat(
     const floating* v,                # IN (K,)
     const floating* M,                # IN (K, L) row-major
     Py_ssize_t n_rows, Py_ssize_t n_cols,
     floating* out,                    # IN/OUT (L,) out += v @ M
 ) noexcept nogil:
-    """out += v @ M, adding M's rows in order.
-
-    Four rows per pass over ``out`` cut its loads and stores fourfold; the additions
-    stay left to right, so the rounding is that of adding one row at a time.
-    """
-    cdef Py_ssize_t i = 0, j
-    cdef floating v0, v1, v2, v3
-    cdef const floating* r0
-    while i + 4 <= n_rows:
-        v0, v1, v2, v3 = v[i], v[i + 1], v[i + 2], v[i + 3]
-        r0 = M + i * n_cols
-        for j in range(n_cols):
-            out[j] = (((out[j] + v0 * r0[j]) + v1 * r0[n_cols + j])
-                      + v2 * r0[2 * n_cols + j]) + v3 * r0[3 * n_cols + j]
-        i += 4
-    while i < n_rows:
-        v0 = v[i]
-        r0 = M + i * n_cols
-        for j in range(n_cols):
-            out[j] = out[j] + v0 * r0[j]
-        i += 1
+    """out += v @ M, M's rows added in order (see _simd.h)."""
+    if floating is double:
+        rnn_fast_add_vecmat_f64(v, M, n_rows, n_cols, out)
+    else:
+        rnn_fast_add_vecmat_f32(v, M, n_rows, n_cols, out)
 
 
 cdef inline void _step(

@@ -1,10 +1,10 @@
-/* The core's tanh over a row of hidden units, in C so that GCC can compile it twice:
+/* The core's elementwise row loops, in C so that GCC can compile them twice:
  * for AVX2 and for the baseline x86-64, the faster picked when the module loads
  * (target_clones). Both clones do the same additions and multiplications in the same
  * order, with no FMA contraction (-ffp-contract=off), so they give the same bits; only
  * the vector width differs. Other compilers and platforms get the baseline alone.
  *
- * tanh in plain arithmetic, so the loops vectorise (libm's tanh is a call per element):
+ * rnn_fast_tanh_row: tanh in plain arithmetic, so the loops vectorise (libm's tanh is a call per element):
  * the odd Taylor series of tanh on y = x / 64, then six doublings
  * tanh(2y) = 2 tanh(y) / (1 + tanh(y)^2), which do not amplify relative error, done on
  * t = p / q so that one division ends them. Within a few ulp of libm's tanh
@@ -20,6 +20,32 @@
 #define RNN_FAST_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define RNN_FAST_CLONES
+/* out += v @ M (v: K, M: K x L row-major, out: L), adding M's rows in order. Four rows
+ * per pass over out cut its loads and stores fourfold; the additions stay left to right,
+ * so the rounding is that of adding one row at a time. */
+#define RNN_FAST_ADD_VECMAT(name, T)                                                   \
+    static RNN_FAST_CLONES void name(const T *v, const T *M, ptrdiff_t n_rows,          \
+                                     ptrdiff_t n_cols, T *out)                          \
+    {                                                                                  \
+        ptrdiff_t i = 0, j;                                                            \
+        for (; i + 4 <= n_rows; i += 4) {                                              \
+            const T v0 = v[i], v1 = v[i + 1], v2 = v[i + 2], v3 = v[i + 3];            \
+            const T *r = M + i * n_cols;                                               \
+            for (j = 0; j < n_cols; j++)                                               \
+                out[j] = (((out[j] + v0 * r[j]) + v1 * r[n_cols + j])                   \
+                          + v2 * r[2 * n_cols + j]) + v3 * r[3 * n_cols + j];          \
+        }                                                                              \
+        for (; i < n_rows; i++) {                                                      \
+            const T v0 = v[i];                                                         \
+            const T *r = M + i * n_cols;                                               \
+            for (j = 0; j < n_cols; j++)                                               \
+                out[j] = out[j] + v0 * r[j];                                           \
+        }                                                                              \
+    }
+
+RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f64, double)
+RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f32, float)
+
 #endif
 
 /* a[c] = tanh(a[c] + b[c]) for c < n */
@@ -73,5 +99,31 @@ static RNN_FAST_CLONES void rnn_fast_tanh_row_f32(float *a, const float *b, ptrd
         a[c] = p / q;
     }
 }
+
+/* out += v @ M (v: K, M: K x L row-major, out: L), adding M's rows in order. Four rows
+ * per pass over out cut its loads and stores fourfold; the additions stay left to right,
+ * so the rounding is that of adding one row at a time. */
+#define RNN_FAST_ADD_VECMAT(name, T)                                                   \
+    static RNN_FAST_CLONES void name(const T *v, const T *M, ptrdiff_t n_rows,          \
+                                     ptrdiff_t n_cols, T *out)                          \
+    {                                                                                  \
+        ptrdiff_t i = 0, j;                                                            \
+        for (; i + 4 <= n_rows; i += 4) {                                              \
+            const T v0 = v[i], v1 = v[i + 1], v2 = v[i + 2], v3 = v[i + 3];            \
+            const T *r = M + i * n_cols;                                               \
+            for (j = 0; j < n_cols; j++)                                               \
+                out[j] = (((out[j] + v0 * r[j]) + v1 * r[n_cols + j])                   \
+                          + v2 * r[2 * n_cols + j]) + v3 * r[3 * n_cols + j];          \
+        }                                                                              \
+        for (; i < n_rows; i++) {                                                      \
+            const T v0 = v[i];                                                         \
+            const T *r = M + i * n_cols;                                               \
+            for (j = 0; j < n_cols; j++)                                               \
+                out[j] = out[j] + v0 * r[j];                                           \
+        }                                                                              \
+    }
+
+RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f64, double)
+RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f32, float)
 
 #endif

@@ -427,8 +427,8 @@ class RNN:
         history = _history(losses[:done], n_batches)
         if profile:
             total = time.perf_counter() - start
-            history["profile"] = {"forward": timers[0], "backward": timers[1],
-                                  "update": timers[2], "overhead": total - timers.sum(),
+            phases = dict(zip(("forward", "backward", "update"), timers.tolist()))
+            history["profile"] = {**phases, "overhead": total - sum(phases.values()),
                                   "total": total}
         if done < n_steps:
             epoch, b = divmod(done, n_batches)

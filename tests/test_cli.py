@@ -43,3 +43,17 @@ def test_progress_bar_and_plot(capsys, tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 1000
     assert "200/200" in capsys.readouterr().err
     np.testing.assert_equal(True, True)
+
+
+def test_train_text_and_sample(tmp_path, capsys):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("the cat sat on the mat. " * 40)
+    model = tmp_path / "char.npz"
+    assert main(["train", "text", "--file", str(corpus), "--hidden", "16", "--epochs", "2",
+                 "--quiet", "--save", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "loss per character" in out and "sample:" in out
+    assert main(["sample", str(model), "--prime", "the ", "--length", "30", "--seed", "1"]) == 0
+    generated = capsys.readouterr().out.strip()
+    assert generated.startswith("the ") and set(generated) <= set("the cat sat on the mat. ")
+    assert main(["sample", str(model), "--prime", "xyz"]) == 2  # x, y, z are not in the text

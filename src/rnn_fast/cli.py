@@ -3,6 +3,8 @@
     rnn-fast train binary-addition            # the seeds' task: 10 000 samples, hidden 16
     rnn-fast train mod --k 3 --backend numpy  # next number mod k, on the NumPy reference
     rnn-fast train count-ones                 # seed 003's linear counter
+    rnn-fast train text [--file F]            # a character-level language model
+    rnn-fast sample model.npz --prime "Alice " # text from a trained character model
     rnn-fast profile binary-addition          # where the training time goes
 """
 
@@ -14,13 +16,14 @@ import time
 
 import numpy as np
 
-from . import tasks
+from . import tasks, text
 
 # Each task's defaults, for the options left unset on the command line.
 DEFAULTS = {
     "binary-addition": {"samples": 10_000, "epochs": 1, "batch_size": 1},
     "mod": {"samples": 10_000, "epochs": 1, "batch_size": 1, "length": 10},
     "count-ones": {"samples": 100, "epochs": 20_000, "batch_size": 100, "length": 3},
+    "text": {"samples": 1, "epochs": 5, "batch_size": 1, "length": 25},
 }
 
 
@@ -52,7 +55,24 @@ def _count_ones(args, backend):
     return model, (X, Y), optimizer, test
 
 
-TASKS = {"binary-addition": _binary_addition, "mod": _mod, "count-ones": _count_ones}
+def _text(args, backend):
+    """min-char-rnn: the whole text as one sequence, 25-step chunks (--length), Adagrad,
+    gradients clipped to [-5, 5]; the hidden state is carried from chunk to chunk."""
+    if args.file:
+        with open(args.file, encoding="utf-8") as f:
+            corpus = f.read()
+    else:
+        corpus = text.load_sample_text()
+    args.vocab = text.Vocabulary.from_text(corpus)
+    X, Y = text.text_dataset(corpus, args.vocab, dtype=args.dtype)
+    model = text.char_model(len(args.vocab), args.hidden or 100, seed=args.seed,
+                            backend=backend, dtype=args.dtype)
+    args.fit_options = {"chunk_length": args.length, "clip_value": 5.0}
+    return model, (X, Y), backend.Adagrad(lr=args.lr or 0.1), (X, Y)
+
+
+TASKS = {"binary-addition": _binary_addition, "mod": _mod, "count-ones": _count_ones,
+         "text": _text}
 
 
 def _setup(args):
@@ -76,20 +96,48 @@ def train(args):
     start = time.perf_counter()
     history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs,
                         batch_size=args.batch_size, shuffle=args.shuffle,
-                        progress=not args.quiet)
+                        progress=not args.quiet, **getattr(args, "fit_options", {}))
     elapsed = time.perf_counter() - start
-    result = model.evaluate(X_test, Y_test)
-    print(f"mean training loss of the last epoch {history['loss'][-1]:.6g}, "
-          f"of the last batch {history['batch_loss'][-1]:.6g}")
-    print(f"test accuracy {result['accuracy']:.2%} per value, "
-          f"{result['sequence_accuracy']:.2%} per sequence ({X_test.shape[0]} sequences)")
-    print(f"training time {elapsed:.3f} s")
+    if args.task == "text":
+        steps = X.shape[1]
+        print(f"loss per character: {history['loss'][0] / steps:.4f} in the first epoch, "
+              f"{history['loss'][-1] / steps:.4f} in the last")
+        print(f"training time {elapsed:.3f} s")
+        print("sample:", repr(text.sample(model, args.vocab, _text_prime(args), 200,
+                                          temperature=0.8, seed=args.seed)))
+    else:
+        result = model.evaluate(X_test, Y_test)
+        print(f"mean training loss of the last epoch {history['loss'][-1]:.6g}, "
+              f"of the last batch {history['batch_loss'][-1]:.6g}")
+        print(f"test accuracy {result['accuracy']:.2%} per value, "
+              f"{result['sequence_accuracy']:.2%} per sequence ({X_test.shape[0]} sequences)")
+        print(f"training time {elapsed:.3f} s")
     if args.save:
-        model.save(args.save)
+        if args.task == "text":
+            text.save_char_model(args.save, model, args.vocab)
+        else:
+            model.save(args.save)
         print(f"model saved to {args.save}")
     if args.plot:
         _plot_history(history, args.plot, f"{args.task} ({args.backend})")
         print(f"loss curve written to {args.plot}")
+    return 0
+
+
+def _text_prime(args):
+    """A prime for the sample printed after training: the vocabulary's first letter."""
+    letters = [c for c in args.vocab.decode(range(len(args.vocab))) if c.isalpha()]
+    return letters[0] if letters else args.vocab.decode([0])
+
+
+def sample(args):
+    if args.backend == "numpy":
+        from . import reference as backend
+    else:
+        import rnn_fast as backend
+    model, vocab = text.load_char_model(args.model, backend=backend)
+    print(args.prime + text.sample(model, vocab, args.prime, args.length,
+                                   temperature=args.temperature, seed=args.seed))
     return 0
 
 
@@ -145,13 +193,15 @@ def build_parser():
     p.add_argument("--hidden", type=int, default=None, help="hidden size (task default)")
     p.add_argument("--bits", type=int, default=8, help="binary-addition: bits per number")
     p.add_argument("--k", type=int, default=3, help="mod: the modulus")
-    p.add_argument("--length", type=int, help="mod (10), count-ones (3): sequence length")
+    p.add_argument("--length", type=int,
+                   help="mod (10), count-ones (3): sequence length; text: chunk length (25)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shuffle", action="store_true", help="reshuffle every epoch")
     p.add_argument("--save", metavar="PATH", help="save the trained model (.npz)")
     p.add_argument("--plot", metavar="PNG", help="write the loss curve (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--file", help="text: the text to learn (default: Alice, chapter I)")
     p.set_defaults(run=train)
 
     q = commands.add_parser("profile", help="time the phases of a training run in the core")
@@ -159,6 +209,15 @@ def build_parser():
         if action.dest not in ("help", "save", "plot", "quiet"):
             q._add_action(action)
     q.set_defaults(run=profile)
+
+    r = commands.add_parser("sample", help="generate text from a model of `train text`")
+    r.add_argument("model", help="the .npz written by rnn-fast train text --save")
+    r.add_argument("--prime", default="The ", help="text to start from")
+    r.add_argument("--length", type=int, default=200, help="characters to generate")
+    r.add_argument("--temperature", type=float, default=0.8)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--backend", choices=["cython", "numpy"], default="cython")
+    r.set_defaults(run=sample)
     return parser
 
 

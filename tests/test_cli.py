@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import rnn_fast
+from rnn_fast import text
 from rnn_fast.cli import main
 
 
@@ -57,3 +58,15 @@ def test_train_text_and_sample(tmp_path, capsys):
     generated = capsys.readouterr().out.strip()
     assert generated.startswith("the ") and set(generated) <= set("the cat sat on the mat. ")
     assert main(["sample", str(model), "--prime", "xyz"]) == 2  # x, y, z are not in the text
+
+
+def test_train_text_chunk_and_clip_reach_fit(tmp_path, capsys):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("abcab" * 20)  # 100 characters: 99 steps
+    path = tmp_path / "char.npz"
+    assert main(["train", "text", "--file", str(corpus), "--hidden", "4", "--epochs", "2",
+                 "--chunk", "10", "--clip", "0.5", "--quiet", "--save", str(path)]) == 0
+    model, vocab = text.load_char_model(path)
+    assert vocab.chars == "abc"
+    assert model.optimizer.state["step"] == 2 * 10  # ceil(99 / 10) updates per epoch
+    capsys.readouterr()

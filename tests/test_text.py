@@ -42,3 +42,73 @@ def test_training_lowers_the_loss_and_sampling_is_seeded(backend, corpus, tmp_pa
     loaded, loaded_vocab = text.load_char_model(tmp_path / "char.npz", backend=backend)
     assert loaded_vocab == vocab
     np.testing.assert_array_equal(loaded.theta, model.theta)
+
+
+def test_vocabulary_is_sorted_and_one_hot_matches_encode():
+    vocab = text.Vocabulary.from_text("banana!")
+    assert vocab.chars == "!abn" and len(vocab) == 4 and "a" in vocab and "z" not in vocab
+    np.testing.assert_array_equal(vocab.encode("nab"), [3, 1, 2])
+    np.testing.assert_array_equal(vocab.one_hot("nab"), np.eye(4)[[3, 1, 2]])
+    np.testing.assert_array_equal(vocab.one_hot([3, 1, 2], dtype="float32"),
+                                  np.eye(4, dtype=np.float32)[[3, 1, 2]])
+    assert vocab.one_hot("b", dtype="float32").dtype == np.float32
+    assert text.Vocabulary.from_json(vocab.to_json()) == vocab
+    with pytest.raises(ValueError, match="'xz'"):  # names every unknown character, once
+        vocab.encode("zaxz")
+    with pytest.raises(ValueError, match=r"\[0, 3\]"):
+        vocab.decode([0, 4])
+    with pytest.raises(ValueError, match="distinct"):
+        text.Vocabulary("aa")
+    with pytest.raises(ValueError, match="at least 2"):
+        text.text_dataset("a", vocab)
+
+
+def test_sampling_checks_its_arguments_and_cools_to_the_argmax(backend):
+    vocab = text.Vocabulary.from_text("abcd")
+    model = text.char_model(len(vocab), hidden_size=8, seed=1, backend=backend)
+    with pytest.raises(ValueError, match="'xy'"):
+        text.sample(model, vocab, "axby", 5)
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            text.sample(model, vocab, "a", 5, temperature=bad)
+    with pytest.raises(ValueError, match="prime"):
+        text.sample(model, vocab, "", 5)
+    with pytest.raises(ValueError, match="needs 5 and 5"):
+        text.sample(model, text.Vocabulary("abcde"), "a", 5)
+    assert text.sample(model, vocab, "ab", 0) == ""
+
+    # temperature -> 0: each character is the argmax of the model's next-step output
+    cold = text.sample(model, vocab, "ab", 30, temperature=1e-3, seed=0)
+    assert cold == text.sample(model, vocab, "ab", 30, temperature=1e-3, seed=99)
+    greedy = ""
+    Y_hat, H = model.forward(vocab.one_hot("ab"))
+    for _ in range(30):
+        greedy += vocab.chars[int(Y_hat[-1].argmax())]
+        Y_hat, H = model.forward(vocab.one_hot(greedy[-1]), h0=H[-1])
+    assert cold == greedy
+    hot = {text.sample(model, vocab, "ab", 30, temperature=5.0, seed=s) for s in range(3)}
+    assert len(hot) == 3 and all(set(s) <= set("abcd") for s in hot)
+
+
+def test_model_file_is_one_npz_that_rnn_load_still_reads(backend, tmp_path):
+    vocab = text.Vocabulary.from_text("hello world")
+    model = text.char_model(len(vocab), hidden_size=4, seed=0, backend=backend)
+    path = tmp_path / "hello.npz"
+    text.save_char_model(path, model, vocab)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.npz"]  # no temporary left
+    plain = backend.RNN.load(path)  # the extra entry is ignored
+    np.testing.assert_array_equal(plain.theta, model.theta)
+    model.save(tmp_path / "plain.npz")
+    with pytest.raises(ValueError, match="no character vocabulary"):
+        text.load_char_model(tmp_path / "plain.npz", backend=backend)
+    with pytest.raises(ValueError, match="7 characters"):
+        text.save_char_model(path, model, text.Vocabulary("abcdefg"))
+
+
+def test_saved_file_gets_the_usual_permissions(tmp_path):
+    vocab = text.Vocabulary("ab")
+    path = tmp_path / "ab.npz"
+    text.save_char_model(path, text.char_model(2, hidden_size=2, seed=0), vocab)
+    with open(tmp_path / "plain.txt", "w"):
+        pass
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777

@@ -34,3 +34,31 @@ def test_import_sums_pytorchs_two_biases_and_refuses_what_rnn_fast_lacks(backend
         from_torch(torch.nn.RNN(2, 4, num_layers=2), backend=backend)
     with pytest.raises(ValueError, match="only tanh and relu"):
         to_torch(backend.RNN(2, 3, 1, hidden_activation="sigmoid"))
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_a_torch_model_imports_with_the_same_outputs(backend, nonlinearity, rng):
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(3, 6, nonlinearity=nonlinearity, batch_first=True, dtype=torch.float64)
+    linear = torch.nn.Linear(6, 4, dtype=torch.float64)
+    model = from_torch(rnn, linear, output_activation="softmax", loss="cross_entropy",
+                       backend=backend)
+    assert (model.hidden_activation, model.output_activation) == (nonlinearity, "softmax")
+    X = rng.standard_normal((2, 7, 3))
+    with torch.no_grad():  # bias_hh_l0 is not zero here: rnn_fast's b_h is the sum
+        H, _ = rnn(torch.from_numpy(X))
+        P = torch.softmax(linear(H), dim=-1)
+    Y_hat, H_fast = model.forward(X)
+    np.testing.assert_allclose(H_fast, H.numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(Y_hat, P.numpy(), rtol=1e-12, atol=1e-13)
+
+
+def test_refusals_name_what_torch_cannot_express(backend):
+    with pytest.raises(ValueError, match="one-direction"):
+        from_torch(torch.nn.RNN(2, 4, bidirectional=True), backend=backend)
+    with pytest.raises(ValueError, match="identity"):
+        to_torch(backend.RNN(2, 3, 1, hidden_activation="identity"))
+    with pytest.raises(TypeError, match="torch.nn.RNN"):
+        from_torch(torch.nn.LSTM(2, 4), backend=backend)
+    rnn, linear = to_torch(backend.RNN(2, 3, readout=False, bias=False))
+    assert linear is None and rnn.bias is False and rnn.batch_first

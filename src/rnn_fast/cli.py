@@ -56,8 +56,8 @@ def _count_ones(args, backend):
 
 
 def _text(args, backend):
-    """min-char-rnn: the whole text as one sequence, 25-step chunks (--length), Adagrad,
-    gradients clipped to [-5, 5]; the hidden state is carried from chunk to chunk."""
+    """min-char-rnn: the whole text as one sequence, 25-step chunks (--chunk), Adagrad,
+    gradients clipped to [-5, 5] (--clip); the hidden state is carried from chunk to chunk."""
     if args.file:
         with open(args.file, encoding="utf-8") as f:
             corpus = f.read()
@@ -67,7 +67,8 @@ def _text(args, backend):
     X, Y = text.text_dataset(corpus, args.vocab, dtype=args.dtype)
     model = text.char_model(len(args.vocab), args.hidden or 100, seed=args.seed,
                             backend=backend, dtype=args.dtype)
-    args.fit_options = {"chunk_length": args.length, "clip_value": 5.0}
+    args.fit_options = {"chunk_length": args.chunk or args.length,
+                        "clip_value": 5.0 if args.clip is None else args.clip}
     return model, (X, Y), backend.Adagrad(lr=args.lr or 0.1), (X, Y)
 
 
@@ -202,6 +203,10 @@ def build_parser():
     p.add_argument("--plot", metavar="PNG", help="write the loss curve (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--file", help="text: the text to learn (default: Alice, chapter I)")
+    p.add_argument("--chunk", type=int, help="text: truncated-BPTT chunk length (25); "
+                   "same as --length")
+    p.add_argument("--clip", type=float, help="text: clip each gradient element to "
+                   "[-CLIP, CLIP] (5)")
     p.set_defaults(run=train)
 
     q = commands.add_parser("profile", help="time the phases of a training run in the core")

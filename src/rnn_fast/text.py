@@ -112,7 +112,11 @@ class Vocabulary:
 
     def one_hot(self, text, dtype="float64"):
         """(L, V) one-hot rows for ``text`` (a str, or indices from ``encode``)."""
-        indices = self.encode(text) if isinstance(text, str) else np.asarray(text, np.intp)
+        if isinstance(text, str):
+            indices = self.encode(text)
+        else:
+            self.decode(text)  # checks the indices
+            indices = np.asarray(text, dtype=np.intp).reshape(-1)
         out = np.zeros((len(indices), len(self)), dtype=dtype)
         out[np.arange(len(indices)), indices] = 1
         return out
@@ -170,7 +174,7 @@ def _backend_module(backend):
     return backend
 
 
-def char_model(vocab_size, hidden_size=100, seed=None, backend=None, init="glorot",
+def char_model(vocab_size, hidden_size=100, seed=None, backend=None, init="pytorch",
                dtype="float64"):
     """A character model: ``RNN(V, H, V)`` with tanh hidden units and a softmax output
     trained with cross-entropy (min-char-rnn's network).
@@ -272,6 +276,7 @@ def save_char_model(path, model, vocab):
             np.lib.format.write_array(entry, np.array(vocab.to_json()), allow_pickle=False)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it open()'s mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -294,6 +299,12 @@ def load_char_model(path, backend=None):
         raise ValueError(f"{path}: the model has {model.input_size} inputs and "
                          f"{model.output_size} outputs, its vocabulary {len(vocab)} characters")
     return model, vocab
+
+
+def _umask():
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def _check_text(name, text):

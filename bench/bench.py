@@ -1,6 +1,6 @@
-"""Benchmark rnn_fast against its NumPy reference, the seed notebooks' loop, PyTorch and JAX.
+"""Benchmark rnn_fast against its NumPy reference, the seed loop, min-char-rnn, PyTorch and JAX.
 
-    python bench/bench.py [--quick] [--workloads W1,W3] [--repeat N] [--sweep] [--json out.json]
+    python bench/bench.py [--quick] [--workloads W1,W2,W3] [--repeat N] [--sweep] [--json out.json]
 
 Contenders run interleaved (round-robin within each repeat) in one process; each table
 gives medians, minima, the ratio to rnn_fast, GFLOP/s and what each contender computed
@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-WORKLOADS = ("W1", "W3")
+WORKLOADS = ("W1", "W2", "W3")
 
 
 def limit_threads(n):
@@ -46,6 +46,11 @@ def main(argv=None):
     parser.add_argument("--reference-samples", type=int, default=None,
                         help="time rnn_fast.reference on only this many W1 samples and scale "
                              "(default: all of them)")
+    parser.add_argument("--w2-chunks", type=int, default=None,
+                        help="W2 chunks of 25 characters (default 2000)")
+    parser.add_argument("--reference-chunks", type=int, default=None,
+                        help="time rnn_fast.reference on only this many W2 chunks and scale "
+                             "(default: all of them)")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="where the sweeps' PNG plots go (default bench/results; "
                              "none with --quick unless given)")
@@ -62,7 +67,8 @@ def main(argv=None):
     repeat = args.repeat or (1 if args.quick else 5)
     report = runner.run(names, quick=args.quick, repeat=repeat, sweep=args.sweep,
                         reference_samples=args.reference_samples, w1_samples=args.w1_samples,
-                        sweep_dtype=args.sweep_dtype,
+                        sweep_dtype=args.sweep_dtype, w2_chunks=args.w2_chunks,
+                        reference_chunks=args.reference_chunks,
                         results_dir=args.results_dir or (None if args.quick else HERE / "results"))
     m = report["machine"]
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores; {m['date']}; "

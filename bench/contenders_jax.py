@@ -8,6 +8,10 @@ Compilation is excluded: each function is compiled once for its shapes in ``setu
   pre-generated samples; per sample ``lax.scan`` over time forward, ``value_and_grad``
   (autodiff through the scan: BPTT) and the SGD update.
 - W3 ``jax``: jitted ``value_and_grad`` of the batched MSE loss, ``lax.scan`` over time.
+- W2 ``jax``: min-char-rnn's whole training as ONE compiled function: ``lax.scan`` over
+  the chunks carrying (parameters, Adagrad memory, hidden state); per chunk
+  ``value_and_grad`` of the summed cross-entropy (``lax.scan`` over the 25 steps, the
+  input projection as a row gather, i.e. the one-hot product), clip, Adagrad.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import functools
 
 import numpy as np
 from harness import Contender, optional_module
-from problems import addition_result, loss_grads_result
+from problems import addition_result, char_contender, loss_grads_result
 
 jax, MISSING = optional_module("jax")
 if jax is not None:
@@ -120,3 +124,64 @@ def w3_contenders(problem):
 
     return [Contender(name="jax", setup=setup, finish=finish,
                       note="jit(value_and_grad), lax.scan; compile excluded")]
+
+
+# ----------------------------------------------------------------------------- W2
+
+_W2_NAMES = ("W_xh", "W_hh", "W_hy", "b_h", "b_y")
+
+
+def _w2_chunk_loss(params, h, x, y):
+    """Summed cross-entropy of one chunk from hidden state h; x, y (chunk,) indices."""
+    W_xh, W_hh, W_hy, b_h, b_y = params
+
+    def step(h, xt):
+        h = jnp.tanh(W_xh[xt] + h @ W_hh + b_h)
+        return h, h
+
+    h, hs = lax.scan(step, h, x)
+    logp = jax.nn.log_softmax(hs @ W_hy + b_y)
+    return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=1)), h
+
+
+def _w2_train(params, xs, ys, lr, clip):
+    grad_fn = jax.value_and_grad(_w2_chunk_loss, has_aux=True)
+
+    def chunk(carry, xy):
+        params, mem, h = carry
+        (loss, h), grads = grad_fn(params, h, *xy)
+        grads = tuple(jnp.clip(g, -clip, clip) for g in grads)
+        mem = tuple(m + g * g for m, g in zip(mem, grads))
+        params = tuple(p - lr * g / jnp.sqrt(m + 1e-8) for p, g, m in zip(params, grads, mem))
+        return (params, mem, h), loss
+
+    mem = tuple(jnp.zeros_like(p) for p in params)
+    h0 = jnp.zeros(params[1].shape[0], params[1].dtype)
+    (params, _, _), losses = lax.scan(chunk, (params, mem, h0), (xs, ys))
+    return params, losses.sum()
+
+
+@functools.lru_cache(maxsize=None)
+def _w2_compiled(shapes, n_chunks, chunk):
+    params = tuple(jax.ShapeDtypeStruct(s, jnp.float64) for s in shapes)
+    ids = jax.ShapeDtypeStruct((n_chunks, chunk), jnp.int32)
+    scalar = jax.ShapeDtypeStruct((), jnp.float64)
+    return _compile(_w2_train, params, ids, ids, scalar, scalar)
+
+
+def w2_contenders(problem):
+    def make(p):
+        params = tuple(jnp.asarray(p.init[k]) for k in _W2_NAMES)
+        n, c = p.n_chunks, p.chunk
+        xs = jnp.asarray(p.ids[:n * c].reshape(n, c).astype(np.int32))
+        ys = jnp.asarray(p.ids[1:n * c + 1].reshape(n, c).astype(np.int32))
+        lr, clip = jnp.asarray(p.lr), jnp.asarray(p.clip)
+        train = _w2_compiled(tuple(a.shape for a in params), n, c)
+
+        def run():
+            final, total = jax.block_until_ready(train(params, xs, ys, lr, clip))
+            return dict(zip(_W2_NAMES, final)), total  # to NumPy in finish (untimed)
+        return run
+
+    return [char_contender("jax", problem, make,
+                           note="all chunks in one jitted lax.scan; compile excluded")]

@@ -6,6 +6,12 @@
 - W3 ``numpy (hoisted GEMMs)``: the schedule a careful NumPy user writes for a batch: the
   input projection of all steps as one GEMM, one GEMM per step for the recurrence, the
   readout, its gradient and the weight gradients as big GEMMs after the backward sweep.
+- W2 ``min-char-rnn numpy loop``: Karpathy's min-char-rnn.py written fresh: its
+  ``lossFun`` (column vectors, dicts of one-hot inputs, hidden states and probabilities,
+  ``np.clip(dparam, -5, 5, out=dparam)``) and its main loop (the hidden state carried,
+  ``smooth_loss``, Adagrad). Left out: the sampling and printing every 100 iterations,
+  and the reset at the end of the data (one pass). The characters come pre-encoded as
+  Python ints, sliced per chunk as min-char-rnn slices its string.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import copy
 
 import numpy as np
 from harness import Contender
-from problems import addition_result, loss_grads_result, sigmoid
+from problems import addition_result, char_contender, loss_grads_result, sigmoid
 
 MISSING = None  # NumPy is always there
 
@@ -144,3 +150,86 @@ def w3_contenders(problem):
         name="numpy (hoisted GEMMs)",
         setup=lambda: lambda: hoisted_loss_and_grads(problem.params, problem.X, problem.Y),
         finish=lambda out: loss_grads_result(*out))]
+
+
+# ----------------------------------------------------------------------------- W2
+
+
+def min_char_rnn_train(problem):
+    """min-char-rnn's training from ``problem.init``; returns the final weights in
+    rnn_fast's layout (W_xh = Wxh.T, ...), the summed chunk losses and the smoothed loss."""
+    init = problem.init
+    Wxh, Whh, Why = init["W_xh"].T.copy(), init["W_hh"].T.copy(), init["W_hy"].T.copy()
+    bh, by = init["b_h"][:, None].copy(), init["b_y"][:, None].copy()
+    vocab_size, hidden_size = problem.vocab_size, problem.hidden
+    seq_length, learning_rate, clip = problem.chunk, problem.lr, problem.clip
+    data = problem.ids.tolist()
+
+    def lossFun(inputs, targets, hprev):
+        xs, hs, ys, ps = {}, {}, {}, {}
+        hs[-1] = np.copy(hprev)
+        loss = 0
+        for t in range(len(inputs)):
+            xs[t] = np.zeros((vocab_size, 1))
+            xs[t][inputs[t]] = 1
+            hs[t] = np.tanh(np.dot(Wxh, xs[t]) + np.dot(Whh, hs[t - 1]) + bh)
+            ys[t] = np.dot(Why, hs[t]) + by
+            ps[t] = np.exp(ys[t]) / np.sum(np.exp(ys[t]))
+            loss += -np.log(ps[t][targets[t], 0])
+        dWxh, dWhh, dWhy = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros_like(Why)
+        dbh, dby = np.zeros_like(bh), np.zeros_like(by)
+        dhnext = np.zeros_like(hs[0])
+        for t in reversed(range(len(inputs))):
+            dy = np.copy(ps[t])
+            dy[targets[t]] -= 1
+            dWhy += np.dot(dy, hs[t].T)
+            dby += dy
+            dh = np.dot(Why.T, dy) + dhnext
+            dhraw = (1 - hs[t] * hs[t]) * dh
+            dbh += dhraw
+            dWxh += np.dot(dhraw, xs[t].T)
+            dWhh += np.dot(dhraw, hs[t - 1].T)
+            dhnext = np.dot(Whh.T, dhraw)
+        for dparam in [dWxh, dWhh, dWhy, dbh, dby]:
+            np.clip(dparam, -clip, clip, out=dparam)
+        return loss, dWxh, dWhh, dWhy, dbh, dby, hs[len(inputs) - 1]
+
+    mWxh, mWhh, mWhy = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros_like(Why)
+    mbh, mby = np.zeros_like(bh), np.zeros_like(by)
+    smooth_loss = -np.log(1.0 / vocab_size) * seq_length
+    hprev = np.zeros((hidden_size, 1))
+    total = 0.0
+    for p in range(0, problem.n_chunks * seq_length, seq_length):
+        inputs = data[p:p + seq_length]
+        targets = data[p + 1:p + seq_length + 1]
+        loss, dWxh, dWhh, dWhy, dbh, dby, hprev = lossFun(inputs, targets, hprev)
+        smooth_loss = smooth_loss * 0.999 + loss * 0.001
+        total += loss
+        for param, dparam, mem in zip([Wxh, Whh, Why, bh, by],
+                                      [dWxh, dWhh, dWhy, dbh, dby],
+                                      [mWxh, mWhh, mWhy, mbh, mby]):
+            mem += dparam * dparam
+            param += -learning_rate * dparam / np.sqrt(mem + 1e-8)  # adagrad update
+    weights = {"W_xh": Wxh.T, "W_hh": Whh.T, "W_hy": Why.T, "b_h": bh[:, 0], "b_y": by[:, 0]}
+    return weights, total, smooth_loss
+
+
+def w2_sensitivity(problem, chunk_counts=(3, 10, 20), factor=1 + 1e-15):
+    """How far rounding-sized changes carry: {k: max abs difference of the numpy loop's
+    weights after k chunks, from the initial weights and from W_hh * ``factor``}."""
+    import dataclasses
+
+    nudged = dict(problem.init, W_hh=problem.init["W_hh"] * factor)
+    out = {}
+    for k in sorted({min(k, problem.n_chunks) for k in chunk_counts}):
+        p = problem.prefix(k)
+        a, _, _ = min_char_rnn_train(p)
+        b, _, _ = min_char_rnn_train(dataclasses.replace(p, init=nudged))
+        out[k] = max(float(np.max(np.abs(a[n] - b[n]))) for n in a)
+    return out
+
+
+def w2_contenders(problem):
+    def make(p):
+        return lambda: min_char_rnn_train(p)[:2]
+    return [char_contender("min-char-rnn numpy loop", problem, make, warmup=False)]

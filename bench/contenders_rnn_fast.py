@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from harness import Contender, optional_module
-from problems import addition_result, loss_grads_result
+from problems import addition_result, char_contender, loss_grads_result
 
 _reported = set()
 
@@ -84,4 +84,29 @@ def w3_contenders(problem):
 
         contenders.append(Contender(name=name, setup=setup, finish=_batched_finish,
                                     warmup=name == "rnn_fast"))
+    return contenders
+
+
+def w2_contenders(problem, reference_chunks=None):
+    """W2 with ``model.fit(X, Y, Adagrad, chunk_length=25, clip_value=5)`` on the text as
+    one long sequence (1, L, V); the reference may be timed on its first chunks and scaled."""
+    v, h = problem.vocab_size, problem.hidden
+    contenders = []
+    for name, rnn_fast in backends().items():
+
+        def make(p, rnn_fast=rnn_fast):
+            X, Y = p.one_hot()
+            model = rnn_fast.RNN(v, h, v, hidden_activation="tanh", output_activation="softmax",
+                                 loss="cross_entropy", bias=True, dtype="float64",
+                                 params=p.init)
+
+            def run():
+                history = model.fit(X, Y, optimizer=rnn_fast.Adagrad(lr=p.lr),
+                                    chunk_length=p.chunk, clip_value=p.clip)
+                return model.params, history["loss"][0]  # one sequence: the summed chunk losses
+            return run
+
+        contenders.append(char_contender(
+            name, problem, make, warmup=name == "rnn_fast",
+            timed_chunks=reference_chunks if name == "rnn_fast.reference" else None))
     return contenders

@@ -6,6 +6,12 @@
   matmul, ``loss.backward()``, then ``p -= lr * p.grad`` under ``no_grad``.
 - W3 ``torch nn.RNN``: ``nn.RNN(batch_first=True)`` + ``nn.Linear`` + ``MSELoss``,
   ``backward()``; 2 intra-op threads.
+- W2 ``torch``: min-char-rnn in eager PyTorch, per 25-character chunk: ``nn.RNN`` (tanh,
+  one-hot inputs, the carried hidden state as h0) + ``nn.Linear``,
+  ``cross_entropy(reduction="sum")``, ``backward()``, gradients clamped to [-5, 5] and
+  min-char-rnn's Adagrad written by hand under ``no_grad`` (``torch.optim.Adagrad`` is a
+  different rule: ``sqrt(sum) + eps`` and a learning-rate decay). nn.RNN has two hidden
+  biases; ``bias_hh_l0`` stays zero and frozen, ``bias_ih_l0`` is b_h.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 
 import numpy as np
 from harness import Contender, optional_module
-from problems import addition_result, loss_grads_result
+from problems import addition_result, char_contender, loss_grads_result
 
 torch, MISSING = optional_module("torch")
 THREADS = int(os.environ.get("RNN_FAST_BENCH_THREADS", "2"))  # bench.py --threads sets it
@@ -110,3 +116,68 @@ def w3_contenders(problem):
 
     return [Contender(name="torch nn.RNN", setup=setup, finish=finish,
                       note=f"{THREADS} thread{'s' if THREADS != 1 else ''}")]
+
+
+# ----------------------------------------------------------------------------- W2
+
+
+def w2_modules(problem):
+    """nn.RNN + nn.Linear holding W2's initial weights (float64), and the trained tensors
+    in rnn_fast's order (W_xh, W_hh, W_hy, b_h, b_y)."""
+    v, h = problem.vocab_size, problem.hidden
+    rnn = torch.nn.RNN(v, h, nonlinearity="tanh", batch_first=True, dtype=torch.float64)
+    linear = torch.nn.Linear(h, v, dtype=torch.float64)
+    init = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in problem.init.items()}
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(init["W_xh"].T)
+        rnn.weight_hh_l0.copy_(init["W_hh"].T)
+        rnn.bias_ih_l0.copy_(init["b_h"])
+        rnn.bias_hh_l0.zero_()
+        linear.weight.copy_(init["W_hy"].T)
+        linear.bias.copy_(init["b_y"])
+    rnn.bias_hh_l0.requires_grad_(False)
+    params = [rnn.weight_ih_l0, rnn.weight_hh_l0, linear.weight, rnn.bias_ih_l0, linear.bias]
+    return rnn, linear, params
+
+
+def w2_train(problem, rnn, linear, params, X, targets):
+    """min-char-rnn's loop; X (n_chunks, chunk, V) one-hot, targets (n_chunks, chunk)."""
+    lr, clip = problem.lr, problem.clip
+    mem = [torch.zeros_like(p) for p in params]
+    h = torch.zeros(1, 1, problem.hidden, dtype=torch.float64)
+    total = 0.0
+    for x, y in zip(X, targets):
+        out, h = rnn(x[None], h)
+        loss = torch.nn.functional.cross_entropy(linear(out[0]), y, reduction="sum")
+        for p in params:
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p, m in zip(params, mem):
+                g = p.grad.clamp_(-clip, clip)
+                m.addcmul_(g, g)
+                p.addcdiv_(g, (m + 1e-8).sqrt_(), value=-lr)
+        h = h.detach()
+        total += loss.item()
+    return total
+
+
+def w2_contenders(problem):
+    def make(p):
+        _threads()
+        rnn, linear, params = w2_modules(p)
+        X, _ = p.one_hot()
+        n, c = p.n_chunks, p.chunk
+        X = torch.from_numpy(X.reshape(n, c, p.vocab_size))
+        targets = torch.from_numpy(p.ids[1:n * c + 1].reshape(n, c).astype(np.int64))
+
+        def run():
+            total = w2_train(p, rnn, linear, params, X, targets)
+            w = [t.detach().numpy() for t in params]
+            return {"W_xh": w[0].T, "W_hh": w[1].T, "W_hy": w[2].T, "b_h": w[3],
+                    "b_y": w[4]}, total
+        return run
+
+    return [char_contender("torch", problem, make,
+                           note=f"eager, nn.RNN per chunk, {THREADS} thread"
+                                f"{'s' if THREADS != 1 else ''}")]

@@ -4,7 +4,9 @@ A *contender* is one implementation of a workload. Its ``setup()`` (untimed) pre
 fresh run (a model with the initial weights, compiled functions, tensors) and returns a
 zero-argument callable; calling that is the timed part. ``finish(out)`` (untimed) turns
 what the timed call returned into metrics (accuracy, loss) and a ``state`` (final weights,
-gradients) that the harness compares against the workload's oracle contender.
+gradients) that the harness compares against the workload's oracle contender; optionally
+also a ``final_state``, compared the same way but only reported (W2: the final weights of
+a chaotic training, see problems.char_contender).
 
 Contenders run round-robin within each repeat (interleaved), the starting contender
 rotating from repeat to repeat, so slow drifts of a shared machine hit all of them alike.
@@ -52,6 +54,7 @@ class Workload:
     metric_label: str  # header of the metric column
     metric_key: str  # which entry of finish()["metrics"] fills it
     relative_diff: bool = False  # compare states by max |a - b| / max |b| instead of max |a - b|
+    final_diff_label: str = ""  # set: a column comparing the finish()es' "final_state"s
     dtype: str = "float64"  # for the "% of GEMM peak" column
     params: dict = field(default_factory=dict)  # sizes, for the JSON
     notes: list = field(default_factory=list)
@@ -119,9 +122,13 @@ def run_workload(workload: Workload, repeat: int, log=print):
         t = times[c.name]
         med = statistics.median(t)
         result = finished[c.name]
-        diff = None
+        diff = final_diff = None
         if oracle is not None and result.get("state") is not None:
             diff = max_difference(result["state"], oracle["state"], workload.relative_diff)
+        if (oracle is not None and result.get("final_state") is not None
+                and oracle.get("final_state") is not None):
+            final_diff = max_difference(result["final_state"], oracle["final_state"],
+                                        workload.relative_diff)
         records.append({
             "workload": workload.name,
             "contender": c.name,
@@ -135,6 +142,7 @@ def run_workload(workload: Workload, repeat: int, log=print):
             "diff_vs_oracle": diff,
             "oracle": workload.oracle,
             "agrees": None if diff is None else bool(diff <= workload.tolerance),
+            "final_diff_vs_oracle": final_diff,
             "scale": c.scale,
             "note": c.note,
         })
@@ -148,10 +156,12 @@ def _fmt(x, spec):
 def format_table(workload: Workload, records, peak=None):
     """A markdown table of one workload's records; ``peak``: gemm_peak()'s result."""
     peak = (peak or {}).get("gflops", {}).get(workload.dtype)
+    final = workload.final_diff_label
     lines = [
         f"| contender | median s | min s | median / rnn_fast | GFLOP/s | % of GEMM peak | "
-        f"{workload.metric_label} | {workload.diff_label} | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"{workload.metric_label} | {workload.diff_label} | {final + ' | ' if final else ''}"
+        "note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if final else "") + "---|",
     ]
     for rec in records:
         metric = rec["metrics"].get(workload.metric_key)
@@ -161,6 +171,10 @@ def format_table(workload: Workload, records, peak=None):
             diff = "(oracle)"
         elif rec["agrees"] is False:
             diff += " (DIFFERS)"
+        if final:
+            final_cell = ("(oracle)" if rec["contender"] == rec["oracle"]
+                          else _fmt(rec.get("final_diff_vs_oracle"), ".1e"))
+            diff += f" | {final_cell}"
         lines.append(
             f"| {rec['contender']} | {_fmt(rec['median_s'], '.4g')} | {_fmt(rec['min_s'], '.4g')} "
             f"| {_fmt(rec['ratio_to_rnn_fast'], '.3g')} | {_fmt(rec['gflops'], '.3g')} "

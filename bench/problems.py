@@ -10,7 +10,9 @@ for N sequences of T steps, I inputs, H hidden units, O outputs, one forward + B
 
 (the backward counts the whole recurrence product and dW_hh at every step, as the seeds
 do, although h_{-1} = 0 makes the first step's dW_hh zero). Per-sample SGD (W1) adds one
-update of every weight per sample: 2 N (I H + H H + H O).
+update of every weight per sample: 2 N (I H + H H + H O); W2 (min-char-rnn) one per chunk
+of 25 characters, counted the same way (one multiply-add per weight, although Adagrad's
+rule does a few more flops per weight).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from harness import Contender
 
 
 def fb_flops(n, t, i, h, o):
@@ -135,3 +138,126 @@ def loss_grads_result(loss, grads):
     """finish() of a W3 contender: the loss as the metric, the gradients as the state."""
     return {"metrics": {"loss": float(loss)},
             "state": {k: np.asarray(v) for k, v in grads.items()}}
+
+
+# ----------------------------------------------------------------------------- W2
+
+
+@dataclass
+class CharProblem:
+    """W2, min-char-rnn: one long text, 25-character chunks, the hidden state carried.
+
+    Every contender reads the same characters (``ids``: n_chunks * chunk + 1 indices, the
+    targets being the inputs shifted by one) and starts from the same ``init``, in
+    rnn_fast's row-vector layout: ``W_xh`` (V, H) is min-char-rnn's ``Wxh.T``.
+    """
+
+    ids: np.ndarray  # (n_chunks * chunk + 1,) character indices
+    vocab_size: int
+    init: dict  # W_xh (V, H), W_hh (H, H), W_hy (H, V), b_h (H,), b_y (V,), float64
+    chunk: int  # characters per chunk (min-char-rnn's seq_length)
+    lr: float
+    clip: float
+    source: str  # where the text comes from, for the title
+
+    @property
+    def hidden(self):
+        return self.init["W_hh"].shape[0]
+
+    @property
+    def n_chunks(self):
+        return (len(self.ids) - 1) // self.chunk
+
+    @property
+    def flops(self):
+        v, h = self.vocab_size, self.hidden
+        return (fb_flops(1, self.n_chunks * self.chunk, v, h, v)
+                + 2.0 * self.n_chunks * (v * h + h * h + h * v))
+
+    def prefix(self, n_chunks):
+        """The same problem cut to its first ``n_chunks`` chunks."""
+        n_chunks = min(n_chunks, self.n_chunks)
+        return CharProblem(self.ids[:n_chunks * self.chunk + 1], self.vocab_size, self.init,
+                           self.chunk, self.lr, self.clip, self.source)
+
+    def one_hot(self):
+        """X, Y (1, n_chunks * chunk, V): one-hot inputs and next-character targets."""
+        eye = np.eye(self.vocab_size)
+        n = self.n_chunks * self.chunk
+        return eye[self.ids[:n]][None], eye[self.ids[1:n + 1]][None]
+
+
+def char_text(n_chars, vocab_size=65, seed=0):
+    """(indices, vocabulary size, source): the package's sample text (``rnn_fast.text``),
+    repeated end to end up to ``n_chars`` characters, else a fixed-seed random text over
+    ``vocab_size`` symbols."""
+    try:
+        from rnn_fast import text
+    except ImportError:
+        text = None
+    if text is not None:
+        corpus = text.load_sample_text()
+        vocab = text.Vocabulary.from_text(corpus)
+        reps = -(-n_chars // len(corpus))
+        ids = vocab.encode((corpus * reps)[:n_chars])
+        source = f"rnn_fast.text sample ({len(corpus)} chars, repeated)"
+        return np.asarray(ids, dtype=np.intp), len(vocab), source
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, vocab_size, n_chars).astype(np.intp), vocab_size,
+            f"random text, seed {seed}")
+
+
+def char_problem(n_chunks=2000, hidden=100, chunk=25, lr=0.1, clip=5.0, seed=0):
+    """min-char-rnn's setting: N(0, 1) * 0.01 weights, zero biases (its initialisation)."""
+    ids, v, source = char_text(n_chunks * chunk + 1, seed=seed)
+    rng = np.random.default_rng(seed)
+    init = {"W_xh": rng.standard_normal((v, hidden)) * 0.01,
+            "W_hh": rng.standard_normal((hidden, hidden)) * 0.01,
+            "W_hy": rng.standard_normal((hidden, v)) * 0.01,
+            "b_h": np.zeros(hidden), "b_y": np.zeros(v)}
+    return CharProblem(ids, v, init, chunk, lr, clip, source)
+
+
+def char_result(problem, weights, total_loss, check_weights):
+    """finish() of a W2 contender: the mean chunk loss of the timed run (None: not
+    comparable), its final weights, and the weights after the short check run (the state
+    the harness compares)."""
+    def as_f64(w):
+        return None if w is None else {k: np.asarray(v, dtype=np.float64) for k, v in w.items()}
+
+    mean = None if total_loss is None else float(total_loss) / problem.n_chunks
+    return {"metrics": {"mean_chunk_loss": mean}, "state": as_f64(check_weights),
+            "final_state": as_f64(weights)}
+
+
+CHECK_CHUNKS = 3  # W2's agreement check: weights after this many chunks (see char_contender)
+
+
+def char_contender(name, problem, make, timed_chunks=None, warmup=True, note=""):
+    """A W2 contender. ``make(problem)`` prepares a training run (untimed) and returns the
+    timed callable, which returns (final weights in rnn_fast's layout, summed chunk losses).
+
+    ``timed_chunks``: time only the first that many chunks and scale the time (the
+    reference); its loss and final weights are then not comparable and left out. The
+    state compared with the oracle comes from a separate untimed run of the same code on
+    the first CHECK_CHUNKS chunks: min-char-rnn's training is chaotic in float64 (a
+    1e-15 change of the weights grows to O(1) within ~20 chunks), so after 2000 chunks
+    two correct implementations no longer agree, while after 3 they agree to ~1e-12.
+    """
+    n = problem.n_chunks
+    used = min(n, timed_chunks) if timed_chunks else n
+    timed = problem.prefix(used)
+    check = problem.prefix(CHECK_CHUNKS)
+
+    def finish(out):
+        weights, total = out
+        check_weights, _ = make(check)()
+        if used < n:
+            weights = total = None
+        return char_result(problem, weights, total, check_weights)
+
+    if used < n:
+        scaled = f"timed on {used} of {n} chunks, scaled x{n / used:.3g}"
+        note = f"{note}; {scaled}" if note else scaled
+    return Contender(name=name, setup=lambda: make(timed), finish=finish, warmup=warmup,
+                     scale=n / used, note=note)

@@ -7,7 +7,7 @@ import os
 import harness
 import workloads
 
-ALL = ("W1", "W3")  # bench.WORKLOADS
+ALL = ("W1", "W2", "W3")  # bench.WORKLOADS
 W3_DTYPES = ("float64", "float32")
 
 
@@ -17,8 +17,12 @@ def _say(log, text=""):
 
 
 def run(names=ALL, quick=False, repeat=5, sweep=False, reference_samples=None, w1_samples=None,
-        sweep_dtype="float64", results_dir=None, peak=True, log=print):
+        sweep_dtype="float64", results_dir=None, peak=True, log=print, w2_chunks=None,
+        reference_chunks=None):
     """Run workloads; returns the report (machine, GEMM peak, every record).
+
+    ``reference_samples`` / ``reference_chunks``: time ``rnn_fast.reference`` on only that
+    many W1 samples / W2 chunks and scale its time.
 
     ``log=None`` prints nothing; ``results_dir`` (a Path) receives the sweeps' plots.
     """
@@ -40,6 +44,8 @@ def run(names=ALL, quick=False, repeat=5, sweep=False, reference_samples=None, w
         if name == "W1":
             selected.append(workloads.w1(quick, w1_samples, reference_samples))
             selected = [w for w in selected if w is not None]
+        elif name == "W2":
+            selected.append(workloads.w2(quick, w2_chunks, reference_chunks))
         elif name == "W3":
             selected += [workloads.w3(dtype, quick) for dtype in W3_DTYPES]
         else:

@@ -22,7 +22,7 @@ import runner  # noqa: E402
 
 
 def run_smoke(log=None):
-    """Run W1, W3 (both dtypes) and the sweeps once at tiny sizes; returns every record."""
+    """Run W1, W2, W3 (both dtypes) and the sweeps once at tiny sizes; returns every record."""
     report = runner.run(runner.ALL, quick=True, repeat=1, sweep=True, peak=False, log=log)
     records = [rec for w in report["workloads"] for rec in w["records"]]
     for sweep in report["sweeps"].values():

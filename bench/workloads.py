@@ -1,4 +1,5 @@
-"""The workloads: W1 (the seed task), W3 (one batched forward + backward), the sweeps.
+"""The workloads: W1 (the seed task), W2 (min-char-rnn), W3 (one batched forward + backward),
+the sweeps.
 
 Each builder returns ``harness.Workload`` objects holding the contenders of every family
 that is installed (one message per missing family).
@@ -11,7 +12,7 @@ import contenders_numpy
 import contenders_rnn_fast
 import contenders_torch
 from harness import Workload, optional_module
-from problems import addition_problem, batched_problem, sgd_flops
+from problems import CHECK_CHUNKS, addition_problem, batched_problem, char_problem, sgd_flops
 
 OPTIONAL = {"torch": (contenders_torch, "pip install torch==2.13.0"),
             "jax": (contenders_jax, "pip install jax jaxlib")}
@@ -57,6 +58,48 @@ def w1(quick=False, n_samples=None, reference_samples=None):
         metric_label="accuracy (128x128 pairs)", metric_key="accuracy",
         params=dict(zip("NTIHO", sizes), lr=problem.lr),
         notes=["GFLOP/s counts 2 N (T (2IH + 3H² + 3HO) + IH + H² + HO) flops"])
+
+
+W2_CHUNKS = 2000
+W2_HIDDEN = 100
+W2_QUICK_CHUNKS = 6
+W2_QUICK_HIDDEN = 16
+
+
+def w2(quick=False, n_chunks=None, reference_chunks=None):
+    """min-char-rnn: character model (V ~65, the package's sample text), H=100, tanh,
+    softmax + cross-entropy summed over 25-character chunks, the hidden state carried,
+    Adagrad lr 0.1 (min-char-rnn's rule), gradients clipped to [-5, 5], float64, one pass
+    over n_chunks * 25 characters from min-char-rnn's N(0, 1) * 0.01 weights."""
+    n = n_chunks or (W2_QUICK_CHUNKS if quick else W2_CHUNKS)
+    problem = char_problem(n_chunks=n, hidden=W2_QUICK_HIDDEN if quick else W2_HIDDEN)
+    contenders = contenders_rnn_fast.w2_contenders(problem, reference_chunks)
+    contenders += contenders_numpy.w2_contenders(problem)
+    for name in ("torch", "jax"):
+        family = _optional(name)
+        if family is not None:
+            contenders += family.w2_contenders(problem)
+    v, h, c = problem.vocab_size, problem.hidden, problem.chunk
+    floor = contenders_numpy.w2_sensitivity(problem, (CHECK_CHUNKS, 10, 20))
+    floor_text = ", ".join(f"{d:.1e} after {k}" for k, d in floor.items())
+    return Workload(
+        name="W2", title=f"W2: min-char-rnn, {n} chunks of {c} characters (V={v}, H={h}, tanh, "
+                         f"softmax + cross-entropy, Adagrad {problem.lr}, clip {problem.clip:g}, "
+                         "float64)",
+        flops=problem.flops, contenders=contenders, oracle="min-char-rnn numpy loop",
+        diff_label=f"max abs ΔW after {min(CHECK_CHUNKS, n)} chunks vs numpy loop",
+        tolerance=1e-10, final_diff_label=f"max abs ΔW after {n} chunks (not checked)",
+        metric_label="mean chunk loss", metric_key="mean_chunk_loss",
+        params=dict(n_chunks=n, chunk=c, V=v, H=h, lr=problem.lr, clip=problem.clip,
+                    text=problem.source),
+        notes=[f"GFLOP/s counts 2 L (2VH + 3H² + 3HV) + 2 C (VH + H² + HV) flops "
+               f"(L = {n * c} characters, C = {n} updates): {problem.flops / 1e9:.3g} GFLOP",
+               f"text: {problem.source}; every contender reads the same {n * c + 1} characters "
+               "and starts from the same weights",
+               f"the check column compares weights after {min(CHECK_CHUNKS, n)} chunks (an "
+               "untimed run of the same code); the training is chaotic: the numpy loop against "
+               f"itself with W_hh x (1 + 1e-15) differs by {floor_text} chunks, so over many "
+               "chunks the final weights (and losses) of correct contenders part ways"])
 
 
 W3_SIZES = dict(n=64, t=100, i=128, h=512, o=128)

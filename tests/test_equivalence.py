@@ -146,9 +146,11 @@ def test_fit_every_configuration(config, path, rng):
     o = 3 if config["readout"] else 4
     fast, ref = twin_models(config, (2, 4, o), "float64", seed=2)
     X, Y = make_data(rng, config, 6, 5, 2, o, many_to_one=False)
+    # lr 0.05 let the linear (identity, identity, half_sse) net diverge on about one random
+    # data set in 150; at 0.02 none of 300 did, for any configuration
     with core_path(path):
-        fast.fit(X, Y, optimizer=rnn_fast.SGD(lr=0.05), epochs=2, batch_size=2)
-    ref.fit(X, Y, optimizer=reference.SGD(lr=0.05), epochs=2, batch_size=2)
+        fast.fit(X, Y, optimizer=rnn_fast.SGD(lr=0.02), epochs=2, batch_size=2)
+    ref.fit(X, Y, optimizer=reference.SGD(lr=0.02), epochs=2, batch_size=2)
     np.testing.assert_allclose(fast.theta, ref.theta, rtol=1e-12, atol=1e-12)
 
 

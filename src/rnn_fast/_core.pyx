@@ -133,25 +133,30 @@ cdef inline void _activate_row(
             rnn_fast_tanh_row_f64(a, b_h, n_hidden)
         else:
             rnn_fast_tanh_row_f32(a, b_h, n_hidden)
-    else:
-        for c in range(n_hidden):
-            a[c] = _activate(cfg.hidden, a[c] + b_h[c])
+        return
+    if floating is double:
+        if cfg.hidden == SIGMOID:
+            rnn_fast_sigmoid_row_f64(a, b_h, n_hidden)
+            return
+    for c in range(n_hidden):
+        a[c] = _activate(cfg.hidden, a[c] + b_h[c])
 
 
-def _tanh_values(floating[::1] x not None):
-    """The core's tanh over an array (for tests)."""
+def _hidden_values(floating[::1] x not None, int activation):
+    """The core's hidden activation (a code, as in Config) over an array (for tests)."""
     out = np.array(x, dtype=np.float64 if floating is double else np.float32)
     cdef floating[::1] y = out
     cdef floating[::1] zeros = np.zeros_like(out)
     cdef Config cfg
-    cfg.hidden = TANH
+    cfg.hidden = activation
     if x.shape[0]:
         _activate_row(cfg, &y[0], &zeros[0], x.shape[0])
     return out
 
 
 cdef inline floating _activate(int code, floating a) noexcept nogil:
-    """f(a) for an activation code other than tanh (see _activate_row)."""
+    """f(a) for one unit and an activation code other than tanh (rows of hidden units go
+    through _activate_row, which has its own tanh and float64 sigmoid)."""
     if code == SIGMOID:
         return 1 / (1 + _exp(-a))
     if code == RELU:
@@ -174,6 +179,7 @@ cdef extern from "_simd.h" nogil:
     # row loops in C, for a baseline and an AVX2 clone: see _simd.h
     void rnn_fast_tanh_row_f64(double* a, const double* b, Py_ssize_t n)
     void rnn_fast_tanh_row_f32(float* a, const float* b, Py_ssize_t n)
+    void rnn_fast_sigmoid_row_f64(double* a, const double* b, Py_ssize_t n)
     void rnn_fast_add_vecmat_f64(const double* v, const double* M, Py_ssize_t n_rows,
                                  Py_ssize_t n_cols, double* out)
     void rnn_fast_add_vecmat_f32(const float* v, const float* M, Py_ssize_t n_rows,

@@ -15,37 +15,12 @@
 #define RNN_FAST_SIMD_H
 
 #include <stddef.h>
+#include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define RNN_FAST_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define RNN_FAST_CLONES
-/* out += v @ M (v: K, M: K x L row-major, out: L), adding M's rows in order. Four rows
- * per pass over out cut its loads and stores fourfold; the additions stay left to right,
- * so the rounding is that of adding one row at a time. */
-#define RNN_FAST_ADD_VECMAT(name, T)                                                   \
-    static RNN_FAST_CLONES void name(const T *v, const T *M, ptrdiff_t n_rows,          \
-                                     ptrdiff_t n_cols, T *out)                          \
-    {                                                                                  \
-        ptrdiff_t i = 0, j;                                                            \
-        for (; i + 4 <= n_rows; i += 4) {                                              \
-            const T v0 = v[i], v1 = v[i + 1], v2 = v[i + 2], v3 = v[i + 3];            \
-            const T *r = M + i * n_cols;                                               \
-            for (j = 0; j < n_cols; j++)                                               \
-                out[j] = (((out[j] + v0 * r[j]) + v1 * r[n_cols + j])                   \
-                          + v2 * r[2 * n_cols + j]) + v3 * r[3 * n_cols + j];          \
-        }                                                                              \
-        for (; i < n_rows; i++) {                                                      \
-            const T v0 = v[i];                                                         \
-            const T *r = M + i * n_cols;                                               \
-            for (j = 0; j < n_cols; j++)                                               \
-                out[j] = out[j] + v0 * r[j];                                           \
-        }                                                                              \
-    }
-
-RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f64, double)
-RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f32, float)
-
 #endif
 
 /* a[c] = tanh(a[c] + b[c]) for c < n */
@@ -97,6 +72,41 @@ static RNN_FAST_CLONES void rnn_fast_tanh_row_f32(float *a, const float *b, ptrd
         pp = 2 * p * q; q = p * p + q * q; p = pp;
         pp = 2 * p * q; q = p * p + q * q; p = pp;
         a[c] = p / q;
+    }
+}
+
+/* a[c] = sigmoid(a[c] + b[c]) = 1 / (1 + exp(-(a[c] + b[c]))) for c < n, float64.
+ * exp in plain arithmetic, so the loop vectorises: exp(x) = 2^k exp(r) with
+ * k = round(x / ln 2) (the 1.5 * 2^52 shifter leaves k in the low bits), r = x - k ln 2 in
+ * two parts (fdlibm's ln2_hi has trailing zeros, so k * ln2_hi is exact), exp(r) from its
+ * Taylor series to r^13 (|r| <= 0.347: the next term is below 2e-16), and 2^k built from
+ * its exponent bits. x is clipped to [-708, 709], where 2^k stays a normal number: the
+ * clip changes sigmoid by less than 1e-307. Within a few ulp of 1 / (1 + libm's exp)
+ * (tests/test_kernels.py). */
+static RNN_FAST_CLONES void rnn_fast_sigmoid_row_f64(double *a, const double *b, ptrdiff_t n)
+{
+    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
+    const double log2e = 1.44269504088896338700e+00;
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    ptrdiff_t c;
+    for (c = 0; c < n; c++) {
+        double x = -(a[c] + b[c]);
+        x = x > 709.0 ? 709.0 : x; /* NaN passes through */
+        a[c] = x < -708.0 ? -708.0 : x;
+    }
+    for (c = 0; c < n; c++) {
+        double x = a[c], kd = x * log2e + shifter, k, r, p, scale;
+        unsigned long long bits;
+        k = kd - shifter;
+        r = (x - k * ln2_hi) - k * ln2_lo;
+        p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120
+            + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880
+            + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
+            + r * (1.0 / 6227020800.0)))))))))))));
+        memcpy(&bits, &kd, sizeof bits);
+        bits = (bits + 1023) << 52; /* the low bits of kd hold k */
+        memcpy(&scale, &bits, sizeof scale);
+        a[c] = 1.0 / (1.0 + p * scale);
     }
 }
 

@@ -23,8 +23,9 @@
 #   in float32 throughout, as NumPy does.
 
 from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt
+from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from cython cimport floating
 
@@ -176,7 +177,7 @@ cdef inline floating _derivative(int code, floating h) noexcept nogil:
 
 
 cdef extern from "_simd.h" nogil:
-    # row loops in C, for a baseline and an AVX2 clone: see _simd.h
+    # row loops and the optimizer steps in C, for a baseline and an AVX2 clone: _simd.h
     void rnn_fast_tanh_row_f64(double* a, const double* b, Py_ssize_t n)
     void rnn_fast_tanh_row_f32(float* a, const float* b, Py_ssize_t n)
     void rnn_fast_sigmoid_row_f64(double* a, const double* b, Py_ssize_t n)
@@ -184,6 +185,14 @@ cdef extern from "_simd.h" nogil:
                                  Py_ssize_t n_cols, double* out)
     void rnn_fast_add_vecmat_f32(const float* v, const float* M, Py_ssize_t n_rows,
                                  Py_ssize_t n_cols, float* out)
+    void rnn_fast_update_f64(int kind, const double* hyper, double bc1, double bc2,
+                             const double* theta, const double* g, const double* lr,
+                             const double* slots, Py_ssize_t n, double* staged_out)
+    void rnn_fast_update_f32(int kind, const double* hyper, double bc1, double bc2,
+                             const float* theta, const float* g, const float* lr,
+                             const float* slots, Py_ssize_t n, float* staged_out)
+    bint rnn_fast_all_finite_f64(const double* x, Py_ssize_t n)
+    bint rnn_fast_all_finite_f32(const float* x, Py_ssize_t n)
 
 
 cdef inline void _add_vecmat(
@@ -239,12 +248,24 @@ cdef inline void _gemm(
     floating* C,             # IN/OUT (m, n): C = op(A) @ op(B) + beta * C
 ) noexcept nogil:
     """Row-major GEMM. BLAS is column-major, where a row-major matrix reads as its
-    transpose: so ask it for C^T = op(B)^T @ op(A)^T."""
+    transpose: so ask it for C^T = op(B)^T @ op(A)^T. One row (m = 1: a batch of one
+    sequence) is a GEMV, which BLAS does without packing B first."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef int mm = <int>m, nn = <int>n, kk = <int>k
     cdef int lda = <int>(m if trans_a else k), ldb = <int>(k if trans_b else n), ldc = nn
+    cdef int inc = 1
     cdef floating one = 1
+    if m == 1:  # c = a op(B): a is one contiguous row either way; B read column-major
+        if trans_b:  # B (n, k) row-major is (k, n) column-major: c = (k, n)^T a
+            mm, nn = kk, nn
+        else:  # B (k, n) row-major is (n, k) column-major: c = (n, k) a
+            mm, nn = nn, kk
+        if floating is double:
+            dgemv(&tb, &mm, &nn, &one, <double*>B, &ldb, <double*>A, &inc, &beta, C, &inc)
+        else:
+            sgemv(&tb, &mm, &nn, &one, <float*>B, &ldb, <float*>A, &inc, &beta, C, &inc)
+        return
     if floating is double:
         dgemm(&tb, &ta, &nn, &mm, &kk, &one, <double*>B, &ldb, <double*>A, &lda,
               &beta, C, &ldc)
@@ -496,6 +517,7 @@ cdef floating _batch_loss_and_grads(
     cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0], n_out = dz.shape[0]
     cdef Py_ssize_t B = count, H = n_hidden, n_steps = 0
     cdef Py_ssize_t i, j, c, o, r, k, t, kb, m, length
+    cdef bint sparse
     cdef floating loss = 0
     cdef floating* hs = &Hs[0]
     cdef floating* row
@@ -510,9 +532,9 @@ cdef floating _batch_loss_and_grads(
     kb = 0
     while kb < n_steps:  # forward, a block of steps at a time
         m = min(block, n_steps - kb)
-        _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+        sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
         # a = x W_xh for the whole block, straight into the hidden states' rows
-        _gemm(False, False, m * B, H, n_in, &Xb[0], &W_xh[0, 0], 0, hs + (kb + 1) * B * H)
+        _project_inputs(&Xb[0], m * B, sparse, W_xh, hs + (kb + 1) * B * H)
         for r in range(m):
             k = kb + r
             _gemm(False, False, B, H, H, hs + k * B * H, &W_hh[0, 0], 1, hs + (k + 1) * B * H)
@@ -577,8 +599,8 @@ cdef floating _batch_loss_and_grads(
                 for c in range(B * H):
                     dh_next[c] = 0
         # the block's weight gradients: dW_xh += x^T da, dW_hh += h_prev^T da
-        _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
-        _gemm(True, False, n_in, H, m * B, &Xb[0], &DAb[0], 1, &dW_xh[0, 0])
+        sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+        _add_input_gradient(&Xb[0], &DAb[0], m * B, sparse, dW_xh)
         _gemm(True, False, H, H, m * B, hs + kb * B * H, &DAb[0], 1, &dW_hh[0, 0])
         if cfg.bias:
             for r in range(m * B):
@@ -611,17 +633,68 @@ cdef inline void _through_activation(
             da[c] = (da[c] + dh_next[c]) * _derivative(cfg.hidden, h[c])
 
 
-cdef inline void _gather_inputs(
+cdef inline bint _gather_inputs(
     const floating[:, :, ::1] X, const Py_ssize_t[::1] order, Py_ssize_t first,
     Py_ssize_t count, Py_ssize_t t_begin, Py_ssize_t n_steps,
     floating[::1] Xb_out,    # OUT (n_steps, count, I) time-major
 ) noexcept nogil:
-    cdef Py_ssize_t r, j, c, i, n_in = X.shape[2]
+    """Copy a block's inputs; returns whether at most one in eight of them is nonzero
+    (one-hot characters, say), for which row gathers beat a GEMM."""
+    cdef Py_ssize_t r, j, c, i, n_in = X.shape[2], nonzero = 0
+    cdef floating xc
     for r in range(n_steps):
         for j in range(count):
             i = order[first + j]
             for c in range(n_in):
-                Xb_out[(r * count + j) * n_in + c] = X[i, t_begin + r, c]
+                xc = X[i, t_begin + r, c]
+                Xb_out[(r * count + j) * n_in + c] = xc
+                nonzero += xc != 0
+    return 8 * nonzero <= n_steps * count * n_in
+
+
+cdef inline void _project_inputs(
+    const floating* Xb,               # IN (n_rows, I)
+    Py_ssize_t n_rows, bint sparse,
+    const floating[:, ::1] W_xh,      # IN (I, H)
+    floating* A_out,                  # OUT (n_rows, H) = Xb @ W_xh
+) noexcept nogil:
+    """The input projections of a block: a GEMM, or for sparse inputs the rows of W_xh
+    that nonzero inputs pick, as the hand-written loops do (the zeros add nothing)."""
+    cdef Py_ssize_t r, i, c, n_in = W_xh.shape[0], H = W_xh.shape[1]
+    cdef floating xi
+    cdef floating* out
+    if not sparse:
+        _gemm(False, False, n_rows, H, n_in, Xb, &W_xh[0, 0], 0, A_out)
+        return
+    for r in range(n_rows):
+        out = A_out + r * H
+        for c in range(H):
+            out[c] = 0
+        for i in range(n_in):
+            xi = Xb[r * n_in + i]
+            if xi != 0:
+                for c in range(H):
+                    out[c] += xi * W_xh[i, c]
+
+
+cdef inline void _add_input_gradient(
+    const floating* Xb,               # IN (n_rows, I)
+    const floating* DAb,              # IN (n_rows, H) dL/da
+    Py_ssize_t n_rows, bint sparse,
+    floating[:, ::1] dW_xh,           # IN/OUT (I, H) += Xb^T DAb
+) noexcept nogil:
+    """dW_xh += x^T da over a block: a GEMM, or row updates for sparse inputs."""
+    cdef Py_ssize_t r, i, c, n_in = dW_xh.shape[0], H = dW_xh.shape[1]
+    cdef floating xi
+    if not sparse:
+        _gemm(True, False, n_in, H, n_rows, Xb, DAb, 1, &dW_xh[0, 0])
+        return
+    for r in range(n_rows - 1, -1, -1):  # last step first, as BPTT meets them
+        for i in range(n_in):
+            xi = Xb[r * n_in + i]
+            if xi != 0:
+                for c in range(H):
+                    dW_xh[i, c] += xi * DAb[r * H + c]
 
 
 cdef bint _update(
@@ -636,58 +709,29 @@ cdef bint _update(
     """One optimizer step, staged: returns whether every new value is finite.
 
     The caller commits the staged values only then (_commit), so a step that would
-    overflow leaves the model as it was.
+    overflow leaves the model as it was. The loops are in _simd.h (AVX2 clones):
+    the square roots and divisions of the adaptive rules take half the time there.
     """
-    cdef Py_ssize_t i, n_params = theta.shape[0]
-    cdef floating p, s0, s1, gi, b1, b2, eps, mu, alpha, bc1, bc2
-    if kind == OPT_SGD and hyper[0] == 0:
-        for i in range(n_params):
-            p = theta[i] - lr[i] * g[i]
-            staged_out[0, i] = p
-    elif kind == OPT_SGD:  # momentum, PyTorch's form
-        mu = <floating>hyper[0]
-        for i in range(n_params):
-            s0 = mu * slots[0, i] + g[i]
-            gi = g[i] + mu * s0 if hyper[1] != 0 else s0
-            p = theta[i] - lr[i] * gi
-            staged_out[0, i], staged_out[1, i] = p, s0
-    elif kind == OPT_ADAGRAD:
-        eps = <floating>hyper[0]
-        for i in range(n_params):
-            s0 = slots[0, i] + g[i] * g[i]
-            p = theta[i] - lr[i] * g[i] / sqrt(s0 + eps)
-            staged_out[0, i], staged_out[1, i] = p, s0
-    elif kind == OPT_RMSPROP:
-        alpha, eps = <floating>hyper[0], <floating>hyper[1]
-        for i in range(n_params):
-            s0 = alpha * slots[0, i] + (1 - alpha) * (g[i] * g[i])
-            p = theta[i] - lr[i] * g[i] / (sqrt(s0) + eps)
-            staged_out[0, i], staged_out[1, i] = p, s0
-    else:  # Adam
-        b1, b2, eps = <floating>hyper[0], <floating>hyper[1], <floating>hyper[2]
-        bc1 = <floating>(1 - hyper[0] ** (step + 1))
-        bc2 = <floating>(1 - hyper[1] ** (step + 1))
-        for i in range(n_params):
-            s0 = b1 * slots[0, i] + (1 - b1) * g[i]
-            s1 = b2 * slots[1, i] + (1 - b2) * (g[i] * g[i])
-            p = theta[i] - lr[i] * (s0 / bc1) / (sqrt(s1 / bc2) + eps)
-            staged_out[0, i], staged_out[1, i], staged_out[2, i] = p, s0, s1
-    return _all_finite(&staged_out[0, 0], staged_out.shape[0] * n_params)
+    cdef double bc1 = 1, bc2 = 1
+    cdef const floating* state = &slots[0, 0] if slots.shape[0] else &theta[0]
+    if kind == OPT_ADAM:  # bias corrections
+        bc1 = 1 - hyper[0] ** (step + 1)
+        bc2 = 1 - hyper[1] ** (step + 1)
+    if floating is double:
+        rnn_fast_update_f64(kind, &hyper[0], bc1, bc2, &theta[0], &g[0], &lr[0], state,
+                            theta.shape[0], &staged_out[0, 0])
+    else:
+        rnn_fast_update_f32(kind, &hyper[0], bc1, bc2, &theta[0], &g[0], &lr[0], state,
+                            theta.shape[0], &staged_out[0, 0])
+    return _all_finite(&staged_out[0, 0], staged_out.shape[0] * theta.shape[0])
 
 
 cdef inline bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
-    """Whether no entry is inf or NaN. ``x - x`` is 0 for finite x and NaN otherwise;
-    four running sums of it keep the loop vectorised and off one long chain of adds."""
-    cdef Py_ssize_t i
-    cdef floating c0 = 0, c1 = 0, c2 = 0, c3 = 0
-    for i in range(0, n - 3, 4):
-        c0 = c0 + (x[i] - x[i])
-        c1 = c1 + (x[i + 1] - x[i + 1])
-        c2 = c2 + (x[i + 2] - x[i + 2])
-        c3 = c3 + (x[i + 3] - x[i + 3])
-    for i in range(n - n % 4, n):
-        c0 = c0 + (x[i] - x[i])
-    return c0 + c1 + c2 + c3 == 0
+    """Whether no entry is inf or NaN."""
+    if floating is double:
+        return rnn_fast_all_finite_f64(x, n)
+    else:
+        return rnn_fast_all_finite_f32(x, n)
 
 
 cdef void _commit(
@@ -695,12 +739,10 @@ cdef void _commit(
     floating[::1] theta,              # OUT (P,)
     floating[:, ::1] slots,           # OUT (n_slots, P)
 ) noexcept nogil:
-    cdef Py_ssize_t i, k
-    for i in range(theta.shape[0]):
-        theta[i] = staged[0, i]
-    for k in range(slots.shape[0]):
-        for i in range(theta.shape[0]):
-            slots[k, i] = staged[k + 1, i]
+    cdef size_t row = theta.shape[0] * sizeof(floating)
+    memcpy(&theta[0], &staged[0, 0], row)
+    if slots.shape[0]:
+        memcpy(&slots[0, 0], &staged[1, 0], slots.shape[0] * row)
 
 
 cdef bint _clip_and_check(floating[::1] g, double clip_value, double clip_norm) noexcept nogil:

@@ -15,6 +15,7 @@
 #define RNN_FAST_SIMD_H
 
 #include <stddef.h>
+#include <math.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -135,5 +136,90 @@ static RNN_FAST_CLONES void rnn_fast_sigmoid_row_f64(double *a, const double *b,
 
 RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f64, double)
 RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f32, float)
+
+/* One optimizer step over n parameters, staged: staged_out holds the new parameters in
+ * its first n entries, then the new optimizer state laid out as slots (one row of n per
+ * slot); the caller checks them (rnn_fast_all_finite) and commits them only if finite.
+ * kind: 0 SGD (hyper: momentum, nesterov), 1 Adagrad (eps), 2 RMSprop (alpha, eps),
+ * 3 Adam (beta1, beta2, eps; bc1, bc2 its bias corrections). The hyperparameters are
+ * rounded to T first, as NumPy computes a T array with a Python float. SQRT is sqrt or
+ * sqrtf: float32 stays in float32, as in NumPy. The AVX2 clone halves the time of the
+ * adaptive rules, whose square roots and divisions dominate. */
+#define RNN_FAST_UPDATE(name, T, SQRT)                                                 \
+    static RNN_FAST_CLONES void name(int kind, const double *hyper, double bc1_d,       \
+                                    double bc2_d, const T *theta, const T *g,          \
+                                    const T *lr, const T *slots, ptrdiff_t n,          \
+                                    T *staged_out)                                     \
+    {                                                                                  \
+        const T *s0 = slots, *s1 = slots + n;                                          \
+        T *p_out = staged_out, *s0_out = staged_out + n, *s1_out = staged_out + 2 * n; \
+        T p, a, b;                                                                     \
+        ptrdiff_t i;                                                                   \
+        if (kind == 0 && hyper[0] == 0) {                                              \
+            for (i = 0; i < n; i++) {                                                  \
+                p = theta[i] - lr[i] * g[i];                                           \
+                p_out[i] = p;                                                          \
+            }                                                                          \
+        } else if (kind == 0) { /* momentum, PyTorch's form */                         \
+            const T mu = (T)hyper[0];                                                  \
+            const int nesterov = hyper[1] != 0;                                        \
+            for (i = 0; i < n; i++) {                                                  \
+                a = mu * s0[i] + g[i];                                                 \
+                b = nesterov ? g[i] + mu * a : a;                                      \
+                p = theta[i] - lr[i] * b;                                              \
+                p_out[i] = p;                                                          \
+                s0_out[i] = a;                                                         \
+            }                                                                          \
+        } else if (kind == 1) { /* Adagrad */                                          \
+            const T eps = (T)hyper[0];                                                 \
+            for (i = 0; i < n; i++) {                                                  \
+                a = s0[i] + g[i] * g[i];                                               \
+                p = theta[i] - lr[i] * g[i] / SQRT(a + eps);                           \
+                p_out[i] = p;                                                          \
+                s0_out[i] = a;                                                         \
+            }                                                                          \
+        } else if (kind == 2) { /* RMSprop */                                          \
+            const T alpha = (T)hyper[0], eps = (T)hyper[1];                            \
+            for (i = 0; i < n; i++) {                                                  \
+                a = alpha * s0[i] + (1 - alpha) * (g[i] * g[i]);                       \
+                p = theta[i] - lr[i] * g[i] / (SQRT(a) + eps);                         \
+                p_out[i] = p;                                                          \
+                s0_out[i] = a;                                                         \
+            }                                                                          \
+        } else { /* Adam */                                                            \
+            const T b1 = (T)hyper[0], b2 = (T)hyper[1], eps = (T)hyper[2];             \
+            const T bc1 = (T)bc1_d, bc2 = (T)bc2_d;                                    \
+            for (i = 0; i < n; i++) {                                                  \
+                a = b1 * s0[i] + (1 - b1) * g[i];                                      \
+                b = b2 * s1[i] + (1 - b2) * (g[i] * g[i]);                             \
+                p = theta[i] - lr[i] * (a / bc1) / (SQRT(b / bc2) + eps);              \
+                p_out[i] = p;                                                          \
+                s0_out[i] = a;                                                         \
+                s1_out[i] = b;                                                         \
+            }                                                                          \
+        }                                                                              \
+    }
+
+RNN_FAST_UPDATE(rnn_fast_update_f64, double, sqrt)
+RNN_FAST_UPDATE(rnn_fast_update_f32, float, sqrtf)
+
+/* Whether no x[i] is inf or NaN: x - x is 0 for finite x and NaN otherwise. Eight
+ * running sums, so the loop vectorises without reordering any addition (a single sum
+ * would be one long chain of dependent additions). */
+#define RNN_FAST_ALL_FINITE(name, T)                                                   \
+    static RNN_FAST_CLONES int name(const T *x, ptrdiff_t n)                           \
+    {                                                                                  \
+        T c[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                             \
+        ptrdiff_t i = 0, k;                                                            \
+        for (; i + 8 <= n; i += 8)                                                     \
+            for (k = 0; k < 8; k++)                                                    \
+                c[k] += x[i + k] - x[i + k];                                           \
+        for (; i < n; i++)                                                             \
+            c[0] += x[i] - x[i];                                                       \
+        return ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7])) == 0; \
+    }
+
+RNN_FAST_ALL_FINITE(rnn_fast_all_finite_f64, double)
+RNN_FAST_ALL_FINITE(rnn_fast_all_finite_f32, float)
 
 #endif

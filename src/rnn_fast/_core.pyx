@@ -181,6 +181,7 @@ cdef extern from "_simd.h" nogil:
     void rnn_fast_tanh_row_f64(double* a, const double* b, Py_ssize_t n)
     void rnn_fast_tanh_row_f32(float* a, const float* b, Py_ssize_t n)
     void rnn_fast_sigmoid_row_f64(double* a, const double* b, Py_ssize_t n)
+    void rnn_fast_exp_shifted_row_f64(const double* z, double top, double* out, Py_ssize_t n)
     void rnn_fast_add_vecmat_f64(const double* v, const double* M, Py_ssize_t n_rows,
                                  Py_ssize_t n_cols, double* out)
     void rnn_fast_add_vecmat_f32(const float* v, const float* M, Py_ssize_t n_rows,
@@ -274,6 +275,18 @@ cdef inline void _gemm(
               &beta, C, &ldc)
 
 
+cdef inline void _exp_shifted(
+    const floating* z, floating top, floating* out, Py_ssize_t n,  # out = exp(z - top)
+) noexcept nogil:
+    """A softmax's exponentials (top is the largest z), vectorised in float64."""
+    cdef Py_ssize_t o
+    if floating is double:
+        rnn_fast_exp_shifted_row_f64(z, top, out, n)
+    else:
+        for o in range(n):
+            out[o] = _exp(z[o] - top)
+
+
 cdef inline void _output_activation(
     Config cfg, const floating* z, floating* y_out, Py_ssize_t n_out,
 ) noexcept nogil:
@@ -284,9 +297,9 @@ cdef inline void _output_activation(
         top = z[0]
         for o in range(1, n_out):
             top = z[o] if z[o] > top else top
+        _exp_shifted(z, top, y_out, n_out)
         total = 0
         for o in range(n_out):
-            y_out[o] = _exp(z[o] - top)
             total += y_out[o]
         for o in range(n_out):
             y_out[o] = y_out[o] / total
@@ -330,9 +343,10 @@ cdef floating _output_loss_and_delta(
         top = z[0]
         for o in range(1, n_out):
             top = z[o] if z[o] > top else top
+        _exp_shifted(z, top, dz_out, n_out)  # dz_out as scratch
         total = 0
         for o in range(n_out):
-            total += _exp(z[o] - top)
+            total += dz_out[o]
         total = log(total)
         target_sum = 0
         for o in range(n_out):

@@ -76,39 +76,58 @@ static RNN_FAST_CLONES void rnn_fast_tanh_row_f32(float *a, const float *b, ptrd
     }
 }
 
-/* a[c] = sigmoid(a[c] + b[c]) = 1 / (1 + exp(-(a[c] + b[c]))) for c < n, float64.
- * exp in plain arithmetic, so the loop vectorises: exp(x) = 2^k exp(r) with
- * k = round(x / ln 2) (the 1.5 * 2^52 shifter leaves k in the low bits), r = x - k ln 2 in
- * two parts (fdlibm's ln2_hi has trailing zeros, so k * ln2_hi is exact), exp(r) from its
- * Taylor series to r^13 (|r| <= 0.347: the next term is below 2e-16), and 2^k built from
- * its exponent bits. x is clipped to [-708, 709], where 2^k stays a normal number: the
- * clip changes sigmoid by less than 1e-307. Within a few ulp of 1 / (1 + libm's exp)
- * (tests/test_kernels.py). */
-static RNN_FAST_CLONES void rnn_fast_sigmoid_row_f64(double *a, const double *b, ptrdiff_t n)
+/* exp in plain arithmetic, for loops that vectorise (libm's exp is a call per element):
+ * exp(x) = 2^k exp(r) with k = round(x / ln 2) (the 1.5 * 2^52 shifter leaves k in the
+ * low bits), r = x - k ln 2 in two parts (fdlibm's ln2_hi has trailing zeros, so
+ * k * ln2_hi is exact), exp(r) from its Taylor series to r^13 (|r| <= 0.347: the next
+ * term is below 2e-16), and 2^k built from its exponent bits. x must lie in
+ * [-708, 709], where 2^k is a normal number; the callers clip it in a loop of its own
+ * (a clip inside the arithmetic stops GCC from vectorising it). Within a few ulp of
+ * libm's exp (tests/test_kernels.py). */
+static inline double rnn_fast_exp_clipped(double x)
 {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     const double log2e = 1.44269504088896338700e+00;
     const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    double kd = x * log2e + shifter, k = kd - shifter, r, p, scale;
+    unsigned long long bits;
+    r = (x - k * ln2_hi) - k * ln2_lo;
+    p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120
+        + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880
+        + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
+        + r * (1.0 / 6227020800.0)))))))))))));
+    memcpy(&bits, &kd, sizeof bits);
+    bits = (bits + 1023) << 52; /* the low bits of kd hold k */
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* a[c] = sigmoid(a[c] + b[c]) = 1 / (1 + exp(-(a[c] + b[c]))) for c < n, float64.
+ * -(a + b) is clipped to [-708, 709]: that changes sigmoid by less than 1e-307. */
+static RNN_FAST_CLONES void rnn_fast_sigmoid_row_f64(double *a, const double *b, ptrdiff_t n)
+{
     ptrdiff_t c;
     for (c = 0; c < n; c++) {
         double x = -(a[c] + b[c]);
         x = x > 709.0 ? 709.0 : x; /* NaN passes through */
         a[c] = x < -708.0 ? -708.0 : x;
     }
+    for (c = 0; c < n; c++)
+        a[c] = 1.0 / (1.0 + rnn_fast_exp_clipped(a[c]));
+}
+
+/* out[c] = exp(z[c] - top) for c < n, float64, where top >= every z[c] (a softmax's
+ * shift): z - top is clipped below at -708, which changes exp by less than 4e-308. */
+static RNN_FAST_CLONES void rnn_fast_exp_shifted_row_f64(const double *z, double top,
+                                                         double *out, ptrdiff_t n)
+{
+    ptrdiff_t c;
     for (c = 0; c < n; c++) {
-        double x = a[c], kd = x * log2e + shifter, k, r, p, scale;
-        unsigned long long bits;
-        k = kd - shifter;
-        r = (x - k * ln2_hi) - k * ln2_lo;
-        p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120
-            + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880
-            + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
-            + r * (1.0 / 6227020800.0)))))))))))));
-        memcpy(&bits, &kd, sizeof bits);
-        bits = (bits + 1023) << 52; /* the low bits of kd hold k */
-        memcpy(&scale, &bits, sizeof scale);
-        a[c] = 1.0 / (1.0 + p * scale);
+        double x = z[c] - top;
+        out[c] = x < -708.0 ? -708.0 : x; /* NaN passes through */
     }
+    for (c = 0; c < n; c++)
+        out[c] = rnn_fast_exp_clipped(out[c]);
 }
 
 /* out += v @ M (v: K, M: K x L row-major, out: L), adding M's rows in order. Four rows

@@ -182,6 +182,12 @@ cdef extern from "_simd.h" nogil:
     void rnn_fast_tanh_row_f32(float* a, const float* b, Py_ssize_t n)
     void rnn_fast_sigmoid_row_f64(double* a, const double* b, Py_ssize_t n)
     void rnn_fast_exp_shifted_row_f64(const double* z, double top, double* out, Py_ssize_t n)
+    void rnn_fast_add_outer_products_f64(const double* hs, const double* das,
+                                         Py_ssize_t n_steps, Py_ssize_t n_rows,
+                                         Py_ssize_t n_cols, double* dW)
+    void rnn_fast_add_outer_products_f32(const float* hs, const float* das,
+                                         Py_ssize_t n_steps, Py_ssize_t n_rows,
+                                         Py_ssize_t n_cols, float* dW)
     void rnn_fast_add_vecmat_f64(const double* v, const double* M, Py_ssize_t n_rows,
                                  Py_ssize_t n_cols, double* out)
     void rnn_fast_add_vecmat_f32(const float* v, const float* M, Py_ssize_t n_rows,
@@ -477,27 +483,15 @@ cdef inline void _add_outer_products(
     Py_ssize_t n_steps,
     floating[:, ::1] dW_hh,           # IN/OUT += sum over steps of outer(hs[k], das[k])
 ) noexcept nogil:
-    """dW_hh += sum_k outer(h_{t-1}, da_t), steps taken last to first as BPTT meets them.
-
-    Done once after the backward sweep, four steps per pass over dW_hh: the same
-    additions in the same order as adding each step's outer product when it comes.
-    """
-    cdef Py_ssize_t i, j, k
-    cdef Py_ssize_t n_hidden = dW_hh.shape[0]
-    cdef floating a0, a1, a2, a3
-    for i in range(n_hidden):
-        k = n_steps - 1
-        while k >= 3:
-            a0, a1, a2, a3 = hs[k, i], hs[k - 1, i], hs[k - 2, i], hs[k - 3, i]
-            for j in range(n_hidden):
-                dW_hh[i, j] = (((dW_hh[i, j] + a0 * das[k, j]) + a1 * das[k - 1, j])
-                               + a2 * das[k - 2, j]) + a3 * das[k - 3, j]
-            k -= 4
-        while k >= 0:
-            a0 = hs[k, i]
-            for j in range(n_hidden):
-                dW_hh[i, j] = dW_hh[i, j] + a0 * das[k, j]
-            k -= 1
+    """dW_hh += sum_k outer(h_{t-1}, da_t), once after the backward sweep (see _simd.h)."""
+    if n_steps == 0:
+        return
+    if floating is double:
+        rnn_fast_add_outer_products_f64(&hs[0, 0], &das[0, 0], n_steps, dW_hh.shape[0],
+                                        dW_hh.shape[1], &dW_hh[0, 0])
+    else:
+        rnn_fast_add_outer_products_f32(&hs[0, 0], &das[0, 0], n_steps, dW_hh.shape[0],
+                                        dW_hh.shape[1], &dW_hh[0, 0])
 
 
 cdef floating _batch_loss_and_grads(

@@ -156,6 +156,37 @@ static RNN_FAST_CLONES void rnn_fast_exp_shifted_row_f64(const double *z, double
 RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f64, double)
 RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f32, float)
 
+/* dW += sum over k < n_steps of outer(hs[k], das[k]) (hs: n_steps x H' rows of h_{t-1},
+ * das: n_steps x H rows of dL/da, dW: H' x H; row strides H' and H), the steps taken
+ * last to first as BPTT meets them, four per pass over dW: the same additions in the
+ * same order as adding each step's outer product when it comes. */
+#define RNN_FAST_ADD_OUTER_PRODUCTS(name, T)                                           \
+    static RNN_FAST_CLONES void name(const T *hs, const T *das, ptrdiff_t n_steps,      \
+                                     ptrdiff_t n_rows, ptrdiff_t n_cols, T *dW)         \
+    {                                                                                  \
+        ptrdiff_t i, j, k;                                                             \
+        for (i = 0; i < n_rows; i++) {                                                 \
+            T *w = dW + i * n_cols;                                                    \
+            for (k = n_steps - 1; k >= 3; k -= 4) {                                    \
+                const T a0 = hs[k * n_rows + i], a1 = hs[(k - 1) * n_rows + i];        \
+                const T a2 = hs[(k - 2) * n_rows + i], a3 = hs[(k - 3) * n_rows + i];  \
+                const T *d0 = das + k * n_cols, *d1 = d0 - n_cols;                     \
+                const T *d2 = d1 - n_cols, *d3 = d2 - n_cols;                          \
+                for (j = 0; j < n_cols; j++)                                           \
+                    w[j] = (((w[j] + a0 * d0[j]) + a1 * d1[j]) + a2 * d2[j])           \
+                           + a3 * d3[j];                                               \
+            }                                                                          \
+            for (; k >= 0; k--) {                                                      \
+                const T a0 = hs[k * n_rows + i], *d0 = das + k * n_cols;               \
+                for (j = 0; j < n_cols; j++)                                           \
+                    w[j] = w[j] + a0 * d0[j];                                          \
+            }                                                                          \
+        }                                                                              \
+    }
+
+RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f64, double)
+RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
+
 /* One optimizer step over n parameters, staged: staged_out holds the new parameters in
  * its first n entries, then the new optimizer state laid out as slots (one row of n per
  * slot); the caller checks them (rnn_fast_all_finite) and commits them only if finite.

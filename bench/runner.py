@@ -66,16 +66,19 @@ def run(names=ALL, quick=False, repeat=5, sweep=False, reference_samples=None, w
             _say(log, f"GEMM peak on this machine ({workload.dtype}): {gf:.1f} GFLOP/s")
 
     if sweep:
-        for sweep_name, (key, points) in workloads.sweeps(sweep_dtype, quick).items():
+        for sweep_name, (spec, points) in workloads.sweeps(sweep_dtype, quick).items():
+            key = spec.key
             rows = []
             for value, workload in points:
                 records = harness.run_workload(workload, max(1, min(repeat, 3)), log=None)
                 rows.append({"value": value, "flops": workload.flops,
                              "params": workload.params, "records": records})
             report["sweeps"][sweep_name] = {"key": key, "dtype": sweep_dtype, "points": rows}
-            _say(log, f"\n### sweep: {sweep_name} ({key.upper()} varies; base "
-                      f"{_base_text(quick)}; forward + backward, {sweep_dtype}, median s)\n")
-            _say(log, format_sweep(key, rows))
+            base = " ".join(f"{k.upper()}={v}" for k, v in spec.base.items())
+            _say(log, f"\n### sweep: {sweep_name} ({key.upper()} varies; base {base}; "
+                      f"forward + backward, {sweep_dtype}, median s)\n")
+            peak_gflops = peak_info["gflops"][sweep_dtype] if peak_info else None
+            _say(log, format_sweep(key, rows, peak_gflops))
             if results_dir is not None:
                 import plots  # matplotlib is optional
 
@@ -83,11 +86,6 @@ def run(names=ALL, quick=False, repeat=5, sweep=False, reference_samples=None, w
                                          suffix="_quick" if quick else "")
                 _say(log, f"\nplot: {path}" if path else "\nno plot: matplotlib not installed")
     return report
-
-
-def _base_text(quick):
-    base = workloads.SWEEP_QUICK_BASE if quick else workloads.SWEEP_BASE
-    return " ".join(f"{k.upper()}={v}" for k, v in base.items())
 
 
 def sweep_series(rows, field="median_s"):
@@ -106,26 +104,38 @@ def sweep_series(rows, field="median_s"):
     return series
 
 
-def format_sweep(key, rows):
+def format_sweep(key, rows, peak_gflops=None):
+    """The sweep's table: each contender's median, its ratio to rnn_fast, and rnn_fast's
+    GFLOP/s (with its share of the GEMM peak, when measured)."""
     series = sweep_series(rows)
     noisy = sweep_series(rows, "times_s")
     names = list(series)
-    head = [key.upper()] + [f"{n} s" for n in names] + [
-        f"{n} / rnn_fast" for n in names if n != harness.BASELINE and harness.BASELINE in series]
+    others = [n for n in names if n != harness.BASELINE and harness.BASELINE in series]
+    head = [key.upper()] + [f"{n} s" for n in names] + [f"{n} / rnn_fast" for n in others]
+    if harness.BASELINE in series:
+        head.append("rnn_fast GFLOP/s")
+        if peak_gflops:
+            head.append("% of GEMM peak")
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for j, row in enumerate(rows):
         cells = [str(row["value"])] + [
             _cell(series[n][j], ".3g") + ("*" if noisy[n][j] and _spread(noisy[n][j]) else "")
             for n in names]
         base = series.get(harness.BASELINE)
-        for n in names:
-            if n != harness.BASELINE and base is not None:
-                ratio = (series[n][j] / base[j]) if series[n][j] and base[j] else None
-                cells.append(_cell(ratio, ".3g"))
+        for n in others:
+            ratio = (series[n][j] / base[j]) if series[n][j] and base[j] else None
+            cells.append(_cell(ratio, ".3g"))
+        if base is not None:
+            gflops = row["flops"] / base[j] / 1e9 if base[j] else None
+            cells.append(_cell(gflops, ".3g"))
+            if peak_gflops:
+                cells.append(_cell(100 * gflops / peak_gflops if gflops else None, ".2g"))
         lines.append("| " + " | ".join(cells) + " |")
     if any("*" in line for line in lines[2:]):
         lines.append(f"\n\\* noisy: the slowest run was over {harness.NOISY}x the fastest "
                      "(other processes on the cores?)")
+    if peak_gflops:
+        lines.append(f"\nGEMM peak on this machine: {peak_gflops:.1f} GFLOP/s")
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ that is installed (one message per missing family).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import contenders_jax
 import contenders_numpy
 import contenders_rnn_fast
@@ -140,24 +142,44 @@ def w3(dtype="float64", quick=False):
 
 
 SWEEP_BASE = dict(n=16, t=50, i=32, h=128, o=32)
-SWEEPS = {"hidden": ("h", [8, 16, 32, 64, 128, 256, 512, 1024]),
-          "length": ("t", [10, 25, 50, 100, 200, 400]),
-          "batch": ("n", [1, 4, 16, 64, 256])}
 SWEEP_QUICK_BASE = dict(n=2, t=4, i=4, h=8, o=4)
-SWEEP_QUICK = {"hidden": ("h", [4, 8]), "length": ("t", [2, 4]), "batch": ("n", [1, 2])}
 SWEEP_CONTENDERS = ("rnn_fast", "rnn_fast.reference", "torch nn.RNN")
+# W3's batch at growing hidden sizes, where GEMMs are the cost: the reference (seconds a
+# run at H 1024) gives way to the hoisted-GEMM NumPy schedule as the oracle
+LARGE_CONTENDERS = ("rnn_fast", "numpy (hoisted GEMMs)", "torch nn.RNN")
+
+
+@dataclass
+class Sweep:
+    base: dict  # sizes N T I H O of every point but the swept one
+    key: str  # which size varies
+    values: list
+    contenders: tuple
+    oracle: str
+
+
+SWEEPS = {"hidden": Sweep(SWEEP_BASE, "h", [8, 16, 32, 64, 128, 256, 512, 1024],
+                          SWEEP_CONTENDERS, "rnn_fast.reference"),
+          "length": Sweep(SWEEP_BASE, "t", [10, 25, 50, 100, 200, 400],
+                          SWEEP_CONTENDERS, "rnn_fast.reference"),
+          "batch": Sweep(SWEEP_BASE, "n", [1, 4, 16, 64, 256],
+                         SWEEP_CONTENDERS, "rnn_fast.reference"),
+          "hidden_w3": Sweep(W3_SIZES, "h", [64, 128, 256, 512, 1024],
+                             LARGE_CONTENDERS, "numpy (hoisted GEMMs)")}
+# --quick: every sweep at two tiny points
+SWEEP_QUICK = {name: replace(sweep, base=SWEEP_QUICK_BASE, values=values)
+               for (name, sweep), values in zip(SWEEPS.items(), ([4, 8], [2, 4], [1, 2], [8, 16]))}
 
 
 def sweeps(dtype="float64", quick=False):
-    """{sweep name: (swept key, [(value, Workload), ...])}: W3's computation at smaller sizes."""
-    base, plan = (SWEEP_QUICK_BASE, SWEEP_QUICK) if quick else (SWEEP_BASE, SWEEPS)
+    """{sweep name: (Sweep, [(value, Workload), ...])}: W3's computation at other sizes."""
     out = {}
-    for sweep, (key, values) in plan.items():
+    for name, sweep in (SWEEP_QUICK if quick else SWEEPS).items():
         points = []
-        for value in values:
-            problem = batched_problem(dtype=dtype, **{**base, key: value})
-            label = f"sweep {sweep} {key.upper()}={value}"
-            points.append((value, _batched_workload(label, label, problem, SWEEP_CONTENDERS,
-                                                    oracle="rnn_fast.reference")))
-        out[sweep] = (key, points)
+        for value in sweep.values:
+            problem = batched_problem(dtype=dtype, **{**sweep.base, sweep.key: value})
+            label = f"sweep {name} {sweep.key.upper()}={value}"
+            points.append((value, _batched_workload(label, label, problem, sweep.contenders,
+                                                    oracle=sweep.oracle)))
+        out[name] = (sweep, points)
     return out

@@ -1,8 +1,10 @@
-/* The core's elementwise row loops, in C so that GCC can compile them twice:
- * for AVX2 and for the baseline x86-64, the faster picked when the module loads
- * (target_clones). Both clones do the same additions and multiplications in the same
- * order, with no FMA contraction (-ffp-contract=off), so they give the same bits; only
- * the vector width differs. Other compilers and platforms get the baseline alone.
+/* The core's elementwise loops (activation rows, a softmax's exponentials, small
+ * vector-matrix and outer products, the optimizer steps, finiteness checks), in C so that
+ * GCC can compile them twice: for AVX2 and for the baseline x86-64, the faster picked
+ * when the module loads (target_clones). Both clones do the same additions and
+ * multiplications in the same order, with no FMA contraction (-ffp-contract=off), so
+ * they give the same bits; only the vector width differs. Other compilers and platforms
+ * get the baseline alone.
  *
  * rnn_fast_tanh_row: tanh in plain arithmetic, so the loops vectorise (libm's tanh is a call per element):
  * the odd Taylor series of tanh on y = x / 64, then six doublings

@@ -522,7 +522,7 @@ cdef floating _batch_loss_and_grads(
     sequence that ends before t1 keeps its last hidden state through the remaining
     steps and gets no loss there, so its gradients are those of running it alone.
     """
-    cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0], n_out = dz.shape[0]
+    cdef Py_ssize_t n_hidden = W_hh.shape[0], n_out = dz.shape[0]
     cdef Py_ssize_t B = count, H = n_hidden, n_steps = 0
     cdef Py_ssize_t i, j, c, o, r, k, t, kb, m, length
     cdef bint sparse

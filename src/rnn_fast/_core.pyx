@@ -198,6 +198,8 @@ cdef extern from "_simd.h" nogil:
     void rnn_fast_update_f32(int kind, const double* hyper, double bc1, double bc2,
                              const float* theta, const float* g, const float* lr,
                              const float* slots, Py_ssize_t n, float* staged_out)
+    double rnn_fast_dot_f64(const double* a, const double* b, Py_ssize_t n)
+    float rnn_fast_dot_f32(const float* a, const float* b, Py_ssize_t n)
     bint rnn_fast_all_finite_f64(const double* x, Py_ssize_t n)
     bint rnn_fast_all_finite_f32(const float* x, Py_ssize_t n)
 
@@ -324,9 +326,15 @@ cdef inline void _readout(
 ) noexcept nogil:
     cdef Py_ssize_t o
     cdef Py_ssize_t n_hidden = W_hy.shape[0], n_out = W_hy.shape[1]
-    for o in range(n_out):
-        z_out[o] = 0
-    _add_vecmat(&hs[k, 0], &W_hy[0, 0], n_hidden, n_out, &z_out[0])
+    if n_out == 1:  # one output (the seeds'): a dot product, off one chain of additions
+        if floating is double:
+            z_out[0] = rnn_fast_dot_f64(&hs[k, 0], &W_hy[0, 0], n_hidden)
+        else:
+            z_out[0] = rnn_fast_dot_f32(&hs[k, 0], &W_hy[0, 0], n_hidden)
+    else:
+        for o in range(n_out):
+            z_out[o] = 0
+        _add_vecmat(&hs[k, 0], &W_hy[0, 0], n_hidden, n_out, &z_out[0])
     if cfg.bias:
         for o in range(n_out):
             z_out[o] += b_y[o]

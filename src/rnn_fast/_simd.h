@@ -158,6 +158,24 @@ static RNN_FAST_CLONES void rnn_fast_exp_shifted_row_f64(const double *z, double
 RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f64, double)
 RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f32, float)
 
+/* sum of a[i] b[i] for i < n, in four running sums (a single one is a chain of n
+ * dependent additions): a readout with one output, as in the seeds. */
+#define RNN_FAST_DOT(name, T)                                                          \
+    static RNN_FAST_CLONES T name(const T *a, const T *b, ptrdiff_t n)                 \
+    {                                                                                  \
+        T s[4] = {0, 0, 0, 0};                                                         \
+        ptrdiff_t i = 0, k;                                                            \
+        for (; i + 4 <= n; i += 4)                                                     \
+            for (k = 0; k < 4; k++)                                                    \
+                s[k] += a[i + k] * b[i + k];                                           \
+        for (; i < n; i++)                                                             \
+            s[0] += a[i] * b[i];                                                       \
+        return (s[0] + s[1]) + (s[2] + s[3]);                                          \
+    }
+
+RNN_FAST_DOT(rnn_fast_dot_f64, double)
+RNN_FAST_DOT(rnn_fast_dot_f32, float)
+
 /* dW += sum over k < n_steps of outer(hs[k], das[k]) (hs: n_steps x H' rows of h_{t-1},
  * das: n_steps x H rows of dL/da, dW: H' x H; row strides H' and H), the steps taken
  * last to first as BPTT meets them, four per pass over dW: the same additions in the

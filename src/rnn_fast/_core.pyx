@@ -200,6 +200,8 @@ cdef extern from "_simd.h" nogil:
                              const float* slots, Py_ssize_t n, float* staged_out)
     double rnn_fast_dot_f64(const double* a, const double* b, Py_ssize_t n)
     float rnn_fast_dot_f32(const float* a, const float* b, Py_ssize_t n)
+    bint rnn_fast_check_and_clip_f64(double* g, Py_ssize_t n, double c)
+    bint rnn_fast_check_and_clip_f32(float* g, Py_ssize_t n, float c)
     bint rnn_fast_all_finite_f64(const double* x, Py_ssize_t n)
     bint rnn_fast_all_finite_f32(const float* x, Py_ssize_t n)
 
@@ -764,13 +766,16 @@ cdef void _commit(
 cdef bint _clip_and_check(floating[::1] g, double clip_value, double clip_norm) noexcept nogil:
     """Clip the gradient in place; False if it is not finite (see _update)."""
     cdef Py_ssize_t i, n_params = g.shape[0]
-    cdef floating total = 0, coef, gi, c = <floating>clip_value
-    if not _all_finite(&g[0], n_params):
+    cdef floating total = 0, coef, c = <floating>clip_value
+    cdef bint finite
+    if clip_value <= 0:
+        finite = _all_finite(&g[0], n_params)
+    elif floating is double:
+        finite = rnn_fast_check_and_clip_f64(&g[0], n_params, c)
+    else:
+        finite = rnn_fast_check_and_clip_f32(&g[0], n_params, c)
+    if not finite:
         return False
-    if clip_value > 0:
-        for i in range(n_params):
-            gi = c if g[i] > c else g[i]
-            g[i] = -c if gi < -c else gi
     if clip_norm > 0:  # torch.nn.utils.clip_grad_norm_'s rule
         for i in range(n_params):
             total += g[i] * g[i]

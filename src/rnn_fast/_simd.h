@@ -292,4 +292,31 @@ RNN_FAST_UPDATE(rnn_fast_update_f32, float, sqrtf)
 RNN_FAST_ALL_FINITE(rnn_fast_all_finite_f64, double)
 RNN_FAST_ALL_FINITE(rnn_fast_all_finite_f32, float)
 
+/* Whether no g[i] is inf or NaN, and g[i] clipped to [-c, c] (c > 0), in one pass:
+ * the check is on the gradient before the clip, which would turn an inf into c. Eight
+ * running sums as in rnn_fast_all_finite; the clip keeps NaN, as np.clip does. */
+#define RNN_FAST_CHECK_AND_CLIP(name, T)                                               \
+    static RNN_FAST_CLONES int name(T *g, ptrdiff_t n, T c)                            \
+    {                                                                                  \
+        T s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, x;                                          \
+        ptrdiff_t i = 0, k;                                                            \
+        for (; i + 8 <= n; i += 8)                                                     \
+            for (k = 0; k < 8; k++) {                                                  \
+                x = g[i + k];                                                          \
+                s[k] += x - x;                                                         \
+                x = x > c ? c : x;                                                     \
+                g[i + k] = x < -c ? -c : x;                                            \
+            }                                                                          \
+        for (; i < n; i++) {                                                           \
+            x = g[i];                                                                  \
+            s[0] += x - x;                                                             \
+            x = x > c ? c : x;                                                         \
+            g[i] = x < -c ? -c : x;                                                    \
+        }                                                                              \
+        return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) == 0; \
+    }
+
+RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f64, double)
+RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
+
 #endif

@@ -167,8 +167,9 @@ SWEEPS = {"hidden": Sweep(SWEEP_BASE, "h", [8, 16, 32, 64, 128, 256, 512, 1024],
           "hidden_w3": Sweep(W3_SIZES, "h", [64, 128, 256, 512, 1024],
                              LARGE_CONTENDERS, "numpy (hoisted GEMMs)")}
 # --quick: every sweep at two tiny points
-SWEEP_QUICK = {name: replace(sweep, base=SWEEP_QUICK_BASE, values=values)
-               for (name, sweep), values in zip(SWEEPS.items(), ([4, 8], [2, 4], [1, 2], [8, 16]))}
+SWEEP_QUICK_VALUES = {"hidden": [4, 8], "length": [2, 4], "batch": [1, 2], "hidden_w3": [8, 16]}
+SWEEP_QUICK = {name: replace(sweep, base=SWEEP_QUICK_BASE, values=SWEEP_QUICK_VALUES[name])
+               for name, sweep in SWEEPS.items()}
 
 
 def sweeps(dtype="float64", quick=False):

@@ -219,6 +219,33 @@ cdef inline void _add_vecmat(
         rnn_fast_add_vecmat_f32(v, M, n_rows, n_cols, out)
 
 
+cdef inline void _add_sparse_vecmat(
+    const floating* x,                # IN (I,)
+    const floating[:, ::1] W,         # IN (I, H)
+    floating* out,                    # IN/OUT (H,) out += x @ W
+) noexcept nogil:
+    """out += x @ W, skipping the rows of W that zeros in x pick: one-hot inputs (a
+    character, a bit) would only add exact zeros."""
+    cdef Py_ssize_t i, c
+    for i in range(W.shape[0]):
+        if x[i] != 0:
+            for c in range(W.shape[1]):
+                out[c] += x[i] * W[i, c]
+
+
+cdef inline void _add_sparse_outer(
+    const floating* x,                # IN (I,)
+    const floating* da,               # IN (H,)
+    floating[:, ::1] dW,              # IN/OUT (I, H) dW += outer(x, da)
+) noexcept nogil:
+    """dW += outer(x, da), skipping the rows for zeros in x (see _add_sparse_vecmat)."""
+    cdef Py_ssize_t i, c
+    for i in range(dW.shape[0]):
+        if x[i] != 0:
+            for c in range(dW.shape[1]):
+                dW[i, c] += x[i] * da[c]
+
+
 cdef inline void _step(
     Config cfg,
     const floating[:, :, ::1] X,      # IN (N, T, I)
@@ -230,16 +257,11 @@ cdef inline void _step(
     Py_ssize_t k,
 ) noexcept nogil:
     """h_t = f(x_t @ W_xh + h_{t-1} @ W_hh + b_h)."""
-    cdef Py_ssize_t i, j
-    cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0]
-    cdef floating xi
+    cdef Py_ssize_t j
+    cdef Py_ssize_t n_hidden = W_hh.shape[0]
     for j in range(n_hidden):
         hs[k + 1, j] = 0
-    for i in range(n_in):
-        xi = X[n, t, i]
-        if xi != 0:  # one-hot inputs: skip the rows that add exact zeros
-            for j in range(n_hidden):
-                hs[k + 1, j] += xi * W_xh[i, j]
+    _add_sparse_vecmat(&X[n, t, 0], W_xh, &hs[k + 1, 0])
     _add_vecmat(&hs[k, 0], &W_hh[0, 0], n_hidden, n_hidden, &hs[k + 1, 0])
     _activate_row(cfg, &hs[k + 1, 0], &b_h[0], n_hidden)
 
@@ -422,9 +444,9 @@ cdef floating _sequence_loss_and_grads(
     Returns scale * (the loss of those steps); the last hidden state is left in
     hs[min(t1, length) - t0].
     """
-    cdef Py_ssize_t i, j, o, k, t, row, n_steps
-    cdef Py_ssize_t n_in = W_xh.shape[0], n_hidden = W_hh.shape[0], n_out = dz.shape[0]
-    cdef floating loss = 0, xi, hi, norm
+    cdef Py_ssize_t j, o, k, t, row, n_steps
+    cdef Py_ssize_t n_hidden = W_hh.shape[0], n_out = dz.shape[0]
+    cdef floating loss = 0, hi, norm
     cdef double clock = _now() if timers != NULL else 0
     if t1 > length:
         t1 = length
@@ -469,11 +491,7 @@ cdef floating _sequence_loss_and_grads(
                     dh[j] += dz[j]
         for j in range(n_hidden):  # through f
             das[k, j] = dh[j] * _derivative(cfg.hidden, hs[k + 1, j])
-        for i in range(n_in):  # a = x W_xh + h_prev W_hh + b_h
-            xi = X[n, t, i]
-            if xi != 0:
-                for j in range(n_hidden):
-                    dW_xh[i, j] += xi * das[k, j]
+        _add_sparse_outer(&X[n, t, 0], &das[k, 0], dW_xh)  # a = x W_xh + h_prev W_hh + b_h
         if cfg.bias:
             for j in range(n_hidden):
                 db_h[j] += das[k, j]
@@ -678,21 +696,14 @@ cdef inline void _project_inputs(
 ) noexcept nogil:
     """The input projections of a block: a GEMM, or for sparse inputs the rows of W_xh
     that nonzero inputs pick, as the hand-written loops do (the zeros add nothing)."""
-    cdef Py_ssize_t r, i, c, n_in = W_xh.shape[0], H = W_xh.shape[1]
-    cdef floating xi
-    cdef floating* out
+    cdef Py_ssize_t r, c, n_in = W_xh.shape[0], H = W_xh.shape[1]
     if not sparse:
         _gemm(False, False, n_rows, H, n_in, Xb, &W_xh[0, 0], 0, A_out)
         return
     for r in range(n_rows):
-        out = A_out + r * H
         for c in range(H):
-            out[c] = 0
-        for i in range(n_in):
-            xi = Xb[r * n_in + i]
-            if xi != 0:
-                for c in range(H):
-                    out[c] += xi * W_xh[i, c]
+            A_out[r * H + c] = 0
+        _add_sparse_vecmat(Xb + r * n_in, W_xh, A_out + r * H)
 
 
 cdef inline void _add_input_gradient(
@@ -702,17 +713,12 @@ cdef inline void _add_input_gradient(
     floating[:, ::1] dW_xh,           # IN/OUT (I, H) += Xb^T DAb
 ) noexcept nogil:
     """dW_xh += x^T da over a block: a GEMM, or row updates for sparse inputs."""
-    cdef Py_ssize_t r, i, c, n_in = dW_xh.shape[0], H = dW_xh.shape[1]
-    cdef floating xi
+    cdef Py_ssize_t r, n_in = dW_xh.shape[0], H = dW_xh.shape[1]
     if not sparse:
         _gemm(True, False, n_in, H, n_rows, Xb, DAb, 1, &dW_xh[0, 0])
         return
     for r in range(n_rows - 1, -1, -1):  # last step first, as BPTT meets them
-        for i in range(n_in):
-            xi = Xb[r * n_in + i]
-            if xi != 0:
-                for c in range(H):
-                    dW_xh[i, c] += xi * DAb[r * H + c]
+        _add_sparse_outer(Xb + r * n_in, DAb + r * H, dW_xh)
 
 
 cdef bint _update(
@@ -731,6 +737,7 @@ cdef bint _update(
     the square roots and divisions of the adaptive rules take half the time there.
     """
     cdef double bc1 = 1, bc2 = 1
+    # plain SGD has no state; any valid pointer stands in, never read
     cdef const floating* state = &slots[0, 0] if slots.shape[0] else &theta[0]
     if kind == OPT_ADAM:  # bias corrections
         bc1 = 1 - hyper[0] ** (step + 1)

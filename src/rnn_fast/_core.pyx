@@ -192,10 +192,10 @@ cdef extern from "_simd.h" nogil:
                                  Py_ssize_t n_cols, double* out)
     void rnn_fast_add_vecmat_f32(const float* v, const float* M, Py_ssize_t n_rows,
                                  Py_ssize_t n_cols, float* out)
-    void rnn_fast_update_f64(int kind, const double* hyper, double bc1, double bc2,
+    bint rnn_fast_update_f64(int kind, const double* hyper, double bc1, double bc2,
                              const double* theta, const double* g, const double* lr,
                              const double* slots, Py_ssize_t n, double* staged_out)
-    void rnn_fast_update_f32(int kind, const double* hyper, double bc1, double bc2,
+    bint rnn_fast_update_f32(int kind, const double* hyper, double bc1, double bc2,
                              const float* theta, const float* g, const float* lr,
                              const float* slots, Py_ssize_t n, float* staged_out)
     double rnn_fast_dot_f64(const double* a, const double* b, Py_ssize_t n)
@@ -743,12 +743,11 @@ cdef bint _update(
         bc1 = 1 - hyper[0] ** (step + 1)
         bc2 = 1 - hyper[1] ** (step + 1)
     if floating is double:
-        rnn_fast_update_f64(kind, &hyper[0], bc1, bc2, &theta[0], &g[0], &lr[0], state,
-                            theta.shape[0], &staged_out[0, 0])
+        return rnn_fast_update_f64(kind, &hyper[0], bc1, bc2, &theta[0], &g[0], &lr[0],
+                                   state, theta.shape[0], &staged_out[0, 0])
     else:
-        rnn_fast_update_f32(kind, &hyper[0], bc1, bc2, &theta[0], &g[0], &lr[0], state,
-                            theta.shape[0], &staged_out[0, 0])
-    return _all_finite(&staged_out[0, 0], staged_out.shape[0] * theta.shape[0])
+        return rnn_fast_update_f32(kind, &hyper[0], bc1, bc2, &theta[0], &g[0], &lr[0],
+                                   state, theta.shape[0], &staged_out[0, 0])
 
 
 cdef inline bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:

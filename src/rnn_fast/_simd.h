@@ -209,8 +209,9 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f64, double)
 RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
 
 /* One optimizer step over n parameters, staged: staged_out holds the new parameters in
- * its first n entries, then the new optimizer state laid out as slots (one row of n per
- * slot); the caller checks them (rnn_fast_all_finite) and commits them only if finite.
+ * its first n entries, then the new optimizer state laid out as slots (one row per slot,
+ * rows `stride` apart in both, so a thread can take a slice of every row); the caller
+ * checks them (rnn_fast_all_finite) and commits them only if finite.
  * kind: 0 SGD (hyper: momentum, nesterov), 1 Adagrad (eps), 2 RMSprop (alpha, eps),
  * 3 Adam (beta1, beta2, eps; bc1, bc2 its bias corrections). The hyperparameters are
  * rounded to T first, as NumPy computes a T array with a Python float. SQRT is sqrt or
@@ -220,10 +221,11 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
     static RNN_FAST_CLONES void name(int kind, const double *hyper, double bc1_d,       \
                                     double bc2_d, const T *theta, const T *g,          \
                                     const T *lr, const T *slots, ptrdiff_t n,          \
-                                    T *staged_out)                                     \
+                                    ptrdiff_t stride, T *staged_out)                   \
     {                                                                                  \
-        const T *s0 = slots, *s1 = slots + n;                                          \
-        T *p_out = staged_out, *s0_out = staged_out + n, *s1_out = staged_out + 2 * n; \
+        const T *s0 = slots, *s1 = slots + stride;                                     \
+        T *p_out = staged_out, *s0_out = staged_out + stride;                          \
+        T *s1_out = staged_out + 2 * stride;                                           \
         T p, a, b;                                                                     \
         ptrdiff_t i;                                                                   \
         if (kind == 0 && hyper[0] == 0) {                                              \

@@ -33,17 +33,23 @@ def backend(request):
     return BACKENDS[request.param]
 
 
-PATHS = ["loops", "blas"]
+PATHS = ["loops", "blas", "pair"]
 
 
 @contextlib.contextmanager
 def core_path(name):
-    """Run the Cython core's BPTT on one path whatever the hidden size: "loops" or "blas"."""
-    old = rnn_fast._core.set_blas_min_hidden(0 if name == "blas" else 2**62)
+    """Run the Cython core's BPTT on one path whatever the hidden size: "loops" or "blas"
+    on one thread, or "pair", batch size 1 on two threads (other batch sizes take loops)."""
+    _core = rnn_fast._core
+    old_blas = _core.set_blas_min_hidden(0 if name == "blas" else 2**62)
+    old_pair = _core.set_pair_min_hidden(0 if name == "pair" else 2**62)
+    old_threads = _core.set_num_threads(2 if name == "pair" else _core.num_threads())
     try:
         yield
     finally:
-        rnn_fast._core.set_blas_min_hidden(old)
+        _core.set_blas_min_hidden(old_blas)
+        _core.set_pair_min_hidden(old_pair)
+        _core.set_num_threads(old_threads)
 
 
 def valid_configs():

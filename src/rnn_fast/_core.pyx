@@ -22,12 +22,15 @@
 # * Summation orders follow the reference where it is cheap; float32 models compute
 #   in float32 throughout, as NumPy does.
 
+from libc.stdint cimport int64_t
 from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from cython cimport floating
+
+import os
 
 import numpy as np
 
@@ -62,6 +65,47 @@ cdef Py_ssize_t _blas_min_hidden = 24
 # Rows (batch x steps) per GEMM block on the BLAS path: big enough for BLAS to run at
 # speed, small enough that the block's scratch stays a fraction of the hidden states.
 cdef Py_ssize_t BLOCK_ROWS = 512
+
+
+# Batch size 1 trains on two threads from this hidden size on (measured: bench/crossover.py),
+# when _threads (RNN_FAST_NUM_THREADS, else the CPUs this process may run on) is 2 or more.
+cdef Py_ssize_t _pair_min_hidden = 32
+
+
+def _usable_cpus():
+    env = os.environ.get("RNN_FAST_NUM_THREADS", "").strip()
+    if env.isdigit():
+        return int(env)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+cdef Py_ssize_t _threads = _usable_cpus()
+
+
+def num_threads():
+    """Threads one fit may use: 2 trains batch size 1 on two threads (see train)."""
+    return min(_threads, 2) if RNN_FAST_HAVE_PAIR else 1
+
+
+def set_num_threads(Py_ssize_t n):
+    """Let one fit use up to n threads (1: one thread always); returns the old value."""
+    global _threads
+    old, _threads = num_threads(), max(1, n)
+    return old
+
+
+def pair_min_hidden():
+    """The hidden size from which batch size 1 trains on two threads."""
+    return _pair_min_hidden
+
+
+def set_pair_min_hidden(Py_ssize_t n):
+    """Train batch size 1 on two threads from hidden size n on; returns the old value."""
+    global _pair_min_hidden
+    old, _pair_min_hidden = _pair_min_hidden, n
+    return old
 
 
 def blas_min_hidden():
@@ -194,16 +238,27 @@ cdef extern from "_simd.h" nogil:
                                  Py_ssize_t n_cols, float* out)
     bint rnn_fast_update_f64(int kind, const double* hyper, double bc1, double bc2,
                              const double* theta, const double* g, const double* lr,
-                             const double* slots, Py_ssize_t n, double* staged_out)
+                             const double* slots, Py_ssize_t n, Py_ssize_t stride,
+                             double* staged_out)
     bint rnn_fast_update_f32(int kind, const double* hyper, double bc1, double bc2,
                              const float* theta, const float* g, const float* lr,
-                             const float* slots, Py_ssize_t n, float* staged_out)
+                             const float* slots, Py_ssize_t n, Py_ssize_t stride,
+                             float* staged_out)
     double rnn_fast_dot_f64(const double* a, const double* b, Py_ssize_t n)
     float rnn_fast_dot_f32(const float* a, const float* b, Py_ssize_t n)
     bint rnn_fast_check_and_clip_f64(double* g, Py_ssize_t n, double c)
     bint rnn_fast_check_and_clip_f32(float* g, Py_ssize_t n, float c)
     bint rnn_fast_all_finite_f64(const double* x, Py_ssize_t n)
     bint rnn_fast_all_finite_f32(const float* x, Py_ssize_t n)
+
+
+cdef extern from "_pair.h" nogil:
+    # two threads for one training run, and their progress counters: _pair.h
+    int RNN_FAST_HAVE_PAIR
+    ctypedef void (*rnn_fast_pair_body)(void* ctx, int tid) noexcept
+    int rnn_fast_run_pair(rnn_fast_pair_body body, void* ctx)
+    void rnn_fast_pair_publish(int64_t* counters, int tid, int64_t value)
+    void rnn_fast_pair_wait(int64_t* counters, int tid, int64_t value)
 
 
 cdef inline void _add_vecmat(
@@ -723,31 +778,33 @@ cdef inline void _add_input_gradient(
 
 cdef bint _update(
     int kind, const double[::1] hyper,
-    const floating[::1] theta,        # IN (P,) parameters
-    const floating[::1] g,            # IN (P,) gradient, clipped
-    const floating[::1] lr,           # IN (P,) learning rates
-    const floating[:, ::1] slots,     # IN (n_slots, P) optimizer state
+    const floating* theta,            # IN (n,) parameters
+    const floating* g,                # IN (n,) gradient, clipped
+    const floating* lr,               # IN (n,) learning rates
+    const floating* slots,            # IN (n_slots, n) optimizer state, rows stride apart
+    Py_ssize_t n_slots, Py_ssize_t n, Py_ssize_t stride,
     Py_ssize_t step,                  # IN updates done before this one
-    floating[:, ::1] staged_out,      # OUT (1 + n_slots, P) new parameters, new state
+    floating* staged_out,             # OUT (1 + n_slots, n) new parameters, new state
 ) noexcept nogil:
-    """One optimizer step, staged: returns whether every new value is finite.
+    """One optimizer step over n parameters (a slice of rows `stride` long), staged:
+    returns whether every new value is finite.
 
     The caller commits the staged values only then (_commit), so a step that would
     overflow leaves the model as it was. The loops are in _simd.h (AVX2 clones):
     the square roots and divisions of the adaptive rules take half the time there.
     """
     cdef double bc1 = 1, bc2 = 1
-    # plain SGD has no state; any valid pointer stands in, never read
-    cdef const floating* state = &slots[0, 0] if slots.shape[0] else &theta[0]
     if kind == OPT_ADAM:  # bias corrections
         bc1 = 1 - hyper[0] ** (step + 1)
         bc2 = 1 - hyper[1] ** (step + 1)
+    if n_slots == 0:  # plain SGD has no state; any valid pointer stands in, never read
+        slots = theta
     if floating is double:
-        return rnn_fast_update_f64(kind, &hyper[0], bc1, bc2, &theta[0], &g[0], &lr[0],
-                                   state, theta.shape[0], &staged_out[0, 0])
+        return rnn_fast_update_f64(kind, &hyper[0], bc1, bc2, theta, g, lr, slots, n,
+                                   stride, staged_out)
     else:
-        return rnn_fast_update_f32(kind, &hyper[0], bc1, bc2, &theta[0], &g[0], &lr[0],
-                                   state, theta.shape[0], &staged_out[0, 0])
+        return rnn_fast_update_f32(kind, &hyper[0], bc1, bc2, theta, g, lr, slots, n,
+                                   stride, staged_out)
 
 
 cdef inline bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -759,37 +816,310 @@ cdef inline bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
 
 
 cdef void _commit(
-    const floating[:, ::1] staged,    # IN (1 + n_slots, P) from _update
-    floating[::1] theta,              # OUT (P,)
-    floating[:, ::1] slots,           # OUT (n_slots, P)
+    const floating* staged,           # IN (1 + n_slots, n) from _update, rows stride apart
+    floating* theta,                  # OUT (n,)
+    floating* slots,                  # OUT (n_slots, n), rows stride apart
+    Py_ssize_t n_slots, Py_ssize_t n, Py_ssize_t stride,
 ) noexcept nogil:
-    cdef size_t row = theta.shape[0] * sizeof(floating)
-    memcpy(&theta[0], &staged[0, 0], row)
-    if slots.shape[0]:
-        memcpy(&slots[0, 0], &staged[1, 0], slots.shape[0] * row)
+    cdef Py_ssize_t r
+    memcpy(theta, staged, n * sizeof(floating))
+    for r in range(n_slots):
+        memcpy(slots + r * stride, staged + (r + 1) * stride, n * sizeof(floating))
+
+
+cdef inline floating* _state(floating[:, ::1] slots, floating[::1] theta) noexcept nogil:
+    """The optimizer state's first row; plain SGD has none, and theta stands in (never
+    read or written: _update and _commit take n_slots = 0)."""
+    return &slots[0, 0] if slots.shape[0] else &theta[0]
+
+
+cdef bint _check_and_clip(floating* g, Py_ssize_t n, double clip_value) noexcept nogil:
+    """Whether g is finite; clipped to [-clip_value, clip_value] in place if that is > 0."""
+    if clip_value <= 0:
+        return _all_finite(g, n)
+    if floating is double:
+        return rnn_fast_check_and_clip_f64(g, n, clip_value)
+    else:
+        return rnn_fast_check_and_clip_f32(g, n, <float>clip_value)
+
+
+cdef floating _norm_coefficient(const floating* g, Py_ssize_t n, double clip_norm) noexcept nogil:
+    """torch.nn.utils.clip_grad_norm_'s factor for g (clip only where it is below 1)."""
+    cdef Py_ssize_t i
+    cdef floating total = 0
+    for i in range(n):
+        total += g[i] * g[i]
+    return <floating>(clip_norm / (sqrt(total) + 1e-6))
+
+
+cdef inline void _scale(floating* g, Py_ssize_t n, floating coef) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        g[i] = g[i] * coef
 
 
 cdef bint _clip_and_check(floating[::1] g, double clip_value, double clip_norm) noexcept nogil:
     """Clip the gradient in place; False if it is not finite (see _update)."""
-    cdef Py_ssize_t i, n_params = g.shape[0]
-    cdef floating total = 0, coef, c = <floating>clip_value
-    cdef bint finite
-    if clip_value <= 0:
-        finite = _all_finite(&g[0], n_params)
-    elif floating is double:
-        finite = rnn_fast_check_and_clip_f64(&g[0], n_params, c)
-    else:
-        finite = rnn_fast_check_and_clip_f32(&g[0], n_params, c)
-    if not finite:
+    cdef floating coef
+    if not _check_and_clip(&g[0], g.shape[0], clip_value):
         return False
-    if clip_norm > 0:  # torch.nn.utils.clip_grad_norm_'s rule
-        for i in range(n_params):
-            total += g[i] * g[i]
-        coef = <floating>(clip_norm / (sqrt(total) + 1e-6))
+    if clip_norm > 0:
+        coef = _norm_coefficient(&g[0], g.shape[0], clip_norm)
         if coef < 1:
-            for i in range(n_params):
-                g[i] = g[i] * coef
+            _scale(&g[0], g.shape[0], coef)
     return True
+
+
+cdef void _train_pair(
+    int tid,                          # 0: the recurrence ("A"), 1: everything else ("B")
+    Config cfg,
+    const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN views of theta
+    const floating[:, ::1] W_hy, const floating[::1] b_h, const floating[::1] b_y,
+    floating[:, ::1] dW_xh, floating[:, ::1] dW_hh,                  # scratch, views of grad
+    floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
+    floating[::1] theta, floating[::1] grad,                         # IN/OUT, scratch (P,)
+    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
+    const Py_ssize_t[::1] lengths, const Py_ssize_t[::1] order,
+    Py_ssize_t chunk_length, Py_ssize_t step_begin, Py_ssize_t step_end,
+    int opt_kind, const double[::1] hyper, const floating[::1] lr,
+    floating[:, ::1] slots, Py_ssize_t opt_step,
+    double clip_value, double clip_norm,
+    double[::1] losses_out, double* timers,                           # OUT (A only)
+    floating[:, ::1] hs,          # (T + 1, H) hidden states, written by A
+    floating[:, ::1] das,         # (T, H) B: the readout's dL/dh; A turns them into dL/da
+    floating[:, ::1] dzs,         # (T, O) B: dL/dz of each step
+    floating[::1] step_losses,    # (T,) B: the loss of each step
+    floating[:, ::1] W_hh_T, floating[:, ::1] W_hy_T,                # B: transposed copies
+    floating[::1] dh,                                                # A: (H,)
+    floating[::1] z, floating[::1] y,                                # B: (O,)
+    floating[:, ::1] staged,      # (1 + n_slots, P): A stages the first half, B the rest
+    double[::1] mail,             # (8,) values handed over (written before a publish)
+    int64_t* counters,            # the two progress counters (_pair.h)
+    Py_ssize_t[::1] result_out,   # OUT (A) finished steps, optimizer step count
+) noexcept nogil:
+    """train's loop for batch size 1 on two threads, the same numbers as the hand loops.
+
+    A runs the recurrence: the forward sweep, then dL/dh back through W_hh, the chain
+    that cannot be split. B follows a step behind with the readout of each hidden state
+    (output, loss, dL/dz, dL/dh back through W_hy), then adds up every weight gradient
+    from A's rows while A is still sweeping back. Each then clips and updates its half
+    of the parameters; they commit only if both halves (and the loss) are finite.
+    Every sum is taken in the order of _sequence_loss_and_grads and train's serial loop,
+    and clipping by norm sums the whole gradient on A, so the bits are the same.
+
+    Per chunk of n steps, A publishes n rows forward, n rows back, [its clip verdict and
+    the norm's factor,] its update's verdict, its commit; B n readout rows, "gradients
+    done", [its clip verdict,] its update's verdict, its commit. a0 and b0 count the
+    events of all earlier chunks, the same on both threads.
+    """
+    cdef bint is_a = tid == 0, ok = True, mine_ok, norm_clip = clip_norm > 0
+    cdef Py_ssize_t s, i, j, k, k0, k1, o, c, t0, n, length, n_chunks, first, k_first
+    cdef Py_ssize_t n_samples = X.shape[0], H = W_hh.shape[0], n_out = z.shape[0]
+    cdef Py_ssize_t P = theta.shape[0], n_slots = slots.shape[0]
+    cdef Py_ssize_t half = (P // 2) // 8 * 8
+    cdef Py_ssize_t p0 = 0 if is_a else half
+    cdef Py_ssize_t n_mine = half if is_a else P - half
+    cdef int64_t a0 = 0, b0 = 0, a_grads, a_clip, a_verdict, b_grads, b_clip, b_verdict
+    cdef bint per_epoch_order = order.shape[0] > n_samples
+    cdef floating batch_loss = 0, loss, coef, norm
+    cdef double clock = 0
+    cdef floating* state = _state(slots, theta)
+    for s in range(step_begin, step_end):
+        first = (s // n_samples) * n_samples * per_epoch_order + s % n_samples
+        i = order[first]
+        length = lengths[i]
+        n_chunks = (length + chunk_length - 1) // chunk_length
+        norm = n_out if cfg.many_to_one else length * n_out
+        batch_loss = 0
+        if is_a:
+            for j in range(H):
+                hs[0, j] = 0  # h0 = 0 for every sequence
+        for c in range(n_chunks):
+            t0 = c * chunk_length
+            n = min(t0 + chunk_length, length) - t0
+            a_grads = a0 + 2 * n + 1
+            a_clip = a_grads + 1
+            a_verdict = a_clip + norm_clip
+            b_grads = b0 + n + 1
+            b_clip = b_grads + 1
+            b_verdict = b_grads + 1 + norm_clip
+            if is_a:
+                rnn_fast_pair_wait(counters, tid, b0)  # B committed the last update
+                clock = _now() if timers != NULL else 0
+                for k in range(n):
+                    _step(cfg, X, i, t0 + k, W_xh, W_hh, b_h, hs, k)
+                    rnn_fast_pair_publish(counters, tid, a0 + k + 1)
+                clock = _lap(timers, PHASE_FORWARD, clock)
+                rnn_fast_pair_wait(counters, tid, b0 + n)  # every readout row
+                for j in range(H):
+                    dh[j] = 0
+                for k in range(n - 1, -1, -1):
+                    _through_activation(cfg, &das[k, 0], &dh[0], &hs[k + 1, 0], H)
+                    if k > 0:  # back into h_{t-1} through the recurrence: dh = da @ W_hh^T
+                        for j in range(H):
+                            dh[j] = 0
+                        if cfg.bptt_steps == 0 or (t0 + k) % cfg.bptt_steps != 0:
+                            _add_vecmat(&das[k, 0], &W_hh_T[0, 0], H, H, &dh[0])
+                    rnn_fast_pair_publish(counters, tid, a0 + 2 * n - k)
+                if cfg.readout:  # dW_hy over the steps with a target, while B does the rest
+                    k_first, k1 = 0, n
+                    if cfg.many_to_one:
+                        k_first = length - 1 - t0
+                        k1 = k_first + 1 if k_first < n else 0
+                    if k1 > k_first:
+                        _add_outer_products(hs[k_first + 1:], dzs[k_first:], k1 - k_first,
+                                            dW_hy)
+                        if cfg.bias:
+                            for k in range(k1 - 1, k_first - 1, -1):
+                                for o in range(n_out):
+                                    db_y[o] += dzs[k, o]
+                rnn_fast_pair_publish(counters, tid, a_grads)
+                rnn_fast_pair_wait(counters, tid, b_grads)
+                batch_loss += <floating>mail[0]
+                clock = _lap(timers, PHASE_BACKWARD, clock)
+            else:
+                rnn_fast_pair_wait(counters, tid, a0)  # A committed the last update
+                _transpose(W_hh, W_hh_T)
+                if cfg.readout:
+                    _transpose(W_hy, W_hy_T)
+                for j in range(P):
+                    grad[j] = 0
+                for k in range(n):  # the readout, a step behind A
+                    rnn_fast_pair_wait(counters, tid, a0 + k + 1)
+                    step_losses[k] = 0
+                    if cfg.many_to_one and t0 + k != length - 1:
+                        for o in range(n_out):
+                            dzs[k, o] = 0
+                        for j in range(H):
+                            das[k, j] = 0
+                    else:
+                        if cfg.readout:
+                            _readout(cfg, hs, k + 1, W_hy, b_y, z, y)
+                        else:
+                            for o in range(n_out):
+                                z[o] = hs[k + 1, o]
+                                y[o] = z[o]
+                        step_losses[k] = _output_loss_and_delta(
+                            cfg, &z[0], &y[0], &Y[i, 0 if cfg.many_to_one else t0 + k, 0],
+                            n_out, norm, &dzs[k, 0])
+                        for j in range(H):
+                            das[k, j] = 0
+                        if cfg.readout:  # dL/dh = dz @ W_hy^T
+                            _add_vecmat(&dzs[k, 0], &W_hy_T[0, 0], n_out, H, &das[k, 0])
+                        else:
+                            for j in range(H):
+                                das[k, j] = dzs[k, j]
+                    rnn_fast_pair_publish(counters, tid, b0 + k + 1)
+                loss = 0
+                for k in range(n - 1, -1, -1):
+                    loss += step_losses[k]
+                k1 = n
+                while k1 > 0:  # input and recurrent gradients, four of A's rows at a time
+                    k0 = max(0, k1 - 4)
+                    rnn_fast_pair_wait(counters, tid, a0 + 2 * n - k0)
+                    for k in range(k1 - 1, k0 - 1, -1):
+                        _add_sparse_outer(&X[i, t0 + k, 0], &das[k, 0], dW_xh)
+                        if cfg.bias:
+                            for j in range(H):
+                                db_h[j] += das[k, j]
+                    _add_outer_products(hs[k0:], das[k0:], k1 - k0, dW_hh)
+                    k1 = k0
+                batch_loss += loss
+                mail[0] = loss
+                rnn_fast_pair_publish(counters, tid, b_grads)
+                rnn_fast_pair_wait(counters, tid, a_grads)
+
+            # each thread clips and updates its half; both commit or neither does
+            mine_ok = _check_and_clip(&grad[p0], n_mine, clip_value)
+            if norm_clip:
+                coef = 1
+                if is_a:  # the factor from the whole gradient, summed as on one thread
+                    rnn_fast_pair_wait(counters, tid, b_clip)
+                    mine_ok = mine_ok and mail[2] != 0
+                    if mine_ok:
+                        coef = _norm_coefficient(&grad[0], P, clip_norm)
+                    mail[1] = mine_ok
+                    mail[3] = coef
+                    rnn_fast_pair_publish(counters, tid, a_clip)
+                else:
+                    mail[2] = mine_ok
+                    rnn_fast_pair_publish(counters, tid, b_clip)
+                    rnn_fast_pair_wait(counters, tid, a_clip)
+                    mine_ok = mail[1] != 0
+                    coef = <floating>mail[3]
+                if not mine_ok:
+                    ok = False
+                    break
+                if coef < 1:
+                    _scale(&grad[p0], n_mine, coef)
+            mine_ok = mine_ok and _update(opt_kind, hyper, &theta[p0], &grad[p0], &lr[p0],
+                                          state + p0, n_slots, n_mine, P, opt_step,
+                                          &staged[0, p0])
+            mail[4 + tid] = mine_ok
+            rnn_fast_pair_publish(counters, tid, a_verdict if is_a else b_verdict)
+            rnn_fast_pair_wait(counters, tid, b_verdict if is_a else a_verdict)
+            ok = mine_ok and mail[5 - tid] != 0 and isfinite(batch_loss)
+            if not ok:  # stop with the state of the last finite update
+                break
+            _commit(&staged[0, p0], &theta[p0], state + p0, n_slots, n_mine, P)
+            opt_step += 1
+            a0, b0 = a_verdict + 1, b_verdict + 1
+            rnn_fast_pair_publish(counters, tid, a0 if is_a else b0)
+            if is_a:
+                for j in range(H):  # carry h into the next chunk
+                    hs[0, j] = hs[n, j]
+                _lap(timers, PHASE_UPDATE, clock)
+        if not ok:
+            break
+        if is_a:
+            losses_out[s] = batch_loss
+    if is_a:
+        result_out[0] = step_end if ok else s
+        result_out[1] = opt_step
+
+
+cdef void _pair_side(tuple job, int tid, floating* dtype_tag) noexcept:
+    """One thread's side of _train_pair, its arguments unpacked from train's job."""
+    (_, spec, params, grads, theta_, grad_, X_, Y_, lengths_, order_, chunk_length, step_begin,
+     step_end, opt_kind, hyper_, lr_, slots_, opt_step, clip_value, clip_norm, losses_,
+     timers_, ws, staged_, mail_, counters_, result_) = job
+    cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
+    cdef const floating[::1] b_h = params[3], b_y = params[4]
+    cdef floating[:, ::1] dW_xh = grads[0], dW_hh = grads[1], dW_hy = grads[2]
+    cdef floating[::1] db_h = grads[3], db_y = grads[4]
+    cdef floating[::1] theta = theta_, grad = grad_, lr = lr_
+    cdef const floating[:, :, ::1] X = X_, Y = Y_
+    cdef const Py_ssize_t[::1] lengths = lengths_, order = order_
+    cdef const double[::1] hyper = hyper_
+    cdef floating[:, ::1] slots = slots_, staged = staged_
+    cdef double[::1] losses = losses_, timers_view = timers_, mail = mail_
+    cdef int64_t[::1] counters = counters_
+    cdef Py_ssize_t[::1] result = result_
+    cdef floating[:, ::1] hs = ws.hs, das = ws.das, dzs = ws.dzs
+    cdef floating[:, ::1] W_hh_T = ws.W_hh_T, W_hy_T = ws.W_hy_T
+    cdef floating[::1] step_losses = ws.step_losses, dh = ws.dh, z = ws.z, y = ws.y
+    cdef double* timers = &timers_view[0] if timers_view.shape[0] == 3 and tid == 0 else NULL
+    cdef Config cfg = _config(spec)
+    cdef Py_ssize_t c_length = chunk_length, s_begin = step_begin, s_end = step_end
+    cdef Py_ssize_t o_step = opt_step
+    cdef int kind = opt_kind
+    cdef double c_value = clip_value, c_norm = clip_norm
+    with nogil:
+        _train_pair(tid, cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
+                    theta, grad, X, Y, lengths, order, c_length, s_begin, s_end, kind, hyper,
+                    lr, slots, o_step, c_value, c_norm, losses, timers, hs, das, dzs,
+                    step_losses, W_hh_T, W_hy_T, dh, z, y, staged, mail, &counters[0],
+                    result)
+
+
+cdef void _pair_entry(void* job, int tid) noexcept with gil:
+    """Where each of the pair's threads starts (_pair.h: rnn_fast_run_pair)."""
+    cdef double* f64 = NULL
+    cdef float* f32 = NULL
+    if (<tuple>job)[0]:
+        _pair_side(<tuple>job, tid, f64)
+    else:
+        _pair_side(<tuple>job, tid, f32)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -800,14 +1130,17 @@ class _Scratch:
     call. The path (hand loops or BLAS) follows the hidden size; the other path's
     arrays are left empty."""
 
-    def __init__(self, dtype, T, n_in, n_hidden, n_out, batch):
-        self.blas = n_hidden >= _blas_min_hidden
+    def __init__(self, dtype, T, n_in, n_hidden, n_out, batch, pair=False):
+        self.blas = n_hidden >= _blas_min_hidden and not pair
         self.block = max(1, min(T, BLOCK_ROWS // batch))
         hand, blas = not self.blas, self.blas
         B, K, H = batch, self.block, n_hidden
         self.hs = np.zeros(((T + 1) * hand, H), dtype)      # hand: hidden states
         self.das = np.zeros((T * hand, H), dtype)           # hand: dL/da per step
         self.W_hh_T = np.zeros((H * hand, H), dtype)
+        self.dzs = np.zeros((T * pair, n_out), dtype)       # pair: dL/dz per step
+        self.step_losses = np.zeros(T * pair, dtype)        # pair: loss per step
+        self.W_hy_T = np.zeros((n_out * pair, H), dtype)
         self.Hs = np.zeros((T + 1) * B * H * blas, dtype)   # BLAS: time-major states
         self.Xb = np.zeros(K * B * n_in * blas, dtype)
         self.Zb = np.zeros(K * B * n_out * blas, dtype)
@@ -904,9 +1237,12 @@ def apply_update(int opt_kind, const double[::1] hyper not None,
     cdef bint finite
     with nogil:
         finite = (_clip_and_check(grad, clip_value, clip_norm)
-                  and _update(opt_kind, hyper, theta, grad, lr, slots, step, staged))
+                  and _update(opt_kind, hyper, &theta[0], &grad[0], &lr[0], _state(slots, theta),
+                              slots.shape[0], theta.shape[0], theta.shape[0], step,
+                              &staged[0, 0]))
         if finite:
-            _commit(staged, theta, slots)
+            _commit(&staged[0, 0], &theta[0], _state(slots, theta), slots.shape[0], theta.shape[0],
+                    theta.shape[0])
     return finite
 
 
@@ -939,7 +1275,7 @@ def train(spec, params, grads,
     cdef Config cfg = _config(spec)
     cdef Py_ssize_t s, b, c, i, j, p, first, count, n_chunks, max_len, last, t0
     cdef Py_ssize_t n_samples = X.shape[0], n_hidden = W_hh.shape[0]
-    cdef Py_ssize_t n_params = theta.shape[0]
+    cdef Py_ssize_t n_params = theta.shape[0], n_slots = slots.shape[0]
     cdef Py_ssize_t n_batches = (n_samples + batch_size - 1) // batch_size
     cdef floating batch_loss, scale
     cdef bint finite = True
@@ -949,8 +1285,20 @@ def train(spec, params, grads,
     cdef floating[:, ::1] carry = np.zeros((batch_size, n_hidden), dtype=np.asarray(theta).dtype)
     cdef floating[:, ::1] staged = np.empty((slots.shape[0] + 1, n_params),
                                             dtype=np.asarray(theta).dtype)
+    cdef bint pair = (batch_size == 1 and _threads >= 2 and RNN_FAST_HAVE_PAIR
+                      and n_hidden >= _pair_min_hidden and step_end > step_begin)
     ws = _Scratch(np.asarray(theta).dtype, X.shape[1], X.shape[2], n_hidden, Y.shape[2],
-                  batch_size)
+                  batch_size, pair)
+    if pair:  # batch size 1 on two threads (_train_pair), when a thread can be started
+        result = np.zeros(2, dtype=np.intp)
+        job = (floating is double, spec, params, grads, theta, grad, X, Y, lengths, order, chunk_length,
+               step_begin, step_end, opt_kind, hyper, lr, slots, opt_step, clip_value,
+               clip_norm, losses_out, timers_out, ws, staged, np.zeros(8),
+               np.zeros(2 * 16, dtype=np.int64), result)
+        with nogil:
+            pair = rnn_fast_run_pair(_pair_entry, <void*>job)
+        if pair:
+            return int(result[0]), int(result[1])
     cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
     cdef floating[::1] Hs = ws.Hs, Xb = ws.Xb, Zb = ws.Zb, DAb = ws.DAb, dh = ws.dh
     cdef floating[::1] z = ws.z, y = ws.y, dz = ws.dz
@@ -996,10 +1344,12 @@ def train(spec, params, grads,
                     clock = _now()
                 finite = (isfinite(batch_loss)
                           and _clip_and_check(grad, clip_value, clip_norm)
-                          and _update(opt_kind, hyper, theta, grad, lr, slots, opt_step, staged))
+                          and _update(opt_kind, hyper, &theta[0], &grad[0], &lr[0],
+                                      _state(slots, theta), n_slots, n_params, n_params, opt_step,
+                                      &staged[0, 0]))
                 if not finite:  # stop with the state of the last finite update
                     break
-                _commit(staged, theta, slots)
+                _commit(&staged[0, 0], &theta[0], _state(slots, theta), n_slots, n_params, n_params)
                 if not blas:
                     _transpose(W_hh, W_hh_T)
                 opt_step += 1

@@ -210,8 +210,8 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
 
 /* One optimizer step over n parameters, staged: staged_out holds the new parameters in
  * its first n entries, then the new optimizer state laid out as slots (one row of n per
- * slot); returns whether every staged value is finite, and the caller commits them only
- * then. kind: 0 SGD (hyper: momentum, nesterov), 1 Adagrad (eps), 2 RMSprop (alpha,
+ * slot, rows `stride` apart in both, so a thread can take a slice of every row); returns
+ * whether every staged value is finite, and the caller commits them only then. kind: 0 SGD (hyper: momentum, nesterov), 1 Adagrad (eps), 2 RMSprop (alpha,
  * eps), 3 Adam (beta1, beta2, eps; bc1, bc2 its bias corrections). The hyperparameters
  * are rounded to T first, as NumPy computes a T array with a Python float. SQRT is sqrt
  * or sqrtf: float32 stays in float32, as in NumPy. The AVX2 clone halves the time of
@@ -234,10 +234,11 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
     static RNN_FAST_CLONES int name(int kind, const double *hyper, double bc1_d,        \
                                    double bc2_d, const T *theta, const T *g,           \
                                    const T *lr, const T *slots, ptrdiff_t n,           \
-                                   T *staged_out)                                      \
+                                   ptrdiff_t stride, T *staged_out)                    \
     {                                                                                  \
-        const T *s0 = slots, *s1 = slots + n;                                          \
-        T *p_out = staged_out, *s0_out = staged_out + n, *s1_out = staged_out + 2 * n; \
+        const T *s0 = slots, *s1 = slots + stride;                                     \
+        T *p_out = staged_out, *s0_out = staged_out + stride;                          \
+        T *s1_out = staged_out + 2 * stride;                                           \
         T p, a, b;                                                                     \
         ptrdiff_t i, i0, i1;                                                           \
         int bad = 0; /* x - x != 0 exactly when x is inf or NaN */                     \

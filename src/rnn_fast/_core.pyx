@@ -870,6 +870,13 @@ cdef bint _clip_and_check(floating[::1] g, double clip_value, double clip_norm) 
     return True
 
 
+cdef inline void _zero_rows(floating[:, ::1] M) noexcept nogil:
+    cdef Py_ssize_t r, c
+    for r in range(M.shape[0]):
+        for c in range(M.shape[1]):
+            M[r, c] = 0
+
+
 cdef void _train_pair(
     int tid,                          # 0: the recurrence ("A"), 1: everything else ("B")
     Config cfg,
@@ -950,6 +957,11 @@ cdef void _train_pair(
                     _step(cfg, X, i, t0 + k, W_xh, W_hh, b_h, hs, k)
                     rnn_fast_pair_publish(counters, tid, a0 + k + 1)
                 clock = _lap(timers, PHASE_FORWARD, clock)
+                # while B reads out the last rows: A's share of the chunk's set-up
+                _transpose(W_hh, W_hh_T)
+                _zero_rows(dW_hy)
+                for o in range(db_y.shape[0]):
+                    db_y[o] = 0
                 rnn_fast_pair_wait(counters, tid, b0 + n)  # every readout row
                 for j in range(H):
                     dh[j] = 0
@@ -979,11 +991,8 @@ cdef void _train_pair(
                 clock = _lap(timers, PHASE_BACKWARD, clock)
             else:
                 rnn_fast_pair_wait(counters, tid, a0)  # A committed the last update
-                _transpose(W_hh, W_hh_T)
                 if cfg.readout:
                     _transpose(W_hy, W_hy_T)
-                for j in range(P):
-                    grad[j] = 0
                 for k in range(n):  # the readout, a step behind A
                     rnn_fast_pair_wait(counters, tid, a0 + k + 1)
                     step_losses[k] = 0
@@ -1013,6 +1022,10 @@ cdef void _train_pair(
                 loss = 0
                 for k in range(n - 1, -1, -1):
                     loss += step_losses[k]
+                _zero_rows(dW_xh)  # B's share of the gradient, while A sweeps back
+                _zero_rows(dW_hh)
+                for j in range(db_h.shape[0]):
+                    db_h[j] = 0
                 k1 = n
                 while k1 > 0:  # input and recurrent gradients, four of A's rows at a time
                     k0 = max(0, k1 - 4)

@@ -166,6 +166,30 @@ def test_fit_every_configuration(config, path, many_to_one, rng):
     np.testing.assert_allclose(fast.theta, ref.theta, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("options", [
+    {"chunk_length": 4, "clip_value": 0.5},
+    {"clip_norm": 0.2, "many_to_one": True},
+    {"lengths": [9, 3, 1, 12, 7], "bptt_steps": 3},
+], ids=["tbptt-clip-value", "clip-norm-many-to-one", "ragged-bptt-steps"])
+def test_pair_path_gives_the_hand_loops_numbers_exactly(options, dtype, rng):
+    """The two-thread schedule sums everything in the hand loops' order, so the two give
+    the same bits, not just numbers within the reference's tolerance."""
+    options = dict(options)
+    many_to_one = options.pop("many_to_one", False)
+    config = {"hidden_activation": "tanh", "output_activation": "softmax",
+              "loss": "cross_entropy", "bias": True, "readout": True}
+    X, Y = make_data(rng, config, 5, 12, 7, 6, many_to_one=many_to_one, dtype=dtype)
+    results = []
+    for path in ("loops", "pair"):
+        model, _ = twin_models(config, (7, 40, 6), dtype, seed=3)
+        with core_path(path):
+            history = model.fit(X, Y, optimizer=rnn_fast.Adagrad(lr=0.1), epochs=3, **options)
+        results.append((model.theta, model.optimizer.state["slots"], history["batch_loss"]))
+    for loops, pair in zip(*results):
+        np.testing.assert_array_equal(pair, loops)
+
+
 def test_long_seed_run_matches_reference():
     """10 000 per-sample SGD steps on binary addition end at the same weights."""
     X, Y = rnn_fast.tasks.binary_addition(10_000, bits=8, seed=3)

@@ -4,6 +4,7 @@ files are refused, divergence loses nothing, and repeated calls keep memory flat
 
 import gc
 import json
+import multiprocessing
 import os
 import threading
 import tracemalloc
@@ -484,6 +485,8 @@ DIVERGING = {
     # squared gradient in its second moment overflows some epochs later
     "adam-minibatch": (1e150, 2, lambda b: b.Adam(lr=1000.0), dict(batch_size=4)),
     "adam-minibatch-blas": (1e150, 32, lambda b: b.Adam(lr=1000.0), dict(batch_size=4)),
+    # batch size 1 at hidden size 32 trains on two threads (_core.pyx: _train_pair)
+    "adam-per-sample-pair": (1e150, 32, lambda b: b.Adam(lr=100.0), dict(batch_size=1)),
     # momentum SGD oscillates with a growing amplitude
     "momentum-shuffled": (1.0, 2, lambda b: b.SGD(lr=1.0, momentum=0.9),
                           dict(batch_size=5, shuffle=True, seed=2)),
@@ -640,6 +643,9 @@ def test_threads_train_different_models_independently(backend):
         (dict(hidden_size=32), dict(lengths=lengths, batch_size=3, clip_norm=0.5)),
         (dict(hidden_size=5, loss="half_sse"), dict(chunk_length=4, clip_value=0.1)),
         (dict(hidden_size=40, dtype="float32"), dict(batch_size=12)),
+        # batch size 1 from hidden size 32: the core's two-thread schedule, in every thread
+        (dict(hidden_size=33), dict(chunk_length=4)),
+        (dict(hidden_size=48, dtype="float32"), dict(lengths=lengths, clip_norm=0.5)),
     ]
 
     def train(k, out):
@@ -658,3 +664,22 @@ def test_threads_train_different_models_independently(backend):
         thread.join()
     for k in range(len(jobs)):
         np.testing.assert_array_equal(parallel[k], serial[k], err_msg=str(jobs[k]))
+
+
+def _fit_in_child(hidden_size):
+    X, Y = np.random.default_rng(4).standard_normal((6, 12, 3)), np.zeros((6, 12, 2))
+    model = small_model(rnn_fast, input_size=3, output_size=2, hidden_size=hidden_size)
+    model.fit(X, Y, optimizer=rnn_fast.Adagrad(lr=0.1), epochs=2)
+    return model.theta
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="needs fork()")
+def test_a_forked_child_trains_after_the_parent_did():
+    """Training in a child forked after the parent trained (multiprocessing's default on
+    Linux) finishes with the parent's numbers: the core's second thread lives for one
+    call, so the child inherits no thread pool that would hang it."""
+    expected = {h: _fit_in_child(h) for h in (8, 40)}  # one thread, then two (batch size 1)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        for h, theta in expected.items():
+            np.testing.assert_array_equal(pool.apply_async(_fit_in_child, (h,)).get(60), theta)

@@ -203,7 +203,7 @@ cdef inline floating _activate(int code, floating a) noexcept nogil:
     """f(a) for one unit and an activation code other than tanh (rows of hidden units go
     through _activate_row, which has its own tanh and float64 sigmoid)."""
     if code == SIGMOID:
-        return 1 / (1 + _exp(-a))
+        return <floating>1 / (<floating>1 + _exp(-a))
     if code == RELU:
         return 0 if a < 0 else a  # NaN stays NaN, as with np.maximum
     return a
@@ -212,9 +212,9 @@ cdef inline floating _activate(int code, floating a) noexcept nogil:
 cdef inline floating _derivative(int code, floating h) noexcept nogil:
     """f'(a) written with h = f(a)."""
     if code == SIGMOID:
-        return h * (1 - h)
+        return h * (<floating>1 - h)
     if code == TANH:
-        return 1 - h * h
+        return <floating>1 - h * h
     if code == RELU:
         return 1 if h > 0 else 0
     return 1
@@ -715,10 +715,10 @@ cdef inline void _through_activation(
     cdef Py_ssize_t c
     if cfg.hidden == TANH:
         for c in range(n):
-            da[c] = (da[c] + dh_next[c]) * (1 - h[c] * h[c])
+            da[c] = (da[c] + dh_next[c]) * (<floating>1 - h[c] * h[c])
     elif cfg.hidden == SIGMOID:
         for c in range(n):
-            da[c] = (da[c] + dh_next[c]) * (h[c] * (1 - h[c]))
+            da[c] = (da[c] + dh_next[c]) * (h[c] * (<floating>1 - h[c]))
     else:
         for c in range(n):
             da[c] = (da[c] + dh_next[c]) * _derivative(cfg.hidden, h[c])

@@ -675,6 +675,8 @@ def _fit_in_child(hidden_size):
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
                     reason="needs fork()")
+# JAX, when an earlier test (bench/) imported it, warns at every fork about its own threads
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_a_forked_child_trains_after_the_parent_did():
     """Training in a child forked after the parent trained (multiprocessing's default on
     Linux) finishes with the parent's numbers: the core's second thread lives for one

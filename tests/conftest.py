@@ -52,6 +52,17 @@ def core_path(name):
         _core.set_num_threads(old_threads)
 
 
+@contextlib.contextmanager
+def two_threads():
+    """Let fits take the pair path where they qualify (batch size 1, hidden size 32 and
+    up), as RNN_FAST_NUM_THREADS=2 does; hidden sizes keep choosing loops or BLAS."""
+    old = rnn_fast._core.set_num_threads(2)
+    try:
+        yield
+    finally:
+        rnn_fast._core.set_num_threads(old)
+
+
 def valid_configs():
     """Every (hidden activation, output activation, loss, bias, readout) the model accepts."""
     for hidden, output, loss, bias, readout in itertools.product(

@@ -185,6 +185,7 @@ def test_pair_path_gives_the_hand_loops_numbers_exactly(options, dtype, rng):
         model, _ = twin_models(config, (7, 40, 6), dtype, seed=3)
         with core_path(path):
             history = model.fit(X, Y, optimizer=rnn_fast.Adagrad(lr=0.1), epochs=3, **options)
+        assert rnn_fast._core.last_schedule() == path
         results.append((model.theta, model.optimizer.state["slots"], history["batch_loss"]))
     for loops, pair in zip(*results):
         np.testing.assert_array_equal(pair, loops)

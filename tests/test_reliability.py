@@ -14,6 +14,7 @@ import pytest
 
 import rnn_fast
 import rnn_fast.reference
+from conftest import two_threads
 
 BOTH = {"cython": rnn_fast, "numpy": rnn_fast.reference}
 X = np.zeros((2, 3, 2))
@@ -486,6 +487,7 @@ DIVERGING = {
     "adam-minibatch": (1e150, 2, lambda b: b.Adam(lr=1000.0), dict(batch_size=4)),
     "adam-minibatch-blas": (1e150, 32, lambda b: b.Adam(lr=1000.0), dict(batch_size=4)),
     # batch size 1 at hidden size 32 trains on two threads (_core.pyx: _train_pair)
+    # where two are allowed, as the test does
     "adam-per-sample-pair": (1e150, 32, lambda b: b.Adam(lr=100.0), dict(batch_size=1)),
     # momentum SGD oscillates with a growing amplitude
     "momentum-shuffled": (1.0, 2, lambda b: b.SGD(lr=1.0, momentum=0.9),
@@ -508,7 +510,7 @@ def test_divergence_in_a_later_epoch_keeps_the_last_finite_update(backend, case)
                            init="normal", bias=False, seed=1)
 
     model, optimizer = fresh(), make_optimizer(backend)
-    with pytest.raises(rnn_fast.DivergenceError) as info:
+    with two_threads(), pytest.raises(rnn_fast.DivergenceError) as info:
         model.fit(X, Y, optimizer=optimizer, epochs=40, **options)
     error = info.value
     done = len(error.history["batch_loss"])
@@ -643,7 +645,7 @@ def test_threads_train_different_models_independently(backend):
         (dict(hidden_size=32), dict(lengths=lengths, batch_size=3, clip_norm=0.5)),
         (dict(hidden_size=5, loss="half_sse"), dict(chunk_length=4, clip_value=0.1)),
         (dict(hidden_size=40, dtype="float32"), dict(batch_size=12)),
-        # batch size 1 from hidden size 32: the core's two-thread schedule, in every thread
+        # batch size 1 from hidden size 32: the core's two-thread schedule, in each thread
         (dict(hidden_size=33), dict(chunk_length=4)),
         (dict(hidden_size=48, dtype="float32"), dict(lengths=lengths, clip_norm=0.5)),
     ]
@@ -655,13 +657,15 @@ def test_threads_train_different_models_independently(backend):
         out[k] = model.theta
 
     serial, parallel = {}, {}
-    for k in range(len(jobs)):
-        train(k, serial)
-    threads = [threading.Thread(target=train, args=(k, parallel)) for k in range(len(jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with two_threads():  # the batch-size-1 jobs from hidden size 32 take two threads each
+        for k in range(len(jobs)):
+            train(k, serial)
+        threads = [threading.Thread(target=train, args=(k, parallel))
+                   for k in range(len(jobs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     for k in range(len(jobs)):
         np.testing.assert_array_equal(parallel[k], serial[k], err_msg=str(jobs[k]))
 
@@ -681,7 +685,12 @@ def test_a_forked_child_trains_after_the_parent_did():
     """Training in a child forked after the parent trained (multiprocessing's default on
     Linux) finishes with the parent's numbers: the core's second thread lives for one
     call, so the child inherits no thread pool that would hang it."""
-    expected = {h: _fit_in_child(h) for h in (8, 40)}  # one thread, then two (batch size 1)
-    with multiprocessing.get_context("fork").Pool(1) as pool:
+    with two_threads():  # hidden size 40 at batch size 1 trains on two threads
+        expected = {}
+        for h in (8, 40):
+            expected[h] = _fit_in_child(h)
+            assert rnn_fast._core.last_schedule() == ("pair" if h == 40 else "loops")
+        pool = multiprocessing.get_context("fork").Pool(1)  # the child inherits the setting
+    with pool:
         for h, theta in expected.items():
             np.testing.assert_array_equal(pool.apply_async(_fit_in_child, (h,)).get(60), theta)

@@ -72,16 +72,13 @@ cdef Py_ssize_t BLOCK_ROWS = 512
 cdef Py_ssize_t _pair_min_hidden = 32
 
 
-def _usable_cpus():
+def _threads_from_environment():
+    """RNN_FAST_NUM_THREADS, or 1: two threads pay off only for some shapes (README)."""
     env = os.environ.get("RNN_FAST_NUM_THREADS", "").strip()
-    if env.isdigit():
-        return int(env)
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return max(1, int(env)) if env.isdigit() else 1
 
 
-cdef Py_ssize_t _threads = _usable_cpus()
+cdef Py_ssize_t _threads = _threads_from_environment()
 
 
 def num_threads():
@@ -94,6 +91,14 @@ def set_num_threads(Py_ssize_t n):
     global _threads
     old, _threads = num_threads(), max(1, n)
     return old
+
+
+_last_schedule = None
+
+
+def last_schedule():
+    """How the last fit (in any thread) ran: "loops", "blas" (one thread) or "pair"."""
+    return _last_schedule
 
 
 def pair_min_hidden():
@@ -1281,6 +1286,7 @@ def train(spec, params, grads,
     sweeps, the backward sweeps and the updates; pass an empty array to skip the clock.
     Returns (number of finished steps, optimizer step count).
     """
+    global _last_schedule
     cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
     cdef const floating[::1] b_h = params[3], b_y = params[4]
     cdef floating[:, ::1] dW_xh = grads[0], dW_hh = grads[1], dW_hy = grads[2]
@@ -1311,12 +1317,14 @@ def train(spec, params, grads,
         with nogil:
             pair = rnn_fast_run_pair(_pair_entry, <void*>job)
         if pair:
+            _last_schedule = "pair"
             return int(result[0]), int(result[1])
     cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
     cdef floating[::1] Hs = ws.Hs, Xb = ws.Xb, Zb = ws.Zb, DAb = ws.DAb, dh = ws.dh
     cdef floating[::1] z = ws.z, y = ws.y, dz = ws.dz
     cdef Py_ssize_t block = ws.block
     cdef bint blas = ws.blas
+    _last_schedule = "blas" if blas else "loops"
     with nogil:
         if not blas:
             _transpose(W_hh, W_hh_T)

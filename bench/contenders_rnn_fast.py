@@ -109,4 +109,25 @@ def w2_contenders(problem, reference_chunks=None):
         contenders.append(char_contender(
             name, problem, make, warmup=name == "rnn_fast",
             timed_chunks=reference_chunks if name == "rnn_fast.reference" else None))
+        if name == "rnn_fast" and h >= rnn_fast._core.pair_min_hidden():
+            contenders.append(char_contender(
+                "rnn_fast, 2 threads", problem, _on_two_threads(make), warmup=True,
+                note="RNN_FAST_NUM_THREADS=2: batch size 1 on two threads"))
     return contenders
+
+
+def _on_two_threads(make):
+    """make, with fit allowed two threads while the timed run runs (and its check)."""
+    from rnn_fast import _core
+
+    def two_threaded_make(p):
+        run = make(p)
+
+        def timed():
+            old = _core.set_num_threads(2)
+            try:
+                return run()
+            finally:
+                _core.set_num_threads(old)
+        return timed
+    return two_threaded_make

@@ -977,7 +977,8 @@ cdef void _train_pair(
                             dh[j] = 0
                         if cfg.bptt_steps == 0 or (t0 + k) % cfg.bptt_steps != 0:
                             _add_vecmat(&das[k, 0], &W_hh_T[0, 0], H, H, &dh[0])
-                    rnn_fast_pair_publish(counters, tid, a0 + 2 * n - k)
+                    if k == 0 or (n - k) % 4 == 0:  # B takes these rows four at a time
+                        rnn_fast_pair_publish(counters, tid, a0 + 2 * n - k)
                 if cfg.readout:  # dW_hy over the steps with a target, while B does the rest
                     k_first, k1 = 0, n
                     if cfg.many_to_one:

@@ -67,8 +67,9 @@ cdef Py_ssize_t _blas_min_hidden = 24
 cdef Py_ssize_t BLOCK_ROWS = 512
 
 
-# Batch size 1 trains on two threads from this hidden size on (measured: bench/crossover.py),
-# when _threads (RNN_FAST_NUM_THREADS, else the CPUs this process may run on) is 2 or more.
+# Batch size 1 trains on two threads from this hidden size on, when _threads (set from
+# RNN_FAST_NUM_THREADS, default 1) is 2 or more: below it the per-step handovers cost more
+# than the second core gives (hidden 8-24 at batch 1: 0.5-0.9x one thread's speed).
 cdef Py_ssize_t _pair_min_hidden = 32
 
 
@@ -901,7 +902,7 @@ cdef void _train_pair(
     floating[:, ::1] das,         # (T, H) B: the readout's dL/dh; A turns them into dL/da
     floating[:, ::1] dzs,         # (T, O) B: dL/dz of each step
     floating[::1] step_losses,    # (T,) B: the loss of each step
-    floating[:, ::1] W_hh_T, floating[:, ::1] W_hy_T,                # B: transposed copies
+    floating[:, ::1] W_hh_T, floating[:, ::1] W_hy_T,    # transposed copies, by A and B
     floating[::1] dh,                                                # A: (H,)
     floating[::1] z, floating[::1] y,                                # B: (O,)
     floating[:, ::1] staged,      # (1 + n_slots, P): A stages the first half, B the rest
@@ -912,14 +913,17 @@ cdef void _train_pair(
     """train's loop for batch size 1 on two threads, the same numbers as the hand loops.
 
     A runs the recurrence: the forward sweep, then dL/dh back through W_hh, the chain
-    that cannot be split. B follows a step behind with the readout of each hidden state
-    (output, loss, dL/dz, dL/dh back through W_hy), then adds up every weight gradient
-    from A's rows while A is still sweeping back. Each then clips and updates its half
-    of the parameters; they commit only if both halves (and the loss) are finite.
+    that cannot be split, then dW_hy. B follows a step behind with the readout of each
+    hidden state (output, loss, dL/dz, dL/dh back through W_hy), then adds up dW_xh,
+    dW_hh and db_h from A's rows while A is still sweeping back. Each then clips and
+    updates its half of the parameters; they commit only if both halves (and the loss)
+    are finite. Work that fits in the other's wait (transposing W_hh, zeroing a
+    gradient) goes to whichever thread would otherwise stand idle.
     Every sum is taken in the order of _sequence_loss_and_grads and train's serial loop,
     and clipping by norm sums the whole gradient on A, so the bits are the same.
 
-    Per chunk of n steps, A publishes n rows forward, n rows back, [its clip verdict and
+    Per chunk of n steps, A counts n rows forward, n rows back (published only where B
+    waits: every fourth and the last), [its clip verdict and
     the norm's factor,] its update's verdict, its commit; B n readout rows, "gradients
     done", [its clip verdict,] its update's verdict, its commit. a0 and b0 count the
     events of all earlier chunks, the same on both threads.

@@ -11,10 +11,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import two_threads
 
 import rnn_fast
 import rnn_fast.reference
-from conftest import two_threads
 
 BOTH = {"cython": rnn_fast, "numpy": rnn_fast.reference}
 X = np.zeros((2, 3, 2))

@@ -1315,9 +1315,9 @@ def train(spec, params, grads,
                   batch_size, pair)
     if pair:  # batch size 1 on two threads (_train_pair), when a thread can be started
         result = np.zeros(2, dtype=np.intp)
-        job = (floating is double, spec, params, grads, theta, grad, X, Y, lengths, order, chunk_length,
-               step_begin, step_end, opt_kind, hyper, lr, slots, opt_step, clip_value,
-               clip_norm, losses_out, timers_out, ws, staged, np.zeros(8),
+        job = (floating is double, spec, params, grads, theta, grad, X, Y, lengths, order,
+               chunk_length, step_begin, step_end, opt_kind, hyper, lr, slots, opt_step,
+               clip_value, clip_norm, losses_out, timers_out, ws, staged, np.zeros(8),
                np.zeros(2 * 16, dtype=np.int64), result)
         with nogil:
             pair = rnn_fast_run_pair(_pair_entry, <void*>job)

@@ -22,7 +22,7 @@
 # * Summation orders follow the reference where it is cheap; float32 models compute
 #   in float32 throughout, as NumPy does.
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport INT64_MAX, int64_t
 from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -1101,11 +1101,11 @@ cdef void _train_pair(
         result_out[1] = opt_step
 
 
-cdef void _pair_side(tuple job, int tid, floating* dtype_tag) noexcept:
+cdef void _pair_side(tuple job, int tid, floating* dtype_tag):
     """One thread's side of _train_pair, its arguments unpacked from train's job."""
     (_, spec, params, grads, theta_, grad_, X_, Y_, lengths_, order_, chunk_length, step_begin,
      step_end, opt_kind, hyper_, lr_, slots_, opt_step, clip_value, clip_norm, losses_,
-     timers_, ws, staged_, mail_, counters_, result_) = job
+     timers_, ws, staged_, mail_, counters_, result_, _errors) = job
     cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
     cdef const floating[::1] b_h = params[3], b_y = params[4]
     cdef floating[:, ::1] dW_xh = grads[0], dW_hh = grads[1], dW_hy = grads[2]
@@ -1136,13 +1136,28 @@ cdef void _pair_side(tuple job, int tid, floating* dtype_tag) noexcept:
 
 
 cdef void _pair_entry(void* job, int tid) noexcept with gil:
-    """Where each of the pair's threads starts (_pair.h: rnn_fast_run_pair)."""
+    """Where each of the pair's threads starts (_pair.h: rnn_fast_run_pair).
+
+    Only the unpacking before _train_pair can raise. A side that fails records the error
+    for train and sets its counter past every wait, so the other side cannot hang; that
+    side then finds no update verdict in the mail and stops before committing anything.
+    """
     cdef double* f64 = NULL
     cdef float* f32 = NULL
-    if (<tuple>job)[0]:
-        _pair_side(<tuple>job, tid, f64)
-    else:
-        _pair_side(<tuple>job, tid, f32)
+    try:
+        if (<tuple>job)[0]:
+            _pair_side(<tuple>job, tid, f64)
+        else:
+            _pair_side(<tuple>job, tid, f32)
+    except BaseException as exc:
+        _pair_failed(<tuple>job, tid, exc)
+
+
+cdef void _pair_failed(tuple job, int tid, exc):
+    cdef Py_ssize_t last = len(job) - 1  # no negative indices: wraparound is off
+    cdef int64_t[::1] counters = job[last - 2]
+    job[last].append(exc)
+    rnn_fast_pair_publish(&counters[0], tid, INT64_MAX)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -1314,13 +1329,15 @@ def train(spec, params, grads,
     ws = _Scratch(np.asarray(theta).dtype, X.shape[1], X.shape[2], n_hidden, Y.shape[2],
                   batch_size, pair)
     if pair:  # batch size 1 on two threads (_train_pair), when a thread can be started
-        result = np.zeros(2, dtype=np.intp)
+        result, errors = np.zeros(2, dtype=np.intp), []
         job = (floating is double, spec, params, grads, theta, grad, X, Y, lengths, order,
                chunk_length, step_begin, step_end, opt_kind, hyper, lr, slots, opt_step,
                clip_value, clip_norm, losses_out, timers_out, ws, staged, np.zeros(8),
-               np.zeros(2 * 16, dtype=np.int64), result)
+               np.zeros(2 * 16, dtype=np.int64), result, errors)
         with nogil:
             pair = rnn_fast_run_pair(_pair_entry, <void*>job)
+        if pair and errors:
+            raise errors[0]
         if pair:
             _last_schedule = "pair"
             return int(result[0]), int(result[1])

@@ -109,11 +109,21 @@ def w2_contenders(problem, reference_chunks=None):
         contenders.append(char_contender(
             name, problem, make, warmup=name == "rnn_fast",
             timed_chunks=reference_chunks if name == "rnn_fast.reference" else None))
-        if name == "rnn_fast" and h >= rnn_fast._core.pair_min_hidden():
+        if (name == "rnn_fast" and h >= rnn_fast._core.pair_min_hidden()
+                and _two_threads_available(rnn_fast._core)):
             contenders.append(char_contender(
                 "rnn_fast, 2 threads", problem, _on_two_threads(make), warmup=True,
                 note="RNN_FAST_NUM_THREADS=2: batch size 1 on two threads"))
     return contenders
+
+
+def _two_threads_available(core):
+    """Whether this build can train on two threads (it cannot without POSIX threads)."""
+    old = core.set_num_threads(2)
+    try:
+        return core.num_threads() == 2
+    finally:
+        core.set_num_threads(old)
 
 
 def _on_two_threads(make):

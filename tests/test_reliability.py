@@ -486,8 +486,8 @@ DIVERGING = {
     # squared gradient in its second moment overflows some epochs later
     "adam-minibatch": (1e150, 2, lambda b: b.Adam(lr=1000.0), dict(batch_size=4)),
     "adam-minibatch-blas": (1e150, 32, lambda b: b.Adam(lr=1000.0), dict(batch_size=4)),
-    # batch size 1 at hidden size 32 trains on two threads (_core.pyx: _train_pair)
-    # where two are allowed, as the test does
+    # batch size 1 at hidden size 32: two threads (_core.pyx: _train_pair), which the
+    # test allows
     "adam-per-sample-pair": (1e150, 32, lambda b: b.Adam(lr=100.0), dict(batch_size=1)),
     # momentum SGD oscillates with a growing amplitude
     "momentum-shuffled": (1.0, 2, lambda b: b.SGD(lr=1.0, momentum=0.9),

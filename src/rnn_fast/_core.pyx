@@ -876,6 +876,24 @@ cdef bint _clip_and_check(floating[::1] g, double clip_value, double clip_norm) 
     return True
 
 
+cdef bint _optimizer_step(
+    int kind, const double[::1] hyper,
+    floating[::1] theta, floating[::1] grad, const floating[::1] lr,
+    floating[:, ::1] slots, Py_ssize_t step, double clip_value, double clip_norm,
+    floating[:, ::1] staged,          # scratch (1 + n_slots, P)
+) noexcept nogil:
+    """Clip grad, then update every parameter and commit: False, and the model and the
+    optimizer state as they were, if the gradient or any new value is not finite."""
+    cdef floating* state = _state(slots, theta)
+    cdef Py_ssize_t n = theta.shape[0]
+    if not (_clip_and_check(grad, clip_value, clip_norm)
+            and _update(kind, hyper, &theta[0], &grad[0], &lr[0], state, slots.shape[0], n,
+                        n, step, &staged[0, 0])):
+        return False
+    _commit(&staged[0, 0], &theta[0], state, slots.shape[0], n, n)
+    return True
+
+
 cdef inline void _zero_rows(floating[:, ::1] M) noexcept nogil:
     cdef Py_ssize_t r, c
     for r in range(M.shape[0]):
@@ -958,7 +976,7 @@ cdef void _train_pair(
             a_verdict = a_clip + norm_clip
             b_grads = b0 + n + 1
             b_clip = b_grads + 1
-            b_verdict = b_grads + 1 + norm_clip
+            b_verdict = b_clip + norm_clip
             if is_a:
                 rnn_fast_pair_wait(counters, tid, b0)  # B committed the last update
                 clock = _now() if timers != NULL else 0
@@ -1274,13 +1292,8 @@ def apply_update(int opt_kind, const double[::1] hyper not None,
                                             dtype=np.asarray(theta).dtype)
     cdef bint finite
     with nogil:
-        finite = (_clip_and_check(grad, clip_value, clip_norm)
-                  and _update(opt_kind, hyper, &theta[0], &grad[0], &lr[0], _state(slots, theta),
-                              slots.shape[0], theta.shape[0], theta.shape[0], step,
-                              &staged[0, 0]))
-        if finite:
-            _commit(&staged[0, 0], &theta[0], _state(slots, theta), slots.shape[0], theta.shape[0],
-                    theta.shape[0])
+        finite = _optimizer_step(opt_kind, hyper, theta, grad, lr, slots, step, clip_value,
+                                 clip_norm, staged)
     return finite
 
 
@@ -1314,7 +1327,7 @@ def train(spec, params, grads,
     cdef Config cfg = _config(spec)
     cdef Py_ssize_t s, b, c, i, j, p, first, count, n_chunks, max_len, last, t0
     cdef Py_ssize_t n_samples = X.shape[0], n_hidden = W_hh.shape[0]
-    cdef Py_ssize_t n_params = theta.shape[0], n_slots = slots.shape[0]
+    cdef Py_ssize_t n_params = theta.shape[0]
     cdef Py_ssize_t n_batches = (n_samples + batch_size - 1) // batch_size
     cdef floating batch_loss, scale
     cdef bint finite = True
@@ -1385,14 +1398,11 @@ def train(spec, params, grads,
                             carry[j, p] = hs[last, p]
                 if timers != NULL:
                     clock = _now()
-                finite = (isfinite(batch_loss)
-                          and _clip_and_check(grad, clip_value, clip_norm)
-                          and _update(opt_kind, hyper, &theta[0], &grad[0], &lr[0],
-                                      _state(slots, theta), n_slots, n_params, n_params, opt_step,
-                                      &staged[0, 0]))
+                finite = isfinite(batch_loss) and _optimizer_step(
+                    opt_kind, hyper, theta, grad, lr, slots, opt_step, clip_value, clip_norm,
+                    staged)
                 if not finite:  # stop with the state of the last finite update
                     break
-                _commit(&staged[0, 0], &theta[0], _state(slots, theta), n_slots, n_params, n_params)
                 if not blas:
                     _transpose(W_hh, W_hh_T)
                 opt_step += 1

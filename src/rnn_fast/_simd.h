@@ -209,28 +209,17 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f64, double)
 RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
 
 /* One optimizer step over n parameters, staged: staged_out holds the new parameters in
- * its first n entries, then the new optimizer state laid out as slots (one row of n per
- * slot, rows `stride` apart in both, so a thread can take a slice of every row); returns
- * whether every staged value is finite, and the caller commits them only then. kind: 0 SGD (hyper: momentum, nesterov), 1 Adagrad (eps), 2 RMSprop (alpha,
- * eps), 3 Adam (beta1, beta2, eps; bc1, bc2 its bias corrections). The hyperparameters
- * are rounded to T first, as NumPy computes a T array with a Python float. SQRT is sqrt
- * or sqrtf: float32 stays in float32, as in NumPy. The AVX2 clone halves the time of
- * the adaptive rules, whose square roots and divisions dominate.
- *
- * Under plain SGD and Adagrad a zero gradient leaves a parameter and its state as they
- * are (theta - lr * 0 / d is theta), so blocks of zero gradient are copied, not
- * computed: with one-hot inputs most rows of dW_xh are zero (W2: 50 of 65 characters are
- * absent from a 25-character chunk), and the square roots are what the update costs.
- * The finiteness flag is an integer OR, which vectorises without reordering any sum. */
-#define RNN_FAST_UPDATE_BLOCK 32
+ * its first n entries, then the new optimizer state laid out as slots (one row per slot,
+ * rows `stride` apart in both, so a thread can take a slice of every row); returns
+ * whether every staged value is finite, and the caller commits them only then.
+ * kind: 0 SGD (hyper: momentum, nesterov), 1 Adagrad (eps), 2 RMSprop (alpha, eps),
+ * 3 Adam (beta1, beta2, eps; bc1, bc2 its bias corrections). The hyperparameters are
+ * rounded to T first, as NumPy computes a T array with a Python float. SQRT is sqrt or
+ * sqrtf: float32 stays in float32, as in NumPy. The AVX2 clone halves the time of the
+ * adaptive rules, whose square roots and divisions dominate. The finiteness flag is an
+ * integer OR (x - x != 0 exactly when x is inf or NaN), which vectorises in the same
+ * pass, where a floating-point sum would not without reordering it. */
 #define RNN_FAST_UPDATE(name, T, SQRT)                                                 \
-    static inline int name##_zero(const T *g, ptrdiff_t n)                             \
-    {                                                                                  \
-        int nonzero = 0;                                                               \
-        for (ptrdiff_t i = 0; i < n; i++)                                              \
-            nonzero |= g[i] != 0;                                                      \
-        return !nonzero;                                                               \
-    }                                                                                  \
     static RNN_FAST_CLONES int name(int kind, const double *hyper, double bc1_d,        \
                                    double bc2_d, const T *theta, const T *g,           \
                                    const T *lr, const T *slots, ptrdiff_t n,           \
@@ -240,23 +229,13 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
         T *p_out = staged_out, *s0_out = staged_out + stride;                          \
         T *s1_out = staged_out + 2 * stride;                                           \
         T p, a, b;                                                                     \
-        ptrdiff_t i, i0, i1;                                                           \
-        int bad = 0; /* x - x != 0 exactly when x is inf or NaN */                     \
+        ptrdiff_t i;                                                                   \
+        int bad = 0;                                                                   \
         if (kind == 0 && hyper[0] == 0) {                                              \
-            for (i0 = 0; i0 < n; i0 = i1) {                                            \
-                i1 = i0 + RNN_FAST_UPDATE_BLOCK < n ? i0 + RNN_FAST_UPDATE_BLOCK : n;  \
-                if (name##_zero(g + i0, i1 - i0)) {                                    \
-                    for (i = i0; i < i1; i++) {                                        \
-                        p_out[i] = theta[i];                                           \
-                        bad |= theta[i] - theta[i] != 0;                               \
-                    }                                                                  \
-                    continue;                                                          \
-                }                                                                      \
-                for (i = i0; i < i1; i++) {                                            \
-                    p = theta[i] - lr[i] * g[i];                                       \
-                    p_out[i] = p;                                                      \
-                    bad |= p - p != 0;                                                 \
-                }                                                                      \
+            for (i = 0; i < n; i++) {                                                  \
+                p = theta[i] - lr[i] * g[i];                                           \
+                p_out[i] = p;                                                          \
+                bad |= p - p != 0;                                                     \
             }                                                                          \
         } else if (kind == 0) { /* momentum, PyTorch's form */                         \
             const T mu = (T)hyper[0];                                                  \
@@ -271,23 +250,12 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
             }                                                                          \
         } else if (kind == 1) { /* Adagrad */                                          \
             const T eps = (T)hyper[0];                                                 \
-            for (i0 = 0; i0 < n; i0 = i1) {                                            \
-                i1 = i0 + RNN_FAST_UPDATE_BLOCK < n ? i0 + RNN_FAST_UPDATE_BLOCK : n;  \
-                if (name##_zero(g + i0, i1 - i0)) {                                    \
-                    for (i = i0; i < i1; i++) {                                        \
-                        p_out[i] = theta[i];                                           \
-                        s0_out[i] = s0[i];                                             \
-                        bad |= (theta[i] - theta[i] != 0) | (s0[i] - s0[i] != 0);      \
-                    }                                                                  \
-                    continue;                                                          \
-                }                                                                      \
-                for (i = i0; i < i1; i++) {                                            \
-                    a = s0[i] + g[i] * g[i];                                           \
-                    p = theta[i] - lr[i] * g[i] / SQRT(a + eps);                       \
-                    p_out[i] = p;                                                      \
-                    s0_out[i] = a;                                                     \
-                    bad |= (p - p != 0) | (a - a != 0);                                \
-                }                                                                      \
+            for (i = 0; i < n; i++) {                                                  \
+                a = s0[i] + g[i] * g[i];                                               \
+                p = theta[i] - lr[i] * g[i] / SQRT(a + eps);                           \
+                p_out[i] = p;                                                          \
+                s0_out[i] = a;                                                         \
+                bad |= (p - p != 0) | (a - a != 0);                                    \
             }                                                                          \
         } else if (kind == 2) { /* RMSprop */                                          \
             const T alpha = (T)hyper[0], eps = (T)hyper[1];                            \

@@ -11,6 +11,7 @@ of it. The optimizers then update one vector, and the kernels get the views.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 import time
@@ -43,6 +44,11 @@ class DivergenceError(FloatingPointError, ValueError):
         self.epoch = epoch
         self.sample = sample
         self.history = history
+
+    def __reduce__(self):
+        # an exception pickles as type(self)(*self.args), and args holds only the message:
+        # without this, one raised in a worker process could not be sent back
+        return type(self), (str(self), self.epoch, self.sample, self.history)
 
 
 class Spec(NamedTuple):
@@ -472,6 +478,27 @@ class RNN:
             raise ValueError(f"{path} holds a model that cannot be rebuilt: {exc}") from exc
         model.optimizer = optimizer
         return model
+
+    # ------------------------------------------------------------------ copies and pickles
+    # ``params`` are views of ``theta``. Pickle and deepcopy would give each view its own
+    # array, and the kernels, which read the views and update theta, would then train a
+    # vector nobody reads. So theta is the state and the views are rebuilt from it.
+
+    def __getstate__(self):
+        self._sync()
+        state = self.__dict__.copy()
+        del state["_views"], state["params"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._views = self._layout.views(self.theta)
+        self.params = dict(self._views)
+
+    def __copy__(self):
+        """A copy shares nothing with the original (parameters, optimizer state, random
+        generator): a shallow copy that shared ``theta`` would train both models."""
+        return copy.deepcopy(self)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

@@ -14,6 +14,7 @@ leaves out are not updated.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -72,6 +73,10 @@ class Optimizer:
     def config(self) -> dict:
         return {"name": type(self).__name__, "lr": self.lr,
                 **{f: getattr(self, f) for f in self._fields}}
+
+    def __copy__(self):
+        # the state buffers are updated in place: a copy sharing them would train both
+        return copy.deepcopy(self)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")

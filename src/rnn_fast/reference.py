@@ -29,11 +29,11 @@ import time
 
 import numpy as np
 
+from . import _sweep
 from ._model import RNN as _RNN
-from ._model import load_model
 from .optimizers import SGD, Adagrad, Adam, RMSprop
 
-__all__ = ["RNN", "SGD", "Adagrad", "RMSprop", "Adam", "load_model"]
+__all__ = ["RNN", "SGD", "Adagrad", "RMSprop", "Adam", "load_model", "sweep"]
 
 # Activation codes, shared with the Cython core (see _model.HIDDEN_ACTIVATIONS).
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
@@ -294,3 +294,13 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, order, batch_size, ch
 class RNN(_RNN):
     __doc__ = _RNN.__doc__
     backend = "numpy"
+
+
+def load_model(path):
+    """``RNN.load`` for the NumPy backend (``rnn_fast.load_model``: Cython)."""
+    return RNN.load(path)
+
+
+@functools.wraps(_sweep.sweep)
+def sweep(X, Y, grid, **options):
+    return _sweep.sweep(X, Y, grid, **{"backend": "numpy", **options})

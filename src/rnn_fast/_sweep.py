@@ -1,0 +1,356 @@
+"""Sweeps: many models trained on one data set, one result row per run.
+
+``sweep`` expands a grid of configurations into runs and hands them to an existing
+engine, which does all the scheduling: joblib's threads (the kernels release the GIL,
+so one model trains per core with nothing pickled), joblib's worker processes, or a
+Dask cluster through a ``distributed.Client``. What lives here is only the expansion,
+the training of one run (``_train``, which is what the workers call) and the rows.
+
+Every run is fully determined by its configuration and seed, so the rows, down to the
+bits of the trained weights, do not depend on the engine or on the order runs finish.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import itertools
+import math
+import os
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from ._model import RNN, DivergenceError
+from .optimizers import OPTIMIZERS, Optimizer
+
+EXECUTORS = ("serial", "threads", "processes")
+SECTIONS = ("model", "optimizer", "fit")
+MODULES = {"cython": "rnn_fast", "numpy": "rnn_fast.reference"}
+# Keywords a sweep sets itself: the data, and the seed of each run.
+_MODEL_OWN = {"self", "seed"}
+_FIT_OWN = {"self", "X", "Y", "optimizer", "lengths"}
+
+
+class Run(NamedTuple):
+    """One configuration to train: what a worker receives."""
+
+    index: int
+    seed: int
+    model: dict
+    optimizer: Optimizer  # a fresh one, never shared with another run
+    fit: dict
+
+
+def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cython",
+          executor="threads", n_jobs=None, return_models=False, return_params=False,
+          progress=False):
+    """Train every configuration of a grid on (X, Y), once per seed; one row per run.
+
+    Parameters
+    ----------
+    X, Y : arrays
+        The training data, as for ``RNN.fit``: X (N, T, I), Y (N, T, O) or (N, O).
+        It is sent to each worker once, not once per run.
+    grid : dict or list of dicts
+        ``{"model": {...}, "optimizer": {...}, "fit": {...}}``, each part optional:
+        keywords of ``RNN``, of an optimizer, and of ``RNN.fit``. A value that is a
+        list is an axis of the grid (every combination of the axes is one
+        configuration); anything else is fixed. ``"optimizer"`` is a dict with the
+        optimizer's ``"name"`` ("SGD", "Adagrad", "RMSprop", "Adam"; default "SGD") and
+        its hyperparameters, or an optimizer object, or a list of either. A list of
+        grids gives the configurations of each, one after the other (as scikit-learn's
+        ``ParameterGrid``). ``input_size`` and ``output_size`` default to X's and Y's
+        last axes.
+    seeds : iterable of int
+        Each configuration is trained once per seed: the model's ``seed``, which draws
+        its initial weights and (unless ``fit`` gets a ``seed``) the shuffling order.
+    validation : tuple, optional
+        ``(X_val, Y_val)`` or ``(X_val, Y_val, lengths_val)``: each trained model's
+        ``evaluate`` on it gives the columns ``val_loss``, ``val_accuracy`` and
+        ``val_sequence_accuracy``.
+    lengths : int array (N,), optional
+        Sequence lengths of X, as for ``fit``.
+    backend : {"cython", "numpy"}
+        ``rnn_fast.RNN`` or ``rnn_fast.reference.RNN``.
+    executor : {"threads", "processes", "serial"} or distributed.Client
+        ``"threads"``: joblib's threading backend, one model per core, nothing copied;
+        ``"processes"``: joblib's worker processes (loky), the data shared through a
+        memory map; ``"serial"``: one run after another in this thread (no joblib
+        needed); a ``distributed.Client``: the runs go to its Dask cluster, the data
+        scattered to every worker once. Joblib and Dask are the extra ``sweep``:
+        ``pip install "rnn_fast[sweep]"``.
+    n_jobs : int, optional
+        Workers for joblib (default: every core this process may use).
+    return_models, return_params : bool
+        Add each trained model (column ``model``), or a copy of its ``params``
+        (column ``params``), to its row.
+    progress : bool
+        A progress bar over runs (tqdm).
+
+    Returns
+    -------
+    rows : list of dict
+        One per run, in the order of the configurations (seeds innermost), flat so
+        that ``pandas.DataFrame(rows)`` gives a table: ``run``, ``seed``,
+        ``model.<keyword>``, ``optimizer.<hyperparameter>`` (with
+        ``optimizer.name``), ``fit.<keyword>`` for each keyword the grid gives;
+        ``status`` ("ok", "diverged" or "error"); ``loss`` (the last epoch's mean batch
+        loss); the ``val_*`` columns; ``seconds`` (the fit's wall time); ``history``
+        (``fit``'s); ``error`` (None, or the exception's type and message: a run that
+        diverges or raises is a row, and the sweep goes on); ``config`` (the run's
+        keywords as ``{"model", "optimizer", "fit", "seed"}``, to train it again).
+    """
+    if backend not in MODULES:
+        raise ValueError(f"backend must be one of {list(MODULES)}, got {backend!r}")
+    X, Y = np.asarray(X), np.asarray(Y)
+    if X.ndim < 2 or Y.ndim < 1:
+        raise ValueError(f"X must be (N, T, I) or (T, I) and Y (N, T, O) or (N, O); "
+                         f"got shapes {X.shape} and {Y.shape}")
+    seeds = [_check_seed(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
+            raise TypeError("validation must be (X_val, Y_val) or (X_val, Y_val, lengths_val)")
+        validation = tuple(np.asarray(v) if v is not None else None for v in validation)
+    defaults = {"input_size": X.shape[-1], "output_size": Y.shape[-1]}
+    runs = [Run(index, seed, model, optimizer, fit)
+            for index, ((model, optimizer, fit), seed) in enumerate(itertools.product(
+                _configurations(grid, defaults), seeds))]
+    data = (X, Y, lengths, validation)
+    keep = (bool(return_models), bool(return_params))
+
+    finished = _execute(executor, n_jobs, data, runs, backend, keep)
+
+    from tqdm.auto import tqdm
+
+    rows = [None] * len(runs)
+    with tqdm(total=len(runs), unit="run", disable=not progress) as bar:
+        for row in finished:
+            rows[row["run"]] = row
+            bar.update(1)
+    return rows
+
+
+# ---------------------------------------------------------------------- the grid
+
+def _configurations(grid, defaults):
+    """Every (model keywords, optimizer, fit keywords) of a grid or a list of grids."""
+    grids = grid if isinstance(grid, list) else [grid]
+    if not grids:
+        raise ValueError("grid must be a dict or a non-empty list of dicts")
+    configurations = []
+    for part in grids:
+        if not isinstance(part, dict):
+            raise TypeError(f"grid must be a dict or a list of dicts, got {type(part).__name__}")
+        unknown = set(part) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"grid keys must be among {list(SECTIONS)}; got {sorted(unknown)}")
+        model = _section("model", part.get("model", {}), _keywords(RNN.__init__, _MODEL_OWN))
+        fit = _section("fit", part.get("fit", {}), _keywords(RNN.fit, _FIT_OWN))
+        optimizers = [optimizer for entry in _axis(part.get("optimizer", {"name": "SGD"}))
+                      for optimizer in _optimizers(entry)]
+        for model_kw, optimizer, fit_kw in itertools.product(
+                _expand(model), optimizers, _expand(fit)):
+            sizes = dict(defaults)
+            if model_kw.get("readout", True) is False:  # the output is the hidden state
+                del sizes["output_size"]
+            model_kw = {**sizes, **model_kw}
+            try:  # a keyword missing from every run is one error now, not one per run
+                inspect.signature(RNN).bind(**model_kw)
+            except TypeError as exc:
+                raise TypeError(f"grid['model']: {exc}") from None
+            configurations.append((model_kw, optimizer, fit_kw))
+    return configurations
+
+
+def _section(name, keywords, allowed):
+    if not isinstance(keywords, dict):
+        raise TypeError(f"grid[{name!r}] must be a dict of keywords, got "
+                        f"{type(keywords).__name__}")
+    unknown = set(keywords) - allowed
+    if "seed" in unknown and name == "model":
+        raise ValueError("give the models' seeds with sweep(..., seeds=[...]), "
+                         "not grid['model']['seed']")
+    if unknown:
+        raise ValueError(f"grid[{name!r}] has keywords {sorted(unknown)} that "
+                         f"{'RNN' if name == 'model' else 'RNN.fit'} does not take "
+                         "(or that sweep sets itself)")
+    return keywords
+
+
+def _optimizers(spec):
+    """The optimizers one entry of grid['optimizer'] stands for (new, unused ones)."""
+    if isinstance(spec, Optimizer):
+        if spec.state is not None:
+            raise ValueError(f"grid['optimizer'] holds a used {spec!r}: its state would "
+                             "carry into every run; give a new one")
+        return [spec]
+    if not isinstance(spec, dict):
+        raise TypeError("grid['optimizer'] must be an optimizer, a dict such as "
+                        f"{{'name': 'Adam', 'lr': [0.01, 0.001]}}, or a list of them; "
+                        f"got {type(spec).__name__}")
+    spec = dict(spec)
+    names = _axis(spec.pop("name", "SGD"))
+    optimizers = []
+    for name in names:
+        if name not in OPTIMIZERS:
+            raise ValueError(f"grid['optimizer'] names {name!r}; optimizers are "
+                             f"{sorted(OPTIMIZERS)}")
+        cls = OPTIMIZERS[name]
+        unknown = set(spec) - _keywords(cls.__init__, {"self"})
+        if unknown:
+            raise ValueError(f"{name} takes no {sorted(unknown)} (grid['optimizer'])")
+        optimizers += [cls(**hyper) for hyper in _expand(spec)]
+    return optimizers
+
+
+def _axis(value):
+    """A list is an axis of the grid; anything else, one fixed value."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("a grid axis (a list) must hold at least one value")
+        return value
+    return [value]
+
+
+def _expand(keywords):
+    names = list(keywords)
+    return [dict(zip(names, values))
+            for values in itertools.product(*(_axis(keywords[n]) for n in names))]
+
+
+def _keywords(function, own):
+    return set(inspect.signature(function).parameters) - own
+
+
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seeds must be non-negative integers, got {seed!r}")
+    return int(seed)
+
+
+# ---------------------------------------------------------------------- one run
+
+def _train(data, run, backend, keep):
+    """Train one run; never raises: a failure is the row's ``status`` and ``error``."""
+    X, Y, lengths, validation = data
+    return_model, return_params = keep
+    optimizer = copy.deepcopy(run.optimizer)  # a thread's run must not share its state
+    row = _row(run, validation is not None)
+    model = None
+    try:
+        model = importlib.import_module(MODULES[backend]).RNN(**run.model, seed=run.seed)
+        start = time.perf_counter()
+        try:
+            history = model.fit(X, Y, optimizer=optimizer, lengths=lengths, **run.fit)
+        finally:
+            row["seconds"] = time.perf_counter() - start
+        row.update(history=history, loss=history["loss"][-1])
+        if validation is not None:
+            scores = model.evaluate(*validation)
+            row.update({f"val_{k}": v for k, v in scores.items()})
+    except DivergenceError as exc:
+        row.update(status="diverged", history=exc.history, error=_describe(exc))
+    except Exception as exc:  # noqa: BLE001 - one failed run must not end the sweep
+        row.update(status="error", error=_describe(exc))
+    if return_model:
+        row["model"] = model
+    if return_params:
+        row["params"] = ({k: v.copy() for k, v in model.params.items()}
+                         if model is not None else None)
+    return row
+
+
+def _row(run, validated):
+    """A run's row before training: its configuration, and the results not yet had."""
+    optimizer = run.optimizer.config()
+    row = {"run": run.index, "seed": run.seed,
+           **{f"model.{k}": v for k, v in run.model.items()},
+           **{f"optimizer.{k}": v for k, v in optimizer.items()},
+           **{f"fit.{k}": v for k, v in run.fit.items()},
+           "status": "ok", "loss": math.nan}
+    if validated:
+        row.update(val_loss=math.nan, val_accuracy=math.nan, val_sequence_accuracy=math.nan)
+    row.update(seconds=math.nan, history=None, error=None,
+               config={"model": run.model, "optimizer": optimizer, "fit": run.fit,
+                       "seed": run.seed})
+    return row
+
+
+def _describe(exc):
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------- engines
+
+def _execute(executor, n_jobs, data, runs, backend, keep):
+    """Rows, as the runs finish, from the engine the executor names."""
+    tasks = ((data, run, backend, keep) for run in runs)
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {list(EXECUTORS)} or a "
+                             f"distributed.Client, got {executor!r}")
+        if executor == "serial":
+            return (_train(*task) for task in tasks)
+        joblib = _require("joblib", executor)
+        n_jobs = _usable_cores() if n_jobs is None else n_jobs
+        if executor == "threads":
+            return _on_threads(joblib, n_jobs, tasks)
+        # loky's workers limit their BLAS threads themselves. max_nbytes=0: every array
+        # of the data goes through joblib's memory map, written once and shared by all
+        # workers, instead of being pickled with each run.
+        parallel = joblib.Parallel(n_jobs=n_jobs, backend="loky", max_nbytes=0,
+                                   return_as="generator_unordered")
+        return parallel(joblib.delayed(_train)(*task) for task in tasks)
+    distributed = _require("distributed", type(executor).__name__)
+    if not isinstance(executor, distributed.Client):
+        raise TypeError(f"executor must be one of {list(EXECUTORS)} or a "
+                        f"distributed.Client, got {type(executor).__name__}")
+    return _on_dask(distributed, executor, data, runs, backend, keep)
+
+
+def _on_threads(joblib, n_jobs, tasks):
+    # Nothing is pickled. BLAS gets one thread per model: the models are the
+    # parallelism, and OpenBLAS's own threads would only contend with them.
+    from threadpoolctl import threadpool_limits
+
+    parallel = joblib.Parallel(n_jobs=n_jobs, backend="threading",
+                               return_as="generator_unordered")
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield from parallel(joblib.delayed(_train)(*task) for task in tasks)
+
+
+def _on_dask(distributed, client, data, runs, backend, keep):
+    # one copy of the data on every worker; each run then refers to it
+    [shared] = client.scatter([data], broadcast=True, hash=False)
+    futures = {client.submit(_train, shared, run, backend, keep, pure=False): run
+               for run in runs}
+    try:
+        for future in distributed.as_completed(futures):
+            try:
+                yield future.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker, not a failed fit
+                yield {**_row(futures[future], data[3] is not None), "status": "error",
+                       "error": _describe(exc)}
+    finally:
+        client.cancel(list(futures))
+
+
+def _require(module, executor):
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"executor={executor!r} runs on {module.split('.')[0]}, which is "
+                          "not installed: pip install 'rnn_fast[sweep]' "
+                          "(or use executor='serial')") from exc
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -186,3 +186,10 @@ def test_a_model_trained_in_a_child_process_comes_back_trained(backend, method):
     np.testing.assert_array_equal(returned.theta, model.theta)
     np.testing.assert_array_equal(returned.optimizer.state["slots"],
                                   model.optimizer.state["slots"])
+
+
+def test_a_saved_model_loads_on_the_backend_asked_for(tmp_path):
+    path = tmp_path / "model.npz"
+    _model(rnn_fast).save(path)
+    assert type(rnn_fast.load_model(path)) is rnn_fast.RNN
+    assert type(rnn_fast.reference.load_model(path)) is rnn_fast.reference.RNN

@@ -16,8 +16,8 @@ pytest.importorskip("joblib")
 
 X, Y = tasks.binary_addition(60, bits=6, seed=0)
 X_VAL, Y_VAL = tasks.binary_addition(20, bits=6, seed=1)
-ADDER = {"hidden_size": 3, "hidden_activation": "sigmoid", "output_activation": "sigmoid", "loss": "half_sse",
-         "bias": False, "init": "uniform"}
+ADDER = {"hidden_size": 3, "hidden_activation": "sigmoid", "output_activation": "sigmoid",
+         "loss": "half_sse", "bias": False, "init": "uniform"}
 GRID = [
     # small nets: the core's hand-written loops
     {"model": {**ADDER, "hidden_size": [4, 8]},

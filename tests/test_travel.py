@@ -158,7 +158,8 @@ def test_a_vocabulary_and_a_history_round_trip():
     vocab = Vocabulary.from_text("hello world")
     for how, make in COPIES.items():
         again = make(vocab)
-        assert again == vocab and again.encode("low").tolist() == vocab.encode("low").tolist()
+        assert again == vocab, how
+        assert again.encode("low").tolist() == vocab.encode("low").tolist()
     X, Y = _data()
     history = _model(rnn_fast).fit(X, Y)
     again = pickle.loads(pickle.dumps(history))

@@ -208,3 +208,18 @@ def test_a_missing_engine_is_named_with_its_install_command(monkeypatch):
     with pytest.raises(ImportError, match=r"rnn_fast\[sweep\]"):
         rnn_fast.sweep(X, Y, {"model": ADDER}, executor="threads")
     assert rnn_fast.sweep(X, Y, {"model": ADDER}, executor="serial")[0]["status"] == "ok"
+
+
+def test_the_command_line_sweep(capsys, tmp_path):
+    from rnn_fast.cli import main
+
+    csv = tmp_path / "runs.csv"
+    assert main(["sweep", "binary-addition", "--samples", "200", "--bits", "4", "--hidden",
+                 "4,8", "--lr", "0.1,0.5", "--seeds", "3", "--quiet", "--jobs", "2",
+                 "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "12 runs in" in out and "| 8 | 0.5 | 3/3 |" in out
+    lines = csv.read_text().splitlines()
+    assert len(lines) == 13 and lines[0].startswith("run,seed,")
+    assert main(["sweep", "binary-addition", "--lr", "fast", "--quiet"]) == 2
+    assert "--lr must be a comma-separated list" in capsys.readouterr().err

@@ -6,6 +6,7 @@
     rnn-fast train text [--file F]            # a character-level language model
     rnn-fast sample model.npz --prime "Alice " # text from a trained character model
     rnn-fast profile binary-addition          # where the training time goes
+    rnn-fast sweep binary-addition --hidden 8,16 --lr 0.1,0.5 --seeds 8   # many models
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ TASKS = {"binary-addition": _binary_addition, "mod": _mod, "count-ones": _count_
          "text": _text}
 
 
-def _setup(args):
+def _setup(args, quiet=False):
     """The task's model, data, optimizer and test set, with the task's defaults filled in."""
     if args.backend == "numpy":
         from . import reference as backend
@@ -87,8 +88,9 @@ def _setup(args):
             setattr(args, name, value)
     model, data, optimizer, test = TASKS[args.task](args, backend)
     args.batch_size = min(args.batch_size, data[0].shape[0])
-    print(f"{args.task}: {data[0].shape[0]} sequences of {data[0].shape[1]} steps, "
-          f"hidden {model.hidden_size}, {args.backend} backend, {model.dtype}")
+    if not quiet:
+        print(f"{args.task}: {data[0].shape[0]} sequences of {data[0].shape[1]} steps, "
+              f"hidden {model.hidden_size}, {args.backend} backend, {model.dtype}")
     return model, data, optimizer, test
 
 
@@ -160,6 +162,79 @@ def profile(args):
     return 0
 
 
+def sweep(args):
+    """A grid of hidden sizes and learning rates times seeds on a task, one model per core;
+    a table of the mean test results per configuration, and every run in --csv."""
+    from ._sweep import sweep as run_sweep
+
+    hidden, lrs = _numbers(args.hidden, int, "--hidden"), _numbers(args.lr, float, "--lr")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    grid = []
+    for h, lr in [(h, lr) for h in hidden for lr in lrs]:
+        args.hidden, args.lr = h, lr
+        model, (X, Y), optimizer, test = _setup(args, quiet=bool(grid))
+        config = model.config()
+        del config["seed"]
+        fit = {"epochs": args.epochs, "batch_size": args.batch_size, "shuffle": args.shuffle,
+               **getattr(args, "fit_options", {})}
+        grid.append({"model": config, "optimizer": optimizer, "fit": fit})
+    executor = args.executor
+    if args.scheduler:
+        from distributed import Client
+
+        executor = Client(args.scheduler)
+    start = time.perf_counter()
+    rows = run_sweep(X, Y, grid, seeds=range(args.seed, args.seed + args.seeds),
+                     validation=test, backend=args.backend, executor=executor,
+                     n_jobs=args.jobs, progress=not args.quiet)
+    elapsed = time.perf_counter() - start
+    print(f"{len(rows)} runs in {elapsed:.2f} s on {args.scheduler or args.executor}; "
+          f"test results, mean (min-max) over {args.seeds} seeds:")
+    print("| hidden | lr | ok | test accuracy | test loss | fit seconds |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for k in range(len(grid)):
+        runs = rows[k * args.seeds:(k + 1) * args.seeds]
+        ok = [r for r in runs if r["status"] == "ok"]
+        acc = [r["val_accuracy"] for r in ok]
+        cells = (f"{np.mean(acc):.2%} ({min(acc):.2%}-{max(acc):.2%}) | "
+                 f"{np.mean([r['val_loss'] for r in ok]):.4g} | "
+                 f"{np.mean([r['seconds'] for r in ok]):.3f}" if ok else "- | - | -")
+        lr = runs[0]["optimizer.lr"]  # count-ones: one per parameter
+        lr = ", ".join(f"{n} {v:g}" for n, v in lr.items()) if isinstance(lr, dict) else f"{lr:g}"
+        print(f"| {runs[0]['model.hidden_size']} | {lr} | "
+              f"{len(ok)}/{len(runs)} | {cells} |")
+    for row in rows:
+        if row["error"]:
+            print(f"run {row['run']} (seed {row['seed']}): {row['error']}")
+    if args.csv:
+        _write_csv(args.csv, rows)
+        print(f"every run written to {args.csv}")
+    return 0
+
+
+def _numbers(text, kind, option):
+    """'8,16' -> [8, 16]; None -> [None] (the task's default)."""
+    if text is None:
+        return [None]
+    try:
+        return [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} must be a comma-separated list of numbers, "
+                         f"got {text!r}") from None
+
+
+def _write_csv(path, rows):
+    import csv
+
+    skip = {"history", "config"}
+    columns = [k for k in rows[0] if k not in skip]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _plot_history(history, path, title):
     try:
         import matplotlib
@@ -214,6 +289,23 @@ def build_parser():
         if action.dest not in ("help", "save", "plot", "quiet"):
             q._add_action(action)
     q.set_defaults(run=profile)
+
+    w = commands.add_parser("sweep", help="train a task's grid of hidden sizes and learning "
+                            "rates times seeds, one model per core (or on a Dask cluster)")
+    for action in p._actions:  # train's options; --hidden and --lr take lists
+        if action.dest not in ("help", "save", "plot", "hidden", "lr"):
+            w._add_action(action)
+    w.add_argument("--hidden", help="hidden sizes, comma-separated (task default)")
+    w.add_argument("--lr", help="learning rates, comma-separated (task default)")
+    w.add_argument("--seeds", type=int, default=4,
+                   help="runs per configuration, seeds --seed, --seed + 1, ... (4)")
+    w.add_argument("--executor", choices=["threads", "processes", "serial"],
+                   default="threads", help="joblib's threads or processes, or one by one")
+    w.add_argument("--jobs", type=int, help="joblib workers (default: every core)")
+    w.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on this Dask scheduler (e.g. tcp://host:8786) instead")
+    w.add_argument("--csv", metavar="PATH", help="write every run's row here")
+    w.set_defaults(run=sweep)
 
     r = commands.add_parser("sample", help="generate text from a model of `train text`")
     r.add_argument("model", help="the .npz written by rnn-fast train text --save")

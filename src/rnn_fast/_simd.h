@@ -14,12 +14,14 @@
  * (-ffp-contract=off), so they give the same bits; only the vector width differs.
  * Other compilers and platforms get the baseline alone.
  *
- * rnn_fast_tanh_row: tanh in plain arithmetic, so the loops vectorise (libm's tanh is a call per element):
- * the odd Taylor series of tanh on y = x / 64, then six doublings
+ * rnn_fast_tanh_row: tanh in plain arithmetic, so the loops vectorise (libm's tanh is a
+ * call per element): the odd Taylor series of tanh on y = |x| / 64, then six doublings
  * tanh(2y) = 2 tanh(y) / (1 + tanh(y)^2), which do not amplify relative error, done on
- * t = p / q so that one division ends them. Within a few ulp of libm's tanh
- * (tests/test_kernels.py). x is first clipped to where tanh rounds to +-1, in a loop of
- * its own: a clip inside the arithmetic loop stops GCC from vectorising it.
+ * t = p / q so that one division ends them; then t is held to [0, 1], made exactly 1
+ * where tanh rounds to 1 and |x| where it rounds to x, and given x's sign. Within an ulp
+ * or two of NumPy's tanh over the whole float range (tests/test_kernels.py). x is first
+ * clipped to +-20, in a loop of its own: a clip inside the arithmetic loop stops GCC from
+ * vectorising it.
  */
 #ifndef RNN_FAST_SIMD_H
 #define RNN_FAST_SIMD_H
@@ -37,7 +39,19 @@
 /* a kernel's body, inlined into each clone and compiled there for its instruction set */
 #define RNN_FAST_BODY static inline __attribute__((always_inline))
 
-/* a[c] = tanh(a[c] + b[c]) for c < n */
+/* Where tanh rounds to +-1 and where it rounds to x itself. float64: NumPy's tanh (2.x,
+ * its own SIMD code) is 1 from 18.990341103219276 on, the correctly rounded tanh from
+ * 19.0615 (where 1 - tanh(x) = 2^-54); in between the true value lies within 0.62 ulp of
+ * 1, so returning 1 from the lower of the two is faithful and agrees with both where they
+ * are exactly 1. float32: the correctly rounded tanh is 1 from 9.010914 on (NumPy's from
+ * 10). Below 2^-27 (float64) or 2^-12 (float32), x^2 / 3 is under half an ulp and tanh
+ * rounds to x; returning x there also spares the subnormal x / 64 its lost bits. */
+#define RNN_FAST_TANH_ONE_F64 18.990341103219276
+#define RNN_FAST_TANH_ONE_F32 9.010914f
+#define RNN_FAST_TANH_TINY_F64 0x1p-27
+#define RNN_FAST_TANH_TINY_F32 0x1p-12f
+
+/* a[c] = tanh(a[c] + b[c]) for c < n, in [-1, 1]; NaN stays NaN, tanh(-0) = -0 */
 RNN_FAST_BODY void rnn_fast_tanh_row_f64_body(double *a, const double *b, ptrdiff_t n)
 {
     ptrdiff_t c;
@@ -47,7 +61,7 @@ RNN_FAST_BODY void rnn_fast_tanh_row_f64_body(double *a, const double *b, ptrdif
         a[c] = x < -20.0 ? -20.0 : x;
     }
     for (c = 0; c < n; c++) {
-        double y = a[c] * 0.015625, y2 = y * y, p, q, pp;
+        double x = a[c], ax = fabs(x), y = ax * 0.015625, y2 = y * y, p, q, pp, t;
         /* |y| <= 0.32: terms to y^23 reach float64 precision */
         p = y + y * y2 * (-1.0 / 3.0 + y2 * (2.0 / 15.0 + y2 * (-17.0 / 315.0 + y2 * (
             62.0 / 2835.0 + y2 * (-1382.0 / 155925.0 + y2 * (21844.0 / 6081075.0 + y2 * (
@@ -61,7 +75,11 @@ RNN_FAST_BODY void rnn_fast_tanh_row_f64_body(double *a, const double *b, ptrdif
         pp = 2 * p * q; q = p * p + q * q; p = pp;
         pp = 2 * p * q; q = p * p + q * q; p = pp;
         pp = 2 * p * q; q = p * p + q * q; p = pp;
-        a[c] = p / q;
+        t = p / q;
+        t = t > 1.0 ? 1.0 : t; /* p / q rounds to just above 1 near saturation */
+        t = ax >= RNN_FAST_TANH_ONE_F64 ? 1.0 : t;
+        t = ax < RNN_FAST_TANH_TINY_F64 ? ax : t;
+        a[c] = copysign(t, x); /* tanh is odd, and the arithmetic on |x| symmetric */
     }
 }
 
@@ -74,7 +92,7 @@ RNN_FAST_BODY void rnn_fast_tanh_row_f32_body(float *a, const float *b, ptrdiff_
         a[c] = x < -10.0f ? -10.0f : x;
     }
     for (c = 0; c < n; c++) {
-        float y = a[c] * 0.015625f, y2 = y * y, p, q, pp;
+        float x = a[c], ax = fabsf(x), y = ax * 0.015625f, y2 = y * y, p, q, pp, t;
         /* |y| <= 0.16: terms to y^9 reach float32 precision */
         p = y + y * y2 * ((float)(-1.0 / 3) + y2 * ((float)(2.0 / 15) + y2 * (
             (float)(-17.0 / 315) + y2 * (float)(62.0 / 2835))));
@@ -85,60 +103,78 @@ RNN_FAST_BODY void rnn_fast_tanh_row_f32_body(float *a, const float *b, ptrdiff_
         pp = 2 * p * q; q = p * p + q * q; p = pp;
         pp = 2 * p * q; q = p * p + q * q; p = pp;
         pp = 2 * p * q; q = p * p + q * q; p = pp;
-        a[c] = p / q;
+        t = p / q;
+        t = t > 1.0f ? 1.0f : t;
+        t = ax >= RNN_FAST_TANH_ONE_F32 ? 1.0f : t;
+        t = ax < RNN_FAST_TANH_TINY_F32 ? ax : t;
+        a[c] = copysignf(t, x);
     }
 }
+
+/* exp(x) rounds to 0 below -745.1332 (half the least subnormal, 2^-1075) and overflows
+ * above 709.7827; the callers clip x to [RNN_FAST_EXP_LO, RNN_FAST_EXP_HI], which keeps
+ * those results (0 and inf) and k below in [-1076, 1024]. */
+#define RNN_FAST_EXP_LO (-746.0)
+#define RNN_FAST_EXP_HI 710.0
 
 /* exp in plain arithmetic, for loops that vectorise (libm's exp is a call per element):
  * exp(x) = 2^k exp(r) with k = round(x / ln 2) (the 1.5 * 2^52 shifter leaves k in the
  * low bits), r = x - k ln 2 in two parts (fdlibm's ln2_hi has trailing zeros, so
  * k * ln2_hi is exact), exp(r) from its Taylor series to r^13 (|r| <= 0.347: the next
- * term is below 2e-16), and 2^k built from its exponent bits. x must lie in
- * [-708, 709], where 2^k is a normal number; the callers clip it in a loop of its own
- * (a clip inside the arithmetic stops GCC from vectorising it). Within a few ulp of
- * libm's exp: tests/test_kernels.py checks it through the sigmoid rows, the equivalence
- * tests through the softmax. */
+ * term is below 2e-16), and 2^k as 2^k1 2^k2 with k1 = round(k / 2), each built from its
+ * exponent bits: both factors are normal numbers for every k in [-1076, 1024], exp(r) 2^k1
+ * is exact, and the one rounding is the last product's, so a result below 2^-1022 rounds
+ * once to its subnormal (or to 0), one above the largest double is inf, and any other is
+ * exp(r) 2^k exactly. x must lie in [RNN_FAST_EXP_LO, RNN_FAST_EXP_HI] or be NaN (NaN
+ * gives NaN); the callers clip it in a loop of their own (a clip inside the arithmetic
+ * stops GCC from vectorising it). Within a few ulp of libm's exp:
+ * tests/test_kernels.py. */
 RNN_FAST_BODY double rnn_fast_exp_clipped(double x)
 {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     const double log2e = 1.44269504088896338700e+00;
     const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    double kd = x * log2e + shifter, k = kd - shifter, r, p, scale;
-    unsigned long long bits;
+    double kd = x * log2e + shifter, k = kd - shifter, k1d, k2d, r, p, scale1, scale2;
+    unsigned long long bits1, bits2;
     r = (x - k * ln2_hi) - k * ln2_lo;
     p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120
         + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880
         + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
         + r * (1.0 / 6227020800.0)))))))))))));
-    memcpy(&bits, &kd, sizeof bits);
-    bits = (bits + 1023) << 52; /* the low bits of kd hold k */
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    k1d = k * 0.5 + shifter;              /* the low bits hold k1 = round(k / 2) */
+    k2d = (k - (k1d - shifter)) + shifter; /* and here k2 = k - k1, exactly */
+    memcpy(&bits1, &k1d, sizeof bits1);
+    memcpy(&bits2, &k2d, sizeof bits2);
+    bits1 = (bits1 + 1023) << 52;
+    bits2 = (bits2 + 1023) << 52;
+    memcpy(&scale1, &bits1, sizeof scale1);
+    memcpy(&scale2, &bits2, sizeof scale2);
+    return (p * scale1) * scale2;
 }
 
-/* a[c] = sigmoid(a[c] + b[c]) = 1 / (1 + exp(-(a[c] + b[c]))) for c < n, float64.
- * -(a + b) is clipped to [-708, 709]: that changes sigmoid by less than 1e-307. */
+/* a[c] = sigmoid(a[c] + b[c]) = 1 / (1 + exp(-(a[c] + b[c]))) for c < n, float64, as
+ * NumPy computes it: 0 where exp overflows, 1 where it is below half an ulp of 1. */
 RNN_FAST_BODY void rnn_fast_sigmoid_row_f64_body(double *a, const double *b, ptrdiff_t n)
 {
     ptrdiff_t c;
     for (c = 0; c < n; c++) {
         double x = -(a[c] + b[c]);
-        x = x > 709.0 ? 709.0 : x; /* NaN passes through */
-        a[c] = x < -708.0 ? -708.0 : x;
+        x = x > RNN_FAST_EXP_HI ? RNN_FAST_EXP_HI : x; /* NaN passes through */
+        a[c] = x < RNN_FAST_EXP_LO ? RNN_FAST_EXP_LO : x;
     }
     for (c = 0; c < n; c++)
         a[c] = 1.0 / (1.0 + rnn_fast_exp_clipped(a[c]));
 }
 
-/* out[c] = exp(z[c] - top) for c < n, float64, where top >= every z[c] (a softmax's
- * shift): z - top is clipped below at -708, which changes exp by less than 4e-308. */
+/* out[c] = exp(z[c] - top) for c < n, float64 (top is a softmax's shift, its largest z) */
 RNN_FAST_BODY void rnn_fast_exp_shifted_row_f64_body(const double *z, double top,
                                                       double *out, ptrdiff_t n)
 {
     ptrdiff_t c;
     for (c = 0; c < n; c++) {
         double x = z[c] - top;
-        out[c] = x < -708.0 ? -708.0 : x; /* NaN passes through */
+        x = x > RNN_FAST_EXP_HI ? RNN_FAST_EXP_HI : x; /* NaN passes through */
+        out[c] = x < RNN_FAST_EXP_LO ? RNN_FAST_EXP_LO : x;
     }
     for (c = 0; c < n; c++)
         out[c] = rnn_fast_exp_clipped(out[c]);

@@ -10,7 +10,8 @@ zero (a softmax's gradients summing to zero, say) do not fail the test.
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, PATHS, RTOL, core_path, make_data
+from conftest import (CONFIGS, PATHS, RTOL, SATURATING_CONFIGS, core_clone, core_path,
+                      make_data)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,6 +96,68 @@ def test_loss_and_grads_match_reference(path, p):
     for name in grads_ref:
         assert grads_fast[name].dtype == np.dtype(p["dtype"])
         assert_close(grads_fast[name], grads_ref[name], p["dtype"], f"d{name}, {p}", scale)
+
+
+saturating_problems = st.fixed_dictionaries({
+    "config": st.sampled_from(SATURATING_CONFIGS),
+    "n": st.integers(1, 3),
+    "t": st.integers(1, 6),
+    "i": st.integers(1, 4),
+    "h": st.integers(1, 8),
+    "o": st.integers(1, 4),
+    "many_to_one": st.booleans(),
+    "dtype": st.sampled_from(["float64", "float32"]),
+    "seed": st.integers(0, 2**31),
+    # inputs and readout weights this many times their usual size: 1e3 and up saturate
+    # nearly every hidden unit (|a| past 19 in float64, 9 in float32), 30 and up most
+    # outputs; 1 and 30 leave units in the steep part too
+    "input_scale": st.sampled_from([1.0, 30.0, 1e3, 1e6]),
+    "readout_scale": st.sampled_from([1.0, 30.0, 1e3]),
+})
+
+
+@pytest.mark.parametrize("clone", rnn_fast._core.clones())
+@pytest.mark.parametrize("path", PATHS)
+@settings(SETTINGS, max_examples=100)
+@given(saturating_problems)
+def test_saturated_units_match_reference(path, clone, p):
+    """Large inputs and readout weights drive tanh and sigmoid units and sigmoid and softmax
+    outputs into saturation. The core's activations keep their range and are exactly +-1, 0
+    or 1 wherever the reference's are, so a saturated unit passes back exactly zero
+    gradient, as in the reference (a tanh of 1 + 2^-52 once made 1 - h^2 negative and sent
+    the gradient back with the wrong sign). Elsewhere loss and gradients agree as usual,
+    the gradients' absolute floor scaled by the inputs and readout weights: a unit in the
+    steep part of its saturation (1 - h^2 around 1e-12) passes back the rounding of h, as
+    in any two implementations, times the inputs."""
+    config, dtype = p["config"], p["dtype"]
+    sizes = (p["i"], p["h"], p["o"])
+    fast, ref = twin_models(config, sizes, dtype, p["seed"])
+    for params in (fast.params, ref.params):
+        params["W_hy"] *= params["W_hy"].dtype.type(p["readout_scale"])
+    rng = np.random.default_rng(p["seed"])
+    X, Y = make_data(rng, config, p["n"], p["t"], p["i"], p["o"], p["many_to_one"], dtype)
+    X *= X.dtype.type(p["input_scale"])
+    with core_path(path), core_clone(clone):
+        Y_fast, H_fast = fast.forward(X)
+        loss_fast, grads_fast = fast.loss_and_grads(X, Y)
+    Y_ref, H_ref = ref.forward(X)
+    loss_ref, grads_ref = ref.loss_and_grads(X, Y)
+    low = -1 if config["hidden_activation"] == "tanh" else 0
+    for name, fast_values, ref_values, limits in (("hidden states", H_fast, H_ref, (low, 1)),
+                                                  ("outputs", Y_fast, Y_ref, (0, 1))):
+        assert np.all((fast_values >= limits[0]) & (fast_values <= limits[1])), name
+        at_limit = np.isin(ref_values, limits)
+        np.testing.assert_array_equal(fast_values[at_limit], ref_values[at_limit],
+                                      err_msg=f"{name} at their limits, {p}")
+        assert_close(fast_values, ref_values, dtype, f"{name}, {p}", scale=1.0)
+    assert_close(loss_fast, loss_ref, dtype, f"loss, {p}", max(1.0, abs(loss_ref)))
+    scale = max(1.0, max(np.max(np.abs(g)) for g in grads_ref.values()),
+                np.max(np.abs(X)) * np.max(np.abs(fast.params["W_hy"])))
+    for name in grads_ref:
+        exact_zero = grads_ref[name] == 0  # every contribution from saturated units
+        np.testing.assert_array_equal(grads_fast[name][exact_zero], 0,
+                                      err_msg=f"d{name} where the reference's is 0, {p}")
+        assert_close(grads_fast[name], grads_ref[name], dtype, f"d{name}, {p}", scale)
 
 
 OPTIMIZERS = [

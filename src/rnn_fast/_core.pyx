@@ -244,7 +244,7 @@ def _hidden_values(floating[::1] x not None, int activation):
     """The core's hidden activation (a code, as in Config) over an array (for tests)."""
     out = np.array(x, dtype=np.float64 if floating is double else np.float32)
     cdef floating[::1] y = out
-    cdef floating[::1] zeros = np.zeros_like(out)
+    cdef floating[::1] zeros = np.full_like(out, -0.0)  # x + -0 is x, signed zeros too
     cdef Config cfg
     cfg.hidden = activation
     if x.shape[0]:
@@ -284,7 +284,7 @@ cdef inline floating _derivative(int code, floating h) noexcept nogil:
 
 
 cdef extern from "_simd.h" nogil:
-    # row loops and the optimizer steps in C, for a baseline and an AVX2 clone: _simd.h
+    # row loops and the optimizer steps in C, in the active clone (AVX2, baseline): _simd.h
     void rnn_fast_tanh_row_f64(double* a, const double* b, Py_ssize_t n)
     void rnn_fast_tanh_row_f32(float* a, const float* b, Py_ssize_t n)
     void rnn_fast_sigmoid_row_f64(double* a, const double* b, Py_ssize_t n)

@@ -63,6 +63,16 @@ def two_threads():
         rnn_fast._core.set_num_threads(old)
 
 
+@contextlib.contextmanager
+def core_clone(name):
+    """Run the core's C loops in one clone ("avx2", "baseline": rnn_fast._core.clones())."""
+    old = rnn_fast._core.set_clone(name)
+    try:
+        yield
+    finally:
+        rnn_fast._core.set_clone(old)
+
+
 def valid_configs():
     """Every (hidden activation, output activation, loss, bias, readout) the model accepts."""
     for hidden, output, loss, bias, readout in itertools.product(
@@ -83,6 +93,11 @@ def valid_configs():
 
 
 CONFIGS = list(valid_configs())
+
+# Configurations whose units can saturate (tanh or sigmoid hidden units, a sigmoid or
+# softmax readout), for the equivalence tests with large inputs and readout weights.
+SATURATING_CONFIGS = [c for c in CONFIGS if c["hidden_activation"] in ("tanh", "sigmoid")
+                      and c["readout"] and c["output_activation"] in ("sigmoid", "softmax")]
 
 
 def make_data(rng, config, n, t, i, o, many_to_one, dtype="float64"):

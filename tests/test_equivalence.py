@@ -10,7 +10,8 @@ zero (a softmax's gradients summing to zero, say) do not fail the test.
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, PATHS, RTOL, core_path, make_data
+from conftest import (CONFIGS, PATHS, RTOL, SATURATING_CONFIGS, core_clone, core_path,
+                      make_data)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,6 +96,78 @@ def test_loss_and_grads_match_reference(path, p):
     for name in grads_ref:
         assert grads_fast[name].dtype == np.dtype(p["dtype"])
         assert_close(grads_fast[name], grads_ref[name], p["dtype"], f"d{name}, {p}", scale)
+
+
+saturating_problems = st.fixed_dictionaries({
+    "config": st.sampled_from(SATURATING_CONFIGS),
+    "n": st.integers(1, 3),
+    "t": st.integers(1, 6),
+    "i": st.integers(1, 4),
+    "h": st.integers(1, 8),
+    "o": st.integers(1, 4),
+    "many_to_one": st.booleans(),
+    "dtype": st.sampled_from(["float64", "float32"]),
+    "seed": st.integers(0, 2**31),
+    # inputs and readout weights this many times their usual size: 1e3 and up saturate
+    # nearly every hidden unit (|a| past 19 in float64, 9 in float32), 30 and up most
+    # outputs; 1 and 30 leave units in the steep part too
+    "input_scale": st.sampled_from([1.0, 30.0, 1e3, 1e6]),
+    "readout_scale": st.sampled_from([1.0, 30.0, 1e3]),
+})
+
+
+@pytest.mark.parametrize("clone", rnn_fast._core.clones())
+@pytest.mark.parametrize("path", PATHS)
+@settings(SETTINGS, max_examples=100)
+@given(saturating_problems)
+def test_saturated_units_match_reference(path, clone, p):
+    """Large inputs and readout weights drive tanh and sigmoid units and sigmoid and softmax
+    outputs into saturation. The core's activations keep their range and are exactly +-1, 0
+    or 1 wherever the reference's are, so a saturated unit passes back exactly zero
+    gradient, as in the reference (a tanh of 1 + 2^-52 once made 1 - h^2 negative and sent
+    the gradient back with the wrong sign). Those checks are exact. Elsewhere the values
+    agree to the usual relative tolerance with absolute floors set by the conditioning:
+    with inputs of 1e6 a unit that does not saturate has a pre-activation that is the sum
+    of terms of 1e6 cancelling, whose rounding (which differs with the summation order)
+    moves h by about eps times those terms, and that moves the outputs, the loss and the
+    gradients after it (times the readout weights and the inputs)."""
+    config, dtype = p["config"], p["dtype"]
+    sizes = (p["i"], p["h"], p["o"])
+    fast, ref = twin_models(config, sizes, dtype, p["seed"])
+    for params in (fast.params, ref.params):
+        params["W_hy"] *= params["W_hy"].dtype.type(p["readout_scale"])
+    rng = np.random.default_rng(p["seed"])
+    X, Y = make_data(rng, config, p["n"], p["t"], p["i"], p["o"], p["many_to_one"], dtype)
+    X *= X.dtype.type(p["input_scale"])
+    with core_path(path), core_clone(clone):
+        Y_fast, H_fast = fast.forward(X)
+        loss_fast, grads_fast = fast.loss_and_grads(X, Y)
+    Y_ref, H_ref = ref.forward(X)
+    loss_ref, grads_ref = ref.loss_and_grads(X, Y)
+    # the floors: the largest sum of absolute terms in a pre-activation, and in an output
+    W = {name: np.abs(value).astype(np.float64) for name, value in ref.params.items()}
+    H_prev = np.concatenate([np.zeros_like(H_ref[:, :1]), H_ref[:, :-1]], axis=1)
+    terms_a = np.abs(X) @ W["W_xh"] + np.abs(H_prev) @ W["W_hh"] + W.get("b_h", 0)
+    floor_h = max(1.0, np.max(terms_a))
+    floor_y = max(1.0, np.max(np.abs(H_ref) @ W["W_hy"] + W.get("b_y", 0))
+                  + np.max(np.sum(W["W_hy"], axis=0)) * floor_h)
+    low = -1 if config["hidden_activation"] == "tanh" else 0
+    for name, fast_values, ref_values, limits, floor in (
+            ("hidden states", H_fast, H_ref, (low, 1), floor_h),
+            ("outputs", Y_fast, Y_ref, (0, 1), floor_y)):
+        assert np.all((fast_values >= limits[0]) & (fast_values <= limits[1])), name
+        at_limit = np.isin(ref_values, limits)
+        np.testing.assert_array_equal(fast_values[at_limit], ref_values[at_limit],
+                                      err_msg=f"{name} at their limits, {p}")
+        assert_close(fast_values, ref_values, dtype, f"{name}, {p}", scale=floor)
+    assert_close(loss_fast, loss_ref, dtype, f"loss, {p}", max(abs(loss_ref), floor_y))
+    scale = max(max(np.max(np.abs(g)) for g in grads_ref.values()),
+                np.max(np.abs(X)) * np.max(W["W_hy"]) * floor_y)
+    for name in grads_ref:
+        exact_zero = grads_ref[name] == 0  # every contribution from saturated units
+        np.testing.assert_array_equal(grads_fast[name][exact_zero], 0,
+                                      err_msg=f"d{name} where the reference's is 0, {p}")
+        assert_close(grads_fast[name], grads_ref[name], dtype, f"d{name}, {p}", scale)
 
 
 OPTIMIZERS = [

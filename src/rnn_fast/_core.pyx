@@ -126,6 +126,53 @@ def set_blas_min_hidden(Py_ssize_t n):
     return old
 
 
+cdef extern from "_simd.h" nogil:
+    # which clone of the C loops runs (_simd.h: clones and dispatch)
+    const char* rnn_fast_use_clone(const char* name)
+    const char* rnn_fast_active_clone_name()
+    const char* rnn_fast_clone_name(int i)
+    int RNN_FAST_N_CLONES
+
+
+def clones():
+    """The clones of the core's C loops (_simd.h) this build has and this CPU runs, best
+    first: ["avx2", "baseline"] on an x86-64 with AVX2."""
+    cdef int i
+    return [rnn_fast_clone_name(i).decode() for i in range(RNN_FAST_N_CLONES)
+            if rnn_fast_clone_name(i) != NULL]
+
+
+def clone():
+    """The clone of the core's C loops in use: the best this CPU runs, unless
+    RNN_FAST_CLONE (e.g. RNN_FAST_CLONE=baseline) or set_clone chose another."""
+    return rnn_fast_active_clone_name().decode()
+
+
+def set_clone(name):
+    """Run the core's C loops in the clone `name` (one of clones(); None: the best);
+    returns the old name. For tests and debugging: not while a fit runs."""
+    old = clone()
+    wanted = b"" if name is None else str(name).encode()
+    if rnn_fast_use_clone(wanted) == NULL:
+        raise ValueError(f"no clone {name!r} on this build and CPU; have {clones()}")
+    return old
+
+
+def _clone_from_environment():
+    """RNN_FAST_CLONE, or the best clone: an unknown name warns and takes the best."""
+    name = os.environ.get("RNN_FAST_CLONE", "").strip()
+    try:
+        set_clone(name or None)
+    except ValueError as error:
+        import warnings
+        set_clone(None)
+        warnings.warn(f"RNN_FAST_CLONE: {error}; using {clone()!r}", RuntimeWarning,
+                      stacklevel=2)
+
+
+_clone_from_environment()
+
+
 cdef inline double _now() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -197,11 +244,21 @@ def _hidden_values(floating[::1] x not None, int activation):
     """The core's hidden activation (a code, as in Config) over an array (for tests)."""
     out = np.array(x, dtype=np.float64 if floating is double else np.float32)
     cdef floating[::1] y = out
-    cdef floating[::1] zeros = np.zeros_like(out)
+    cdef floating[::1] zeros = np.full_like(out, -0.0)  # x + -0 is x, signed zeros too
     cdef Config cfg
     cfg.hidden = activation
     if x.shape[0]:
         _activate_row(cfg, &y[0], &zeros[0], x.shape[0])
+    return out
+
+
+def _exp_values(floating[::1] x not None):
+    """exp(x) as a softmax's exponentials compute it (for tests): the core's own exp in
+    float64, libm's expf in float32."""
+    out = np.empty_like(np.asarray(x))
+    cdef floating[::1] y = out
+    if x.shape[0]:
+        _exp_shifted(&x[0], 0, &y[0], x.shape[0])
     return out
 
 
@@ -227,7 +284,7 @@ cdef inline floating _derivative(int code, floating h) noexcept nogil:
 
 
 cdef extern from "_simd.h" nogil:
-    # row loops and the optimizer steps in C, for a baseline and an AVX2 clone: _simd.h
+    # row loops and the optimizer steps in C, in the active clone (AVX2, baseline): _simd.h
     void rnn_fast_tanh_row_f64(double* a, const double* b, Py_ssize_t n)
     void rnn_fast_tanh_row_f32(float* a, const float* b, Py_ssize_t n)
     void rnn_fast_sigmoid_row_f64(double* a, const double* b, Py_ssize_t n)

@@ -1,17 +1,27 @@
 /* The core's elementwise loops (activation rows, a softmax's exponentials, small
  * vector-matrix and outer products, the optimizer steps, finiteness checks), in C so that
- * GCC can compile them twice: for AVX2 and for the baseline x86-64, the faster picked
- * when the module loads (target_clones). Both clones do the same additions and
- * multiplications in the same order, with no FMA contraction (-ffp-contract=off), so
- * they give the same bits; only the vector width differs. Other compilers and platforms
- * get the baseline alone.
+ * GCC can compile them more than once: for AVX2 and for the baseline x86-64.
  *
- * rnn_fast_tanh_row: tanh in plain arithmetic, so the loops vectorise (libm's tanh is a call per element):
- * the odd Taylor series of tanh on y = x / 64, then six doublings
+ * Clones. Each kernel is written once, as an always-inline body (rnn_fast_NAME_body);
+ * RNN_FAST_CLONE_LIST, at the end of this file, instantiates every body once per
+ * instruction set (rnn_fast_NAME_avx2 under __attribute__((target("avx2"))),
+ * rnn_fast_NAME_baseline with the build's flags) and gathers each set in a table. The
+ * core calls rnn_fast_NAME, which goes through the active table: the best one this CPU
+ * runs, picked when the module loads (rnn_fast_use_clone), or the one named by
+ * RNN_FAST_CLONE in the environment (e.g. RNN_FAST_CLONE=baseline), or set by
+ * rnn_fast._core.set_clone (for tests: not while a fit runs). All clones do the same
+ * additions and multiplications in the same order, with no FMA contraction
+ * (-ffp-contract=off), so they give the same bits; only the vector width differs.
+ * Other compilers and platforms get the baseline alone.
+ *
+ * rnn_fast_tanh_row: tanh in plain arithmetic, so the loops vectorise (libm's tanh is a
+ * call per element): the odd Taylor series of tanh on y = |x| / 64, then six doublings
  * tanh(2y) = 2 tanh(y) / (1 + tanh(y)^2), which do not amplify relative error, done on
- * t = p / q so that one division ends them. Within a few ulp of libm's tanh
- * (tests/test_kernels.py). x is first clipped to where tanh rounds to +-1, in a loop of
- * its own: a clip inside the arithmetic loop stops GCC from vectorising it.
+ * t = p / q so that one division ends them; then t is held to [0, 1], made exactly 1
+ * where tanh rounds to 1 and |x| where it rounds to x, and given x's sign. Within an ulp
+ * or two of NumPy's tanh over the whole float range (tests/test_kernels.py). x is first
+ * clipped to +-20, in a loop of its own: a clip inside the arithmetic loop stops GCC from
+ * vectorising it.
  */
 #ifndef RNN_FAST_SIMD_H
 #define RNN_FAST_SIMD_H
@@ -21,13 +31,28 @@
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define RNN_FAST_CLONES __attribute__((target_clones("avx2", "default")))
+#define RNN_FAST_HAVE_AVX2_CLONE 1
 #else
-#define RNN_FAST_CLONES
+#define RNN_FAST_HAVE_AVX2_CLONE 0
 #endif
 
-/* a[c] = tanh(a[c] + b[c]) for c < n */
-static RNN_FAST_CLONES void rnn_fast_tanh_row_f64(double *a, const double *b, ptrdiff_t n)
+/* a kernel's body, inlined into each clone and compiled there for its instruction set */
+#define RNN_FAST_BODY static inline __attribute__((always_inline))
+
+/* Where tanh rounds to +-1 and where it rounds to x itself. float64: NumPy's tanh (2.x,
+ * its own SIMD code) is 1 from 18.990341103219276 on, the correctly rounded tanh from
+ * 19.0615 (where 1 - tanh(x) = 2^-54); in between the true value lies within 0.62 ulp of
+ * 1, so returning 1 from the lower of the two is faithful and agrees with both where they
+ * are exactly 1. float32: the correctly rounded tanh is 1 from 9.010914 on (NumPy's from
+ * 10). Below 2^-27 (float64) or 2^-12 (float32), x^2 / 3 is under half an ulp and tanh
+ * rounds to x; returning x there also spares the subnormal x / 64 its lost bits. */
+#define RNN_FAST_TANH_ONE_F64 18.990341103219276
+#define RNN_FAST_TANH_ONE_F32 9.010914f
+#define RNN_FAST_TANH_TINY_F64 0x1p-27
+#define RNN_FAST_TANH_TINY_F32 0x1p-12f
+
+/* a[c] = tanh(a[c] + b[c]) for c < n, in [-1, 1]; NaN stays NaN, tanh(-0) = -0 */
+RNN_FAST_BODY void rnn_fast_tanh_row_f64_body(double *a, const double *b, ptrdiff_t n)
 {
     ptrdiff_t c;
     for (c = 0; c < n; c++) {
@@ -36,7 +61,7 @@ static RNN_FAST_CLONES void rnn_fast_tanh_row_f64(double *a, const double *b, pt
         a[c] = x < -20.0 ? -20.0 : x;
     }
     for (c = 0; c < n; c++) {
-        double y = a[c] * 0.015625, y2 = y * y, p, q, pp;
+        double x = a[c], ax = fabs(x), y = ax * 0.015625, y2 = y * y, p, q, pp, t;
         /* |y| <= 0.32: terms to y^23 reach float64 precision */
         p = y + y * y2 * (-1.0 / 3.0 + y2 * (2.0 / 15.0 + y2 * (-17.0 / 315.0 + y2 * (
             62.0 / 2835.0 + y2 * (-1382.0 / 155925.0 + y2 * (21844.0 / 6081075.0 + y2 * (
@@ -50,11 +75,15 @@ static RNN_FAST_CLONES void rnn_fast_tanh_row_f64(double *a, const double *b, pt
         pp = 2 * p * q; q = p * p + q * q; p = pp;
         pp = 2 * p * q; q = p * p + q * q; p = pp;
         pp = 2 * p * q; q = p * p + q * q; p = pp;
-        a[c] = p / q;
+        t = p / q;
+        t = t > 1.0 ? 1.0 : t; /* p / q rounds to just above 1 near saturation */
+        t = ax >= RNN_FAST_TANH_ONE_F64 ? 1.0 : t;
+        t = ax < RNN_FAST_TANH_TINY_F64 ? ax : t;
+        a[c] = copysign(t, x); /* tanh is odd, and the arithmetic on |x| symmetric */
     }
 }
 
-static RNN_FAST_CLONES void rnn_fast_tanh_row_f32(float *a, const float *b, ptrdiff_t n)
+RNN_FAST_BODY void rnn_fast_tanh_row_f32_body(float *a, const float *b, ptrdiff_t n)
 {
     ptrdiff_t c;
     for (c = 0; c < n; c++) {
@@ -63,7 +92,7 @@ static RNN_FAST_CLONES void rnn_fast_tanh_row_f32(float *a, const float *b, ptrd
         a[c] = x < -10.0f ? -10.0f : x;
     }
     for (c = 0; c < n; c++) {
-        float y = a[c] * 0.015625f, y2 = y * y, p, q, pp;
+        float x = a[c], ax = fabsf(x), y = ax * 0.015625f, y2 = y * y, p, q, pp, t;
         /* |y| <= 0.16: terms to y^9 reach float32 precision */
         p = y + y * y2 * ((float)(-1.0 / 3) + y2 * ((float)(2.0 / 15) + y2 * (
             (float)(-17.0 / 315) + y2 * (float)(62.0 / 2835))));
@@ -74,60 +103,78 @@ static RNN_FAST_CLONES void rnn_fast_tanh_row_f32(float *a, const float *b, ptrd
         pp = 2 * p * q; q = p * p + q * q; p = pp;
         pp = 2 * p * q; q = p * p + q * q; p = pp;
         pp = 2 * p * q; q = p * p + q * q; p = pp;
-        a[c] = p / q;
+        t = p / q;
+        t = t > 1.0f ? 1.0f : t;
+        t = ax >= RNN_FAST_TANH_ONE_F32 ? 1.0f : t;
+        t = ax < RNN_FAST_TANH_TINY_F32 ? ax : t;
+        a[c] = copysignf(t, x);
     }
 }
+
+/* exp(x) rounds to 0 below -745.1332 (half the least subnormal, 2^-1075) and overflows
+ * above 709.7827; the callers clip x to [RNN_FAST_EXP_LO, RNN_FAST_EXP_HI], which keeps
+ * those results (0 and inf) and k below in [-1076, 1024]. */
+#define RNN_FAST_EXP_LO (-746.0)
+#define RNN_FAST_EXP_HI 710.0
 
 /* exp in plain arithmetic, for loops that vectorise (libm's exp is a call per element):
  * exp(x) = 2^k exp(r) with k = round(x / ln 2) (the 1.5 * 2^52 shifter leaves k in the
  * low bits), r = x - k ln 2 in two parts (fdlibm's ln2_hi has trailing zeros, so
  * k * ln2_hi is exact), exp(r) from its Taylor series to r^13 (|r| <= 0.347: the next
- * term is below 2e-16), and 2^k built from its exponent bits. x must lie in
- * [-708, 709], where 2^k is a normal number; the callers clip it in a loop of its own
- * (a clip inside the arithmetic stops GCC from vectorising it). Within a few ulp of
- * libm's exp: tests/test_kernels.py checks it through the sigmoid rows, the equivalence
- * tests through the softmax. */
-static inline double rnn_fast_exp_clipped(double x)
+ * term is below 2e-16), and 2^k as 2^k1 2^k2 with k1 = round(k / 2), each built from its
+ * exponent bits: both factors are normal numbers for every k in [-1076, 1024], exp(r) 2^k1
+ * is exact, and the one rounding is the last product's, so a result below 2^-1022 rounds
+ * once to its subnormal (or to 0), one above the largest double is inf, and any other is
+ * exp(r) 2^k exactly. x must lie in [RNN_FAST_EXP_LO, RNN_FAST_EXP_HI] or be NaN (NaN
+ * gives NaN); the callers clip it in a loop of their own (a clip inside the arithmetic
+ * stops GCC from vectorising it). Within a few ulp of libm's exp:
+ * tests/test_kernels.py. */
+RNN_FAST_BODY double rnn_fast_exp_clipped(double x)
 {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     const double log2e = 1.44269504088896338700e+00;
     const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    double kd = x * log2e + shifter, k = kd - shifter, r, p, scale;
-    unsigned long long bits;
+    double kd = x * log2e + shifter, k = kd - shifter, k1d, k2d, r, p, scale1, scale2;
+    unsigned long long bits1, bits2;
     r = (x - k * ln2_hi) - k * ln2_lo;
     p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120
         + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880
         + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
         + r * (1.0 / 6227020800.0)))))))))))));
-    memcpy(&bits, &kd, sizeof bits);
-    bits = (bits + 1023) << 52; /* the low bits of kd hold k */
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    k1d = k * 0.5 + shifter;              /* the low bits hold k1 = round(k / 2) */
+    k2d = (k - (k1d - shifter)) + shifter; /* and here k2 = k - k1, exactly */
+    memcpy(&bits1, &k1d, sizeof bits1);
+    memcpy(&bits2, &k2d, sizeof bits2);
+    bits1 = (bits1 + 1023) << 52;
+    bits2 = (bits2 + 1023) << 52;
+    memcpy(&scale1, &bits1, sizeof scale1);
+    memcpy(&scale2, &bits2, sizeof scale2);
+    return (p * scale1) * scale2;
 }
 
-/* a[c] = sigmoid(a[c] + b[c]) = 1 / (1 + exp(-(a[c] + b[c]))) for c < n, float64.
- * -(a + b) is clipped to [-708, 709]: that changes sigmoid by less than 1e-307. */
-static RNN_FAST_CLONES void rnn_fast_sigmoid_row_f64(double *a, const double *b, ptrdiff_t n)
+/* a[c] = sigmoid(a[c] + b[c]) = 1 / (1 + exp(-(a[c] + b[c]))) for c < n, float64, as
+ * NumPy computes it: 0 where exp overflows, 1 where it is below half an ulp of 1. */
+RNN_FAST_BODY void rnn_fast_sigmoid_row_f64_body(double *a, const double *b, ptrdiff_t n)
 {
     ptrdiff_t c;
     for (c = 0; c < n; c++) {
         double x = -(a[c] + b[c]);
-        x = x > 709.0 ? 709.0 : x; /* NaN passes through */
-        a[c] = x < -708.0 ? -708.0 : x;
+        x = x > RNN_FAST_EXP_HI ? RNN_FAST_EXP_HI : x; /* NaN passes through */
+        a[c] = x < RNN_FAST_EXP_LO ? RNN_FAST_EXP_LO : x;
     }
     for (c = 0; c < n; c++)
         a[c] = 1.0 / (1.0 + rnn_fast_exp_clipped(a[c]));
 }
 
-/* out[c] = exp(z[c] - top) for c < n, float64, where top >= every z[c] (a softmax's
- * shift): z - top is clipped below at -708, which changes exp by less than 4e-308. */
-static RNN_FAST_CLONES void rnn_fast_exp_shifted_row_f64(const double *z, double top,
-                                                         double *out, ptrdiff_t n)
+/* out[c] = exp(z[c] - top) for c < n, float64 (top is a softmax's shift, its largest z) */
+RNN_FAST_BODY void rnn_fast_exp_shifted_row_f64_body(const double *z, double top,
+                                                      double *out, ptrdiff_t n)
 {
     ptrdiff_t c;
     for (c = 0; c < n; c++) {
         double x = z[c] - top;
-        out[c] = x < -708.0 ? -708.0 : x; /* NaN passes through */
+        x = x > RNN_FAST_EXP_HI ? RNN_FAST_EXP_HI : x; /* NaN passes through */
+        out[c] = x < RNN_FAST_EXP_LO ? RNN_FAST_EXP_LO : x;
     }
     for (c = 0; c < n; c++)
         out[c] = rnn_fast_exp_clipped(out[c]);
@@ -137,15 +184,15 @@ static RNN_FAST_CLONES void rnn_fast_exp_shifted_row_f64(const double *z, double
  * per pass over out cut its loads and stores fourfold; the additions stay left to right,
  * so the rounding is that of adding one row at a time. */
 #define RNN_FAST_ADD_VECMAT(name, T)                                                   \
-    static RNN_FAST_CLONES void name(const T *v, const T *M, ptrdiff_t n_rows,          \
-                                     ptrdiff_t n_cols, T *out)                          \
+    RNN_FAST_BODY void name##_body(const T *v, const T *M, ptrdiff_t n_rows,           \
+                                     ptrdiff_t n_cols, T *out)                         \
     {                                                                                  \
         ptrdiff_t i = 0, j;                                                            \
         for (; i + 4 <= n_rows; i += 4) {                                              \
             const T v0 = v[i], v1 = v[i + 1], v2 = v[i + 2], v3 = v[i + 3];            \
             const T *r = M + i * n_cols;                                               \
             for (j = 0; j < n_cols; j++)                                               \
-                out[j] = (((out[j] + v0 * r[j]) + v1 * r[n_cols + j])                   \
+                out[j] = (((out[j] + v0 * r[j]) + v1 * r[n_cols + j])                  \
                           + v2 * r[2 * n_cols + j]) + v3 * r[3 * n_cols + j];          \
         }                                                                              \
         for (; i < n_rows; i++) {                                                      \
@@ -162,7 +209,7 @@ RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f32, float)
 /* sum of a[i] b[i] for i < n, in four running sums (a single one is a chain of n
  * dependent additions): a readout with one output, as in the seeds. */
 #define RNN_FAST_DOT(name, T)                                                          \
-    static RNN_FAST_CLONES T name(const T *a, const T *b, ptrdiff_t n)                 \
+    RNN_FAST_BODY T name##_body(const T *a, const T *b, ptrdiff_t n)                   \
     {                                                                                  \
         T s[4] = {0, 0, 0, 0};                                                         \
         ptrdiff_t i = 0, k;                                                            \
@@ -182,8 +229,8 @@ RNN_FAST_DOT(rnn_fast_dot_f32, float)
  * last to first as BPTT meets them, four per pass over dW: the same additions in the
  * same order as adding each step's outer product when it comes. */
 #define RNN_FAST_ADD_OUTER_PRODUCTS(name, T)                                           \
-    static RNN_FAST_CLONES void name(const T *hs, const T *das, ptrdiff_t n_steps,      \
-                                     ptrdiff_t n_rows, ptrdiff_t n_cols, T *dW)         \
+    RNN_FAST_BODY void name##_body(const T *hs, const T *das, ptrdiff_t n_steps,       \
+                                     ptrdiff_t n_rows, ptrdiff_t n_cols, T *dW)        \
     {                                                                                  \
         ptrdiff_t i, j, k;                                                             \
         for (i = 0; i < n_rows; i++) {                                                 \
@@ -220,7 +267,7 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
  * integer OR (x - x != 0 exactly when x is inf or NaN), which vectorises in the same
  * pass, where a floating-point sum would not without reordering it. */
 #define RNN_FAST_UPDATE(name, T, SQRT)                                                 \
-    static RNN_FAST_CLONES int name(int kind, const double *hyper, double bc1_d,        \
+    RNN_FAST_BODY int name##_body(int kind, const double *hyper, double bc1_d,         \
                                    double bc2_d, const T *theta, const T *g,           \
                                    const T *lr, const T *slots, ptrdiff_t n,           \
                                    ptrdiff_t stride, T *staged_out)                    \
@@ -289,7 +336,7 @@ RNN_FAST_UPDATE(rnn_fast_update_f32, float, sqrtf)
  * running sums, so the loop vectorises without reordering any addition (a single sum
  * would be one long chain of dependent additions). */
 #define RNN_FAST_ALL_FINITE(name, T)                                                   \
-    static RNN_FAST_CLONES int name(const T *x, ptrdiff_t n)                           \
+    RNN_FAST_BODY int name##_body(const T *x, ptrdiff_t n)                             \
     {                                                                                  \
         T c[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                             \
         ptrdiff_t i = 0, k;                                                            \
@@ -308,7 +355,7 @@ RNN_FAST_ALL_FINITE(rnn_fast_all_finite_f32, float)
  * the check is on the gradient before the clip, which would turn an inf into c. Eight
  * running sums as in rnn_fast_all_finite; the clip keeps NaN, as np.clip does. */
 #define RNN_FAST_CHECK_AND_CLIP(name, T)                                               \
-    static RNN_FAST_CLONES int name(T *g, ptrdiff_t n, T c)                            \
+    RNN_FAST_BODY int name##_body(T *g, ptrdiff_t n, T c)                              \
     {                                                                                  \
         T s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, x;                                          \
         ptrdiff_t i = 0, k;                                                            \
@@ -330,5 +377,141 @@ RNN_FAST_ALL_FINITE(rnn_fast_all_finite_f32, float)
 
 RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f64, double)
 RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
+
+/* ---- clones and dispatch ---------------------------------------------------------- */
+
+/* Every kernel: X(NAME, return type, (parameters), (arguments)). */
+#define RNN_FAST_KERNELS(X)                                                            \
+    X(tanh_row_f64, void, (double *a, const double *b, ptrdiff_t n), (a, b, n))        \
+    X(tanh_row_f32, void, (float *a, const float *b, ptrdiff_t n), (a, b, n))          \
+    X(sigmoid_row_f64, void, (double *a, const double *b, ptrdiff_t n), (a, b, n))     \
+    X(exp_shifted_row_f64, void, (const double *z, double top, double *out,            \
+                                  ptrdiff_t n), (z, top, out, n))                      \
+    X(add_vecmat_f64, void, (const double *v, const double *M, ptrdiff_t n_rows,       \
+                             ptrdiff_t n_cols, double *out),                           \
+      (v, M, n_rows, n_cols, out))                                                     \
+    X(add_vecmat_f32, void, (const float *v, const float *M, ptrdiff_t n_rows,         \
+                             ptrdiff_t n_cols, float *out),                            \
+      (v, M, n_rows, n_cols, out))                                                     \
+    X(dot_f64, double, (const double *a, const double *b, ptrdiff_t n), (a, b, n))     \
+    X(dot_f32, float, (const float *a, const float *b, ptrdiff_t n), (a, b, n))        \
+    X(add_outer_products_f64, void, (const double *hs, const double *das,              \
+                                     ptrdiff_t n_steps, ptrdiff_t n_rows,              \
+                                     ptrdiff_t n_cols, double *dW),                    \
+      (hs, das, n_steps, n_rows, n_cols, dW))                                          \
+    X(add_outer_products_f32, void, (const float *hs, const float *das,                \
+                                     ptrdiff_t n_steps, ptrdiff_t n_rows,              \
+                                     ptrdiff_t n_cols, float *dW),                     \
+      (hs, das, n_steps, n_rows, n_cols, dW))                                          \
+    X(update_f64, int, (int kind, const double *hyper, double bc1, double bc2,         \
+                        const double *theta, const double *g, const double *lr,        \
+                        const double *slots, ptrdiff_t n, ptrdiff_t stride,            \
+                        double *staged_out),                                           \
+      (kind, hyper, bc1, bc2, theta, g, lr, slots, n, stride, staged_out))             \
+    X(update_f32, int, (int kind, const double *hyper, double bc1, double bc2,         \
+                        const float *theta, const float *g, const float *lr,           \
+                        const float *slots, ptrdiff_t n, ptrdiff_t stride,             \
+                        float *staged_out),                                            \
+      (kind, hyper, bc1, bc2, theta, g, lr, slots, n, stride, staged_out))             \
+    X(all_finite_f64, int, (const double *x, ptrdiff_t n), (x, n))                     \
+    X(all_finite_f32, int, (const float *x, ptrdiff_t n), (x, n))                      \
+    X(check_and_clip_f64, int, (double *g, ptrdiff_t n, double c), (g, n, c))          \
+    X(check_and_clip_f32, int, (float *g, ptrdiff_t n, float c), (g, n, c))
+
+/* `return` before a call, or nothing for a void one (ISO C has no `return f()` there) */
+#define RNN_FAST_RETURN_void
+#define RNN_FAST_RETURN_int return
+#define RNN_FAST_RETURN_double return
+#define RNN_FAST_RETURN_float return
+
+/* A clone: every body compiled under one target attribute, and its table. */
+#define RNN_FAST_CLONE_FUNCTION(ISA, ATTRIBUTE, NAME, R, PARAMS, ARGS)                 \
+    static ATTRIBUTE R rnn_fast_##NAME##_##ISA PARAMS                                  \
+    {                                                                                  \
+        RNN_FAST_RETURN_##R rnn_fast_##NAME##_body ARGS;                               \
+    }
+#define RNN_FAST_TABLE_FIELD(NAME, R, PARAMS, ARGS) R(*NAME) PARAMS;
+
+typedef struct {
+    const char *name;
+    RNN_FAST_KERNELS(RNN_FAST_TABLE_FIELD)
+} rnn_fast_clone;
+
+#define RNN_FAST_BASELINE_FUNCTION(NAME, R, PARAMS, ARGS)                              \
+    RNN_FAST_CLONE_FUNCTION(baseline, , NAME, R, PARAMS, ARGS)
+#define RNN_FAST_BASELINE_ENTRY(NAME, R, PARAMS, ARGS) rnn_fast_##NAME##_baseline,
+RNN_FAST_KERNELS(RNN_FAST_BASELINE_FUNCTION)
+static const rnn_fast_clone rnn_fast_clone_baseline = {
+    "baseline", RNN_FAST_KERNELS(RNN_FAST_BASELINE_ENTRY)};
+
+#if RNN_FAST_HAVE_AVX2_CLONE
+#define RNN_FAST_AVX2_FUNCTION(NAME, R, PARAMS, ARGS)                                  \
+    RNN_FAST_CLONE_FUNCTION(avx2, __attribute__((target("avx2"))), NAME, R, PARAMS, ARGS)
+#define RNN_FAST_AVX2_ENTRY(NAME, R, PARAMS, ARGS) rnn_fast_##NAME##_avx2,
+RNN_FAST_KERNELS(RNN_FAST_AVX2_FUNCTION)
+static const rnn_fast_clone rnn_fast_clone_avx2 = {
+    "avx2", RNN_FAST_KERNELS(RNN_FAST_AVX2_ENTRY)};
+#endif
+
+/* The clones this build has, best first; a clone runs where cpu_ok says so. To add one
+ * (say AVX-512): its RNN_FAST_..._FUNCTION and _ENTRY lines as for AVX2, and a line here. */
+static int rnn_fast_cpu_has_avx2(void)
+{
+#if RNN_FAST_HAVE_AVX2_CLONE
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+static int rnn_fast_cpu_any(void) { return 1; }
+
+static const struct {
+    const rnn_fast_clone *clone;
+    int (*cpu_ok)(void);
+} rnn_fast_clone_list[] = {
+#if RNN_FAST_HAVE_AVX2_CLONE
+    {&rnn_fast_clone_avx2, rnn_fast_cpu_has_avx2},
+#endif
+    {&rnn_fast_clone_baseline, rnn_fast_cpu_any},
+};
+#define RNN_FAST_N_CLONES ((int)(sizeof rnn_fast_clone_list / sizeof rnn_fast_clone_list[0]))
+
+static const rnn_fast_clone *rnn_fast_active_clone = &rnn_fast_clone_baseline;
+
+/* The name of clone i (0 the best) if this build has it and this CPU runs it, else NULL. */
+static const char *rnn_fast_clone_name(int i)
+{
+    if (i < 0 || i >= RNN_FAST_N_CLONES || !rnn_fast_clone_list[i].cpu_ok())
+        return NULL;
+    return rnn_fast_clone_list[i].clone->name;
+}
+
+/* Make the clone called `name` the active one, or the best this CPU runs if name is
+ * NULL or empty; returns the active clone's name, or NULL (nothing changed) if there is
+ * no such clone or this CPU cannot run it. */
+static const char *rnn_fast_use_clone(const char *name)
+{
+    int i;
+    for (i = 0; i < RNN_FAST_N_CLONES; i++) {
+        if (rnn_fast_clone_name(i) == NULL)
+            continue;
+        if (name == NULL || name[0] == '\0' || strcmp(name, rnn_fast_clone_name(i)) == 0) {
+            rnn_fast_active_clone = rnn_fast_clone_list[i].clone;
+            return rnn_fast_active_clone->name;
+        }
+    }
+    return NULL;
+}
+
+static const char *rnn_fast_active_clone_name(void) { return rnn_fast_active_clone->name; }
+
+/* rnn_fast_NAME: NAME in the active clone */
+#define RNN_FAST_DISPATCH(NAME, R, PARAMS, ARGS)                                       \
+    static inline R rnn_fast_##NAME PARAMS                                             \
+    {                                                                                  \
+        RNN_FAST_RETURN_##R rnn_fast_active_clone->NAME ARGS;                          \
+    }
+RNN_FAST_KERNELS(RNN_FAST_DISPATCH)
 
 #endif

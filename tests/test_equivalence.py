@@ -10,8 +10,7 @@ zero (a softmax's gradients summing to zero, say) do not fail the test.
 
 import numpy as np
 import pytest
-from conftest import (CONFIGS, PATHS, RTOL, SATURATING_CONFIGS, core_clone, core_path,
-                      make_data)
+from conftest import CONFIGS, PATHS, RTOL, SATURATING_CONFIGS, core_clone, core_path, make_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -374,7 +374,7 @@ def test_corrupted_files_are_refused_or_load_unchanged(backend, tmp_path):
         except ValueError:
             refused += 1
             continue
-        assert loaded.config() == model.config(), position
+        assert loaded.config == model.config, position
         np.testing.assert_array_equal(loaded.theta, model.theta, err_msg=str(position))
         np.testing.assert_array_equal(loaded.optimizer.state["slots"],
                                       model.optimizer.state["slots"], err_msg=str(position))

@@ -13,6 +13,7 @@ import numpy as np
 from . import optimizers
 
 FORMAT = "rnn_fast.model"
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every .npz (a zip archive)
 VERSION = 1
 
 
@@ -66,9 +67,14 @@ def _copy_mode(path, tmp):
 def load(path):
     """Read (config, params, optimizer or None) from a file written by ``save``.
 
-    Anything but a complete, compatible file raises ValueError naming it (a missing file:
-    FileNotFoundError). The model's constructor then checks the parameters' shapes.
+    Anything but a complete, compatible file raises ValueError naming it (a path that
+    cannot be opened: open's OSError, e.g. FileNotFoundError, IsADirectoryError). The
+    model's constructor then checks the parameters' shapes.
     """
+    with open(path, "rb") as fh:  # a missing file, a folder: FileNotFoundError, ...
+        is_zip = fh.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    if not is_zip:  # np.load would read other formats, and advise unpickling some
+        raise ValueError(f"{path} is not an rnn_fast model file (not an .npz archive)")
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             arrays = {key: f[key] for key in f.files}
@@ -76,6 +82,9 @@ def load(path):
             RuntimeError) as exc:  # zipfile's errors for damaged flags: the last two
         if isinstance(exc, FileNotFoundError):
             raise
+        if "pickle" in str(exc):  # an object array inside: never advise loading it unsafely
+            raise ValueError(f"{path} is not an rnn_fast model file (it holds Python "
+                             "objects, which rnn_fast never writes)") from None
         raise ValueError(f"{path} is not a readable rnn_fast model file ({exc})") from exc
     try:
         meta = json.loads(str(arrays.pop("meta")))

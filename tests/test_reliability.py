@@ -433,7 +433,7 @@ INCOMPATIBLE = {
     "meta not JSON": (edit_arrays(lambda a: a.update(meta=np.array("{not json"))),
                       "no valid 'meta' entry"),
     "object array": (edit_arrays(lambda a: a.update(meta=np.array([None], dtype=object))),
-                     "Object arrays cannot be loaded"),
+                     "it holds Python objects, which rnn_fast never writes"),
 }
 
 

@@ -75,7 +75,7 @@ def test_a_2d_X_says_how_it_was_read(backend, rng):
 def test_load_of_a_file_that_is_not_a_model_never_mentions_pickle(backend, tmp_path):
     fake = tmp_path / "notes.npz"
     fake.write_text("these are my notes, not a model\n")
-    with pytest.raises(ValueError, match="is not an rnn_fast model file") as info:
+    with pytest.raises(ValueError, match="is not a readable rnn_fast model file") as info:
         backend.RNN.load(fake)
     assert "pickle" not in str(info.value)
     objects = tmp_path / "objects.npz"
@@ -83,6 +83,16 @@ def test_load_of_a_file_that_is_not_a_model_never_mentions_pickle(backend, tmp_p
     with pytest.raises(ValueError, match="is not an rnn_fast model file") as info:
         backend.RNN.load(objects)
     assert "allow_pickle" not in str(info.value)
+    vocab = text.Vocabulary("ab")
+    model = text.char_model(2, hidden_size=2, seed=0, backend=backend)
+    model.save(tmp_path / "char.npz")
+    with np.load(tmp_path / "char.npz") as f:
+        arrays = {key: f[key] for key in f.files}
+    arrays[text.VOCAB_ENTRY] = np.array([vocab], dtype=object)
+    np.savez(tmp_path / "char.npz", **arrays)
+    with pytest.raises(ValueError, match="holds Python objects") as info:
+        text.load_char_model(tmp_path / "char.npz", backend=backend)
+    assert "pickle" not in str(info.value)
     np.save(tmp_path / "array.npy", np.zeros(3))
     with pytest.raises(ValueError, match="not an .npz archive"):
         backend.RNN.load(tmp_path / "array.npy")
@@ -215,10 +225,13 @@ def test_cli_file_errors_are_one_line(capsys, tmp_path):
                    f"--file {tmp_path}: Is a directory")
     one_line_error(capsys, ["sample", str(tmp_path / "nope.npz")],
                    f"{tmp_path / 'nope.npz'}: No such file or directory")
+    one_line_error(capsys, ["sample", str(tmp_path)],
+                   f"{tmp_path} is not a readable rnn_fast model file ([Errno 21] Is a "
+                   f"directory: '{tmp_path}')")
     fake = tmp_path / "fake.npz"
     fake.write_text("hello")
     one_line_error(capsys, ["sample", str(fake)],
-                   f"{fake} is not an rnn_fast model file (not an .npz archive)")
+                   f"{fake} is not a readable rnn_fast model file (not an .npz archive)")
     binary = tmp_path / "binary.txt"
     binary.write_bytes(b"\xff\xfe\x00abc")
     assert main(["train", "text", "--file", str(binary)]) == 2

@@ -17,6 +17,10 @@ ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every .npz (a zip archive)
 VERSION = 1
 
 
+class _NotNpz(Exception):
+    """The file does not start like a zip archive."""
+
+
 def save(path, config, params, optimizer):
     """Write config, parameters and optimizer state; replace ``path`` only when complete."""
     arrays = {f"param.{name}": value for name, value in params.items()}
@@ -67,17 +71,20 @@ def _copy_mode(path, tmp):
 def load(path):
     """Read (config, params, optimizer or None) from a file written by ``save``.
 
-    Anything but a complete, compatible file raises ValueError naming it (a path that
-    cannot be opened: open's OSError, e.g. FileNotFoundError, IsADirectoryError). The
-    model's constructor then checks the parameters' shapes.
+    Anything but a complete, compatible file raises ValueError naming it (a missing file:
+    FileNotFoundError); none of the messages suggests unpickling. The model's
+    constructor then checks the parameters' shapes.
     """
-    with open(path, "rb") as fh:  # a missing file, a folder: FileNotFoundError, ...
-        is_zip = fh.read(len(ZIP_MAGIC)) == ZIP_MAGIC
-    if not is_zip:  # np.load would read other formats, and advise unpickling some
-        raise ValueError(f"{path} is not an rnn_fast model file (not an .npz archive)")
     try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            arrays = {key: f[key] for key in f.files}
+        with open(path, "rb") as fh:
+            if fh.read(len(ZIP_MAGIC)) != ZIP_MAGIC:  # np.load would read other formats,
+                raise _NotNpz  # and advise unpickling some: a model is always an .npz
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as f:
+                arrays = {key: f[key] for key in f.files}
+    except _NotNpz:
+        raise ValueError(f"{path} is not a readable rnn_fast model file (not an .npz "
+                         "archive)") from None
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError,
             RuntimeError) as exc:  # zipfile's errors for damaged flags: the last two
         if isinstance(exc, FileNotFoundError):

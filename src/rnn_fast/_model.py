@@ -134,6 +134,8 @@ class RNN:
         (those that exist). Writable in place; assigning a new array copies it in.
     optimizer : Optimizer or None
         The optimizer of the last ``fit``, with its state.
+    config : dict
+        The constructor's arguments (read-only; a new dict each time).
     """
 
     backend = "cython"

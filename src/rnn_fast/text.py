@@ -334,7 +334,12 @@ def load_char_model(path, backend=None):
         if VOCAB_ENTRY not in archive.files:
             raise ValueError(f"{path} holds a model but no character vocabulary; save character "
                              "models with rnn_fast.text.save_char_model (or rnn-fast train text)")
-        vocab = Vocabulary.from_json(str(archive[VOCAB_ENTRY]))
+        try:
+            vocab = Vocabulary.from_json(str(archive[VOCAB_ENTRY]))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # (an object array's numpy error would advise unpickling: never pass it on)
+            raise ValueError(f"{path} holds a damaged character vocabulary") from (
+                None if "pickle" in str(exc) else exc)
     if model.input_size != len(vocab) or model.output_size != len(vocab):
         raise ValueError(f"{path}: the model has {model.input_size} inputs and "
                          f"{model.output_size} outputs, its vocabulary {len(vocab)} characters")

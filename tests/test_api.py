@@ -149,7 +149,9 @@ def test_bad_configuration_raises(backend, kwargs, message):
 
 
 @pytest.mark.parametrize("X, Y, message", [
-    (np.zeros((2, 3)), np.zeros((2, 3, 3)), "X must have 2 features"),
+    (np.zeros((2, 3)), np.zeros((2, 3, 3)),
+     r"X of shape \(2, 3\) was read as one sequence of 2 steps with 3 features"),
+    (np.zeros((2, 3, 3)), np.zeros((2, 3, 3)), r"X must have 2 features .* shape \(2, 3, 3\)"),
     (np.zeros((2, 3, 2, 1)), np.zeros((2, 3, 3)), "X must have shape"),
     (np.zeros((0, 3, 2)), np.zeros((0, 3, 3)), "X holds no sequences"),
     (np.zeros((2, 0, 2)), np.zeros((2, 0, 3)), "no steps"),
@@ -220,7 +222,7 @@ def test_save_and_load_across_backends(source, target, tmp_path, rng):
     model.fit(X, Y, optimizer=source.Adam(lr=0.01), epochs=2)
     model.save(tmp_path / "model.npz")
     loaded = target.RNN.load(tmp_path / "model.npz")
-    assert type(loaded) is target.RNN and loaded.config() == model.config()
+    assert type(loaded) is target.RNN and loaded.config == model.config
     np.testing.assert_array_equal(loaded.theta, model.theta)
     assert loaded.optimizer.state["step"] == model.optimizer.state["step"]
     # training resumes exactly where it stopped

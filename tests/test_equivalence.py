@@ -54,6 +54,8 @@ problems = st.fixed_dictionaries({
 
 def build(p):
     o = p["o"] if p["config"]["readout"] else p["h"]
+    if p["config"]["output_activation"] == "softmax":
+        o = max(o, 2)  # a softmax over one output is refused
     # one-hot inputs come with 8 to 12 of them: at most one in eight nonzero takes the
     # BLAS path's row gathers instead of its input GEMMs
     i = p["i"] + 7 if p["one_hot"] else p["i"]
@@ -131,12 +133,13 @@ def test_saturated_units_match_reference(path, clone, p):
     moves h by about eps times those terms, and that moves the outputs, the loss and the
     gradients after it (times the readout weights and the inputs)."""
     config, dtype = p["config"], p["dtype"]
-    sizes = (p["i"], p["h"], p["o"])
+    o = max(p["o"], 2) if config["output_activation"] == "softmax" else p["o"]
+    sizes = (p["i"], p["h"], o)
     fast, ref = twin_models(config, sizes, dtype, p["seed"])
     for params in (fast.params, ref.params):
         params["W_hy"] *= params["W_hy"].dtype.type(p["readout_scale"])
     rng = np.random.default_rng(p["seed"])
-    X, Y = make_data(rng, config, p["n"], p["t"], p["i"], p["o"], p["many_to_one"], dtype)
+    X, Y = make_data(rng, config, p["n"], p["t"], p["i"], o, p["many_to_one"], dtype)
     X *= X.dtype.type(p["input_scale"])
     with core_path(path), core_clone(clone):
         Y_fast, H_fast = fast.forward(X)
@@ -195,8 +198,13 @@ OPTIMIZERS = [
     {"clip_norm": 0.1},
     {"ragged": True, "shuffle": True, "seed": 2},
     {"bptt_steps": 2, "chunk_length": 5},
+    # an initial hidden state per sequence (followed through the shuffle), or one shared
+    {"h0": "each", "chunk_length": 3, "shuffle": True, "seed": 4},
+    {"h0": "each", "ragged": True, "batch_size": 3, "shuffle": True, "seed": 1},
+    {"h0": "shared", "batch_size": 4},
 ], ids=["plain", "minibatch-shuffle", "tbptt", "clip-value", "clip-norm", "ragged",
-        "bptt-steps", "clip-norm-1", "ragged-1", "bptt-steps-1"])
+        "bptt-steps", "clip-norm-1", "ragged-1", "bptt-steps-1", "h0-1", "h0-minibatch",
+        "h0-shared"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("path", PATHS)
 def test_fit_matches_reference(path, make_optimizer, options, dtype, rng):
@@ -207,6 +215,8 @@ def test_fit_matches_reference(path, make_optimizer, options, dtype, rng):
     X, Y = make_data(rng, config, 10, 7, 3, 2, many_to_one=False, dtype=dtype)
     if options.pop("ragged", False):
         options["lengths"] = rng.integers(1, 8, 10)
+    if "h0" in options:
+        options["h0"] = rng.standard_normal((10, 6) if options["h0"] == "each" else 6)
     with core_path(path):
         history_fast = fast.fit(X, Y, optimizer=make_optimizer(rnn_fast), epochs=3, **options)
     history_ref = ref.fit(X, Y, optimizer=make_optimizer(reference), epochs=3, **options)
@@ -243,7 +253,8 @@ def test_fit_every_configuration(config, path, many_to_one, rng):
     {"chunk_length": 4, "clip_value": 0.5},
     {"clip_norm": 0.2, "many_to_one": True},
     {"lengths": [9, 3, 1, 12, 7], "bptt_steps": 3},
-], ids=["tbptt-clip-value", "clip-norm-many-to-one", "ragged-bptt-steps"])
+    {"h0": True, "chunk_length": 5, "shuffle": True, "seed": 3},
+], ids=["tbptt-clip-value", "clip-norm-many-to-one", "ragged-bptt-steps", "h0-tbptt"])
 def test_pair_path_gives_the_hand_loops_numbers_exactly(options, dtype, rng):
     """The two-thread schedule sums everything in the hand loops' order, so the two give
     the same bits, not just numbers within the reference's tolerance."""
@@ -252,6 +263,8 @@ def test_pair_path_gives_the_hand_loops_numbers_exactly(options, dtype, rng):
     config = {"hidden_activation": "tanh", "output_activation": "softmax",
               "loss": "cross_entropy", "bias": True, "readout": True}
     X, Y = make_data(rng, config, 5, 12, 7, 6, many_to_one=many_to_one, dtype=dtype)
+    if options.pop("h0", False):
+        options["h0"] = rng.standard_normal((5, 40)).astype(dtype)
     results = []
     for path in ("loops", "pair"):
         model, _ = twin_models(config, (7, 40, 6), dtype, seed=3)

@@ -174,9 +174,9 @@ LAYOUTS = ["C", "F", "negative strides", "strided", "read-only", "list"]
 
 @st.composite
 def arrays(draw, shape, values="normal", bad_shape=True, bad_values=True):
-    """An array-like of about `shape` (values N(0, 1), or U(0, 1) for "unit"; integer
-    dtypes round them): sometimes a wrong shape, another dtype, another layout, a NaN or
-    an infinity."""
+    """An array-like of about `shape` (values N(0, 1), or U(0, 1) for "unit", or rows of
+    U(0, 1) normalised to sum to 1 for "simplex"; integer dtypes round them): sometimes a
+    wrong shape, another dtype, another layout, a NaN or an infinity."""
     shape = list(shape)
     if bad_shape and draw(st.integers(0, 9)) == 0:
         if shape and draw(st.booleans()):
@@ -187,7 +187,9 @@ def arrays(draw, shape, values="normal", bad_shape=True, bad_values=True):
         else:
             shape.insert(draw(st.integers(0, len(shape))), draw(st.integers(1, 2)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    data = rng.random(shape) if values == "unit" else rng.standard_normal(shape)
+    data = rng.random(shape) if values in ("unit", "simplex") else rng.standard_normal(shape)
+    if values == "simplex" and data.size:  # cross-entropy's targets: distributions
+        data /= data.sum(axis=-1, keepdims=True)
     dtype = draw(st.sampled_from(DTYPES[:2])) if draw(st.integers(0, 3)) else draw(
         st.sampled_from(DTYPES))
     if bad_values and data.size and draw(st.integers(0, 11)) == 0:
@@ -227,12 +229,25 @@ def models(draw):
     config = dict(draw(st.sampled_from(CONFIGS)))
     hidden = draw(st.integers(1, 6))
     config.update(input_size=draw(st.integers(1, 4)), hidden_size=hidden,
-                  output_size=draw(st.integers(1, 4)) if config["readout"] else None,
+                  # a softmax needs two outputs or more
+                  output_size=(draw(st.integers(1 + (config["output_activation"] == "softmax"),
+                                                4)) if config["readout"] else None),
                   dtype=draw(st.sampled_from(["float64", "float32"])),
                   init=draw(st.sampled_from(["uniform", "normal", "glorot", "pytorch",
                                              "orthogonal"])),
                   seed=draw(st.integers(0, 2**32 - 1)))
     return config
+
+
+def target_values(model):
+    """Targets the model's loss accepts: distributions for cross-entropy, else [0, 1]."""
+    return "simplex" if model["loss"] == "cross_entropy" else "unit"
+
+
+def random_targets(rng, shape, model):
+    """U(0, 1) targets, rows normalised to distributions for cross-entropy."""
+    Y = rng.random(shape)
+    return Y / Y.sum(axis=-1, keepdims=True) if model["loss"] == "cross_entropy" else Y
 
 
 @st.composite
@@ -294,7 +309,7 @@ def test_constructor(request, data):
             params = {name: weights_like(p, shapes == "wrong" and name == "W_hh")
                       for name, p in template.params.items()}
         model = backend.RNN(**kwargs, params=params)
-        return model.config(), {name: p.shape for name, p in model.params.items()}, model.theta
+        return model.config, {name: p.shape for name, p in model.params.items()}, model.theta
 
     def weights_like(p, wrong):
         return np.ones(p.shape[:-1] + (p.shape[-1] + 1,)) if wrong else np.full(p.shape, 0.5)
@@ -323,7 +338,7 @@ def test_forward_predict_loss_and_evaluate(request, model, data):
     x_shape = (t, model["input_size"]) if single else (n, t, model["input_size"])
     y_shape = ((o,) if single else (n, o)) if many_to_one else x_shape[:-1] + (o,)
     X = draw(arrays(x_shape))
-    Y = draw(arrays(y_shape, values="unit"))
+    Y = draw(arrays(y_shape, values=target_values(model)))
     h0 = draw(h0_for(1 if single else n, model["hidden_size"]))
     lengths = draw(lengths_for(1 if single else n, t))
     method = draw(st.sampled_from(["forward", "predict", "loss_and_grads", "evaluate"]))
@@ -413,10 +428,14 @@ def test_fit(request, model, data):
     many_to_one = draw(st.integers(0, 3)) == 0
     X = draw(arrays((n, t, model["input_size"]), bad_shape=draw(st.integers(0, 4)) == 0,
                     bad_values=draw(st.integers(0, 4)) == 0))
-    Y = draw(arrays((n, o) if many_to_one else (n, t, o), values="unit", bad_shape=False,
+    Y = draw(arrays((n, o) if many_to_one else (n, t, o), values=target_values(model),
+                    bad_shape=False,
                     bad_values=draw(st.integers(0, 4)) == 0))
     lengths = draw(lengths_for(n, t))
     options = draw(fit_options(n, t))
+    h0 = draw(h0_for(n, model["hidden_size"]))
+    if h0 is not None:
+        options["h0"] = h0
     optimizer = draw(optimizers())
     twice = draw(st.integers(0, 4)) == 0  # fit again: resumes the optimizer
     blas = draw(st.booleans())
@@ -451,7 +470,7 @@ def test_save_and_load(request, model, data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
     rng = np.random.default_rng(model["seed"])
     o = model["output_size"] or model["hidden_size"]
-    X, Y = rng.standard_normal((3, 4, model["input_size"])), rng.random((3, 4, o))
+    X, Y = rng.standard_normal((3, 4, model["input_size"])), random_targets(rng, (3, 4, o), model)
     optimizer = draw(st.sampled_from([None, "SGD", "Adagrad", "RMSprop", "Adam"]))
     source, target = draw(st.sampled_from([(reference, rnn_fast), (rnn_fast, reference),
                                            (reference, reference), (rnn_fast, rnn_fast)]))
@@ -462,13 +481,13 @@ def test_save_and_load(request, model, data, tmp_path_factory):
     path = folder / "model.npz"
     original.save(path)
     loaded = target.RNN.load(path)
-    assert type(loaded) is target.RNN and loaded.config() == original.config()
+    assert type(loaded) is target.RNN and loaded.config == original.config
     np.testing.assert_array_equal(loaded.theta, original.theta)
     if optimizer is not None:
         assert loaded.optimizer.state["step"] == original.optimizer.state["step"]
         np.testing.assert_array_equal(loaded.optimizer.state["slots"],
                                       original.optimizer.state["slots"])
-    twin = target.RNN(**original.config(), params=original.params)  # same weights, by hand
+    twin = target.RNN(**original.config, params=original.params)  # same weights, by hand
     np.testing.assert_array_equal(loaded.predict(X), twin.predict(X))
 
     data_bytes = bytearray(path.read_bytes())
@@ -508,7 +527,7 @@ def test_extreme_values_never_crash(request, model, data):
     X = rng.standard_normal((n, t, model["input_size"])) * 10.0 ** draw(st.sampled_from(
         exponents))
     h0 = rng.standard_normal(model["hidden_size"]) * 10.0 ** draw(st.sampled_from(exponents))
-    Y = rng.random((n, t, o))
+    Y = random_targets(rng, (n, t, o), model)
     weight = 10.0 ** draw(st.sampled_from(exponents))
     optimizer = draw(st.sampled_from(["SGD", "Adam", "RMSprop", "Adagrad"]))
     batch_size = draw(st.integers(1, n))

@@ -96,7 +96,7 @@ def test_copies_keep_the_configuration_and_dtype(backend):
                         bias=False, dtype="float32", seed=1)
     for how, make in COPIES.items():
         duplicate = make(model)
-        assert duplicate.config() == model.config(), how
+        assert duplicate.config == model.config, how
         assert duplicate.theta.dtype == np.float32 and duplicate.backend == model.backend
 
 

@@ -45,12 +45,16 @@ def test_chunk_length_updates_once_per_chunk(backend, rng):
     history = model.fit(X[:1], Y[:1], optimizer=backend.SGD(lr=0.01), chunk_length=3)
     assert model.optimizer.state["step"] == 3  # chunks of 3, 3 and 1 steps
     h = None
+    losses = []
     for start in (0, 3, 6):  # the same by hand: update on each chunk, carry h forward
         x, y = X[:1, start:start + 3], Y[:1, start:start + 3]
-        _, grads = twin.loss_and_grads(x, y, h0=h)
+        loss, grads = twin.loss_and_grads(x, y, h0=h)
+        losses.append(loss)
         h_next = twin.forward(x, h0=h)[1][:, -1]
         for name in grads:
             twin.params[name] -= 0.01 * grads[name]
         h = h_next
     np.testing.assert_allclose(model.theta, twin.theta, rtol=1e-12, atol=1e-14)
-    assert history["batch_loss"].shape == (1,)
+    # one batch loss per update (the chunk's), the epoch's loss their sum over the sequence
+    np.testing.assert_allclose(history["batch_loss"], losses, rtol=1e-12)
+    np.testing.assert_allclose(history["loss"], [sum(losses)], rtol=1e-12)

@@ -58,6 +58,7 @@ def train(
     X: Floats,
     Y: Floats,
     lengths: Indices,
+    h0: Floats,  # (N, H) the initial hidden state of each sequence
     order: Indices,  # (epochs * N,) or (N,)
     batch_size: int,
     chunk_length: int,
@@ -70,7 +71,7 @@ def train(
     opt_step: int,
     clip_value: float,
     clip_norm: float,
-    losses_out: npt.NDArray[np.float64],  # (n_steps,) written
+    losses_out: npt.NDArray[np.float64],  # (n_updates,) written: the loss of each update
     timers_out: npt.NDArray[np.float64],  # (3,) accumulated, or (0,) for no timing
 ) -> tuple[int, int]: ...
 def _hidden_values(x: Floats, activation: int) -> Floats: ...  # activation: a Config code

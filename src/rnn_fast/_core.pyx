@@ -967,12 +967,12 @@ cdef void _train_pair(
     floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
     floating[::1] theta, floating[::1] grad,                         # IN/OUT, scratch (P,)
     const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
-    const Py_ssize_t[::1] lengths, const Py_ssize_t[::1] order,
+    const Py_ssize_t[::1] lengths, const floating[:, ::1] h0, const Py_ssize_t[::1] order,
     Py_ssize_t chunk_length, Py_ssize_t step_begin, Py_ssize_t step_end,
     int opt_kind, const double[::1] hyper, const floating[::1] lr,
     floating[:, ::1] slots, Py_ssize_t opt_step,
     double clip_value, double clip_norm,
-    double[::1] losses_out, double* timers,                           # OUT (A only)
+    double[::1] losses_out, double* timers,          # OUT (A only) the loss of each update
     floating[:, ::1] hs,          # (T + 1, H) hidden states, written by A
     floating[:, ::1] das,         # (T, H) B: the readout's dL/dh; A turns them into dL/da
     floating[:, ::1] dzs,         # (T, O) B: dL/dz of each step
@@ -1012,19 +1012,19 @@ cdef void _train_pair(
     cdef Py_ssize_t n_mine = half if is_a else P - half
     cdef int64_t a0 = 0, b0 = 0, a_grads, a_clip, a_verdict, b_grads, b_clip, b_verdict
     cdef bint per_epoch_order = order.shape[0] > n_samples
-    cdef floating batch_loss = 0, loss, coef, norm
+    cdef floating chunk_loss = 0, loss = 0, coef, norm
     cdef double clock = 0
     cdef floating* state = _state(slots, theta)
+    cdef Py_ssize_t opt_step_begin = opt_step
     for s in range(step_begin, step_end):
         first = (s // n_samples) * n_samples * per_epoch_order + s % n_samples
         i = order[first]
         length = lengths[i]
         n_chunks = (length + chunk_length - 1) // chunk_length
         norm = n_out if cfg.many_to_one else length * n_out
-        batch_loss = 0
         if is_a:
             for j in range(H):
-                hs[0, j] = 0  # h0 = 0 for every sequence
+                hs[0, j] = h0[i, j]  # the sequence's initial hidden state
         for c in range(n_chunks):
             t0 = c * chunk_length
             n = min(t0 + chunk_length, length) - t0
@@ -1072,7 +1072,7 @@ cdef void _train_pair(
                                     db_y[o] += dzs[k, o]
                 rnn_fast_pair_publish(counters, tid, a_grads)
                 rnn_fast_pair_wait(counters, tid, b_grads)
-                batch_loss += <floating>mail[0]
+                chunk_loss = <floating>mail[0]
                 clock = _lap(timers, PHASE_BACKWARD, clock)
             else:
                 rnn_fast_pair_wait(counters, tid, a0)  # A committed the last update
@@ -1122,7 +1122,7 @@ cdef void _train_pair(
                                 db_h[j] += das[k, j]
                     _add_outer_products(hs[k0:], das[k0:], k1 - k0, dW_hh)
                     k1 = k0
-                batch_loss += loss
+                chunk_loss = loss
                 mail[0] = loss
                 rnn_fast_pair_publish(counters, tid, b_grads)
                 rnn_fast_pair_wait(counters, tid, a_grads)
@@ -1156,10 +1156,12 @@ cdef void _train_pair(
             mail[4 + tid] = mine_ok
             rnn_fast_pair_publish(counters, tid, a_verdict if is_a else b_verdict)
             rnn_fast_pair_wait(counters, tid, b_verdict if is_a else a_verdict)
-            ok = mine_ok and mail[5 - tid] != 0 and isfinite(batch_loss)
+            ok = mine_ok and mail[5 - tid] != 0 and isfinite(chunk_loss)
             if not ok:  # stop with the state of the last finite update
                 break
             _commit(&staged[0, p0], &theta[p0], state + p0, n_slots, n_mine, P)
+            if is_a:
+                losses_out[opt_step - opt_step_begin] = chunk_loss
             opt_step += 1
             a0, b0 = a_verdict + 1, b_verdict + 1
             rnn_fast_pair_publish(counters, tid, a0 if is_a else b0)
@@ -1169,8 +1171,6 @@ cdef void _train_pair(
                 _lap(timers, PHASE_UPDATE, clock)
         if not ok:
             break
-        if is_a:
-            losses_out[s] = batch_loss
     if is_a:
         result_out[0] = step_end if ok else s
         result_out[1] = opt_step
@@ -1178,7 +1178,8 @@ cdef void _train_pair(
 
 cdef void _pair_side(tuple job, int tid, floating* dtype_tag):
     """One thread's side of _train_pair, its arguments unpacked from train's job."""
-    (_, spec, params, grads, theta_, grad_, X_, Y_, lengths_, order_, chunk_length, step_begin,
+    (_, spec, params, grads, theta_, grad_, X_, Y_, lengths_, h0_, order_, chunk_length,
+     step_begin,
      step_end, opt_kind, hyper_, lr_, slots_, opt_step, clip_value, clip_norm, losses_,
      timers_, ws, staged_, mail_, counters_, result_, _errors) = job
     cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
@@ -1187,6 +1188,7 @@ cdef void _pair_side(tuple job, int tid, floating* dtype_tag):
     cdef floating[::1] db_h = grads[3], db_y = grads[4]
     cdef floating[::1] theta = theta_, grad = grad_, lr = lr_
     cdef const floating[:, :, ::1] X = X_, Y = Y_
+    cdef const floating[:, ::1] h0 = h0_
     cdef const Py_ssize_t[::1] lengths = lengths_, order = order_
     cdef const double[::1] hyper = hyper_
     cdef floating[:, ::1] slots = slots_, staged = staged_
@@ -1204,7 +1206,7 @@ cdef void _pair_side(tuple job, int tid, floating* dtype_tag):
     cdef double c_value = clip_value, c_norm = clip_norm
     with nogil:
         _train_pair(tid, cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                    theta, grad, X, Y, lengths, order, c_length, s_begin, s_end, kind, hyper,
+                    theta, grad, X, Y, lengths, h0, order, c_length, s_begin, s_end, kind, hyper,
                     lr, slots, o_step, c_value, c_norm, losses, timers, hs, das, dzs,
                     step_losses, W_hh_T, W_hy_T, dh, z, y, staged, mail, &counters[0],
                     result)
@@ -1360,6 +1362,7 @@ def train(spec, params, grads,
           const floating[:, :, ::1] X not None,      # IN (N, T, I)
           const floating[:, :, ::1] Y not None,      # IN (N, T or 1, O)
           const Py_ssize_t[::1] lengths not None,    # IN (N,)
+          const floating[:, ::1] h0 not None,        # IN (N, H) initial hidden states
           const Py_ssize_t[::1] order not None,      # IN (epochs * N,) or (N,) sample order
           Py_ssize_t batch_size, Py_ssize_t chunk_length,
           Py_ssize_t step_begin, Py_ssize_t step_end,
@@ -1368,12 +1371,13 @@ def train(spec, params, grads,
           floating[:, ::1] slots not None,           # IN/OUT (n_slots, P) optimizer state
           Py_ssize_t opt_step,
           double clip_value, double clip_norm,
-          double[::1] losses_out not None,           # OUT (n_steps,) loss of each batch
+          double[::1] losses_out not None,           # OUT (n_updates,) loss of each update
           double[::1] timers_out not None):          # IN/OUT (3,) seconds per phase, or (0,)
     """Training steps step_begin..step_end in one nogil loop (see reference.train).
 
     ``timers_out``, when it has 3 entries, accumulates the seconds spent in the forward
     sweeps, the backward sweeps and the updates; pass an empty array to skip the clock.
+    ``losses_out[u]`` gets the loss of this call's u-th update.
     Returns (number of finished steps, optimizer step count).
     """
     global _last_schedule
@@ -1386,8 +1390,9 @@ def train(spec, params, grads,
     cdef Py_ssize_t n_samples = X.shape[0], n_hidden = W_hh.shape[0]
     cdef Py_ssize_t n_params = theta.shape[0]
     cdef Py_ssize_t n_batches = (n_samples + batch_size - 1) // batch_size
-    cdef floating batch_loss, scale
+    cdef floating chunk_loss, scale
     cdef bint finite = True
+    cdef Py_ssize_t opt_step_begin = opt_step
     cdef bint per_epoch_order = order.shape[0] > n_samples  # else one order for all epochs
     cdef double clock = 0
     cdef double* timers = &timers_out[0] if timers_out.shape[0] == 3 else NULL
@@ -1400,7 +1405,7 @@ def train(spec, params, grads,
                   batch_size, pair)
     if pair:  # batch size 1 on two threads (_train_pair), when a thread can be started
         result, errors = np.zeros(2, dtype=np.intp), []
-        job = (floating is double, spec, params, grads, theta, grad, X, Y, lengths, order,
+        job = (floating is double, spec, params, grads, theta, grad, X, Y, lengths, h0, order,
                chunk_length, step_begin, step_end, opt_kind, hyper, lr, slots, opt_step,
                clip_value, clip_norm, losses_out, timers_out, ws, staged, np.zeros(8),
                np.zeros(2 * 16, dtype=np.int64), result, errors)
@@ -1429,15 +1434,15 @@ def train(spec, params, grads,
             for j in range(count):
                 max_len = max(max_len, lengths[order[first + j]])
                 for i in range(n_hidden):
-                    carry[j, i] = 0  # h0 = 0 for every sequence
+                    carry[j, i] = h0[order[first + j], i]  # the sequence's initial state
             n_chunks = (max_len + chunk_length - 1) // chunk_length
-            batch_loss = 0
             for c in range(n_chunks):
                 t0 = c * chunk_length
+                chunk_loss = 0
                 for p in range(n_params):
                     grad[p] = 0
                 if blas:
-                    batch_loss += _batch_loss_and_grads(
+                    chunk_loss += _batch_loss_and_grads(
                         cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
                         X, Y, lengths, order, first, count, t0, t0 + chunk_length, scale,
                         carry, block, Hs, Xb, Zb, DAb, dh, y, dz, timers)
@@ -1446,7 +1451,7 @@ def train(spec, params, grads,
                         i = order[first + j]
                         for p in range(n_hidden):
                             hs[0, p] = carry[j, p]
-                        batch_loss += _sequence_loss_and_grads(
+                        chunk_loss += _sequence_loss_and_grads(
                             cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy,
                             db_h, db_y, X, Y, i, lengths[i], t0, t0 + chunk_length, scale,
                             hs, das, dh, z, y, dz, timers)
@@ -1455,16 +1460,16 @@ def train(spec, params, grads,
                             carry[j, p] = hs[last, p]
                 if timers != NULL:
                     clock = _now()
-                finite = isfinite(batch_loss) and _optimizer_step(
+                finite = isfinite(chunk_loss) and _optimizer_step(
                     opt_kind, hyper, theta, grad, lr, slots, opt_step, clip_value, clip_norm,
                     staged)
                 if not finite:  # stop with the state of the last finite update
                     break
                 if not blas:
                     _transpose(W_hh, W_hh_T)
+                losses_out[opt_step - opt_step_begin] = chunk_loss
                 opt_step += 1
                 _lap(timers, PHASE_UPDATE, clock)
             if not finite:
                 break
-            losses_out[s] = batch_loss
     return (step_end if finite else s), opt_step

@@ -13,7 +13,12 @@ import numpy as np
 from . import optimizers
 
 FORMAT = "rnn_fast.model"
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every .npz (a zip archive)
 VERSION = 1
+
+
+class _NotNpz(Exception):
+    """The file does not start like a zip archive."""
 
 
 def save(path, config, params, optimizer):
@@ -67,15 +72,26 @@ def load(path):
     """Read (config, params, optimizer or None) from a file written by ``save``.
 
     Anything but a complete, compatible file raises ValueError naming it (a missing file:
-    FileNotFoundError). The model's constructor then checks the parameters' shapes.
+    FileNotFoundError); none of the messages suggests unpickling. The model's
+    constructor then checks the parameters' shapes.
     """
     try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            arrays = {key: f[key] for key in f.files}
+        with open(path, "rb") as fh:
+            if fh.read(len(ZIP_MAGIC)) != ZIP_MAGIC:  # np.load would read other formats,
+                raise _NotNpz  # and advise unpickling some: a model is always an .npz
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as f:
+                arrays = {key: f[key] for key in f.files}
+    except _NotNpz:
+        raise ValueError(f"{path} is not a readable rnn_fast model file (not an .npz "
+                         "archive)") from None
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError,
             RuntimeError) as exc:  # zipfile's errors for damaged flags: the last two
         if isinstance(exc, FileNotFoundError):
             raise
+        if "pickle" in str(exc):  # an object array inside: never advise loading it unsafely
+            raise ValueError(f"{path} is not an rnn_fast model file (it holds Python "
+                             "objects, which rnn_fast never writes)") from None
         raise ValueError(f"{path} is not a readable rnn_fast model file ({exc})") from exc
     try:
         meta = json.loads(str(arrays.pop("meta")))

@@ -140,6 +140,8 @@ class RNN:
         (those that exist). Writable in place; assigning a new array copies it in.
     optimizer : Optimizer or None
         The optimizer of the last ``fit``, with its state.
+    config : dict
+        The constructor's arguments (read-only; a new dict each time).
     """
 
     backend = "cython"
@@ -169,6 +171,11 @@ class RNN:
                 raise ValueError("without a readout, output_activation must be 'identity', "
                                  f"got {output_activation!r}")
             self.output_size = self.hidden_size
+        if output_activation == "softmax" and self.output_size < 2:
+            raise ValueError(
+                "output_activation='softmax' needs output_size >= 2: a softmax over one output "
+                "is always 1, so there is nothing to learn (for one yes/no output use "
+                "output_activation='sigmoid' with loss='binary_cross_entropy')")
         if loss == "cross_entropy" and output_activation != "softmax":
             raise ValueError("loss='cross_entropy' needs output_activation='softmax', "
                              f"got {output_activation!r}")
@@ -239,40 +246,59 @@ class RNN:
 
     # ------------------------------------------------------------------ computing
 
-    def forward(self, X, h0=None, lengths=None):
+    def forward(self, X, h0=None, lengths=None, return_state=False):
         """Outputs and hidden states for every step.
 
         Parameters
         ----------
         X : array (N, T, I) or (T, I)
+            N sequences of T steps with I features each, or one sequence.
         h0 : array (H,) or (N, H), optional
-            Initial hidden state; zeros by default.
+            Initial hidden state h_{-1}, one shared by every sequence or one per
+            sequence; zeros by default.
         lengths : int array (N,), optional
-            Steps of each sequence; outputs beyond them are zero.
+            Steps of each sequence (padded to T); outputs and states beyond them are zero.
+        return_state : bool
+            Also return ``h_last``, each sequence's final hidden state.
 
         Returns
         -------
         Y_hat : array (N, T, O) or (T, O)
         H : array (N, T, H) or (T, H)
+            The hidden state after every step (zero beyond a sequence's length).
+        h_last : array (N, H) or (H,), only with ``return_state=True``
+            The hidden state after each sequence's last step, step ``lengths[n] - 1``
+            (``H[n, lengths[n] - 1]``): pass it as ``h0`` to continue the sequences.
         """
         X, single = check.prepare_inputs(X, self.input_size, self.dtype)
         lengths = check.prepare_lengths(lengths, X)
         h0 = check.prepare_h0(h0, X.shape[0], self.hidden_size, self.dtype)
+        return_state = check.check_bool("return_state", return_state)
         n, t, _ = X.shape
         Y_hat = np.zeros((n, t, self.output_size), dtype=self.dtype)
         H = np.zeros((n, t, self.hidden_size), dtype=self.dtype)
         self.kernels.forward(self._spec(), self._kernel_params(), X, lengths, h0, Y_hat, H)
-        return (Y_hat[0], H[0]) if single else (Y_hat, H)
+        result = (Y_hat, H)
+        if return_state:
+            result += (H[np.arange(n), lengths - 1],)
+        return tuple(r[0] for r in result) if single else result
 
-    def predict(self, X, lengths=None):
-        """The outputs ``Y_hat`` of ``forward``: (N, T, O), or (T, O) for one sequence."""
-        return self.forward(X, lengths=lengths)[0]
+    def predict(self, X, lengths=None, h0=None, return_state=False):
+        """The outputs of ``forward``: ``Y_hat`` (N, T, O), or (T, O) for one sequence.
+
+        ``lengths`` (N,) and ``h0`` (H,) or (N, H) as for ``forward``. With
+        ``return_state=True``, returns ``(Y_hat, h_last)``, ``h_last`` (N, H) or (H,)
+        being each sequence's hidden state after its last step (step ``lengths[n] - 1``).
+        """
+        Y_hat, _, h_last = self.forward(X, h0=h0, lengths=lengths, return_state=True)
+        return (Y_hat, h_last) if check.check_bool("return_state", return_state) else Y_hat
 
     def loss_and_grads(self, X, Y, lengths=None, h0=None, bptt_steps=None):
         """One BPTT: the loss (mean over sequences) and its gradient for every parameter.
 
-        Y is (N, T, O) for a target at every step or (N, O) for the last step only;
-        ``lengths``, ``h0`` as for ``forward``, ``bptt_steps`` as for ``fit``.
+        X is (N, T, I) or (T, I); Y is (N, T, O) for a target at every step or (N, O)
+        for the last step only ((T, O) or (O,) for one sequence); ``lengths`` (N,),
+        ``h0`` (H,) or (N, H) as for ``forward``, ``bptt_steps`` as for ``fit``.
 
         Returns
         -------
@@ -319,13 +345,15 @@ class RNN:
     def _prepare(self, X, Y, lengths):
         X, single = check.prepare_inputs(X, self.input_size, self.dtype)
         Y, many_to_one = check.prepare_targets(Y, X, single, self.output_size, self.dtype)
-        return X, Y, check.prepare_lengths(lengths, X), many_to_one
+        lengths = check.prepare_lengths(lengths, X)
+        check.check_target_values(Y, lengths, self.loss, single, many_to_one)
+        return X, Y, lengths, many_to_one
 
     # ------------------------------------------------------------------ training
 
     def fit(self, X, Y, optimizer=None, epochs=1, batch_size=1, shuffle=False, seed=None,
-            lengths=None, chunk_length=None, bptt_steps=None, clip_value=None, clip_norm=None,
-            progress=False, profile=False):
+            lengths=None, h0=None, chunk_length=None, bptt_steps=None, clip_value=None,
+            clip_norm=None, progress=False, profile=False):
         """Train on (X, Y), in the given order unless ``shuffle``.
 
         With the defaults this is the seeds' training exactly: one sequence at a time,
@@ -333,8 +361,14 @@ class RNN:
 
         Parameters
         ----------
-        X, Y : arrays
-            As for ``loss_and_grads``.
+        X : array (N, T, I), or (T, I) for one sequence
+            N sequences of T steps with I (``input_size``) features each. A 2-d array
+            is one sequence: N sequences of one feature each are ``X[..., None]``.
+        Y : array (N, T, O) or (N, O); (T, O) or (O,) for one sequence
+            A target at every step (many-to-many) or at each sequence's last step
+            (many-to-one). With ``loss="cross_entropy"`` each target row is a
+            probability distribution (e.g. one-hot); with ``"binary_cross_entropy"``
+            every value lies in [0, 1].
         optimizer : Optimizer, optional
             Default: the optimizer of the previous ``fit`` (resuming it), else SGD(0.01).
         epochs, batch_size : int
@@ -343,6 +377,11 @@ class RNN:
             Draw a new order of the sequences each epoch, from ``seed`` (or the model's).
         lengths : int array (N,), optional
             Variable-length sequences padded to T: sequence n uses its first lengths[n] steps.
+        h0 : array (H,) or (N, H), optional
+            The initial hidden state of every sequence (one shared, or one per sequence,
+            ``h0[n]`` for ``X[n]`` whatever the shuffled order); zeros by default. Each
+            sequence starts from it in every epoch; with ``chunk_length`` the state is
+            carried from chunk to chunk after it.
         chunk_length : int, optional
             Truncated BPTT as in min-char-rnn: cut each sequence into chunks of this many
             steps and update after each, carrying the hidden state (not its gradient)
@@ -358,7 +397,8 @@ class RNN:
             Clip each gradient element to [-clip_value, clip_value], then scale the whole
             gradient so its norm is at most clip_norm (``torch.nn.utils.clip_grad_norm_``).
         progress : bool
-            Show a progress bar (tqdm).
+            Show a progress bar (tqdm), one tick per batch, with the running mean of the
+            epoch's batch losses (the unit of ``history["loss"]``).
         profile : bool
             Time the phases inside the kernels: the history gets ``"profile"``, seconds
             spent in forward sweeps, backward sweeps, optimizer updates and the rest of
@@ -367,8 +407,14 @@ class RNN:
         Returns
         -------
         history : dict
-            ``"loss"``: the mean batch loss of each epoch; ``"batch_loss"``: every batch's
-            loss (before its update).
+            ``"loss"``: a list with one float per epoch, the mean over the epoch's
+            batches of the batch loss: the loss of each sequence over all its steps
+            (summed over steps and outputs, ``mse``: averaged, as in ``loss_and_grads``),
+            averaged over the batch's sequences; with ``chunk_length``, the sum of
+            its chunks' losses. ``"batch_loss"``: a float64 array with one entry
+            per update, in order: the loss the update's gradient was taken of (the
+            batch's loss over that chunk's steps; without ``chunk_length`` one update
+            per batch, so the batch loss), computed before the update.
 
         Raises
         ------
@@ -381,6 +427,7 @@ class RNN:
         epochs = check.check_int("epochs", epochs)
         batch_size = check.check_int("batch_size", batch_size)
         n, t, _ = X.shape
+        h0 = check.prepare_h0(h0, n, self.hidden_size, self.dtype)
         if batch_size > n:
             raise ValueError(f"batch_size ({batch_size}) is larger than the number of "
                              f"sequences ({n})")
@@ -406,31 +453,40 @@ class RNN:
                  else np.arange(n)).astype(np.intp)
         n_batches = -(-n // batch_size)
         n_steps = epochs * n_batches
-        losses = np.zeros(n_steps, dtype=np.float64)
+        # step s (one batch) makes updates first_update[s] .. first_update[s + 1] - 1
+        first_update = np.concatenate(
+            [[0], np.cumsum(_updates_per_batch(lengths, order, n, batch_size, epochs,
+                                               chunk_length))])
+        losses = np.zeros(int(first_update[-1]), dtype=np.float64)
         grad = np.zeros_like(self.theta)
         args = (spec, self._kernel_params(),
                 self._layout.kernel_args(self._layout.views(grad), self.dtype), self.theta, grad,
-                X, Y, lengths, order, batch_size, chunk_length)
+                X, Y, lengths, h0, order, batch_size, chunk_length)
         opt_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
 
         timers = np.zeros(3 if profile else 0)
         blocks = _blocks(n_steps, 100 if progress else 1)
         bar = _progress_bar(n_steps, progress)
-        done = 0
+        done, step_before = 0, optimizer.state["step"]
         for begin, end in blocks:
             done, optimizer.state["step"] = self.kernels.train(
                 *args, begin, end, *opt_args, optimizer.state["step"], clip_value, clip_norm,
-                losses, timers)
+                losses[first_update[begin]:], timers)
             if bar is not None:
                 bar.update(done - begin)
-                # refresh=False: tqdm redraws at most every 0.1 s, not on every block
-                bar.set_postfix(loss=f"{losses[done - 1]:.4g}" if done else "", refresh=False)
+                if done:  # the running mean of this epoch's batch losses, history's unit
+                    epoch_begin = (done - 1) // n_batches * n_batches
+                    mean = _batch_losses(losses, first_update, epoch_begin, done).mean()
+                    # refresh=False: tqdm redraws at most every 0.1 s, not on every block
+                    bar.set_postfix(loss=f"{mean:.4g}", refresh=False)
             if done < end:
                 break
         if bar is not None:
             bar.close()
 
-        history = _history(losses[:done], n_batches)
+        n_updates = optimizer.state["step"] - step_before
+        history = _history(_batch_losses(losses, first_update, 0, done), losses[:n_updates],
+                           n_batches)
         if profile:
             total = time.perf_counter() - start
             phases = dict(zip(("forward", "backward", "update"), timers.tolist()))
@@ -448,8 +504,10 @@ class RNN:
 
     # ------------------------------------------------------------------ persistence
 
+    @property
     def config(self):
-        """The constructor's arguments, enough to rebuild the model."""
+        """The constructor's arguments, enough to rebuild the model: a new dict each time
+        (``RNN(**model.config)`` is an untrained twin); read-only."""
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
                 "output_size": self.output_size if self.readout else None,
                 "hidden_activation": self.hidden_activation,
@@ -464,7 +522,7 @@ class RNN:
         interrupted save never leaves a truncated file in place of a good one.
         """
         self._sync()
-        _io.save(path, self.config(), self.params, self.optimizer)
+        _io.save(path, self.config, self.params, self.optimizer)
 
     @classmethod
     def load(cls, path):
@@ -501,7 +559,7 @@ class RNN:
         return copy.deepcopy(self)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"{type(self).__module__.split('.')[0]}.RNN({args})"
 
 
@@ -551,8 +609,25 @@ def _progress_bar(total, enabled):
     return tqdm(total=total, unit="batch", dynamic_ncols=True)
 
 
-def _history(batch_losses, n_batches):
+def _updates_per_batch(lengths, order, n, batch_size, epochs, chunk_length):
+    """(epochs * n_batches,) the number of updates (chunks) of each training step: its
+    batch's longest sequence over chunk_length, rounded up."""
+    lens = lengths[order].reshape(-1, n)  # one row per epoch, or one row for every epoch
+    longest = np.maximum.reduceat(lens, np.arange(0, n, batch_size), axis=1)
+    chunks = -(-longest // chunk_length)
+    return np.broadcast_to(chunks, (epochs, chunks.shape[1])).reshape(-1)
+
+
+def _batch_losses(update_losses, first_update, begin, end):
+    """The losses of batches begin .. end - 1: the sums of their updates' losses."""
+    if end <= begin:
+        return np.zeros(0)
+    a, b = first_update[begin], first_update[end]
+    return np.add.reduceat(update_losses[a:b], first_update[begin:end] - a)
+
+
+def _history(batch_losses, update_losses, n_batches):
     epochs = -(-len(batch_losses) // n_batches)
     return {"loss": [float(batch_losses[e * n_batches:(e + 1) * n_batches].mean())
                      for e in range(epochs)],
-            "batch_loss": batch_losses.copy()}
+            "batch_loss": update_losses.copy()}

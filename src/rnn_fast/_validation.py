@@ -108,6 +108,12 @@ def prepare_inputs(X, input_size, dtype):
     if single:
         X = X[None]
     n, t, i = X.shape
+    if i != input_size and single:  # say how the 2-d array was read, in its own shape
+        hint = (f"; if it holds {t} sequences of {i} steps with one feature each, pass "
+                f"X[..., None] (shape {(t, i, 1)})" if input_size == 1 else "")
+        raise ValueError(f"X of shape {(t, i)} was read as one sequence of {t} steps with {i} "
+                         f"features (n_steps, n_features), but the model has input_size "
+                         f"{input_size}{hint}")
     if i != input_size:
         raise ValueError(f"X must have {input_size} features (last axis), got shape {X.shape}")
     if n == 0:
@@ -136,6 +142,51 @@ def prepare_targets(Y, X, single, output_size, dtype):
         f"(a target at the last step), to match X of shape {X.shape[1:] if single else X.shape} "
         f"and output_size {output_size}; got shape {Y.shape}"
     )
+
+
+def check_target_values(Y, lengths, loss, single, many_to_one):
+    """Targets the loss can mean something with, at the steps that count.
+
+    ``binary_cross_entropy``: every value in [0, 1]. ``cross_entropy``: every target row
+    a probability distribution over the outputs: non-negative, summing to 1 within a
+    tolerance for Y's dtype (max(1e-6, 10 O eps): float32 targets fed to a float64
+    model pass). Steps beyond a sequence's length are padding and not checked. Y is
+    (N, T, O), or (N, 1, O) for many-to-one; errors give indices in the caller's shape.
+    """
+    if loss not in ("cross_entropy", "binary_cross_entropy"):
+        return
+    n, t, o = Y.shape
+    live = np.ones((n, t), dtype=bool) if many_to_one else (
+        np.arange(t)[None, :] < lengths[:, None])
+
+    def where(index):  # (n, t[, o]) in the prepared shape -> the index the caller would use
+        index = list(int(i) for i in index)
+        if many_to_one:
+            del index[1]
+        if single:
+            del index[0]
+        return f"Y[{', '.join(map(str, index))}]"
+
+    if loss == "binary_cross_entropy":
+        bad = live[..., None] & ((Y < 0) | (Y > 1))
+        if bad.any():
+            index = np.argwhere(bad)[0]
+            raise ValueError(
+                f"loss='binary_cross_entropy' needs targets in [0, 1] (probabilities); "
+                f"{where(index)} = {Y[tuple(index)]:g}")
+        return
+    tol = max(1e-6, 10 * o * float(np.finfo(Y.dtype).eps))
+    need = ("loss='cross_entropy' needs each target row (last axis) to be a probability "
+            f"distribution: non-negative, summing to 1 (within {tol:.2g}), e.g. one-hot")
+    negative = live[..., None] & (Y < -tol)
+    if negative.any():
+        index = np.argwhere(negative)[0]
+        raise ValueError(f"{need}; {where(index)} = {Y[tuple(index)]:g}")
+    sums = Y.sum(axis=-1, dtype=np.float64)
+    off = live & (np.abs(sums - 1) > tol)
+    if off.any():
+        index = np.argwhere(off)[0]
+        raise ValueError(f"{need}; {where(index)} sums to {sums[tuple(index)]:.6g}")
 
 
 def prepare_lengths(lengths, X):

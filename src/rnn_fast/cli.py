@@ -7,6 +7,8 @@
     rnn-fast sample model.npz --prime "Alice " # text from a trained character model
     rnn-fast profile binary-addition          # where the training time goes
     rnn-fast sweep binary-addition --hidden 8,16 --lr 0.1,0.5 --seeds 8   # many models
+
+Every error is one line on stderr (``rnn-fast: error: ...``) and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,31 +21,53 @@ import numpy as np
 
 from . import tasks, text
 
-# Each task's defaults, for the options left unset on the command line.
+# Each task's defaults, for the options left unset on the command line (batch_size
+# None: all the training sequences in one batch).
 DEFAULTS = {
-    "binary-addition": {"samples": 10_000, "epochs": 1, "batch_size": 1},
-    "mod": {"samples": 10_000, "epochs": 1, "batch_size": 1, "length": 10},
-    "count-ones": {"samples": 100, "epochs": 20_000, "batch_size": 100, "length": 3},
-    "text": {"samples": 1, "epochs": 5, "batch_size": 1, "length": 25},
+    "binary-addition": {"samples": 10_000, "epochs": 1, "batch_size": 1, "bits": 8,
+                        "hidden": 16, "lr": 0.1},
+    "mod": {"samples": 10_000, "epochs": 1, "batch_size": 1, "length": 10, "k": 3,
+            "hidden": 10, "lr": 0.05},
+    "count-ones": {"samples": 100, "epochs": 20_000, "batch_size": None, "length": 3,
+                   "lr": 0.02},
+    "text": {"epochs": 5, "batch_size": 1, "length": 25, "hidden": 100, "lr": 0.1,
+             "clip": 5.0},
 }
+
+# Options that mean something for some tasks only; given for another task, they are an
+# error rather than silently ignored.
+TASK_OPTIONS = {
+    "samples": ("binary-addition", "mod", "count-ones"),  # text: the text is one sequence
+    "bits": ("binary-addition",),
+    "k": ("mod",),
+    "length": ("mod", "count-ones", "text"),
+    "hidden": ("binary-addition", "mod", "text"),  # count-ones: the seed's 1-unit network
+    "file": ("text",),
+    "chunk": ("text",),
+    "clip": ("text",),
+}
+
+
+class CommandError(Exception):
+    """A mistake on the command line or in its files: reported in one line, exit 2."""
 
 
 def _binary_addition(args, backend):
     X, Y = tasks.binary_addition(args.samples, bits=args.bits, seed=args.seed)
-    model = backend.RNN(2, args.hidden or 16, 1, hidden_activation="sigmoid",
+    model = backend.RNN(2, args.hidden, 1, hidden_activation="sigmoid",
                         output_activation="sigmoid", loss="half_sse", bias=False,
                         init="uniform", dtype=args.dtype, seed=args.seed)
     test = tasks.binary_addition_all(bits=args.bits)
-    return model, (X, Y), backend.SGD(lr=args.lr or 0.1), test
+    return model, (X, Y), backend.SGD(lr=args.lr), test
 
 
 def _mod(args, backend):
     X, Y = tasks.next_mod(args.samples, length=args.length, k=args.k, seed=args.seed)
-    model = backend.RNN(args.k, args.hidden or 10, args.k, hidden_activation="tanh",
+    model = backend.RNN(args.k, args.hidden, args.k, hidden_activation="tanh",
                         output_activation="softmax", loss="cross_entropy", init="glorot",
                         dtype=args.dtype, seed=args.seed)
     test = tasks.next_mod(1000, length=args.length, k=args.k, seed=args.seed + 1)
-    return model, (X, Y), backend.SGD(lr=args.lr or 0.05), test
+    return model, (X, Y), backend.SGD(lr=args.lr), test
 
 
 def _count_ones(args, backend):
@@ -51,7 +75,7 @@ def _count_ones(args, backend):
     model = backend.RNN(1, 1, hidden_activation="identity", loss="mse", bias=False,
                         readout=False, dtype=args.dtype,
                         params={"W_xh": [[0.2]], "W_hh": [[1.5]]})
-    optimizer = backend.SGD(lr={"W_xh": args.lr or 0.02, "W_hh": (args.lr or 0.02) * 0.03})
+    optimizer = backend.SGD(lr={"W_xh": args.lr, "W_hh": args.lr * 0.03})
     test = tasks.count_ones(1000, length=args.length, seed=args.seed + 1)
     return model, (X, Y), optimizer, test
 
@@ -60,17 +84,25 @@ def _text(args, backend):
     """min-char-rnn: the whole text as one sequence, 25-step chunks (--chunk), Adagrad,
     gradients clipped to [-5, 5] (--clip); the hidden state is carried from chunk to chunk."""
     if args.file:
-        with open(args.file, encoding="utf-8") as f:
-            corpus = f.read()
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                corpus = f.read()
+        except OSError as exc:
+            raise CommandError(f"--file {args.file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise CommandError(f"--file {args.file} is not UTF-8 text ({exc.reason} at byte "
+                               f"{exc.start})") from None
+        if len(corpus) < 2:
+            raise CommandError(f"--file {args.file} holds {len(corpus)} characters; a text "
+                               "to learn needs at least 2")
     else:
         corpus = text.load_sample_text()
     args.vocab = text.Vocabulary.from_text(corpus)
     X, Y = text.text_dataset(corpus, args.vocab, dtype=args.dtype)
-    model = text.char_model(len(args.vocab), args.hidden or 100, seed=args.seed,
+    model = text.char_model(len(args.vocab), args.hidden, seed=args.seed,
                             backend=backend, dtype=args.dtype)
-    args.fit_options = {"chunk_length": args.chunk or args.length,
-                        "clip_value": 5.0 if args.clip is None else args.clip}
-    return model, (X, Y), backend.Adagrad(lr=args.lr or 0.1), (X, Y)
+    args.fit_options = {"chunk_length": args.chunk or args.length, "clip_value": args.clip}
+    return model, (X, Y), backend.Adagrad(lr=args.lr), (X, Y)
 
 
 TASKS = {"binary-addition": _binary_addition, "mod": _mod, "count-ones": _count_ones,
@@ -83,18 +115,31 @@ def _setup(args, quiet=False):
         from . import reference as backend
     else:
         import rnn_fast as backend
+    for name, tasks_ in TASK_OPTIONS.items():
+        if getattr(args, name, None) is not None and args.task not in tasks_:
+            raise CommandError(f"--{name} does not apply to task {args.task} (it is an option "
+                               f"of {', '.join(tasks_)})")
+    given_batch_size = args.batch_size
     for name, value in DEFAULTS[args.task].items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     model, data, optimizer, test = TASKS[args.task](args, backend)
-    args.batch_size = min(args.batch_size, data[0].shape[0])
+    n = data[0].shape[0]
+    if given_batch_size is None and args.batch_size is None:
+        args.batch_size = n  # the task's default: every sequence in one batch
+    elif args.batch_size > n:
+        what = "the text is one sequence" if args.task == "text" else f"--samples {n}"
+        raise CommandError(f"--batch-size {args.batch_size} is larger than the number of "
+                           f"training sequences, {n} ({what})")
     if not quiet:
-        print(f"{args.task}: {data[0].shape[0]} sequences of {data[0].shape[1]} steps, "
+        print(f"{args.task}: {n} sequence{'s' if n != 1 else ''} of {data[0].shape[1]} steps, "
               f"hidden {model.hidden_size}, {args.backend} backend, {model.dtype}")
     return model, data, optimizer, test
 
 
 def train(args):
+    if args.plot:
+        _pyplot()  # before training: a missing matplotlib must not cost a whole run
     model, (X, Y), optimizer, (X_test, Y_test) = _setup(args)
     start = time.perf_counter()
     history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs,
@@ -103,6 +148,9 @@ def train(args):
     elapsed = time.perf_counter() - start
     if args.task == "text":
         steps = X.shape[1]
+        print(f"loss of the text (summed over its {steps} characters, the progress bar's "
+              f"unit): {history['loss'][0]:.6g} in the first epoch, "
+              f"{history['loss'][-1]:.6g} in the last")
         print(f"loss per character: {history['loss'][0] / steps:.4f} in the first epoch, "
               f"{history['loss'][-1] / steps:.4f} in the last")
         print(f"training time {elapsed:.3f} s")
@@ -110,8 +158,9 @@ def train(args):
                                           temperature=0.8, seed=args.seed)))
     else:
         result = model.evaluate(X_test, Y_test)
-        print(f"mean training loss of the last epoch {history['loss'][-1]:.6g}, "
-              f"of the last batch {history['batch_loss'][-1]:.6g}")
+        print(f"mean training loss per sequence (the progress bar's unit): "
+              f"{history['loss'][-1]:.6g} in the last epoch, "
+              f"{history['batch_loss'][-1]:.6g} in the last batch")
         print(f"test accuracy {result['accuracy']:.2%} per value, "
               f"{result['sequence_accuracy']:.2%} per sequence ({X_test.shape[0]} sequences)")
         print(f"training time {elapsed:.3f} s")
@@ -139,6 +188,8 @@ def sample(args):
     else:
         import rnn_fast as backend
     model, vocab = text.load_char_model(args.model, backend=backend)
+    if args.length < 0:
+        raise CommandError(f"--length must be >= 0, got {args.length}")
     print(args.prime + text.sample(model, vocab, args.prime, args.length,
                                    temperature=args.temperature, seed=args.seed))
     return 0
@@ -148,9 +199,10 @@ def profile(args):
     """Where a fit's time goes: forward, backward, update, overhead (timed in the core)."""
     model, (X, Y), optimizer, _ = _setup(args)
     history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs,
-                        batch_size=args.batch_size, shuffle=args.shuffle, profile=True)
+                        batch_size=args.batch_size, shuffle=args.shuffle, profile=True,
+                        **getattr(args, "fit_options", {}))
     phases = history["profile"]
-    n_updates = optimizer.state["step"]
+    n_updates = len(history["batch_loss"])  # one entry per update
     print(f"{n_updates} updates in {phases['total']:.4f} s "
           f"({1e6 * phases['total'] / n_updates:.2f} us per update)\n")
     print("| phase | seconds | share | us per update |")
@@ -169,15 +221,16 @@ def sweep(args):
 
     hidden, lrs = _numbers(args.hidden, int, "--hidden"), _numbers(args.lr, float, "--lr")
     if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+        raise CommandError(f"--seeds must be at least 1, got {args.seeds}")
     grid = []
     for h, lr in [(h, lr) for h in hidden for lr in lrs]:
-        args.hidden, args.lr = h, lr
-        model, (X, Y), optimizer, test = _setup(args, quiet=bool(grid))
-        config = model.config()
+        # each configuration from the options as given (_setup fills in the task's defaults)
+        run = argparse.Namespace(**{**vars(args), "hidden": h, "lr": lr})
+        model, (X, Y), optimizer, test = _setup(run, quiet=bool(grid))
+        config = model.config
         del config["seed"]
-        fit = {"epochs": args.epochs, "batch_size": args.batch_size, "shuffle": args.shuffle,
-               **getattr(args, "fit_options", {})}
+        fit = {"epochs": run.epochs, "batch_size": run.batch_size, "shuffle": run.shuffle,
+               **getattr(run, "fit_options", {})}
         grid.append({"model": config, "optimizer": optimizer, "fit": fit})
     executor = args.executor
     if args.scheduler:
@@ -220,8 +273,8 @@ def _numbers(text, kind, option):
     try:
         return [kind(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(f"{option} must be a comma-separated list of numbers, "
-                         f"got {text!r}") from None
+        raise CommandError(f"{option} must be a comma-separated list of numbers, "
+                           f"got {text!r}") from None
 
 
 def _write_csv(path, rows):
@@ -235,70 +288,111 @@ def _write_csv(path, rows):
         writer.writerows(rows)
 
 
-def _plot_history(history, path, title):
+def _pyplot():
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install 'rnn_fast[plot]'") from None
+        raise CommandError("--plot needs matplotlib: pip install 'rnn_fast[plot]'") from None
+    return plt
+
+
+def _plot_history(history, path, title):
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     losses = history["batch_loss"]
     ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.5, alpha=0.4, label="batch")
     window = max(1, len(losses) // 50)
     smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
     ax.plot(np.arange(window, len(losses) + 1), smooth, label=f"mean of {window}")
-    ax.set(xlabel="update", ylabel="loss", title=title, yscale="log")
+    ax.set(xlabel="update", ylabel="loss of the update's batch", title=title, yscale="log")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+BACKEND_HELP = "cython: the compiled core; numpy: the NumPy reference"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line like every other error of the command."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, a flag's
+    False) or the help already says it (the task-dependent ones)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _task_defaults(name, spelled=None):
+    """'binary-addition 10000, mod 10000, ...': an option's default in each task."""
+    return ", ".join(f"{task} {(spelled or {}).get(d[name], d[name])}"
+                     for task, d in DEFAULTS.items() if name in d)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="rnn-fast", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="rnn-fast", description=__doc__.split("\n")[0],
+                     formatter_class=_Formatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("train", help="train a seed task and report accuracy and time")
+    p = commands.add_parser("train", help="train a seed task and report accuracy and time",
+                            formatter_class=_Formatter)
     p.add_argument("task", choices=sorted(TASKS))
-    p.add_argument("--backend", choices=["cython", "numpy"], default="cython")
-    p.add_argument("--samples", type=int, help="training sequences (task default)")
-    p.add_argument("--epochs", type=int, help="task default: 1; count-ones 20000")
+    p.add_argument("--backend", choices=["cython", "numpy"], default="cython", help=BACKEND_HELP)
+    p.add_argument("--samples", type=int,
+                   help=f"training sequences (default: {_task_defaults('samples')})")
+    p.add_argument("--epochs", type=int, help=f"default: {_task_defaults('epochs')}")
     p.add_argument("--batch-size", type=int,
-                   help="default: 1 (the seeds' per-sample SGD); count-ones: all")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (task default)")
-    p.add_argument("--hidden", type=int, default=None, help="hidden size (task default)")
-    p.add_argument("--bits", type=int, default=8, help="binary-addition: bits per number")
-    p.add_argument("--k", type=int, default=3, help="mod: the modulus")
-    p.add_argument("--length", type=int,
-                   help="mod (10), count-ones (3): sequence length; text: chunk length (25)")
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    p.add_argument("--seed", type=int, default=0)
+                   help="sequences per update, at most their number (default: "
+                   f"{_task_defaults('batch_size', {None: 'all'})})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default: {_task_defaults('lr')})")
+    p.add_argument("--hidden", type=int, help=f"hidden size (default: {_task_defaults('hidden')})")
+    p.add_argument("--bits", type=int, help="binary-addition: bits per number (default: 8)")
+    p.add_argument("--k", type=int, help="mod: the modulus (default: 3)")
+    p.add_argument("--length", type=int, help="mod, count-ones: sequence length; text: chunk "
+                   f"length (default: {_task_defaults('length')})")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                   help="floating-point precision of the model and the data")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the data, the initial weights and the shuffling")
     p.add_argument("--shuffle", action="store_true", help="reshuffle every epoch")
     p.add_argument("--save", metavar="PATH", help="save the trained model (.npz)")
     p.add_argument("--plot", metavar="PNG", help="write the loss curve (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--file", help="text: the text to learn (default: Alice, chapter I)")
-    p.add_argument("--chunk", type=int, help="text: truncated-BPTT chunk length (25); "
-                   "same as --length")
+    p.add_argument("--chunk", type=int, help="text: truncated-BPTT chunk length, same as "
+                   "--length (default: 25)")
     p.add_argument("--clip", type=float, help="text: clip each gradient element to "
-                   "[-CLIP, CLIP] (5)")
+                   "[-CLIP, CLIP] (default: 5)")
     p.set_defaults(run=train)
 
-    q = commands.add_parser("profile", help="time the phases of a training run in the core")
+    q = commands.add_parser("profile", help="time the phases of a training run in the core",
+                            formatter_class=_Formatter)
     for action in p._actions:  # the same options as train, minus the output ones
         if action.dest not in ("help", "save", "plot", "quiet"):
             q._add_action(action)
     q.set_defaults(run=profile)
 
     w = commands.add_parser("sweep", help="train a task's grid of hidden sizes and learning "
-                            "rates times seeds, one model per core (or on a Dask cluster)")
+                            "rates times seeds, one model per core (or on a Dask cluster)",
+                            formatter_class=_Formatter)
     for action in p._actions:  # train's options; --hidden and --lr take lists
         if action.dest not in ("help", "save", "plot", "hidden", "lr"):
             w._add_action(action)
-    w.add_argument("--hidden", help="hidden sizes, comma-separated (task default)")
-    w.add_argument("--lr", help="learning rates, comma-separated (task default)")
+    w.add_argument("--hidden", help="hidden sizes, comma-separated (default: "
+                   f"{_task_defaults('hidden')})")
+    w.add_argument("--lr", help="learning rates, comma-separated (default: "
+                   f"{_task_defaults('lr')})")
     w.add_argument("--seeds", type=int, default=4,
-                   help="runs per configuration, seeds --seed, --seed + 1, ... (4)")
+                   help="runs per configuration, with seeds --seed, --seed + 1, ...")
     w.add_argument("--executor", choices=["threads", "processes", "serial"],
                    default="threads", help="joblib's threads or processes, or one by one")
     w.add_argument("--jobs", type=int, help="joblib workers (default: every core)")
@@ -307,13 +401,15 @@ def build_parser():
     w.add_argument("--csv", metavar="PATH", help="write every run's row here")
     w.set_defaults(run=sweep)
 
-    r = commands.add_parser("sample", help="generate text from a model of `train text`")
+    r = commands.add_parser("sample", help="generate text from a model of `train text`",
+                            formatter_class=_Formatter)
     r.add_argument("model", help="the .npz written by rnn-fast train text --save")
     r.add_argument("--prime", default="The ", help="text to start from")
     r.add_argument("--length", type=int, default=200, help="characters to generate")
-    r.add_argument("--temperature", type=float, default=0.8)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--backend", choices=["cython", "numpy"], default="cython")
+    r.add_argument("--temperature", type=float, default=0.8,
+                   help="below 1 sharpens the model's distribution, above 1 flattens it")
+    r.add_argument("--seed", type=int, default=0, help="the draws' seed")
+    r.add_argument("--backend", choices=["cython", "numpy"], default="cython", help=BACKEND_HELP)
     r.set_defaults(run=sample)
     return parser
 
@@ -322,9 +418,19 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError) as exc:
-        print(f"rnn-fast: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("rnn-fast: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, TypeError, OSError, ImportError) as exc:
+        print(f"rnn-fast: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc):
+    """The error's message on one line; a file error as 'path: reason'."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

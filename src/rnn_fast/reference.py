@@ -244,15 +244,17 @@ def apply_update(opt_kind, hyper, theta, grad, lr, slots, step, clip_value, clip
 
 
 @like_c
-def train(spec, params, grads, theta, grad, X, Y, lengths, order, batch_size, chunk_length,
+def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size, chunk_length,
           step_begin, step_end, opt_kind, hyper, lr, slots, opt_step, clip_value, clip_norm,
           losses_out, timers_out):
     """Minibatch training steps ``step_begin .. step_end`` (one batch each).
 
     Step s is batch s % n_batches of epoch s // n_batches; its samples are the next
-    ``batch_size`` entries of that epoch's ``order``. Each batch is cut into chunks of
-    ``chunk_length`` steps, one update per chunk, the hidden state carried from chunk
-    to chunk (truncated BPTT). ``losses_out[s]`` gets the batch's loss;
+    ``batch_size`` entries of that epoch's ``order``. Sequence i starts from the hidden
+    state ``h0[i]``. Each batch is cut into chunks of ``chunk_length`` steps, one update
+    per chunk, the hidden state carried from chunk to chunk (truncated BPTT).
+    ``losses_out[u]`` gets the loss of this call's u-th update (the batch's loss over
+    that chunk's steps);
     ``timers_out``, when it has 3 entries, accumulates the seconds spent in the forward
     sweeps, the backward sweeps and the updates. ``order`` holds one order per epoch,
     or a single one that every epoch follows.
@@ -264,30 +266,32 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, order, batch_size, ch
     timers = timers_out if len(timers_out) == 3 else None
     n_samples = X.shape[0]
     n_batches = -(-n_samples // batch_size)
+    n_updates = 0
     for s in range(step_begin, step_end):
         epoch, b = divmod(s, n_batches)
         start = (epoch * n_samples if len(order) > n_samples else 0) + b * batch_size
         batch = order[start:start + min(batch_size, n_samples - b * batch_size)]
         scale = 1.0 / len(batch)
-        h = np.zeros((len(batch), params[1].shape[0]), dtype=theta.dtype)  # h0 = 0
+        h = h0[batch].copy()  # each sequence's initial hidden state
         n_chunks = -(-int(lengths[batch].max()) // chunk_length)
-        batch_loss = 0.0
         for c in range(n_chunks):
             grad[...] = 0
+            update_loss = 0.0
             for j, i in enumerate(batch):
                 chunk_loss, h[j] = sequence_loss_and_grads(
                     spec, params, grads, X[i], Y[i], lengths[i], h[j],
                     c * chunk_length, (c + 1) * chunk_length, scale, timers)
-                batch_loss += chunk_loss
+                update_loss += chunk_loss
             clock = time.perf_counter()
-            if not (np.isfinite(batch_loss) and np.all(np.isfinite(grad))):
+            if not (np.isfinite(update_loss) and np.all(np.isfinite(grad))):
                 return s, opt_step
             if not apply_update(opt_kind, hyper, theta, grad, lr, slots, opt_step,
                                 clip_value, clip_norm):
                 return s, opt_step
+            losses_out[n_updates] = update_loss
+            n_updates += 1
             opt_step += 1
             _lap(timers, UPDATE, clock)
-        losses_out[s] = batch_loss
     return step_end, opt_step
 
 

@@ -31,6 +31,8 @@ import zipfile
 
 import numpy as np
 
+from . import _validation as check
+
 __all__ = ["Vocabulary", "load_sample_text", "text_dataset", "char_model", "sample",
            "save_char_model", "load_char_model"]
 
@@ -197,19 +199,41 @@ def char_model(vocab_size, hidden_size=100, seed=None, backend=None, init="pytor
                       dtype=dtype, seed=seed)
 
 
-def sample(model, vocab, prime, length, temperature=1.0, seed=None):
+def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
+           return_state=False):
     """Generate ``length`` characters after ``prime``.
 
-    The model first reads ``prime`` from a zero hidden state; then, one step at a time,
-    the next character is drawn from the softmax output ``p`` sharpened by the
-    temperature, ``p ** (1 / temperature)`` renormalised, and fed back in with the
-    hidden state carried. A small temperature approaches the argmax; 1 samples the
-    model's own distribution; larger values flatten it.
+    The model first reads ``prime`` from the hidden state ``h0`` (zeros by default);
+    then, one step at a time, the next character is drawn from the softmax output ``p``
+    sharpened by the temperature, ``p ** (1 / temperature)`` renormalised, and fed back
+    in with the hidden state carried. A small temperature approaches the argmax; 1
+    samples the model's own distribution; larger values flatten it.
+
+    Parameters
+    ----------
+    model : RNN
+        A character model (``char_model``): V inputs, V softmax outputs.
+    vocab : Vocabulary
+    prime : str
+        Text to read first. It may be empty when ``h0`` is given: the first character is
+        then drawn from the output the state ``h0`` gives.
+    length : int
+        Characters to generate.
+    temperature : float
+    seed : int or numpy.random.Generator, optional
+        The draws' seed; pass one Generator to successive calls to continue its stream.
+    h0 : array (H,), optional
+        The hidden state to start from, e.g. the state returned by an earlier call.
+    return_state : bool
+        Also return the hidden state after reading ``prime`` and every generated
+        character, so that ``sample(model, vocab, "", n, h0=state)`` continues the text
+        (and a new ``prime`` with ``h0=state`` reads on from it).
 
     Returns
     -------
-    str
+    text : str
         The generated characters (without ``prime``).
+    state : array (H,), only with ``return_state=True``
     """
     if not isinstance(vocab, Vocabulary):
         raise TypeError(f"vocab must be a rnn_fast.text.Vocabulary, got {type(vocab).__name__}")
@@ -222,26 +246,42 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None):
                          f"{model.output_activation!r}")
     if not isinstance(prime, str):
         raise TypeError(f"prime must be a str, got {type(prime).__name__}")
-    if not prime:
-        raise ValueError("prime must hold at least one character to start from")
+    if not prime and h0 is None:
+        raise ValueError("prime must hold at least one character to start from "
+                         "(or give the hidden state h0 to start from)")
     if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
         raise ValueError(f"length must be an integer >= 0, got {length!r}")
     if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
             or not math.isfinite(temperature) or temperature <= 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if not isinstance(return_state, bool):
+        raise TypeError(f"return_state must be True or False, got {return_state!r}")
     rng = np.random.default_rng(seed)
 
-    Y_hat, H = model.forward(vocab.one_hot(prime, dtype=model.dtype))  # warm up on prime
-    p, h = Y_hat[-1], H[-1]
+    if prime:  # warm up on prime
+        Y_hat, _, h = model.forward(vocab.one_hot(prime, dtype=model.dtype), h0=h0,
+                                    return_state=True)
+        p = Y_hat[-1]
+    else:  # the output of the state given: what the model predicts after it
+        h = check.prepare_h0(h0, 1, model.hidden_size, model.dtype)[0]
+        p = _readout(model, h)
     eye = np.eye(V, dtype=model.dtype)
     out = []
     for k in range(int(length)):
         i = _draw(p, temperature, rng)
         out.append(i)
-        if k + 1 < length:
-            Y_hat, H = model.forward(eye[i:i + 1], h0=h)  # one step, hidden state carried
-            p, h = Y_hat[0], H[0]
-    return vocab.decode(out)
+        if k + 1 < length or return_state:  # one step, hidden state carried
+            Y_hat, _, h = model.forward(eye[i:i + 1], h0=h, return_state=True)
+            p = Y_hat[0]
+    text = vocab.decode(out)
+    return (text, h) if return_state else text
+
+
+def _readout(model, h):
+    """softmax(h W_hy + b_y), the model's output for hidden state h (H,)."""
+    z = (h @ model.params["W_hy"] + model.params.get("b_y", 0)).astype(np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum()
 
 
 def _draw(p, temperature, rng):
@@ -294,7 +334,12 @@ def load_char_model(path, backend=None):
         if VOCAB_ENTRY not in archive.files:
             raise ValueError(f"{path} holds a model but no character vocabulary; save character "
                              "models with rnn_fast.text.save_char_model (or rnn-fast train text)")
-        vocab = Vocabulary.from_json(str(archive[VOCAB_ENTRY]))
+        try:
+            vocab = Vocabulary.from_json(str(archive[VOCAB_ENTRY]))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # (an object array's numpy error would advise unpickling: never pass it on)
+            raise ValueError(f"{path} holds a damaged character vocabulary") from (
+                None if "pickle" in str(exc) else exc)
     if model.input_size != len(vocab) or model.output_size != len(vocab):
         raise ValueError(f"{path}: the model has {model.input_size} inputs and "
                          f"{model.output_size} outputs, its vocabulary {len(vocab)} characters")

@@ -12,8 +12,6 @@ import rnn_fast.reference
 from rnn_fast import tasks
 from rnn_fast.optimizers import from_config
 
-pytest.importorskip("joblib")
-
 X, Y = tasks.binary_addition(60, bits=6, seed=0)
 X_VAL, Y_VAL = tasks.binary_addition(20, bits=6, seed=1)
 ADDER = {"hidden_size": 3, "hidden_activation": "sigmoid", "output_activation": "sigmoid",
@@ -47,6 +45,20 @@ def dask_client():
                                   dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             yield client
+
+
+ENGINES = ["serial", "threads", "processes", "dask"]
+
+
+@pytest.fixture(params=ENGINES)
+def executor(request):
+    """Each engine in turn (skipped where its library is not installed): joblib's for
+    "threads" and "processes", a LocalCluster's client for "dask"."""
+    if request.param == "dask":
+        return request.getfixturevalue("dask_client")
+    if request.param != "serial":
+        pytest.importorskip("joblib")
+    return request.param
 
 
 def _assert_same_rows(rows, expected):
@@ -91,13 +103,11 @@ def test_the_grid_s_optimizer_objects_are_never_trained(serial_rows):
     assert GRID[1]["optimizer"][0].state is None
 
 
-@pytest.mark.parametrize("executor", ["threads", "processes"])
-def test_joblib_gives_the_serial_rows_exactly(serial_rows, executor):
+def test_every_engine_gives_the_serial_rows_exactly(serial_rows, executor):
     _assert_same_rows(_sweep(executor, n_jobs=2), serial_rows)
 
 
-def test_dask_gives_the_serial_rows_exactly_and_scatters_the_data_once(
-        serial_rows, dask_client, monkeypatch):
+def test_dask_scatters_the_data_once(serial_rows, dask_client, monkeypatch):
     scatters = []
     scatter = dask_client.scatter
     monkeypatch.setattr(dask_client, "scatter",
@@ -106,40 +116,37 @@ def test_dask_gives_the_serial_rows_exactly_and_scatters_the_data_once(
     assert len(scatters) == 1
 
 
-def test_trained_models_come_back_from_workers_and_keep_training(dask_client):
+def test_trained_models_come_back_from_workers_and_keep_training(executor):
     grid = {"model": {**ADDER, "hidden_size": 6}, "optimizer": {"name": "Adam", "lr": 0.01}}
-    for executor in ("threads", "processes", dask_client):
-        [row] = rnn_fast.sweep(X, Y, grid, executor=executor, return_models=True)
-        model = row["model"]
-        assert type(model) is rnn_fast.RNN and model.optimizer.state["step"] == len(X)
-        assert np.shares_memory(model.params["W_hh"], model.theta)
-        here = copy.deepcopy(model)
-        model.fit(X, Y)
-        here.fit(X, Y)
-        np.testing.assert_array_equal(model.theta, here.theta)
+    [row] = rnn_fast.sweep(X, Y, grid, executor=executor, return_models=True)
+    model = row["model"]
+    assert type(model) is rnn_fast.RNN and model.optimizer.state["step"] == len(X)
+    assert np.shares_memory(model.params["W_hh"], model.theta)
+    here = copy.deepcopy(model)
+    model.fit(X, Y)
+    here.fit(X, Y)
+    np.testing.assert_array_equal(model.theta, here.theta)
 
 
-def test_failed_runs_are_rows_and_the_sweep_goes_on(dask_client):
+def test_failed_runs_are_rows_and_the_sweep_goes_on(executor):
     grid = [
         {"model": {"hidden_size": 5, "hidden_activation": "relu"},
          "optimizer": {"lr": [0.1, 1e6]}},
         {"model": {"hidden_size": 0}},  # refused by the constructor
     ]
-    big = X * 100.0
-    for executor in ("serial", "threads", "processes", dask_client):
-        rows = rnn_fast.sweep(big, Y, grid, executor=executor, validation=(X_VAL, Y_VAL))
-        ok, diverged, failed = rows
-        assert ok["status"] == "ok" and np.isfinite(ok["val_loss"])
-        assert diverged["status"] == "diverged", executor
-        assert diverged["error"].startswith("DivergenceError: training diverged")
-        assert len(diverged["history"]["batch_loss"]) < len(X) and np.isnan(diverged["loss"])
-        assert np.isnan(diverged["val_loss"])
-        assert failed["status"] == "error" and failed["error"].startswith("ValueError")
-        assert "hidden_size" in failed["error"] and failed["history"] is None
+    rows = rnn_fast.sweep(X * 100.0, Y, grid, executor=executor, validation=(X_VAL, Y_VAL))
+    ok, diverged, failed = rows
+    assert ok["status"] == "ok" and np.isfinite(ok["val_loss"])
+    assert diverged["status"] == "diverged"
+    assert diverged["error"].startswith("DivergenceError: training diverged")
+    assert len(diverged["history"]["batch_loss"]) < len(X) and np.isnan(diverged["loss"])
+    assert np.isnan(diverged["val_loss"])
+    assert failed["status"] == "error" and failed["error"].startswith("ValueError")
+    assert "hidden_size" in failed["error"] and failed["history"] is None
 
 
 def test_the_numpy_backend_sweeps_the_reference(serial_rows):
-    rows = rnn_fast.reference.sweep(X, Y, GRID[0], seeds=[0, 1], executor="threads",
+    rows = rnn_fast.reference.sweep(X, Y, GRID[0], seeds=[0, 1], executor="serial",
                                     return_models=True)
     assert all(type(r["model"]) is rnn_fast.reference.RNN for r in rows)
     for row, fast in zip(rows, serial_rows):
@@ -203,14 +210,16 @@ def test_bad_options_are_refused():
         rnn_fast.sweep(X, Y, {"optimizer": used})
 
 
-def test_a_missing_engine_is_named_with_its_install_command(monkeypatch):
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_a_missing_engine_is_named_with_its_install_command(monkeypatch, executor):
     monkeypatch.setitem(sys.modules, "joblib", None)  # makes `import joblib` fail
-    with pytest.raises(ImportError, match=r"rnn_fast\[sweep\]"):
-        rnn_fast.sweep(X, Y, {"model": ADDER}, executor="threads")
+    with pytest.raises(ImportError, match=r"pip install 'rnn_fast\[sweep\]'"):
+        rnn_fast.sweep(X, Y, {"model": ADDER}, executor=executor)
     assert rnn_fast.sweep(X, Y, {"model": ADDER}, executor="serial")[0]["status"] == "ok"
 
 
 def test_the_command_line_sweep(capsys, tmp_path):
+    pytest.importorskip("joblib")  # the command's default engine: threads
     from rnn_fast.cli import main
 
     csv = tmp_path / "runs.csv"

@@ -306,8 +306,11 @@ def _execute(executor, n_jobs, data, runs, backend, keep):
         parallel = joblib.Parallel(n_jobs=n_jobs, backend="loky", max_nbytes=0,
                                    return_as="generator_unordered")
         return parallel(joblib.delayed(_train)(*task) for task in tasks)
-    distributed = _require("distributed", type(executor).__name__)
-    if not isinstance(executor, distributed.Client):
+    try:
+        import distributed
+    except ImportError:  # then no object can be a Client
+        distributed = None
+    if distributed is None or not isinstance(executor, distributed.Client):
         raise TypeError(f"executor must be one of {list(EXECUTORS)} or a "
                         f"distributed.Client, got {type(executor).__name__}")
     return _on_dask(distributed, executor, data, runs, backend, keep)

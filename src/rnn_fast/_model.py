@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import sys
 import time
 from typing import NamedTuple
 
@@ -358,7 +359,7 @@ class RNN:
             Clip each gradient element to [-clip_value, clip_value], then scale the whole
             gradient so its norm is at most clip_norm (``torch.nn.utils.clip_grad_norm_``).
         progress : bool
-            Show a progress bar (tqdm).
+            Show a progress bar: one line on stderr (tqdm's widget in a notebook).
         profile : bool
             Time the phases inside the kernels: the history gets ``"profile"``, seconds
             spent in forward sweeps, backward sweeps, optimizer updates and the rest of
@@ -414,7 +415,7 @@ class RNN:
         opt_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
 
         timers = np.zeros(3 if profile else 0)
-        blocks = _blocks(n_steps, 100 if progress else 1)
+        blocks = _blocks(n_steps, progress)
         bar = _progress_bar(n_steps, progress)
         done = 0
         for begin, end in blocks:
@@ -423,7 +424,7 @@ class RNN:
                 losses, timers)
             if bar is not None:
                 bar.update(done - begin)
-                # refresh=False: tqdm redraws at most every 0.1 s, not on every block
+                # refresh=False: the bar redraws at most every 0.1 s, not on every block
                 bar.set_postfix(loss=f"{losses[done - 1]:.4g}" if done else "", refresh=False)
             if done < end:
                 break
@@ -537,18 +538,66 @@ def _initialise(views, init, rng):
         view[...] = value
 
 
-def _blocks(n_steps, n_blocks):
-    """Split steps into about n_blocks ranges (one kernel call each)."""
-    edges = np.unique(np.linspace(0, n_steps, min(n_blocks, n_steps) + 1).astype(int))
-    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+def _blocks(n_steps, progress, seconds=0.1):
+    """The ranges of steps of the kernel calls: all steps in one call, or with a progress
+    bar a first call of 1 % of them, then calls sized from the time per step so far to
+    take about `seconds` each (the bar redraws at most that often anyway): a short fit
+    makes two or three calls, not a hundred."""
+    if not progress:
+        yield 0, n_steps
+        return
+    begin, size, start = 0, max(1, n_steps // 100), time.perf_counter()
+    while begin < n_steps:
+        end = min(n_steps, begin + size)
+        yield begin, end
+        per_step = (time.perf_counter() - start) / end
+        size = max(1, min(4 * size, int(seconds / max(per_step, 1e-9))))
+        begin = end
 
 
 def _progress_bar(total, enabled):
+    """tqdm's bar in a notebook (its widget); elsewhere a one-line text bar on stderr,
+    since importing tqdm alone takes 40-60 ms, as long as a whole seed training."""
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    if "ipykernel" in sys.modules:
+        from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="batch", dynamic_ncols=True)
+        return tqdm(total=total, unit="batch", dynamic_ncols=True)
+    return _TextBar(total)
+
+
+class _TextBar:
+    """`n/total batches, s elapsed, loss` on one line of stderr: redrawn at most every
+    0.1 s, and once more by close. The subset of tqdm's methods that fit uses."""
+
+    def __init__(self, total, stream=None, interval=0.1):
+        self.total, self.n, self.postfix = total, 0, ""
+        self.stream = stream or sys.stderr
+        self.interval, self.start = interval, time.perf_counter()
+        self.drawn = -math.inf
+
+    def update(self, n=1):
+        self.n += n
+        if time.perf_counter() - self.drawn >= self.interval:
+            self._draw()
+
+    def set_postfix(self, loss="", refresh=False):
+        self.postfix = f", loss={loss}" if loss else ""
+        if refresh:
+            self._draw()
+
+    def _draw(self, end=""):
+        self.drawn = time.perf_counter()
+        width = 20
+        filled = width * self.n // max(self.total, 1)
+        self.stream.write(f"\r{100 * self.n // max(self.total, 1):3d}%|{'#' * filled}"
+                          f"{' ' * (width - filled)}| {self.n}/{self.total} batches "
+                          f"[{self.drawn - self.start:.2f} s{self.postfix}]{end}")
+        self.stream.flush()
+
+    def close(self):
+        self._draw(end="\n")
 
 
 def _history(batch_losses, n_batches):

@@ -183,6 +183,18 @@ def set_pair_min_hidden(Py_ssize_t n):
     return old
 
 
+def block_rows():
+    """Rows (sequences x steps) per GEMM block on the BLAS path."""
+    return BLOCK_ROWS
+
+
+def set_block_rows(Py_ssize_t n):
+    """Set the rows per GEMM block on the BLAS path; returns the old value."""
+    global BLOCK_ROWS
+    old, BLOCK_ROWS = BLOCK_ROWS, max(1, n)
+    return old
+
+
 def blas_min_hidden():
     """The hidden size from which the core uses BLAS."""
     return _blas_min_hidden

@@ -82,6 +82,8 @@ cdef Py_ssize_t _pair_min_hidden = 32
 # Per-step GEMMs of 64 rows on two OpenBLAS threads synchronise 300 times in a W3 call,
 # and with another process on one core they took 1.3 s instead of 0.27 s on one thread
 # (bench/README.md: Sapphire Rapids).
+# With a BLAS whose thread count the core cannot set (not OpenBLAS: blas_threads() is 0)
+# batches run whole, on BLAS's own threads, as before.
 cdef Py_ssize_t _halves_min_rows = 16
 cdef Py_ssize_t _halves_min_hidden = 128
 
@@ -825,8 +827,8 @@ cdef floating _batch_loss_and_grads(
         if cfg.readout:
             # dW_hy += h^T dz and db_y += dz over the block; dL/dh = dz W_hy^T
             _gemm(True, False, H, n_out, m * B, hs + (kb + 1) * B * H, &Zb[0], 1, &dW_hy[0, 0])
-            if cfg.bias:
-                for r in range(m * B):
+            if cfg.bias:  # last step first, as the reference (and BPTT) meets them
+                for r in range(m * B - 1, -1, -1):
                     for o in range(n_out):
                         db_y[o] += Zb[r * n_out + o]
             _gemm(False, True, m * B, H, n_out, &Zb[0], &W_hy[0, 0], 0, &DAb[0])
@@ -845,8 +847,8 @@ cdef floating _batch_loss_and_grads(
         sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
         _add_input_gradient(&Xb[0], &DAb[0], m * B, sparse, dW_xh)
         _gemm(True, False, H, H, m * B, hs + kb * B * H, &DAb[0], 1, &dW_hh[0, 0])
-        if cfg.bias:
-            for r in range(m * B):
+        if cfg.bias:  # last step first, as the reference meets them
+            for r in range(m * B - 1, -1, -1):
                 for c in range(H):
                     db_h[c] += DAb[r * H + c]
     for j in range(B):
@@ -1545,7 +1547,7 @@ def loss_and_grads(spec, params, grads,
     cdef const Py_ssize_t[::1] order = np.arange(n_seq, dtype=np.intp)
     dtype = np.asarray(h0).dtype
     cdef bint halves = (n_hidden >= _blas_min_hidden and n_hidden >= _halves_min_hidden
-                        and n_seq >= _halves_min_rows)
+                        and n_seq >= _halves_min_rows and rnn_fast_blas_threads() > 0)
     cdef bint parallel = _blas_parallel(halves)
     cdef int blas_threads = rnn_fast_blas_threads()
     ws = _scratch("first", dtype, T, X.shape[2], n_hidden, Y.shape[2],
@@ -1676,7 +1678,7 @@ def train(spec, params, grads,
     cdef Py_ssize_t block = ws.block
     cdef bint blas = ws.blas
     # batches of _halves_min_rows or more sequences run as two halves (_halves)
-    cdef bint halves = (blas and n_hidden >= _halves_min_hidden
+    cdef bint halves = (blas and n_hidden >= _halves_min_hidden and rnn_fast_blas_threads() > 0
                         and min(batch_size, n_samples) >= _halves_min_rows)
     cdef bint parallel = _blas_parallel(halves)
     cdef int blas_threads = rnn_fast_blas_threads()

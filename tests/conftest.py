@@ -27,29 +27,41 @@ def rng():
     return np.random.default_rng(SEED)
 
 
+@pytest.fixture
+def bars_for_short_fits(monkeypatch):
+    """Progress bars even for the tests' fits of milliseconds, which draw none otherwise."""
+    monkeypatch.setattr(rnn_fast._model, "BAR_AFTER_SECONDS", 0.0)
+
+
 @pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
 def backend(request):
     """Each test taking `backend` runs once per backend, as `import ... as rnn_fast` would."""
     return BACKENDS[request.param]
 
 
-PATHS = ["loops", "blas", "pair"]
+PATHS = ["loops", "blas", "halves", "pair"]
 
 
 @contextlib.contextmanager
 def core_path(name):
     """Run the Cython core's BPTT on one path whatever the hidden size: "loops" or "blas"
-    on one thread, or "pair", batch size 1 on two threads (other batch sizes take loops)."""
+    on one thread, "halves" (BLAS, every batch of 2 or more as two halves, on two threads
+    when BLAS has two), or "pair", batch size 1 on two threads (other batch sizes take
+    loops)."""
     _core = rnn_fast._core
-    old_blas = _core.set_blas_min_hidden(0 if name == "blas" else 2**62)
+    old_blas = _core.set_blas_min_hidden(0 if name in ("blas", "halves") else 2**62)
     old_pair = _core.set_pair_min_hidden(0 if name == "pair" else 2**62)
     old_threads = _core.set_num_threads(2 if name == "pair" else _core.num_threads())
+    old_rows = _core.set_halves_min_rows(2 if name == "halves" else 2**62)
+    old_hidden = _core.set_halves_min_hidden(0 if name == "halves" else 2**62)
     try:
         yield
     finally:
         _core.set_blas_min_hidden(old_blas)
         _core.set_pair_min_hidden(old_pair)
         _core.set_num_threads(old_threads)
+        _core.set_halves_min_rows(old_rows)
+        _core.set_halves_min_hidden(old_hidden)
 
 
 @contextlib.contextmanager

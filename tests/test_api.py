@@ -1,5 +1,7 @@
 """The public contract, on both backends: shapes, dtypes, parameters, errors, files."""
 
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -110,7 +112,7 @@ def test_float32_and_float64_fits_agree_loosely(backend):
     np.testing.assert_allclose(thetas[0], thetas[1], rtol=1e-3, atol=1e-4)
 
 
-def test_fit_history_and_progress(backend, capsys):
+def test_fit_history_and_progress(backend, capsys, bars_for_short_fits):
     X, Y = rnn_fast.tasks.binary_addition(40, bits=4, seed=0)
     model = small_model(backend, output_size=1, hidden_activation="sigmoid",
                         output_activation="sigmoid", loss="half_sse", bias=False)
@@ -266,3 +268,25 @@ def test_threads_train_independently(rng):
         thread.join()
     for seed in (0, 1):
         np.testing.assert_array_equal(parallel[seed], serial[seed])
+
+
+def test_a_short_fit_draws_no_progress_bar_and_does_not_import_tqdm():
+    """tqdm's import alone would cost as much as a seed training (issue 13)."""
+    code = ("import sys, rnn_fast; X, Y = rnn_fast.tasks.binary_addition(50, bits=4, seed=0); "
+            "rnn_fast.RNN(2, 4, 1).fit(X, Y, progress=True); print('tqdm' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert run.stdout.strip() == "False" and "batch" not in run.stderr
+
+
+def test_progress_blocks_cover_every_step_in_few_calls():
+    """With a bar, fit's kernel calls cover every step once, in order, and grow to about
+    0.1 s each: a fit of a few milliseconds makes a handful, not a hundred."""
+    from rnn_fast._model import _blocks
+
+    assert list(_blocks(7, False)) == [(0, 7)]
+    for n_steps in (1, 5, 100, 10_000):
+        blocks = list(_blocks(n_steps, True))
+        assert blocks[0][0] == 0 and blocks[-1][1] == n_steps
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(blocks, blocks[1:]))
+    assert len(list(_blocks(10_000, True))) <= 10  # each block takes no time here

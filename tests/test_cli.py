@@ -37,7 +37,7 @@ def test_bad_option_is_a_clean_error(capsys):
     assert "rnn-fast: error: n_samples must be a positive integer" in capsys.readouterr().err
 
 
-def test_progress_bar_and_plot(capsys, tmp_path):
+def test_progress_bar_and_plot(capsys, tmp_path, bars_for_short_fits):
     pytest.importorskip("matplotlib")
     assert main(["train", "binary-addition", "--samples", "200", "--bits", "4",
                  "--plot", str(tmp_path / "loss.png")]) == 0

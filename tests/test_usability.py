@@ -296,7 +296,7 @@ def test_cli_profile_text_counts_every_update(capsys, tmp_path):
     assert "20 updates in" in capsys.readouterr().out
 
 
-def test_cli_text_reports_the_progress_bars_unit(capsys, tmp_path):
+def test_cli_text_reports_the_progress_bars_unit(capsys, tmp_path, bars_for_short_fits):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("abcab" * 20)
     assert main(["train", "text", "--file", str(corpus), "--hidden", "4", "--epochs", "2"]) == 0

@@ -18,7 +18,8 @@
 # * Nothing is validated here. The Python layer (_validation.py, _model.py) checks
 #   every shape, dtype and value before calling; bounds checks are off in a normal
 #   build (see CMakeLists.txt for the bounds-checked and line-tracing builds).
-# * Scratch buffers are allocated once per call, before the nogil block.
+# * Scratch buffers are allocated before the nogil block; the BLAS path's are kept per
+#   thread for the next call with the same sizes (_scratch).
 # * Summation orders follow the reference where it is cheap; float32 models compute
 #   in float32 throughout, as NumPy does.
 
@@ -31,6 +32,7 @@ from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 from cython cimport floating
 
 import os
+import threading
 
 import numpy as np
 
@@ -72,6 +74,74 @@ cdef Py_ssize_t BLOCK_ROWS = 512
 # than the second core gives (hidden 8-24 at batch 1: 0.5-0.9x one thread's speed).
 cdef Py_ssize_t _pair_min_hidden = 32
 
+# Batches of at least _halves_min_rows sequences, at hidden sizes from _halves_min_hidden
+# on, run BPTT as two halves of the batch, each with its own scratch and gradients, the
+# second half's gradients added to the first's at the end (_halves). Always, so the
+# numbers do not depend on the threads: the halves run on two threads, BLAS on one in
+# each, when BLAS was given two threads or more, and one after the other otherwise.
+# Per-step GEMMs of 64 rows on two OpenBLAS threads synchronise 300 times in a W3 call,
+# and with another process on one core they took 1.3 s instead of 0.27 s on one thread
+# (bench/README.md: Sapphire Rapids).
+# With a BLAS whose thread count the core cannot set (not OpenBLAS: blas_threads() is 0)
+# batches run whole, on BLAS's own threads, as before.
+cdef Py_ssize_t _halves_min_rows = 16
+cdef Py_ssize_t _halves_min_hidden = 128
+
+
+def _find_blas_threads():
+    """Hand the core OpenBLAS's get/set_num_threads, looked up through scipy's cython_blas
+    module (dlsym searches the libraries it links). Returns the name found, or None (then
+    a batch's halves always run one after the other)."""
+    import ctypes
+    try:
+        import scipy.linalg.cython_blas as cython_blas
+        lib = ctypes.CDLL(cython_blas.__file__)
+    except (ImportError, OSError):
+        return None
+    for prefix in ("scipy_openblas", "openblas"):
+        for suffix in ("", "64_"):
+            try:
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+                put = getattr(lib, f"{prefix}_set_num_threads{suffix}")
+            except AttributeError:
+                continue
+            rnn_fast_blas_thread_functions(ctypes.cast(get, ctypes.c_void_p).value,
+                                           ctypes.cast(put, ctypes.c_void_p).value)
+            return f"{prefix}_set_num_threads{suffix}"
+    return None
+
+
+_blas_threads_function = _find_blas_threads()
+
+
+def blas_threads():
+    """BLAS's thread count as the core sees it (0: unknown, the halves stay serial)."""
+    return rnn_fast_blas_threads()
+
+
+def halves_min_rows():
+    """The batch size from which BPTT runs as two halves of the batch (see _halves)."""
+    return _halves_min_rows
+
+
+def set_halves_min_rows(Py_ssize_t n):
+    """Run batches of n sequences or more as two halves; returns the old value."""
+    global _halves_min_rows
+    old, _halves_min_rows = _halves_min_rows, max(2, n)
+    return old
+
+
+def halves_min_hidden():
+    """The hidden size from which batches run as two halves (see _halves)."""
+    return _halves_min_hidden
+
+
+def set_halves_min_hidden(Py_ssize_t n):
+    """Run batches as two halves from hidden size n on; returns the old value."""
+    global _halves_min_hidden
+    old, _halves_min_hidden = _halves_min_hidden, n
+    return old
+
 
 def _threads_from_environment():
     """RNN_FAST_NUM_THREADS, or 1: two threads pay off only for some shapes (README)."""
@@ -98,7 +168,8 @@ _last_schedule = None
 
 
 def last_schedule():
-    """How the last fit (in any thread) ran: "loops", "blas" (one thread) or "pair"."""
+    """How the last fit (in any thread) ran: "loops", "blas", "halves" (a batch as two
+    halves, one after the other), "halves, two threads" or "pair"."""
     return _last_schedule
 
 
@@ -111,6 +182,18 @@ def set_pair_min_hidden(Py_ssize_t n):
     """Train batch size 1 on two threads from hidden size n on; returns the old value."""
     global _pair_min_hidden
     old, _pair_min_hidden = _pair_min_hidden, n
+    return old
+
+
+def block_rows():
+    """Rows (sequences x steps) per GEMM block on the BLAS path."""
+    return BLOCK_ROWS
+
+
+def set_block_rows(Py_ssize_t n):
+    """Set the rows per GEMM block on the BLAS path; returns the old value."""
+    global BLOCK_ROWS
+    old, BLOCK_ROWS = BLOCK_ROWS, max(1, n)
     return old
 
 
@@ -136,7 +219,7 @@ cdef extern from "_simd.h" nogil:
 
 def clones():
     """The clones of the core's C loops (_simd.h) this build has and this CPU runs, best
-    first: ["avx2", "baseline"] on an x86-64 with AVX2."""
+    first: ["avx512", "avx2", "baseline"] on an x86-64 with AVX-512."""
     cdef int i
     return [rnn_fast_clone_name(i).decode() for i in range(RNN_FAST_N_CLONES)
             if rnn_fast_clone_name(i) != NULL]
@@ -322,6 +405,14 @@ cdef extern from "_pair.h" nogil:
     int rnn_fast_run_pair(rnn_fast_pair_body body, void* ctx)
     void rnn_fast_pair_publish(int64_t* counters, int tid, int64_t value)
     void rnn_fast_pair_wait(int64_t* counters, int tid, int64_t value)
+    # a thread beside the caller for the second half of a batch, and BLAS's thread count
+    ctypedef struct rnn_fast_beside:
+        pass
+    int rnn_fast_start_beside(rnn_fast_beside* b, rnn_fast_pair_body body, void* ctx)
+    void rnn_fast_join_beside(rnn_fast_beside* b)
+    int rnn_fast_blas_threads()
+    void rnn_fast_set_blas_threads(int n)
+    void rnn_fast_blas_thread_functions(size_t get, size_t set)
 
 
 cdef inline void _add_vecmat(
@@ -736,8 +827,8 @@ cdef floating _batch_loss_and_grads(
         if cfg.readout:
             # dW_hy += h^T dz and db_y += dz over the block; dL/dh = dz W_hy^T
             _gemm(True, False, H, n_out, m * B, hs + (kb + 1) * B * H, &Zb[0], 1, &dW_hy[0, 0])
-            if cfg.bias:
-                for r in range(m * B):
+            if cfg.bias:  # last step first, as the reference (and BPTT) meets them
+                for r in range(m * B - 1, -1, -1):
                     for o in range(n_out):
                         db_y[o] += Zb[r * n_out + o]
             _gemm(False, True, m * B, H, n_out, &Zb[0], &W_hy[0, 0], 0, &DAb[0])
@@ -756,8 +847,8 @@ cdef floating _batch_loss_and_grads(
         sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
         _add_input_gradient(&Xb[0], &DAb[0], m * B, sparse, dW_xh)
         _gemm(True, False, H, H, m * B, hs + kb * B * H, &DAb[0], 1, &dW_hh[0, 0])
-        if cfg.bias:
-            for r in range(m * B):
+        if cfg.bias:  # last step first, as the reference meets them
+            for r in range(m * B - 1, -1, -1):
                 for c in range(H):
                     db_h[c] += DAb[r * H + c]
     for j in range(B):
@@ -765,6 +856,106 @@ cdef floating _batch_loss_and_grads(
             carry[j, c] = hs[(n_steps * B + j) * H + c]
     _lap(timers, PHASE_BACKWARD, clock)
     return scale * loss
+
+
+cdef floating _halves(
+    Config cfg,
+    const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN parameters
+    const floating[:, ::1] W_hy, const floating[::1] b_h, const floating[::1] b_y,
+    floating[:, ::1] dW_xh, floating[:, ::1] dW_hh,                  # IN/OUT += gradients
+    floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
+    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
+    const Py_ssize_t[::1] lengths,                                   # IN (N,)
+    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count,  # IN the batch
+    Py_ssize_t t0, Py_ssize_t t1, floating scale,
+    floating[:, ::1] carry,  # IN/OUT as in _batch_loss_and_grads, rows 0..count
+    Py_ssize_t block, floating[::1] Hs, floating[::1] Xb, floating[::1] Zb,  # scratch of
+    floating[::1] DAb, floating[::1] dh_next, floating[::1] y, floating[::1] dz,  # half 1
+    floating[:, ::1] dW_xh_2, floating[:, ::1] dW_hh_2,              # scratch: the second
+    floating[:, ::1] dW_hy_2, floating[::1] db_h_2, floating[::1] db_y_2,  # half's gradients
+    Py_ssize_t[::1] ints,    # OUT to the second half: first, count, t0, t1, row, timed
+    double[::1] doubles,     # OUT scale to the second half; IN its loss
+    void* job,               # the second half's job (_half_entry)
+    bint parallel, double* timers,
+) noexcept nogil:
+    """_batch_loss_and_grads over a batch as two halves: rows 0..h here, rows h..count
+    in _half_entry, on a thread of its own when `parallel`; then the second half's
+    gradients are added to the first's. Returns the batch's loss."""
+    cdef Py_ssize_t half = (count + 1) // 2
+    cdef floating loss
+    cdef rnn_fast_beside beside
+    cdef bint beside_started
+    ints[0], ints[1], ints[2], ints[3], ints[4] = first + half, count - half, t0, t1, half
+    ints[5] = not parallel  # only a half on this thread may run the phase timers
+    doubles[0], doubles[1] = scale, 0
+    beside_started = parallel and rnn_fast_start_beside(&beside, _half_entry, job)
+    loss = _batch_loss_and_grads(cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h,
+                                 db_y, X, Y, lengths, order, first, half, t0, t1, scale,
+                                 carry, block, Hs, Xb, Zb, DAb, dh_next, y, dz, timers)
+    if beside_started:
+        rnn_fast_join_beside(&beside)
+    else:
+        _half_entry(job, 1)
+    # the second half's gradients, added to the first's
+    _add_to(dW_xh.shape[0] * dW_xh.shape[1], &dW_xh_2[0, 0], &dW_xh[0, 0])
+    _add_to(dW_hh.shape[0] * dW_hh.shape[1], &dW_hh_2[0, 0], &dW_hh[0, 0])
+    _add_to(dW_hy.shape[0] * dW_hy.shape[1], &dW_hy_2[0, 0], &dW_hy[0, 0])
+    _add_to(db_h.shape[0], &db_h_2[0], &db_h[0])
+    _add_to(db_y.shape[0], &db_y_2[0], &db_y[0])
+    return loss + <floating>doubles[1]
+
+
+cdef inline void _add_to(Py_ssize_t n, const floating* g_2, floating* g) noexcept nogil:
+    """g += g_2 (n entries; none for an absent bias or readout)."""
+    cdef Py_ssize_t c
+    for c in range(n):
+        g[c] = g[c] + g_2[c]
+
+
+cdef void _half_side(tuple job, floating* dtype_tag):
+    """The second half of _halves, its arguments unpacked from the job."""
+    (_, spec, params, grads_2, X_, Y_, lengths_, order_, carry_, ws, ints_, doubles_, timers_,
+     _errors) = job
+    cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
+    cdef const floating[::1] b_h = params[3], b_y = params[4]
+    cdef floating[:, ::1] dW_xh = grads_2[0], dW_hh = grads_2[1], dW_hy = grads_2[2]
+    cdef floating[::1] db_h = grads_2[3], db_y = grads_2[4]
+    cdef const floating[:, :, ::1] X = X_, Y = Y_
+    cdef const Py_ssize_t[::1] lengths = lengths_, order = order_
+    cdef Py_ssize_t[::1] ints = ints_
+    cdef double[::1] doubles = doubles_, timers_view = timers_
+    cdef Config cfg = _config(spec)
+    cdef Py_ssize_t first = ints[0], count = ints[1], t0 = ints[2], t1 = ints[3]
+    cdef floating[:, ::1] carry = carry_
+    cdef floating[::1] Hs = ws.Hs, Xb = ws.Xb, Zb = ws.Zb, DAb = ws.DAb, dh = ws.dh
+    cdef floating[::1] y = ws.y, dz = ws.dz
+    cdef Py_ssize_t block = ws.block
+    cdef double* timers = &timers_view[0] if ints[5] and timers_view.shape[0] == 3 else NULL
+    carry = carry[ints[4]:ints[4] + count]
+    for g in grads_2:
+        g[...] = 0
+    with nogil:
+        doubles[1] = _batch_loss_and_grads(
+            cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y, X, Y, lengths,
+            order, first, count, t0, t1, <floating>doubles[0], carry, block, Hs, Xb, Zb, DAb,
+            dh, y, dz, timers)
+
+
+cdef void _half_entry(void* job, int tid) noexcept with gil:
+    """Where the second half of _halves runs (on its own thread, or on the caller's).
+    Only the unpacking can raise: the error is kept for the entry point, and the half's
+    loss set to NaN, which stops a fit."""
+    cdef double* f64 = NULL
+    cdef float* f32 = NULL
+    cdef Py_ssize_t last = len(<tuple>job) - 1  # no negative indices: wraparound is off
+    try:
+        if (<tuple>job)[0]:
+            _half_side(<tuple>job, f64)
+        else:
+            _half_side(<tuple>job, f32)
+    except BaseException as exc:
+        (<tuple>job)[last].append(exc)
+        np.asarray((<tuple>job)[last - 2])[1] = np.nan
 
 
 cdef inline void _through_activation(
@@ -1264,6 +1455,48 @@ class _Scratch:
         self.z, self.y, self.dz = (np.zeros(n_out, dtype) for _ in range(3))
 
 
+_kept = threading.local()
+_keep_scratch = True  # False: fresh scratch every call (for measuring the difference)
+
+
+def _scratch(role, dtype, T, n_in, n_hidden, n_out, batch, pair=False):
+    """A _Scratch for these sizes: the BLAS path's (tens of MB at W3's sizes) is kept, one
+    per thread and role ("first" half or whole batch, "second" half), and given to the
+    next call with the same sizes. Fresh arrays each call cost page faults and zeroing:
+    about 4 % of a W3 call (perf: clear_page_erms, memset). Every scratch value is
+    written before it is read, so what a kept one holds does not matter."""
+    key = (role, np.dtype(dtype), T, n_in, n_hidden, n_out, batch, pair, _blas_min_hidden,
+           BLOCK_ROWS)
+    kept = _kept.__dict__.setdefault("scratch", {})
+    if role in kept and kept[role][0] == key:
+        return kept[role][1]
+    ws = _Scratch(dtype, T, n_in, n_hidden, n_out, batch, pair)
+    if ws.blas and _keep_scratch:
+        kept[role] = (key, ws)
+    return ws
+
+
+def _halves_job(spec, params, grads, X, Y, lengths, order, carry, dtype, T, n_in,
+                n_hidden, n_out, batch, timers):
+    """What the second half of a batch needs (_halves, _half_side): its own scratch and
+    gradients, and two small arrays through which _halves tells it its rows."""
+    shapes = tuple(np.asarray(g).shape for g in grads)
+    kept = _kept.__dict__.setdefault("grads", {})
+    if kept.get("key") != (np.dtype(dtype), shapes):  # zeroed by _half_side before use
+        kept["key"] = (np.dtype(dtype), shapes)
+        kept["grads"] = tuple(np.zeros(shape, dtype) for shape in shapes)
+    grads_2 = kept["grads"]
+    ws = _scratch("second", dtype, T, n_in, n_hidden, n_out, max(1, batch // 2))
+    return (dtype == np.float64, spec, params, grads_2, X, Y, lengths, order, carry, ws,
+            np.zeros(6, dtype=np.intp), np.zeros(2), timers, [])
+
+
+def _blas_parallel(bint halves):
+    """Whether a batch's halves run on two threads: when BLAS was given two or more
+    (then each half gets one; see _halves_min_rows)."""
+    return halves and RNN_FAST_HAVE_PAIR and rnn_fast_blas_threads() >= 2
+
+
 def forward(spec, params,
             const floating[:, :, ::1] X not None,     # IN (N, T, I)
             const Py_ssize_t[::1] lengths not None,   # IN (N,)
@@ -1314,17 +1547,41 @@ def loss_and_grads(spec, params, grads,
     cdef Py_ssize_t n_seq = X.shape[0], T = X.shape[1], n_hidden = W_hh.shape[0]
     cdef floating loss = 0, scale = <floating>(1.0 / n_seq)
     cdef const Py_ssize_t[::1] order = np.arange(n_seq, dtype=np.intp)
-    ws = _Scratch(np.asarray(h0).dtype, T, X.shape[2], n_hidden, Y.shape[2], n_seq)
+    dtype = np.asarray(h0).dtype
+    cdef bint halves = (n_hidden >= _blas_min_hidden and n_hidden >= _halves_min_hidden
+                        and n_seq >= _halves_min_rows and rnn_fast_blas_threads() > 0)
+    cdef bint parallel = _blas_parallel(halves)
+    cdef int blas_threads = rnn_fast_blas_threads()
+    ws = _scratch("first", dtype, T, X.shape[2], n_hidden, Y.shape[2],
+                  (n_seq + 1) // 2 if halves else n_seq)
     cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
     cdef floating[::1] Hs = ws.Hs, Xb = ws.Xb, Zb = ws.Zb, DAb = ws.DAb, dh = ws.dh
     cdef floating[::1] z = ws.z, y = ws.y, dz = ws.dz
     cdef Py_ssize_t block = ws.block
     cdef bint blas = ws.blas
+    cdef floating[:, ::1] dW_xh_2, dW_hh_2, dW_hy_2
+    cdef floating[::1] db_h_2, db_y_2
+    cdef Py_ssize_t[::1] ints
+    cdef double[::1] doubles
+    job = None
+    if halves:
+        job = _halves_job(spec, params, grads, X, Y, lengths, order, H_last_out, dtype, T,
+                          X.shape[2], n_hidden, Y.shape[2], n_seq, np.zeros(0))
+        dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2 = job[3]
+        ints, doubles = job[10], job[11]
     for g in grads:
         g[...] = 0
     H_last_out[...] = h0
+    if parallel:
+        rnn_fast_set_blas_threads(1)
     with nogil:
-        if blas:
+        if halves:
+            loss = _halves(
+                cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
+                X, Y, lengths, order, 0, n_seq, 0, T, scale, H_last_out, block,
+                Hs, Xb, Zb, DAb, dh, y, dz, dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2,
+                ints, doubles, <void*>job, parallel, NULL)
+        elif blas:
             loss = _batch_loss_and_grads(
                 cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
                 X, Y, lengths, order, 0, n_seq, 0, T, scale, H_last_out, block,
@@ -1339,6 +1596,10 @@ def loss_and_grads(spec, params, grads,
                     X, Y, n, lengths[n], 0, T, scale, hs, das, dh, z, y, dz, NULL)
                 for j in range(n_hidden):
                     H_last_out[n, j] = hs[lengths[n], j]
+    if parallel:
+        rnn_fast_set_blas_threads(blas_threads)
+    if job is not None and job[len(job) - 1]:
+        raise job[len(job) - 1][0]
     return loss
 
 
@@ -1401,8 +1662,8 @@ def train(spec, params, grads,
                                             dtype=np.asarray(theta).dtype)
     cdef bint pair = (batch_size == 1 and _threads >= 2 and RNN_FAST_HAVE_PAIR
                       and n_hidden >= _pair_min_hidden and step_end > step_begin)
-    ws = _Scratch(np.asarray(theta).dtype, X.shape[1], X.shape[2], n_hidden, Y.shape[2],
-                  batch_size, pair)
+    ws = _scratch("whole", np.asarray(theta).dtype, X.shape[1], X.shape[2], n_hidden,
+                  Y.shape[2], batch_size, pair)
     if pair:  # batch size 1 on two threads (_train_pair), when a thread can be started
         result, errors = np.zeros(2, dtype=np.intp), []
         job = (floating is double, spec, params, grads, theta, grad, X, Y, lengths, h0, order,
@@ -1421,7 +1682,31 @@ def train(spec, params, grads,
     cdef floating[::1] z = ws.z, y = ws.y, dz = ws.dz
     cdef Py_ssize_t block = ws.block
     cdef bint blas = ws.blas
-    _last_schedule = "blas" if blas else "loops"
+    # batches of _halves_min_rows or more sequences run as two halves (_halves)
+    cdef bint halves = (blas and n_hidden >= _halves_min_hidden and rnn_fast_blas_threads() > 0
+                        and min(batch_size, n_samples) >= _halves_min_rows)
+    cdef bint parallel = _blas_parallel(halves)
+    cdef int blas_threads = rnn_fast_blas_threads()
+    cdef floating[:, ::1] dW_xh_2, dW_hh_2, dW_hy_2
+    cdef floating[::1] db_h_2, db_y_2, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1
+    cdef Py_ssize_t[::1] ints
+    cdef double[::1] doubles
+    cdef Py_ssize_t block_1 = 0
+    job = None
+    if halves:
+        dtype = np.asarray(theta).dtype
+        ws_1 = _scratch("first", dtype, X.shape[1], X.shape[2], n_hidden, Y.shape[2],
+                        (batch_size + 1) // 2)
+        Hs_1, Xb_1, Zb_1, DAb_1, dh_1 = ws_1.Hs, ws_1.Xb, ws_1.Zb, ws_1.DAb, ws_1.dh
+        y_1, dz_1, block_1 = ws_1.y, ws_1.dz, ws_1.block
+        job = _halves_job(spec, params, grads, X, Y, lengths, order, carry, dtype, X.shape[1],
+                          X.shape[2], n_hidden, Y.shape[2], batch_size, timers_out)
+        dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2 = job[3]
+        ints, doubles = job[10], job[11]
+    _last_schedule = ("halves, two threads" if parallel else "halves" if halves
+                      else "blas" if blas else "loops")
+    if parallel:
+        rnn_fast_set_blas_threads(1)
     with nogil:
         if not blas:
             _transpose(W_hh, W_hh_T)
@@ -1441,7 +1726,14 @@ def train(spec, params, grads,
                 chunk_loss = 0
                 for p in range(n_params):
                     grad[p] = 0
-                if blas:
+                if halves and count >= _halves_min_rows:
+                    chunk_loss += _halves(
+                        cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
+                        X, Y, lengths, order, first, count, t0, t0 + chunk_length, scale,
+                        carry, block_1, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1, dW_xh_2,
+                        dW_hh_2, dW_hy_2, db_h_2, db_y_2, ints, doubles, <void*>job, parallel,
+                        timers)
+                elif blas:
                     chunk_loss += _batch_loss_and_grads(
                         cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
                         X, Y, lengths, order, first, count, t0, t0 + chunk_length, scale,
@@ -1472,4 +1764,8 @@ def train(spec, params, grads,
                 _lap(timers, PHASE_UPDATE, clock)
             if not finite:
                 break
+    if parallel:
+        rnn_fast_set_blas_threads(blas_threads)
+    if job is not None and job[len(job) - 1]:
+        raise job[len(job) - 1][0]
     return (step_end if finite else s), opt_step

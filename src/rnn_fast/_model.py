@@ -398,7 +398,8 @@ class RNN:
             gradient so its norm is at most clip_norm (``torch.nn.utils.clip_grad_norm_``).
         progress : bool
             Show a progress bar (tqdm), one tick per batch, with the running mean of the
-            epoch's batch losses (the unit of ``history["loss"]``).
+            epoch's batch losses (the unit of ``history["loss"]``); a fit that should end
+            within ``BAR_AFTER_SECONDS`` (0.5 s) draws none.
         profile : bool
             Time the phases inside the kernels: the history gets ``"profile"``, seconds
             spent in forward sweeps, backward sweeps, optimizer updates and the rest of
@@ -465,15 +466,16 @@ class RNN:
         opt_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
 
         timers = np.zeros(3 if profile else 0)
-        blocks = _blocks(n_steps, 100 if progress else 1)
-        bar = _progress_bar(n_steps, progress)
+        bar = None
         done, step_before = 0, optimizer.state["step"]
-        for begin, end in blocks:
+        for begin, end in _blocks(n_steps, progress):
             done, optimizer.state["step"] = self.kernels.train(
                 *args, begin, end, *opt_args, optimizer.state["step"], clip_value, clip_norm,
                 losses[first_update[begin]:], timers)
+            if progress and begin == 0:  # the first block tells how long the fit will take
+                bar = _progress_bar(n_steps, done, time.perf_counter() - start)
             if bar is not None:
-                bar.update(done - begin)
+                bar.update(done - bar.n)
                 if done:  # the running mean of this epoch's batch losses, history's unit
                     epoch_begin = (done - 1) // n_batches * n_batches
                     mean = _batch_losses(losses, first_update, epoch_begin, done).mean()
@@ -595,18 +597,36 @@ def _initialise(views, init, rng):
         view[...] = value
 
 
-def _blocks(n_steps, n_blocks):
-    """Split steps into about n_blocks ranges (one kernel call each)."""
-    edges = np.unique(np.linspace(0, n_steps, min(n_blocks, n_steps) + 1).astype(int))
-    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+def _blocks(n_steps, progress, seconds=0.1):
+    """The ranges of steps of the kernel calls: all steps in one call, or with a progress
+    bar a first call of 1 % of them, then calls sized from the time per step so far to
+    take about `seconds` each (the bar redraws at most that often anyway): a short fit
+    makes two or three calls, not a hundred."""
+    if not progress:
+        yield 0, n_steps
+        return
+    begin, size, start = 0, max(1, n_steps // 100), time.perf_counter()
+    while begin < n_steps:
+        end = min(n_steps, begin + size)
+        yield begin, end
+        per_step = (time.perf_counter() - start) / end
+        size = max(1, min(4 * size, int(seconds / max(per_step, 1e-9))))
+        begin = end
 
 
-def _progress_bar(total, enabled):
-    if not enabled:
+# A fit expected to end sooner than this draws no progress bar (as tqdm's ``delay``), and
+# does not import tqdm: its import (15-50 ms) would be as long as a whole seed training.
+BAR_AFTER_SECONDS = 0.5
+
+
+def _progress_bar(total, done, elapsed):
+    """tqdm's bar over a fit's batches, after its first ``done`` took ``elapsed`` seconds;
+    None when the whole fit should take less than BAR_AFTER_SECONDS."""
+    if done == 0 or elapsed / done * total < BAR_AFTER_SECONDS:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="batch", dynamic_ncols=True)
+    return tqdm(total=total, initial=done, unit="batch", dynamic_ncols=True)
 
 
 def _updates_per_batch(lengths, order, n, batch_size, epochs, chunk_length):

@@ -76,12 +76,64 @@ static int rnn_fast_run_pair(rnn_fast_pair_body body, void *ctx)
     return 1;
 }
 
+/* A second thread beside the caller, for one half of a batch (_core.pyx: _halves): the
+ * caller starts body(ctx, 1) on it, computes its own half, then joins. Returns 0 if no
+ * thread could be started (the caller then runs body(ctx, 1) itself). */
+typedef struct {
+    pthread_t thread;
+    rnn_fast_pair_start start;
+} rnn_fast_beside;
+
+static int rnn_fast_start_beside(rnn_fast_beside *b, rnn_fast_pair_body body, void *ctx)
+{
+    b->start.body = body;
+    b->start.ctx = ctx;
+    return pthread_create(&b->thread, NULL, rnn_fast_pair_second, &b->start) == 0;
+}
+
+static void rnn_fast_join_beside(rnn_fast_beside *b) { pthread_join(b->thread, NULL); }
+
 #else
+
+typedef struct {
+    int unused;
+} rnn_fast_beside;
+static int rnn_fast_start_beside(rnn_fast_beside *b, rnn_fast_pair_body body, void *ctx)
+{
+    return 0;
+}
+static void rnn_fast_join_beside(rnn_fast_beside *b) {}
 
 static inline void rnn_fast_pair_publish(int64_t *counters, int tid, int64_t value) {}
 static inline void rnn_fast_pair_wait(int64_t *counters, int tid, int64_t value) {}
 static int rnn_fast_run_pair(rnn_fast_pair_body body, void *ctx) { return 0; }
 
 #endif
+
+/* BLAS's own thread count (OpenBLAS's get/set_num_threads, found at import by _core.pyx
+ * through scipy's cython_blas module; NULL for a BLAS without them): while the two halves
+ * of a batch run on two threads, BLAS runs one thread in each. */
+typedef int (*rnn_fast_blas_get_threads_fn)(void);
+typedef void (*rnn_fast_blas_set_threads_fn)(int);
+static rnn_fast_blas_get_threads_fn rnn_fast_blas_get_threads = NULL;
+static rnn_fast_blas_set_threads_fn rnn_fast_blas_set_threads = NULL;
+
+static int rnn_fast_blas_threads(void)
+{
+    return rnn_fast_blas_get_threads != NULL && rnn_fast_blas_set_threads != NULL
+               ? rnn_fast_blas_get_threads() : 0;
+}
+
+static void rnn_fast_set_blas_threads(int n)
+{
+    if (rnn_fast_blas_set_threads != NULL && n > 0)
+        rnn_fast_blas_set_threads(n);
+}
+
+static void rnn_fast_blas_thread_functions(size_t get, size_t set)
+{
+    rnn_fast_blas_get_threads = (rnn_fast_blas_get_threads_fn)get;
+    rnn_fast_blas_set_threads = (rnn_fast_blas_set_threads_fn)set;
+}
 
 #endif

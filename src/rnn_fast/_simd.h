@@ -1,6 +1,6 @@
 /* The core's elementwise loops (activation rows, a softmax's exponentials, small
  * vector-matrix and outer products, the optimizer steps, finiteness checks), in C so that
- * GCC can compile them more than once: for AVX2 and for the baseline x86-64.
+ * GCC can compile them more than once: for AVX-512, for AVX2 and for the baseline x86-64.
  *
  * Clones. Each kernel is written once, as an always-inline body (rnn_fast_NAME_body);
  * RNN_FAST_CLONE_LIST, at the end of this file, instantiates every body once per
@@ -451,10 +451,33 @@ static const rnn_fast_clone rnn_fast_clone_baseline = {
 RNN_FAST_KERNELS(RNN_FAST_AVX2_FUNCTION)
 static const rnn_fast_clone rnn_fast_clone_avx2 = {
     "avx2", RNN_FAST_KERNELS(RNN_FAST_AVX2_ENTRY)};
+
+/* AVX-512 (F, DQ, BW, VL: Skylake-SP and later, Zen4 and later), 512-bit vectors: GCC
+ * otherwise keeps to 256 bits for some tunings. FMA is in AVX-512F, but -ffp-contract=off
+ * keeps every multiply and add separate, so the bits are those of the other clones. */
+#define RNN_FAST_AVX512_TARGET                                                          \
+    __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,prefer-vector-width=512")))
+#define RNN_FAST_AVX512_FUNCTION(NAME, R, PARAMS, ARGS)                                \
+    RNN_FAST_CLONE_FUNCTION(avx512, RNN_FAST_AVX512_TARGET, NAME, R, PARAMS, ARGS)
+#define RNN_FAST_AVX512_ENTRY(NAME, R, PARAMS, ARGS) rnn_fast_##NAME##_avx512,
+RNN_FAST_KERNELS(RNN_FAST_AVX512_FUNCTION)
+static const rnn_fast_clone rnn_fast_clone_avx512 = {
+    "avx512", RNN_FAST_KERNELS(RNN_FAST_AVX512_ENTRY)};
 #endif
 
-/* The clones this build has, best first; a clone runs where cpu_ok says so. To add one
- * (say AVX-512): its RNN_FAST_..._FUNCTION and _ENTRY lines as for AVX2, and a line here. */
+/* The clones this build has, best first; a clone runs where cpu_ok says so. To add one:
+ * its RNN_FAST_..._FUNCTION and _ENTRY lines as for AVX2, and a line here.
+ * __builtin_cpu_supports also checks that the OS saves the vector registers. */
+static int rnn_fast_cpu_has_avx512(void)
+{
+#if RNN_FAST_HAVE_AVX2_CLONE
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+           && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
 static int rnn_fast_cpu_has_avx2(void)
 {
 #if RNN_FAST_HAVE_AVX2_CLONE
@@ -471,6 +494,7 @@ static const struct {
     int (*cpu_ok)(void);
 } rnn_fast_clone_list[] = {
 #if RNN_FAST_HAVE_AVX2_CLONE
+    {&rnn_fast_clone_avx512, rnn_fast_cpu_has_avx512},
     {&rnn_fast_clone_avx2, rnn_fast_cpu_has_avx2},
 #endif
     {&rnn_fast_clone_baseline, rnn_fast_cpu_any},

@@ -276,8 +276,8 @@ def _row(run, validated):
     if validated:
         row.update(val_loss=math.nan, val_accuracy=math.nan, val_sequence_accuracy=math.nan)
     row.update(seconds=math.nan, history=None, error=None,
-               config={"model": run.model, "optimizer": optimizer, "fit": run.fit,
-                       "seed": run.seed})
+               config={"model": dict(run.model), "optimizer": optimizer,
+                       "fit": dict(run.fit), "seed": run.seed})  # each row its own dicts
     return row
 
 

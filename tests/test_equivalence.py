@@ -166,9 +166,15 @@ def test_saturated_units_match_reference(path, clone, p):
     scale = max(max(np.max(np.abs(g)) for g in grads_ref.values()),
                 np.max(np.abs(X)) * np.max(W["W_hy"]) * floor_y)
     for name in grads_ref:
-        exact_zero = grads_ref[name] == 0  # every contribution from saturated units
-        np.testing.assert_array_equal(grads_fast[name][exact_zero], 0,
-                                      err_msg=f"d{name} where the reference's is 0, {p}")
+        # The hidden layer's gradients pass through f'(a), exactly 0 for a saturated unit,
+        # so a zero there means every contribution came from saturated units. Not so for
+        # the readout's: a saturated softmax or sigmoid output gives terms y - target of
+        # exactly +-1 that cancel, and what is left of the tiny terms beside them depends
+        # on the order of the additions (the reference's 0 against the core's 4e-237).
+        if name in ("W_xh", "W_hh", "b_h"):
+            exact_zero = grads_ref[name] == 0
+            np.testing.assert_array_equal(grads_fast[name][exact_zero], 0,
+                                          err_msg=f"d{name} where the reference's is 0, {p}")
         assert_close(grads_fast[name], grads_ref[name], dtype, f"d{name}, {p}", scale)
 
 

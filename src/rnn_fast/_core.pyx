@@ -899,7 +899,8 @@ cdef floating _halves(
     # the second half's gradients, added to the first's
     _add_to(dW_xh.shape[0] * dW_xh.shape[1], &dW_xh_2[0, 0], &dW_xh[0, 0])
     _add_to(dW_hh.shape[0] * dW_hh.shape[1], &dW_hh_2[0, 0], &dW_hh[0, 0])
-    _add_to(dW_hy.shape[0] * dW_hy.shape[1], &dW_hy_2[0, 0], &dW_hy[0, 0])
+    if dW_hy.shape[0] != 0:  # no readout: W_hy is empty, and has no element [0, 0]
+        _add_to(dW_hy.shape[0] * dW_hy.shape[1], &dW_hy_2[0, 0], &dW_hy[0, 0])
     _add_to(db_h.shape[0], &db_h_2[0], &db_h[0])
     _add_to(db_y.shape[0], &db_y_2[0], &db_y[0])
     return loss + <floating>doubles[1]

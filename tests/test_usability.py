@@ -145,6 +145,18 @@ def test_predict_takes_h0_and_final_state_respects_lengths(backend, rng):
     assert h_one.shape == (4,)
 
 
+def test_evaluate_takes_h0(backend, rng):
+    model = backend.RNN(2, 4, 3, seed=1)
+    X, Y = rng.standard_normal((3, 6, 2)), rng.random((3, 6, 3))
+    h0 = rng.standard_normal((3, 4))
+    scores = model.evaluate(X, Y, h0=h0)
+    assert scores["loss"] == model.loss_and_grads(X, Y, h0=h0)[0]
+    assert scores["loss"] != model.evaluate(X, Y)["loss"]
+    Y_hat = model.predict(X, h0=h0)
+    hit = np.all(np.round(Y_hat) == np.round(Y), axis=-1)
+    assert scores["accuracy"] == hit.mean()
+
+
 def test_text_sample_takes_and_returns_the_hidden_state(backend):
     vocab = text.Vocabulary.from_text("abcd")
     model = text.char_model(len(vocab), hidden_size=8, seed=1, backend=backend)
@@ -263,6 +275,9 @@ def test_cli_refuses_options_that_do_not_apply(capsys):
                    "binary-addition, mod, text)")
     one_line_error(capsys, ["train", "text", "--samples", "5"],
                    "--samples does not apply to task text (it is an option of "
+                   "binary-addition, mod, count-ones)")
+    one_line_error(capsys, ["train", "text", "--shuffle"],
+                   "--shuffle does not apply to task text (it is an option of "
                    "binary-addition, mod, count-ones)")
 
 

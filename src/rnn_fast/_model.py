@@ -315,16 +315,17 @@ class RNN:
             self._layout.kernel_args(grads, self.dtype), X, Y, lengths, h0, h_last)
         return float(loss), grads
 
-    def evaluate(self, X, Y, lengths=None):
+    def evaluate(self, X, Y, lengths=None, h0=None):
         """Loss and accuracy on (X, Y).
 
-        Accuracy counts a target value as hit when the prediction rounds to it: the
-        argmax for softmax outputs, the side of 0.5 for sigmoid outputs, the nearest
-        integer otherwise. ``sequence_accuracy`` counts sequences with every value hit.
+        X, Y, ``lengths`` and ``h0`` as for ``loss_and_grads``. Accuracy counts a target
+        value as hit when the prediction rounds to it: the argmax for softmax outputs,
+        the side of 0.5 for sigmoid outputs, the nearest integer otherwise.
+        ``sequence_accuracy`` counts sequences with every value hit.
         """
-        loss, _ = self.loss_and_grads(X, Y, lengths)
+        loss, _ = self.loss_and_grads(X, Y, lengths, h0=h0)
         X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
-        Y_hat = self.forward(X, lengths=lengths)[0]
+        Y_hat = self.forward(X, h0=h0, lengths=lengths)[0]
         n, t = X.shape[:2]
         if many_to_one:
             Y_hat = Y_hat[np.arange(n), lengths - 1][:, None]

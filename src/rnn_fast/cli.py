@@ -45,6 +45,7 @@ TASK_OPTIONS = {
     "file": ("text",),
     "chunk": ("text",),
     "clip": ("text",),
+    "shuffle": ("binary-addition", "mod", "count-ones"),  # text: one sequence, no order
 }
 
 
@@ -116,7 +117,7 @@ def _setup(args, quiet=False):
     else:
         import rnn_fast as backend
     for name, tasks_ in TASK_OPTIONS.items():
-        if getattr(args, name, None) is not None and args.task not in tasks_:
+        if getattr(args, name, None) not in (None, False) and args.task not in tasks_:
             raise CommandError(f"--{name} does not apply to task {args.task} (it is an option "
                                f"of {', '.join(tasks_)})")
     given_batch_size = args.batch_size

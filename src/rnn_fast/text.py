@@ -32,6 +32,7 @@ import zipfile
 import numpy as np
 
 from . import _validation as check
+from . import reference
 
 __all__ = ["Vocabulary", "load_sample_text", "text_dataset", "char_model", "sample",
            "save_char_model", "load_char_model"]
@@ -280,8 +281,7 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
 def _readout(model, h):
     """softmax(h W_hy + b_y), the model's output for hidden state h (H,)."""
     z = (h @ model.params["W_hy"] + model.params.get("b_y", 0)).astype(np.float64)
-    e = np.exp(z - z.max())
-    return e / e.sum()
+    return reference.activate(reference.SOFTMAX, z)  # the reference's own softmax
 
 
 def _draw(p, temperature, rng):

@@ -61,6 +61,8 @@ class Spec(NamedTuple):
     bias: bool
     many_to_one: bool
     bptt_steps: int = 0  # 0: gradients flow back through the whole sequence (or chunk)
+    input_ids: bool = False  # X holds token ids (N, T): one-hot inputs by their index
+    target_ids: bool = False  # Y holds class ids (N, T or 1), for cross_entropy
 
 
 class Layout:
@@ -236,13 +238,16 @@ class RNN:
         self._sync()
         return self._layout.kernel_args(self._views, self.dtype)
 
-    def _spec(self, many_to_one=False, bptt_steps=None, n_steps=0):
+    def _spec(self, X, Y=None, many_to_one=False, bptt_steps=None):
+        """The kernels' Spec for prepared data: X (N, T, I) or ids (N, T), Y (N, T or 1, O)
+        or class ids (N, T or 1)."""
         output = OUTPUT_ACTIVATIONS[self.output_activation]
         bptt_steps = check.check_int("bptt_steps", bptt_steps, allow_none=True) or 0
-        if bptt_steps >= n_steps:  # no boundary inside the sequences: full BPTT
+        if bptt_steps >= X.shape[1]:  # no boundary inside the sequences: full BPTT
             bptt_steps = 0
         return Spec(HIDDEN_ACTIVATIONS[self.hidden_activation], output, LOSSES[self.loss],
-                    self.readout, self.bias, many_to_one, bptt_steps)
+                    self.readout, self.bias, many_to_one, bptt_steps,
+                    input_ids=X.ndim == 2, target_ids=Y is not None and Y.ndim == 2)
 
     # ------------------------------------------------------------------ computing
 
@@ -274,10 +279,10 @@ class RNN:
         lengths = check.prepare_lengths(lengths, X)
         h0 = check.prepare_h0(h0, X.shape[0], self.hidden_size, self.dtype)
         return_state = check.check_bool("return_state", return_state)
-        n, t, _ = X.shape
+        n, t = X.shape[:2]
         Y_hat = np.zeros((n, t, self.output_size), dtype=self.dtype)
         H = np.zeros((n, t, self.hidden_size), dtype=self.dtype)
-        self.kernels.forward(self._spec(), self._kernel_params(), X, lengths, h0, Y_hat, H)
+        self.kernels.forward(self._spec(X), self._kernel_params(), X, lengths, h0, Y_hat, H)
         result = (Y_hat, H)
         if return_state:
             result += (H[np.arange(n), lengths - 1],)
@@ -311,7 +316,7 @@ class RNN:
         grads = self._layout.views(grad)
         h_last = np.zeros((X.shape[0], self.hidden_size), dtype=self.dtype)
         loss = self.kernels.loss_and_grads(
-            self._spec(many_to_one, bptt_steps, X.shape[1]), self._kernel_params(),
+            self._spec(X, Y, many_to_one, bptt_steps), self._kernel_params(),
             self._layout.kernel_args(grads, self.dtype), X, Y, lengths, h0, h_last)
         return float(loss), grads
 
@@ -332,7 +337,9 @@ class RNN:
             live = np.ones((n, 1), dtype=bool)
         else:
             live = np.arange(t)[None, :] < lengths[:, None]
-        if self.output_activation == "softmax":
+        if Y.ndim == 2:  # class ids
+            hit = Y_hat.argmax(-1) == Y
+        elif self.output_activation == "softmax":
             hit = Y_hat.argmax(-1) == Y.argmax(-1)
         elif self.output_activation == "sigmoid":
             hit = np.all((Y_hat > 0.5) == (Y > 0.5), axis=-1)
@@ -345,9 +352,11 @@ class RNN:
 
     def _prepare(self, X, Y, lengths):
         X, single = check.prepare_inputs(X, self.input_size, self.dtype)
-        Y, many_to_one = check.prepare_targets(Y, X, single, self.output_size, self.dtype)
+        Y, many_to_one = check.prepare_targets(Y, X, single, self.output_size, self.dtype,
+                                               self.loss)
         lengths = check.prepare_lengths(lengths, X)
-        check.check_target_values(Y, lengths, self.loss, single, many_to_one)
+        if Y.ndim == 3:  # class ids were checked by prepare_targets
+            check.check_target_values(Y, lengths, self.loss, single, many_to_one)
         return X, Y, lengths, many_to_one
 
     # ------------------------------------------------------------------ training
@@ -428,7 +437,7 @@ class RNN:
         X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
         epochs = check.check_int("epochs", epochs)
         batch_size = check.check_int("batch_size", batch_size)
-        n, t, _ = X.shape
+        n, t = X.shape[:2]
         h0 = check.prepare_h0(h0, n, self.hidden_size, self.dtype)
         if batch_size > n:
             raise ValueError(f"batch_size ({batch_size}) is larger than the number of "
@@ -440,7 +449,7 @@ class RNN:
         clip_norm = check.check_nonnegative("clip_norm", clip_norm)
         shuffle = check.check_bool("shuffle", shuffle)
         seed = check.check_seed("seed", seed)
-        spec = self._spec(many_to_one, bptt_steps, t)
+        spec = self._spec(X, Y, many_to_one, bptt_steps)
         optimizer = optimizer or self.optimizer or SGD(lr=0.01)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be an rnn_fast optimizer such as SGD(lr=0.1), "

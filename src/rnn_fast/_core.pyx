@@ -1255,6 +1255,8 @@ cdef void _train_pair(
     const int32_t[:, ::1] X_ids, const int32_t[:, ::1] Y_ids,        # IN data, ids
     const Py_ssize_t[::1] lengths, const floating[:, ::1] h0, const Py_ssize_t[::1] order,
     Py_ssize_t chunk_length, Py_ssize_t step_begin, Py_ssize_t step_end,
+    Py_ssize_t chunk_begin, Py_ssize_t max_updates,  # as in train
+    floating[:, ::1] carry,       # IN/OUT (1, H) as in train: A reads and writes it
     int opt_kind, const double[::1] hyper, const floating[::1] lr,
     floating[:, ::1] slots, Py_ssize_t opt_step,
     double clip_value, double clip_norm,
@@ -1289,8 +1291,9 @@ cdef void _train_pair(
     done", [its clip verdict,] its update's verdict, its commit. a0 and b0 count the
     events of all earlier chunks, the same on both threads.
     """
-    cdef bint is_a = tid == 0, ok = True, mine_ok, norm_clip = clip_norm > 0
+    cdef bint is_a = tid == 0, ok = True, mine_ok, norm_clip = clip_norm > 0, stopped = False
     cdef Py_ssize_t s, i, j, k, k0, k1, o, c, t0, n, length, n_chunks, first, k_first, row
+    cdef Py_ssize_t c_first
     cdef Py_ssize_t n_samples = lengths.shape[0], H = W_hh.shape[0], n_out = z.shape[0]
     cdef Py_ssize_t P = theta.shape[0], n_slots = slots.shape[0]
     cdef Py_ssize_t half = (P // 2) // 8 * 8
@@ -1308,10 +1311,14 @@ cdef void _train_pair(
         length = lengths[i]
         n_chunks = (length + chunk_length - 1) // chunk_length
         norm = n_out if cfg.many_to_one else length * n_out
+        c_first = chunk_begin if s == step_begin else 0
         if is_a:
-            for j in range(H):
-                hs[0, j] = h0[i, j]  # the sequence's initial hidden state
-        for c in range(n_chunks):
+            for j in range(H):  # the sequence's initial hidden state, or the carried one
+                hs[0, j] = h0[i, j] if c_first == 0 else carry[0, j]
+        for c in range(c_first, n_chunks):
+            if opt_step - opt_step_begin == max_updates:  # both threads stop here
+                stopped = True
+                break
             t0 = c * chunk_length
             n = min(t0 + chunk_length, length) - t0
             a_grads = a0 + 2 * n + 1
@@ -1459,18 +1466,21 @@ cdef void _train_pair(
                 for j in range(H):  # carry h into the next chunk
                     hs[0, j] = hs[n, j]
                 _lap(timers, PHASE_UPDATE, clock)
-        if not ok:
+        if stopped or not ok:
             break
     if is_a:
-        result_out[0] = step_end if ok else s
+        result_out[0] = s if stopped or not ok else step_end
         result_out[1] = opt_step
+        for j in range(H):  # the carried state, for a call that continues this batch
+            carry[0, j] = hs[0, j]
 
 
 cdef void _pair_side(tuple job, int tid, floating* dtype_tag):
     """One thread's side of _train_pair, its arguments unpacked from train's job."""
     (_, spec, params, grads, theta_, grad_, X_, Y_, X_ids_, Y_ids_, lengths_, h0_, order_,
-     chunk_length, step_begin, step_end, opt_kind, hyper_, lr_, slots_, opt_step, clip_value,
-     clip_norm, losses_, timers_, ws, staged_, mail_, counters_, result_, _errors) = job
+     chunk_length, step_begin, step_end, chunk_begin, max_updates, carry_, opt_kind, hyper_, lr_,
+     slots_, opt_step, clip_value, clip_norm, losses_, timers_, ws, staged_, mail_, counters_,
+     result_, _errors) = job
     cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
     cdef const floating[::1] b_h = params[3], b_y = params[4]
     cdef floating[:, ::1] dW_xh = grads[0], dW_hh = grads[1], dW_hy = grads[2]
@@ -1481,7 +1491,7 @@ cdef void _pair_side(tuple job, int tid, floating* dtype_tag):
     cdef const floating[:, ::1] h0 = h0_
     cdef const Py_ssize_t[::1] lengths = lengths_, order = order_
     cdef const double[::1] hyper = hyper_
-    cdef floating[:, ::1] slots = slots_, staged = staged_
+    cdef floating[:, ::1] slots = slots_, staged = staged_, carry = carry_
     cdef double[::1] losses = losses_, timers_view = timers_, mail = mail_
     cdef int64_t[::1] counters = counters_
     cdef Py_ssize_t[::1] result = result_
@@ -1491,13 +1501,13 @@ cdef void _pair_side(tuple job, int tid, floating* dtype_tag):
     cdef double* timers = &timers_view[0] if timers_view.shape[0] == 3 and tid == 0 else NULL
     cdef Config cfg = _config(spec)
     cdef Py_ssize_t c_length = chunk_length, s_begin = step_begin, s_end = step_end
-    cdef Py_ssize_t o_step = opt_step
+    cdef Py_ssize_t c_begin = chunk_begin, most = max_updates, o_step = opt_step
     cdef int kind = opt_kind
     cdef double c_value = clip_value, c_norm = clip_norm
     with nogil:
         _train_pair(tid, cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
                     theta, grad, X, Y, X_ids, Y_ids, lengths, h0, order, c_length, s_begin, s_end,
-                    kind, hyper, lr, slots, o_step, c_value, c_norm, losses, timers, hs, das, dzs,
+                    c_begin, most, carry, kind, hyper, lr, slots, o_step, c_value, c_norm, losses, timers, hs, das, dzs,
                     step_losses, W_hh_T, W_hy_T, dh, z, y, staged, mail, &counters[0],
                     result)
 
@@ -1742,6 +1752,9 @@ def train(spec, params, grads,
           const Py_ssize_t[::1] order not None,      # IN (epochs * N,) or (N,) sample order
           Py_ssize_t batch_size, Py_ssize_t chunk_length,
           Py_ssize_t step_begin, Py_ssize_t step_end,
+          Py_ssize_t chunk_begin,  # the first chunk of step_begin: > 0 continues a batch
+          Py_ssize_t max_updates,  # stop after this many updates, mid-batch if need be
+          floating[:, ::1] carry not None,  # IN/OUT (batch_size, H) the batch's carried h
           int opt_kind, const double[::1] hyper not None,
           const floating[::1] lr not None,           # IN (P,) learning rates
           floating[:, ::1] slots not None,           # IN/OUT (n_slots, P) optimizer state
@@ -1770,12 +1783,11 @@ def train(spec, params, grads,
     cdef Py_ssize_t n_params = theta.shape[0]
     cdef Py_ssize_t n_batches = (n_samples + batch_size - 1) // batch_size
     cdef floating chunk_loss, scale
-    cdef bint finite = True
-    cdef Py_ssize_t opt_step_begin = opt_step
+    cdef bint finite = True, stopped = False
+    cdef Py_ssize_t opt_step_begin = opt_step, c_first
     cdef bint per_epoch_order = order.shape[0] > n_samples  # else one order for all epochs
     cdef double clock = 0
     cdef double* timers = &timers_out[0] if timers_out.shape[0] == 3 else NULL
-    cdef floating[:, ::1] carry = np.zeros((batch_size, n_hidden), dtype=np.asarray(theta).dtype)
     cdef floating[:, ::1] staged = np.empty((slots.shape[0] + 1, n_params),
                                             dtype=np.asarray(theta).dtype)
     cdef bint pair = (batch_size == 1 and _threads >= 2 and RNN_FAST_HAVE_PAIR
@@ -1789,7 +1801,8 @@ def train(spec, params, grads,
     if pair:  # batch size 1 on two threads (_train_pair), when a thread can be started
         result, errors = np.zeros(2, dtype=np.intp), []
         job = (floating is double, spec, params, grads, theta, grad, X, Y, X_ids, Y_ids, lengths,
-               h0, order, chunk_length, step_begin, step_end, opt_kind, hyper, lr, slots, opt_step,
+               h0, order, chunk_length, step_begin, step_end, chunk_begin, max_updates, carry,
+               opt_kind, hyper, lr, slots, opt_step,
                clip_value, clip_norm, losses_out, timers_out, ws, staged, np.zeros(8),
                np.zeros(2 * 16, dtype=np.int64), result, errors)
         with nogil:
@@ -1836,12 +1849,17 @@ def train(spec, params, grads,
             count = min(batch_size, n_samples - b * batch_size)
             scale = <floating>(1.0 / count)
             max_len = 0
+            c_first = chunk_begin if s == step_begin else 0  # else carry holds its state
             for j in range(count):
                 max_len = max(max_len, lengths[order[first + j]])
-                for i in range(n_hidden):
-                    carry[j, i] = h0[order[first + j], i]  # the sequence's initial state
+                if c_first == 0:
+                    for i in range(n_hidden):
+                        carry[j, i] = h0[order[first + j], i]  # the sequence's initial state
             n_chunks = (max_len + chunk_length - 1) // chunk_length
-            for c in range(n_chunks):
+            for c in range(c_first, n_chunks):
+                if opt_step - opt_step_begin == max_updates:  # stop here; carry holds h
+                    stopped = True
+                    break
                 t0 = c * chunk_length
                 chunk_loss = 0
                 for p in range(n_params):
@@ -1882,10 +1900,10 @@ def train(spec, params, grads,
                 losses_out[opt_step - opt_step_begin] = chunk_loss
                 opt_step += 1
                 _lap(timers, PHASE_UPDATE, clock)
-            if not finite:
+            if stopped or not finite:
                 break
     if parallel:
         rnn_fast_set_blas_threads(blas_threads)
     if job is not None and job[len(job) - 1]:
         raise job[len(job) - 1][0]
-    return (step_end if finite else s), opt_step
+    return (s if stopped or not finite else step_end), opt_step

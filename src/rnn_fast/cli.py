@@ -84,22 +84,21 @@ def _count_ones(args, backend):
 def _text(args, backend):
     """min-char-rnn: the whole text as one sequence, 25-step chunks (--chunk), Adagrad,
     gradients clipped to [-5, 5] (--clip); the hidden state is carried from chunk to chunk."""
-    if args.file:
+    if args.file:  # read once, in blocks, straight to token ids (4 bytes a character)
         try:
-            with open(args.file, encoding="utf-8") as f:
-                corpus = f.read()
+            ids, args.vocab = text.read_ids(args.file)
         except OSError as exc:
             raise CommandError(f"--file {args.file}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise CommandError(f"--file {args.file} is not UTF-8 text ({exc.reason} at byte "
-                               f"{exc.start})") from None
-        if len(corpus) < 2:
-            raise CommandError(f"--file {args.file} holds {len(corpus)} characters; a text "
+        except ValueError as exc:  # not UTF-8, or empty
+            raise CommandError(f"--file {exc}") from None
+        if len(ids) < 2:
+            raise CommandError(f"--file {args.file} holds {len(ids)} characters; a text "
                                "to learn needs at least 2")
     else:
         corpus = text.load_sample_text()
-    args.vocab = text.Vocabulary.from_text(corpus)
-    X, Y = text.text_dataset(corpus, args.vocab, dtype=args.dtype)
+        args.vocab = text.Vocabulary.from_text(corpus)
+        ids = args.vocab.encode(corpus)
+    X, Y = text.text_dataset(ids, args.vocab)
     model = text.char_model(len(args.vocab), args.hidden, seed=args.seed,
                             backend=backend, dtype=args.dtype)
     args.fit_options = {"chunk_length": args.chunk or args.length, "clip_value": args.clip}

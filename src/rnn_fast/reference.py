@@ -266,8 +266,8 @@ def apply_update(opt_kind, hyper, theta, grad, lr, slots, step, clip_value, clip
 
 @like_c
 def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size, chunk_length,
-          step_begin, step_end, opt_kind, hyper, lr, slots, opt_step, clip_value, clip_norm,
-          losses_out, timers_out):
+          step_begin, step_end, chunk_begin, max_updates, carry, opt_kind, hyper, lr, slots,
+          opt_step, clip_value, clip_norm, losses_out, timers_out):
     """Minibatch training steps ``step_begin .. step_end`` (one batch each).
 
     Step s is batch s % n_batches of epoch s // n_batches; its samples are the next
@@ -280,9 +280,15 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size
     sweeps, the backward sweeps and the updates. ``order`` holds one order per epoch,
     or a single one that every epoch follows.
 
+    A call may stop inside a batch and the next one continue it: the call starts at
+    chunk ``chunk_begin`` of step ``step_begin`` (0: the batch's start, from h0; else from
+    the hidden states in ``carry`` (batch_size, H)) and makes at most ``max_updates``
+    updates; ``carry`` is left holding the batch's carried states.
+
     Returns (number of finished steps, the optimizer's step count); the first is short
-    of ``step_end`` when a loss, a gradient or an update stopped being finite, with the
-    model and optimizer left as they were after the last finite update.
+    of ``step_end`` when the call stopped after ``max_updates`` updates, or when a loss, a
+    gradient or an update stopped being finite, with the model and optimizer left as
+    they were after the last finite update.
     """
     timers = timers_out if len(timers_out) == 3 else None
     n_samples = X.shape[0]
@@ -293,9 +299,14 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size
         start = (epoch * n_samples if len(order) > n_samples else 0) + b * batch_size
         batch = order[start:start + min(batch_size, n_samples - b * batch_size)]
         scale = 1.0 / len(batch)
-        h = h0[batch].copy()  # each sequence's initial hidden state
+        c_first = chunk_begin if s == step_begin else 0
+        h = carry[:len(batch)]  # each sequence's carried hidden state, from its initial one
+        if c_first == 0:
+            h[...] = h0[batch]
         n_chunks = -(-int(lengths[batch].max()) // chunk_length)
-        for c in range(n_chunks):
+        for c in range(c_first, n_chunks):
+            if n_updates == max_updates:  # stop here, mid-batch maybe: carry holds h
+                return s, opt_step
             grad[...] = 0
             update_loss = 0.0
             for j, i in enumerate(batch):

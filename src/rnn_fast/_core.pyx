@@ -1507,9 +1507,9 @@ cdef void _pair_side(tuple job, int tid, floating* dtype_tag):
     with nogil:
         _train_pair(tid, cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
                     theta, grad, X, Y, X_ids, Y_ids, lengths, h0, order, c_length, s_begin, s_end,
-                    c_begin, most, carry, kind, hyper, lr, slots, o_step, c_value, c_norm, losses, timers, hs, das, dzs,
-                    step_losses, W_hh_T, W_hy_T, dh, z, y, staged, mail, &counters[0],
-                    result)
+                    c_begin, most, carry, kind, hyper, lr, slots, o_step, c_value, c_norm, losses,
+                    timers, hs, das, dzs, step_losses, W_hh_T, W_hy_T, dh, z, y, staged, mail,
+                    &counters[0], result)
 
 
 cdef void _pair_entry(void* job, int tid) noexcept with gil:

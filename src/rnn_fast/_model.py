@@ -503,7 +503,8 @@ class RNN:
             lengths=None, h0=None, chunk_length=None, bptt_steps=None, clip_value=None,
             clip_norm=None, progress=False, profile=False, validation=None,
             validation_split=None, validate_every=None, callback=None, callback_every=None,
-            checkpoint=None, checkpoint_every=None, checkpoint_extra=None, resume=None):
+            checkpoint=None, checkpoint_every=None, checkpoint_extra=None, resume=None,
+            max_updates=None):
         """Train on (X, Y), in the given order unless ``shuffle``.
 
         With the defaults this is the seeds' training exactly: one sequence at a time,
@@ -579,6 +580,11 @@ class RNN:
             it, and the fit (which must be called with the same data and options)
             continues where it stopped, to exactly the weights and history of the fit
             that was never interrupted.
+        max_updates : int, optional
+            Stop after this many updates of the fit (counted from its start, also when
+            resumed), in the middle of an epoch or batch if need be: a few thousand
+            updates of a long text. ``history["loss"]`` then covers the epochs' whole
+            batches done.
 
         The kernel calls of a fit stop at the update counts where it validates, calls
         back or checkpoints, in the middle of a batch if need be, and continue it from
@@ -634,6 +640,7 @@ class RNN:
         shuffle = check.check_bool("shuffle", shuffle)
         seed = check.check_seed("seed", seed)
         callback_every = check.check_int("callback_every", callback_every, allow_none=True)
+        max_updates = check.check_int("max_updates", max_updates, allow_none=True)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         checkpoint_every = check.check_int("checkpoint_every", checkpoint_every,
@@ -673,6 +680,7 @@ class RNN:
             [[0], np.cumsum(_updates_per_batch(lengths, order, n, batch_size, epochs,
                                                chunk_length))])
         n_updates = int(first_update[-1])
+        stop = min(n_updates, max_updates or n_updates)  # where this call ends
         losses = np.zeros(n_updates, dtype=np.float64)
         grad = np.zeros_like(self.theta)
         # the hidden states a batch carries from chunk to chunk, kept between kernel calls
@@ -696,11 +704,11 @@ class RNN:
                 stops.append(np.arange(every, n_updates, every))
         timed = progress or checkpoint is not None  # blocks of ~0.1 s: bar, Ctrl-C
         timers = np.zeros(3 if profile else 0)
-        bar, first_block, by_update = None, True, n_updates > n_steps
+        bar, first_block, by_update = None, True, n_updates > n_steps or stop < n_updates
         done = int(np.searchsorted(first_update, u, "right")) - 1  # finished steps
         diverged = False
         with _interruptible() as interrupted:
-            for begin, end in _blocks(n_updates, timed, stops, u):
+            for begin, end in _blocks(stop, timed, stops, u):
                 s = int(np.searchsorted(first_update, begin, "right")) - 1
                 s_end = int(np.searchsorted(first_update, end, "left"))
                 before = optimizer.state["step"]
@@ -710,11 +718,12 @@ class RNN:
                     timers)
                 u = begin + optimizer.state["step"] - before
                 # the bar counts batches, or updates when batches are cut into chunks (a text
-                # is one batch: its bar would not move in an epoch)
+                # is one batch: its bar would not move in an epoch) or the fit stops early
                 position = u if by_update else done
                 if progress and first_block:  # the first block tells how long the fit takes
-                    bar = _progress_bar(n_updates if by_update else n_steps, position,
-                                        (u - begin) / n_updates, time.perf_counter() - start,
+                    bar = _progress_bar(stop if by_update else n_steps, position,
+                                        (u - begin) / (stop - begin),
+                                        time.perf_counter() - start,
                                         "update" if by_update else "batch")
                 first_block = False
                 if bar is not None:
@@ -736,7 +745,7 @@ class RNN:
                         checkpoint_every and u % checkpoint_every == 0)):
                     self._checkpoint(checkpoint, checkpoint_extra, plan, u, rng_state, carry,
                                      losses, val)
-                if callback is not None and (u == n_updates or (
+                if callback is not None and (u == stop or (
                         callback_every and u % callback_every == 0)):
                     callback(self, {"update": u, "updates": n_updates,
                                     "loss": float(losses[u - 1]),
@@ -764,7 +773,7 @@ class RNN:
                 f"{first}): the loss, a gradient or an update is not finite. The model holds "
                 "the parameters of the last finite update; try a smaller learning rate or "
                 "clip_norm.", epoch=epoch, sample=int(first), history=history)
-        if interrupted and u < n_updates:
+        if interrupted and u < stop:
             where = f"; checkpoint written to {checkpoint}" if checkpoint is not None else ""
             raise TrainingInterrupted(
                 f"training interrupted after update {u} of {n_updates}{where}",

@@ -207,7 +207,8 @@ def read_ids(path, vocab=None):
         if n == 0:
             raise ValueError(f"{path} holds no characters")
         vocab = Vocabulary(chr(c) for c in np.flatnonzero(seen))
-    ids = codes[:n].view(np.int32)
+    codes = codes[:n]
+    ids = codes.view(np.int32)
     for a in range(0, n, BLOCK_CHARS):  # in place: the ids take the code points' memory
         vocab._encode_codes(codes[a:a + BLOCK_CHARS], ids[a:a + BLOCK_CHARS])
     if n < 0.9 * size:  # many multi-byte characters: give the unused tail back

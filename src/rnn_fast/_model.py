@@ -606,7 +606,8 @@ class RNN:
             per batch, so the batch loss), computed before the update.
             With held-out data also ``"val_loss"``, one float per epoch (at its end),
             and ``"val_update"`` / ``"val_update_loss"``: the update counts at which it
-            was measured (every ``validate_every`` and each epoch's end) and its values.
+            was measured (every ``validate_every`` and each epoch's end) and its values;
+            ``"val_seconds"``, the time these measurements took (in this call).
 
         Raises
         ------
@@ -706,7 +707,7 @@ class RNN:
         timers = np.zeros(3 if profile else 0)
         bar, first_block, by_update = None, True, n_updates > n_steps or stop < n_updates
         done = int(np.searchsorted(first_update, u, "right")) - 1  # finished steps
-        diverged = False
+        diverged, val_seconds = False, 0.0
         with _interruptible() as interrupted:
             for begin, end in _blocks(stop, timed, stops, u):
                 s = int(np.searchsorted(first_update, begin, "right")) - 1
@@ -739,7 +740,9 @@ class RNN:
                 if held_out is not None and (u in epoch_ends or (
                         validate_every and u % validate_every == 0)):
                     val["update"].append(u)
+                    clock = time.perf_counter()
                     val["loss"].append(self._held_out_loss(*held_out))
+                    val_seconds += time.perf_counter() - clock
                     val["epoch"].append(u in epoch_ends)
                 if checkpoint is not None and (interrupted or (
                         checkpoint_every and u % checkpoint_every == 0)):
@@ -760,6 +763,7 @@ class RNN:
             history["val_loss"] = [v for v, e in zip(val["loss"], val["epoch"]) if e]
             history["val_update"] = np.array(val["update"], dtype=np.int64)
             history["val_update_loss"] = np.array(val["loss"], dtype=np.float64)
+            history["val_seconds"] = val_seconds
         if profile:
             total = time.perf_counter() - start
             phases = dict(zip(("forward", "backward", "update"), timers.tolist()))

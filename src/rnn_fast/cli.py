@@ -198,6 +198,7 @@ def _sampler(args, X_steps):
         write = tqdm.write
 
     def show(model, info):
+        clock = time.perf_counter()
         val = (f", held out {_bits_per_char(info['val_loss'], args):.4f} bits per character"
                if info["val_loss"] is not None else "")
         sample = text.sample(model, args.vocab, _text_prime(args), 200, temperature=0.8,
@@ -206,7 +207,9 @@ def _sampler(args, X_steps):
         write(f"---- update {info['update']}: training loss "
               f"{info['loss'] / chunk * text.BITS_PER_NAT:.4f} bits per character{val}\n"
               f"{sample}\n----")
+        args.sample_seconds += time.perf_counter() - clock
 
+    args.sample_seconds = 0.0
     return show
 
 
@@ -307,8 +310,11 @@ def _report_text(args, model, X, history, elapsed):
               f"{history['val_update'][-1]}, best {bits[best]:.4f} after update "
               f"{history['val_update'][best]}")
     since = f", since resuming at update {resumed_at}" if resumed_at else ""
-    print(f"training time {elapsed:.3f} s ({int(chars[resumed_at:].sum()) / elapsed:,.0f} "
-          f"characters per second{since})")
+    aside = history.get("val_seconds", 0.0) + getattr(args, "sample_seconds", 0.0)
+    training = elapsed - aside
+    print(f"training time {elapsed:.3f} s, of which {aside:.3f} s validating and sampling: "
+          f"{int(chars[resumed_at:].sum()) / training:,.0f} characters per second of "
+          f"training{since}")
     print("sample:", repr(text.sample(model, args.vocab, _text_prime(args), 200,
                                       temperature=0.8, seed=args.seed)))
 

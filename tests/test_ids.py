@@ -264,3 +264,18 @@ def test_ids_and_one_hot_mix(backend, rng):
     losses = [model.loss_and_grads(a, b)[0] for a in (X_ids, X) for b in (Y_ids, Y)]
     assert max(losses) - min(losses) <= 1e-12 * max(losses)
     assert model.evaluate(X, Y_ids)["accuracy"] == model.evaluate(X_ids, Y)["accuracy"]
+
+
+def test_a_sweep_on_ids_takes_the_sizes_from_the_grid(rng):
+    """Ids carry no input or output size on their last axis: the grid must give them
+    (the last axis of ids is the sequence length, which would train a wrong model)."""
+    X, Y = rng.integers(0, 5, (6, 4)), rng.integers(0, 3, (6, 4))
+    model = {"input_size": 5, "output_size": 3, "hidden_size": 4,
+             "output_activation": "softmax", "loss": "cross_entropy"}
+    rows = rnn_fast.sweep(X, Y, {"model": model}, seeds=[0], executor="serial",
+                          progress=False)
+    assert rows[0]["status"] == "ok", rows[0]["error"]
+    with pytest.raises(TypeError, match="input_size"):
+        rnn_fast.sweep(X, Y, {"model": {k: v for k, v in model.items()
+                                        if k != "input_size"}}, seeds=[0],
+                       executor="serial", progress=False)

@@ -39,6 +39,29 @@ def test_read_ids_reads_a_file_once_in_blocks(tmp_path, monkeypatch, block):
         text.read_ids(path, text.Vocabulary(set(expected) - {"!"}))
 
 
+def test_read_ids_into_a_memory_map(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(text, "BLOCK_CHARS", 5)
+    corpus = "aéb\r\nc世" * 7
+    path = tmp_path / "t.txt"
+    path.write_bytes(corpus.encode("utf-8"))
+    ids, vocab = text.read_ids(path)
+    mapped, same = text.read_ids(path, memmap=tmp_path / "ids.i32")
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable and same == vocab
+    np.testing.assert_array_equal(mapped, ids)
+    assert (tmp_path / "ids.i32").stat().st_size == 4 * len(ids)  # raw int32, no slack
+    np.testing.assert_array_equal(np.memmap(tmp_path / "ids.i32", np.int32, "r"), ids)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"abc\xff")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        text.read_ids(bad, memmap=tmp_path / "bad.i32")
+    assert not (tmp_path / "bad.i32").exists()  # no half-written ids left behind
+    # the CLI trains on the mapped ids
+    assert main(["train", "text", "--file", str(path), "--hidden", "4", "--epochs", "1",
+                 "--quiet", "--ids-file", str(tmp_path / "cli.i32")]) == 0
+    assert (tmp_path / "cli.i32").stat().st_size == 4 * len(ids)
+    capsys.readouterr()
+
+
 def test_read_ids_refuses_what_is_not_text(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"abc\xff\xfedef")

@@ -50,6 +50,7 @@ TASK_OPTIONS = {
     "clip": ("text",),
     "shuffle": ("binary-addition", "mod", "count-ones"),  # text: one sequence, no order
     "sample_every": ("text",),
+    "ids_file": ("text",),
 }
 
 
@@ -95,7 +96,7 @@ def _text(args, backend):
     gradients clipped to [-5, 5] (--clip); the hidden state is carried from chunk to chunk."""
     if args.file:  # read once, in blocks, straight to token ids (4 bytes a character)
         try:
-            ids, args.vocab = text.read_ids(args.file)
+            ids, args.vocab = text.read_ids(args.file, memmap=getattr(args, "ids_file", None))
         except OSError as exc:
             raise CommandError(f"--file {args.file}: {exc.strerror or exc}") from None
         except ValueError as exc:  # not UTF-8, or empty
@@ -535,6 +536,9 @@ def build_parser():
                    help="continue the run that wrote this checkpoint (give its options again)")
     p.add_argument("--sample-every", type=int, metavar="N",
                    help="text: print a sample every N updates, as min-char-rnn does")
+    p.add_argument("--ids-file", metavar="PATH",
+                   help="text: keep the text's token ids in this file, memory-mapped, "
+                   "rather than in memory (for corpora larger than the memory to spare)")
     p.set_defaults(run=train)
 
     q = commands.add_parser("profile", help="time the phases of a training run in the core",

@@ -172,19 +172,53 @@ def _code_points(text):
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
-def read_ids(path, vocab=None):
+def read_ids(path, vocab=None, memmap=None):
     """Read a UTF-8 text file once, in blocks, as token ids; returns ``(ids, vocab)``.
 
     ``ids`` (L,) int32 holds the file's characters (newlines read as ``open`` reads
     them: \\r\\n and \\r become \\n); ``vocab`` is the given Vocabulary (every
     character must be in it) or else the file's own. The text is never held whole as a
     str: 4 bytes a character for the ids, plus one block's temporaries.
+
+    ``memmap``: a file to keep the ids in (raw int32, 4 L bytes), returned as a read-only
+    memory map: for corpora larger than the memory to spare, whose pages the system
+    then reads in and drops as training goes. Reuse it with ``np.memmap(memmap,
+    np.int32, "r")`` and the same vocabulary.
     """
     if vocab is not None and not isinstance(vocab, Vocabulary):
         raise TypeError(f"vocab must be a rnn_fast.text.Vocabulary, got {type(vocab).__name__}")
     path = os.fspath(path)
-    size = os.path.getsize(path)
-    codes = np.empty(size, dtype=np.uint32)  # a character takes at least one byte
+    size = os.path.getsize(path)  # a character takes at least one byte: room for them all
+    if memmap is None:
+        codes = np.empty(size, dtype=np.uint32)
+    else:
+        memmap = os.fspath(memmap)
+        codes = np.memmap(memmap, dtype=np.uint32, mode="w+", shape=(max(size, 1),))
+    try:
+        n, vocab = _read_codes(path, codes, vocab)
+        ids = codes[:n].view(np.int32)
+        for a in range(0, n, BLOCK_CHARS):  # in place: the ids take the code points' memory
+            vocab._encode_codes(codes[a:min(n, a + BLOCK_CHARS)], ids[a:a + BLOCK_CHARS])
+    except BaseException:
+        if memmap is not None:
+            del codes
+            os.unlink(memmap)
+        raise
+    if memmap is not None:
+        codes.flush()
+        del codes, ids
+        os.truncate(memmap, 4 * n)
+        if n == 0:  # (an empty file with a vocabulary given) cannot be mapped
+            return np.zeros(0, dtype=np.int32), vocab
+        return np.memmap(memmap, dtype=np.int32, mode="r", shape=(n,)), vocab
+    if n < 0.9 * size:  # many multi-byte characters: give the unused tail back
+        ids = ids.copy()
+    return ids, vocab
+
+
+def _read_codes(path, codes, vocab):
+    """Decode the file into ``codes`` (its code points); returns (their number, the
+    vocabulary: the one given, or the file's characters)."""
     seen = np.zeros(0x110000, dtype=bool)  # the code points met, for the vocabulary
     decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")(), True)
     n = offset = 0
@@ -207,13 +241,7 @@ def read_ids(path, vocab=None):
         if n == 0:
             raise ValueError(f"{path} holds no characters")
         vocab = Vocabulary(chr(c) for c in np.flatnonzero(seen))
-    codes = codes[:n]
-    ids = codes.view(np.int32)
-    for a in range(0, n, BLOCK_CHARS):  # in place: the ids take the code points' memory
-        vocab._encode_codes(codes[a:a + BLOCK_CHARS], ids[a:a + BLOCK_CHARS])
-    if n < 0.9 * size:  # many multi-byte characters: give the unused tail back
-        ids = ids.copy()
-    return ids, vocab
+    return n, vocab
 
 
 def text_dataset(text, vocab, dtype=None):

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from importlib.util import find_spec
 
 import numpy as np
@@ -146,12 +145,13 @@ def test_ctrl_c_on_the_cli_saves_a_checkpoint_and_exits_in_one_line(tmp_path):
     checkpoint = tmp_path / "ck.npz"
     run = subprocess.Popen(
         [sys.executable, "-m", "rnn_fast", "train", "text", "--file", str(corpus),
-         "--hidden", "64", "--epochs", "3", "--quiet", "--checkpoint", str(checkpoint)],
+         "--hidden", "64", "--epochs", "3", "--quiet", "--checkpoint", str(checkpoint),
+         "--sample-every", "50"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        assert run.stdout.readline().startswith("text: 1 sequence")  # training starts
-        time.sleep(0.5)  # into the fit (seconds long), past its set-up
+        assert run.stdout.readline().startswith("text: 1 sequence")
+        assert run.stdout.readline().startswith("---- update 50")  # inside the fit
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=60)
     finally:

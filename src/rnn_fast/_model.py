@@ -707,7 +707,7 @@ class RNN:
         timers = np.zeros(3 if profile else 0)
         bar, first_block, by_update = None, True, n_updates > n_steps or stop < n_updates
         done = int(np.searchsorted(first_update, u, "right")) - 1  # finished steps
-        diverged, val_seconds = False, 0.0
+        diverged, val_seconds, written = False, 0.0, None  # written: the last checkpoint
         with _interruptible() as interrupted:
             for begin, end in _blocks(stop, timed, stops, u):
                 s = int(np.searchsorted(first_update, begin, "right")) - 1
@@ -744,10 +744,10 @@ class RNN:
                     val["loss"].append(self._held_out_loss(*held_out))
                     val_seconds += time.perf_counter() - clock
                     val["epoch"].append(u in epoch_ends)
-                if checkpoint is not None and (interrupted or (
-                        checkpoint_every and u % checkpoint_every == 0)):
+                if checkpoint is not None and checkpoint_every and u % checkpoint_every == 0:
                     self._checkpoint(checkpoint, checkpoint_extra, plan, u, rng_state, carry,
                                      losses, val)
+                    written = u
                 if callback is not None and (u == stop or (
                         callback_every and u % callback_every == 0)):
                     callback(self, {"update": u, "updates": n_updates,
@@ -755,6 +755,9 @@ class RNN:
                                     "val_loss": val["loss"][-1] if val["loss"] else None})
                 if interrupted:
                     break
+            if interrupted and checkpoint is not None and written != u and not diverged:
+                self._checkpoint(checkpoint, checkpoint_extra, plan, u, rng_state, carry,
+                                 losses, val)
         if bar is not None:
             bar.close()
 

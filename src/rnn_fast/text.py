@@ -263,7 +263,7 @@ def text_dataset(text, vocab, dtype=None):
     ``fit(X, Y, chunk_length=25)`` for min-char-rnn's truncated BPTT.
     """
     if dtype is not None:
-        raise TypeError("text_dataset returns token ids (int32) since rnn_fast 0.2, and "
+        raise TypeError("text_dataset returns token ids (int32) now, not one-hot rows, and "
                         "takes no dtype: the model's dtype is char_model(..., dtype=...); "
                         "for one-hot arrays use vocab.one_hot")
     if not isinstance(vocab, Vocabulary):

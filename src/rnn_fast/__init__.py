@@ -6,10 +6,10 @@ API on plain NumPy, the executable specification the core is tested against.
 
 # _core: the compiled kernels, imported now so a broken build fails here, not in a fit
 from . import _core, tasks, text  # noqa: F401  (text: NumPy and the standard library only)
-from ._model import RNN, DivergenceError, load_model
+from ._model import RNN, DivergenceError, TrainingInterrupted, load_model
 from ._sweep import sweep
 from .optimizers import SGD, Adagrad, Adam, RMSprop
 
-__all__ = ["RNN", "SGD", "Adagrad", "RMSprop", "Adam", "DivergenceError", "load_model", "sweep",
-           "tasks", "text"]
+__all__ = ["RNN", "SGD", "Adagrad", "RMSprop", "Adam", "DivergenceError", "TrainingInterrupted",
+           "load_model", "sweep", "tasks", "text"]
 __version__ = "0.1.0"

@@ -1,7 +1,8 @@
 """Type stub of the Cython kernels (src/rnn_fast/_core.pyx).
 
 Every array is C-contiguous, of one float dtype (float32 or float64) throughout a call;
-integer arrays are numpy.intp. Nothing is validated here: rnn_fast._model does it.
+integer arrays are numpy.intp, except token and class ids (int32, with spec.input_ids and
+spec.target_ids). Nothing is validated here: rnn_fast._model does it.
 """
 
 from typing import Any
@@ -11,6 +12,7 @@ import numpy.typing as npt
 
 Floats = npt.NDArray[np.floating[Any]]
 Indices = npt.NDArray[np.intp]
+Ids = npt.NDArray[np.int32]
 # (W_xh, W_hh, W_hy, b_h, b_y): zeros for absent biases, a (0, 0) W_hy without readout
 Params = tuple[Floats, Floats, Floats, Floats, Floats]
 
@@ -29,7 +31,7 @@ def set_halves_min_hidden(n: int) -> int: ...
 def forward(
     spec: Any,  # rnn_fast._model.Spec
     params: Params,
-    X: Floats,  # (N, T, I)
+    X_data: Floats | Ids,  # (N, T, I), or (N, T) token ids (spec.input_ids)
     lengths: Indices,  # (N,)
     h0: Floats,  # (N, H)
     Y_out: Floats,  # (N, T, O) written
@@ -39,8 +41,8 @@ def loss_and_grads(
     spec: Any,
     params: Params,
     grads: Params,  # written: the gradients of the mean loss
-    X: Floats,  # (N, T, I)
-    Y: Floats,  # (N, T, O), or (N, 1, O) for many-to-one
+    X_data: Floats | Ids,  # (N, T, I), or (N, T) token ids (spec.input_ids)
+    Y_data: Floats | Ids,  # (N, T, O) or (N, 1, O); (N, T) or (N, 1) class ids (spec.target_ids)
     lengths: Indices,
     h0: Floats,  # (N, H)
     H_last_out: Floats,  # (N, H) written
@@ -62,8 +64,8 @@ def train(
     grads: Params,  # views of grad
     theta: Floats,
     grad: Floats,
-    X: Floats,
-    Y: Floats,
+    X_data: Floats | Ids,
+    Y_data: Floats | Ids,
     lengths: Indices,
     h0: Floats,  # (N, H) the initial hidden state of each sequence
     order: Indices,  # (epochs * N,) or (N,)

@@ -15,6 +15,11 @@
 #   vectors, W_xh is (I, H), W_hh (H, H), W_hy (H, O). Inner loops run along the last,
 #   contiguous axis so the compiler can vectorise them.
 # * Absent biases arrive as zeros (skipped by cfg.bias), an absent W_hy as an empty array.
+# * Token ids: with cfg.input_ids the inputs are X_ids (N, T) of int32, one-hot rows given
+#   by their index, so x_t W_xh is row X_ids[n, t] of W_xh and dW_xh gets da added to that
+#   row (_add_row: the sums of the one-hot form without its zeros, the same numbers).
+#   With cfg.target_ids the targets are Y_ids (N, T or 1) of class ids (cross-entropy).
+#   The dense array then is an empty stand-in, never read, and the other way round.
 # * Nothing is validated here. The Python layer (_validation.py, _model.py) checks
 #   every shape, dtype and value before calling; bounds checks are off in a normal
 #   build (see CMakeLists.txt for the bounds-checked and line-tracing builds).
@@ -23,7 +28,7 @@
 # * Summation orders follow the reference where it is cheap; float32 models compute
 #   in float32 throughout, as NumPy does.
 
-from libc.stdint cimport INT64_MAX, int64_t
+from libc.stdint cimport INT64_MAX, int32_t, int64_t
 from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -280,6 +285,8 @@ cdef struct Config:
     bint many_to_one     # targets only at each sequence's last step
     bint bias
     Py_ssize_t bptt_steps  # > 0: the gradient does not flow back across multiples of it
+    bint input_ids       # X is X_ids (N, T) of token ids: one-hot inputs, x_t W_xh a row
+    bint target_ids      # Y is Y_ids (N, T or 1) of class ids (cross-entropy only)
 
 
 cdef Config _config(spec):
@@ -291,6 +298,8 @@ cdef Config _config(spec):
     cfg.many_to_one = spec.many_to_one
     cfg.bias = spec.bias
     cfg.bptt_steps = spec.bptt_steps
+    cfg.input_ids = spec.input_ids
+    cfg.target_ids = spec.target_ids
     return cfg
 
 
@@ -455,9 +464,36 @@ cdef inline void _add_sparse_outer(
                 dW[i, c] += x[i] * da[c]
 
 
+cdef inline void _add_row(
+    const floating* row,              # IN (L,)
+    Py_ssize_t n_cols,
+    floating* out,                    # IN/OUT (L,) out += row
+) noexcept nogil:
+    """out += row: a one-hot vector given as an id times a matrix, or its outer product
+    with da added to a gradient (the same sums as _add_sparse_vecmat's with x_i = 1)."""
+    cdef Py_ssize_t c
+    for c in range(n_cols):
+        out[c] += row[c]
+
+
+cdef inline const floating* _target_row(
+    Config cfg, const floating[:, :, ::1] Y, Py_ssize_t n, Py_ssize_t row,
+) noexcept nogil:
+    """Y[n, row] as a pointer, or NULL when the targets are class ids (Y is empty)."""
+    return NULL if cfg.target_ids else &Y[n, row, 0]
+
+
+cdef inline Py_ssize_t _target_id(
+    Config cfg, const int32_t[:, ::1] Y_ids, Py_ssize_t n, Py_ssize_t row,
+) noexcept nogil:
+    """Y_ids[n, row], the class id of a target, or -1 when the targets are dense."""
+    return Y_ids[n, row] if cfg.target_ids else -1
+
+
 cdef inline void _step(
     Config cfg,
-    const floating[:, :, ::1] X,      # IN (N, T, I)
+    const floating[:, :, ::1] X,      # IN (N, T, I), or empty with ids
+    const int32_t[:, ::1] X_ids,      # IN (N, T) token ids (cfg.input_ids), or empty
     Py_ssize_t n, Py_ssize_t t,
     const floating[:, ::1] W_xh,      # IN (I, H)
     const floating[:, ::1] W_hh,      # IN (H, H)
@@ -470,7 +506,10 @@ cdef inline void _step(
     cdef Py_ssize_t n_hidden = W_hh.shape[0]
     for j in range(n_hidden):
         hs[k + 1, j] = 0
-    _add_sparse_vecmat(&X[n, t, 0], W_xh, &hs[k + 1, 0])
+    if cfg.input_ids:  # a one-hot x_t picks one row of W_xh
+        _add_row(&W_xh[X_ids[n, t], 0], n_hidden, &hs[k + 1, 0])
+    else:
+        _add_sparse_vecmat(&X[n, t, 0], W_xh, &hs[k + 1, 0])
     _add_vecmat(&hs[k, 0], &W_hh[0, 0], n_hidden, n_hidden, &hs[k + 1, 0])
     _activate_row(cfg, &hs[k + 1, 0], &b_h[0], n_hidden)
 
@@ -578,7 +617,8 @@ cdef floating _output_loss_and_delta(
     Config cfg,
     const floating* z,                     # IN (O,) pre-activation
     const floating* y,                     # IN (O,) output g(z)
-    const floating* target,                # IN (O,)
+    const floating* target,                # IN (O,), or NULL with a class id
+    Py_ssize_t target_id,                  # IN the target's class id, when target is NULL
     Py_ssize_t n_out,
     floating norm,                         # IN mse: number of target values in the sequence
     floating* dz_out,                      # OUT (O,) dL/dz
@@ -595,6 +635,11 @@ cdef floating _output_loss_and_delta(
         for o in range(n_out):
             total += dz_out[o]
         total = log(total)
+        if target == NULL:  # a class id: the one-hot row's sums below, without the zeros
+            for o in range(n_out):
+                dz_out[o] = y[o]
+            dz_out[target_id] = y[target_id] - 1
+            return -(z[target_id] - top - total)
         target_sum = 0
         for o in range(n_out):
             loss += target[o] * (z[o] - top - total)
@@ -639,7 +684,8 @@ cdef floating _sequence_loss_and_grads(
     const floating[:, ::1] W_hh_T,                                   # IN W_hh transposed
     floating[:, ::1] dW_xh, floating[:, ::1] dW_hh,                  # IN/OUT += gradients
     floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
-    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
+    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data, dense
+    const int32_t[:, ::1] X_ids, const int32_t[:, ::1] Y_ids,        # IN data, ids
     Py_ssize_t n, Py_ssize_t length, Py_ssize_t t0, Py_ssize_t t1,
     floating scale,
     floating[:, ::1] hs,     # IN hs[0] = h_{t0-1}; OUT hs[k] = h_{t0+k-1} (scratch, T + 1 rows)
@@ -663,7 +709,7 @@ cdef floating _sequence_loss_and_grads(
     norm = n_out if cfg.many_to_one else length * n_out
 
     for k in range(n_steps):  # forward, keeping every hidden state
-        _step(cfg, X, n, t0 + k, W_xh, W_hh, b_h, hs, k)
+        _step(cfg, X, X_ids, n, t0 + k, W_xh, W_hh, b_h, hs, k)
     clock = _lap(timers, PHASE_FORWARD, clock)
 
     for j in range(n_hidden):  # dh: dL/dh_t, flowing back from step t + 1
@@ -678,8 +724,8 @@ cdef floating _sequence_loss_and_grads(
                 for o in range(n_out):
                     z[o] = hs[k + 1, o]
                     y[o] = z[o]
-            loss += _output_loss_and_delta(cfg, &z[0], &y[0], &Y[n, row, 0], n_out, norm,
-                                           &dz[0])
+            loss += _output_loss_and_delta(cfg, &z[0], &y[0], _target_row(cfg, Y, n, row),
+                                           _target_id(cfg, Y_ids, n, row), n_out, norm, &dz[0])
             for o in range(n_out):
                 dz[o] = scale * dz[o]
             if cfg.readout:
@@ -700,7 +746,10 @@ cdef floating _sequence_loss_and_grads(
                     dh[j] += dz[j]
         for j in range(n_hidden):  # through f
             das[k, j] = dh[j] * _derivative(cfg.hidden, hs[k + 1, j])
-        _add_sparse_outer(&X[n, t, 0], &das[k, 0], dW_xh)  # a = x W_xh + h_prev W_hh + b_h
+        if cfg.input_ids:  # a = x W_xh + h_prev W_hh + b_h
+            _add_row(&das[k, 0], n_hidden, &dW_xh[X_ids[n, t], 0])
+        else:
+            _add_sparse_outer(&X[n, t, 0], &das[k, 0], dW_xh)
         if cfg.bias:
             for j in range(n_hidden):
                 db_h[j] += das[k, j]
@@ -737,7 +786,8 @@ cdef floating _batch_loss_and_grads(
     const floating[:, ::1] W_hy, const floating[::1] b_h, const floating[::1] b_y,
     floating[:, ::1] dW_xh, floating[:, ::1] dW_hh,                  # IN/OUT += gradients
     floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
-    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
+    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data, dense
+    const int32_t[:, ::1] X_ids, const int32_t[:, ::1] Y_ids,        # IN data, ids
     const Py_ssize_t[::1] lengths,                                   # IN (N,)
     const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count,  # IN the batch
     Py_ssize_t t0, Py_ssize_t t1, floating scale,
@@ -761,7 +811,7 @@ cdef floating _batch_loss_and_grads(
     """
     cdef Py_ssize_t n_hidden = W_hh.shape[0], n_out = dz.shape[0]
     cdef Py_ssize_t B = count, H = n_hidden, n_steps = 0
-    cdef Py_ssize_t i, j, c, o, r, k, t, kb, m, length
+    cdef Py_ssize_t i, j, c, o, r, k, t, kb, m, length, target_row
     cdef bint sparse
     cdef floating loss = 0
     cdef floating* hs = &Hs[0]
@@ -777,9 +827,12 @@ cdef floating _batch_loss_and_grads(
     kb = 0
     while kb < n_steps:  # forward, a block of steps at a time
         m = min(block, n_steps - kb)
-        sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
         # a = x W_xh for the whole block, straight into the hidden states' rows
-        _project_inputs(&Xb[0], m * B, sparse, W_xh, hs + (kb + 1) * B * H)
+        if cfg.input_ids:
+            _project_ids(X_ids, order, first, B, t0 + kb, m, W_xh, hs + (kb + 1) * B * H)
+        else:
+            sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+            _project_inputs(&Xb[0], m * B, sparse, W_xh, hs + (kb + 1) * B * H)
         for r in range(m):
             k = kb + r
             _gemm(False, False, B, H, H, hs + k * B * H, &W_hh[0, 0], 1, hs + (k + 1) * B * H)
@@ -808,16 +861,19 @@ cdef floating _batch_loss_and_grads(
                 row = hs + ((kb + r + 1) * B + j) * H
                 zrow = &Zb[(r * B + j) * n_out] if cfg.readout else &DAb[(r * B + j) * H]
                 if t < length and (not cfg.many_to_one or t == length - 1):
+                    target_row = 0 if cfg.many_to_one else t
                     if cfg.readout:
                         for o in range(n_out):
                             zrow[o] = zrow[o] + b_y[o]
                         _output_activation(cfg, zrow, &y[0], n_out)
                         loss += _output_loss_and_delta(
-                            cfg, zrow, &y[0], &Y[i, 0 if cfg.many_to_one else t, 0], n_out,
+                            cfg, zrow, &y[0], _target_row(cfg, Y, i, target_row),
+                            _target_id(cfg, Y_ids, i, target_row), n_out,
                             n_out if cfg.many_to_one else length * n_out, &dz[0])
                     else:
                         loss += _output_loss_and_delta(
-                            cfg, row, row, &Y[i, 0 if cfg.many_to_one else t, 0], n_out,
+                            cfg, row, row, _target_row(cfg, Y, i, target_row),
+                            _target_id(cfg, Y_ids, i, target_row), n_out,
                             n_out if cfg.many_to_one else length * n_out, &dz[0])
                     for o in range(n_out):
                         zrow[o] = scale * dz[o]
@@ -844,8 +900,11 @@ cdef floating _batch_loss_and_grads(
                 for c in range(B * H):
                     dh_next[c] = 0
         # the block's weight gradients: dW_xh += x^T da, dW_hh += h_prev^T da
-        sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
-        _add_input_gradient(&Xb[0], &DAb[0], m * B, sparse, dW_xh)
+        if cfg.input_ids:
+            _add_ids_gradient(X_ids, order, first, B, t0 + kb, m, &DAb[0], dW_xh)
+        else:
+            sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+            _add_input_gradient(&Xb[0], &DAb[0], m * B, sparse, dW_xh)
         _gemm(True, False, H, H, m * B, hs + kb * B * H, &DAb[0], 1, &dW_hh[0, 0])
         if cfg.bias:  # last step first, as the reference meets them
             for r in range(m * B - 1, -1, -1):
@@ -864,7 +923,8 @@ cdef floating _halves(
     const floating[:, ::1] W_hy, const floating[::1] b_h, const floating[::1] b_y,
     floating[:, ::1] dW_xh, floating[:, ::1] dW_hh,                  # IN/OUT += gradients
     floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
-    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
+    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data, dense
+    const int32_t[:, ::1] X_ids, const int32_t[:, ::1] Y_ids,        # IN data, ids
     const Py_ssize_t[::1] lengths,                                   # IN (N,)
     const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count,  # IN the batch
     Py_ssize_t t0, Py_ssize_t t1, floating scale,
@@ -890,8 +950,8 @@ cdef floating _halves(
     doubles[0], doubles[1] = scale, 0
     beside_started = parallel and rnn_fast_start_beside(&beside, _half_entry, job)
     loss = _batch_loss_and_grads(cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h,
-                                 db_y, X, Y, lengths, order, first, half, t0, t1, scale,
-                                 carry, block, Hs, Xb, Zb, DAb, dh_next, y, dz, timers)
+                                 db_y, X, Y, X_ids, Y_ids, lengths, order, first, half, t0, t1,
+                                 scale, carry, block, Hs, Xb, Zb, DAb, dh_next, y, dz, timers)
     if beside_started:
         rnn_fast_join_beside(&beside)
     else:
@@ -915,13 +975,14 @@ cdef inline void _add_to(Py_ssize_t n, const floating* g_2, floating* g) noexcep
 
 cdef void _half_side(tuple job, floating* dtype_tag):
     """The second half of _halves, its arguments unpacked from the job."""
-    (_, spec, params, grads_2, X_, Y_, lengths_, order_, carry_, ws, ints_, doubles_, timers_,
-     _errors) = job
+    (_, spec, params, grads_2, X_, Y_, X_ids_, Y_ids_, lengths_, order_, carry_, ws, ints_,
+     doubles_, timers_, _errors) = job
     cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
     cdef const floating[::1] b_h = params[3], b_y = params[4]
     cdef floating[:, ::1] dW_xh = grads_2[0], dW_hh = grads_2[1], dW_hy = grads_2[2]
     cdef floating[::1] db_h = grads_2[3], db_y = grads_2[4]
     cdef const floating[:, :, ::1] X = X_, Y = Y_
+    cdef const int32_t[:, ::1] X_ids = X_ids_, Y_ids = Y_ids_
     cdef const Py_ssize_t[::1] lengths = lengths_, order = order_
     cdef Py_ssize_t[::1] ints = ints_
     cdef double[::1] doubles = doubles_, timers_view = timers_
@@ -937,9 +998,9 @@ cdef void _half_side(tuple job, floating* dtype_tag):
         g[...] = 0
     with nogil:
         doubles[1] = _batch_loss_and_grads(
-            cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y, X, Y, lengths,
-            order, first, count, t0, t1, <floating>doubles[0], carry, block, Hs, Xb, Zb, DAb,
-            dh, y, dz, timers)
+            cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y, X, Y, X_ids, Y_ids,
+            lengths, order, first, count, t0, t1, <floating>doubles[0], carry, block, Hs, Xb, Zb,
+            DAb, dh, y, dz, timers)
 
 
 cdef void _half_entry(void* job, int tid) noexcept with gil:
@@ -1029,6 +1090,38 @@ cdef inline void _add_input_gradient(
         return
     for r in range(n_rows - 1, -1, -1):  # last step first, as BPTT meets them
         _add_sparse_outer(Xb + r * n_in, DAb + r * H, dW_xh)
+
+
+cdef inline void _project_ids(
+    const int32_t[:, ::1] X_ids, const Py_ssize_t[::1] order, Py_ssize_t first,
+    Py_ssize_t count, Py_ssize_t t_begin, Py_ssize_t n_steps,
+    const floating[:, ::1] W_xh,      # IN (I, H)
+    floating* A_out,                  # OUT (n_steps, count, H) time-major
+) noexcept nogil:
+    """The input projections of a block of token ids: the rows of W_xh they pick."""
+    cdef Py_ssize_t r, j, c, H = W_xh.shape[1]
+    cdef floating* row
+    for r in range(n_steps):
+        for j in range(count):
+            row = A_out + (r * count + j) * H
+            for c in range(H):
+                row[c] = 0
+            _add_row(&W_xh[X_ids[order[first + j], t_begin + r], 0], H, row)
+
+
+cdef inline void _add_ids_gradient(
+    const int32_t[:, ::1] X_ids, const Py_ssize_t[::1] order, Py_ssize_t first,
+    Py_ssize_t count, Py_ssize_t t_begin, Py_ssize_t n_steps,
+    const floating* DAb,              # IN (n_steps, count, H) dL/da, time-major
+    floating[:, ::1] dW_xh,           # IN/OUT (I, H): each id's row += its da
+) noexcept nogil:
+    """dW_xh += x^T da over a block of token ids, last step first as BPTT meets them
+    (as _add_input_gradient adds sparse rows)."""
+    cdef Py_ssize_t r, j, H = dW_xh.shape[1]
+    for r in range(n_steps - 1, -1, -1):
+        for j in range(count - 1, -1, -1):
+            _add_row(DAb + (r * count + j) * H, H,
+                     &dW_xh[X_ids[order[first + j], t_begin + r], 0])
 
 
 cdef bint _update(
@@ -1158,9 +1251,12 @@ cdef void _train_pair(
     floating[:, ::1] dW_xh, floating[:, ::1] dW_hh,                  # scratch, views of grad
     floating[:, ::1] dW_hy, floating[::1] db_h, floating[::1] db_y,
     floating[::1] theta, floating[::1] grad,                         # IN/OUT, scratch (P,)
-    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data
+    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data, dense
+    const int32_t[:, ::1] X_ids, const int32_t[:, ::1] Y_ids,        # IN data, ids
     const Py_ssize_t[::1] lengths, const floating[:, ::1] h0, const Py_ssize_t[::1] order,
     Py_ssize_t chunk_length, Py_ssize_t step_begin, Py_ssize_t step_end,
+    Py_ssize_t chunk_begin, Py_ssize_t max_updates,  # as in train
+    floating[:, ::1] carry,       # IN/OUT (1, H) as in train: A reads and writes it
     int opt_kind, const double[::1] hyper, const floating[::1] lr,
     floating[:, ::1] slots, Py_ssize_t opt_step,
     double clip_value, double clip_norm,
@@ -1195,9 +1291,10 @@ cdef void _train_pair(
     done", [its clip verdict,] its update's verdict, its commit. a0 and b0 count the
     events of all earlier chunks, the same on both threads.
     """
-    cdef bint is_a = tid == 0, ok = True, mine_ok, norm_clip = clip_norm > 0
-    cdef Py_ssize_t s, i, j, k, k0, k1, o, c, t0, n, length, n_chunks, first, k_first
-    cdef Py_ssize_t n_samples = X.shape[0], H = W_hh.shape[0], n_out = z.shape[0]
+    cdef bint is_a = tid == 0, ok = True, mine_ok, norm_clip = clip_norm > 0, stopped = False
+    cdef Py_ssize_t s, i, j, k, k0, k1, o, c, t0, n, length, n_chunks, first, k_first, row
+    cdef Py_ssize_t c_first
+    cdef Py_ssize_t n_samples = lengths.shape[0], H = W_hh.shape[0], n_out = z.shape[0]
     cdef Py_ssize_t P = theta.shape[0], n_slots = slots.shape[0]
     cdef Py_ssize_t half = (P // 2) // 8 * 8
     cdef Py_ssize_t p0 = 0 if is_a else half
@@ -1214,10 +1311,14 @@ cdef void _train_pair(
         length = lengths[i]
         n_chunks = (length + chunk_length - 1) // chunk_length
         norm = n_out if cfg.many_to_one else length * n_out
+        c_first = chunk_begin if s == step_begin else 0
         if is_a:
-            for j in range(H):
-                hs[0, j] = h0[i, j]  # the sequence's initial hidden state
-        for c in range(n_chunks):
+            for j in range(H):  # the sequence's initial hidden state, or the carried one
+                hs[0, j] = h0[i, j] if c_first == 0 else carry[0, j]
+        for c in range(c_first, n_chunks):
+            if opt_step - opt_step_begin == max_updates:  # both threads stop here
+                stopped = True
+                break
             t0 = c * chunk_length
             n = min(t0 + chunk_length, length) - t0
             a_grads = a0 + 2 * n + 1
@@ -1230,7 +1331,7 @@ cdef void _train_pair(
                 rnn_fast_pair_wait(counters, tid, b0)  # B committed the last update
                 clock = _now() if timers != NULL else 0
                 for k in range(n):
-                    _step(cfg, X, i, t0 + k, W_xh, W_hh, b_h, hs, k)
+                    _step(cfg, X, X_ids, i, t0 + k, W_xh, W_hh, b_h, hs, k)
                     rnn_fast_pair_publish(counters, tid, a0 + k + 1)
                 clock = _lap(timers, PHASE_FORWARD, clock)
                 # while B reads out the last rows: A's share of the chunk's set-up
@@ -1285,9 +1386,10 @@ cdef void _train_pair(
                             for o in range(n_out):
                                 z[o] = hs[k + 1, o]
                                 y[o] = z[o]
+                        row = 0 if cfg.many_to_one else t0 + k
                         step_losses[k] = _output_loss_and_delta(
-                            cfg, &z[0], &y[0], &Y[i, 0 if cfg.many_to_one else t0 + k, 0],
-                            n_out, norm, &dzs[k, 0])
+                            cfg, &z[0], &y[0], _target_row(cfg, Y, i, row),
+                            _target_id(cfg, Y_ids, i, row), n_out, norm, &dzs[k, 0])
                         for j in range(H):
                             das[k, j] = 0
                         if cfg.readout:  # dL/dh = dz @ W_hy^T
@@ -1308,7 +1410,10 @@ cdef void _train_pair(
                     k0 = max(0, k1 - 4)
                     rnn_fast_pair_wait(counters, tid, a0 + 2 * n - k0)
                     for k in range(k1 - 1, k0 - 1, -1):
-                        _add_sparse_outer(&X[i, t0 + k, 0], &das[k, 0], dW_xh)
+                        if cfg.input_ids:
+                            _add_row(&das[k, 0], H, &dW_xh[X_ids[i, t0 + k], 0])
+                        else:
+                            _add_sparse_outer(&X[i, t0 + k, 0], &das[k, 0], dW_xh)
                         if cfg.bias:
                             for j in range(H):
                                 db_h[j] += das[k, j]
@@ -1361,29 +1466,32 @@ cdef void _train_pair(
                 for j in range(H):  # carry h into the next chunk
                     hs[0, j] = hs[n, j]
                 _lap(timers, PHASE_UPDATE, clock)
-        if not ok:
+        if stopped or not ok:
             break
     if is_a:
-        result_out[0] = step_end if ok else s
+        result_out[0] = s if stopped or not ok else step_end
         result_out[1] = opt_step
+        for j in range(H):  # the carried state, for a call that continues this batch
+            carry[0, j] = hs[0, j]
 
 
 cdef void _pair_side(tuple job, int tid, floating* dtype_tag):
     """One thread's side of _train_pair, its arguments unpacked from train's job."""
-    (_, spec, params, grads, theta_, grad_, X_, Y_, lengths_, h0_, order_, chunk_length,
-     step_begin,
-     step_end, opt_kind, hyper_, lr_, slots_, opt_step, clip_value, clip_norm, losses_,
-     timers_, ws, staged_, mail_, counters_, result_, _errors) = job
+    (_, spec, params, grads, theta_, grad_, X_, Y_, X_ids_, Y_ids_, lengths_, h0_, order_,
+     chunk_length, step_begin, step_end, chunk_begin, max_updates, carry_, opt_kind, hyper_, lr_,
+     slots_, opt_step, clip_value, clip_norm, losses_, timers_, ws, staged_, mail_, counters_,
+     result_, _errors) = job
     cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
     cdef const floating[::1] b_h = params[3], b_y = params[4]
     cdef floating[:, ::1] dW_xh = grads[0], dW_hh = grads[1], dW_hy = grads[2]
     cdef floating[::1] db_h = grads[3], db_y = grads[4]
     cdef floating[::1] theta = theta_, grad = grad_, lr = lr_
     cdef const floating[:, :, ::1] X = X_, Y = Y_
+    cdef const int32_t[:, ::1] X_ids = X_ids_, Y_ids = Y_ids_
     cdef const floating[:, ::1] h0 = h0_
     cdef const Py_ssize_t[::1] lengths = lengths_, order = order_
     cdef const double[::1] hyper = hyper_
-    cdef floating[:, ::1] slots = slots_, staged = staged_
+    cdef floating[:, ::1] slots = slots_, staged = staged_, carry = carry_
     cdef double[::1] losses = losses_, timers_view = timers_, mail = mail_
     cdef int64_t[::1] counters = counters_
     cdef Py_ssize_t[::1] result = result_
@@ -1393,15 +1501,15 @@ cdef void _pair_side(tuple job, int tid, floating* dtype_tag):
     cdef double* timers = &timers_view[0] if timers_view.shape[0] == 3 and tid == 0 else NULL
     cdef Config cfg = _config(spec)
     cdef Py_ssize_t c_length = chunk_length, s_begin = step_begin, s_end = step_end
-    cdef Py_ssize_t o_step = opt_step
+    cdef Py_ssize_t c_begin = chunk_begin, most = max_updates, o_step = opt_step
     cdef int kind = opt_kind
     cdef double c_value = clip_value, c_norm = clip_norm
     with nogil:
         _train_pair(tid, cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                    theta, grad, X, Y, lengths, h0, order, c_length, s_begin, s_end, kind, hyper,
-                    lr, slots, o_step, c_value, c_norm, losses, timers, hs, das, dzs,
-                    step_losses, W_hh_T, W_hy_T, dh, z, y, staged, mail, &counters[0],
-                    result)
+                    theta, grad, X, Y, X_ids, Y_ids, lengths, h0, order, c_length, s_begin, s_end,
+                    c_begin, most, carry, kind, hyper, lr, slots, o_step, c_value, c_norm, losses,
+                    timers, hs, das, dzs, step_losses, W_hh_T, W_hy_T, dh, z, y, staged, mail,
+                    &counters[0], result)
 
 
 cdef void _pair_entry(void* job, int tid) noexcept with gil:
@@ -1477,7 +1585,7 @@ def _scratch(role, dtype, T, n_in, n_hidden, n_out, batch, pair=False):
     return ws
 
 
-def _halves_job(spec, params, grads, X, Y, lengths, order, carry, dtype, T, n_in,
+def _halves_job(spec, params, grads, X, Y, X_ids, Y_ids, lengths, order, carry, dtype, T, n_in,
                 n_hidden, n_out, batch, timers):
     """What the second half of a batch needs (_halves, _half_side): its own scratch and
     gradients, and two small arrays through which _halves tells it its rows."""
@@ -1488,8 +1596,16 @@ def _halves_job(spec, params, grads, X, Y, lengths, order, carry, dtype, T, n_in
         kept["grads"] = tuple(np.zeros(shape, dtype) for shape in shapes)
     grads_2 = kept["grads"]
     ws = _scratch("second", dtype, T, n_in, n_hidden, n_out, max(1, batch // 2))
-    return (dtype == np.float64, spec, params, grads_2, X, Y, lengths, order, carry, ws,
-            np.zeros(6, dtype=np.intp), np.zeros(2), timers, [])
+    return (dtype == np.float64, spec, params, grads_2, X, Y, X_ids, Y_ids, lengths, order,
+            carry, ws, np.zeros(6, dtype=np.intp), np.zeros(2), timers, [])
+
+
+def _dense_and_ids(data, dtype, bint ids, Py_ssize_t rank):
+    """A data argument (X or Y) as the pair (dense, ids) the kernels take: the array in
+    its place, an empty stand-in of the right type in the other (never read)."""
+    if ids:
+        return np.zeros((0,) * rank, dtype), data
+    return data, np.zeros((0, 0), np.int32)
 
 
 def _blas_parallel(bint halves):
@@ -1499,7 +1615,7 @@ def _blas_parallel(bint halves):
 
 
 def forward(spec, params,
-            const floating[:, :, ::1] X not None,     # IN (N, T, I)
+            X_data not None,                          # IN (N, T, I), or (N, T) token ids
             const Py_ssize_t[::1] lengths not None,   # IN (N,)
             const floating[:, ::1] h0 not None,       # IN (N, H)
             floating[:, :, ::1] Y_out not None,       # OUT (N, T, O), zero beyond lengths
@@ -1509,8 +1625,11 @@ def forward(spec, params,
     cdef const floating[::1] b_h = params[3], b_y = params[4]
     cdef Config cfg = _config(spec)
     cdef Py_ssize_t n, t, j, o
-    cdef Py_ssize_t n_seq = X.shape[0], n_hidden = W_hh.shape[0], n_out = Y_out.shape[2]
+    cdef Py_ssize_t n_seq = lengths.shape[0], n_hidden = W_hh.shape[0], n_out = Y_out.shape[2]
     dtype = np.float64 if floating is double else np.float32
+    cdef const floating[:, :, ::1] X
+    cdef const int32_t[:, ::1] X_ids
+    X, X_ids = _dense_and_ids(X_data, dtype, cfg.input_ids, 3)
     cdef floating[:, ::1] hs = np.zeros((2, n_hidden), dtype=dtype)
     cdef floating[::1] z = np.zeros(n_out, dtype=dtype), y = np.zeros(n_out, dtype=dtype)
     with nogil:
@@ -1520,7 +1639,7 @@ def forward(spec, params,
             for t in range(lengths[n]):
                 for j in range(n_hidden):  # h_{t-1} to row 0, so _step writes h_t to row 1
                     hs[0, j] = hs[1, j]
-                _step(cfg, X, n, t, W_xh, W_hh, b_h, hs, 0)
+                _step(cfg, X, X_ids, n, t, W_xh, W_hh, b_h, hs, 0)
                 for j in range(n_hidden):
                     H_out[n, t, j] = hs[1, j]
                 if cfg.readout:
@@ -1533,8 +1652,8 @@ def forward(spec, params,
 
 
 def loss_and_grads(spec, params, grads,
-                   const floating[:, :, ::1] X not None,     # IN (N, T, I)
-                   const floating[:, :, ::1] Y not None,     # IN (N, T or 1, O)
+                   X_data not None,    # IN (N, T, I), or (N, T) int32 token ids
+                   Y_data not None,    # IN (N, T or 1, O), or (N, T or 1) int32 class ids
                    const Py_ssize_t[::1] lengths not None,   # IN (N,)
                    const floating[:, ::1] h0 not None,       # IN (N, H)
                    floating[:, ::1] H_last_out not None):    # OUT (N, H) last hidden states
@@ -1545,15 +1664,20 @@ def loss_and_grads(spec, params, grads,
     cdef floating[::1] db_h = grads[3], db_y = grads[4]
     cdef Config cfg = _config(spec)
     cdef Py_ssize_t n, j
-    cdef Py_ssize_t n_seq = X.shape[0], T = X.shape[1], n_hidden = W_hh.shape[0]
+    cdef Py_ssize_t n_seq = lengths.shape[0], T = X_data.shape[1], n_hidden = W_hh.shape[0]
+    cdef Py_ssize_t n_in = 0 if cfg.input_ids else W_xh.shape[0], n_out = b_y.shape[0]
     cdef floating loss = 0, scale = <floating>(1.0 / n_seq)
     cdef const Py_ssize_t[::1] order = np.arange(n_seq, dtype=np.intp)
     dtype = np.asarray(h0).dtype
+    cdef const floating[:, :, ::1] X, Y
+    cdef const int32_t[:, ::1] X_ids, Y_ids
+    X, X_ids = _dense_and_ids(X_data, dtype, cfg.input_ids, 3)
+    Y, Y_ids = _dense_and_ids(Y_data, dtype, cfg.target_ids, 3)
     cdef bint halves = (n_hidden >= _blas_min_hidden and n_hidden >= _halves_min_hidden
                         and n_seq >= _halves_min_rows and rnn_fast_blas_threads() > 0)
     cdef bint parallel = _blas_parallel(halves)
     cdef int blas_threads = rnn_fast_blas_threads()
-    ws = _scratch("first", dtype, T, X.shape[2], n_hidden, Y.shape[2],
+    ws = _scratch("first", dtype, T, n_in, n_hidden, n_out,
                   (n_seq + 1) // 2 if halves else n_seq)
     cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
     cdef floating[::1] Hs = ws.Hs, Xb = ws.Xb, Zb = ws.Zb, DAb = ws.DAb, dh = ws.dh
@@ -1566,10 +1690,10 @@ def loss_and_grads(spec, params, grads,
     cdef double[::1] doubles
     job = None
     if halves:
-        job = _halves_job(spec, params, grads, X, Y, lengths, order, H_last_out, dtype, T,
-                          X.shape[2], n_hidden, Y.shape[2], n_seq, np.zeros(0))
+        job = _halves_job(spec, params, grads, X, Y, X_ids, Y_ids, lengths, order, H_last_out,
+                          dtype, T, n_in, n_hidden, n_out, n_seq, np.zeros(0))
         dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2 = job[3]
-        ints, doubles = job[10], job[11]
+        ints, doubles = job[12], job[13]
     for g in grads:
         g[...] = 0
     H_last_out[...] = h0
@@ -1579,13 +1703,13 @@ def loss_and_grads(spec, params, grads,
         if halves:
             loss = _halves(
                 cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                X, Y, lengths, order, 0, n_seq, 0, T, scale, H_last_out, block,
+                X, Y, X_ids, Y_ids, lengths, order, 0, n_seq, 0, T, scale, H_last_out, block,
                 Hs, Xb, Zb, DAb, dh, y, dz, dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2,
                 ints, doubles, <void*>job, parallel, NULL)
         elif blas:
             loss = _batch_loss_and_grads(
                 cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                X, Y, lengths, order, 0, n_seq, 0, T, scale, H_last_out, block,
+                X, Y, X_ids, Y_ids, lengths, order, 0, n_seq, 0, T, scale, H_last_out, block,
                 Hs, Xb, Zb, DAb, dh, y, dz, NULL)
         else:
             _transpose(W_hh, W_hh_T)
@@ -1594,7 +1718,7 @@ def loss_and_grads(spec, params, grads,
                     hs[0, j] = h0[n, j]
                 loss += _sequence_loss_and_grads(
                     cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                    X, Y, n, lengths[n], 0, T, scale, hs, das, dh, z, y, dz, NULL)
+                    X, Y, X_ids, Y_ids, n, lengths[n], 0, T, scale, hs, das, dh, z, y, dz, NULL)
                 for j in range(n_hidden):
                     H_last_out[n, j] = hs[lengths[n], j]
     if parallel:
@@ -1621,13 +1745,16 @@ def apply_update(int opt_kind, const double[::1] hyper not None,
 def train(spec, params, grads,
           floating[::1] theta not None,              # IN/OUT (P,) all parameters
           floating[::1] grad not None,               # scratch (P,) all gradients
-          const floating[:, :, ::1] X not None,      # IN (N, T, I)
-          const floating[:, :, ::1] Y not None,      # IN (N, T or 1, O)
+          X_data not None,            # IN (N, T, I), or (N, T) int32 token ids
+          Y_data not None,            # IN (N, T or 1, O), or (N, T or 1) int32 class ids
           const Py_ssize_t[::1] lengths not None,    # IN (N,)
           const floating[:, ::1] h0 not None,        # IN (N, H) initial hidden states
           const Py_ssize_t[::1] order not None,      # IN (epochs * N,) or (N,) sample order
           Py_ssize_t batch_size, Py_ssize_t chunk_length,
           Py_ssize_t step_begin, Py_ssize_t step_end,
+          Py_ssize_t chunk_begin,  # the first chunk of step_begin: > 0 continues a batch
+          Py_ssize_t max_updates,  # stop after this many updates, mid-batch if need be
+          floating[:, ::1] carry not None,  # IN/OUT (batch_size, H) the batch's carried h
           int opt_kind, const double[::1] hyper not None,
           const floating[::1] lr not None,           # IN (P,) learning rates
           floating[:, ::1] slots not None,           # IN/OUT (n_slots, P) optimizer state
@@ -1649,26 +1776,33 @@ def train(spec, params, grads,
     cdef floating[::1] db_h = grads[3], db_y = grads[4]
     cdef Config cfg = _config(spec)
     cdef Py_ssize_t s, b, c, i, j, p, first, count, n_chunks, max_len, last, t0
-    cdef Py_ssize_t n_samples = X.shape[0], n_hidden = W_hh.shape[0]
+    cdef Py_ssize_t n_samples = lengths.shape[0], n_hidden = W_hh.shape[0]
+    cdef Py_ssize_t n_in = 0 if cfg.input_ids else W_xh.shape[0], n_out = b_y.shape[0]
+    # the scratch holds one chunk's steps: a long text as one sequence needs no more
+    cdef Py_ssize_t n_steps = min(X_data.shape[1], chunk_length)
     cdef Py_ssize_t n_params = theta.shape[0]
     cdef Py_ssize_t n_batches = (n_samples + batch_size - 1) // batch_size
     cdef floating chunk_loss, scale
-    cdef bint finite = True
-    cdef Py_ssize_t opt_step_begin = opt_step
+    cdef bint finite = True, stopped = False
+    cdef Py_ssize_t opt_step_begin = opt_step, c_first
     cdef bint per_epoch_order = order.shape[0] > n_samples  # else one order for all epochs
     cdef double clock = 0
     cdef double* timers = &timers_out[0] if timers_out.shape[0] == 3 else NULL
-    cdef floating[:, ::1] carry = np.zeros((batch_size, n_hidden), dtype=np.asarray(theta).dtype)
     cdef floating[:, ::1] staged = np.empty((slots.shape[0] + 1, n_params),
                                             dtype=np.asarray(theta).dtype)
     cdef bint pair = (batch_size == 1 and _threads >= 2 and RNN_FAST_HAVE_PAIR
                       and n_hidden >= _pair_min_hidden and step_end > step_begin)
-    ws = _scratch("whole", np.asarray(theta).dtype, X.shape[1], X.shape[2], n_hidden,
-                  Y.shape[2], batch_size, pair)
+    dtype = np.asarray(theta).dtype
+    cdef const floating[:, :, ::1] X, Y
+    cdef const int32_t[:, ::1] X_ids, Y_ids
+    X, X_ids = _dense_and_ids(X_data, dtype, cfg.input_ids, 3)
+    Y, Y_ids = _dense_and_ids(Y_data, dtype, cfg.target_ids, 3)
+    ws = _scratch("whole", dtype, n_steps, n_in, n_hidden, n_out, batch_size, pair)
     if pair:  # batch size 1 on two threads (_train_pair), when a thread can be started
         result, errors = np.zeros(2, dtype=np.intp), []
-        job = (floating is double, spec, params, grads, theta, grad, X, Y, lengths, h0, order,
-               chunk_length, step_begin, step_end, opt_kind, hyper, lr, slots, opt_step,
+        job = (floating is double, spec, params, grads, theta, grad, X, Y, X_ids, Y_ids, lengths,
+               h0, order, chunk_length, step_begin, step_end, chunk_begin, max_updates, carry,
+               opt_kind, hyper, lr, slots, opt_step,
                clip_value, clip_norm, losses_out, timers_out, ws, staged, np.zeros(8),
                np.zeros(2 * 16, dtype=np.int64), result, errors)
         with nogil:
@@ -1695,15 +1829,13 @@ def train(spec, params, grads,
     cdef Py_ssize_t block_1 = 0
     job = None
     if halves:
-        dtype = np.asarray(theta).dtype
-        ws_1 = _scratch("first", dtype, X.shape[1], X.shape[2], n_hidden, Y.shape[2],
-                        (batch_size + 1) // 2)
+        ws_1 = _scratch("first", dtype, n_steps, n_in, n_hidden, n_out, (batch_size + 1) // 2)
         Hs_1, Xb_1, Zb_1, DAb_1, dh_1 = ws_1.Hs, ws_1.Xb, ws_1.Zb, ws_1.DAb, ws_1.dh
         y_1, dz_1, block_1 = ws_1.y, ws_1.dz, ws_1.block
-        job = _halves_job(spec, params, grads, X, Y, lengths, order, carry, dtype, X.shape[1],
-                          X.shape[2], n_hidden, Y.shape[2], batch_size, timers_out)
+        job = _halves_job(spec, params, grads, X, Y, X_ids, Y_ids, lengths, order, carry, dtype,
+                          n_steps, n_in, n_hidden, n_out, batch_size, timers_out)
         dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2 = job[3]
-        ints, doubles = job[10], job[11]
+        ints, doubles = job[12], job[13]
     _last_schedule = ("halves, two threads" if parallel else "halves" if halves
                       else "blas" if blas else "loops")
     if parallel:
@@ -1717,12 +1849,17 @@ def train(spec, params, grads,
             count = min(batch_size, n_samples - b * batch_size)
             scale = <floating>(1.0 / count)
             max_len = 0
+            c_first = chunk_begin if s == step_begin else 0  # else carry holds its state
             for j in range(count):
                 max_len = max(max_len, lengths[order[first + j]])
-                for i in range(n_hidden):
-                    carry[j, i] = h0[order[first + j], i]  # the sequence's initial state
+                if c_first == 0:
+                    for i in range(n_hidden):
+                        carry[j, i] = h0[order[first + j], i]  # the sequence's initial state
             n_chunks = (max_len + chunk_length - 1) // chunk_length
-            for c in range(n_chunks):
+            for c in range(c_first, n_chunks):
+                if opt_step - opt_step_begin == max_updates:  # stop here; carry holds h
+                    stopped = True
+                    break
                 t0 = c * chunk_length
                 chunk_loss = 0
                 for p in range(n_params):
@@ -1730,15 +1867,15 @@ def train(spec, params, grads,
                 if halves and count >= _halves_min_rows:
                     chunk_loss += _halves(
                         cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                        X, Y, lengths, order, first, count, t0, t0 + chunk_length, scale,
-                        carry, block_1, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1, dW_xh_2,
-                        dW_hh_2, dW_hy_2, db_h_2, db_y_2, ints, doubles, <void*>job, parallel,
-                        timers)
+                        X, Y, X_ids, Y_ids, lengths, order, first, count, t0, t0 + chunk_length,
+                        scale, carry, block_1, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1,
+                        dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2, ints, doubles, <void*>job,
+                        parallel, timers)
                 elif blas:
                     chunk_loss += _batch_loss_and_grads(
                         cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                        X, Y, lengths, order, first, count, t0, t0 + chunk_length, scale,
-                        carry, block, Hs, Xb, Zb, DAb, dh, y, dz, timers)
+                        X, Y, X_ids, Y_ids, lengths, order, first, count, t0, t0 + chunk_length,
+                        scale, carry, block, Hs, Xb, Zb, DAb, dh, y, dz, timers)
                 else:
                     for j in range(count):
                         i = order[first + j]
@@ -1746,8 +1883,8 @@ def train(spec, params, grads,
                             hs[0, p] = carry[j, p]
                         chunk_loss += _sequence_loss_and_grads(
                             cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy,
-                            db_h, db_y, X, Y, i, lengths[i], t0, t0 + chunk_length, scale,
-                            hs, das, dh, z, y, dz, timers)
+                            db_h, db_y, X, Y, X_ids, Y_ids, i, lengths[i], t0, t0 + chunk_length,
+                            scale, hs, das, dh, z, y, dz, timers)
                         last = max(0, min(t0 + chunk_length, lengths[i]) - t0)
                         for p in range(n_hidden):
                             carry[j, p] = hs[last, p]
@@ -1763,10 +1900,10 @@ def train(spec, params, grads,
                 losses_out[opt_step - opt_step_begin] = chunk_loss
                 opt_step += 1
                 _lap(timers, PHASE_UPDATE, clock)
-            if not finite:
+            if stopped or not finite:
                 break
     if parallel:
         rnn_fast_set_blas_threads(blas_threads)
     if job is not None and job[len(job) - 1]:
         raise job[len(job) - 1][0]
-    return (step_end if finite else s), opt_step
+    return (s if stopped or not finite else step_end), opt_step

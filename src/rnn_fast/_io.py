@@ -21,10 +21,15 @@ class _NotNpz(Exception):
     """The file does not start like a zip archive."""
 
 
-def save(path, config, params, optimizer):
-    """Write config, parameters and optimizer state; replace ``path`` only when complete."""
+def save(path, config, params, optimizer, extra_meta=None, extra_arrays=None):
+    """Write config, parameters and optimizer state; replace ``path`` only when complete.
+
+    ``extra_meta`` (JSON-able) and ``extra_arrays`` go in beside them (a checkpoint's fit
+    state: ``load`` ignores them, ``load_fit_state`` reads them back)."""
     arrays = {f"param.{name}": value for name, value in params.items()}
-    meta = {"format": FORMAT, "version": VERSION, "config": config, "optimizer": None}
+    arrays.update(extra_arrays or {})
+    meta = {"format": FORMAT, "version": VERSION, "config": config, "optimizer": None,
+            **(extra_meta or {})}
     if optimizer is not None:
         meta["optimizer"] = {"config": optimizer.config(),
                              "step": int(optimizer.state["step"]) if optimizer.state else 0}
@@ -114,6 +119,14 @@ def load(path):
     if "optimizer" not in meta:
         raise ValueError(f"{path} is damaged: it has no 'optimizer' entry")
     return config, params, _load_optimizer(path, meta["optimizer"], arrays, config)
+
+
+def load_fit_state(path):
+    """A checkpoint's fit state: (the JSON entry "fit" or None, its "fit." arrays)."""
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        arrays = {key: f[key] for key in f.files if key.startswith("fit.")}
+    return meta.get("fit"), arrays
 
 
 def _check_config(path, config):

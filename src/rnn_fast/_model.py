@@ -11,10 +11,15 @@ of it. The optimizers then update one vector, and the kernels get the views.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import math
+import numbers
+import signal
+import threading
 import time
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -29,6 +34,11 @@ LOSSES = {"half_sse": 0, "mse": 1, "cross_entropy": 2, "binary_cross_entropy": 3
 INITS = ("uniform", "normal", "glorot", "pytorch", "orthogonal")
 DTYPES = ("float64", "float32")
 BACKENDS = {"numpy": "rnn_fast.reference", "cython": "rnn_fast._core"}
+CHECKPOINT_VERSION = 1
+# Held-out data is evaluated in slices of this many sequences and (for losses summed over
+# steps) this many steps, the hidden state carried: bounded memory for a long text.
+HELD_OUT_ROWS = 256
+HELD_OUT_STEPS = 4096
 
 
 class DivergenceError(FloatingPointError, ValueError):
@@ -51,6 +61,24 @@ class DivergenceError(FloatingPointError, ValueError):
         return type(self), (str(self), self.epoch, self.sample, self.history)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``fit`` between two kernel calls, after ``updates`` updates.
+
+    The model and its optimizer hold the state after the last update; ``history`` holds
+    the losses up to it; ``checkpoint`` is the checkpoint written then (or None), from
+    which ``fit(..., resume=checkpoint)`` continues to the weights of an uninterrupted fit.
+    """
+
+    def __init__(self, message, updates, history, checkpoint):
+        super().__init__(message)
+        self.updates = updates
+        self.history = history
+        self.checkpoint = checkpoint
+
+    def __reduce__(self):
+        return type(self), (str(self), self.updates, self.history, self.checkpoint)
+
+
 class Spec(NamedTuple):
     """What the kernels need to know of the configuration, as codes."""
 
@@ -61,6 +89,8 @@ class Spec(NamedTuple):
     bias: bool
     many_to_one: bool
     bptt_steps: int = 0  # 0: gradients flow back through the whole sequence (or chunk)
+    input_ids: bool = False  # X holds token ids (N, T): one-hot inputs by their index
+    target_ids: bool = False  # Y holds class ids (N, T or 1), for cross_entropy
 
 
 class Layout:
@@ -236,13 +266,16 @@ class RNN:
         self._sync()
         return self._layout.kernel_args(self._views, self.dtype)
 
-    def _spec(self, many_to_one=False, bptt_steps=None, n_steps=0):
+    def _spec(self, X, Y=None, many_to_one=False, bptt_steps=None):
+        """The kernels' Spec for prepared data: X (N, T, I) or ids (N, T), Y (N, T or 1, O)
+        or class ids (N, T or 1)."""
         output = OUTPUT_ACTIVATIONS[self.output_activation]
         bptt_steps = check.check_int("bptt_steps", bptt_steps, allow_none=True) or 0
-        if bptt_steps >= n_steps:  # no boundary inside the sequences: full BPTT
+        if bptt_steps >= X.shape[1]:  # no boundary inside the sequences: full BPTT
             bptt_steps = 0
         return Spec(HIDDEN_ACTIVATIONS[self.hidden_activation], output, LOSSES[self.loss],
-                    self.readout, self.bias, many_to_one, bptt_steps)
+                    self.readout, self.bias, many_to_one, bptt_steps,
+                    input_ids=X.ndim == 2, target_ids=Y is not None and Y.ndim == 2)
 
     # ------------------------------------------------------------------ computing
 
@@ -274,10 +307,10 @@ class RNN:
         lengths = check.prepare_lengths(lengths, X)
         h0 = check.prepare_h0(h0, X.shape[0], self.hidden_size, self.dtype)
         return_state = check.check_bool("return_state", return_state)
-        n, t, _ = X.shape
+        n, t = X.shape[:2]
         Y_hat = np.zeros((n, t, self.output_size), dtype=self.dtype)
         H = np.zeros((n, t, self.hidden_size), dtype=self.dtype)
-        self.kernels.forward(self._spec(), self._kernel_params(), X, lengths, h0, Y_hat, H)
+        self.kernels.forward(self._spec(X), self._kernel_params(), X, lengths, h0, Y_hat, H)
         result = (Y_hat, H)
         if return_state:
             result += (H[np.arange(n), lengths - 1],)
@@ -311,7 +344,7 @@ class RNN:
         grads = self._layout.views(grad)
         h_last = np.zeros((X.shape[0], self.hidden_size), dtype=self.dtype)
         loss = self.kernels.loss_and_grads(
-            self._spec(many_to_one, bptt_steps, X.shape[1]), self._kernel_params(),
+            self._spec(X, Y, many_to_one, bptt_steps), self._kernel_params(),
             self._layout.kernel_args(grads, self.dtype), X, Y, lengths, h0, h_last)
         return float(loss), grads
 
@@ -332,7 +365,9 @@ class RNN:
             live = np.ones((n, 1), dtype=bool)
         else:
             live = np.arange(t)[None, :] < lengths[:, None]
-        if self.output_activation == "softmax":
+        if Y.ndim == 2:  # class ids
+            hit = Y_hat.argmax(-1) == Y
+        elif self.output_activation == "softmax":
             hit = Y_hat.argmax(-1) == Y.argmax(-1)
         elif self.output_activation == "sigmoid":
             hit = np.all((Y_hat > 0.5) == (Y > 0.5), axis=-1)
@@ -345,16 +380,131 @@ class RNN:
 
     def _prepare(self, X, Y, lengths):
         X, single = check.prepare_inputs(X, self.input_size, self.dtype)
-        Y, many_to_one = check.prepare_targets(Y, X, single, self.output_size, self.dtype)
+        Y, many_to_one = check.prepare_targets(Y, X, single, self.output_size, self.dtype,
+                                               self.loss)
         lengths = check.prepare_lengths(lengths, X)
-        check.check_target_values(Y, lengths, self.loss, single, many_to_one)
+        if Y.ndim == 3:  # class ids were checked by prepare_targets
+            check.check_target_values(Y, lengths, self.loss, single, many_to_one)
         return X, Y, lengths, many_to_one
+
+    def _held_out(self, validation, validation_split, X, Y, lengths, h0, many_to_one):
+        """The held-out data of a fit as (X, Y, lengths, h0, many_to_one), or None:
+        ``validation`` prepared, or the last ``validation_split`` of the sequences."""
+        if validation is not None and validation_split is not None:
+            raise ValueError("give validation or validation_split, not both")
+        if validation_split is not None:
+            if (isinstance(validation_split, bool)
+                    or not isinstance(validation_split, numbers.Real)
+                    or not 0 < validation_split < 1):
+                raise ValueError(f"validation_split must be a fraction in (0, 1), got "
+                                 f"{validation_split!r}")
+            n = X.shape[0]
+            held = int(round(n * validation_split))
+            if not 1 <= held < n:
+                raise ValueError(
+                    f"validation_split={validation_split:g} of {n} sequences holds out {held}: "
+                    "it needs at least one to hold out and one to train on (to hold out part "
+                    "of one long sequence, such as a text, pass validation=(X_val, Y_val))")
+            return X[n - held:], Y[n - held:], lengths[n - held:], h0[n - held:], many_to_one
+        if validation is None:
+            return None
+        if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
+            raise TypeError("validation must be a tuple (X_val, Y_val) or (X_val, Y_val, "
+                            f"lengths_val), got {type(validation).__name__}")
+        try:
+            X_val, Y_val, lengths_val, m2o = self._prepare(*validation, *(
+                (None,) if len(validation) == 2 else ()))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"validation: {exc}") from None
+        h0_val = np.zeros((X_val.shape[0], self.hidden_size), dtype=self.dtype)
+        return X_val, Y_val, lengths_val, h0_val, m2o
+
+    def _held_out_loss(self, X, Y, lengths, h0, many_to_one):
+        """The mean loss per sequence over held-out data, as ``loss_and_grads`` computes
+        it, but in slices: at most HELD_OUT_ROWS sequences at a time and, for losses
+        summed over steps, HELD_OUT_STEPS steps, the hidden state carried across. A
+        long text then needs one slice's states, not (L, H) of them."""
+        n, t = X.shape[:2]
+        steps = t if many_to_one or self.loss == "mse" else min(t, HELD_OUT_STEPS)
+        params = self._kernel_params()
+        grads = self._layout.kernel_args(self._layout.views(np.zeros_like(self.theta)),
+                                         self.dtype)
+        total = 0.0
+        for a in range(0, n, HELD_OUT_ROWS):
+            rows = slice(a, min(n, a + HELD_OUT_ROWS))
+            h = h0[rows].copy()
+            for t0 in range(0, t, steps):
+                left = np.clip(lengths[rows] - t0, 0, steps)
+                live = np.flatnonzero(left > 0)
+                if not live.size:
+                    break
+                X_c = np.ascontiguousarray(X[rows][live, t0:t0 + steps])
+                Y_c = np.ascontiguousarray(
+                    Y[rows][live] if many_to_one else Y[rows][live, t0:t0 + steps])
+                h_last = np.zeros((live.size, self.hidden_size), dtype=self.dtype)
+                loss = self.kernels.loss_and_grads(
+                    self._spec(X_c, Y_c, many_to_one), params, grads, X_c, Y_c,
+                    np.ascontiguousarray(left[live], dtype=np.intp),
+                    np.ascontiguousarray(h[live]), h_last)
+                total += float(loss) * live.size  # the kernel's mean over these sequences
+                h[live] = h_last
+        return total / n
+
+    def _checkpoint(self, path, extra, plan, updates, rng_state, carry, losses, val):
+        """Write the model, its optimizer and where the fit stands, atomically."""
+        self._sync()
+        fit = {"version": CHECKPOINT_VERSION, "plan": plan, "updates": int(updates),
+               "rng": _to_json(rng_state), "val_update": val["update"],
+               "val_epoch": val["epoch"]}
+        arrays = {"fit.carry": carry, "fit.losses": losses[:updates],
+                  "fit.val_loss": np.array(val["loss"], dtype=np.float64), **(extra or {})}
+        _io.save(path, self.config, self.params, self.optimizer, extra_meta={"fit": fit},
+                 extra_arrays=arrays)
+
+    def _resume(self, path, plan, optimizer):
+        """Take in a checkpoint's model and optimizer; returns where its fit stood."""
+        config, params, saved_optimizer = _io.load(path)
+        fit, arrays = _io.load_fit_state(path)
+        if fit is None:
+            raise ValueError(f"{path} holds a model but no fit to resume (a checkpoint is "
+                             "written by fit(..., checkpoint=...) or --checkpoint-every)")
+        if fit.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{path} holds a fit of checkpoint version "
+                             f"{fit.get('version')}; this rnn_fast resumes version "
+                             f"{CHECKPOINT_VERSION}")
+        mine = {k: v for k, v in self.config.items() if k != "seed"}
+        theirs = {k: v for k, v in config.items() if k != "seed"}
+        if mine != theirs:
+            differ = sorted(k for k in mine if mine[k] != theirs.get(k))
+            raise ValueError(f"{path} is a checkpoint of another model: {', '.join(differ)} "
+                             "differ")
+        for key, value in plan.items():
+            if fit["plan"].get(key) != value:
+                what = ("the training data (X, Y, lengths or h0)" if key == "data" else
+                        f"{key} ({fit['plan'].get(key)!r} there, {value!r} here)")
+                raise ValueError(f"cannot resume from {path}: {what} differs from the fit "
+                                 "that wrote it")
+        if saved_optimizer is None:
+            raise ValueError(f"{path} holds no optimizer state")
+        if optimizer is not None and optimizer.config() != saved_optimizer.config():
+            raise ValueError(f"cannot resume from {path} with another optimizer: "
+                             f"{saved_optimizer.config()} there, {optimizer.config()} here")
+        self.set_params(params)
+        self.optimizer = saved_optimizer
+        val_loss = arrays["fit.val_loss"].tolist()
+        return {"updates": fit["updates"], "rng": _from_json(fit["rng"]),
+                "carry": arrays["fit.carry"], "losses": arrays["fit.losses"],
+                "val": {"update": list(fit["val_update"]), "loss": val_loss,
+                        "epoch": list(fit["val_epoch"])}}
 
     # ------------------------------------------------------------------ training
 
     def fit(self, X, Y, optimizer=None, epochs=1, batch_size=1, shuffle=False, seed=None,
             lengths=None, h0=None, chunk_length=None, bptt_steps=None, clip_value=None,
-            clip_norm=None, progress=False, profile=False):
+            clip_norm=None, progress=False, profile=False, validation=None,
+            validation_split=None, validate_every=None, callback=None, callback_every=None,
+            checkpoint=None, checkpoint_every=None, checkpoint_extra=None, resume=None,
+            max_updates=None):
         """Train on (X, Y), in the given order unless ``shuffle``.
 
         With the defaults this is the seeds' training exactly: one sequence at a time,
@@ -405,6 +555,43 @@ class RNN:
             Time the phases inside the kernels: the history gets ``"profile"``, seconds
             spent in forward sweeps, backward sweeps, optimizer updates and the rest of
             the call ("overhead": validation, set-up, Python).
+        validation : tuple (X_val, Y_val) or (X_val, Y_val, lengths_val), optional
+            Held-out data (shaped as X and Y may be, ids too), whose loss (the unit of
+            ``history["loss"]``: summed over steps, averaged over sequences) is measured
+            at each epoch's end and every ``validate_every`` updates.
+        validation_split : float in (0, 1), optional
+            Instead: hold out the last fraction of the sequences (before any shuffling;
+            their ``lengths`` and ``h0`` rows go with them).
+        validate_every : int, optional
+            Also measure the held-out loss after every this many updates.
+        callback, callback_every : callable, int, optional
+            ``callback(model, info)`` after every ``callback_every`` updates and after the
+            last; ``info`` holds ``"update"``, ``"updates"`` (of the fit), ``"loss"`` (of
+            the last update) and ``"val_loss"`` (the latest held-out loss, or None).
+        checkpoint : path, optional
+            A file to write a checkpoint to (atomically, as ``save``): the model, its
+            optimizer, and where the fit stands (its update count, the state of the
+            shuffling generator, the batch's carried hidden state, the history so far).
+            Written every ``checkpoint_every`` updates and when Ctrl-C stops the fit.
+            ``checkpoint_extra``: more arrays to store in it (a text's vocabulary).
+            Like a saved model it loads with ``RNN.load``.
+        resume : path, optional
+            A checkpoint to continue from: the model and optimizer are restored from
+            it, and the fit (which must be called with the same data and options)
+            continues where it stopped, to exactly the weights and history of the fit
+            that was never interrupted.
+        max_updates : int, optional
+            Stop after this many updates of the fit (counted from its start, also when
+            resumed), in the middle of an epoch or batch if need be: a few thousand
+            updates of a long text. ``history["loss"]`` then covers the epochs' whole
+            batches done.
+
+        The kernel calls of a fit stop at the update counts where it validates, calls
+        back or checkpoints, in the middle of a batch if need be, and continue it from
+        the carried hidden states: the numbers are those of one call. Ctrl-C during a
+        fit (in the main thread) stops it after the kernel call under way, writes the
+        checkpoint if one is named, and raises ``TrainingInterrupted`` (a
+        KeyboardInterrupt with ``.history``).
 
         Returns
         -------
@@ -417,6 +604,10 @@ class RNN:
             per update, in order: the loss the update's gradient was taken of (the
             batch's loss over that chunk's steps; without ``chunk_length`` one update
             per batch, so the batch loss), computed before the update.
+            With held-out data also ``"val_loss"``, one float per epoch (at its end),
+            and ``"val_update"`` / ``"val_update_loss"``: the update counts at which it
+            was measured (every ``validate_every`` and each epoch's end) and its values;
+            ``"val_seconds"``, the time these measurements took (in this call).
 
         Raises
         ------
@@ -428,8 +619,17 @@ class RNN:
         X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
         epochs = check.check_int("epochs", epochs)
         batch_size = check.check_int("batch_size", batch_size)
-        n, t, _ = X.shape
-        h0 = check.prepare_h0(h0, n, self.hidden_size, self.dtype)
+        h0 = check.prepare_h0(h0, X.shape[0], self.hidden_size, self.dtype)
+        held_out = self._held_out(validation, validation_split, X, Y, lengths, h0,
+                                  many_to_one)
+        if validation_split is not None:  # the training part: the sequences before it
+            keep = X.shape[0] - held_out[0].shape[0]
+            X, Y, lengths, h0 = X[:keep], Y[:keep], lengths[:keep], h0[:keep]
+        validate_every = check.check_int("validate_every", validate_every, allow_none=True)
+        if validate_every and held_out is None:
+            raise ValueError("validate_every needs held-out data: validation=(X_val, Y_val) "
+                             "or validation_split")
+        n, t = X.shape[:2]
         if batch_size > n:
             raise ValueError(f"batch_size ({batch_size}) is larger than the number of "
                              f"sequences ({n})")
@@ -440,7 +640,25 @@ class RNN:
         clip_norm = check.check_nonnegative("clip_norm", clip_norm)
         shuffle = check.check_bool("shuffle", shuffle)
         seed = check.check_seed("seed", seed)
-        spec = self._spec(many_to_one, bptt_steps, t)
+        callback_every = check.check_int("callback_every", callback_every, allow_none=True)
+        max_updates = check.check_int("max_updates", max_updates, allow_none=True)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        checkpoint_every = check.check_int("checkpoint_every", checkpoint_every,
+                                           allow_none=True)
+        if checkpoint_every and checkpoint is None:
+            raise ValueError("checkpoint_every needs checkpoint, the file to write")
+        spec = self._spec(X, Y, many_to_one, bptt_steps)
+        plan = {"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle,
+                "chunk_length": chunk_length, "bptt_steps": spec.bptt_steps,
+                "clip_value": clip_value, "clip_norm": clip_norm,
+                "validate_every": validate_every or 0}
+        if checkpoint is not None or resume is not None:
+            plan["data"] = _fingerprint(X, Y, lengths, h0)
+        saved = None
+        if resume is not None:  # the model, the optimizer and where the fit stood
+            saved = self._resume(resume, plan, optimizer)
+            optimizer = self.optimizer
         optimizer = optimizer or self.optimizer or SGD(lr=0.01)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be an rnn_fast optimizer such as SGD(lr=0.1), "
@@ -451,6 +669,9 @@ class RNN:
 
         # one epoch's order serves every epoch unless shuffling draws one per epoch
         rng = np.random.default_rng(seed) if seed is not None else self._rng
+        if saved is not None:
+            rng.bit_generator.state = saved["rng"]
+        rng_state = rng.bit_generator.state  # a checkpoint redraws the order from here
         order = (np.concatenate([rng.permutation(n) for _ in range(epochs)]) if shuffle
                  else np.arange(n)).astype(np.intp)
         n_batches = -(-n // batch_size)
@@ -459,43 +680,99 @@ class RNN:
         first_update = np.concatenate(
             [[0], np.cumsum(_updates_per_batch(lengths, order, n, batch_size, epochs,
                                                chunk_length))])
-        losses = np.zeros(int(first_update[-1]), dtype=np.float64)
+        n_updates = int(first_update[-1])
+        stop = min(n_updates, max_updates or n_updates)  # where this call ends
+        losses = np.zeros(n_updates, dtype=np.float64)
         grad = np.zeros_like(self.theta)
+        # the hidden states a batch carries from chunk to chunk, kept between kernel calls
+        carry = np.zeros((batch_size, self.hidden_size), dtype=self.dtype)
         args = (spec, self._kernel_params(),
                 self._layout.kernel_args(self._layout.views(grad), self.dtype), self.theta, grad,
                 X, Y, lengths, h0, order, batch_size, chunk_length)
         opt_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
+        epoch_ends = first_update[n_batches::n_batches]
+        val = {"update": [], "loss": [], "epoch": []}  # validations: when, what, epoch ends
+        u = 0  # updates done in this fit
+        if saved is not None:
+            u = saved["updates"]
+            carry[...] = saved["carry"]
+            losses[:u] = saved["losses"]
+            val = saved["val"]
 
+        stops = [epoch_ends] if held_out is not None else []
+        for every in (validate_every, checkpoint_every, callback_every):
+            if every:
+                stops.append(np.arange(every, n_updates, every))
+        timed = progress or checkpoint is not None  # blocks of ~0.1 s: bar, Ctrl-C
         timers = np.zeros(3 if profile else 0)
-        bar = None
-        done, step_before = 0, optimizer.state["step"]
-        for begin, end in _blocks(n_steps, progress):
-            done, optimizer.state["step"] = self.kernels.train(
-                *args, begin, end, *opt_args, optimizer.state["step"], clip_value, clip_norm,
-                losses[first_update[begin]:], timers)
-            if progress and begin == 0:  # the first block tells how long the fit will take
-                bar = _progress_bar(n_steps, done, time.perf_counter() - start)
-            if bar is not None:
-                bar.update(done - bar.n)
-                if done:  # the running mean of this epoch's batch losses, history's unit
-                    epoch_begin = (done - 1) // n_batches * n_batches
-                    mean = _batch_losses(losses, first_update, epoch_begin, done).mean()
-                    # refresh=False: tqdm redraws at most every 0.1 s, not on every block
-                    bar.set_postfix(loss=f"{mean:.4g}", refresh=False)
-            if done < end:
-                break
+        bar, first_block, by_update = None, True, n_updates > n_steps or stop < n_updates
+        done = int(np.searchsorted(first_update, u, "right")) - 1  # finished steps
+        diverged, val_seconds, written = False, 0.0, None  # written: the last checkpoint
+        with _interruptible() as interrupted:
+            for begin, end in _blocks(stop, timed, stops, u):
+                s = int(np.searchsorted(first_update, begin, "right")) - 1
+                s_end = int(np.searchsorted(first_update, end, "left"))
+                before = optimizer.state["step"]
+                done, optimizer.state["step"] = self.kernels.train(
+                    *args, s, s_end, begin - int(first_update[s]), end - begin, carry,
+                    *opt_args, optimizer.state["step"], clip_value, clip_norm, losses[begin:],
+                    timers)
+                u = begin + optimizer.state["step"] - before
+                # the bar counts batches, or updates when batches are cut into chunks (a text
+                # is one batch: its bar would not move in an epoch) or the fit stops early
+                position = u if by_update else done
+                if progress and first_block:  # the first block tells how long the fit takes
+                    bar = _progress_bar(stop if by_update else n_steps, position,
+                                        (u - begin) / (stop - begin),
+                                        time.perf_counter() - start,
+                                        "update" if by_update else "batch")
+                first_block = False
+                if bar is not None:
+                    bar.update(position - bar.n)
+                    if done:  # the running mean of this epoch's batch losses, history's unit
+                        epoch_begin = (done - 1) // n_batches * n_batches
+                        mean = _batch_losses(losses, first_update, epoch_begin, done).mean()
+                        # refresh=False: tqdm redraws at most every 0.1 s, not on every block
+                        bar.set_postfix(loss=f"{mean:.4g}", refresh=False)
+                if u < end:
+                    diverged = True
+                    break
+                if held_out is not None and (u in epoch_ends or (
+                        validate_every and u % validate_every == 0)):
+                    val["update"].append(u)
+                    clock = time.perf_counter()
+                    val["loss"].append(self._held_out_loss(*held_out))
+                    val_seconds += time.perf_counter() - clock
+                    val["epoch"].append(u in epoch_ends)
+                if checkpoint is not None and checkpoint_every and u % checkpoint_every == 0:
+                    self._checkpoint(checkpoint, checkpoint_extra, plan, u, rng_state, carry,
+                                     losses, val)
+                    written = u
+                if callback is not None and (u == stop or (
+                        callback_every and u % callback_every == 0)):
+                    callback(self, {"update": u, "updates": n_updates,
+                                    "loss": float(losses[u - 1]),
+                                    "val_loss": val["loss"][-1] if val["loss"] else None})
+                if interrupted:
+                    break
+            if interrupted and checkpoint is not None and written != u and not diverged:
+                self._checkpoint(checkpoint, checkpoint_extra, plan, u, rng_state, carry,
+                                 losses, val)
         if bar is not None:
             bar.close()
 
-        n_updates = optimizer.state["step"] - step_before
-        history = _history(_batch_losses(losses, first_update, 0, done), losses[:n_updates],
-                           n_batches)
+        history = _history(_batch_losses(losses, first_update, 0, done), losses[:u], n_batches)
+        if held_out is not None:
+            history["val_loss"] = [v for v, e in zip(val["loss"], val["epoch"]) if e]
+            history["val_update"] = np.array(val["update"], dtype=np.int64)
+            history["val_update_loss"] = np.array(val["loss"], dtype=np.float64)
+            history["val_seconds"] = val_seconds
         if profile:
             total = time.perf_counter() - start
             phases = dict(zip(("forward", "backward", "update"), timers.tolist()))
             history["profile"] = {**phases, "overhead": total - sum(phases.values()),
                                   "total": total}
-        if done < n_steps:
+        if diverged:
             epoch, b = divmod(done, n_batches)
             first = order[(epoch * n if shuffle else 0) + b * batch_size]
             raise DivergenceError(
@@ -503,6 +780,11 @@ class RNN:
                 f"{first}): the loss, a gradient or an update is not finite. The model holds "
                 "the parameters of the last finite update; try a smaller learning rate or "
                 "clip_norm.", epoch=epoch, sample=int(first), history=history)
+        if interrupted and u < stop:
+            where = f"; checkpoint written to {checkpoint}" if checkpoint is not None else ""
+            raise TrainingInterrupted(
+                f"training interrupted after update {u} of {n_updates}{where}",
+                updates=u, history=history, checkpoint=checkpoint)
         return history
 
     # ------------------------------------------------------------------ persistence
@@ -598,21 +880,75 @@ def _initialise(views, init, rng):
         view[...] = value
 
 
-def _blocks(n_steps, progress, seconds=0.1):
-    """The ranges of steps of the kernel calls: all steps in one call, or with a progress
-    bar a first call of 1 % of them, then calls sized from the time per step so far to
-    take about `seconds` each (the bar redraws at most that often anyway): a short fit
-    makes two or three calls, not a hundred."""
-    if not progress:
-        yield 0, n_steps
-        return
-    begin, size, start = 0, max(1, n_steps // 100), time.perf_counter()
-    while begin < n_steps:
-        end = min(n_steps, begin + size)
+def _blocks(n, timed, stops=(), begin=0, seconds=0.1):
+    """The ranges of updates of the kernel calls, from `begin` to `n`: cut at every count
+    in `stops` (arrays of them: where fit validates, checkpoints, calls back), and with
+    `timed` (a progress bar, checkpoints: Ctrl-C is answered between calls) a first call
+    of 1 % of them, then calls sized from the time per update so far to take about
+    `seconds` each: a short fit makes two or three calls, not a hundred. The kernel
+    continues a batch where the last call stopped, so the cuts change no number."""
+    cuts = np.unique(np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1)
+                                     for a in (*stops, [n])]))
+    cuts = cuts[(cuts > begin) & (cuts <= n)]
+    first, size, start, k = begin, max(1, (n - begin) // 100), time.perf_counter(), 0
+    while begin < n:
+        end = int(cuts[k])
+        if timed:
+            end = min(end, begin + size)
         yield begin, end
-        per_step = (time.perf_counter() - start) / end
-        size = max(1, min(4 * size, int(seconds / max(per_step, 1e-9))))
+        if end == cuts[k]:
+            k += 1
+        if timed:
+            per_update = (time.perf_counter() - start) / (end - first)
+            size = max(1, min(4 * size, int(seconds / max(per_update, 1e-9))))
         begin = end
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Within, Ctrl-C (SIGINT) only marks the list yielded, so fit can stop between two
+    kernel calls with the model, the optimizer and the history consistent; a second
+    Ctrl-C interrupts at once. Outside the main thread, or under a handler other than
+    Python's own, nothing changes (and the list stays empty)."""
+    interrupted = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield interrupted
+        return
+
+    def mark(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+
+    previous = signal.signal(signal.SIGINT, mark)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _fingerprint(*arrays):
+    """Shape, dtype and CRC-32 of each array: a resumed fit must train on the same data."""
+    return [[list(a.shape), str(a.dtype), zlib.crc32(np.ascontiguousarray(a))]
+            for a in arrays]
+
+
+def _to_json(value):
+    """A random generator's state for JSON: its arrays (MT19937's key) as tagged lists."""
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return {"ndarray": value.tolist(), "dtype": str(value.dtype)}
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict):
+        if set(value) == {"ndarray", "dtype"}:
+            return np.array(value["ndarray"], dtype=value["dtype"])
+        return {k: _from_json(v) for k, v in value.items()}
+    return value
 
 
 # A fit expected to end sooner than this draws no progress bar (as tqdm's ``delay``), and
@@ -620,14 +956,15 @@ def _blocks(n_steps, progress, seconds=0.1):
 BAR_AFTER_SECONDS = 0.5
 
 
-def _progress_bar(total, done, elapsed):
-    """tqdm's bar over a fit's batches, after its first ``done`` took ``elapsed`` seconds;
-    None when the whole fit should take less than BAR_AFTER_SECONDS."""
-    if done == 0 or elapsed / done * total < BAR_AFTER_SECONDS:
+def _progress_bar(total, done, fraction, elapsed, unit):
+    """tqdm's bar over a fit's batches (or updates), ``done`` of ``total`` done, after the
+    ``fraction`` of the fit's work done so far took ``elapsed`` seconds; None when the
+    whole fit should take less than BAR_AFTER_SECONDS."""
+    if fraction <= 0 or elapsed / fraction < BAR_AFTER_SECONDS:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=done, unit="batch", dynamic_ncols=True)
+    return tqdm(total=total, initial=done, unit=unit, dynamic_ncols=True)
 
 
 def _updates_per_batch(lengths, order, n, batch_size, epochs, chunk_length):

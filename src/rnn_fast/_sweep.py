@@ -116,7 +116,13 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
         if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
             raise TypeError("validation must be (X_val, Y_val) or (X_val, Y_val, lengths_val)")
         validation = tuple(np.asarray(v) if v is not None else None for v in validation)
-    defaults = {"input_size": X.shape[-1], "output_size": Y.shape[-1]}
+    # the sizes from dense data's last axes; token or class ids (integer X (N, T) or
+    # (T,), integer Y of fewer axes) say nothing of them: the grid must give them
+    defaults = {}
+    if not (X.dtype.kind in "iu" and X.ndim <= 2):
+        defaults["input_size"] = X.shape[-1]
+    if not (Y.dtype.kind in "iu" and Y.ndim < X.ndim + ("input_size" not in defaults)):
+        defaults["output_size"] = Y.shape[-1]
     runs = [Run(index, seed, model, optimizer, fit)
             for index, ((model, optimizer, fit), seed) in enumerate(itertools.product(
                 _configurations(grid, defaults), seeds))]
@@ -157,7 +163,7 @@ def _configurations(grid, defaults):
                 _expand(model), optimizers, _expand(fit)):
             sizes = dict(defaults)
             if model_kw.get("readout", True) is False:  # the output is the hidden state
-                del sizes["output_size"]
+                sizes.pop("output_size", None)
             model_kw = {**sizes, **model_kw}
             try:  # a keyword missing from every run is one error now, not one per run
                 inspect.signature(RNN).bind(**model_kw)

@@ -93,16 +93,60 @@ def check_nonnegative(name, value):
     return number
 
 
-def prepare_inputs(X, input_size, dtype):
-    """X as (N, T, I); a single (T, I) sequence becomes a batch of one.
+# Token and class ids reach the kernels as int32: 4 bytes a step, half of int64, and any
+# vocabulary a weight matrix can hold fits.
+IDS_DTYPE = np.int32
 
+
+def is_ids(value):
+    """Whether ``value`` is an integer array (not bool): ids where ids can stand."""
+    return isinstance(value, np.ndarray) and value.dtype.kind in "iu"
+
+
+def as_ids(array, name, size, what):
+    """An integer array of ids in [0, size) as C-contiguous int32 (copied only if needed).
+
+    Every entry is checked, padding beyond a sequence's length too: the kernels gather
+    rows by these indices without bounds checks.
+    """
+    if size > np.iinfo(IDS_DTYPE).max:
+        raise ValueError(f"{name} holds {what} ids, which must fit int32: {size} is too many")
+    if array.size:
+        low, high = array.min(), array.max()
+        if low < 0 or high >= size:
+            bad = array < 0 if low < 0 else array >= size
+            where = ", ".join(str(int(i)) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{name} holds {what} ids (an integer array), which must lie in "
+                f"[0, {size - 1}]; {name}[{where}] = {array[bad][0]} (padding beyond "
+                "a sequence's length must be a valid id too, e.g. 0)")
+    return np.ascontiguousarray(array, dtype=IDS_DTYPE)
+
+
+def prepare_inputs(X, input_size, dtype):
+    """X as (N, T, I), or token ids as (N, T); one sequence becomes a batch of one.
+
+    An integer X of shape (N, T), or (T,) for one sequence, holds token ids: one-hot
+    inputs given by their index in [0, input_size). Everything else is dense.
     Returns (X, single) where ``single`` says the caller gave one sequence.
     """
+    if X is not None and not isinstance(X, np.ndarray):
+        X = _asarray(X, "X")
+    if is_ids(X) and X.ndim in (1, 2):
+        single = X.ndim == 1
+        X = as_ids(X, "X", input_size, "token")
+        if single:
+            X = X[None]
+        _check_steps(X, single)
+        return X, single
     X = as_float_array(X, "X", dtype)
     if X.ndim not in (2, 3):
+        ids = (" (token ids, one-hot inputs by their index, must be an integer array: "
+               f"got {X.dtype})" if X.ndim == 1 else "")
         raise ValueError(
             f"X must have shape (n_sequences, n_steps, {input_size}) or (n_steps, {input_size}), "
-            f"got shape {X.shape}"
+            f"or hold token ids of shape (n_sequences, n_steps) or (n_steps,) as integers; "
+            f"got shape {X.shape}{ids}"
         )
     single = X.ndim == 2
     if single:
@@ -113,33 +157,65 @@ def prepare_inputs(X, input_size, dtype):
                 f"X[..., None] (shape {(t, i, 1)})" if input_size == 1 else "")
         raise ValueError(f"X of shape {(t, i)} was read as one sequence of {t} steps with {i} "
                          f"features (n_steps, n_features), but the model has input_size "
-                         f"{input_size}{hint}")
+                         f"{input_size}{hint}; token ids of shape (n_sequences, n_steps) must "
+                         f"be an integer array, got {X.dtype}")
     if i != input_size:
         raise ValueError(f"X must have {input_size} features (last axis), got shape {X.shape}")
+    _check_steps(X, single)
+    return X, single
+
+
+def _check_steps(X, single):
+    n, t = X.shape[:2]
     if n == 0:
         raise ValueError(f"X holds no sequences (shape {X.shape}); it needs at least one")
     if t == 0:
         raise ValueError(f"X's sequences have no steps (n_steps = 0, shape "
                          f"{X[0].shape if single else X.shape}); they need at least one")
-    return X, single
 
 
-def prepare_targets(Y, X, single, output_size, dtype):
-    """Targets as (N, T, O) for many-to-many or (N, 1, O) for many-to-one.
+def prepare_targets(Y, X, single, output_size, dtype, loss):
+    """Targets as (N, T, O) for many-to-many or (N, 1, O) for many-to-one; class ids as
+    (N, T) or (N, 1).
 
-    Returns (Y, many_to_one).
+    With ``loss="cross_entropy"`` an integer Y of shape (N, T) or (N,) ((T,) or () for
+    one sequence) holds class ids, as torch.nn.CrossEntropyLoss reads an integer target;
+    one-hot rows as floats (or as 3-d integers) stay dense. Returns (Y, many_to_one).
     """
-    Y = as_float_array(Y, "Y", dtype)
-    n, t, _ = X.shape
+    if Y is not None and not isinstance(Y, np.ndarray):
+        Y = _asarray(Y, "Y")
+    n, t = X.shape[:2]
+    ids_per_step = (t,) if single else (n, t)
+    ids_last_step = () if single else (n,)
     per_step = (t, output_size) if single else (n, t, output_size)
     last_step = (output_size,) if single else (n, output_size)
+    ids_shape = Y is not None and getattr(Y, "shape", None) in (ids_per_step, ids_last_step)
+    dense_shape = Y is not None and getattr(Y, "shape", None) in (per_step, last_step)
+    if is_ids(Y) and ids_shape and (loss == "cross_entropy" or not dense_shape):
+        if loss != "cross_entropy":
+            raise ValueError(
+                f"Y of shape {Y.shape} holds integers, read as class ids; class ids need "
+                f"loss='cross_entropy', the model's is {loss!r} (pass targets of shape "
+                f"{per_step} or {last_step}, as floats)")
+        many_to_one = Y.shape == ids_last_step
+        Y = as_ids(Y, "Y", output_size, "class")
+        return Y.reshape(n, 1 if many_to_one else t), many_to_one
+    if ids_shape and not dense_shape and loss == "cross_entropy" and Y.dtype.kind == "f":
+        raise ValueError(
+            f"Y of shape {Y.shape} would be class ids, which must be an integer array; "
+            f"got {Y.dtype} (or give one-hot rows, shape {per_step} or {last_step})")
+    Y = as_float_array(Y, "Y", dtype)
     if Y.shape == per_step:
         return Y.reshape(n, t, output_size), False
     if Y.shape == last_step:
         return Y.reshape(n, 1, output_size), True
+    ids = (f", or with loss='cross_entropy' integer class ids of shape {ids_per_step} or "
+           f"{ids_last_step}" if loss == "cross_entropy" else "")
+    given = X.shape[1:] if single else X.shape
     raise ValueError(
         f"Y must have shape {per_step} (a target at every step) or {last_step} "
-        f"(a target at the last step), to match X of shape {X.shape[1:] if single else X.shape} "
+        f"(a target at the last step){ids}, to match X of shape "
+        f"{given[:1] if single and X.ndim == 2 else given}{' (token ids)' if X.ndim == 2 else ''} "
         f"and output_size {output_size}; got shape {Y.shape}"
     )
 
@@ -191,7 +267,7 @@ def check_target_values(Y, lengths, loss, single, many_to_one):
 
 def prepare_lengths(lengths, X):
     """Per-sequence lengths as an intp array; None means every sequence is full."""
-    n, t, _ = X.shape
+    n, t = X.shape[:2]
     if lengths is None:
         return np.full(n, t, dtype=np.intp)
     array = _asarray(lengths, "lengths")

@@ -4,6 +4,8 @@
     rnn-fast train mod --k 3 --backend numpy  # next number mod k, on the NumPy reference
     rnn-fast train count-ones                 # seed 003's linear counter
     rnn-fast train text [--file F]            # a character-level language model
+    rnn-fast train text --file F --validation-split 0.01 --validate-every 1000 \
+        --checkpoint-every 5000 --sample-every 2000  # a long run; Ctrl-C saves, --resume
     rnn-fast sample model.npz --prime "Alice " # text from a trained character model
     rnn-fast profile binary-addition          # where the training time goes
     rnn-fast sweep binary-addition --hidden 8,16 --lr 0.1,0.5 --seeds 8   # many models
@@ -20,6 +22,7 @@ import time
 import numpy as np
 
 from . import tasks, text
+from ._model import TrainingInterrupted
 
 # Each task's defaults, for the options left unset on the command line (batch_size
 # None: all the training sequences in one batch).
@@ -46,11 +49,18 @@ TASK_OPTIONS = {
     "chunk": ("text",),
     "clip": ("text",),
     "shuffle": ("binary-addition", "mod", "count-ones"),  # text: one sequence, no order
+    "sample_every": ("text",),
+    "ids_file": ("text",),
 }
 
 
 class CommandError(Exception):
-    """A mistake on the command line or in its files: reported in one line, exit 2."""
+    """A mistake on the command line or in its files: reported in one line, exit 2 (or
+    ``status``)."""
+
+    def __init__(self, message, status=2):
+        super().__init__(message)
+        self.status = status
 
 
 def _binary_addition(args, backend):
@@ -84,25 +94,30 @@ def _count_ones(args, backend):
 def _text(args, backend):
     """min-char-rnn: the whole text as one sequence, 25-step chunks (--chunk), Adagrad,
     gradients clipped to [-5, 5] (--clip); the hidden state is carried from chunk to chunk."""
-    if args.file:
+    if args.file:  # read once, in blocks, straight to token ids (4 bytes a character)
         try:
-            with open(args.file, encoding="utf-8") as f:
-                corpus = f.read()
+            ids, args.vocab = text.read_ids(args.file, memmap=getattr(args, "ids_file", None))
         except OSError as exc:
             raise CommandError(f"--file {args.file}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise CommandError(f"--file {args.file} is not UTF-8 text ({exc.reason} at byte "
-                               f"{exc.start})") from None
-        if len(corpus) < 2:
-            raise CommandError(f"--file {args.file} holds {len(corpus)} characters; a text "
+        except ValueError as exc:  # not UTF-8, or empty
+            raise CommandError(f"--file {exc}") from None
+        if len(ids) < 2:
+            raise CommandError(f"--file {args.file} holds {len(ids)} characters; a text "
                                "to learn needs at least 2")
     else:
         corpus = text.load_sample_text()
-    args.vocab = text.Vocabulary.from_text(corpus)
-    X, Y = text.text_dataset(corpus, args.vocab, dtype=args.dtype)
+        args.vocab = text.Vocabulary.from_text(corpus)
+        ids = args.vocab.encode(corpus)
+    args.fit_options = {"chunk_length": args.chunk or args.length, "clip_value": args.clip}
+    if getattr(args, "validation_split", None):  # the text's end held out, a sequence
+        try:
+            ids, held_out = text.split_ids(ids, args.validation_split)
+        except ValueError as exc:
+            raise CommandError(f"--validation-split: {exc}") from None
+        args.fit_options["validation"] = text.text_dataset(held_out, args.vocab)
+    X, Y = text.text_dataset(ids, args.vocab)
     model = text.char_model(len(args.vocab), args.hidden, seed=args.seed,
                             backend=backend, dtype=args.dtype)
-    args.fit_options = {"chunk_length": args.chunk or args.length, "clip_value": args.clip}
     return model, (X, Y), backend.Adagrad(lr=args.lr), (X, Y)
 
 
@@ -138,30 +153,108 @@ def _setup(args, quiet=False):
     return model, data, optimizer, test
 
 
+def _long_run_options(args, X, Y):
+    """fit's options for validation, checkpoints, resuming, samples and a stop."""
+    options = {}
+    if args.validate_every:
+        if args.validation_split is None:
+            raise CommandError("--validate-every needs --validation-split")
+        options["validate_every"] = args.validate_every
+    if args.validation_split is not None and args.task != "text":
+        options["validation_split"] = args.validation_split  # the last training sequences
+    # Ctrl-C always leaves a checkpoint to resume from; --checkpoint-every adds periodic ones
+    options["checkpoint"] = args.checkpoint
+    options["checkpoint_every"] = args.checkpoint_every
+    if args.task == "text":
+        options["checkpoint_extra"] = {text.VOCAB_ENTRY: np.array(args.vocab.to_json())}
+    if args.resume:
+        if args.task == "text":
+            _check_checkpoint_vocabulary(args)
+        options["resume"] = args.resume
+    options["max_updates"] = args.max_updates
+    if args.sample_every:
+        options["callback"] = _sampler(args, X.shape[1])
+        options["callback_every"] = args.sample_every
+    return options
+
+
+def _check_checkpoint_vocabulary(args):
+    try:
+        _, vocab = text.load_char_model(args.resume)
+    except OSError as exc:
+        raise CommandError(f"--resume {args.resume}: {exc.strerror or exc}") from None
+    if vocab != args.vocab:
+        raise CommandError(f"--resume {args.resume}: its vocabulary is not the text's "
+                           f"({len(vocab)} characters there, {len(args.vocab)} here)")
+
+
+def _sampler(args, X_steps):
+    """min-char-rnn's habit: a sample of the model every --sample-every updates (printed
+    above the progress bar), with the latest validation bits per character."""
+    rng = np.random.default_rng(args.seed)
+    write = print
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        write = tqdm.write
+
+    def show(model, info):
+        clock = time.perf_counter()
+        val = (f", held out {_bits_per_char(info['val_loss'], args):.4f} bits per character"
+               if info["val_loss"] is not None else "")
+        sample = text.sample(model, args.vocab, _text_prime(args), 200, temperature=0.8,
+                             seed=rng)
+        chunk = min(args.fit_options["chunk_length"], X_steps)
+        write(f"---- update {info['update']}: training loss "
+              f"{info['loss'] / chunk * text.BITS_PER_NAT:.4f} bits per character{val}\n"
+              f"{sample}\n----")
+        args.sample_seconds += time.perf_counter() - clock
+
+    args.sample_seconds = 0.0
+    return show
+
+
+def _bits_per_char(loss, args):
+    """A held-out text's loss (summed over its characters) in bits per character."""
+    n_chars = args.fit_options["validation"][0].shape[1]
+    return loss / n_chars * text.BITS_PER_NAT
+
+
+def _chars_per_update(X, history, chunk_length):
+    """The characters each update of a text's fit trained on (the last chunk of a pass
+    over the text is shorter)."""
+    steps = X.shape[1]
+    per_epoch = np.full(-(-steps // chunk_length), chunk_length)
+    per_epoch[-1] = steps - chunk_length * (len(per_epoch) - 1)
+    n = len(history["batch_loss"])
+    return np.resize(per_epoch, n)
+
+
 def train(args):
     if args.plot:
         _pyplot()  # before training: a missing matplotlib must not cost a whole run
     model, (X, Y), optimizer, (X_test, Y_test) = _setup(args)
+    options = {**getattr(args, "fit_options", {}), **_long_run_options(args, X, Y)}
     start = time.perf_counter()
-    history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs,
-                        batch_size=args.batch_size, shuffle=args.shuffle,
-                        progress=not args.quiet, **getattr(args, "fit_options", {}))
+    try:
+        history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs,
+                            batch_size=args.batch_size, shuffle=args.shuffle,
+                            progress=not args.quiet, **options)
+    except TrainingInterrupted as stop:
+        raise CommandError(f"interrupted after update {stop.updates}; checkpoint written to "
+                           f"{stop.checkpoint} (continue with the same options and --resume "
+                           f"{stop.checkpoint})", status=130) from None
     elapsed = time.perf_counter() - start
     if args.task == "text":
-        steps = X.shape[1]
-        print(f"loss of the text (summed over its {steps} characters, the progress bar's "
-              f"unit): {history['loss'][0]:.6g} in the first epoch, "
-              f"{history['loss'][-1]:.6g} in the last")
-        print(f"loss per character: {history['loss'][0] / steps:.4f} in the first epoch, "
-              f"{history['loss'][-1] / steps:.4f} in the last")
-        print(f"training time {elapsed:.3f} s")
-        print("sample:", repr(text.sample(model, args.vocab, _text_prime(args), 200,
-                                          temperature=0.8, seed=args.seed)))
+        _report_text(args, model, X, history, elapsed)
     else:
         result = model.evaluate(X_test, Y_test)
         print(f"mean training loss per sequence (the progress bar's unit): "
               f"{history['loss'][-1]:.6g} in the last epoch, "
               f"{history['batch_loss'][-1]:.6g} in the last batch")
+        if "val_loss" in history:
+            print(f"held-out loss per sequence ({args.validation_split:g} of the training "
+                  f"sequences): {history['val_update_loss'][-1]:.6g} at the end")
         print(f"test accuracy {result['accuracy']:.2%} per value, "
               f"{result['sequence_accuracy']:.2%} per sequence ({X_test.shape[0]} sequences)")
         print(f"training time {elapsed:.3f} s")
@@ -172,9 +265,59 @@ def train(args):
             model.save(args.save)
         print(f"model saved to {args.save}")
     if args.plot:
-        _plot_history(history, args.plot, f"{args.task} ({args.backend})")
+        if args.task == "text":  # per character, training and held-out alike
+            chars = _chars_per_update(X, history, args.fit_options["chunk_length"])
+            history = {**history, "batch_loss": history["batch_loss"] / chars}
+            if "val_update_loss" in history:
+                n_val = args.fit_options["validation"][0].shape[1]
+                history["val_update_loss"] = history["val_update_loss"] / n_val
+        _plot_history(history, args.plot, f"{args.task} ({args.backend})",
+                      "loss per character (nats)" if args.task == "text" else None)
         print(f"loss curve written to {args.plot}")
     return 0
+
+
+def _resumed_at(path):
+    """The update count a checkpoint was written at."""
+    from . import _io
+
+    return int(_io.load_fit_state(path)[0]["updates"])
+
+
+def _report_text(args, model, X, history, elapsed):
+    steps = X.shape[1]
+    if history["loss"]:  # whole passes over the text
+        print(f"loss of the text (summed over its {steps} characters, the progress bar's "
+              f"unit): {history['loss'][0]:.6g} in the first epoch, "
+              f"{history['loss'][-1]:.6g} in the last")
+        print(f"loss per character: {history['loss'][0] / steps:.4f} in the first epoch, "
+              f"{history['loss'][-1] / steps:.4f} in the last")
+    per_char = history["batch_loss"] / _chars_per_update(X, history,
+                                                         args.fit_options["chunk_length"])
+    k = min(len(per_char), 100)
+    chars = _chars_per_update(X, history, args.fit_options["chunk_length"])
+    n_chars = int(chars.sum())
+    # a resumed run trained on the updates after its checkpoint's only
+    resumed_at = _resumed_at(args.resume) if args.resume else 0
+    print(f"{len(per_char)} updates on {n_chars} characters: loss per character "
+          f"{per_char[:k].mean():.4f} over the first {k} updates, "
+          f"{per_char[-k:].mean():.4f} over the last {k}")
+    if "val_update_loss" in history and len(history["val_update_loss"]):
+        bits = [_bits_per_char(v, args) for v in history["val_update_loss"]]
+        best = int(np.argmin(bits))
+        n_held = args.fit_options["validation"][0].shape[1]
+        print(f"held out ({n_held} characters predicted at the text's end): "
+              f"{bits[-1]:.4f} bits per character after update "
+              f"{history['val_update'][-1]}, best {bits[best]:.4f} after update "
+              f"{history['val_update'][best]}")
+    since = f", since resuming at update {resumed_at}" if resumed_at else ""
+    aside = history.get("val_seconds", 0.0) + getattr(args, "sample_seconds", 0.0)
+    training = elapsed - aside
+    print(f"training time {elapsed:.3f} s, of which {aside:.3f} s validating and sampling: "
+          f"{int(chars[resumed_at:].sum()) / training:,.0f} characters per second of "
+          f"training{since}")
+    print("sample:", repr(text.sample(model, args.vocab, _text_prime(args), 200,
+                                      temperature=0.8, seed=args.seed)))
 
 
 def _text_prime(args):
@@ -300,15 +443,19 @@ def _pyplot():
     return plt
 
 
-def _plot_history(history, path, title):
+def _plot_history(history, path, title, ylabel=None):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     losses = history["batch_loss"]
-    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.5, alpha=0.4, label="batch")
+    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.5, alpha=0.4, label="each update")
     window = max(1, len(losses) // 50)
     smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
     ax.plot(np.arange(window, len(losses) + 1), smooth, label=f"mean of {window}")
-    ax.set(xlabel="update", ylabel="loss of the update's batch", title=title, yscale="log")
+    if "val_update" in history and len(history["val_update"]):
+        ax.plot(history["val_update"], history["val_update_loss"], "o-", ms=3,
+                label="held out")
+    ax.set(xlabel="update", ylabel=ylabel or "loss of the update's batch", title=title,
+           yscale="log")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -373,12 +520,33 @@ def build_parser():
                    "--length (default: 25)")
     p.add_argument("--clip", type=float, help="text: clip each gradient element to "
                    "[-CLIP, CLIP] (default: 5)")
+    p.add_argument("--validation-split", type=float, metavar="F",
+                   help="hold out a fraction F for validation: of a text, its end (the "
+                   "report gives bits per character); else the last training sequences")
+    p.add_argument("--validate-every", type=int, metavar="N",
+                   help="measure the held-out loss every N updates too (not only at each "
+                   "epoch's end)")
+    p.add_argument("--max-updates", type=int, metavar="N",
+                   help="stop after N updates, within an epoch if need be")
+    p.add_argument("--checkpoint", metavar="PATH", default="rnn-fast-checkpoint.npz",
+                   help="where checkpoints go: every --checkpoint-every updates, and on Ctrl-C")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write a checkpoint every N updates (atomically, as --save)")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue the run that wrote this checkpoint (give its options again)")
+    p.add_argument("--sample-every", type=int, metavar="N",
+                   help="text: print a sample every N updates, as min-char-rnn does")
+    p.add_argument("--ids-file", metavar="PATH",
+                   help="text: keep the text's token ids in this file, memory-mapped, "
+                   "rather than in memory (for corpora larger than the memory to spare)")
     p.set_defaults(run=train)
 
     q = commands.add_parser("profile", help="time the phases of a training run in the core",
                             formatter_class=_Formatter)
     for action in p._actions:  # the same options as train, minus the output ones
-        if action.dest not in ("help", "save", "plot", "quiet"):
+        if action.dest not in ("help", "save", "plot", "quiet", "validation_split",
+                               "validate_every", "max_updates", "checkpoint",
+                               "checkpoint_every", "resume", "sample_every"):
             q._add_action(action)
     q.set_defaults(run=profile)
 
@@ -386,7 +554,9 @@ def build_parser():
                             "rates times seeds, one model per core (or on a Dask cluster)",
                             formatter_class=_Formatter)
     for action in p._actions:  # train's options; --hidden and --lr take lists
-        if action.dest not in ("help", "save", "plot", "hidden", "lr"):
+        if action.dest not in ("help", "save", "plot", "hidden", "lr", "validation_split",
+                               "validate_every", "max_updates", "checkpoint",
+                               "checkpoint_every", "resume", "sample_every"):
             w._add_action(action)
     w.add_argument("--hidden", help="hidden sizes, comma-separated (default: "
                    f"{_task_defaults('hidden')})")
@@ -422,7 +592,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("rnn-fast: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, TypeError, OSError, ImportError) as exc:
+    except CommandError as exc:
+        print(f"rnn-fast: {'error: ' if exc.status == 2 else ''}{_one_line(exc)}",
+              file=sys.stderr)
+        return exc.status
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         print(f"rnn-fast: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,11 @@ Losses, per sequence (a batch's loss is the mean over its sequences):
 - ``binary_cross_entropy``: -Σ_t Σ_o [target log σ(z_t) + (1 - target) log(1 - σ(z_t))]
 
 Targets are given at every step (many-to-many) or at the last step only (many-to-one).
+
+Token ids (``spec.input_ids``): X is (N, T) of indices, each standing for a one-hot row,
+so ``x_t @ W_xh`` is the row ``W_xh[x_t]`` and ``outer(x_t, da)`` adds da to that row of
+dW_xh. Class ids (``spec.target_ids``, cross-entropy): Y is (N, T) or (N, 1) of indices,
+each standing for a one-hot target row.
 """
 
 from __future__ import annotations
@@ -80,10 +85,21 @@ def derivative_from_output(code, h):
     return np.ones_like(h)
 
 
+def input_product(spec, x, W_xh):
+    """x @ W_xh for inputs x (..., I), or for token ids x (...): the rows they pick."""
+    return W_xh[x] if spec.input_ids else x @ W_xh
+
+
 def output_loss_and_delta(spec, z, y, target, norm):
-    """One target step: the loss and dL/dz, the gradient at the output's pre-activation."""
+    """One target step: the loss and dL/dz, the gradient at the output's pre-activation.
+
+    ``target`` is a row (O,), or with ``spec.target_ids`` a class id."""
     if spec.loss == CROSS_ENTROPY:  # softmax output
         log_y = z - z.max() - np.log(np.sum(np.exp(z - z.max())))
+        if spec.target_ids:  # a one-hot target row given by its index
+            dz = y.copy()
+            dz[target] = y[target] - 1
+            return -log_y[target], dz
         return -np.sum(target * log_y), y * target.sum() - target
     if spec.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form avoids log(0)
         loss = np.sum(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z))))
@@ -127,7 +143,8 @@ def forward(spec, params, X, lengths, h0, Y_out, H_out):
     h = h0.copy()  # (N, H)
     for t in range(X.shape[1]):
         live = (t < lengths)[:, None]
-        h = np.where(live, activate(spec.hidden_activation, X[:, t] @ W_xh + h @ W_hh + b_h), h)
+        a = input_product(spec, X[:, t], W_xh) + h @ W_hh + b_h
+        h = np.where(live, activate(spec.hidden_activation, a), h)
         H_out[:, t] = np.where(live, h, 0)
         y = activate(spec.output_activation, h @ W_hy + b_y) if spec.readout else h
         Y_out[:, t] = np.where(live, y, 0)
@@ -146,13 +163,14 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
     dW_xh, dW_hh, dW_hy, db_h, db_y = grads
     t1 = min(t1, length)
     n_targets = 1 if spec.many_to_one else length
-    norm = n_targets * target.shape[-1]  # mse averages over the sequence's target values
+    norm = n_targets * b_y.shape[0]  # mse averages over the sequence's target values (O each)
 
     # forward pass, keeping every hidden state: hs[k] is h_{t0 + k - 1}
     hs = [h0]
     zs = []
     for t in range(t0, t1):
-        hs.append(activate(spec.hidden_activation, x[t] @ W_xh + hs[-1] @ W_hh + b_h))
+        a = input_product(spec, x[t], W_xh) + hs[-1] @ W_hh + b_h
+        hs.append(activate(spec.hidden_activation, a))
         zs.append(hs[-1] @ W_hy + b_y if spec.readout else hs[-1])
 
     clock = _lap(timers, FORWARD, clock)
@@ -178,7 +196,10 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
             else:
                 dh = dh + dz  # the output is h_t itself
         da = dh * derivative_from_output(spec.hidden_activation, h)  # through f
-        dW_xh += np.outer(x[t], da)  # a = x W_xh + h_prev W_hh + b_h
+        if spec.input_ids:  # a = x W_xh + h_prev W_hh + b_h, x one-hot at x[t]
+            dW_xh[x[t]] += da
+        else:
+            dW_xh += np.outer(x[t], da)
         dW_hh += np.outer(h_prev, da)
         db_h += da
         dh_next = W_hh @ da  # back into h_{t-1} through the recurrence
@@ -245,8 +266,8 @@ def apply_update(opt_kind, hyper, theta, grad, lr, slots, step, clip_value, clip
 
 @like_c
 def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size, chunk_length,
-          step_begin, step_end, opt_kind, hyper, lr, slots, opt_step, clip_value, clip_norm,
-          losses_out, timers_out):
+          step_begin, step_end, chunk_begin, max_updates, carry, opt_kind, hyper, lr, slots,
+          opt_step, clip_value, clip_norm, losses_out, timers_out):
     """Minibatch training steps ``step_begin .. step_end`` (one batch each).
 
     Step s is batch s % n_batches of epoch s // n_batches; its samples are the next
@@ -259,9 +280,15 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size
     sweeps, the backward sweeps and the updates. ``order`` holds one order per epoch,
     or a single one that every epoch follows.
 
+    A call may stop inside a batch and the next one continue it: the call starts at
+    chunk ``chunk_begin`` of step ``step_begin`` (0: the batch's start, from h0; else from
+    the hidden states in ``carry`` (batch_size, H)) and makes at most ``max_updates``
+    updates; ``carry`` is left holding the batch's carried states.
+
     Returns (number of finished steps, the optimizer's step count); the first is short
-    of ``step_end`` when a loss, a gradient or an update stopped being finite, with the
-    model and optimizer left as they were after the last finite update.
+    of ``step_end`` when the call stopped after ``max_updates`` updates, or when a loss, a
+    gradient or an update stopped being finite, with the model and optimizer left as
+    they were after the last finite update.
     """
     timers = timers_out if len(timers_out) == 3 else None
     n_samples = X.shape[0]
@@ -272,9 +299,14 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size
         start = (epoch * n_samples if len(order) > n_samples else 0) + b * batch_size
         batch = order[start:start + min(batch_size, n_samples - b * batch_size)]
         scale = 1.0 / len(batch)
-        h = h0[batch].copy()  # each sequence's initial hidden state
+        c_first = chunk_begin if s == step_begin else 0
+        h = carry[:len(batch)]  # each sequence's carried hidden state, from its initial one
+        if c_first == 0:
+            h[...] = h0[batch]
         n_chunks = -(-int(lengths[batch].max()) // chunk_length)
-        for c in range(n_chunks):
+        for c in range(c_first, n_chunks):
+            if n_updates == max_updates:  # stop here, mid-batch maybe: carry holds h
+                return s, opt_step
             grad[...] = 0
             update_loss = 0.0
             for j, i in enumerate(batch):

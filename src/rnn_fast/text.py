@@ -4,11 +4,14 @@ The whole text is one long sequence: the input at step t is character t, one-hot
 the target is character t + 1. ``fit(..., chunk_length=25)`` then trains it the way
 min-char-rnn does: forward and BPTT over 25 characters, one update (Adagrad there),
 the hidden state carried into the next 25 and reset to zero at the start of each pass.
+The characters travel as token ids (int32, 4 bytes each), never as one-hot rows: the
+model reads ids as the one-hot inputs and class-id targets they stand for, so a corpus
+takes 4 bytes a character however large its vocabulary (``read_ids`` reads a file).
 
     from rnn_fast import text
     corpus = text.load_sample_text()                  # Alice, chapter I (11 402 chars)
     vocab = text.Vocabulary.from_text(corpus)         # its 63 distinct characters
-    X, Y = text.text_dataset(corpus, vocab)           # (1, L-1, V) each
+    X, Y = text.text_dataset(corpus, vocab)           # (1, L-1) token ids each
     model = text.char_model(len(vocab), hidden_size=100, seed=0)
     model.fit(X, Y, optimizer=rnn_fast.Adagrad(lr=0.1), epochs=20, chunk_length=25,
               clip_value=5)
@@ -21,7 +24,9 @@ ignores); ``load_char_model`` reads both back.
 
 from __future__ import annotations
 
+import codecs
 import importlib.resources
+import io
 import json
 import math
 import numbers
@@ -34,8 +39,11 @@ import numpy as np
 from . import _validation as check
 from . import reference
 
-__all__ = ["Vocabulary", "load_sample_text", "text_dataset", "char_model", "sample",
-           "save_char_model", "load_char_model"]
+__all__ = ["Vocabulary", "load_sample_text", "read_ids", "text_dataset", "split_ids",
+           "char_model", "sample", "save_char_model", "load_char_model", "BITS_PER_NAT"]
+
+BITS_PER_NAT = 1 / math.log(2)  # a cross-entropy in nats times this is in bits
+BLOCK_CHARS = 1 << 22  # characters encoded at a time: bounds the temporaries of encoding
 
 SAMPLE_TEXT = "alice_chapter1.txt"
 VOCAB_ENTRY = "text.vocabulary"  # the .npz entry holding the vocabulary (JSON)
@@ -64,6 +72,10 @@ class Vocabulary:
             raise ValueError("a vocabulary needs at least one character")
         self.chars = "".join(sorted(chars))
         self._index = {c: i for i, c in enumerate(self.chars)}
+        # code point -> id (-1: not in the vocabulary), for encoding text with NumPy
+        codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
+        self._lookup = np.full(int(codes[-1]) + 1, -1, dtype=np.int32)
+        self._lookup[codes] = np.arange(len(codes), dtype=np.int32)
 
     @classmethod
     def from_text(cls, text):
@@ -92,14 +104,25 @@ class Vocabulary:
         return f"Vocabulary({self.chars!r})"
 
     def encode(self, text):
-        """Indices (L,) of ``text``'s characters; ValueError naming any unknown ones."""
+        """Indices (L,) of ``text``'s characters, as int32 token ids; ValueError naming
+        any characters not in the vocabulary."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        unknown = sorted(set(text) - set(self._index))
-        if unknown:
-            raise ValueError(f"characters not in the vocabulary: {''.join(unknown)!r} "
+        ids = np.empty(len(text), dtype=np.int32)
+        for a in range(0, len(text), BLOCK_CHARS):
+            self._encode_codes(_code_points(text[a:a + BLOCK_CHARS]), ids[a:a + BLOCK_CHARS])
+        return ids
+
+    def _encode_codes(self, codes, out):
+        """out[...] = the ids of code points ``codes`` (uint32); out may be codes' memory."""
+        inside = codes < len(self._lookup)
+        ids = self._lookup[np.where(inside, codes, 0)]
+        unknown = ~inside | (ids < 0)
+        if unknown.any():
+            chars = "".join(chr(c) for c in np.unique(codes[unknown]))
+            raise ValueError(f"characters not in the vocabulary: {chars!r} "
                              f"(the vocabulary is {self.chars!r})")
-        return np.fromiter((self._index[c] for c in text), dtype=np.intp, count=len(text))
+        out[...] = ids
 
     def decode(self, indices):
         """The string of the characters at ``indices`` (a sequence of ints)."""
@@ -144,26 +167,140 @@ def load_sample_text():
     return resource.read_text(encoding="utf-8")
 
 
-def text_dataset(text, vocab, dtype="float64"):
-    """The text as one training sequence: inputs and next-character targets.
+def _code_points(text):
+    """The code points of a str as a uint32 array (NumPy's view of its UTF-32)."""
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def read_ids(path, vocab=None, memmap=None):
+    """Read a UTF-8 text file once, in blocks, as token ids; returns ``(ids, vocab)``.
+
+    ``ids`` (L,) int32 holds the file's characters (newlines read as ``open`` reads
+    them: \\r\\n and \\r become \\n); ``vocab`` is the given Vocabulary (every
+    character must be in it) or else the file's own. The text is never held whole as a
+    str: 4 bytes a character for the ids, plus one block's temporaries.
+
+    ``memmap``: a file to keep the ids in (raw int32, 4 L bytes), returned as a read-only
+    memory map: for corpora larger than the memory to spare, whose pages the system
+    then reads in and drops as training goes. Reuse it with ``np.memmap(memmap,
+    np.int32, "r")`` and the same vocabulary.
+    """
+    if vocab is not None and not isinstance(vocab, Vocabulary):
+        raise TypeError(f"vocab must be a rnn_fast.text.Vocabulary, got {type(vocab).__name__}")
+    path = os.fspath(path)
+    size = os.path.getsize(path)  # a character takes at least one byte: room for them all
+    if memmap is None:
+        codes = np.empty(size, dtype=np.uint32)
+    else:
+        memmap = os.fspath(memmap)
+        codes = np.memmap(memmap, dtype=np.uint32, mode="w+", shape=(max(size, 1),))
+    try:
+        n, vocab = _read_codes(path, codes, vocab)
+        ids = codes[:n].view(np.int32)
+        for a in range(0, n, BLOCK_CHARS):  # in place: the ids take the code points' memory
+            vocab._encode_codes(codes[a:min(n, a + BLOCK_CHARS)], ids[a:a + BLOCK_CHARS])
+    except BaseException:
+        if memmap is not None:
+            del codes
+            os.unlink(memmap)
+        raise
+    if memmap is not None:
+        codes.flush()
+        del codes, ids
+        os.truncate(memmap, 4 * n)
+        if n == 0:  # (an empty file with a vocabulary given) cannot be mapped
+            return np.zeros(0, dtype=np.int32), vocab
+        return np.memmap(memmap, dtype=np.int32, mode="r", shape=(n,)), vocab
+    if n < 0.9 * size:  # many multi-byte characters: give the unused tail back
+        ids = ids.copy()
+    return ids, vocab
+
+
+def _read_codes(path, codes, vocab):
+    """Decode the file into ``codes`` (its code points); returns (their number, the
+    vocabulary: the one given, or the file's characters)."""
+    seen = np.zeros(0x110000, dtype=bool)  # the code points met, for the vocabulary
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")(), True)
+    n = offset = 0
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(BLOCK_CHARS)
+            try:
+                block = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path} is not UTF-8 text ({exc.reason} near byte "
+                                 f"{offset + exc.start})") from None
+            offset += len(raw)
+            block_codes = _code_points(block)
+            codes[n:n + len(block_codes)] = block_codes
+            seen[block_codes] = True
+            n += len(block_codes)
+            if not raw:
+                break
+    if vocab is None:
+        if n == 0:
+            raise ValueError(f"{path} holds no characters")
+        vocab = Vocabulary(chr(c) for c in np.flatnonzero(seen))
+    return n, vocab
+
+
+def text_dataset(text, vocab, dtype=None):
+    """The text as one training sequence: inputs and next-character targets, as ids.
+
+    Parameters
+    ----------
+    text : str, or int array (L,) of ids (``read_ids``, ``Vocabulary.encode``)
+    vocab : Vocabulary
 
     Returns
     -------
-    X : (1, L - 1, V) array
-        One-hot characters 0 .. L-2.
-    Y : (1, L - 1, V) array
-        One-hot characters 1 .. L-1, the target of each step.
+    X : (1, L - 1) int32 array
+        Token ids of characters 0 .. L-2 (the model reads them as one-hot inputs).
+    Y : (1, L - 1) int32 array
+        Class ids of characters 1 .. L-1, the target of each step.
 
-    Train with ``fit(X, Y, chunk_length=25)`` for min-char-rnn's truncated BPTT.
-    The arrays take (L - 1) V itemsize bytes each (float32 halves that).
+    X and Y are two views of one array of L ids (4 L bytes in all). Train with
+    ``fit(X, Y, chunk_length=25)`` for min-char-rnn's truncated BPTT.
     """
-    _check_text("text", text)
-    if len(text) < 2:
-        raise ValueError(f"text needs at least 2 characters to have a target, got {len(text)}")
+    if dtype is not None:
+        raise TypeError("text_dataset returns token ids (int32) now, not one-hot rows, and "
+                        "takes no dtype: the model's dtype is char_model(..., dtype=...); "
+                        "for one-hot arrays use vocab.one_hot")
     if not isinstance(vocab, Vocabulary):
         raise TypeError(f"vocab must be a rnn_fast.text.Vocabulary, got {type(vocab).__name__}")
-    onehot = vocab.one_hot(text, dtype=dtype)
-    return onehot[None, :-1], onehot[None, 1:]
+    ids = _as_ids(text, vocab)
+    if len(ids) < 2:
+        raise ValueError(f"text needs at least 2 characters to have a target, got {len(ids)}")
+    return ids[None, :-1], ids[None, 1:]
+
+
+def split_ids(ids, validation_fraction):
+    """Cut a text's ids (L,) into a training and a held-out part, the last
+    ``validation_fraction`` of it held out (views, no copies); each part keeps at least
+    2 characters. Returns ``(train_ids, validation_ids)``."""
+    if (isinstance(validation_fraction, bool) or not isinstance(validation_fraction, numbers.Real)
+            or not 0 < validation_fraction < 1):
+        raise ValueError(f"validation_fraction must lie in (0, 1), got {validation_fraction!r}")
+    held = int(round(len(ids) * validation_fraction))
+    if held < 2 or len(ids) - held < 2:
+        raise ValueError(f"a text of {len(ids)} characters cannot hold out "
+                         f"{validation_fraction:g} of it: each part needs at least 2")
+    return ids[:len(ids) - held], ids[len(ids) - held:]
+
+
+def _as_ids(text, vocab):
+    """A str's ids, or ids given as an array checked against the vocabulary."""
+    if isinstance(text, str):
+        _check_text("text", text)
+        return vocab.encode(text)
+    ids = np.asarray(text)
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise TypeError(f"text must be a str or a 1-d integer array of ids, got "
+                        f"{type(text).__name__} {getattr(ids, 'dtype', '')}")
+    if ids.size and (ids.min() < 0 or ids.max() >= len(vocab)):
+        raise ValueError(f"ids must lie in [0, {len(vocab) - 1}], got "
+                         f"[{ids.min()}, {ids.max()}]")
+    return np.ascontiguousarray(ids, dtype=np.int32)
 
 
 def _backend_module(backend):
@@ -260,19 +397,17 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
     rng = np.random.default_rng(seed)
 
     if prime:  # warm up on prime
-        Y_hat, _, h = model.forward(vocab.one_hot(prime, dtype=model.dtype), h0=h0,
-                                    return_state=True)
+        Y_hat, _, h = model.forward(vocab.encode(prime), h0=h0, return_state=True)
         p = Y_hat[-1]
     else:  # the output of the state given: what the model predicts after it
         h = check.prepare_h0(h0, 1, model.hidden_size, model.dtype)[0]
         p = _readout(model, h)
-    eye = np.eye(V, dtype=model.dtype)
     out = []
     for k in range(int(length)):
         i = _draw(p, temperature, rng)
         out.append(i)
         if k + 1 < length or return_state:  # one step, hidden state carried
-            Y_hat, _, h = model.forward(eye[i:i + 1], h0=h, return_state=True)
+            Y_hat, _, h = model.forward(np.array([i]), h0=h, return_state=True)
             p = Y_hat[0]
     text = vocab.decode(out)
     return (text, h) if return_state else text

@@ -61,6 +61,7 @@ class Spec(NamedTuple):
     bias: bool
     many_to_one: bool
     bptt_steps: int = 0  # 0: gradients flow back through the whole sequence (or chunk)
+    cell: int = 0  # 0 Elman, 1 GRU, 2 LSTM
 
 
 class Layout:

@@ -1656,7 +1656,7 @@ def forward(spec, params,
     cdef floating[::1] z = np.zeros(n_out, dtype=dtype), y = np.zeros(n_out, dtype=dtype)
     # the gated cells' cell state, gate values and products (_gated.pxi)
     cdef floating[:, ::1] cs = np.zeros((2 * lstm, n_hidden), dtype=dtype)
-    cdef floating[:, ::1] gs = np.zeros((cfg.cell != ELMAN, GH + n_hidden), dtype=dtype)
+    cdef floating[:, ::1] gs = np.zeros((0 if cfg.cell == ELMAN else 1, GH + n_hidden), dtype=dtype)
     cdef floating[::1] work = np.zeros(3 * GH + n_hidden, dtype=dtype)
     with nogil:
         for n in range(n_seq):

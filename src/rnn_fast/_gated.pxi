@@ -12,7 +12,8 @@
 #
 # Shapes. G gates (GRU: r z n; LSTM: i f g o), W_ih (I, G H), W_hh (H, G H), b_ih and
 # b_hh (G H,). A step's products ax = x W_ih and ah = h_{t-1} W_hh (G H,) come without
-# biases; the cell adds them, as (ax + b_ih) + (ah + b_hh):
+# biases; the cell adds them as the reference does: the GRU (ax + b_ih) + (ah + b_hh),
+# the LSTM ((ax + b_ih) + ah) + b_hh (C adds left to right):
 #   GRU   r = s(ax_r + b_ir + ah_r + b_hr)     z = s(ax_z + b_iz + ah_z + b_hz)
 #         hn = ah_n + b_hn                     n = tanh(ax_n + b_in + r hn)
 #         h_t = (1 - z) n + z h_{t-1}
@@ -65,10 +66,10 @@ cdef inline void _cell_forward(
             h_out[j] = (1 - z) * n + z * h_prev[j]
         return
     for j in range(H):
-        i = _sigmoid((ax[j] + b_ih[j]) + (ah[j] + b_hh[j]))
-        f = _sigmoid((ax[H + j] + b_ih[H + j]) + (ah[H + j] + b_hh[H + j]))
-        g = _tanh((ax[2 * H + j] + b_ih[2 * H + j]) + (ah[2 * H + j] + b_hh[2 * H + j]))
-        o = _sigmoid((ax[3 * H + j] + b_ih[3 * H + j]) + (ah[3 * H + j] + b_hh[3 * H + j]))
+        i = _sigmoid(ax[j] + b_ih[j] + ah[j] + b_hh[j])
+        f = _sigmoid(ax[H + j] + b_ih[H + j] + ah[H + j] + b_hh[H + j])
+        g = _tanh(ax[2 * H + j] + b_ih[2 * H + j] + ah[2 * H + j] + b_hh[2 * H + j])
+        o = _sigmoid(ax[3 * H + j] + b_ih[3 * H + j] + ah[3 * H + j] + b_hh[3 * H + j])
         c = f * c_prev[j] + i * g
         tc = _tanh(c)
         gates_out[j] = i
@@ -103,8 +104,8 @@ cdef inline void _cell_backward(
             dh_skip[j] = d * z
             dan = dn * (1 - n * n)                   # through tanh
             dr = dan * hn                            # n's argument: ... + r hn
-            da_ih[j] = dr * (r * (1 - r))            # through the sigmoids
-            da_ih[H + j] = dz * (z * (1 - z))
+            da_ih[j] = dr * r * (1 - r)              # through the sigmoids
+            da_ih[H + j] = dz * z * (1 - z)
             da_ih[2 * H + j] = dan
             da_hh[j] = da_ih[j]
             da_hh[H + j] = da_ih[H + j]
@@ -115,9 +116,9 @@ cdef inline void _cell_backward(
         tc = gates[4 * H + j]
         d = dh[j]
         dcj = dc[j] + d * o * (1 - tc * tc)          # h_t = o tanh(c_t)
-        da_hh[3 * H + j] = d * tc * (o * (1 - o))
-        da_hh[j] = dcj * g * (i * (1 - i))           # c_t = f c_{t-1} + i g
-        da_hh[H + j] = dcj * c_prev[j] * (f * (1 - f))
+        da_hh[3 * H + j] = d * tc * o * (1 - o)
+        da_hh[j] = dcj * g * i * (1 - i)             # c_t = f c_{t-1} + i g
+        da_hh[H + j] = dcj * c_prev[j] * f * (1 - f)
         da_hh[2 * H + j] = dcj * i * (1 - g * g)
         dc[j] = dcj * f                              # back into c_{t-1}
 

@@ -64,23 +64,23 @@ def test_initialisations(backend, cell):
     """"pytorch": everything in U(-1/sqrt(H), 1/sqrt(H)); "glorot": each gate's block
     within its own Glorot limit, zero biases; "orthogonal": each gate's block of W_hh
     orthogonal."""
-    G, H, I = GATED[cell], 6, 3
-    torchlike = gated(backend, cell, I, H, 2, init="pytorch", seed=0).theta
+    G, H, n_in = GATED[cell], 6, 3
+    torchlike = gated(backend, cell, n_in, H, 2, init="pytorch", seed=0).theta
     assert np.all(np.abs(torchlike) <= 1 / np.sqrt(H)) and np.all(torchlike != 0)
-    glorot = gated(backend, cell, I, H, 2, init="glorot", seed=0).params
-    assert np.all(np.abs(glorot["W_ih"]) <= np.sqrt(6 / (I + H)))
+    glorot = gated(backend, cell, n_in, H, 2, init="glorot", seed=0).params
+    assert np.all(np.abs(glorot["W_ih"]) <= np.sqrt(6 / (n_in + H)))
     assert np.all(np.abs(glorot["W_hh"]) <= np.sqrt(6 / (H + H)))
     assert np.all(glorot["b_ih"] == 0) and np.all(glorot["b_hh"] == 0)
-    W_hh = gated(backend, cell, I, H, 2, init="orthogonal", seed=0).params["W_hh"]
+    W_hh = gated(backend, cell, n_in, H, 2, init="orthogonal", seed=0).params["W_hh"]
     for k in range(G):
         block = W_hh[:, k * H:(k + 1) * H]
         np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-12, err_msg=f"gate {k}")
-    uniform = gated(backend, cell, I, H, 2, init="uniform", seed=0).params
+    uniform = gated(backend, cell, n_in, H, 2, init="uniform", seed=0).params
     assert np.abs(uniform["W_ih"]).max() > 1 / np.sqrt(H) and np.all(uniform["b_hh"] == 0)
     # seeded, and the same on both backends
-    other = gated(rnn_fast.reference if backend is rnn_fast else rnn_fast, cell, I, H, 2,
+    other = gated(rnn_fast.reference if backend is rnn_fast else rnn_fast, cell, n_in, H, 2,
                   init="glorot", seed=0)
-    np.testing.assert_array_equal(other.theta, gated(backend, cell, I, H, 2, init="glorot",
+    np.testing.assert_array_equal(other.theta, gated(backend, cell, n_in, H, 2, init="glorot",
                                                      seed=0).theta)
 
 

@@ -271,14 +271,6 @@ class RNN:
 
     @property
     def kernels(self):
-        # The Cython core computes the Elman cell only until branch gated-core's kernels
-        # are merged; given gated parameters it would compute Elman arithmetic on them.
-        # REMOVE this check when merging the gated core.
-        if self.cell != "elman" and self.backend == "cython":
-            raise NotImplementedError(
-                f"rnn_fast.{type(self).__name__} needs the Cython core's gated kernels, which "
-                f"this build does not have yet; rnn_fast.reference.{type(self).__name__} "
-                "computes the same model in NumPy")
         return importlib.import_module(BACKENDS[self.backend])
 
     # The state the kernels carry from step to step is a row of S entries: h (S = H), or

@@ -1,7 +1,11 @@
 """Type stub of the Cython kernels (src/rnn_fast/_core.pyx).
 
 Every array is C-contiguous, of one float dtype (float32 or float64) throughout a call;
-integer arrays are numpy.intp. Nothing is validated here: rnn_fast._model does it.
+integer arrays are numpy.intp. Nothing is validated here: rnn_fast._model does it
+(the kernels check only that the parameters' count fits spec.cell).
+
+The cell is spec.cell: 0 Elman, 1 GRU (G = 3 gates), 2 LSTM (G = 4). A state row has
+S entries: S = H (Elman, GRU), or 2H for the LSTM, laid out [h | c].
 """
 
 from typing import Any
@@ -11,8 +15,11 @@ import numpy.typing as npt
 
 Floats = npt.NDArray[np.floating[Any]]
 Indices = npt.NDArray[np.intp]
-# (W_xh, W_hh, W_hy, b_h, b_y): zeros for absent biases, a (0, 0) W_hy without readout
-Params = tuple[Floats, Floats, Floats, Floats, Floats]
+# Elman: (W_xh (I, H), W_hh (H, H), W_hy (H, O), b_h (H,), b_y (O,));
+# GRU, LSTM: (W_ih (I, G H), W_hh (H, G H), W_hy (H, O), b_ih (G H,), b_hh (G H,), b_y (O,)).
+# Zeros for absent biases, a (0, 0) W_hy without readout; gradients alike.
+Params = (tuple[Floats, Floats, Floats, Floats, Floats]
+          | tuple[Floats, Floats, Floats, Floats, Floats, Floats])
 
 def clones() -> list[str]: ...  # e.g. ["avx512", "avx2", "baseline"]
 def clone() -> str: ...
@@ -26,14 +33,19 @@ def halves_min_rows() -> int: ...
 def set_halves_min_rows(n: int) -> int: ...
 def halves_min_hidden() -> int: ...
 def set_halves_min_hidden(n: int) -> int: ...
+def num_threads() -> int: ...
+def set_num_threads(n: int) -> int: ...
+def pair_min_hidden() -> int: ...  # the Elman cell's two-thread schedule of batch size 1
+def set_pair_min_hidden(n: int) -> int: ...
+def last_schedule() -> str | None: ...  # "loops", "blas", "halves", ..., "pair"
 def forward(
     spec: Any,  # rnn_fast._model.Spec
     params: Params,
     X: Floats,  # (N, T, I)
     lengths: Indices,  # (N,)
-    h0: Floats,  # (N, H)
+    h0: Floats,  # (N, S)
     Y_out: Floats,  # (N, T, O) written
-    H_out: Floats,  # (N, T, H) written
+    H_out: Floats,  # (N, T, S) written: the state rows
 ) -> None: ...
 def loss_and_grads(
     spec: Any,
@@ -42,8 +54,8 @@ def loss_and_grads(
     X: Floats,  # (N, T, I)
     Y: Floats,  # (N, T, O), or (N, 1, O) for many-to-one
     lengths: Indices,
-    h0: Floats,  # (N, H)
-    H_last_out: Floats,  # (N, H) written
+    h0: Floats,  # (N, S)
+    H_last_out: Floats,  # (N, S) written
 ) -> float: ...
 def apply_update(
     opt_kind: int,
@@ -65,7 +77,7 @@ def train(
     X: Floats,
     Y: Floats,
     lengths: Indices,
-    h0: Floats,  # (N, H) the initial hidden state of each sequence
+    h0: Floats,  # (N, S) the initial state of each sequence
     order: Indices,  # (epochs * N,) or (N,)
     batch_size: int,
     chunk_length: int,

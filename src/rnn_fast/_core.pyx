@@ -24,7 +24,7 @@
 #   in float32 throughout, as NumPy does.
 
 from libc.stdint cimport INT64_MAX, int64_t
-from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt, tanh, tanhf
+from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
@@ -1701,7 +1701,7 @@ def loss_and_grads(spec, params, grads,
     cdef floating[:, ::1] dW_xh = d[0], dW_hh = d[1], dW_hy = d[2]
     cdef floating[::1] db_h = d[3], db_hh = d[4], db_y = d[5]
     cdef Config cfg = _config(spec)
-    cdef Py_ssize_t n, j
+    cdef Py_ssize_t n
     cdef Py_ssize_t n_seq = X.shape[0], T = X.shape[1], n_hidden = W_hh.shape[0]
     cdef floating loss = 0, scale = <floating>(1.0 / n_seq)
     cdef const Py_ssize_t[::1] order = np.arange(n_seq, dtype=np.intp)

@@ -27,6 +27,8 @@
 # h_{t-1} and gives dW_hh and db_hh; da_ih = dL/d(ax + b_ih), for dW_ih and db_ih. They
 # are the same for the LSTM; the GRU's differ in the n block (da_hh_n = r da_ih_n).
 
+from libc.math cimport tanh, tanhf
+
 
 cdef inline floating _sigmoid(floating a) noexcept nogil:
     return <floating>1 / (<floating>1 + _exp(-a))

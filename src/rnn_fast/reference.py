@@ -20,6 +20,11 @@ Losses, per sequence (a batch's loss is the mean over its sequences):
 - ``binary_cross_entropy``: -Σ_t Σ_o [target log σ(z_t) + (1 - target) log(1 - σ(z_t))]
 
 Targets are given at every step (many-to-many) or at the last step only (many-to-one).
+
+The GRU and the LSTM (``_reference_gated``) replace the first two lines by their cell,
+PyTorch's, and carry a state s_t: h_t, or [h_t | c_t] for the LSTM; the readout, the
+losses and the bookkeeping of BPTT (``sequence_loss_and_grads``) are the same code for
+every cell, which gives each its forward step and its backward step.
 """
 
 from __future__ import annotations

@@ -27,23 +27,31 @@
 # h_{t-1} and gives dW_hh and db_hh; da_ih = dL/d(ax + b_ih), for dW_ih and db_ih. They
 # are the same for the LSTM; the GRU's differ in the n block (da_hh_n = r da_ih_n).
 
-from libc.math cimport tanh, tanhf
+
+cdef extern from "_simd.h" nogil:
+    void rnn_fast_sigmoid_row_f32(float* a, const float* b, Py_ssize_t n)
 
 
-cdef inline floating _sigmoid(floating a) noexcept nogil:
-    return <floating>1 / (<floating>1 + _exp(-a))
+cdef inline void _sigmoid_row(floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
+    """a = sigmoid(a + b), vectorised (_simd.h)."""
+    if floating is double:
+        rnn_fast_sigmoid_row_f64(a, b, n)
+    else:
+        rnn_fast_sigmoid_row_f32(a, b, n)
 
 
-cdef inline floating _tanh(floating a) noexcept nogil:
-    if floating is float:
-        return tanhf(a)
-    return tanh(a)
+cdef inline void _tanh_row(floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
+    """a = tanh(a + b), vectorised (_simd.h)."""
+    if floating is double:
+        rnn_fast_tanh_row_f64(a, b, n)
+    else:
+        rnn_fast_tanh_row_f32(a, b, n)
 
 
 cdef inline void _cell_forward(
     int cell, Py_ssize_t H,
     const floating* ax,          # IN (G H,) x_t W_ih
-    const floating* ah,          # IN (G H,) h_{t-1} W_hh
+    floating* ah,                # IN (G H,) h_{t-1} W_hh; then scratch
     const floating* b_ih,        # IN (G H,), zeros without bias
     const floating* b_hh,        # IN (G H,), zeros without bias
     const floating* h_prev,      # IN (H,)
@@ -52,35 +60,38 @@ cdef inline void _cell_forward(
     floating* h_out,             # OUT (H,) h_t
     floating* c_out,             # OUT (H,) LSTM: c_t
 ) noexcept nogil:
-    """One step of a gated cell, given its products."""
+    """One step of a gated cell, given its products. The gates' sigmoids and tanhs go
+    through the vectorised rows of _simd.h (a = f(a + b)), with the sums arranged as
+    the reference's."""
     cdef Py_ssize_t j
-    cdef floating r, z, n, hn, i, f, g, o, c, tc
+    cdef floating z
+    cdef floating* g = gates_out
     if cell == GRU:
+        for j in range(3 * H):  # hw = h W_hh + b_hh
+            ah[j] = ah[j] + b_hh[j]
+        for j in range(2 * H):  # xw = x W_ih + b_ih, of r and z
+            g[j] = ax[j] + b_ih[j]
+        _sigmoid_row(g, ah, 2 * H)  # r, z = sigmoid(xw + hw)
         for j in range(H):
-            r = _sigmoid((ax[j] + b_ih[j]) + (ah[j] + b_hh[j]))
-            z = _sigmoid((ax[H + j] + b_ih[H + j]) + (ah[H + j] + b_hh[H + j]))
-            hn = ah[2 * H + j] + b_hh[2 * H + j]
-            n = _tanh((ax[2 * H + j] + b_ih[2 * H + j]) + r * hn)
-            gates_out[j] = r
-            gates_out[H + j] = z
-            gates_out[2 * H + j] = n
-            gates_out[3 * H + j] = hn
-            h_out[j] = (1 - z) * n + z * h_prev[j]
+            g[3 * H + j] = ah[2 * H + j]  # hn = hw_n
+            ah[2 * H + j] = g[j] * ah[2 * H + j]  # r hn
+            g[2 * H + j] = ax[2 * H + j] + b_ih[2 * H + j]
+        _tanh_row(g + 2 * H, ah + 2 * H, H)  # n = tanh(xw_n + r hn)
+        for j in range(H):
+            z = g[H + j]
+            h_out[j] = (1 - z) * g[2 * H + j] + z * h_prev[j]
         return
+    for j in range(4 * H):  # a = x W_ih + b_ih + h W_hh (+ b_hh in the rows below)
+        g[j] = ax[j] + b_ih[j] + ah[j]
+    _sigmoid_row(g, b_hh, 2 * H)  # i, f
+    _tanh_row(g + 2 * H, b_hh + 2 * H, H)  # g
+    _sigmoid_row(g + 3 * H, b_hh + 3 * H, H)  # o
     for j in range(H):
-        i = _sigmoid(ax[j] + b_ih[j] + ah[j] + b_hh[j])
-        f = _sigmoid(ax[H + j] + b_ih[H + j] + ah[H + j] + b_hh[H + j])
-        g = _tanh(ax[2 * H + j] + b_ih[2 * H + j] + ah[2 * H + j] + b_hh[2 * H + j])
-        o = _sigmoid(ax[3 * H + j] + b_ih[3 * H + j] + ah[3 * H + j] + b_hh[3 * H + j])
-        c = f * c_prev[j] + i * g
-        tc = _tanh(c)
-        gates_out[j] = i
-        gates_out[H + j] = f
-        gates_out[2 * H + j] = g
-        gates_out[3 * H + j] = o
-        gates_out[4 * H + j] = tc
-        c_out[j] = c
-        h_out[j] = o * tc
+        c_out[j] = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]  # c = f c_prev + i g
+        g[4 * H + j] = 0
+    _tanh_row(g + 4 * H, c_out, H)  # tanh(0 + c)
+    for j in range(H):
+        h_out[j] = g[3 * H + j] * g[4 * H + j]  # h = o tanh(c)
 
 
 cdef inline void _cell_backward(

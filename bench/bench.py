@@ -1,6 +1,7 @@
 """Benchmark rnn_fast against its NumPy reference, the seed loop, min-char-rnn, PyTorch and JAX.
 
-    python bench/bench.py [--quick] [--workloads W1,W2,W3] [--repeat N] [--sweep] [--json out.json]
+    python bench/bench.py [--quick] [--workloads W1,W2,W3,W2-LSTM,W3-GRU,W3-LSTM] [--repeat N]
+                          [--sweep] [--json out.json]
 
 Contenders run interleaved (round-robin within each repeat) in one process; each table
 gives medians, minima, the ratio to rnn_fast, GFLOP/s and what each contender computed
@@ -17,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-WORKLOADS = ("W1", "W2", "W3")
+WORKLOADS = ("W1", "W2", "W3", "W2-LSTM", "W3-GRU", "W3-LSTM")
 
 
 def limit_threads(n):

@@ -12,6 +12,8 @@ Compilation is excluded: each function is compiled once for its shapes in ``setu
   the chunks carrying (parameters, Adagrad memory, hidden state); per chunk
   ``value_and_grad`` of the summed cross-entropy (``lax.scan`` over the 25 steps, the
   input projection as a row gather, i.e. the one-hot product), clip, Adagrad.
+- W3 GRU / LSTM and W2 LSTM ``jax``: the same with a GRU / LSTM step (PyTorch's
+  equations, rnn_fast's layout); W2 LSTM carries (h, c).
 """
 
 from __future__ import annotations
@@ -110,7 +112,70 @@ def _w3_compiled(shapes, dtype):
     return _compile(jax.value_and_grad(_w3_loss), tuple(args[:5]), args[5], args[6])
 
 
+_GATED_NAMES = ("W_ih", "W_hh", "W_hy", "b_ih", "b_hh", "b_y")
+
+
+def _gated_step(cell, W_hh, b_hh):
+    """A scan step (state, x_t W_ih + b_ih) -> (state, h_t) of a GRU or an LSTM; the
+    state is h, or (h, c)."""
+    H = W_hh.shape[0]
+
+    def gru(h, xw):
+        hw = h @ W_hh + b_hh
+        r = jax.nn.sigmoid(xw[..., :H] + hw[..., :H])
+        z = jax.nn.sigmoid(xw[..., H:2 * H] + hw[..., H:2 * H])
+        n = jnp.tanh(xw[..., 2 * H:] + r * hw[..., 2 * H:])
+        h = (1 - z) * n + z * h
+        return h, h
+
+    def lstm(state, xw):
+        h, c = state
+        a = xw + h @ W_hh + b_hh
+        i, f = jax.nn.sigmoid(a[..., :H]), jax.nn.sigmoid(a[..., H:2 * H])
+        g, o = jnp.tanh(a[..., 2 * H:3 * H]), jax.nn.sigmoid(a[..., 3 * H:])
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        return (h, c), h
+
+    return gru if cell == "gru" else lstm
+
+
+def _w3_gated_loss(cell, params, X, Y):
+    W_ih, W_hh, W_hy, b_ih, b_hh, b_y = params
+    XW = jnp.swapaxes(X, 0, 1) @ W_ih + b_ih  # (T, N, G H)
+    h = jnp.zeros((X.shape[0], W_hh.shape[0]), X.dtype)
+    _, Hs = lax.scan(_gated_step(cell, W_hh, b_hh), h if cell == "gru" else (h, h), XW)
+    diff = Hs @ W_hy + b_y - jnp.swapaxes(Y, 0, 1)
+    return jnp.mean(diff * diff)
+
+
+@functools.lru_cache(maxsize=None)
+def _w3_gated_compiled(cell, shapes, dtype):
+    args = [jax.ShapeDtypeStruct(s, dtype) for s in shapes]
+    fn = jax.value_and_grad(functools.partial(_w3_gated_loss, cell))
+    return _compile(fn, tuple(args[:6]), args[6], args[7])
+
+
+def w3_gated_contenders(problem):
+    params = tuple(jnp.asarray(problem.params[k]) for k in _GATED_NAMES)
+    X, Y = jnp.asarray(problem.X), jnp.asarray(problem.Y)
+
+    def setup():
+        fn = _w3_gated_compiled(problem.cell, tuple(a.shape for a in (*params, X, Y)),
+                                problem.dtype)
+        return lambda: jax.block_until_ready(fn(params, X, Y))
+
+    def finish(out):
+        loss, grads = out
+        return loss_grads_result(loss, {k: np.asarray(g) for k, g in zip(_GATED_NAMES, grads)})
+
+    return [Contender(name="jax", setup=setup, finish=finish,
+                      note="jit(value_and_grad), lax.scan; compile excluded")]
+
+
 def w3_contenders(problem):
+    if problem.cell != "elman":
+        return w3_gated_contenders(problem)
     params = tuple(jnp.asarray(problem.params[k]) for k in _W3_NAMES)
     X, Y = jnp.asarray(problem.X), jnp.asarray(problem.Y)
 
@@ -169,18 +234,55 @@ def _w2_compiled(shapes, n_chunks, chunk):
     return _compile(_w2_train, params, ids, ids, scalar, scalar)
 
 
+def _w2_lstm_chunk_loss(params, state, x, y):
+    """Summed cross-entropy of one chunk of an LSTM from state (h, c)."""
+    W_ih, W_hh, W_hy, b_ih, b_hh, b_y = params
+    state, hs = lax.scan(_gated_step("lstm", W_hh, b_hh), state, W_ih[x] + b_ih)
+    logp = jax.nn.log_softmax(hs @ W_hy + b_y)
+    return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=1)), state
+
+
+def _w2_lstm_train(params, xs, ys, lr, clip):
+    grad_fn = jax.value_and_grad(_w2_lstm_chunk_loss, has_aux=True)
+
+    def chunk(carry, xy):
+        params, mem, state = carry
+        (loss, state), grads = grad_fn(params, state, *xy)
+        grads = tuple(jnp.clip(g, -clip, clip) for g in grads)
+        mem = tuple(m + g * g for m, g in zip(mem, grads))
+        params = tuple(p - lr * g / jnp.sqrt(m + 1e-8) for p, g, m in zip(params, grads, mem))
+        return (params, mem, state), loss
+
+    mem = tuple(jnp.zeros_like(p) for p in params)
+    h0 = jnp.zeros(params[1].shape[0], params[1].dtype)
+    (params, _, _), losses = lax.scan(chunk, (params, mem, (h0, h0)), (xs, ys))
+    return params, losses.sum()
+
+
+@functools.lru_cache(maxsize=None)
+def _w2_lstm_compiled(shapes, n_chunks, chunk):
+    params = tuple(jax.ShapeDtypeStruct(s, jnp.float64) for s in shapes)
+    ids = jax.ShapeDtypeStruct((n_chunks, chunk), jnp.int32)
+    scalar = jax.ShapeDtypeStruct((), jnp.float64)
+    return _compile(_w2_lstm_train, params, ids, ids, scalar, scalar)
+
+
 def w2_contenders(problem):
+    lstm = problem.cell == "lstm"
+    names = _GATED_NAMES if lstm else _W2_NAMES
+    compiled = _w2_lstm_compiled if lstm else _w2_compiled
+
     def make(p):
-        params = tuple(jnp.asarray(p.init[k]) for k in _W2_NAMES)
+        params = tuple(jnp.asarray(p.init[k]) for k in names)
         n, c = p.n_chunks, p.chunk
         xs = jnp.asarray(p.ids[:n * c].reshape(n, c).astype(np.int32))
         ys = jnp.asarray(p.ids[1:n * c + 1].reshape(n, c).astype(np.int32))
         lr, clip = jnp.asarray(p.lr), jnp.asarray(p.clip)
-        train = _w2_compiled(tuple(a.shape for a in params), n, c)
+        train = compiled(tuple(a.shape for a in params), n, c)
 
         def run():
             final, total = jax.block_until_ready(train(params, xs, ys, lr, clip))
-            return dict(zip(_W2_NAMES, final)), total  # to NumPy in finish (untimed)
+            return dict(zip(names, final)), total  # to NumPy in finish (untimed)
         return run
 
     return [char_contender("jax", problem, make,

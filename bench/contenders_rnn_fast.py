@@ -70,16 +70,28 @@ def _batched_finish(out):
     return loss_grads_result(loss, {k: np.array(v) for k, v in grads.items()})
 
 
-def w3_contenders(problem):
-    """W3 / sweeps with ``model.loss_and_grads``."""
+CLASSES = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
+
+
+def _model(rnn_fast, cell, *sizes, **kwargs):
+    """rnn_fast.RNN (tanh hidden units), GRU or LSTM."""
+    if cell == "elman":
+        kwargs["hidden_activation"] = "tanh"
+    return getattr(rnn_fast, CLASSES[cell])(*sizes, **kwargs)
+
+
+def w3_contenders(problem, reference=True):
+    """W3 / sweeps with ``model.loss_and_grads``, for the problem's cell; ``reference``:
+    the NumPy reference too."""
     n, t, i, h, o = problem.sizes
     contenders = []
     for name, rnn_fast in backends().items():
+        if name == "rnn_fast.reference" and not reference:
+            continue
 
         def setup(rnn_fast=rnn_fast):
-            model = rnn_fast.RNN(input_size=i, hidden_size=h, output_size=o,
-                                 hidden_activation="tanh", output_activation="identity",
-                                 loss="mse", bias=True, dtype=problem.dtype, params=problem.params)
+            model = _model(rnn_fast, problem.cell, i, h, o, output_activation="identity",
+                           loss="mse", bias=True, dtype=problem.dtype, params=problem.params)
             return lambda: model.loss_and_grads(problem.X, problem.Y)
 
         contenders.append(Contender(name=name, setup=setup, finish=_batched_finish,
@@ -89,16 +101,16 @@ def w3_contenders(problem):
 
 def w2_contenders(problem, reference_chunks=None):
     """W2 with ``model.fit(X, Y, Adagrad, chunk_length=25, clip_value=5)`` on the text as
-    one long sequence (1, L, V); the reference may be timed on its first chunks and scaled."""
+    one long sequence (1, L, V), for the problem's cell (tanh Elman, or LSTM); the
+    reference may be timed on its first chunks and scaled."""
     v, h = problem.vocab_size, problem.hidden
     contenders = []
     for name, rnn_fast in backends().items():
 
         def make(p, rnn_fast=rnn_fast):
             X, Y = p.one_hot()
-            model = rnn_fast.RNN(v, h, v, hidden_activation="tanh", output_activation="softmax",
-                                 loss="cross_entropy", bias=True, dtype="float64",
-                                 params=p.init)
+            model = _model(rnn_fast, p.cell, v, h, v, output_activation="softmax",
+                           loss="cross_entropy", bias=True, dtype="float64", params=p.init)
 
             def run():
                 history = model.fit(X, Y, optimizer=rnn_fast.Adagrad(lr=p.lr),
@@ -109,7 +121,8 @@ def w2_contenders(problem, reference_chunks=None):
         contenders.append(char_contender(
             name, problem, make, warmup=name == "rnn_fast",
             timed_chunks=reference_chunks if name == "rnn_fast.reference" else None))
-        if (name == "rnn_fast" and h >= rnn_fast._core.pair_min_hidden()
+        if (name == "rnn_fast" and problem.cell == "elman"  # (pair: the Elman cell's)
+                and h >= rnn_fast._core.pair_min_hidden()
                 and _two_threads_available(rnn_fast._core)):
             contenders.append(char_contender(
                 "rnn_fast, 2 threads", problem, _on_two_threads(make), warmup=True,

@@ -12,6 +12,10 @@
   min-char-rnn's Adagrad written by hand under ``no_grad`` (``torch.optim.Adagrad`` is a
   different rule: ``sqrt(sum) + eps`` and a learning-rate decay). nn.RNN has two hidden
   biases; ``bias_hh_l0`` stays zero and frozen, ``bias_ih_l0`` is b_h.
+- W3 GRU / LSTM ``torch nn.GRU`` / ``torch nn.LSTM``: as W3 with ``nn.GRU`` / ``nn.LSTM``
+  (``batch_first``, both biases: rnn_fast's b_ih and b_hh).
+- W2 LSTM ``torch``: W2's eager loop with ``nn.LSTM``, (h, c) carried from chunk to
+  chunk; every parameter trained (both biases).
 """
 
 from __future__ import annotations
@@ -91,7 +95,65 @@ def w3_modules(problem):
     return rnn, linear
 
 
+def gated_modules(cell, params, dtype):
+    """nn.GRU / nn.LSTM + nn.Linear holding a gated cell's parameters in rnn_fast's layout
+    (W_ih = weight_ih_l0.T, ...), and the parameters in rnn_fast's order."""
+    i, g = params["W_ih"].shape
+    h, o = params["W_hy"].shape
+    module = torch.nn.GRU if cell == "gru" else torch.nn.LSTM
+    rnn = module(i, h, batch_first=True, dtype=dtype)
+    linear = torch.nn.Linear(h, o, dtype=dtype)
+    p = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()}
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(p["W_ih"].T)
+        rnn.weight_hh_l0.copy_(p["W_hh"].T)
+        rnn.bias_ih_l0.copy_(p["b_ih"])
+        rnn.bias_hh_l0.copy_(p["b_hh"])
+        linear.weight.copy_(p["W_hy"].T)
+        linear.bias.copy_(p["b_y"])
+    order = [rnn.weight_ih_l0, rnn.weight_hh_l0, linear.weight, rnn.bias_ih_l0,
+             rnn.bias_hh_l0, linear.bias]
+    return rnn, linear, order
+
+
+GATED_NAMES = ("W_ih", "W_hh", "W_hy", "b_ih", "b_hh", "b_y")
+
+
+def _as_rnn_fast(tensors):
+    """Tensors in rnn_fast's order to its layout (matrices transposed)."""
+    return {k: (t.T if t.dim() == 2 else t).detach().numpy()
+            for k, t in zip(GATED_NAMES, tensors)}
+
+
+def w3_gated_contenders(problem):
+    X = torch.from_numpy(problem.X)
+    Y = torch.from_numpy(problem.Y)
+    mse = torch.nn.MSELoss()
+
+    def setup():
+        _threads()
+        rnn, linear, params = gated_modules(problem.cell, problem.params,
+                                            getattr(torch, problem.dtype))
+
+        def run():
+            out, _ = rnn(X)
+            loss = mse(linear(out), Y)
+            loss.backward()
+            return loss.item(), params
+        return run
+
+    def finish(out):
+        loss, params = out
+        return loss_grads_result(loss, _as_rnn_fast([p.grad for p in params]))
+
+    module = "nn.GRU" if problem.cell == "gru" else "nn.LSTM"
+    return [Contender(name=f"torch {module}", setup=setup, finish=finish,
+                      note=f"{THREADS} thread{'s' if THREADS != 1 else ''}")]
+
+
 def w3_contenders(problem):
+    if problem.cell != "elman":
+        return w3_gated_contenders(problem)
     X = torch.from_numpy(problem.X)
     Y = torch.from_numpy(problem.Y)
     mse = torch.nn.MSELoss()
@@ -162,7 +224,52 @@ def w2_train(problem, rnn, linear, params, X, targets):
     return total
 
 
+def w2_lstm_train(problem, rnn, linear, params, X, targets):
+    """W2's loop with an nn.LSTM, (h, c) carried."""
+    lr, clip = problem.lr, problem.clip
+    mem = [torch.zeros_like(p) for p in params]
+    h = torch.zeros(1, 1, problem.hidden, dtype=torch.float64)
+    c = torch.zeros_like(h)
+    total = 0.0
+    for x, y in zip(X, targets):
+        out, (h, c) = rnn(x[None], (h, c))
+        loss = torch.nn.functional.cross_entropy(linear(out[0]), y, reduction="sum")
+        for p in params:
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p, m in zip(params, mem):
+                g = p.grad.clamp_(-clip, clip)
+                m.addcmul_(g, g)
+                p.addcdiv_(g, (m + 1e-8).sqrt_(), value=-lr)
+        h, c = h.detach(), c.detach()
+        total += loss.item()
+    return total
+
+
+def w2_lstm_contenders(problem):
+    def make(p):
+        _threads()
+        rnn, linear, params = gated_modules("lstm", p.init, torch.float64)
+        X, _ = p.one_hot()
+        n, c = p.n_chunks, p.chunk
+        X = torch.from_numpy(X.reshape(n, c, p.vocab_size))
+        targets = torch.from_numpy(p.ids[1:n * c + 1].reshape(n, c).astype(np.int64))
+
+        def run():
+            total = w2_lstm_train(p, rnn, linear, params, X, targets)
+            return _as_rnn_fast(params), total
+        return run
+
+    return [char_contender("torch", problem, make,
+                           note=f"eager, nn.LSTM per chunk, {THREADS} thread"
+                                f"{'s' if THREADS != 1 else ''}")]
+
+
 def w2_contenders(problem):
+    if problem.cell != "elman":
+        return w2_lstm_contenders(problem)
+
     def make(p):
         _threads()
         rnn, linear, params = w2_modules(p)

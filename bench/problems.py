@@ -9,7 +9,10 @@ for N sequences of T steps, I inputs, H hidden units, O outputs, one forward + B
     => fb_flops = 2 N T (2 I H + 3 H H + 3 H O)
 
 (the backward counts the whole recurrence product and dW_hh at every step, as the seeds
-do, although h_{-1} = 0 makes the first step's dW_hh zero). Per-sample SGD (W1) adds one
+do, although h_{-1} = 0 makes the first step's dW_hh zero). A gated cell with G gates
+(GRU 3, LSTM 4) has G H columns where the Elman cell has H in the input and recurrent
+products and their gradients: fb_flops = 2 N T (2 I G H + 3 H G H + 3 H O); gate
+arithmetic is elementwise and not counted. Per-sample SGD (W1) adds one
 update of every weight per sample: 2 N (I H + H H + H O); W2 (min-char-rnn) one per chunk
 of 25 characters, counted the same way (one multiply-add per weight, although Adagrad's
 rule does a few more flops per weight).
@@ -22,10 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 from harness import Contender
 
+GATES = {"elman": 1, "gru": 3, "lstm": 4}
 
-def fb_flops(n, t, i, h, o):
-    """Forward + backward flops of an Elman RNN with a readout (see the module docstring)."""
-    return 2.0 * n * t * (2 * i * h + 3 * h * h + 3 * h * o)
+
+def fb_flops(n, t, i, h, o, gates=1):
+    """Forward + backward flops of a recurrent network with a readout, its cell having
+    ``gates`` gates (see the module docstring)."""
+    width = gates * h
+    return 2.0 * n * t * (2 * i * width + 3 * h * width + 3 * h * o)
 
 
 def sgd_flops(n, t, i, h, o):
@@ -106,12 +113,15 @@ def addition_result(problem, weights, Y_hat=None):
 
 @dataclass
 class BatchedProblem:
-    """W3 / sweeps: one forward + backward, tanh hidden, identity readout, biases, MSE."""
+    """W3 / sweeps: one forward + backward, identity readout, biases, MSE; the Elman
+    cell's hidden units tanh."""
 
     X: np.ndarray  # (N, T, I)
     Y: np.ndarray  # (N, T, O)
-    params: dict  # W_xh (I, H), W_hh (H, H), W_hy (H, O), b_h (H,), b_y (O,)
+    params: dict  # W_xh (I, H), W_hh (H, H), W_hy (H, O), b_h (H,), b_y (O,); a gated
+    # cell's: W_ih (I, G H), W_hh (H, G H), W_hy (H, O), b_ih, b_hh (G H,), b_y (O,)
     dtype: str
+    cell: str = "elman"
 
     @property
     def sizes(self):
@@ -120,18 +130,23 @@ class BatchedProblem:
 
     @property
     def flops(self):
-        return fb_flops(*self.sizes)
+        return fb_flops(*self.sizes, gates=GATES[self.cell])
 
 
-def batched_problem(n=64, t=100, i=128, h=512, o=128, dtype="float64", seed=0):
+def batched_problem(n=64, t=100, i=128, h=512, o=128, dtype="float64", seed=0, cell="elman"):
     """Inputs and targets N(0, 1); parameters PyTorch's U(-1/sqrt(H), 1/sqrt(H))."""
     rng = np.random.default_rng(seed)
     k = 1.0 / np.sqrt(h)
-    shapes = {"W_xh": (i, h), "W_hh": (h, h), "W_hy": (h, o), "b_h": (h,), "b_y": (o,)}
+    if cell == "elman":
+        shapes = {"W_xh": (i, h), "W_hh": (h, h), "W_hy": (h, o), "b_h": (h,), "b_y": (o,)}
+    else:
+        g = GATES[cell] * h
+        shapes = {"W_ih": (i, g), "W_hh": (h, g), "W_hy": (h, o), "b_ih": (g,), "b_hh": (g,),
+                  "b_y": (o,)}
     params = {name: rng.uniform(-k, k, shape).astype(dtype) for name, shape in shapes.items()}
     X = rng.standard_normal((n, t, i)).astype(dtype)
     Y = rng.standard_normal((n, t, o)).astype(dtype)
-    return BatchedProblem(X, Y, params, dtype)
+    return BatchedProblem(X, Y, params, dtype, cell)
 
 
 def loss_grads_result(loss, grads):
@@ -154,11 +169,13 @@ class CharProblem:
 
     ids: np.ndarray  # (n_chunks * chunk + 1,) character indices
     vocab_size: int
-    init: dict  # W_xh (V, H), W_hh (H, H), W_hy (H, V), b_h (H,), b_y (V,), float64
+    init: dict  # W_xh (V, H), W_hh (H, H), W_hy (H, V), b_h (H,), b_y (V,), float64; the
+    # LSTM's W_ih (V, 4H), W_hh (H, 4H), W_hy (H, V), b_ih, b_hh (4H,), b_y (V,)
     chunk: int  # characters per chunk (min-char-rnn's seq_length)
     lr: float
     clip: float
     source: str  # where the text comes from, for the title
+    cell: str = "elman"
 
     @property
     def hidden(self):
@@ -170,15 +187,15 @@ class CharProblem:
 
     @property
     def flops(self):
-        v, h = self.vocab_size, self.hidden
-        return (fb_flops(1, self.n_chunks * self.chunk, v, h, v)
-                + 2.0 * self.n_chunks * (v * h + h * h + h * v))
+        v, h, g = self.vocab_size, self.hidden, GATES[self.cell]
+        return (fb_flops(1, self.n_chunks * self.chunk, v, h, v, gates=g)
+                + 2.0 * self.n_chunks * (v * g * h + h * g * h + h * v))
 
     def prefix(self, n_chunks):
         """The same problem cut to its first ``n_chunks`` chunks."""
         n_chunks = min(n_chunks, self.n_chunks)
         return CharProblem(self.ids[:n_chunks * self.chunk + 1], self.vocab_size, self.init,
-                           self.chunk, self.lr, self.clip, self.source)
+                           self.chunk, self.lr, self.clip, self.source, self.cell)
 
     def one_hot(self):
         """X, Y (1, n_chunks * chunk, V): one-hot inputs and next-character targets."""
@@ -207,15 +224,23 @@ def char_text(n_chars, vocab_size=65, seed=0):
             f"random text, seed {seed}")
 
 
-def char_problem(n_chunks=2000, hidden=100, chunk=25, lr=0.1, clip=5.0, seed=0):
-    """min-char-rnn's setting: N(0, 1) * 0.01 weights, zero biases (its initialisation)."""
+def char_problem(n_chunks=2000, hidden=100, chunk=25, lr=0.1, clip=5.0, seed=0, cell="elman"):
+    """min-char-rnn's setting: N(0, 1) * 0.01 weights, zero biases (its initialisation),
+    for the Elman cell or (cell="lstm") an LSTM of the same hidden size."""
     ids, v, source = char_text(n_chunks * chunk + 1, seed=seed)
     rng = np.random.default_rng(seed)
-    init = {"W_xh": rng.standard_normal((v, hidden)) * 0.01,
-            "W_hh": rng.standard_normal((hidden, hidden)) * 0.01,
-            "W_hy": rng.standard_normal((hidden, v)) * 0.01,
-            "b_h": np.zeros(hidden), "b_y": np.zeros(v)}
-    return CharProblem(ids, v, init, chunk, lr, clip, source)
+    if cell == "elman":
+        init = {"W_xh": rng.standard_normal((v, hidden)) * 0.01,
+                "W_hh": rng.standard_normal((hidden, hidden)) * 0.01,
+                "W_hy": rng.standard_normal((hidden, v)) * 0.01,
+                "b_h": np.zeros(hidden), "b_y": np.zeros(v)}
+    else:
+        g = GATES[cell] * hidden
+        init = {"W_ih": rng.standard_normal((v, g)) * 0.01,
+                "W_hh": rng.standard_normal((hidden, g)) * 0.01,
+                "W_hy": rng.standard_normal((hidden, v)) * 0.01,
+                "b_ih": np.zeros(g), "b_hh": np.zeros(g), "b_y": np.zeros(v)}
+    return CharProblem(ids, v, init, chunk, lr, clip, source, cell)
 
 
 def char_result(problem, weights, total_loss, check_weights):

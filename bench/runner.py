@@ -7,7 +7,7 @@ import os
 import harness
 import workloads
 
-ALL = ("W1", "W2", "W3")  # bench.WORKLOADS
+ALL = ("W1", "W2", "W3", "W2-LSTM", "W3-GRU", "W3-LSTM")  # bench.WORKLOADS
 W3_DTYPES = ("float64", "float32")
 
 
@@ -48,6 +48,11 @@ def run(names=ALL, quick=False, repeat=5, sweep=False, reference_samples=None, w
             selected.append(workloads.w2(quick, w2_chunks, reference_chunks))
         elif name == "W3":
             selected += [workloads.w3(dtype, quick) for dtype in W3_DTYPES]
+        elif name == "W2-LSTM":
+            selected.append(workloads.w2_lstm(quick, w2_chunks, reference_chunks))
+        elif name in ("W3-GRU", "W3-LSTM"):
+            selected += [workloads.w3_gated(name[3:].lower(), dtype, quick)
+                         for dtype in W3_DTYPES]
         else:
             raise ValueError(f"unknown workload {name!r}; choose from {', '.join(ALL)}")
 

@@ -1,4 +1,5 @@
 """The workloads: W1 (the seed task), W2 (min-char-rnn), W3 (one batched forward + backward),
+their gated versions (W2 LSTM: min-char-rnn's setting with an LSTM; W3 GRU and W3 LSTM),
 the sweeps.
 
 Each builder returns ``harness.Workload`` objects holding the contenders of every family
@@ -108,11 +109,13 @@ W3_SIZES = dict(n=64, t=100, i=128, h=512, o=128)
 W3_QUICK_SIZES = dict(n=4, t=5, i=8, h=16, o=8)
 
 
-def batched_contenders(problem, only=None):
-    """The forward + backward contenders for a batched problem (W3, sweeps)."""
+def batched_contenders(problem, only=None, reference=True):
+    """The forward + backward contenders for a batched problem (W3, sweeps); the hoisted
+    NumPy schedule is the Elman cell's only."""
     keep = (lambda name: True) if only is None else (lambda name: name in only)
-    contenders = contenders_rnn_fast.w3_contenders(problem)
-    contenders += contenders_numpy.w3_contenders(problem)
+    contenders = contenders_rnn_fast.w3_contenders(problem, reference)
+    if problem.cell == "elman":
+        contenders += contenders_numpy.w3_contenders(problem)
     for name in ("torch", "jax"):
         family = _optional(name)
         if family is not None:
@@ -120,15 +123,18 @@ def batched_contenders(problem, only=None):
     return [c for c in contenders if keep(c.name)]
 
 
-def _batched_workload(name, title, problem, only=None, oracle="numpy (hoisted GEMMs)"):
+def _batched_workload(name, title, problem, only=None, oracle="numpy (hoisted GEMMs)",
+                      reference=True):
+    gates = {"elman": "", "gru": "3", "lstm": "4"}[problem.cell]
     return Workload(
         name=name, title=title, flops=problem.flops,
-        contenders=batched_contenders(problem, only), oracle=oracle,
+        contenders=batched_contenders(problem, only, reference), oracle=oracle,
         diff_label=f"max rel. grad diff vs {oracle}", relative_diff=True,
         tolerance=1e-9 if problem.dtype == "float64" else 1e-3,
         metric_label="loss", metric_key="loss",
-        params=dict(zip("NTIHO", problem.sizes), dtype=problem.dtype), dtype=problem.dtype,
-        notes=["GFLOP/s counts 2 N T (2IH + 3H² + 3HO) flops"])
+        params=dict(zip("NTIHO", problem.sizes), dtype=problem.dtype, cell=problem.cell),
+        dtype=problem.dtype,
+        notes=[f"GFLOP/s counts 2 N T (2I·{gates}H + 3H·{gates}H + 3HO) flops"])
 
 
 def w3(dtype="float64", quick=False):
@@ -139,6 +145,56 @@ def w3(dtype="float64", quick=False):
     return _batched_workload(
         f"W3 {dtype}", f"W3: one forward + backward, N={n} T={t} I={i} H={h} O={o}, "
                        f"tanh, linear readout, biases, MSE, {dtype}", problem)
+
+
+def w3_gated(cell, dtype="float64", quick=False):
+    """W3's batch with a GRU or an LSTM: one forward + backward, identity readout,
+    biases, MSE. Compared with PyTorch's nn.GRU / nn.LSTM (the oracle when installed: the
+    NumPy reference, seconds per call at these sizes, runs only with --quick)."""
+    sizes = W3_QUICK_SIZES if quick else W3_SIZES
+    problem = batched_problem(dtype=dtype, cell=cell, **sizes)
+    n, t, i, h, o = problem.sizes
+    module = "nn.GRU" if cell == "gru" else "nn.LSTM"
+    oracle = "rnn_fast.reference" if quick or _optional("torch") is None else f"torch {module}"
+    return _batched_workload(
+        f"W3 {cell.upper()} {dtype}", f"W3 {cell.upper()}: one forward + backward, N={n} "
+        f"T={t} I={i} H={h} O={o}, {cell.upper()}, linear readout, biases, MSE, {dtype}",
+        problem, oracle=oracle, reference=quick)
+
+
+W2_LSTM_REFERENCE_CHUNKS = 40  # the reference's time is measured on these and scaled
+
+
+def w2_lstm(quick=False, n_chunks=None, reference_chunks=None):
+    """min-char-rnn's W2 setting with an LSTM of the same hidden size (H=100): one-hot
+    characters, softmax + cross-entropy summed over 25-character chunks, (h, c) carried,
+    Adagrad lr 0.1, clip 5, float64, N(0, 1) * 0.01 weights and zero biases."""
+    n = n_chunks or (W2_QUICK_CHUNKS if quick else W2_CHUNKS)
+    problem = char_problem(n_chunks=n, hidden=W2_QUICK_HIDDEN if quick else W2_HIDDEN,
+                           cell="lstm")
+    if reference_chunks is None and not quick:
+        reference_chunks = W2_LSTM_REFERENCE_CHUNKS
+    contenders = contenders_rnn_fast.w2_contenders(problem, reference_chunks)
+    for name in ("torch", "jax"):
+        family = _optional(name)
+        if family is not None:
+            contenders += family.w2_contenders(problem)
+    v, h, c = problem.vocab_size, problem.hidden, problem.chunk
+    return Workload(
+        name="W2 LSTM", title=f"W2 LSTM: min-char-rnn's setting with an LSTM, {n} chunks of "
+                              f"{c} characters (V={v}, H={h}, softmax + cross-entropy, Adagrad "
+                              f"{problem.lr}, clip {problem.clip:g}, float64)",
+        flops=problem.flops, contenders=contenders, oracle="rnn_fast.reference",
+        diff_label=f"max abs ΔW after {min(CHECK_CHUNKS, n)} chunks vs rnn_fast.reference",
+        tolerance=1e-10, final_diff_label=f"max abs ΔW after {n} chunks (not checked)",
+        metric_label="mean chunk loss", metric_key="mean_chunk_loss",
+        params=dict(n_chunks=n, chunk=c, V=v, H=h, lr=problem.lr, clip=problem.clip,
+                    text=problem.source, cell="lstm"),
+        notes=[f"GFLOP/s counts 2 L (2V·4H + 3H·4H + 3HV) + 2 C (V·4H + H·4H + HV) flops "
+               f"(L = {n * c} characters, C = {n} updates): {problem.flops / 1e9:.3g} GFLOP",
+               "the check column compares weights after "
+               f"{min(CHECK_CHUNKS, n)} chunks (untimed runs); over many chunks the training "
+               "is chaotic, as W2's, and final weights of correct contenders part ways"])
 
 
 SWEEP_BASE = dict(n=16, t=50, i=32, h=128, o=32)

@@ -106,6 +106,31 @@ def valid_configs():
 
 CONFIGS = list(valid_configs())
 
+CELLS = ("elman", "gru", "lstm")
+CELL_CLASSES = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
+
+
+def gated_config(config):
+    """A configuration for a gated cell: the Elman one without its hidden activation."""
+    return {k: v for k, v in config.items() if k != "hidden_activation"}
+
+
+# Every (output activation, loss, bias, readout) a gated cell accepts.
+GATED_CONFIGS = [dict(c) for c in dict.fromkeys(
+    tuple(gated_config(c).items()) for c in CONFIGS)]
+
+
+def cell_configs(cell):
+    return CONFIGS if cell == "elman" else GATED_CONFIGS
+
+
+def make_model(module, cell, **kwargs):
+    """``module.RNN`` / ``GRU`` / ``LSTM`` (module: rnn_fast or rnn_fast.reference) with
+    the keywords; a gated cell drops ``hidden_activation``, which it refuses."""
+    if cell != "elman":
+        kwargs.pop("hidden_activation", None)
+    return getattr(module, CELL_CLASSES[cell])(**kwargs)
+
 # Configurations whose units can saturate (tanh or sigmoid hidden units, a sigmoid or
 # softmax readout), for the equivalence tests with large inputs and readout weights.
 SATURATING_CONFIGS = [c for c in CONFIGS if c["hidden_activation"] in ("tanh", "sigmoid")

@@ -1,8 +1,8 @@
 """The Cython core computes the NumPy reference's numbers.
 
-Every kernel is compared with its reference twin over random sizes (1 included),
-sequence lengths (1 included), every configuration, both dtypes and both of the core's
-BPTT paths (hand-written loops, BLAS). float64 agrees to
+Every kernel is compared with its reference twin over the three cells (Elman, GRU,
+LSTM), random sizes (1 included), sequence lengths (1 included), every configuration,
+both dtypes and both of the core's BPTT paths (hand-written loops, BLAS). float64 agrees to
 1e-12 relative, float32 to 1e-5; the absolute floor is that tolerance times the
 largest value of the quantity compared, so entries that are rounding noise around
 zero (a softmax's gradients summing to zero, say) do not fail the test.
@@ -10,7 +10,18 @@ zero (a softmax's gradients summing to zero, say) do not fail the test.
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, PATHS, RTOL, SATURATING_CONFIGS, core_clone, core_path, make_data
+from conftest import (
+    CELLS,
+    CONFIGS,
+    GATED_CONFIGS,
+    PATHS,
+    RTOL,
+    SATURATING_CONFIGS,
+    core_clone,
+    core_path,
+    make_data,
+    make_model,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,15 +40,22 @@ def assert_close(actual, desired, dtype, what, scale=None, rtol=None):
                                rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
-def twin_models(config, sizes, dtype, seed, init="glorot"):
+def twin_models(config, sizes, dtype, seed, init="glorot", cell="elman"):
     i, h, o = sizes
     kwargs = dict(input_size=i, hidden_size=h, output_size=o if config["readout"] else None,
                   dtype=dtype, seed=seed, init=init, **config)
-    return rnn_fast.RNN(**kwargs), reference.RNN(**kwargs)
+    return make_model(rnn_fast, cell, **kwargs), make_model(reference, cell, **kwargs)
+
+
+def initial_state(rng, cell, shape):
+    """An h0 of ``shape``; for the LSTM the tuple (h0, c0)."""
+    h0 = rng.standard_normal(shape)
+    return (h0, rng.standard_normal(shape)) if cell == "lstm" else h0
 
 
 problems = st.fixed_dictionaries({
-    "config": st.sampled_from(CONFIGS),
+    "cell": st.sampled_from(CELLS),
+    "config": st.sampled_from(CONFIGS),  # a gated cell ignores the hidden activation
     "n": st.integers(1, 4),
     "t": st.integers(1, 7),
     "i": st.integers(1, 5),
@@ -49,6 +67,7 @@ problems = st.fixed_dictionaries({
     "ragged": st.booleans(),
     "bptt_steps": st.one_of(st.none(), st.integers(1, 7)),
     "one_hot": st.booleans(),  # characters, as in a language model
+    "h0": st.booleans(),
 })
 
 
@@ -59,7 +78,7 @@ def build(p):
     # one-hot inputs come with 8 to 12 of them: at most one in eight nonzero takes the
     # BLAS path's row gathers instead of its input GEMMs
     i = p["i"] + 7 if p["one_hot"] else p["i"]
-    fast, ref = twin_models(p["config"], (i, p["h"], o), p["dtype"], p["seed"])
+    fast, ref = twin_models(p["config"], (i, p["h"], o), p["dtype"], p["seed"], cell=p["cell"])
     rng = np.random.default_rng(p["seed"])
     X, Y = make_data(rng, p["config"], p["n"], p["t"], i, o, p["many_to_one"], p["dtype"])
     if p["one_hot"]:
@@ -72,12 +91,18 @@ def build(p):
 @given(problems)
 def test_forward_matches_reference(p):
     fast, ref, X, _, lengths = build(p)
-    h0 = np.random.default_rng(p["seed"] + 1).standard_normal(p["h"])
-    Y_fast, H_fast = fast.forward(X, h0=h0, lengths=lengths)
-    Y_ref, H_ref = ref.forward(X, h0=h0, lengths=lengths)
+    h0 = initial_state(np.random.default_rng(p["seed"] + 1), p["cell"], p["h"])
+    extra = {"return_cells": True} if p["cell"] == "lstm" else {}
+    Y_fast, H_fast, *rest_fast = fast.forward(X, h0=h0, lengths=lengths, return_state=True,
+                                              **extra)
+    Y_ref, H_ref, *rest_ref = ref.forward(X, h0=h0, lengths=lengths, return_state=True, **extra)
     assert Y_fast.dtype == np.dtype(p["dtype"]) and Y_fast.shape == Y_ref.shape
     assert_close(Y_fast, Y_ref, p["dtype"], f"outputs, {p}")
     assert_close(H_fast, H_ref, p["dtype"], f"hidden states, {p}")
+    if p["cell"] == "lstm":  # the cell states, and the final (h, c)
+        assert_close(rest_fast[0], rest_ref[0], p["dtype"], f"cell states, {p}")
+        for k in range(2):
+            assert_close(rest_fast[1][k], rest_ref[1][k], p["dtype"], f"final state {k}, {p}")
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -85,10 +110,13 @@ def test_forward_matches_reference(p):
 @given(problems)
 def test_loss_and_grads_match_reference(path, p):
     fast, ref, X, Y, lengths = build(p)
+    h0 = (initial_state(np.random.default_rng(p["seed"] + 2), p["cell"], (p["n"], p["h"]))
+          if p["h0"] else None)
     with core_path(path):
-        loss_fast, grads_fast = fast.loss_and_grads(X, Y, lengths=lengths,
+        loss_fast, grads_fast = fast.loss_and_grads(X, Y, lengths=lengths, h0=h0,
                                                     bptt_steps=p["bptt_steps"])
-    loss_ref, grads_ref = ref.loss_and_grads(X, Y, lengths=lengths, bptt_steps=p["bptt_steps"])
+    loss_ref, grads_ref = ref.loss_and_grads(X, Y, lengths=lengths, h0=h0,
+                                             bptt_steps=p["bptt_steps"])
     # Floors of 1: a small loss or gradient can be the difference of values near 1 (y and
     # its target), so its rounding error is that of numbers near 1, not relative to it.
     assert_close(loss_fast, loss_ref, p["dtype"], f"loss, {p}", max(1.0, abs(loss_ref)))
@@ -178,20 +206,83 @@ def test_saturated_units_match_reference(path, clone, p):
         assert_close(grads_fast[name], grads_ref[name], dtype, f"d{name}, {p}", scale)
 
 
-OPTIMIZERS = [
-    lambda m: m.SGD(lr=0.1),
-    lambda m: m.SGD(lr={"W_xh": 0.05, "W_hh": 0.02}),
-    lambda m: m.SGD(lr=0.05, momentum=0.9),
-    lambda m: m.SGD(lr=0.05, momentum=0.9, nesterov=True),
-    lambda m: m.Adagrad(lr=0.1),
-    lambda m: m.RMSprop(lr=0.01),
-    lambda m: m.Adam(lr=0.01),
-]
+saturating_gated_problems = st.fixed_dictionaries({
+    "cell": st.sampled_from(["gru", "lstm"]),
+    "config": st.sampled_from([c for c in GATED_CONFIGS if c["readout"]
+                               and c["output_activation"] in ("sigmoid", "softmax")]),
+    "n": st.integers(1, 3),
+    "t": st.integers(1, 6),
+    "i": st.integers(1, 4),
+    "h": st.integers(1, 8),
+    "o": st.integers(1, 4),
+    "many_to_one": st.booleans(),
+    "dtype": st.sampled_from(["float64", "float32"]),
+    "seed": st.integers(0, 2**31),
+    "input_scale": st.sampled_from([1.0, 30.0, 1e3, 1e6]),
+    "readout_scale": st.sampled_from([1.0, 30.0, 1e3]),
+})
 
 
-@pytest.mark.parametrize("make_optimizer", OPTIMIZERS,
-                         ids=["sgd", "sgd-per-param", "momentum", "nesterov", "adagrad",
-                              "rmsprop", "adam"])
+@pytest.mark.parametrize("path", ["loops", "blas"])
+@settings(SETTINGS, max_examples=100)
+@given(saturating_gated_problems)
+def test_saturated_gates_match_reference(path, p):
+    """Large inputs and readout weights saturate the gates (sigmoid at 0 or 1, tanh at
+    +-1) and the outputs. The states keep their range (the GRU's h and the LSTM's h in
+    [-1, 1]), the outputs theirs, and everything agrees with the reference to the usual
+    tolerance over floors set by the conditioning, as for the Elman cell: the largest sum
+    of absolute terms in a pre-activation (for the LSTM's h, times the steps over which
+    the cell state adds them up), and in an output."""
+    config, dtype, cell = p["config"], p["dtype"], p["cell"]
+    o = max(p["o"], 2) if config["output_activation"] == "softmax" else p["o"]
+    fast, ref = twin_models(config, (p["i"], p["h"], o), dtype, p["seed"], cell=cell)
+    for params in (fast.params, ref.params):
+        params["W_hy"] *= params["W_hy"].dtype.type(p["readout_scale"])
+    rng = np.random.default_rng(p["seed"])
+    X, Y = make_data(rng, config, p["n"], p["t"], p["i"], o, p["many_to_one"], dtype)
+    X *= X.dtype.type(p["input_scale"])
+    with core_path(path):
+        Y_fast, H_fast = fast.forward(X)
+        loss_fast, grads_fast = fast.loss_and_grads(X, Y)
+    Y_ref, H_ref = ref.forward(X)
+    loss_ref, grads_ref = ref.loss_and_grads(X, Y)
+    W = {name: np.abs(value).astype(np.float64) for name, value in ref.params.items()}
+    H_prev = np.concatenate([np.zeros_like(H_ref[:, :1]), H_ref[:, :-1]], axis=1)
+    terms = (np.abs(X) @ W["W_ih"] + np.abs(H_prev) @ W["W_hh"] + W.get("b_ih", 0)
+             + W.get("b_hh", 0))
+    floor_h = max(1.0, np.max(terms)) * (p["t"] if cell == "lstm" else 1)
+    floor_y = max(1.0, np.max(np.abs(H_ref) @ W["W_hy"] + W.get("b_y", 0))
+                  + np.max(np.sum(W["W_hy"], axis=0)) * floor_h)
+    assert np.all(np.abs(H_fast) <= 1), "hidden states"
+    assert np.all((Y_fast >= 0) & (Y_fast <= 1)), "outputs"
+    assert_close(H_fast, H_ref, dtype, f"hidden states, {p}", scale=floor_h)
+    assert_close(Y_fast, Y_ref, dtype, f"outputs, {p}", scale=floor_y)
+    assert_close(loss_fast, loss_ref, dtype, f"loss, {p}", max(abs(loss_ref), floor_y))
+    scale = max(max(np.max(np.abs(g)) for g in grads_ref.values()),
+                np.max(np.abs(X)) * np.max(W["W_hy"]) * floor_y)
+    for name in grads_ref:
+        assert_close(grads_fast[name], grads_ref[name], dtype, f"d{name}, {p}", scale)
+
+
+OPTIMIZERS = {
+    "sgd": lambda m, input_weights: m.SGD(lr=0.1),
+    "sgd-per-param": lambda m, input_weights: m.SGD(lr={input_weights: 0.05, "W_hh": 0.02}),
+    "momentum": lambda m, input_weights: m.SGD(lr=0.05, momentum=0.9),
+    "nesterov": lambda m, input_weights: m.SGD(lr=0.05, momentum=0.9, nesterov=True),
+    "adagrad": lambda m, input_weights: m.Adagrad(lr=0.1),
+    "rmsprop": lambda m, input_weights: m.RMSprop(lr=0.01),
+    "adam": lambda m, input_weights: m.Adam(lr=0.01),
+}
+# Every optimizer with the Elman cell; each gated cell with four of them (between them,
+# all seven), so the suite's time grows by about one Elman run, not two.
+CELL_OPTIMIZERS = ([("elman", name) for name in OPTIMIZERS]
+                   + [("gru", name) for name in ("sgd", "momentum", "adagrad", "adam")]
+                   + [("lstm", name) for name in ("sgd-per-param", "nesterov", "rmsprop",
+                                                  "adam")])
+
+
+@pytest.mark.parametrize(("cell", "optimizer"), CELL_OPTIMIZERS,
+                         ids=[f"{c}-{o}" for c, o in CELL_OPTIMIZERS])
 @pytest.mark.parametrize("options", [
     {},
     {"batch_size": 3, "shuffle": True, "seed": 5},
@@ -213,21 +304,27 @@ OPTIMIZERS = [
         "h0-shared"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("path", PATHS)
-def test_fit_matches_reference(path, make_optimizer, options, dtype, rng):
+def test_fit_matches_reference(path, cell, optimizer, options, dtype, rng):
     options = dict(options)
     config = {"hidden_activation": "tanh", "output_activation": "sigmoid",
               "loss": "binary_cross_entropy", "bias": True, "readout": True}
-    fast, ref = twin_models(config, (3, 6, 2), dtype, seed=1)
+    fast, ref = twin_models(config, (3, 6, 2), dtype, seed=1, cell=cell)
     X, Y = make_data(rng, config, 10, 7, 3, 2, many_to_one=False, dtype=dtype)
     if options.pop("ragged", False):
         options["lengths"] = rng.integers(1, 8, 10)
-    if "h0" in options:
-        options["h0"] = rng.standard_normal((10, 6) if options["h0"] == "each" else 6)
+    if "h0" in options:  # the LSTM's is (h0, c0), followed through the shuffle alike
+        options["h0"] = initial_state(rng, cell, (10, 6) if options["h0"] == "each" else 6)
+    make_optimizer = OPTIMIZERS[optimizer]
+    input_weights = "W_xh" if cell == "elman" else "W_ih"
     with core_path(path):
-        history_fast = fast.fit(X, Y, optimizer=make_optimizer(rnn_fast), epochs=3, **options)
-    history_ref = ref.fit(X, Y, optimizer=make_optimizer(reference), epochs=3, **options)
-    # a few dozen updates: adaptive optimizers amplify rounding differences somewhat
-    rtol = {"float64": 1e-10, "float32": 1e-4}[dtype]
+        history_fast = fast.fit(X, Y, optimizer=make_optimizer(rnn_fast, input_weights),
+                                epochs=3, **options)
+    history_ref = ref.fit(X, Y, optimizer=make_optimizer(reference, input_weights), epochs=3,
+                          **options)
+    # a few dozen updates: adaptive optimizers amplify rounding differences somewhat. An
+    # LSTM's float32 fit with RMSprop met 1.5e-4 on 6 seeds in 60 (its first steps divide
+    # gradients near rounding noise by sqrt(v) of the same size); float64 stays at 1e-10
+    rtol = {"float64": 1e-10, "float32": 1e-3 if cell != "elman" else 1e-4}[dtype]
     for name in ref.params:
         assert_close(fast.params[name], ref.params[name], dtype, name, scale=1.0, rtol=rtol)
     assert_close(history_fast["batch_loss"], history_ref["batch_loss"], dtype, "losses",
@@ -237,13 +334,20 @@ def test_fit_matches_reference(path, make_optimizer, options, dtype, rng):
     assert fast.optimizer.state["step"] == ref.optimizer.state["step"]
 
 
+CELL_CONFIGS = ([("elman", c) for c in CONFIGS] + [("gru", c) for c in GATED_CONFIGS]
+                + [("lstm", c) for c in GATED_CONFIGS])
+
+
 @pytest.mark.parametrize("many_to_one", [False, True], ids=["seq2seq", "many-to-one"])
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(map(str, c.values())))
-def test_fit_every_configuration(config, path, many_to_one, rng):
-    """Training runs every configuration in the core, with the reference's numbers."""
+@pytest.mark.parametrize(("cell", "config"), CELL_CONFIGS,
+                         ids=[f"{cell}-" + "-".join(map(str, c.values()))
+                              for cell, c in CELL_CONFIGS])
+def test_fit_every_configuration(cell, config, path, many_to_one, rng):
+    """Training runs every configuration of every cell in the core, with the reference's
+    numbers."""
     o = 3 if config["readout"] else 4
-    fast, ref = twin_models(config, (2, 4, o), "float64", seed=2)
+    fast, ref = twin_models(config, (2, 4, o), "float64", seed=2, cell=cell)
     X, Y = make_data(rng, config, 6, 5, 2, o, many_to_one=many_to_one)
     batch_size = 1 if path == "pair" else 2  # the pair path trains batch size 1 only
     # lr 0.05 let the linear (identity, identity, half_sse) net diverge on about one random

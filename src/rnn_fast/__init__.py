@@ -1,15 +1,16 @@
-"""rnn_fast: a fast trainer for vanilla (Elman) recurrent networks.
+"""rnn_fast: a fast trainer for small recurrent networks: Elman, GRU and LSTM cells.
 
-``rnn_fast.RNN`` runs on the compiled Cython core; ``rnn_fast.reference`` is the same
-API on plain NumPy, the executable specification the core is tested against.
+``rnn_fast.RNN``, ``rnn_fast.GRU`` and ``rnn_fast.LSTM`` run on the compiled Cython
+core; ``rnn_fast.reference`` is the same API on plain NumPy, the executable
+specification the core is tested against.
 """
 
 # _core: the compiled kernels, imported now so a broken build fails here, not in a fit
 from . import _core, tasks, text  # noqa: F401  (text: NumPy and the standard library only)
-from ._model import RNN, DivergenceError, TrainingInterrupted, load_model
+from ._model import GRU, LSTM, RNN, DivergenceError, TrainingInterrupted, load_model
 from ._sweep import sweep
 from .optimizers import SGD, Adagrad, Adam, RMSprop
 
-__all__ = ["RNN", "SGD", "Adagrad", "RMSprop", "Adam", "DivergenceError", "TrainingInterrupted",
-           "load_model", "sweep", "tasks", "text"]
+__all__ = ["RNN", "GRU", "LSTM", "SGD", "Adagrad", "RMSprop", "Adam", "DivergenceError",
+           "TrainingInterrupted", "load_model", "sweep", "tasks", "text"]
 __version__ = "0.1.0"

@@ -2,7 +2,11 @@
 
 Every array is C-contiguous, of one float dtype (float32 or float64) throughout a call;
 integer arrays are numpy.intp, except token and class ids (int32, with spec.input_ids and
-spec.target_ids). Nothing is validated here: rnn_fast._model does it.
+spec.target_ids). Nothing is validated here: rnn_fast._model does it (the kernels check
+only that the parameters' count fits spec.cell).
+
+The cell is spec.cell: 0 Elman, 1 GRU (G = 3 gates), 2 LSTM (G = 4). A state row has
+S entries: S = H (Elman, GRU), or 2H for the LSTM, laid out [h | c].
 """
 
 from typing import Any
@@ -13,8 +17,11 @@ import numpy.typing as npt
 Floats = npt.NDArray[np.floating[Any]]
 Indices = npt.NDArray[np.intp]
 Ids = npt.NDArray[np.int32]
-# (W_xh, W_hh, W_hy, b_h, b_y): zeros for absent biases, a (0, 0) W_hy without readout
-Params = tuple[Floats, Floats, Floats, Floats, Floats]
+# Elman: (W_xh (I, H), W_hh (H, H), W_hy (H, O), b_h (H,), b_y (O,));
+# GRU, LSTM: (W_ih (I, G H), W_hh (H, G H), W_hy (H, O), b_ih (G H,), b_hh (G H,), b_y (O,)).
+# Zeros for absent biases, a (0, 0) W_hy without readout; gradients alike.
+Params = (tuple[Floats, Floats, Floats, Floats, Floats]
+          | tuple[Floats, Floats, Floats, Floats, Floats, Floats])
 
 def clones() -> list[str]: ...  # e.g. ["avx512", "avx2", "baseline"]
 def clone() -> str: ...
@@ -28,14 +35,19 @@ def halves_min_rows() -> int: ...
 def set_halves_min_rows(n: int) -> int: ...
 def halves_min_hidden() -> int: ...
 def set_halves_min_hidden(n: int) -> int: ...
+def num_threads() -> int: ...
+def set_num_threads(n: int) -> int: ...
+def pair_min_hidden() -> int: ...  # the Elman cell's two-thread schedule of batch size 1
+def set_pair_min_hidden(n: int) -> int: ...
+def last_schedule() -> str | None: ...  # "loops", "blas", "halves", ..., "pair"
 def forward(
     spec: Any,  # rnn_fast._model.Spec
     params: Params,
     X_data: Floats | Ids,  # (N, T, I), or (N, T) token ids (spec.input_ids)
     lengths: Indices,  # (N,)
-    h0: Floats,  # (N, H)
+    h0: Floats,  # (N, S)
     Y_out: Floats,  # (N, T, O) written
-    H_out: Floats,  # (N, T, H) written
+    H_out: Floats,  # (N, T, S) written: the state rows
 ) -> None: ...
 def loss_and_grads(
     spec: Any,
@@ -44,8 +56,8 @@ def loss_and_grads(
     X_data: Floats | Ids,  # (N, T, I), or (N, T) token ids (spec.input_ids)
     Y_data: Floats | Ids,  # (N, T, O) or (N, 1, O); (N, T) or (N, 1) class ids (spec.target_ids)
     lengths: Indices,
-    h0: Floats,  # (N, H)
-    H_last_out: Floats,  # (N, H) written
+    h0: Floats,  # (N, S)
+    H_last_out: Floats,  # (N, S) written
 ) -> float: ...
 def apply_update(
     opt_kind: int,
@@ -67,12 +79,15 @@ def train(
     X_data: Floats | Ids,
     Y_data: Floats | Ids,
     lengths: Indices,
-    h0: Floats,  # (N, H) the initial hidden state of each sequence
+    h0: Floats,  # (N, S) the initial state of each sequence
     order: Indices,  # (epochs * N,) or (N,)
     batch_size: int,
     chunk_length: int,
     step_begin: int,
     step_end: int,
+    chunk_begin: int,  # 0: start step_begin's batch from h0; k: at its chunk k, from carry
+    max_updates: int,  # stop after this many updates (a later call continues the batch)
+    carry: Floats,  # (batch_size, S) the batch's carried state rows, read and written
     opt_kind: int,
     hyper: npt.NDArray[np.float64],
     lr: Floats,

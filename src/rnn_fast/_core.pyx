@@ -54,6 +54,11 @@ cdef enum:
     CROSS_ENTROPY = 2
     BINARY_CROSS_ENTROPY = 3
 
+cdef enum:  # cells (Spec.cell); the gated ones are in _gated.pxi
+    ELMAN = 0
+    GRU = 1
+    LSTM = 2
+
 cdef enum:
     OPT_SGD = 0
     OPT_ADAGRAD = 1
@@ -278,7 +283,8 @@ cdef inline double _lap(double* timers, int phase, double since) noexcept nogil:
 
 
 cdef struct Config:
-    int hidden           # activation code of f
+    int cell             # ELMAN, GRU or LSTM
+    int hidden           # activation code of f (Elman only)
     int output           # activation code of g
     int loss
     bint readout         # False: the output is h_t itself
@@ -291,6 +297,7 @@ cdef struct Config:
 
 cdef Config _config(spec):
     cdef Config cfg
+    cfg.cell = spec.cell
     cfg.hidden = spec.hidden_activation
     cfg.output = spec.output_activation
     cfg.loss = spec.loss
@@ -677,6 +684,50 @@ cdef floating _output_loss_and_delta(
     return loss
 
 
+cdef inline floating _output_grads(
+    Config cfg,
+    const floating[:, ::1] hs, Py_ssize_t k,   # IN h_t = hs[k], a step with a target
+    const floating[:, ::1] W_hy, const floating[::1] b_y,            # IN readout
+    floating[:, ::1] dW_hy, floating[::1] db_y,                      # IN/OUT += gradients
+    const floating* target,                    # IN (O,) the step's target, or NULL ...
+    Py_ssize_t target_id,                      # IN ... with its class id (cfg.target_ids)
+    floating norm, floating scale,
+    floating[::1] z, floating[::1] y, floating[::1] dz,              # scratch (O,)
+    floating* dh,                              # IN/OUT (H,) += dL/dh_t through the output
+) noexcept nogil:
+    """The output side of one target step of the hand loops (every cell): returns its
+    loss; adds scale * its gradients to dW_hy, db_y and dh."""
+    cdef Py_ssize_t j, o
+    cdef Py_ssize_t n_hidden = hs.shape[1], n_out = dz.shape[0]
+    cdef floating loss, hi
+    if cfg.readout:
+        _readout(cfg, hs, k, W_hy, b_y, z, y)
+    else:
+        for o in range(n_out):
+            z[o] = hs[k, o]
+            y[o] = z[o]
+    loss = _output_loss_and_delta(cfg, &z[0], &y[0], target, target_id, n_out, norm, &dz[0])
+    for o in range(n_out):
+        dz[o] = scale * dz[o]
+    if cfg.readout:
+        for j in range(n_hidden):  # z = h W_hy + b_y
+            hi = hs[k, j]
+            for o in range(n_out):
+                dW_hy[j, o] += hi * dz[o]
+        if cfg.bias:
+            for o in range(n_out):
+                db_y[o] += dz[o]
+        for j in range(n_hidden):  # back into h_t through the readout
+            hi = 0
+            for o in range(n_out):
+                hi += W_hy[j, o] * dz[o]
+            dh[j] += hi
+    else:
+        for j in range(n_hidden):  # the output is h_t itself
+            dh[j] += dz[j]
+    return loss
+
+
 cdef floating _sequence_loss_and_grads(
     Config cfg,
     const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN parameters
@@ -692,17 +743,26 @@ cdef floating _sequence_loss_and_grads(
     floating[:, ::1] das,    # scratch (T, H): das[k] = dL/da at step t0 + k
     floating[::1] dh,                                                # scratch (H,)
     floating[::1] z, floating[::1] y, floating[::1] dz,              # scratch (O,)
+    const floating[::1] b_hh, floating[::1] db_hh,   # gated cells' b_hh, += db_hh (else empty)
+    floating[:, ::1] cs, floating[:, ::1] gs, floating[::1] work,    # gated cells' scratch
     double* timers,                                                  # IN/OUT or NULL
 ) noexcept nogil:
     """BPTT over steps t0..t1 of sequence n; adds scale * dL/dparams to the gradients.
 
     Returns scale * (the loss of those steps); the last hidden state is left in
-    hs[min(t1, length) - t0].
+    hs[min(t1, length) - t0] (and an LSTM's cell state in the same row of cs). For a
+    gated cell, W_xh, b_h, dW_xh, db_h are W_ih, b_ih and theirs (_gated.pxi).
     """
-    cdef Py_ssize_t j, o, k, t, row, n_steps
+    cdef Py_ssize_t j, k, t, n_steps, row
     cdef Py_ssize_t n_hidden = W_hh.shape[0], n_out = dz.shape[0]
-    cdef floating loss = 0, hi, norm
-    cdef double clock = _now() if timers != NULL else 0
+    cdef floating loss = 0, norm
+    cdef double clock
+    if cfg.cell != ELMAN:
+        return _gated_sequence_loss_and_grads(
+            cfg, W_xh, W_hh, W_hy, b_h, b_hh, b_y, W_hh_T, dW_xh, dW_hh, dW_hy, db_h, db_hh,
+            db_y, X, Y, X_ids, Y_ids, n, length, t0, t1, scale, hs, cs, gs, das, dh, work, z,
+            y, dz, timers)
+    clock = _now() if timers != NULL else 0
     if t1 > length:
         t1 = length
     n_steps = t1 - t0
@@ -718,32 +778,9 @@ cdef floating _sequence_loss_and_grads(
         t = t0 + k
         if not cfg.many_to_one or t == length - 1:
             row = 0 if cfg.many_to_one else t
-            if cfg.readout:
-                _readout(cfg, hs, k + 1, W_hy, b_y, z, y)
-            else:
-                for o in range(n_out):
-                    z[o] = hs[k + 1, o]
-                    y[o] = z[o]
-            loss += _output_loss_and_delta(cfg, &z[0], &y[0], _target_row(cfg, Y, n, row),
-                                           _target_id(cfg, Y_ids, n, row), n_out, norm, &dz[0])
-            for o in range(n_out):
-                dz[o] = scale * dz[o]
-            if cfg.readout:
-                for j in range(n_hidden):  # z = h W_hy + b_y
-                    hi = hs[k + 1, j]
-                    for o in range(n_out):
-                        dW_hy[j, o] += hi * dz[o]
-                if cfg.bias:
-                    for o in range(n_out):
-                        db_y[o] += dz[o]
-                for j in range(n_hidden):  # back into h_t through the readout
-                    hi = 0
-                    for o in range(n_out):
-                        hi += W_hy[j, o] * dz[o]
-                    dh[j] += hi
-            else:
-                for j in range(n_hidden):  # the output is h_t itself
-                    dh[j] += dz[j]
+            loss += _output_grads(cfg, hs, k + 1, W_hy, b_y, dW_hy, db_y,
+                                  _target_row(cfg, Y, n, row), _target_id(cfg, Y_ids, n, row),
+                                  norm, scale, z, y, dz, &dh[0])
         for j in range(n_hidden):  # through f
             das[k, j] = dh[j] * _derivative(cfg.hidden, hs[k + 1, j])
         if cfg.input_ids:  # a = x W_xh + h_prev W_hh + b_h
@@ -780,6 +817,65 @@ cdef inline void _add_outer_products(
                                         dW_hh.shape[1], &dW_hh[0, 0])
 
 
+cdef void _block_output_grads(
+    Config cfg,
+    const floating* hs,      # IN (m, B, H) h_t of a block of steps, time-major
+    Py_ssize_t m, Py_ssize_t B, Py_ssize_t H,
+    const floating[:, ::1] W_hy, const floating[::1] b_y,            # IN readout
+    floating[:, ::1] dW_hy, floating[::1] db_y,                      # IN/OUT += gradients
+    const floating[:, :, ::1] Y, const int32_t[:, ::1] Y_ids,       # IN targets, dense or ids
+    const Py_ssize_t[::1] lengths,                                   # IN (N,)
+    const Py_ssize_t[::1] order, Py_ssize_t first,                   # IN the batch
+    Py_ssize_t t_begin, floating scale,                              # IN the block's first step
+    floating[::1] Zb, floating[::1] y, floating[::1] dz,             # scratch
+    floating* DH_out,        # OUT (m, B, H) dL/dh_t through the outputs (0 without a target)
+    floating* loss,          # IN/OUT += the block's loss, row by row
+) noexcept nogil:
+    """The output side of a block of steps on the BLAS path (every cell): the readout as
+    one GEMM, each row's loss and dL/dz, then dW_hy, db_y and dL/dh as GEMMs."""
+    cdef Py_ssize_t n_out = dz.shape[0]
+    cdef Py_ssize_t i, j, o, r, t, length, target_row
+    cdef const floating* row
+    cdef floating* zrow
+    if cfg.readout:
+        _gemm(False, False, m * B, n_out, H, hs, &W_hy[0, 0], 0, &Zb[0])
+    for r in range(m):
+        t = t_begin + r
+        for j in range(B):
+            i = order[first + j]
+            length = lengths[i]
+            row = hs + (r * B + j) * H
+            zrow = &Zb[(r * B + j) * n_out] if cfg.readout else DH_out + (r * B + j) * H
+            if t < length and (not cfg.many_to_one or t == length - 1):
+                target_row = 0 if cfg.many_to_one else t
+                if cfg.readout:
+                    for o in range(n_out):
+                        zrow[o] = zrow[o] + b_y[o]
+                    _output_activation(cfg, zrow, &y[0], n_out)
+                    loss[0] += _output_loss_and_delta(
+                        cfg, zrow, &y[0], _target_row(cfg, Y, i, target_row),
+                        _target_id(cfg, Y_ids, i, target_row), n_out,
+                        n_out if cfg.many_to_one else length * n_out, &dz[0])
+                else:
+                    loss[0] += _output_loss_and_delta(
+                        cfg, row, row, _target_row(cfg, Y, i, target_row),
+                        _target_id(cfg, Y_ids, i, target_row), n_out,
+                        n_out if cfg.many_to_one else length * n_out, &dz[0])
+                for o in range(n_out):
+                    zrow[o] = scale * dz[o]
+            else:
+                for o in range(n_out):
+                    zrow[o] = 0
+    if cfg.readout:
+        # dW_hy += h^T dz and db_y += dz over the block; dL/dh = dz W_hy^T
+        _gemm(True, False, H, n_out, m * B, hs, &Zb[0], 1, &dW_hy[0, 0])
+        if cfg.bias:  # last step first, as the reference (and BPTT) meets them
+            for r in range(m * B - 1, -1, -1):
+                for o in range(n_out):
+                    db_y[o] += Zb[r * n_out + o]
+        _gemm(False, True, m * B, H, n_out, &Zb[0], &W_hy[0, 0], 0, DH_out)
+
+
 cdef floating _batch_loss_and_grads(
     Config cfg,
     const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN parameters
@@ -799,6 +895,8 @@ cdef floating _batch_loss_and_grads(
     floating[::1] DAb,       # scratch (block, count, H): a block's dL/da
     floating[::1] dh_next,   # scratch (count, H): dL/dh_t flowing back from step t + 1
     floating[::1] y, floating[::1] dz,                               # scratch (O,)
+    const floating[::1] b_hh, floating[::1] db_hh,   # gated cells' b_hh, += db_hh (else empty)
+    floating[::1] Cs, floating[::1] Gs, floating[::1] Ex,            # gated cells' scratch
     double* timers,                                                  # IN/OUT or NULL
 ) noexcept nogil:
     """BPTT over steps t0..t1 of a batch of sequences at once, on BLAS.
@@ -809,16 +907,21 @@ cdef floating _batch_loss_and_grads(
     sequence that ends before t1 keeps its last hidden state through the remaining
     steps and gets no loss there, so its gradients are those of running it alone.
     """
-    cdef Py_ssize_t n_hidden = W_hh.shape[0], n_out = dz.shape[0]
+    cdef Py_ssize_t n_hidden = W_hh.shape[0]
     cdef Py_ssize_t B = count, H = n_hidden, n_steps = 0
-    cdef Py_ssize_t i, j, c, o, r, k, t, kb, m, length, target_row
+    cdef Py_ssize_t j, c, r, k, kb, m
     cdef bint sparse
     cdef floating loss = 0
     cdef floating* hs = &Hs[0]
     cdef floating* row
-    cdef floating* zrow
     cdef floating* darow
-    cdef double clock = _now() if timers != NULL else 0
+    cdef double clock
+    if cfg.cell != ELMAN:
+        return _gated_batch_loss_and_grads(
+            cfg, W_xh, W_hh, W_hy, b_h, b_hh, b_y, dW_xh, dW_hh, dW_hy, db_h, db_hh, db_y, X,
+            Y, X_ids, Y_ids, lengths, order, first, count, t0, t1, scale, carry, block, Hs, Cs,
+            Gs, Xb, Zb, DAb, Ex, dh_next, y, dz, timers)
+    clock = _now() if timers != NULL else 0
     for j in range(B):
         n_steps = max(n_steps, min(t1, lengths[order[first + j]]) - t0)
         for c in range(H):
@@ -851,43 +954,9 @@ cdef floating _batch_loss_and_grads(
     while kb > 0:  # backward, block by block from the end
         m = min(block, kb)
         kb -= m
-        if cfg.readout:
-            _gemm(False, False, m * B, n_out, H, hs + (kb + 1) * B * H, &W_hy[0, 0], 0, &Zb[0])
-        for r in range(m):
-            t = t0 + kb + r
-            for j in range(B):
-                i = order[first + j]
-                length = lengths[i]
-                row = hs + ((kb + r + 1) * B + j) * H
-                zrow = &Zb[(r * B + j) * n_out] if cfg.readout else &DAb[(r * B + j) * H]
-                if t < length and (not cfg.many_to_one or t == length - 1):
-                    target_row = 0 if cfg.many_to_one else t
-                    if cfg.readout:
-                        for o in range(n_out):
-                            zrow[o] = zrow[o] + b_y[o]
-                        _output_activation(cfg, zrow, &y[0], n_out)
-                        loss += _output_loss_and_delta(
-                            cfg, zrow, &y[0], _target_row(cfg, Y, i, target_row),
-                            _target_id(cfg, Y_ids, i, target_row), n_out,
-                            n_out if cfg.many_to_one else length * n_out, &dz[0])
-                    else:
-                        loss += _output_loss_and_delta(
-                            cfg, row, row, _target_row(cfg, Y, i, target_row),
-                            _target_id(cfg, Y_ids, i, target_row), n_out,
-                            n_out if cfg.many_to_one else length * n_out, &dz[0])
-                    for o in range(n_out):
-                        zrow[o] = scale * dz[o]
-                else:
-                    for o in range(n_out):
-                        zrow[o] = 0
-        if cfg.readout:
-            # dW_hy += h^T dz and db_y += dz over the block; dL/dh = dz W_hy^T
-            _gemm(True, False, H, n_out, m * B, hs + (kb + 1) * B * H, &Zb[0], 1, &dW_hy[0, 0])
-            if cfg.bias:  # last step first, as the reference (and BPTT) meets them
-                for r in range(m * B - 1, -1, -1):
-                    for o in range(n_out):
-                        db_y[o] += Zb[r * n_out + o]
-            _gemm(False, True, m * B, H, n_out, &Zb[0], &W_hy[0, 0], 0, &DAb[0])
+        _block_output_grads(cfg, hs + (kb + 1) * B * H, m, B, H, W_hy, b_y, dW_hy, db_y, Y,
+                            Y_ids, lengths, order, first, t0 + kb, scale, Zb, y, dz, &DAb[0],
+                            &loss)
         for r in range(m - 1, -1, -1):
             k = kb + r
             darow = &DAb[r * B * H]
@@ -931,8 +1000,11 @@ cdef floating _halves(
     floating[:, ::1] carry,  # IN/OUT as in _batch_loss_and_grads, rows 0..count
     Py_ssize_t block, floating[::1] Hs, floating[::1] Xb, floating[::1] Zb,  # scratch of
     floating[::1] DAb, floating[::1] dh_next, floating[::1] y, floating[::1] dz,  # half 1
+    const floating[::1] b_hh, floating[::1] db_hh,   # gated cells' b_hh, += db_hh (else empty)
+    floating[::1] Cs, floating[::1] Gs, floating[::1] Ex,   # gated cells' scratch of half 1
     floating[:, ::1] dW_xh_2, floating[:, ::1] dW_hh_2,              # scratch: the second
     floating[:, ::1] dW_hy_2, floating[::1] db_h_2, floating[::1] db_y_2,  # half's gradients
+    floating[::1] db_hh_2,
     Py_ssize_t[::1] ints,    # OUT to the second half: first, count, t0, t1, row, timed
     double[::1] doubles,     # OUT scale to the second half; IN its loss
     void* job,               # the second half's job (_half_entry)
@@ -951,7 +1023,8 @@ cdef floating _halves(
     beside_started = parallel and rnn_fast_start_beside(&beside, _half_entry, job)
     loss = _batch_loss_and_grads(cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h,
                                  db_y, X, Y, X_ids, Y_ids, lengths, order, first, half, t0, t1,
-                                 scale, carry, block, Hs, Xb, Zb, DAb, dh_next, y, dz, timers)
+                                 scale, carry, block, Hs, Xb, Zb, DAb, dh_next, y, dz, b_hh,
+                                 db_hh, Cs, Gs, Ex, timers)
     if beside_started:
         rnn_fast_join_beside(&beside)
     else:
@@ -963,7 +1036,35 @@ cdef floating _halves(
         _add_to(dW_hy.shape[0] * dW_hy.shape[1], &dW_hy_2[0, 0], &dW_hy[0, 0])
     _add_to(db_h.shape[0], &db_h_2[0], &db_h[0])
     _add_to(db_y.shape[0], &db_y_2[0], &db_y[0])
+    if db_hh.shape[0] != 0:  # a gated cell's second bias (the Elman cell has none)
+        _add_to(db_hh.shape[0], &db_hh_2[0], &db_hh[0])
     return loss + <floating>doubles[1]
+
+
+cdef inline void _state_to_rows(
+    Config cfg, const floating* state,         # IN (S,) a state row: h, or [h | c]
+    floating[:, ::1] hs, floating[:, ::1] cs,  # OUT hs[k] = h; cs[k] = c (LSTM)
+    Py_ssize_t k,
+) noexcept nogil:
+    cdef Py_ssize_t j, H = hs.shape[1]
+    for j in range(H):
+        hs[k, j] = state[j]
+    if cfg.cell == LSTM:
+        for j in range(H):
+            cs[k, j] = state[H + j]
+
+
+cdef inline void _rows_to_state(
+    Config cfg, const floating[:, ::1] hs, const floating[:, ::1] cs,  # IN rows k
+    Py_ssize_t k,
+    floating* state,                           # OUT (S,) [hs[k]] or [hs[k] | cs[k]]
+) noexcept nogil:
+    cdef Py_ssize_t j, H = hs.shape[1]
+    for j in range(H):
+        state[j] = hs[k, j]
+    if cfg.cell == LSTM:
+        for j in range(H):
+            state[H + j] = cs[k, j]
 
 
 cdef inline void _add_to(Py_ssize_t n, const floating* g_2, floating* g) noexcept nogil:
@@ -977,10 +1078,11 @@ cdef void _half_side(tuple job, floating* dtype_tag):
     """The second half of _halves, its arguments unpacked from the job."""
     (_, spec, params, grads_2, X_, Y_, X_ids_, Y_ids_, lengths_, order_, carry_, ws, ints_,
      doubles_, timers_, _errors) = job
-    cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
-    cdef const floating[::1] b_h = params[3], b_y = params[4]
-    cdef floating[:, ::1] dW_xh = grads_2[0], dW_hh = grads_2[1], dW_hy = grads_2[2]
-    cdef floating[::1] db_h = grads_2[3], db_y = grads_2[4]
+    p, d = _six(params), _six(grads_2)
+    cdef const floating[:, ::1] W_xh = p[0], W_hh = p[1], W_hy = p[2]
+    cdef const floating[::1] b_h = p[3], b_hh = p[4], b_y = p[5]
+    cdef floating[:, ::1] dW_xh = d[0], dW_hh = d[1], dW_hy = d[2]
+    cdef floating[::1] db_h = d[3], db_hh = d[4], db_y = d[5]
     cdef const floating[:, :, ::1] X = X_, Y = Y_
     cdef const int32_t[:, ::1] X_ids = X_ids_, Y_ids = Y_ids_
     cdef const Py_ssize_t[::1] lengths = lengths_, order = order_
@@ -990,7 +1092,7 @@ cdef void _half_side(tuple job, floating* dtype_tag):
     cdef Py_ssize_t first = ints[0], count = ints[1], t0 = ints[2], t1 = ints[3]
     cdef floating[:, ::1] carry = carry_
     cdef floating[::1] Hs = ws.Hs, Xb = ws.Xb, Zb = ws.Zb, DAb = ws.DAb, dh = ws.dh
-    cdef floating[::1] y = ws.y, dz = ws.dz
+    cdef floating[::1] y = ws.y, dz = ws.dz, Cs = ws.Cs, Gs = ws.Gs, Ex = ws.Ex
     cdef Py_ssize_t block = ws.block
     cdef double* timers = &timers_view[0] if ints[5] and timers_view.shape[0] == 3 else NULL
     carry = carry[ints[4]:ints[4] + count]
@@ -1000,7 +1102,7 @@ cdef void _half_side(tuple job, floating* dtype_tag):
         doubles[1] = _batch_loss_and_grads(
             cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y, X, Y, X_ids, Y_ids,
             lengths, order, first, count, t0, t1, <floating>doubles[0], carry, block, Hs, Xb, Zb,
-            DAb, dh, y, dz, timers)
+            DAb, dh, y, dz, b_hh, db_hh, Cs, Gs, Ex, timers)
 
 
 cdef void _half_entry(void* job, int tid) noexcept with gil:
@@ -1537,49 +1639,79 @@ cdef void _pair_failed(tuple job, int tid, exc):
     rnn_fast_pair_publish(&counters[0], tid, INT64_MAX)
 
 
+include "_gated.pxi"  # the GRU's and the LSTM's steps and BPTT
+
+
 # ----------------------------------------------------------------------------- entry points
+
+
+N_GATES = (1, 3, 4)  # gates of each cell: Elman (one "gate", a), GRU, LSTM
+
+
+def _six(params):
+    """A cell's parameters or gradients as six arrays (W_xh or W_ih, W_hh, W_hy, b_h or
+    b_ih, b_hh, b_y): the Elman cell's 5-tuple gets an empty b_hh, which nothing reads."""
+    if len(params) == 6:
+        return params
+    W_xh, W_hh, W_hy, b_h, b_y = params
+    return W_xh, W_hh, W_hy, b_h, b_h[:0], b_y
 
 
 class _Scratch:
     """Scratch arrays for BPTT over batches of up to ``batch`` sequences, made once per
     call. The path (hand loops or BLAS) follows the hidden size; the other path's
-    arrays are left empty."""
+    arrays are left empty, and so are the gated cells' for the Elman cell."""
 
-    def __init__(self, dtype, T, n_in, n_hidden, n_out, batch, pair=False):
+    def __init__(self, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMAN):
         self.blas = n_hidden >= _blas_min_hidden and not pair
         self.block = max(1, min(T, BLOCK_ROWS // batch))
         hand, blas = not self.blas, self.blas
         B, K, H = batch, self.block, n_hidden
+        G = N_GATES[cell]
+        GH, GW = G * H, (G + 1) * H  # gate columns; a row of kept gate values (_gated.pxi)
+        gated, lstm, gru = cell != ELMAN, cell == LSTM, cell == GRU
         self.hs = np.zeros(((T + 1) * hand, H), dtype)      # hand: hidden states
-        self.das = np.zeros((T * hand, H), dtype)           # hand: dL/da per step
-        self.W_hh_T = np.zeros((H * hand, H), dtype)
+        self.das = np.zeros((T * hand, GH), dtype)          # hand: dL/da per step
+        self.W_hh_T = np.zeros((GH * hand, H), dtype)
         self.dzs = np.zeros((T * pair, n_out), dtype)       # pair: dL/dz per step
         self.step_losses = np.zeros(T * pair, dtype)        # pair: loss per step
         self.W_hy_T = np.zeros((n_out * pair, H), dtype)
         self.Hs = np.zeros((T + 1) * B * H * blas, dtype)   # BLAS: time-major states
         self.Xb = np.zeros(K * B * n_in * blas, dtype)
         self.Zb = np.zeros(K * B * n_out * blas, dtype)
-        self.DAb = np.zeros(K * B * H * blas, dtype)
-        self.dh = np.zeros(H * (B if blas else 1), dtype)
+        self.DAb = np.zeros(K * B * GH * blas, dtype)
+        # dL/dh flowing back (and an LSTM's dL/dc beside it)
+        self.dh = np.zeros(H * (B if blas else 1) * (2 if lstm else 1), dtype)
         self.z, self.y, self.dz = (np.zeros(n_out, dtype) for _ in range(3))
+        # the gated cells' (_gated.pxi): cell states, kept gate values, and for the hand
+        # loops four rows of products (ax, ah, da_ih, the GRU's direct dL/dh_{t-1}), for
+        # BLAS a block's input products, a step's recurrent ones, a block's dL/dh and the
+        # GRU's dL/d(x W_ih) beside dL/d(h W_hh)
+        self.cs = np.zeros(((T + 1) * hand * lstm, H), dtype)
+        self.gs = np.zeros((T * hand * gated, GW), dtype)
+        self.work = np.zeros((3 * GH + H) * hand * gated, dtype)
+        self.Cs = np.zeros((T + 1) * B * H * blas * lstm, dtype)
+        self.Gs = np.zeros(T * B * GW * blas * gated, dtype)
+        self.Ex = np.zeros((K * B * GH + B * GH + K * B * H + K * B * GH * gru)
+                           * blas * gated, dtype)
 
 
 _kept = threading.local()
 _keep_scratch = True  # False: fresh scratch every call (for measuring the difference)
 
 
-def _scratch(role, dtype, T, n_in, n_hidden, n_out, batch, pair=False):
+def _scratch(role, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMAN):
     """A _Scratch for these sizes: the BLAS path's (tens of MB at W3's sizes) is kept, one
     per thread and role ("first" half or whole batch, "second" half), and given to the
     next call with the same sizes. Fresh arrays each call cost page faults and zeroing:
     about 4 % of a W3 call (perf: clear_page_erms, memset). Every scratch value is
     written before it is read, so what a kept one holds does not matter."""
-    key = (role, np.dtype(dtype), T, n_in, n_hidden, n_out, batch, pair, _blas_min_hidden,
-           BLOCK_ROWS)
+    key = (role, np.dtype(dtype), T, n_in, n_hidden, n_out, batch, pair, cell,
+           _blas_min_hidden, BLOCK_ROWS)
     kept = _kept.__dict__.setdefault("scratch", {})
     if role in kept and kept[role][0] == key:
         return kept[role][1]
-    ws = _Scratch(dtype, T, n_in, n_hidden, n_out, batch, pair)
+    ws = _Scratch(dtype, T, n_in, n_hidden, n_out, batch, pair, cell)
     if ws.blas and _keep_scratch:
         kept[role] = (key, ws)
     return ws
@@ -1595,7 +1727,8 @@ def _halves_job(spec, params, grads, X, Y, X_ids, Y_ids, lengths, order, carry, 
         kept["key"] = (np.dtype(dtype), shapes)
         kept["grads"] = tuple(np.zeros(shape, dtype) for shape in shapes)
     grads_2 = kept["grads"]
-    ws = _scratch("second", dtype, T, n_in, n_hidden, n_out, max(1, batch // 2))
+    ws = _scratch("second", dtype, T, n_in, n_hidden, n_out, max(1, batch // 2),
+                  cell=spec.cell)
     return (dtype == np.float64, spec, params, grads_2, X, Y, X_ids, Y_ids, lengths, order,
             carry, ws, np.zeros(6, dtype=np.intp), np.zeros(2), timers, [])
 
@@ -1614,34 +1747,61 @@ def _blas_parallel(bint halves):
     return halves and RNN_FAST_HAVE_PAIR and rnn_fast_blas_threads() >= 2
 
 
+def _check_cell(spec, params):
+    """The one thing the kernels check: a cell's parameters are what its code says (a
+    mix-up would read past arrays)."""
+    if len(params) != (5 if spec.cell == ELMAN else 6):
+        raise ValueError(f"cell {spec.cell} takes {5 if spec.cell == ELMAN else 6} "
+                         f"parameter arrays, got {len(params)}")
+
+
 def forward(spec, params,
             X_data not None,                          # IN (N, T, I), or (N, T) token ids
             const Py_ssize_t[::1] lengths not None,   # IN (N,)
-            const floating[:, ::1] h0 not None,       # IN (N, H)
+            const floating[:, ::1] h0 not None,       # IN (N, S)
             floating[:, :, ::1] Y_out not None,       # OUT (N, T, O), zero beyond lengths
-            floating[:, :, ::1] H_out not None):      # OUT (N, T, H), zero beyond lengths
-    """Run the network over a batch (see reference.forward)."""
-    cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
-    cdef const floating[::1] b_h = params[3], b_y = params[4]
+            floating[:, :, ::1] H_out not None):      # OUT (N, T, S), zero beyond lengths
+    """Run the network over a batch (see reference.forward). S, the width of a state
+    row, is H, or 2H for the LSTM: [h | c]."""
+    _check_cell(spec, params)
+    p = _six(params)
+    cdef const floating[:, ::1] W_xh = p[0], W_hh = p[1], W_hy = p[2]
+    cdef const floating[::1] b_h = p[3], b_hh = p[4], b_y = p[5]
     cdef Config cfg = _config(spec)
     cdef Py_ssize_t n, t, j, o
     cdef Py_ssize_t n_seq = lengths.shape[0], n_hidden = W_hh.shape[0], n_out = Y_out.shape[2]
+    cdef Py_ssize_t GH = W_hh.shape[1]
+    cdef bint lstm = cfg.cell == LSTM
     dtype = np.float64 if floating is double else np.float32
     cdef const floating[:, :, ::1] X
     cdef const int32_t[:, ::1] X_ids
     X, X_ids = _dense_and_ids(X_data, dtype, cfg.input_ids, 3)
     cdef floating[:, ::1] hs = np.zeros((2, n_hidden), dtype=dtype)
     cdef floating[::1] z = np.zeros(n_out, dtype=dtype), y = np.zeros(n_out, dtype=dtype)
+    # the gated cells' cell state, gate values and products (_gated.pxi)
+    cdef floating[:, ::1] cs = np.zeros((2 * lstm, n_hidden), dtype=dtype)
+    cdef floating[:, ::1] gs = np.zeros((0 if cfg.cell == ELMAN else 1, GH + n_hidden), dtype=dtype)
+    cdef floating[::1] work = np.zeros(3 * GH + n_hidden, dtype=dtype)
     with nogil:
         for n in range(n_seq):
             for j in range(n_hidden):
                 hs[1, j] = h0[n, j]
+                if lstm:
+                    cs[1, j] = h0[n, n_hidden + j]
             for t in range(lengths[n]):
-                for j in range(n_hidden):  # h_{t-1} to row 0, so _step writes h_t to row 1
+                for j in range(n_hidden):  # h_{t-1} to row 0, so a step writes h_t to row 1
                     hs[0, j] = hs[1, j]
-                _step(cfg, X, X_ids, n, t, W_xh, W_hh, b_h, hs, 0)
+                    if lstm:
+                        cs[0, j] = cs[1, j]
+                if cfg.cell == ELMAN:
+                    _step(cfg, X, X_ids, n, t, W_xh, W_hh, b_h, hs, 0)
+                else:
+                    _gated_step(cfg, X, X_ids, n, t, W_xh, W_hh, b_h, b_hh, hs, cs, gs, 0,
+                                &work[0])
                 for j in range(n_hidden):
                     H_out[n, t, j] = hs[1, j]
+                    if lstm:
+                        H_out[n, t, n_hidden + j] = cs[1, j]
                 if cfg.readout:
                     _readout(cfg, hs, 1, W_hy, b_y, z, y)
                     for o in range(n_out):
@@ -1655,15 +1815,18 @@ def loss_and_grads(spec, params, grads,
                    X_data not None,    # IN (N, T, I), or (N, T) int32 token ids
                    Y_data not None,    # IN (N, T or 1, O), or (N, T or 1) int32 class ids
                    const Py_ssize_t[::1] lengths not None,   # IN (N,)
-                   const floating[:, ::1] h0 not None,       # IN (N, H)
-                   floating[:, ::1] H_last_out not None):    # OUT (N, H) last hidden states
-    """Mean loss over the batch; its gradients written into ``grads`` (see reference)."""
-    cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
-    cdef const floating[::1] b_h = params[3], b_y = params[4]
-    cdef floating[:, ::1] dW_xh = grads[0], dW_hh = grads[1], dW_hy = grads[2]
-    cdef floating[::1] db_h = grads[3], db_y = grads[4]
+                   const floating[:, ::1] h0 not None,       # IN (N, S)
+                   floating[:, ::1] H_last_out not None):    # OUT (N, S) last states
+    """Mean loss over the batch; its gradients written into ``grads`` (see reference).
+    S as in forward."""
+    _check_cell(spec, params)
+    p, d = _six(params), _six(grads)
+    cdef const floating[:, ::1] W_xh = p[0], W_hh = p[1], W_hy = p[2]
+    cdef const floating[::1] b_h = p[3], b_hh = p[4], b_y = p[5]
+    cdef floating[:, ::1] dW_xh = d[0], dW_hh = d[1], dW_hy = d[2]
+    cdef floating[::1] db_h = d[3], db_hh = d[4], db_y = d[5]
     cdef Config cfg = _config(spec)
-    cdef Py_ssize_t n, j
+    cdef Py_ssize_t n
     cdef Py_ssize_t n_seq = lengths.shape[0], T = X_data.shape[1], n_hidden = W_hh.shape[0]
     cdef Py_ssize_t n_in = 0 if cfg.input_ids else W_xh.shape[0], n_out = b_y.shape[0]
     cdef floating loss = 0, scale = <floating>(1.0 / n_seq)
@@ -1678,21 +1841,23 @@ def loss_and_grads(spec, params, grads,
     cdef bint parallel = _blas_parallel(halves)
     cdef int blas_threads = rnn_fast_blas_threads()
     ws = _scratch("first", dtype, T, n_in, n_hidden, n_out,
-                  (n_seq + 1) // 2 if halves else n_seq)
+                  (n_seq + 1) // 2 if halves else n_seq, cell=spec.cell)
     cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
     cdef floating[::1] Hs = ws.Hs, Xb = ws.Xb, Zb = ws.Zb, DAb = ws.DAb, dh = ws.dh
     cdef floating[::1] z = ws.z, y = ws.y, dz = ws.dz
+    cdef floating[:, ::1] cs = ws.cs, gs = ws.gs
+    cdef floating[::1] work = ws.work, Cs = ws.Cs, Gs = ws.Gs, Ex = ws.Ex
     cdef Py_ssize_t block = ws.block
     cdef bint blas = ws.blas
     cdef floating[:, ::1] dW_xh_2, dW_hh_2, dW_hy_2
-    cdef floating[::1] db_h_2, db_y_2
+    cdef floating[::1] db_h_2, db_hh_2, db_y_2
     cdef Py_ssize_t[::1] ints
     cdef double[::1] doubles
     job = None
     if halves:
         job = _halves_job(spec, params, grads, X, Y, X_ids, Y_ids, lengths, order, H_last_out,
                           dtype, T, n_in, n_hidden, n_out, n_seq, np.zeros(0))
-        dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2 = job[3]
+        dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_hh_2, db_y_2 = _six(job[3])
         ints, doubles = job[12], job[13]
     for g in grads:
         g[...] = 0
@@ -1704,23 +1869,22 @@ def loss_and_grads(spec, params, grads,
             loss = _halves(
                 cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
                 X, Y, X_ids, Y_ids, lengths, order, 0, n_seq, 0, T, scale, H_last_out, block,
-                Hs, Xb, Zb, DAb, dh, y, dz, dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2,
-                ints, doubles, <void*>job, parallel, NULL)
+                Hs, Xb, Zb, DAb, dh, y, dz, b_hh, db_hh, Cs, Gs, Ex, dW_xh_2, dW_hh_2,
+                dW_hy_2, db_h_2, db_y_2, db_hh_2, ints, doubles, <void*>job, parallel, NULL)
         elif blas:
             loss = _batch_loss_and_grads(
                 cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
                 X, Y, X_ids, Y_ids, lengths, order, 0, n_seq, 0, T, scale, H_last_out, block,
-                Hs, Xb, Zb, DAb, dh, y, dz, NULL)
+                Hs, Xb, Zb, DAb, dh, y, dz, b_hh, db_hh, Cs, Gs, Ex, NULL)
         else:
             _transpose(W_hh, W_hh_T)
             for n in range(n_seq):
-                for j in range(n_hidden):
-                    hs[0, j] = h0[n, j]
+                _state_to_rows(cfg, &h0[n, 0], hs, cs, 0)
                 loss += _sequence_loss_and_grads(
                     cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy, db_h, db_y,
-                    X, Y, X_ids, Y_ids, n, lengths[n], 0, T, scale, hs, das, dh, z, y, dz, NULL)
-                for j in range(n_hidden):
-                    H_last_out[n, j] = hs[lengths[n], j]
+                    X, Y, X_ids, Y_ids, n, lengths[n], 0, T, scale, hs, das, dh, z, y, dz, b_hh,
+                    db_hh, cs, gs, work, NULL)
+                _rows_to_state(cfg, hs, cs, lengths[n], &H_last_out[n, 0])
     if parallel:
         rnn_fast_set_blas_threads(blas_threads)
     if job is not None and job[len(job) - 1]:
@@ -1748,7 +1912,7 @@ def train(spec, params, grads,
           X_data not None,            # IN (N, T, I), or (N, T) int32 token ids
           Y_data not None,            # IN (N, T or 1, O), or (N, T or 1) int32 class ids
           const Py_ssize_t[::1] lengths not None,    # IN (N,)
-          const floating[:, ::1] h0 not None,        # IN (N, H) initial hidden states
+          const floating[:, ::1] h0 not None,        # IN (N, S) initial states
           const Py_ssize_t[::1] order not None,      # IN (epochs * N,) or (N,) sample order
           Py_ssize_t batch_size, Py_ssize_t chunk_length,
           Py_ssize_t step_begin, Py_ssize_t step_end,
@@ -1770,13 +1934,16 @@ def train(spec, params, grads,
     Returns (number of finished steps, optimizer step count).
     """
     global _last_schedule
-    cdef const floating[:, ::1] W_xh = params[0], W_hh = params[1], W_hy = params[2]
-    cdef const floating[::1] b_h = params[3], b_y = params[4]
-    cdef floating[:, ::1] dW_xh = grads[0], dW_hh = grads[1], dW_hy = grads[2]
-    cdef floating[::1] db_h = grads[3], db_y = grads[4]
+    _check_cell(spec, params)
+    pp, d = _six(params), _six(grads)
+    cdef const floating[:, ::1] W_xh = pp[0], W_hh = pp[1], W_hy = pp[2]
+    cdef const floating[::1] b_h = pp[3], b_hh = pp[4], b_y = pp[5]
+    cdef floating[:, ::1] dW_xh = d[0], dW_hh = d[1], dW_hy = d[2]
+    cdef floating[::1] db_h = d[3], db_hh = d[4], db_y = d[5]
     cdef Config cfg = _config(spec)
     cdef Py_ssize_t s, b, c, i, j, p, first, count, n_chunks, max_len, last, t0
     cdef Py_ssize_t n_samples = lengths.shape[0], n_hidden = W_hh.shape[0]
+    cdef Py_ssize_t n_state = h0.shape[1]
     cdef Py_ssize_t n_in = 0 if cfg.input_ids else W_xh.shape[0], n_out = b_y.shape[0]
     # the scratch holds one chunk's steps: a long text as one sequence needs no more
     cdef Py_ssize_t n_steps = min(X_data.shape[1], chunk_length)
@@ -1790,14 +1957,16 @@ def train(spec, params, grads,
     cdef double* timers = &timers_out[0] if timers_out.shape[0] == 3 else NULL
     cdef floating[:, ::1] staged = np.empty((slots.shape[0] + 1, n_params),
                                             dtype=np.asarray(theta).dtype)
+    # (the pair schedule is the Elman cell's only: gated cells train batch size 1 on one)
     cdef bint pair = (batch_size == 1 and _threads >= 2 and RNN_FAST_HAVE_PAIR
-                      and n_hidden >= _pair_min_hidden and step_end > step_begin)
+                      and n_hidden >= _pair_min_hidden and step_end > step_begin
+                      and cfg.cell == ELMAN)
     dtype = np.asarray(theta).dtype
     cdef const floating[:, :, ::1] X, Y
     cdef const int32_t[:, ::1] X_ids, Y_ids
     X, X_ids = _dense_and_ids(X_data, dtype, cfg.input_ids, 3)
     Y, Y_ids = _dense_and_ids(Y_data, dtype, cfg.target_ids, 3)
-    ws = _scratch("whole", dtype, n_steps, n_in, n_hidden, n_out, batch_size, pair)
+    ws = _scratch("whole", dtype, n_steps, n_in, n_hidden, n_out, batch_size, pair, spec.cell)
     if pair:  # batch size 1 on two threads (_train_pair), when a thread can be started
         result, errors = np.zeros(2, dtype=np.intp), []
         job = (floating is double, spec, params, grads, theta, grad, X, Y, X_ids, Y_ids, lengths,
@@ -1815,6 +1984,8 @@ def train(spec, params, grads,
     cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
     cdef floating[::1] Hs = ws.Hs, Xb = ws.Xb, Zb = ws.Zb, DAb = ws.DAb, dh = ws.dh
     cdef floating[::1] z = ws.z, y = ws.y, dz = ws.dz
+    cdef floating[:, ::1] cs = ws.cs, gs = ws.gs
+    cdef floating[::1] work = ws.work, Cs = ws.Cs, Gs = ws.Gs, Ex = ws.Ex
     cdef Py_ssize_t block = ws.block
     cdef bint blas = ws.blas
     # batches of _halves_min_rows or more sequences run as two halves (_halves)
@@ -1823,18 +1994,21 @@ def train(spec, params, grads,
     cdef bint parallel = _blas_parallel(halves)
     cdef int blas_threads = rnn_fast_blas_threads()
     cdef floating[:, ::1] dW_xh_2, dW_hh_2, dW_hy_2
-    cdef floating[::1] db_h_2, db_y_2, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1
+    cdef floating[::1] db_h_2, db_hh_2, db_y_2, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1
+    cdef floating[::1] Cs_1, Gs_1, Ex_1
     cdef Py_ssize_t[::1] ints
     cdef double[::1] doubles
     cdef Py_ssize_t block_1 = 0
     job = None
     if halves:
-        ws_1 = _scratch("first", dtype, n_steps, n_in, n_hidden, n_out, (batch_size + 1) // 2)
+        ws_1 = _scratch("first", dtype, n_steps, n_in, n_hidden, n_out, (batch_size + 1) // 2,
+                        cell=spec.cell)
         Hs_1, Xb_1, Zb_1, DAb_1, dh_1 = ws_1.Hs, ws_1.Xb, ws_1.Zb, ws_1.DAb, ws_1.dh
         y_1, dz_1, block_1 = ws_1.y, ws_1.dz, ws_1.block
+        Cs_1, Gs_1, Ex_1 = ws_1.Cs, ws_1.Gs, ws_1.Ex
         job = _halves_job(spec, params, grads, X, Y, X_ids, Y_ids, lengths, order, carry, dtype,
                           n_steps, n_in, n_hidden, n_out, batch_size, timers_out)
-        dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2 = job[3]
+        dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_hh_2, db_y_2 = _six(job[3])
         ints, doubles = job[12], job[13]
     _last_schedule = ("halves, two threads" if parallel else "halves" if halves
                       else "blas" if blas else "loops")
@@ -1853,7 +2027,7 @@ def train(spec, params, grads,
             for j in range(count):
                 max_len = max(max_len, lengths[order[first + j]])
                 if c_first == 0:
-                    for i in range(n_hidden):
+                    for i in range(n_state):
                         carry[j, i] = h0[order[first + j], i]  # the sequence's initial state
             n_chunks = (max_len + chunk_length - 1) // chunk_length
             for c in range(c_first, n_chunks):
@@ -1868,26 +2042,25 @@ def train(spec, params, grads,
                     chunk_loss += _halves(
                         cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
                         X, Y, X_ids, Y_ids, lengths, order, first, count, t0, t0 + chunk_length,
-                        scale, carry, block_1, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1,
-                        dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2, ints, doubles, <void*>job,
-                        parallel, timers)
+                        scale, carry, block_1, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1, b_hh,
+                        db_hh, Cs_1, Gs_1, Ex_1, dW_xh_2, dW_hh_2, dW_hy_2, db_h_2, db_y_2,
+                        db_hh_2, ints, doubles, <void*>job, parallel, timers)
                 elif blas:
                     chunk_loss += _batch_loss_and_grads(
                         cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,
                         X, Y, X_ids, Y_ids, lengths, order, first, count, t0, t0 + chunk_length,
-                        scale, carry, block, Hs, Xb, Zb, DAb, dh, y, dz, timers)
+                        scale, carry, block, Hs, Xb, Zb, DAb, dh, y, dz, b_hh, db_hh, Cs, Gs,
+                        Ex, timers)
                 else:
                     for j in range(count):
                         i = order[first + j]
-                        for p in range(n_hidden):
-                            hs[0, p] = carry[j, p]
+                        _state_to_rows(cfg, &carry[j, 0], hs, cs, 0)
                         chunk_loss += _sequence_loss_and_grads(
                             cfg, W_xh, W_hh, W_hy, b_h, b_y, W_hh_T, dW_xh, dW_hh, dW_hy,
                             db_h, db_y, X, Y, X_ids, Y_ids, i, lengths[i], t0, t0 + chunk_length,
-                            scale, hs, das, dh, z, y, dz, timers)
+                            scale, hs, das, dh, z, y, dz, b_hh, db_hh, cs, gs, work, timers)
                         last = max(0, min(t0 + chunk_length, lengths[i]) - t0)
-                        for p in range(n_hidden):
-                            carry[j, p] = hs[last, p]
+                        _rows_to_state(cfg, hs, cs, last, &carry[j, 0])
                 if timers != NULL:
                     clock = _now()
                 finite = isfinite(chunk_loss) and _optimizer_step(

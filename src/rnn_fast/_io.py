@@ -21,15 +21,16 @@ class _NotNpz(Exception):
     """The file does not start like a zip archive."""
 
 
-def save(path, config, params, optimizer, extra_meta=None, extra_arrays=None):
-    """Write config, parameters and optimizer state; replace ``path`` only when complete.
+def save(path, config, params, optimizer, cell="elman", extra_meta=None, extra_arrays=None):
+    """Write the cell, config, parameters and optimizer state; replace ``path`` only when
+    complete.
 
     ``extra_meta`` (JSON-able) and ``extra_arrays`` go in beside them (a checkpoint's fit
     state: ``load`` ignores them, ``load_fit_state`` reads them back)."""
     arrays = {f"param.{name}": value for name, value in params.items()}
     arrays.update(extra_arrays or {})
-    meta = {"format": FORMAT, "version": VERSION, "config": config, "optimizer": None,
-            **(extra_meta or {})}
+    meta = {"format": FORMAT, "version": VERSION, "cell": cell, "config": config,
+            "optimizer": None, **(extra_meta or {})}
     if optimizer is not None:
         meta["optimizer"] = {"config": optimizer.config(),
                              "step": int(optimizer.state["step"]) if optimizer.state else 0}
@@ -74,7 +75,9 @@ def _copy_mode(path, tmp):
 
 
 def load(path):
-    """Read (config, params, optimizer or None) from a file written by ``save``.
+    """Read (cell, config, params, optimizer or None) from a file written by ``save``.
+
+    ``cell`` is "elman" for files written before the gated cells (they have no entry).
 
     Anything but a complete, compatible file raises ValueError naming it (a missing file:
     FileNotFoundError); none of the messages suggests unpickling. The model's
@@ -108,8 +111,9 @@ def load(path):
     if meta.get("version") != VERSION:
         raise ValueError(f"{path} has format version {meta.get('version')}; this rnn_fast "
                          f"reads version {VERSION}")
+    cell = meta.get("cell", "elman")
     config = meta.get("config")
-    _check_config(path, config)
+    _check_config(path, cell, config)
     params = {key.split(".", 1)[1]: value for key, value in arrays.items()
               if key.startswith("param.")}
     for name, value in params.items():
@@ -118,7 +122,7 @@ def load(path):
                              f"model's dtype is {config['dtype']}")
     if "optimizer" not in meta:
         raise ValueError(f"{path} is damaged: it has no 'optimizer' entry")
-    return config, params, _load_optimizer(path, meta["optimizer"], arrays, config)
+    return cell, config, params, _load_optimizer(path, meta["optimizer"], arrays, config)
 
 
 def load_fit_state(path):
@@ -129,18 +133,25 @@ def load_fit_state(path):
     return meta.get("fit"), arrays
 
 
-def _check_config(path, config):
-    """The saved constructor arguments: a dict the constructor accepts."""
-    from ._model import DTYPES, RNN  # here, not at the top: _model imports this module
+def _check_config(path, cell, config):
+    """The saved cell, one rnn_fast knows, and constructor arguments: a dict the cell's
+    constructor accepts."""
+    from . import _model  # here, not at the top: _model imports this module
 
-    arguments = inspect.signature(RNN.__init__).parameters
+    if not isinstance(cell, str) or cell not in _model.CLASS_NAMES:
+        raise ValueError(f"{path} holds a model of cell {cell!r}; this rnn_fast knows "
+                         f"{list(_model.CLASS_NAMES)}")
+    cls = getattr(_model, _model.CLASS_NAMES[cell])
+    arguments = dict(inspect.signature(cls.__init__).parameters)
+    if cell != "elman":
+        del arguments["hidden_activation"]  # in the signature only to be refused
     required = {name for name, p in arguments.items() if p.default is p.empty} - {"self"}
     if not isinstance(config, dict):
         raise ValueError(f"{path} is damaged: its 'config' is {type(config).__name__}, "
                          "not a dict of constructor arguments")
     unknown = set(config) - (set(arguments) - {"self", "params"})
     missing = required - set(config)
-    if unknown or missing or config.get("dtype") not in DTYPES:
+    if unknown or missing or config.get("dtype") not in _model.DTYPES:
         raise ValueError(f"{path} holds an incompatible model configuration: unknown "
                          f"arguments {sorted(unknown)}, missing {sorted(missing)}, "
                          f"dtype {config.get('dtype')!r}")

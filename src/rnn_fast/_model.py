@@ -7,6 +7,10 @@ calls one of two kernel sets with the same signatures: ``rnn_fast.reference``
 
 All parameters live in one flat array ``theta``; ``params`` maps each name to a view
 of it. The optimizers then update one vector, and the kernels get the views.
+
+``GRU`` and ``LSTM`` are ``RNN`` with another cell (``Spec.cell``): another ``Layout``,
+no hidden activation, and for the LSTM a state of two rows, (h, c), which the kernels
+carry as one row [h | c]; everything else is ``RNN``'s.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from . import _io
 from . import _validation as check
 from .optimizers import SGD, Optimizer
 
+CELLS = {"elman": 0, "gru": 1, "lstm": 2}  # Spec.cell's codes
+GATES = {"elman": 1, "gru": 3, "lstm": 4}  # blocks of H columns in W_ih, W_hh
 HIDDEN_ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "relu": 2, "identity": 3}
 OUTPUT_ACTIVATIONS = {"sigmoid": 0, "identity": 3, "softmax": 4}
 LOSSES = {"half_sse": 0, "mse": 1, "cross_entropy": 2, "binary_cross_entropy": 3}
@@ -39,6 +45,8 @@ CHECKPOINT_VERSION = 1
 # steps) this many steps, the hidden state carried: bounded memory for a long text.
 HELD_OUT_ROWS = 256
 HELD_OUT_STEPS = 4096
+BACKENDS_PUBLIC = {"numpy": "rnn_fast.reference", "cython": "rnn_fast"}  # the model classes
+CLASS_NAMES = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
 
 
 class DivergenceError(FloatingPointError, ValueError):
@@ -89,19 +97,36 @@ class Spec(NamedTuple):
     bias: bool
     many_to_one: bool
     bptt_steps: int = 0  # 0: gradients flow back through the whole sequence (or chunk)
+    cell: int = 0  # CELLS: 0 Elman, 1 GRU, 2 LSTM
     input_ids: bool = False  # X holds token ids (N, T): one-hot inputs by their index
     target_ids: bool = False  # Y holds class ids (N, T or 1), for cross_entropy
 
 
 class Layout:
-    """Where each parameter sits in the flat vector ``theta``."""
+    """Where each parameter sits in the flat vector ``theta``.
 
-    def __init__(self, input_size, hidden_size, output_size, bias, readout):
-        shapes = {"W_xh": (input_size, hidden_size), "W_hh": (hidden_size, hidden_size)}
+    Elman: ``W_xh (I, H)``, ``W_hh (H, H)``, ``W_hy (H, O)``, ``b_h (H,)``, ``b_y (O,)``.
+    Gated cells (G gates: 3 for the GRU, 4 for the LSTM): ``W_ih (I, G*H)``,
+    ``W_hh (H, G*H)``, ``W_hy (H, O)``, ``b_ih (G*H,)``, ``b_hh (G*H,)``, ``b_y (O,)``,
+    the gates' blocks of H columns side by side in PyTorch's order. Absent parts (no
+    bias, no readout) are left out.
+    """
+
+    def __init__(self, input_size, hidden_size, output_size, bias, readout, cell="elman"):
+        self.cell = cell
+        width = GATES[cell] * hidden_size
+        if cell == "elman":
+            shapes = {"W_xh": (input_size, hidden_size), "W_hh": (hidden_size, hidden_size)}
+        else:
+            shapes = {"W_ih": (input_size, width), "W_hh": (hidden_size, width)}
         if readout:
             shapes["W_hy"] = (hidden_size, output_size)
         if bias:
-            shapes["b_h"] = (hidden_size,)
+            if cell == "elman":
+                shapes["b_h"] = (hidden_size,)
+            else:
+                shapes["b_ih"] = (width,)
+                shapes["b_hh"] = (width,)
             if readout:
                 shapes["b_y"] = (output_size,)
         self.shapes = shapes
@@ -119,12 +144,17 @@ class Layout:
         return {name: flat[a:b].reshape(shape) for name, (a, b, shape) in self.slices.items()}
 
     def kernel_args(self, views, dtype):
-        """(W_xh, W_hh, W_hy, b_h, b_y); zeros stand in for absent biases and an empty
-        W_hy for an absent readout, so the kernels' arithmetic needs no special case."""
-        n_hidden, n_out = self.shapes["W_hh"][0], self.output_size
-        return (views["W_xh"], views["W_hh"], views.get("W_hy", np.zeros((0, 0), dtype)),
-                views.get("b_h", np.zeros(n_hidden, dtype)),
-                views.get("b_y", np.zeros(n_out, dtype)))
+        """(W_xh, W_hh, W_hy, b_h, b_y), or for a gated cell (W_ih, W_hh, W_hy, b_ih,
+        b_hh, b_y); zeros stand in for absent biases and an empty W_hy for an absent
+        readout, so the kernels' arithmetic needs no special case."""
+        width, n_out = self.shapes["W_hh"][1], self.output_size
+        W_hy = views.get("W_hy", np.zeros((0, 0), dtype))
+        b_y = views.get("b_y", np.zeros(n_out, dtype))
+        if self.cell == "elman":
+            return (views["W_xh"], views["W_hh"], W_hy, views.get("b_h", np.zeros(width, dtype)),
+                    b_y)
+        return (views["W_ih"], views["W_hh"], W_hy, views.get("b_ih", np.zeros(width, dtype)),
+                views.get("b_hh", np.zeros(width, dtype)), b_y)
 
 
 class RNN:
@@ -175,14 +205,29 @@ class RNN:
     """
 
     backend = "cython"
+    cell = "elman"  # a key of CELLS
 
     def __init__(self, input_size, hidden_size, output_size=None, hidden_activation="tanh",
                  output_activation="identity", loss="mse", bias=True, readout=True,
                  init="pytorch", dtype="float64", seed=None, params=None):
+        self._configure(input_size, hidden_size, output_size, hidden_activation,
+                        output_activation, loss, bias, readout, init, dtype, seed, params)
+
+    def _configure(self, input_size, hidden_size, output_size, hidden_activation,
+                   output_activation, loss, bias, readout, init, dtype, seed, params):
+        """The constructor of every cell; ``hidden_activation`` is None for gated cells."""
         self.input_size = check.check_int("input_size", input_size)
         self.hidden_size = check.check_int("hidden_size", hidden_size)
-        self.hidden_activation = check.check_choice(
-            "hidden_activation", hidden_activation, HIDDEN_ACTIVATIONS)
+        if self.cell == "elman":
+            self.hidden_activation = check.check_choice(
+                "hidden_activation", hidden_activation, HIDDEN_ACTIVATIONS)
+        elif hidden_activation is not None:
+            raise ValueError(
+                f"a {type(self).__name__}'s nonlinearities are fixed (sigmoid gates, tanh "
+                f"candidate, as in torch.nn.{self.cell.upper()}): hidden_activation does not "
+                f"apply to it, got {hidden_activation!r}; leave it out")
+        else:
+            self.hidden_activation = None
         self.output_activation = check.check_choice(
             "output_activation", output_activation, OUTPUT_ACTIVATIONS)
         self.loss = check.check_choice("loss", loss, LOSSES)
@@ -217,7 +262,7 @@ class RNN:
         self.seed = seed if not isinstance(seed, np.random.Generator) else None
         self._rng = np.random.default_rng(seed)
         self._layout = Layout(self.input_size, self.hidden_size, self.output_size,
-                              self.bias, self.readout)
+                              self.bias, self.readout, self.cell)
         self.theta = np.zeros(self._layout.size, dtype=self.dtype)
         self._views = self._layout.views(self.theta)
         self.params = dict(self._views)
@@ -262,6 +307,22 @@ class RNN:
     def kernels(self):
         return importlib.import_module(BACKENDS[self.backend])
 
+    # The state the kernels carry from step to step is a row of S entries: h (S = H), or
+    # [h | c] for the LSTM (S = 2H). These two methods translate the public h0 and final
+    # state to and from it; the LSTM's override them.
+
+    @property
+    def _state_size(self):
+        return self.hidden_size
+
+    def _prepare_state(self, h0, n):
+        """The initial state (N, S) from ``h0`` as the public methods take it."""
+        return check.prepare_h0(h0, n, self.hidden_size, self.dtype)
+
+    def _public_state(self, state):
+        """The state (..., S) as the public methods return it: h (..., H)."""
+        return state
+
     def _kernel_params(self):
         self._sync()
         return self._layout.kernel_args(self._views, self.dtype)
@@ -273,13 +334,14 @@ class RNN:
         bptt_steps = check.check_int("bptt_steps", bptt_steps, allow_none=True) or 0
         if bptt_steps >= X.shape[1]:  # no boundary inside the sequences: full BPTT
             bptt_steps = 0
-        return Spec(HIDDEN_ACTIVATIONS[self.hidden_activation], output, LOSSES[self.loss],
-                    self.readout, self.bias, many_to_one, bptt_steps,
-                    input_ids=X.ndim == 2, target_ids=Y is not None and Y.ndim == 2)
+        hidden = HIDDEN_ACTIVATIONS[self.hidden_activation] if self.cell == "elman" else 0
+        return Spec(hidden, output, LOSSES[self.loss], self.readout, self.bias, many_to_one,
+                    bptt_steps, CELLS[self.cell], input_ids=X.ndim == 2,
+                    target_ids=Y is not None and Y.ndim == 2)
 
     # ------------------------------------------------------------------ computing
 
-    def forward(self, X, h0=None, lengths=None, return_state=False):
+    def forward(self, X, h0=None, lengths=None, return_state=False, return_cells=False):
         """Outputs and hidden states for every step.
 
         Parameters
@@ -288,40 +350,55 @@ class RNN:
             N sequences of T steps with I features each, or one sequence.
         h0 : array (H,) or (N, H), optional
             Initial hidden state h_{-1}, one shared by every sequence or one per
-            sequence; zeros by default.
+            sequence; zeros by default. An LSTM also takes a tuple ``(h0, c0)`` of two
+            such arrays (an array alone is h0, with c0 zeros).
         lengths : int array (N,), optional
             Steps of each sequence (padded to T); outputs and states beyond them are zero.
         return_state : bool
-            Also return ``h_last``, each sequence's final hidden state.
+            Also return each sequence's final state: ``h_last``, or ``(h_last, c_last)``
+            for an LSTM.
+        return_cells : bool
+            LSTM only: also return the cell state of every step, ``C``.
 
         Returns
         -------
         Y_hat : array (N, T, O) or (T, O)
         H : array (N, T, H) or (T, H)
             The hidden state after every step (zero beyond a sequence's length).
+        C : array (N, T, H) or (T, H), only with ``return_cells=True``
+            The LSTM's cell state after every step (zero beyond a sequence's length).
         h_last : array (N, H) or (H,), only with ``return_state=True``
             The hidden state after each sequence's last step, step ``lengths[n] - 1``
             (``H[n, lengths[n] - 1]``): pass it as ``h0`` to continue the sequences.
+            For an LSTM, the tuple ``(h_last, c_last)``, to pass on as ``h0`` likewise.
         """
         X, single = check.prepare_inputs(X, self.input_size, self.dtype)
         lengths = check.prepare_lengths(lengths, X)
-        h0 = check.prepare_h0(h0, X.shape[0], self.hidden_size, self.dtype)
+        h0 = self._prepare_state(h0, X.shape[0])
         return_state = check.check_bool("return_state", return_state)
+        if check.check_bool("return_cells", return_cells) and self.cell != "lstm":
+            raise ValueError(f"return_cells: only an LSTM has cell states, this is a "
+                             f"{type(self).__name__}")
         n, t = X.shape[:2]
         Y_hat = np.zeros((n, t, self.output_size), dtype=self.dtype)
-        H = np.zeros((n, t, self.hidden_size), dtype=self.dtype)
-        self.kernels.forward(self._spec(X), self._kernel_params(), X, lengths, h0, Y_hat, H)
-        result = (Y_hat, H)
+        S = np.zeros((n, t, self._state_size), dtype=self.dtype)
+        self.kernels.forward(self._spec(X), self._kernel_params(), X, lengths, h0, Y_hat, S)
+        H = self.hidden_size
+        result = (Y_hat, S[..., :H]) + ((S[..., H:],) if return_cells else ())
+        if single:
+            result = tuple(r[0] for r in result)
         if return_state:
-            result += (H[np.arange(n), lengths - 1],)
-        return tuple(r[0] for r in result) if single else result
+            last = S[np.arange(n), lengths - 1]
+            result += (self._public_state(last[0] if single else last),)
+        return result
 
     def predict(self, X, lengths=None, h0=None, return_state=False):
         """The outputs of ``forward``: ``Y_hat`` (N, T, O), or (T, O) for one sequence.
 
         ``lengths`` (N,) and ``h0`` (H,) or (N, H) as for ``forward``. With
         ``return_state=True``, returns ``(Y_hat, h_last)``, ``h_last`` (N, H) or (H,)
-        being each sequence's hidden state after its last step (step ``lengths[n] - 1``).
+        being each sequence's hidden state after its last step (step ``lengths[n] - 1``);
+        for an LSTM, ``(Y_hat, (h_last, c_last))``.
         """
         Y_hat, _, h_last = self.forward(X, h0=h0, lengths=lengths, return_state=True)
         return (Y_hat, h_last) if check.check_bool("return_state", return_state) else Y_hat
@@ -339,10 +416,10 @@ class RNN:
         grads : dict of arrays keyed like ``params``
         """
         X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
-        h0 = check.prepare_h0(h0, X.shape[0], self.hidden_size, self.dtype)
+        h0 = self._prepare_state(h0, X.shape[0])
         grad = np.zeros_like(self.theta)
         grads = self._layout.views(grad)
-        h_last = np.zeros((X.shape[0], self.hidden_size), dtype=self.dtype)
+        h_last = np.zeros((X.shape[0], self._state_size), dtype=self.dtype)
         loss = self.kernels.loss_and_grads(
             self._spec(X, Y, many_to_one, bptt_steps), self._kernel_params(),
             self._layout.kernel_args(grads, self.dtype), X, Y, lengths, h0, h_last)
@@ -416,7 +493,7 @@ class RNN:
                 (None,) if len(validation) == 2 else ()))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"validation: {exc}") from None
-        h0_val = np.zeros((X_val.shape[0], self.hidden_size), dtype=self.dtype)
+        h0_val = np.zeros((X_val.shape[0], self._state_size), dtype=self.dtype)
         return X_val, Y_val, lengths_val, h0_val, m2o
 
     def _held_out_loss(self, X, Y, lengths, h0, many_to_one):
@@ -441,7 +518,7 @@ class RNN:
                 X_c = np.ascontiguousarray(X[rows][live, t0:t0 + steps])
                 Y_c = np.ascontiguousarray(
                     Y[rows][live] if many_to_one else Y[rows][live, t0:t0 + steps])
-                h_last = np.zeros((live.size, self.hidden_size), dtype=self.dtype)
+                h_last = np.zeros((live.size, self._state_size), dtype=self.dtype)
                 loss = self.kernels.loss_and_grads(
                     self._spec(X_c, Y_c, many_to_one), params, grads, X_c, Y_c,
                     np.ascontiguousarray(left[live], dtype=np.intp),
@@ -458,13 +535,16 @@ class RNN:
                "val_epoch": val["epoch"]}
         arrays = {"fit.carry": carry, "fit.losses": losses[:updates],
                   "fit.val_loss": np.array(val["loss"], dtype=np.float64), **(extra or {})}
-        _io.save(path, self.config, self.params, self.optimizer, extra_meta={"fit": fit},
-                 extra_arrays=arrays)
+        _io.save(path, self.config, self.params, self.optimizer, self.cell,
+                 extra_meta={"fit": fit}, extra_arrays=arrays)
 
     def _resume(self, path, plan, optimizer):
         """Take in a checkpoint's model and optimizer; returns where its fit stood."""
-        config, params, saved_optimizer = _io.load(path)
+        cell, config, params, saved_optimizer = _io.load(path)
         fit, arrays = _io.load_fit_state(path)
+        if cell != self.cell:
+            raise ValueError(f"{path} is a checkpoint of a {CLASS_NAMES[cell]}, not of a "
+                             f"{type(self).__name__}")
         if fit is None:
             raise ValueError(f"{path} holds a model but no fit to resume (a checkpoint is "
                              "written by fit(..., checkpoint=...) or --checkpoint-every)")
@@ -532,7 +612,8 @@ class RNN:
             The initial hidden state of every sequence (one shared, or one per sequence,
             ``h0[n]`` for ``X[n]`` whatever the shuffled order); zeros by default. Each
             sequence starts from it in every epoch; with ``chunk_length`` the state is
-            carried from chunk to chunk after it.
+            carried from chunk to chunk after it. An LSTM also takes ``(h0, c0)``, as
+            ``forward`` does, and carries h and c.
         chunk_length : int, optional
             Truncated BPTT as in min-char-rnn: cut each sequence into chunks of this many
             steps and update after each, carrying the hidden state (not its gradient)
@@ -619,7 +700,7 @@ class RNN:
         X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
         epochs = check.check_int("epochs", epochs)
         batch_size = check.check_int("batch_size", batch_size)
-        h0 = check.prepare_h0(h0, X.shape[0], self.hidden_size, self.dtype)
+        h0 = self._prepare_state(h0, X.shape[0])
         held_out = self._held_out(validation, validation_split, X, Y, lengths, h0,
                                   many_to_one)
         if validation_split is not None:  # the training part: the sequences before it
@@ -685,7 +766,7 @@ class RNN:
         losses = np.zeros(n_updates, dtype=np.float64)
         grad = np.zeros_like(self.theta)
         # the hidden states a batch carries from chunk to chunk, kept between kernel calls
-        carry = np.zeros((batch_size, self.hidden_size), dtype=self.dtype)
+        carry = np.zeros((batch_size, self._state_size), dtype=self.dtype)
         args = (spec, self._kernel_params(),
                 self._layout.kernel_args(self._layout.views(grad), self.dtype), self.theta, grad,
                 X, Y, lengths, h0, order, batch_size, chunk_length)
@@ -792,13 +873,17 @@ class RNN:
     @property
     def config(self):
         """The constructor's arguments, enough to rebuild the model: a new dict each time
-        (``RNN(**model.config)`` is an untrained twin); read-only."""
-        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
-                "output_size": self.output_size if self.readout else None,
-                "hidden_activation": self.hidden_activation,
-                "output_activation": self.output_activation, "loss": self.loss,
-                "bias": self.bias, "readout": self.readout, "init": self.init,
-                "dtype": str(self.dtype), "seed": self.seed}
+        (``type(model)(**model.config)`` is an untrained twin); read-only. The cell is
+        the class (``model.cell``), not a constructor argument."""
+        config = {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                  "output_size": self.output_size if self.readout else None,
+                  "hidden_activation": self.hidden_activation,
+                  "output_activation": self.output_activation, "loss": self.loss,
+                  "bias": self.bias, "readout": self.readout, "init": self.init,
+                  "dtype": str(self.dtype), "seed": self.seed}
+        if self.cell != "elman":
+            del config["hidden_activation"]
+        return config
 
     def save(self, path):
         """Write the model (configuration, parameters, optimizer state) to one .npz file.
@@ -807,12 +892,22 @@ class RNN:
         interrupted save never leaves a truncated file in place of a good one.
         """
         self._sync()
-        _io.save(path, self.config, self.params, self.optimizer)
+        _io.save(path, self.config, self.params, self.optimizer, self.cell)
 
     @classmethod
     def load(cls, path):
-        """Read a model written by ``save`` (from either backend)."""
-        config, params, optimizer = _io.load(path)
+        """Read a model written by ``save`` (from either backend).
+
+        The file's cell picks the class: ``RNN.load`` of a saved GRU gives a GRU (of
+        this backend), while ``GRU.load`` refuses a file holding another cell.
+        """
+        cell, config, params, optimizer = _io.load(path)
+        if cell != cls.cell:
+            if cls.cell != "elman":
+                raise ValueError(f"{path} holds a {CLASS_NAMES[cell]}, not a {cls.__name__}; "
+                                 f"read it with {CLASS_NAMES[cell]}.load or load_model")
+            cls = getattr(importlib.import_module(BACKENDS_PUBLIC[cls.backend]),
+                          CLASS_NAMES[cell])
         try:
             model = cls(**config, params=params)
             if optimizer is not None:
@@ -845,7 +940,122 @@ class RNN:
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
-        return f"{type(self).__module__.split('.')[0]}.RNN({args})"
+        return f"{type(self).__module__.split('.')[0]}.{CLASS_NAMES[self.cell]}({args})"
+
+
+class _Gated(RNN):
+    """What the GRU and the LSTM share: their constructor (RNN's keywords but
+    ``hidden_activation``, whose place their fixed nonlinearities take)."""
+
+    def __init__(self, input_size, hidden_size, output_size=None, *,
+                 output_activation="identity", loss="mse", bias=True, readout=True,
+                 init="pytorch", dtype="float64", seed=None, params=None,
+                 hidden_activation=None):
+        self._configure(input_size, hidden_size, output_size, hidden_activation,
+                        output_activation, loss, bias, readout, init, dtype, seed, params)
+
+
+_GATED_PARAMETERS = """
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        I and H (PyTorch's ``input_size``, ``hidden_size``).
+    output_size : int, optional
+        O, the readout's outputs (``nn.Linear(H, O)``'s ``out_features``); required
+        with a readout, None or H without one.
+    output_activation, loss, readout, dtype, seed, params
+        As for ``RNN``. ``readout=False``: the output is h_t itself (what PyTorch's
+        module returns).
+    bias : bool
+        PyTorch's ``bias``: ``b_ih``, ``b_hh`` (and the readout's ``b_y``) exist.
+    init : {"pytorch", "uniform", "normal", "glorot", "orthogonal"}
+        ``"pytorch"`` (the default): U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias,
+        PyTorch's own initialisation of the cell and the readout alike. ``"uniform"``:
+        U(-1, 1) weights, zero biases; ``"normal"``: N(0, 1) weights and biases;
+        ``"glorot"``: each gate's block of ``W_ih`` and ``W_hh`` (and ``W_hy``) Glorot-
+        uniform as a layer of its own, zero biases; ``"orthogonal"``: as ``"glorot"``
+        but each gate's (H, H) block of ``W_hh`` a random orthogonal matrix.
+    hidden_activation : None
+        Refused: the gates' nonlinearities are fixed.
+
+    Attributes
+    ----------
+    params : dict of ndarray
+        Row-major like the Elman cell (inputs times weights), gate blocks of H columns
+        side by side in PyTorch's order; PyTorch's names for one layer (``_l0``):
+
+        ==============  ===============================  ==========================
+        rnn_fast        shape                            PyTorch
+        ==============  ===============================  ==========================
+        ``W_ih``        (I, {G}H)                        ``weight_ih_l0.T``
+        ``W_hh``        (H, {G}H)                        ``weight_hh_l0.T``
+        ``W_hy``        (H, O)                           ``nn.Linear.weight.T``
+        ``b_ih``        ({G}H,)                          ``bias_ih_l0``
+        ``b_hh``        ({G}H,)                          ``bias_hh_l0``
+        ``b_y``         (O,)                             ``nn.Linear.bias``
+        ==============  ===============================  ==========================
+
+        ``W_ih[:, k*H:(k+1)*H]`` is gate k's block ({gates}).
+    """
+
+
+class GRU(_Gated):
+    __doc__ = r"""A gated recurrent unit, PyTorch's ``torch.nn.GRU`` (one layer, one
+    direction, ``batch_first``), with an optional readout layer.
+
+    .. math::
+
+        r_t = \sigma(x_t W_{ir} + b_{ir} + h_{t-1} W_{hr} + b_{hr}) \\
+        z_t = \sigma(x_t W_{iz} + b_{iz} + h_{t-1} W_{hz} + b_{hz}) \\
+        n_t = \tanh(x_t W_{in} + b_{in} + r_t \odot (h_{t-1} W_{hn} + b_{hn})) \\
+        h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}, \qquad h_{-1} = h_0 = 0 \\
+        y_t = g(h_t W_{hy} + b_y) \quad\text{or}\quad y_t = h_t \text{ without readout}
+
+    Every method is ``RNN``'s.
+    """ + _GATED_PARAMETERS.replace("{G}", "3").replace("{gates}", "r, z, n")
+    cell = "gru"
+
+
+class LSTM(_Gated):
+    __doc__ = r"""A long short-term memory network, PyTorch's ``torch.nn.LSTM`` (one
+    layer, one direction, ``batch_first``, no projection), with an optional readout.
+
+    .. math::
+
+        i_t = \sigma(x_t W_{ii} + b_{ii} + h_{t-1} W_{hi} + b_{hi}) \\
+        f_t = \sigma(x_t W_{if} + b_{if} + h_{t-1} W_{hf} + b_{hf}) \\
+        g_t = \tanh(x_t W_{ig} + b_{ig} + h_{t-1} W_{hg} + b_{hg}) \\
+        o_t = \sigma(x_t W_{io} + b_{io} + h_{t-1} W_{ho} + b_{ho}) \\
+        c_t = f_t \odot c_{t-1} + i_t \odot g_t, \qquad
+        h_t = o_t \odot \tanh(c_t), \qquad h_{-1} = h_0,\ c_{-1} = c_0 \\
+        y_t = g(h_t W_{hy} + b_y) \quad\text{or}\quad y_t = h_t \text{ without readout}
+
+    Every method is ``RNN``'s; the state is the pair (h, c): ``h0`` may be a tuple
+    ``(h0, c0)`` (each (H,) or (N, H)) or h0 alone (c0 zeros), ``return_state=True``
+    gives ``(h_last, c_last)`` as PyTorch's ``(h_n, c_n)``, and
+    ``forward(..., return_cells=True)`` the cell states of every step.
+    """ + _GATED_PARAMETERS.replace("{G}", "4").replace("{gates}", "i, f, g, o")
+    cell = "lstm"
+
+    @property
+    def _state_size(self):
+        return 2 * self.hidden_size
+
+    def _prepare_state(self, h0, n):
+        """[h0 | c0] (N, 2H) from ``(h0, c0)`` or from h0 alone (c0 zeros)."""
+        if isinstance(h0, tuple):
+            if len(h0) != 2:
+                raise ValueError(f"an LSTM's h0 is an array (h0) or a tuple (h0, c0), got a "
+                                 f"tuple of {len(h0)}")
+            h0, c0 = h0
+        else:
+            c0 = None
+        h = check.prepare_h0(h0, n, self.hidden_size, self.dtype)
+        c = check.prepare_h0(c0, n, self.hidden_size, self.dtype, name="c0")
+        return np.concatenate([h, c], axis=1)
+
+    def _public_state(self, state):
+        return state[..., :self.hidden_size], state[..., self.hidden_size:]
 
 
 def _dtype_name(dtype):
@@ -856,11 +1066,16 @@ def _dtype_name(dtype):
 
 
 def load_model(path):
-    """``RNN.load`` for the Cython backend (``rnn_fast.reference.load_model``: NumPy)."""
+    """The model saved at ``path``, on the Cython backend, of the class its cell says
+    (``RNN``, ``GRU`` or ``LSTM``; ``rnn_fast.reference.load_model``: NumPy)."""
     return RNN.load(path)
 
 
 def _initialise(views, init, rng):
+    """Draw every parameter in place. A gated cell's weights are G blocks of H columns,
+    one per gate; "glorot" and "orthogonal" treat each block as a layer of its own
+    (Glorot's limit from the block's fan-in and H, an orthogonal (H, H) block for each
+    gate's recurrent weights), the others draw the whole matrix alike."""
     H = views["W_hh"].shape[0]
     for name, view in views.items():
         if init == "uniform":
@@ -871,13 +1086,23 @@ def _initialise(views, init, rng):
             value = rng.uniform(-1, 1, view.shape) / math.sqrt(H)
         elif name[0] == "b":
             value = 0
-        elif init == "orthogonal" and name == "W_hh":
-            q, r = np.linalg.qr(rng.standard_normal((H, H)))
-            value = q * np.sign(np.diag(r))  # sign fix: uniform over orthogonal matrices
-        else:  # glorot, and orthogonal's other weights
-            limit = math.sqrt(6.0 / sum(view.shape))
-            value = rng.uniform(-limit, limit, view.shape)
+        elif name == "W_hy":  # the readout: one layer
+            value = _glorot(rng, view.shape)
+        else:  # W_xh / W_ih and W_hh: gate by gate (the Elman cell has one "gate")
+            blocks = []
+            for _ in range(view.shape[1] // H):
+                if init == "orthogonal" and name == "W_hh":
+                    q, r = np.linalg.qr(rng.standard_normal((H, H)))
+                    blocks.append(q * np.sign(np.diag(r)))  # sign fix: uniform over O(H)
+                else:  # glorot, and orthogonal's input weights
+                    blocks.append(_glorot(rng, (view.shape[0], H)))
+            value = np.concatenate(blocks, axis=1)
         view[...] = value
+
+
+def _glorot(rng, shape):
+    limit = math.sqrt(6.0 / sum(shape))
+    return rng.uniform(-limit, limit, shape)
 
 
 def _blocks(n, timed, stops=(), begin=0, seconds=0.1):

@@ -166,6 +166,22 @@ RNN_FAST_BODY void rnn_fast_sigmoid_row_f64_body(double *a, const double *b, ptr
         a[c] = 1.0 / (1.0 + rnn_fast_exp_clipped(a[c]));
 }
 
+/* a[c] = sigmoid(a[c] + b[c]) for c < n, float32 (the gated cells' gates): the sum in
+ * float32, as NumPy adds, the sigmoid in float64 with rnn_fast_exp_clipped, rounded once
+ * to float32, so within an ulp of the true value where NumPy's float32 1 / (1 + exp(-x))
+ * is within a few. (The Elman cell's float32 sigmoid units keep libm's expf.) */
+RNN_FAST_BODY void rnn_fast_sigmoid_row_f32_body(float *a, const float *b, ptrdiff_t n)
+{
+    ptrdiff_t c;
+    for (c = 0; c < n; c++) {
+        float x = -(a[c] + b[c]);
+        x = x > (float)RNN_FAST_EXP_HI ? (float)RNN_FAST_EXP_HI : x; /* NaN passes through */
+        a[c] = x < (float)RNN_FAST_EXP_LO ? (float)RNN_FAST_EXP_LO : x;
+    }
+    for (c = 0; c < n; c++)
+        a[c] = (float)(1.0 / (1.0 + rnn_fast_exp_clipped((double)a[c])));
+}
+
 /* out[c] = exp(z[c] - top) for c < n, float64 (top is a softmax's shift, its largest z) */
 RNN_FAST_BODY void rnn_fast_exp_shifted_row_f64_body(const double *z, double top,
                                                       double *out, ptrdiff_t n)
@@ -385,6 +401,7 @@ RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
     X(tanh_row_f64, void, (double *a, const double *b, ptrdiff_t n), (a, b, n))        \
     X(tanh_row_f32, void, (float *a, const float *b, ptrdiff_t n), (a, b, n))          \
     X(sigmoid_row_f64, void, (double *a, const double *b, ptrdiff_t n), (a, b, n))     \
+    X(sigmoid_row_f32, void, (float *a, const float *b, ptrdiff_t n), (a, b, n))       \
     X(exp_shifted_row_f64, void, (const double *z, double top, double *out,            \
                                   ptrdiff_t n), (z, top, out, n))                      \
     X(add_vecmat_f64, void, (const double *v, const double *M, ptrdiff_t n_rows,       \

@@ -283,14 +283,17 @@ def prepare_lengths(lengths, X):
     return array
 
 
-def prepare_h0(h0, n, hidden_size, dtype):
-    """Initial hidden state as (N, H); None means zeros, an (H,) vector is shared."""
+def prepare_h0(h0, n, hidden_size, dtype, name="h0"):
+    """Initial hidden state as (N, H); None means zeros, an (H,) vector is shared.
+
+    ``name``: the argument's name in messages (an LSTM's c0 goes through here too).
+    """
     if h0 is None:
         return np.zeros((n, hidden_size), dtype=dtype)
-    h0 = as_float_array(h0, "h0", dtype)
+    h0 = as_float_array(h0, name, dtype)
     if h0.shape == (hidden_size,):
         return np.ascontiguousarray(np.broadcast_to(h0, (n, hidden_size)))
     if h0.shape != (n, hidden_size):
         raise ValueError(
-            f"h0 must have shape ({hidden_size},) or ({n}, {hidden_size}), got {h0.shape}")
+            f"{name} must have shape ({hidden_size},) or ({n}, {hidden_size}), got {h0.shape}")
     return h0

@@ -25,6 +25,11 @@ Token ids (``spec.input_ids``): X is (N, T) of indices, each standing for a one-
 so ``x_t @ W_xh`` is the row ``W_xh[x_t]`` and ``outer(x_t, da)`` adds da to that row of
 dW_xh. Class ids (``spec.target_ids``, cross-entropy): Y is (N, T) or (N, 1) of indices,
 each standing for a one-hot target row.
+
+The GRU and the LSTM (``_reference_gated``) replace the first two lines by their cell,
+PyTorch's, and carry a state s_t: h_t, or [h_t | c_t] for the LSTM; the readout, the
+losses and the bookkeeping of BPTT (``sequence_loss_and_grads``) are the same code for
+every cell, which gives each its forward step and its backward step.
 """
 
 from __future__ import annotations
@@ -34,11 +39,14 @@ import time
 
 import numpy as np
 
+from . import _reference_gated as _gated
 from . import _sweep
+from ._model import GRU as _GRU
+from ._model import LSTM as _LSTM
 from ._model import RNN as _RNN
 from .optimizers import SGD, Adagrad, Adam, RMSprop
 
-__all__ = ["RNN", "SGD", "Adagrad", "RMSprop", "Adam", "load_model", "sweep"]
+__all__ = ["RNN", "GRU", "LSTM", "SGD", "Adagrad", "RMSprop", "Adam", "load_model", "sweep"]
 
 # Activation codes, shared with the Cython core (see _model.HIDDEN_ACTIVATIONS).
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
@@ -85,9 +93,17 @@ def derivative_from_output(code, h):
     return np.ones_like(h)
 
 
-def input_product(spec, x, W_xh):
-    """x @ W_xh for inputs x (..., I), or for token ids x (...): the rows they pick."""
-    return W_xh[x] if spec.input_ids else x @ W_xh
+def input_product(spec, x, W):
+    """x @ W for inputs x (..., I), or for token ids x (...): the rows they pick."""
+    return W[x] if spec.input_ids else x @ W
+
+
+def add_input_gradient(spec, dW, x, da):
+    """dW += outer(x, da): for a token id x, da added to its row."""
+    if spec.input_ids:
+        dW[x] += da
+    else:
+        dW += np.outer(x, da)
 
 
 def output_loss_and_delta(spec, z, y, target, norm):
@@ -117,6 +133,42 @@ def output_loss_and_delta(spec, z, y, target, norm):
     return loss, d * derivative_from_output(spec.output_activation, y)
 
 
+# ----------------------------------------------------------------------------- cells
+# A cell is two functions. ``step`` maps an input x_t and the state s_{t-1} to s_t (and a
+# cache of what its backward step needs); it takes one row or a batch of rows.
+# ``step_backward`` takes dL/ds_t for one sequence, adds this step's share into the
+# gradients and returns dL/ds_{t-1}. The state is h for the Elman cell and the GRU and
+# [h | c] for the LSTM; the readout, the losses and BPTT's bookkeeping act on h, the
+# state's first H entries, and are written once, below, for every cell.
+
+
+def elman_step(spec, params, x, h_prev):
+    """h_t = f(x_t W_xh + h_{t-1} W_hh + b_h)."""
+    W_xh, W_hh, _, b_h, _ = params
+    h = activate(spec.hidden_activation, input_product(spec, x, W_xh) + h_prev @ W_hh + b_h)
+    return h, (x, h_prev, h)
+
+
+def elman_step_backward(spec, params, grads, cache, dh):
+    W_hh = params[1]
+    dW_xh, dW_hh, _, db_h, _ = grads
+    x, h_prev, h = cache
+    da = dh * derivative_from_output(spec.hidden_activation, h)  # through f
+    add_input_gradient(spec, dW_xh, x, da)  # a = x W_xh + h_prev W_hh + b_h
+    dW_hh += np.outer(h_prev, da)
+    db_h += da
+    return W_hh @ da  # back into h_{t-1} through the recurrence
+
+
+def cell_steps(spec):
+    """(step, step_backward) of ``spec.cell``: 0 Elman, 1 GRU, 2 LSTM. (Looked up per
+    call: _reference_gated reads this module's helpers, so neither needs the other
+    complete at import.)"""
+    return ((elman_step, elman_step_backward),
+            (_gated.gru_step, _gated.gru_step_backward),
+            (_gated.lstm_step, _gated.lstm_step_backward))[spec.cell]
+
+
 # ----------------------------------------------------------------------------- kernels
 # The four functions below are the kernel interface; _core.pyx has the same four.
 
@@ -135,17 +187,20 @@ def like_c(kernel):
 
 @like_c
 def forward(spec, params, X, lengths, h0, Y_out, H_out):
-    """Run the network over a batch: fill Y_out (N, T, O) and H_out (N, T, H).
+    """Run the network over a batch: fill Y_out (N, T, O) and H_out (N, T, S).
 
-    Steps at or beyond a sequence's length are left zero.
+    The state has S = H entries, or 2H for the LSTM (h_t, then c_t). Steps at or beyond
+    a sequence's length are left zero.
     """
-    W_xh, W_hh, W_hy, b_h, b_y = params
-    h = h0.copy()  # (N, H)
+    step = cell_steps(spec)[0]
+    W_hy, b_y = params[2], params[-1]
+    n_hidden = params[1].shape[0]
+    s = h0.copy()  # (N, S)
     for t in range(X.shape[1]):
         live = (t < lengths)[:, None]
-        a = input_product(spec, X[:, t], W_xh) + h @ W_hh + b_h
-        h = np.where(live, activate(spec.hidden_activation, a), h)
-        H_out[:, t] = np.where(live, h, 0)
+        s = np.where(live, step(spec, params, X[:, t], s)[0], s)
+        H_out[:, t] = np.where(live, s, 0)
+        h = s[:, :n_hidden]
         y = activate(spec.output_activation, h @ W_hy + b_y) if spec.readout else h
         Y_out[:, t] = np.where(live, y, 0)
 
@@ -155,33 +210,39 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
     """BPTT over steps t0..t1 of one sequence; adds scale * dL/dparams into grads.
 
     ``target`` is (T, O) for many-to-many or (1, O) for many-to-one (the target of
-    step ``length - 1``). Returns (scale * loss of those steps, last hidden state).
+    step ``length - 1``). ``h0`` is the state before step t0 ((S,): h, or [h | c] for
+    the LSTM). Returns (scale * loss of those steps, the state after the last step).
     ``timers``, if given, accumulates the seconds of the forward and backward sweeps.
     """
     clock = time.perf_counter()
-    W_xh, W_hh, W_hy, b_h, b_y = params
-    dW_xh, dW_hh, dW_hy, db_h, db_y = grads
+    step, step_backward = cell_steps(spec)
+    W_hy, b_y = params[2], params[-1]
+    dW_hy, db_y = grads[2], grads[-1]
+    n_hidden = params[1].shape[0]
     t1 = min(t1, length)
     n_targets = 1 if spec.many_to_one else length
     norm = n_targets * b_y.shape[0]  # mse averages over the sequence's target values (O each)
 
-    # forward pass, keeping every hidden state: hs[k] is h_{t0 + k - 1}
-    hs = [h0]
+    # forward pass, keeping every state: ss[k] is s_{t0 + k - 1}
+    ss = [h0]
+    caches = []
     zs = []
     for t in range(t0, t1):
-        a = input_product(spec, x[t], W_xh) + hs[-1] @ W_hh + b_h
-        hs.append(activate(spec.hidden_activation, a))
-        zs.append(hs[-1] @ W_hy + b_y if spec.readout else hs[-1])
+        s, cache = step(spec, params, x[t], ss[-1])
+        ss.append(s)
+        caches.append(cache)
+        h = s[:n_hidden]
+        zs.append(h @ W_hy + b_y if spec.readout else h)
 
     clock = _lap(timers, FORWARD, clock)
 
-    # backward pass: dh_next is dL/dh_t flowing back from step t + 1
+    # backward pass: ds_next is dL/ds_t flowing back from step t + 1
     loss = 0.0
-    dh_next = np.zeros_like(h0)
+    ds_next = np.zeros_like(h0)
     for k in reversed(range(t1 - t0)):
         t = t0 + k
-        h, h_prev = hs[k + 1], hs[k]
-        dh = dh_next
+        h = ss[k + 1][:n_hidden]
+        ds = ds_next  # a new array every step: adding into it in place is safe
         if not spec.many_to_one or t == length - 1:
             z = zs[k]
             y = activate(spec.output_activation, z) if spec.readout else z
@@ -192,21 +253,14 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
             if spec.readout:
                 dW_hy += np.outer(h, dz)  # z = h W_hy + b_y
                 db_y += dz
-                dh = dh + W_hy @ dz  # back into h_t through the readout
+                ds[:n_hidden] += W_hy @ dz  # back into h_t through the readout
             else:
-                dh = dh + dz  # the output is h_t itself
-        da = dh * derivative_from_output(spec.hidden_activation, h)  # through f
-        if spec.input_ids:  # a = x W_xh + h_prev W_hh + b_h, x one-hot at x[t]
-            dW_xh[x[t]] += da
-        else:
-            dW_xh += np.outer(x[t], da)
-        dW_hh += np.outer(h_prev, da)
-        db_h += da
-        dh_next = W_hh @ da  # back into h_{t-1} through the recurrence
+                ds[:n_hidden] += dz  # the output is h_t itself
+        ds_next = step_backward(spec, params, grads, caches[k], ds)  # into s_{t-1}
         if spec.bptt_steps and t % spec.bptt_steps == 0:
-            dh_next = np.zeros_like(dh_next)  # ... unless t is a truncation boundary
+            ds_next = np.zeros_like(ds_next)  # ... unless t is a truncation boundary
     _lap(timers, BACKWARD, clock)
-    return scale * loss, hs[-1]
+    return scale * loss, ss[-1]
 
 
 @like_c
@@ -332,8 +386,19 @@ class RNN(_RNN):
     backend = "numpy"
 
 
+class GRU(_GRU):
+    __doc__ = _GRU.__doc__
+    backend = "numpy"
+
+
+class LSTM(_LSTM):
+    __doc__ = _LSTM.__doc__
+    backend = "numpy"
+
+
 def load_model(path):
-    """``RNN.load`` for the NumPy backend (``rnn_fast.load_model``: Cython)."""
+    """The model saved at ``path``, on the NumPy backend, of the class its cell says
+    (``rnn_fast.load_model``: Cython)."""
     return RNN.load(path)
 
 

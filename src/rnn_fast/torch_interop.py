@@ -5,6 +5,12 @@ An rnn_fast model with tanh or relu hidden units is a one-layer ``torch.nn.RNN``
 transposed: PyTorch stores ``weight_ih_l0`` as (H, I) where rnn_fast's ``W_xh`` is (I, H).
 PyTorch has two hidden biases, ``bias_ih_l0 + bias_hh_l0``; rnn_fast has their sum ``b_h``.
 The output activation and the loss stay outside both (PyTorch applies them in the loss).
+
+A GRU or LSTM is a one-layer ``torch.nn.GRU`` / ``torch.nn.LSTM`` (``batch_first=True``)
+and the same readout. Their parameters map one to one, transposed: ``W_ih`` is
+``weight_ih_l0.T``, ``W_hh`` is ``weight_hh_l0.T``, ``b_ih`` and ``b_hh`` are
+``bias_ih_l0`` and ``bias_hh_l0`` (kept apart: the GRU's reset gate multiplies
+``h W_hn + b_hn`` alone).
 """
 
 from __future__ import annotations
@@ -23,25 +29,35 @@ def _torch():
 
 
 def to_torch(model):
-    """``(rnn, linear)``: a ``torch.nn.RNN`` and ``torch.nn.Linear`` (None without a
+    """``(rnn, linear)``: a ``torch.nn.RNN`` (for ``rnn_fast.RNN``), ``torch.nn.GRU`` or
+    ``torch.nn.LSTM`` (for ``GRU``, ``LSTM``) and a ``torch.nn.Linear`` (None without a
     readout) computing the model's hidden states and pre-activation outputs, in the
     model's dtype."""
     torch = _torch()
-    if model.hidden_activation not in ("tanh", "relu"):
-        raise ValueError("torch.nn.RNN has only tanh and relu hidden units, the model has "
-                         f"{model.hidden_activation!r}")
     dtype = getattr(torch, str(model.dtype))
     p = model.params
-    rnn = torch.nn.RNN(model.input_size, model.hidden_size, nonlinearity=model.hidden_activation,
-                       bias=model.bias, batch_first=True, dtype=dtype)
+    if model.cell == "elman":
+        if model.hidden_activation not in ("tanh", "relu"):
+            raise ValueError("torch.nn.RNN has only tanh and relu hidden units, the model has "
+                             f"{model.hidden_activation!r}")
+        rnn = torch.nn.RNN(model.input_size, model.hidden_size,
+                           nonlinearity=model.hidden_activation, bias=model.bias,
+                           batch_first=True, dtype=dtype)
+        weights = {"weight_ih_l0": p["W_xh"].T, "weight_hh_l0": p["W_hh"].T}
+        if model.bias:  # rnn_fast's one hidden bias is PyTorch's two summed
+            weights.update(bias_ih_l0=p["b_h"], bias_hh_l0=np.zeros_like(p["b_h"]))
+    else:
+        module = torch.nn.GRU if model.cell == "gru" else torch.nn.LSTM
+        rnn = module(model.input_size, model.hidden_size, bias=model.bias, batch_first=True,
+                     dtype=dtype)
+        weights = {"weight_ih_l0": p["W_ih"].T, "weight_hh_l0": p["W_hh"].T}
+        if model.bias:
+            weights.update(bias_ih_l0=p["b_ih"], bias_hh_l0=p["b_hh"])
     linear = (torch.nn.Linear(model.hidden_size, model.output_size, bias=model.bias, dtype=dtype)
               if model.readout else None)
     with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.from_numpy(p["W_xh"].T.copy()))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(p["W_hh"].T.copy()))
-        if model.bias:
-            rnn.bias_ih_l0.copy_(torch.from_numpy(p["b_h"].copy()))
-            rnn.bias_hh_l0.zero_()
+        for name, value in weights.items():
+            getattr(rnn, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
         if linear is not None:
             linear.weight.copy_(torch.from_numpy(p["W_hy"].T.copy()))
             if model.bias:
@@ -50,13 +66,20 @@ def to_torch(model):
 
 
 def from_torch(rnn, linear=None, output_activation="identity", loss="mse", backend=None):
-    """An rnn_fast model with the weights of a one-layer, one-direction ``torch.nn.RNN``
-    (and a ``torch.nn.Linear`` readout, or none)."""
+    """An rnn_fast model with the weights of a one-layer, one-direction ``torch.nn.RNN``,
+    ``torch.nn.GRU`` or ``torch.nn.LSTM`` (an ``RNN``, ``GRU`` or ``LSTM``), and a
+    ``torch.nn.Linear`` readout, or none. ``backend``: ``rnn_fast`` (default) or
+    ``rnn_fast.reference``."""
     torch = _torch()
-    if not isinstance(rnn, torch.nn.RNN):
-        raise TypeError(f"rnn must be a torch.nn.RNN, got {type(rnn).__name__}")
+    kinds = {torch.nn.RNN: "RNN", torch.nn.GRU: "GRU", torch.nn.LSTM: "LSTM"}
+    kind = next((name for cls, name in kinds.items() if isinstance(rnn, cls)), None)
+    if kind is None:
+        raise TypeError(f"rnn must be a torch.nn.RNN, torch.nn.GRU or torch.nn.LSTM, got "
+                        f"{type(rnn).__name__}")
     if rnn.num_layers != 1 or rnn.bidirectional:
-        raise ValueError("only a one-layer, one-direction torch.nn.RNN maps onto rnn_fast")
+        raise ValueError(f"only a one-layer, one-direction torch.nn.{kind} maps onto rnn_fast")
+    if kind == "LSTM" and rnn.proj_size:
+        raise ValueError("an LSTM with proj_size has no rnn_fast counterpart")
     if linear is not None and linear.in_features != rnn.hidden_size:
         raise ValueError(f"linear takes {linear.in_features} features, the RNN has "
                          f"{rnn.hidden_size} hidden units")
@@ -68,16 +91,21 @@ def from_torch(rnn, linear=None, output_activation="identity", loss="mse", backe
     def numpy(tensor):
         return tensor.detach().cpu().numpy()
 
-    params = {"W_xh": numpy(rnn.weight_ih_l0).T, "W_hh": numpy(rnn.weight_hh_l0).T}
-    if rnn.bias:
+    gated = kind != "RNN"
+    params = {"W_ih" if gated else "W_xh": numpy(rnn.weight_ih_l0).T,
+              "W_hh": numpy(rnn.weight_hh_l0).T}
+    if rnn.bias and gated:
+        params.update(b_ih=numpy(rnn.bias_ih_l0), b_hh=numpy(rnn.bias_hh_l0))
+    elif rnn.bias:
         params["b_h"] = numpy(rnn.bias_ih_l0) + numpy(rnn.bias_hh_l0)
     if linear is not None:
         params["W_hy"] = numpy(linear.weight).T
         if rnn.bias:
             params["b_y"] = numpy(linear.bias)
-    dtype = str(np.dtype(params["W_xh"].dtype))
-    return backend.RNN(rnn.input_size, rnn.hidden_size,
-                       linear.out_features if linear is not None else None,
-                       hidden_activation=rnn.nonlinearity, output_activation=output_activation,
-                       loss=loss, bias=rnn.bias, readout=linear is not None, dtype=dtype,
-                       params=params)
+    dtype = str(np.dtype(params["W_hh"].dtype))
+    keywords = {} if gated else {"hidden_activation": rnn.nonlinearity}
+    return getattr(backend, kind)(rnn.input_size, rnn.hidden_size,
+                                  linear.out_features if linear is not None else None,
+                                  output_activation=output_activation, loss=loss, bias=rnn.bias,
+                                  readout=linear is not None, dtype=dtype, params=params,
+                                  **keywords)

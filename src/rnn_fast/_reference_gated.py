@@ -1,0 +1,110 @@
+"""The gated cells of the NumPy reference: PyTorch's GRU and LSTM, one step forward and
+one step back.
+
+``rnn_fast.reference`` runs these inside the same BPTT loop, readout and losses as the
+Elman cell (see its ``sequence_loss_and_grads``); only the cell differs. Row vectors,
+inputs times weights, gates side by side in PyTorch's order::
+
+    GRU  (G = 3: r, z, n)                        LSTM (G = 4: i, f, g, o)
+    r = σ(x W_ir + b_ir + h W_hr + b_hr)         a = x W_ih + b_ih + h W_hh + b_hh
+    z = σ(x W_iz + b_iz + h W_hz + b_hz)         i, f, o = σ(a_i), σ(a_f), σ(a_o)
+    n = tanh(x W_in + b_in + r * (h W_hn + b_hn))   g = tanh(a_g)
+    h' = (1 - z) * n + z * h                     c' = f * c + i * g;  h' = o * tanh(c')
+
+where ``W_ir = W_ih[:, 0:H]``, ``W_iz = W_ih[:, H:2H]`` and so on: ``W_ih (I, G*H)`` is
+PyTorch's ``weight_ih_l0.T``, ``W_hh (H, G*H)`` its ``weight_hh_l0.T``, ``b_ih`` and
+``b_hh`` its ``bias_ih_l0`` and ``bias_hh_l0``. The LSTM's state is one row ``[h | c]``
+of 2H entries.
+
+A step takes one row (x (I,), state (S,)) or a batch of rows ((N, I), (N, S)); a
+backward step takes one sequence's row. Inputs given as token ids make the input
+projection ``x W_ih`` a row gather of ``W_ih`` (``ref.input_product``) and its gradient
+an addition to that row (``ref.add_input_gradient``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import reference as ref  # its helpers, looked up when a step runs
+
+# ----------------------------------------------------------------------------- GRU
+
+
+def gru_step(spec, params, x, h_prev):
+    """h_t from x_t and h_{t-1}; the cache holds what ``gru_step_backward`` needs."""
+    W_ih, W_hh, _, b_ih, b_hh, _ = params
+    H = W_hh.shape[0]
+    xw = ref.input_product(spec, x, W_ih) + b_ih  # (3H,) the input's share of r, z, n
+    hw = h_prev @ W_hh + b_hh  # (3H,) the recurrent share; hw_n stays apart for r * hw_n
+    r = ref.sigmoid(xw[..., :H] + hw[..., :H])  # reset gate
+    z = ref.sigmoid(xw[..., H:2 * H] + hw[..., H:2 * H])  # update gate
+    n = np.tanh(xw[..., 2 * H:] + r * hw[..., 2 * H:])  # candidate state
+    h = (1 - z) * n + z * h_prev
+    return h, (x, h_prev, r, z, n, hw[..., 2 * H:])
+
+
+def gru_step_backward(spec, params, grads, cache, dh):
+    """Add step t's share of the gradients, given dh = dL/dh_t; return dL/dh_{t-1}."""
+    W_hh = params[1]
+    dW_ih, dW_hh, _, db_ih, db_hh, _ = grads
+    x, h_prev, r, z, n, hw_n = cache
+    dn = dh * (1 - z)  # h = (1 - z) n + z h_prev
+    dz = dh * (h_prev - n)
+    dh_prev = dh * z  # ... the direct path into h_{t-1}
+    dan = dn * (1 - n * n)  # through tanh: n = tanh(an)
+    daz = dz * z * (1 - z)  # through σ: z = σ(az)
+    dr = dan * hw_n  # an = xw_n + r * hw_n
+    dar = dr * r * (1 - r)  # through σ: r = σ(ar)
+    dxw = np.concatenate([dar, daz, dan])  # dL/d(x W_ih + b_ih)
+    dhw = np.concatenate([dar, daz, dan * r])  # dL/d(h_prev W_hh + b_hh): r scales hw_n
+    ref.add_input_gradient(spec, dW_ih, x, dxw)  # xw = x W_ih + b_ih
+    db_ih += dxw
+    dW_hh += np.outer(h_prev, dhw)  # hw = h_prev W_hh + b_hh
+    db_hh += dhw
+    return dh_prev + W_hh @ dhw  # ... plus the path through the gates
+
+
+# ----------------------------------------------------------------------------- LSTM
+
+
+def lstm_step(spec, params, x, s_prev):
+    """s_t = [h_t | c_t] from x_t and s_{t-1} = [h_{t-1} | c_{t-1}]."""
+    W_ih, W_hh, _, b_ih, b_hh, _ = params
+    H = W_hh.shape[0]
+    h_prev, c_prev = s_prev[..., :H], s_prev[..., H:]
+    xw = ref.input_product(spec, x, W_ih) + b_ih  # (4H,) the input's share of every gate
+    a = xw + h_prev @ W_hh + b_hh  # (4H,) pre-activations of i, f, g, o
+    i = ref.sigmoid(a[..., :H])  # input gate
+    f = ref.sigmoid(a[..., H:2 * H])  # forget gate
+    g = np.tanh(a[..., 2 * H:3 * H])  # candidate cell
+    o = ref.sigmoid(a[..., 3 * H:])  # output gate
+    c = f * c_prev + i * g
+    tanh_c = np.tanh(c)
+    h = o * tanh_c
+    return np.concatenate([h, c], axis=-1), (x, h_prev, c_prev, i, f, g, o, tanh_c)
+
+
+def lstm_step_backward(spec, params, grads, cache, ds):
+    """Add step t's share of the gradients, given ds = [dL/dh_t | dL/dc_t] (the second
+    half: the gradient reaching c_t from step t + 1); return [dL/dh_{t-1} | dL/dc_{t-1}]."""
+    W_hh = params[1]
+    dW_ih, dW_hh, _, db_ih, db_hh, _ = grads
+    x, h_prev, c_prev, i, f, g, o, tanh_c = cache
+    H = W_hh.shape[0]
+    dh, dc = ds[:H], ds[H:]
+    do = dh * tanh_c  # h = o tanh(c)
+    dc = dc + dh * o * (1 - tanh_c * tanh_c)  # ... and through tanh(c) into c
+    di = dc * g  # c = f c_prev + i g
+    df = dc * c_prev
+    dg = dc * i
+    dc_prev = dc * f  # ... the cell's path into c_{t-1}
+    da = np.concatenate([di * i * (1 - i),  # through σ
+                         df * f * (1 - f),  # through σ
+                         dg * (1 - g * g),  # through tanh
+                         do * o * (1 - o)])  # through σ
+    ref.add_input_gradient(spec, dW_ih, x, da)  # a = x W_ih + b_ih + h_prev W_hh + b_hh
+    db_ih += da
+    dW_hh += np.outer(h_prev, da)
+    db_hh += da
+    return np.concatenate([W_hh @ da, dc_prev])  # into h_{t-1} through every gate

@@ -1,0 +1,267 @@
+"""The Cython core's GRU and LSTM kernels (_gated.pxi) compute the NumPy reference's
+numbers.
+
+The core's kernel entry points are called through the models, on each of the core's
+paths (hand loops, BLAS, a batch as two halves; conftest.core_path), over random sizes
+and lengths (1 included), both dtypes and every option a kernel sees: many-to-one,
+ragged lengths, an initial state (h0, and c0 for the LSTM), truncation (bptt_steps),
+chunks carrying the state (h, and c for the LSTM), readout or none, bias or none, every
+loss, one-hot inputs (the row gathers), GEMM blocks shorter than the sequences. One
+loss_and_grads agrees to 1e-12 relative in float64 and 1e-5 in float32 (the absolute
+floor is that tolerance times the largest value compared, as in test_equivalence).
+The model-level suites (test_equivalence and others) run over the three cells too.
+"""
+
+import numpy as np
+import pytest
+from conftest import GATED_CONFIGS, RTOL, core_path, make_data
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rnn_fast
+import rnn_fast.reference as reference
+
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+CLASSES = {"gru": "GRU", "lstm": "LSTM"}
+CORE_PATHS = ["loops", "blas", "halves"]
+
+
+def assert_close(actual, desired, dtype, what, scale=None, rtol=None):
+    rtol = RTOL[dtype] if rtol is None else rtol
+    desired = np.asarray(desired, dtype=np.float64)
+    scale = np.max(np.abs(desired), initial=1e-300) if scale is None else scale
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), desired,
+                               rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def twins(cell, config, sizes, dtype, seed, init="pytorch"):
+    i, h, o = sizes
+    kwargs = dict(input_size=i, hidden_size=h, output_size=o if config["readout"] else None,
+                  dtype=dtype, seed=seed, init=init, **config)
+    return (getattr(rnn_fast, CLASSES[cell])(**kwargs),
+            getattr(reference, CLASSES[cell])(**kwargs))
+
+
+def initial_state(rng, cell, shape, dtype="float64"):
+    h0 = (0.5 * rng.standard_normal(shape)).astype(dtype)
+    if cell == "lstm":
+        return h0, (0.5 * rng.standard_normal(shape)).astype(dtype)
+    return h0
+
+
+problems = st.fixed_dictionaries({
+    "cell": st.sampled_from(list(CLASSES)),
+    "config": st.sampled_from(GATED_CONFIGS),
+    "n": st.integers(1, 5),
+    "t": st.integers(1, 7),
+    "i": st.integers(1, 5),
+    "h": st.integers(1, 9),
+    "o": st.integers(1, 4),
+    "many_to_one": st.booleans(),
+    "dtype": st.sampled_from(["float64", "float32"]),
+    "seed": st.integers(0, 2**31),
+    "ragged": st.booleans(),
+    "bptt_steps": st.one_of(st.none(), st.integers(1, 7)),
+    "one_hot": st.booleans(),
+    "h0": st.sampled_from([None, "each", "shared"]),
+    "block_rows": st.sampled_from([1, 3, 512]),  # BLAS: GEMM blocks of 1 step and up
+})
+
+
+def build(p):
+    o = p["o"] if p["config"]["readout"] else p["h"]
+    if p["config"]["output_activation"] == "softmax":
+        o = max(o, 2)
+    i = p["i"] + 7 if p["one_hot"] else p["i"]  # at most one in eight nonzero: gathers
+    fast, ref = twins(p["cell"], p["config"], (i, p["h"], o), p["dtype"], p["seed"])
+    rng = np.random.default_rng(p["seed"])
+    X, Y = make_data(rng, p["config"], p["n"], p["t"], i, o, p["many_to_one"], p["dtype"])
+    if p["one_hot"]:
+        X = np.eye(i, dtype=X.dtype)[rng.integers(0, i, X.shape[:2])]
+    lengths = rng.integers(1, p["t"] + 1, p["n"]) if p["ragged"] else None
+    h0 = None
+    if p["h0"] is not None:
+        h0 = initial_state(rng, p["cell"], (p["n"], p["h"]) if p["h0"] == "each" else p["h"])
+    return fast, ref, X, Y, lengths, h0
+
+
+def block_rows(n):
+    class Rows:
+        def __enter__(self):
+            self.old = rnn_fast._core.set_block_rows(n)
+
+        def __exit__(self, *exc):
+            rnn_fast._core.set_block_rows(self.old)
+    return Rows()
+
+
+@pytest.mark.parametrize("path", CORE_PATHS)
+@SETTINGS
+@given(problems)
+def test_loss_and_grads_match_reference(path, p):
+    fast, ref, X, Y, lengths, h0 = build(p)
+    with core_path(path), block_rows(p["block_rows"]):
+        loss_fast, grads_fast = fast.loss_and_grads(X, Y, lengths=lengths, h0=h0,
+                                                    bptt_steps=p["bptt_steps"])
+    loss_ref, grads_ref = ref.loss_and_grads(X, Y, lengths=lengths, h0=h0,
+                                             bptt_steps=p["bptt_steps"])
+    assert_close(loss_fast, loss_ref, p["dtype"], f"loss, {p}", max(1.0, abs(loss_ref)))
+    assert list(grads_fast) == list(grads_ref) == list(ref.params)
+    scale = max(1.0, max(np.max(np.abs(g)) for g in grads_ref.values()))
+    for name in grads_ref:
+        assert grads_fast[name].dtype == np.dtype(p["dtype"])
+        assert_close(grads_fast[name], grads_ref[name], p["dtype"], f"d{name}, {p}", scale)
+
+
+@SETTINGS
+@given(problems)
+def test_forward_matches_reference(p):
+    fast, ref, X, _, lengths, h0 = build(p)
+    extra = {"return_cells": True} if p["cell"] == "lstm" else {}
+    out_fast = fast.forward(X, h0=h0, lengths=lengths, **extra)
+    out_ref = ref.forward(X, h0=h0, lengths=lengths, **extra)
+    assert len(out_fast) == len(out_ref)
+    for what, a, b in zip(("outputs", "hidden states", "cell states"), out_fast, out_ref):
+        assert a.dtype == np.dtype(p["dtype"]) and a.shape == b.shape
+        assert_close(a, b, p["dtype"], f"{what}, {p}")
+    state_fast = fast.predict(X, h0=h0, lengths=lengths, return_state=True)[1]
+    state_ref = ref.predict(X, h0=h0, lengths=lengths, return_state=True)[1]
+    if p["cell"] == "gru":  # h_last; the LSTM's (h_last, c_last)
+        state_fast, state_ref = [state_fast], [state_ref]
+    for a, b in zip(state_fast, state_ref, strict=True):
+        assert_close(a, b, p["dtype"], f"last state, {p}")
+
+
+fits = st.fixed_dictionaries({
+    "cell": st.sampled_from(list(CLASSES)),
+    "config": st.sampled_from(GATED_CONFIGS),
+    "n": st.integers(1, 6),
+    "t": st.integers(1, 8),
+    "h": st.integers(1, 7),
+    "many_to_one": st.booleans(),
+    "seed": st.integers(0, 2**31),
+    "ragged": st.booleans(),
+    "batch_size": st.integers(1, 4),
+    "chunk_length": st.one_of(st.none(), st.integers(1, 4)),
+    "bptt_steps": st.one_of(st.none(), st.integers(1, 3)),
+    "h0": st.booleans(),
+    "optimizer": st.sampled_from(["sgd", "adagrad-clip", "adam-norm"]),
+})
+OPTIMIZERS = {
+    "sgd": lambda m: m.SGD(lr=0.05),
+    "adagrad-clip": lambda m: m.Adagrad(lr=0.1),
+    "adam-norm": lambda m: m.Adam(lr=0.01),
+}
+CLIPS = {"sgd": {}, "adagrad-clip": {"clip_value": 0.05}, "adam-norm": {"clip_norm": 0.1}}
+
+
+@pytest.mark.parametrize("path", CORE_PATHS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fits)
+def test_fit_matches_reference(path, p):
+    """train: the shared loop, chunks carrying the state (c too), the optimizers and
+    clipping, with a gated cell's BPTT inside, in float64."""
+    o = 2 if p["config"]["readout"] else p["h"]
+    if p["config"]["output_activation"] == "softmax":
+        o = max(o, 2)
+    fast, ref = twins(p["cell"], p["config"], (3, p["h"], o), "float64", p["seed"])
+    rng = np.random.default_rng(p["seed"])
+    X, Y = make_data(rng, p["config"], p["n"], p["t"], 3, o, p["many_to_one"], "float64")
+    options = dict(batch_size=min(p["batch_size"], p["n"]), bptt_steps=p["bptt_steps"],
+                   chunk_length=None if p["many_to_one"] else p["chunk_length"],
+                   **CLIPS[p["optimizer"]])
+    if p["ragged"]:
+        options["lengths"] = rng.integers(1, p["t"] + 1, p["n"])
+    if p["h0"]:
+        options["h0"] = initial_state(rng, p["cell"], (p["n"], p["h"]))
+    with core_path(path):
+        history_fast = fast.fit(X, Y, optimizer=OPTIMIZERS[p["optimizer"]](rnn_fast),
+                                epochs=2, **options)
+    history_ref = ref.fit(X, Y, optimizer=OPTIMIZERS[p["optimizer"]](reference), epochs=2,
+                          **options)
+    for name in ref.params:
+        assert_close(fast.params[name], ref.params[name], "float64", f"{name}, {p}",
+                     scale=1.0, rtol=1e-10)
+    assert_close(history_fast["batch_loss"], history_ref["batch_loss"], "float64",
+                 f"losses, {p}", rtol=1e-10)
+
+
+@pytest.mark.parametrize("cell", list(CLASSES))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_halves_give_the_same_bits_on_one_thread_and_two(cell, dtype, rng):
+    """A gated cell's batch as two halves adds the same numbers in the same order
+    whether the halves run one after the other or on two threads."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if rnn_fast._core.blas_threads() == 0:
+        pytest.skip("the core cannot set this BLAS's threads: batches run whole")
+    config = {"output_activation": "identity", "loss": "mse", "bias": True, "readout": True}
+    X, Y = make_data(rng, config, 9, 6, 3, 2, many_to_one=False, dtype=dtype)
+    lengths = rng.integers(1, 7, 9)
+    results = []
+    for limit in (1, 2):
+        model, _ = twins(cell, config, (3, 20, 2), dtype, seed=5)
+        with core_path("halves"), threadpoolctl.threadpool_limits(limit, user_api="blas"):
+            before = rnn_fast._core.blas_threads()
+            loss, grads = model.loss_and_grads(X, Y, lengths=lengths)
+            history = model.fit(X, Y, optimizer=rnn_fast.Adam(lr=0.01), epochs=2,
+                                batch_size=4, lengths=lengths, chunk_length=4)
+            schedule = rnn_fast._core.last_schedule()
+        assert schedule == ("halves, two threads" if before >= 2 else "halves")
+        results.append((loss, *grads.values(), model.theta, history["batch_loss"]))
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(two, one)
+
+
+@pytest.mark.parametrize("cell", list(CLASSES))
+def test_batch_size_one_on_two_threads_runs_the_loops(cell, rng):
+    """The two-thread schedule of batch size 1 is the Elman cell's only: a gated cell
+    asked for it trains on the hand loops, with their numbers exactly."""
+    config = {"output_activation": "softmax", "loss": "cross_entropy", "bias": True,
+              "readout": True}
+    X, Y = make_data(rng, config, 4, 6, 3, 3, many_to_one=False)
+    thetas = []
+    for path in ("loops", "pair"):
+        model, _ = twins(cell, config, (3, 40, 3), "float64", seed=3)
+        with core_path(path):
+            model.fit(X, Y, optimizer=rnn_fast.Adagrad(lr=0.1), epochs=2, chunk_length=4,
+                      clip_value=5.0)
+        assert rnn_fast._core.last_schedule() == "loops"
+        thetas.append(model.theta)
+    np.testing.assert_array_equal(thetas[1], thetas[0])
+
+
+@pytest.mark.parametrize("cell", list(CLASSES))
+@pytest.mark.parametrize("path", CORE_PATHS)
+def test_divergence_stops_where_the_reference_does(cell, path, rng):
+    """A fit whose updates overflow stops at the same update as the reference's, its
+    weights those of the last finite update."""
+    config = {"output_activation": "identity", "loss": "half_sse", "bias": True,
+              "readout": True}
+    X, Y = make_data(rng, config, 6, 5, 2, 2, many_to_one=False)
+    Y = Y * 1e3
+    errors = []
+    for module in (rnn_fast, reference):
+        model = getattr(module, CLASSES[cell])(2, 24, 2, seed=1, init="normal", **config)
+        with core_path(path if module is rnn_fast else "loops"):
+            with pytest.raises(rnn_fast.DivergenceError) as info:
+                model.fit(X, Y, optimizer=module.SGD(lr=1e3), epochs=50, batch_size=2)
+        errors.append((info.value.epoch, info.value.sample))
+        assert np.all(np.isfinite(model.theta))
+    assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("cell", list(CLASSES))
+def test_read_only_inputs(cell, rng):
+    """Read-only data and initial states reach the kernels (const memoryviews)."""
+    config = {"output_activation": "identity", "loss": "mse", "bias": False,
+              "readout": False}
+    X, Y = make_data(rng, config, 3, 4, 2, 5, many_to_one=False)
+    h0 = initial_state(rng, cell, (3, 5))
+    for a in (X, Y, *([h0] if cell == "gru" else h0)):
+        a.setflags(write=False)
+    fast, ref = twins(cell, config, (2, 5, 5), "float64", seed=0)
+    for path in CORE_PATHS:
+        with core_path(path):
+            loss, _ = fast.loss_and_grads(X, Y, h0=h0)
+        assert_close(loss, ref.loss_and_grads(X, Y, h0=h0)[0], "float64", path)

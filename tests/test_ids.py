@@ -20,6 +20,7 @@ SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 problems = st.fixed_dictionaries({
+    "cell": st.sampled_from(["RNN", "GRU", "LSTM"]),
     "n": st.integers(1, 5),
     "t": st.integers(1, 8),
     "v": st.integers(2, 12),     # vocabulary: inputs (and outputs with class ids)
@@ -44,10 +45,10 @@ def build(p, backend=rnn_fast):
     rng = np.random.default_rng(p["seed"])
     o = p["v"] if p["targets"] == "ids" else p["o"]
     loss = "mse" if p["targets"] == "mse" else "cross_entropy"
-    model = backend.RNN(p["v"], p["h"], o, hidden_activation=p["hidden"],
-                        output_activation="identity" if loss == "mse" else "softmax",
-                        loss=loss, bias=p["bias"], dtype=p["dtype"], seed=p["seed"],
-                        init="glorot")
+    hidden = {"hidden_activation": p["hidden"]} if p["cell"] == "RNN" else {}
+    model = getattr(backend, p["cell"])(
+        p["v"], p["h"], o, output_activation="identity" if loss == "mse" else "softmax",
+        loss=loss, bias=p["bias"], dtype=p["dtype"], seed=p["seed"], init="glorot", **hidden)
     X_ids = rng.integers(0, p["v"], (p["n"], p["t"]))
     X = np.eye(p["v"])[X_ids]
     shape = (p["n"],) if p["many_to_one"] else (p["n"], p["t"])
@@ -60,11 +61,14 @@ def build(p, backend=rnn_fast):
             Y_ids = Y
     lengths = rng.integers(1, p["t"] + 1, p["n"]) if p["ragged"] else None
     h0 = rng.standard_normal((p["n"], p["h"])) if p["h0"] else None
+    if h0 is not None and p["cell"] == "LSTM":
+        h0 = (h0, rng.standard_normal((p["n"], p["h"])))
     return model, (X_ids, Y_ids), (X, Y), lengths, h0
 
 
 def twin(model, backend):
-    return backend.RNN(**model.config, params={k: v.copy() for k, v in model.params.items()})
+    return getattr(backend, type(model).__name__)(
+        **model.config, params={k: v.copy() for k, v in model.params.items()})
 
 
 def assert_close(actual, desired, dtype, what, rtol=None):
@@ -110,8 +114,9 @@ def test_forward_predict_evaluate_of_ids_are_those_of_one_hot(p):
     for m in (model, ref):
         expected = m.forward(X, h0=h0, lengths=lengths, return_state=True)
         for got, want, what in zip((Y_hat, H, h_last), expected, ("Y_hat", "H", "h_last")):
-            assert got.shape == want.shape and got.dtype == want.dtype
-            assert_close(got, want, p["dtype"], f"{what}, {type(m).__module__}, {p}")
+            for got, want in zip(*(x if isinstance(x, tuple) else (x,) for x in (got, want))):
+                assert got.shape == want.shape and got.dtype == want.dtype  # (LSTM: h, c)
+                assert_close(got, want, p["dtype"], f"{what}, {type(m).__module__}, {p}")
     np.testing.assert_array_equal(model.predict(X_ids, lengths=lengths, h0=h0), Y_hat)
     np.testing.assert_array_equal(ref.predict(X_ids, lengths=lengths, h0=h0),
                                   ref.predict(X, lengths=lengths, h0=h0))

@@ -321,10 +321,13 @@ def test_fit_matches_reference(path, cell, optimizer, options, dtype, rng):
                                 epochs=3, **options)
     history_ref = ref.fit(X, Y, optimizer=make_optimizer(reference, input_weights), epochs=3,
                           **options)
-    # a few dozen updates: adaptive optimizers amplify rounding differences somewhat. An
-    # LSTM's float32 fit with RMSprop met 1.5e-4 on 6 seeds in 60 (its first steps divide
-    # gradients near rounding noise by sqrt(v) of the same size); float64 stays at 1e-10
-    rtol = {"float64": 1e-10, "float32": 1e-3 if cell != "elman" else 1e-4}[dtype]
+    # A few dozen updates. Adaptive optimizers divide each gradient entry by its own running
+    # size, so an entry near rounding noise makes a step of full size whose sign rounding
+    # decides: in float32, weights differed by up to 9.6e-4 (Elman, Adagrad; seed
+    # 3879521650) and 1.5e-4 (LSTM, RMSprop) on some random data sets. Single steps are
+    # compared tightly elsewhere (test_apply_update..., loss_and_grads); float64 stays tight.
+    adaptive = optimizer in ("adagrad", "rmsprop", "adam")
+    rtol = {"float64": 1e-10, "float32": 5e-3 if adaptive else 1e-4}[dtype]
     for name in ref.params:
         assert_close(fast.params[name], ref.params[name], dtype, name, scale=1.0, rtol=rtol)
     assert_close(history_fast["batch_loss"], history_ref["batch_loss"], dtype, "losses",

@@ -85,10 +85,10 @@ def truncated_loss(model, X, Y, lengths, states, bptt_steps, many_to_one):
     """The loss whose gradient truncated BPTT computes: the sequences run in pieces of
     bptt_steps steps, each piece starting from the given state, a constant."""
     n, t = X.shape[:2]
-    spec = model._spec(X, Y, many_to_one)  # without truncation
+    targets = Y[:, None] if many_to_one else Y  # (N, 1, O): the kernels' many-to-one form
+    spec = model._spec(X, targets, many_to_one)  # without truncation
     grad = np.zeros_like(model.theta)
     grads = model._layout.kernel_args(model._layout.views(grad), model.dtype)
-    targets = Y[:, None] if many_to_one else Y
     total = 0.0
     for k in range(n):
         for t0 in range(0, t, bptt_steps):

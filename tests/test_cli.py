@@ -60,6 +60,25 @@ def test_train_text_and_sample(tmp_path, capsys):
     assert main(["sample", str(model), "--prime", "xyz"]) == 2  # x, y, z are not in the text
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_train_text_with_a_gated_cell_and_sample(tmp_path, capsys, cell):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("the cat sat on the mat. " * 20)
+    path = tmp_path / "char.npz"
+    assert main(["train", "text", "--cell", cell, "--file", str(corpus), "--hidden", "8",
+                 "--epochs", "1", "--quiet", "--save", str(path)]) == 0
+    assert f"{cell.upper()} cell, hidden 8" in capsys.readouterr().out
+    model, vocab = text.load_char_model(path)
+    assert type(model) is getattr(rnn_fast, cell.upper()) and model.hidden_size == 8
+    for backend in ("cython", "numpy"):
+        assert main(["sample", str(path), "--prime", "the ", "--length", "20",
+                     "--backend", backend]) == 0
+        generated = capsys.readouterr().out.strip()
+        assert generated.startswith("the ") and set(generated) <= set(vocab.chars)
+    assert main(["train", "mod", "--cell", "gru", "--quiet"]) == 2
+    assert "--cell does not apply to task mod" in capsys.readouterr().err
+
+
 def test_train_text_chunk_and_clip_reach_fit(tmp_path, capsys):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("abcab" * 20)  # 100 characters: 99 steps

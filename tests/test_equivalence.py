@@ -206,6 +206,64 @@ def test_saturated_units_match_reference(path, clone, p):
         assert_close(grads_fast[name], grads_ref[name], dtype, f"d{name}, {p}", scale)
 
 
+saturating_gated_problems = st.fixed_dictionaries({
+    "cell": st.sampled_from(["gru", "lstm"]),
+    "config": st.sampled_from([c for c in GATED_CONFIGS if c["readout"]
+                               and c["output_activation"] in ("sigmoid", "softmax")]),
+    "n": st.integers(1, 3),
+    "t": st.integers(1, 6),
+    "i": st.integers(1, 4),
+    "h": st.integers(1, 8),
+    "o": st.integers(1, 4),
+    "many_to_one": st.booleans(),
+    "dtype": st.sampled_from(["float64", "float32"]),
+    "seed": st.integers(0, 2**31),
+    "input_scale": st.sampled_from([1.0, 30.0, 1e3, 1e6]),
+    "readout_scale": st.sampled_from([1.0, 30.0, 1e3]),
+})
+
+
+@pytest.mark.parametrize("path", ["loops", "blas"])
+@settings(SETTINGS, max_examples=100)
+@given(saturating_gated_problems)
+def test_saturated_gates_match_reference(path, p):
+    """Large inputs and readout weights saturate the gates (sigmoid at 0 or 1, tanh at
+    +-1) and the outputs. The states keep their range (the GRU's h and the LSTM's h in
+    [-1, 1]), the outputs theirs, and everything agrees with the reference to the usual
+    tolerance over floors set by the conditioning, as for the Elman cell: the largest sum
+    of absolute terms in a pre-activation (for the LSTM's h, times the steps over which
+    the cell state adds them up), and in an output."""
+    config, dtype, cell = p["config"], p["dtype"], p["cell"]
+    o = max(p["o"], 2) if config["output_activation"] == "softmax" else p["o"]
+    fast, ref = twin_models(config, (p["i"], p["h"], o), dtype, p["seed"], cell=cell)
+    for params in (fast.params, ref.params):
+        params["W_hy"] *= params["W_hy"].dtype.type(p["readout_scale"])
+    rng = np.random.default_rng(p["seed"])
+    X, Y = make_data(rng, config, p["n"], p["t"], p["i"], o, p["many_to_one"], dtype)
+    X *= X.dtype.type(p["input_scale"])
+    with core_path(path):
+        Y_fast, H_fast = fast.forward(X)
+        loss_fast, grads_fast = fast.loss_and_grads(X, Y)
+    Y_ref, H_ref = ref.forward(X)
+    loss_ref, grads_ref = ref.loss_and_grads(X, Y)
+    W = {name: np.abs(value).astype(np.float64) for name, value in ref.params.items()}
+    H_prev = np.concatenate([np.zeros_like(H_ref[:, :1]), H_ref[:, :-1]], axis=1)
+    terms = (np.abs(X) @ W["W_ih"] + np.abs(H_prev) @ W["W_hh"] + W.get("b_ih", 0)
+             + W.get("b_hh", 0))
+    floor_h = max(1.0, np.max(terms)) * (p["t"] if cell == "lstm" else 1)
+    floor_y = max(1.0, np.max(np.abs(H_ref) @ W["W_hy"] + W.get("b_y", 0))
+                  + np.max(np.sum(W["W_hy"], axis=0)) * floor_h)
+    assert np.all(np.abs(H_fast) <= 1), "hidden states"
+    assert np.all((Y_fast >= 0) & (Y_fast <= 1)), "outputs"
+    assert_close(H_fast, H_ref, dtype, f"hidden states, {p}", scale=floor_h)
+    assert_close(Y_fast, Y_ref, dtype, f"outputs, {p}", scale=floor_y)
+    assert_close(loss_fast, loss_ref, dtype, f"loss, {p}", max(abs(loss_ref), floor_y))
+    scale = max(max(np.max(np.abs(g)) for g in grads_ref.values()),
+                np.max(np.abs(X)) * np.max(W["W_hy"]) * floor_y)
+    for name in grads_ref:
+        assert_close(grads_fast[name], grads_ref[name], dtype, f"d{name}, {p}", scale)
+
+
 OPTIMIZERS = {
     "sgd": lambda m, input_weights: m.SGD(lr=0.1),
     "sgd-per-param": lambda m, input_weights: m.SGD(lr={input_weights: 0.05, "W_hh": 0.02}),

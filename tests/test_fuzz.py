@@ -22,7 +22,7 @@ import importlib
 
 import numpy as np
 import pytest
-from conftest import CONFIGS
+from conftest import CELL_CLASSES, CELLS, CONFIGS, cell_configs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -80,9 +80,19 @@ def outcome(call, *args):
         return ("error", type(exc).__name__, str(exc))
 
 
+def model_class(backend, model):
+    """backend.RNN, GRU or LSTM: the class of the model's cell."""
+    return getattr(backend, CELL_CLASSES[model["cell"]])
+
+
+def constructor_args(model):
+    return {k: v for k, v in model.items() if k != "cell"}
+
+
 def new_model(backend, model, dtype, jitter):
-    """backend.RNN(**model) in dtype; with jitter, every weight moved by a few ulps."""
-    rnn = backend.RNN(**{**model, "dtype": dtype})
+    """The model (backend.RNN, GRU or LSTM) in dtype; with jitter, every weight moved by a
+    few ulps."""
+    rnn = model_class(backend, model)(**{**constructor_args(model), "dtype": dtype})
     if jitter:
         wiggle = np.random.default_rng(0).uniform(-1, 1, rnn.theta.shape)
         rnn.theta[:] = rnn.theta * (1 + JITTER * np.finfo(rnn.theta.dtype).eps * wiggle)
@@ -225,8 +235,10 @@ def arrange(data, layout):
 
 @st.composite
 def models(draw):
-    """Keyword arguments of a valid model: every configuration, small sizes, both dtypes."""
-    config = dict(draw(st.sampled_from(CONFIGS)))
+    """Keyword arguments of a valid model (and its "cell"): every cell and configuration,
+    small sizes, both dtypes."""
+    cell = draw(st.sampled_from(CELLS))
+    config = dict(draw(st.sampled_from(cell_configs(cell))), cell=cell)
     hidden = draw(st.integers(1, 6))
     config.update(input_size=draw(st.integers(1, 4)), hidden_size=hidden,
                   # a softmax needs two outputs or more
@@ -265,11 +277,19 @@ def lengths_for(draw, n, t):
 
 
 @st.composite
-def h0_for(draw, n, h):
-    kind = mostly(draw, st.sampled_from(["none", "shared", "each"]), st.just("odd"))
-    if kind == "none":
-        return None
-    return draw(arrays((h,) if kind == "shared" else (n, h) if kind == "each" else (n + 1, h)))
+def h0_for(draw, n, h, cell="elman"):
+    """An initial state; for the LSTM, h0 alone or the tuple (h0, c0), now and then a
+    tuple of another length."""
+    def one():
+        kind = mostly(draw, st.sampled_from(["none", "shared", "each"]), st.just("odd"))
+        if kind == "none":
+            return None
+        return draw(arrays((h,) if kind == "shared" else (n, h) if kind == "each"
+                           else (n + 1, h)))
+
+    if cell != "lstm" or draw(st.booleans()):
+        return one()
+    return tuple(one() for _ in range(mostly(draw, st.just(2), st.sampled_from([1, 3]))))
 
 
 # ----------------------------------------------------------------------------- properties
@@ -277,9 +297,11 @@ def h0_for(draw, n, h):
 @settings(max_examples=500, **SETTINGS)
 @given(data=st.data())
 def test_constructor(request, data):
-    """RNN(...) with random (often invalid) arguments: the same model or the same error."""
+    """RNN(...), GRU(...), LSTM(...) with random (often invalid) arguments: the same model
+    or the same error."""
     test = count(request)
     draw = data.draw
+    cell = draw(st.sampled_from(CELLS))
     weird = st.sampled_from([0, -1, 2.0, "3", None, True, np.int64(3), [2]])
     kwargs = {name: mostly(draw, st.integers(1, 5), weird)
               for name in ("input_size", "hidden_size", "output_size")}
@@ -300,15 +322,18 @@ def test_constructor(request, data):
     kwargs["seed"] = mostly(draw, st.integers(0, 2**32 - 1), st.sampled_from([-1, "x", 1.5]))
     if draw(st.integers(0, 19)) == 0:
         kwargs["hidden_activaton"] = "tanh"
+    if cell != "elman" and draw(st.integers(0, 9)):  # a gated cell refuses one but None
+        del kwargs["hidden_activation"]
     shapes = mostly(draw, st.sampled_from([None, "right"]), st.just("wrong"), odds=5)
 
     def build(backend):
+        cls = getattr(backend, CELL_CLASSES[cell])
         params = None
         if shapes is not None:  # shapes from a model built the same way, or off by one
-            template = backend.RNN(**kwargs)
+            template = cls(**kwargs)
             params = {name: weights_like(p, shapes == "wrong" and name == "W_hh")
                       for name, p in template.params.items()}
-        model = backend.RNN(**kwargs, params=params)
+        model = cls(**kwargs, params=params)
         return model.config, {name: p.shape for name, p in model.params.items()}, model.theta
 
     def weights_like(p, wrong):
@@ -339,7 +364,7 @@ def test_forward_predict_loss_and_evaluate(request, model, data):
     y_shape = ((o,) if single else (n, o)) if many_to_one else x_shape[:-1] + (o,)
     X = draw(arrays(x_shape))
     Y = draw(arrays(y_shape, values=target_values(model)))
-    h0 = draw(h0_for(1 if single else n, model["hidden_size"]))
+    h0 = draw(h0_for(1 if single else n, model["hidden_size"], model["cell"]))
     lengths = draw(lengths_for(1 if single else n, t))
     method = draw(st.sampled_from(["forward", "predict", "loss_and_grads", "evaluate"]))
     bptt_steps = mostly(draw, st.one_of(st.none(), st.integers(1, t)), st.just(0))
@@ -372,7 +397,7 @@ BAD_HYPER = st.sampled_from([("lr", -0.1), ("lr", 0), ("lr", np.nan), ("lr", "0.
 
 
 @st.composite
-def optimizers(draw):
+def optimizers(draw, cell="elman"):
     """(name, keyword arguments): valid ones mostly; per-parameter learning rates; some
     invalid hyperparameters; None for the default (the previous optimizer, else SGD)."""
     if draw(st.integers(0, 9)) == 0:
@@ -383,8 +408,10 @@ def optimizers(draw):
     if name == "SGD" and kwargs.get("nesterov") and not kwargs.get("momentum"):
         kwargs["momentum"] = 0.9 if draw(st.booleans()) else 0.0
     if draw(st.integers(0, 5)) == 0:
+        names = (["W_xh", "W_hh", "W_hy", "b_h", "b_y"] if cell == "elman" else
+                 ["W_ih", "W_hh", "W_hy", "b_ih", "b_hh", "b_y"])
         kwargs["lr"] = {key: draw(st.floats(0, 0.3)) for key in draw(
-            st.sets(st.sampled_from(["W_xh", "W_hh", "W_hy", "b_h", "b_y"]), min_size=1))}
+            st.sets(st.sampled_from(names), min_size=1))}
     if draw(st.integers(0, 9)) == 0:
         key, value = draw(BAD_HYPER)
         kwargs[key] = value
@@ -433,10 +460,10 @@ def test_fit(request, model, data):
                     bad_values=draw(st.integers(0, 4)) == 0))
     lengths = draw(lengths_for(n, t))
     options = draw(fit_options(n, t))
-    h0 = draw(h0_for(n, model["hidden_size"]))
+    h0 = draw(h0_for(n, model["hidden_size"], model["cell"]))
     if h0 is not None:
         options["h0"] = h0
-    optimizer = draw(optimizers())
+    optimizer = draw(optimizers(model["cell"]))
     twice = draw(st.integers(0, 4)) == 0  # fit again: resumes the optimizer
     blas = draw(st.booleans())
 
@@ -474,20 +501,20 @@ def test_save_and_load(request, model, data, tmp_path_factory):
     optimizer = draw(st.sampled_from([None, "SGD", "Adagrad", "RMSprop", "Adam"]))
     source, target = draw(st.sampled_from([(reference, rnn_fast), (rnn_fast, reference),
                                            (reference, reference), (rnn_fast, rnn_fast)]))
-    original = source.RNN(**model)
+    original = model_class(source, model)(**constructor_args(model))
     if optimizer is not None:  # a few small steps (clipped): the weights stay moderate
         original.fit(X, Y, optimizer=getattr(source, optimizer)(lr=0.01), clip_norm=1.0,
                      epochs=draw(st.integers(1, 2)))
     path = folder / "model.npz"
     original.save(path)
-    loaded = target.RNN.load(path)
-    assert type(loaded) is target.RNN and loaded.config == original.config
+    loaded = target.RNN.load(path)  # RNN.load gives the saved cell's class
+    assert type(loaded) is model_class(target, model) and loaded.config == original.config
     np.testing.assert_array_equal(loaded.theta, original.theta)
     if optimizer is not None:
         assert loaded.optimizer.state["step"] == original.optimizer.state["step"]
         np.testing.assert_array_equal(loaded.optimizer.state["slots"],
                                       original.optimizer.state["slots"])
-    twin = target.RNN(**original.config, params=original.params)  # same weights, by hand
+    twin = type(loaded)(**original.config, params=original.params)  # same weights, by hand
     np.testing.assert_array_equal(loaded.predict(X), twin.predict(X))
 
     data_bytes = bytearray(path.read_bytes())
@@ -535,7 +562,7 @@ def test_extreme_values_never_crash(request, model, data):
 
     for backend in (reference, rnn_fast):  # the reference first: it checks the input
         with core_path(blas and backend is rnn_fast):
-            rnn = backend.RNN(**model)
+            rnn = model_class(backend, model)(**constructor_args(model))
             rnn.theta[:] = rnn.theta * weight
             Y_hat, H = rnn.forward(X, h0=h0)
             loss, grads = rnn.loss_and_grads(X, Y, h0=h0)

@@ -11,7 +11,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import two_threads
+from conftest import CELLS, make_model, two_threads
 
 import rnn_fast
 import rnn_fast.reference
@@ -21,10 +21,10 @@ X = np.zeros((2, 3, 2))
 Y = np.zeros((2, 3, 3))
 
 
-def small_model(backend, **kwargs):
+def small_model(backend, cell="elman", **kwargs):
     options = dict(input_size=2, hidden_size=4, output_size=3, seed=0)
     options.update(kwargs)
-    return backend.RNN(**options)
+    return make_model(backend, cell, **options)
 
 
 def with_value(array, index, value):
@@ -567,7 +567,8 @@ def rss_bytes():
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads /proc/self/statm")
-def test_repeated_calls_keep_memory_flat(backend):
+@pytest.mark.parametrize("cell", CELLS)
+def test_repeated_calls_keep_memory_flat(backend, cell):
     """Many fit/predict/loss_and_grads/evaluate calls, and refused calls, on both core paths
     (small and BLAS-sized hidden layers) grow neither traced allocations nor the RSS.
 
@@ -578,8 +579,8 @@ def test_repeated_calls_keep_memory_flat(backend):
     X = np.asfortranarray(rng.standard_normal((8, 40, 6)), dtype=np.float32)
     Y = np.asfortranarray(rng.random((8, 40, 3)), dtype=np.float32)
     lengths = rng.integers(1, 41, 8)
-    models = [small_model(backend, input_size=6, hidden_size=h, output_activation="sigmoid")
-              for h in (8, 32)]
+    models = [small_model(backend, cell, input_size=6, hidden_size=h,
+                          output_activation="sigmoid") for h in (8, 32)]
 
     def calls():
         for model in models:
@@ -634,7 +635,8 @@ def test_threads_share_a_model_for_prediction(backend):
         np.testing.assert_array_equal(got, wanted)
 
 
-def test_threads_train_different_models_independently(backend):
+@pytest.mark.parametrize("cell", CELLS)
+def test_threads_train_different_models_independently(backend, cell):
     """Models of different dtypes, sizes (both core paths) and options trained at the same
     time in threads end exactly where training them one after another ends."""
     rng = np.random.default_rng(2)
@@ -652,7 +654,7 @@ def test_threads_train_different_models_independently(backend):
 
     def train(k, out):
         config, options = jobs[k]
-        model = small_model(backend, input_size=3, output_size=2, seed=k, **config)
+        model = small_model(backend, cell, input_size=3, output_size=2, seed=k, **config)
         model.fit(X, Y, optimizer=backend.RMSprop(lr=0.01), epochs=3, **options)
         out[k] = model.theta
 

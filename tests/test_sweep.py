@@ -232,3 +232,30 @@ def test_the_command_line_sweep(capsys, tmp_path):
     assert len(lines) == 13 and lines[0].startswith("run,seed,")
     assert main(["sweep", "binary-addition", "--lr", "fast", "--quiet"]) == 2
     assert "--lr must be a comma-separated list" in capsys.readouterr().err
+
+
+def test_a_sweep_over_cells(executor):
+    """"cell" in the model section picks RNN, GRU or LSTM, and may be an axis; every
+    engine gives the serial rows; a gated cell given a hidden activation fails alone."""
+    grid = [{"model": {"cell": ["elman", "gru", "lstm"], "hidden_size": 4},
+             "optimizer": {"name": "Adam", "lr": 0.01}, "fit": {"batch_size": 10}},
+            {"model": {"cell": "gru", "hidden_size": 4, "hidden_activation": "relu"}}]
+    rows = rnn_fast.sweep(X, Y, grid, executor=executor, return_models=True)
+    serial = rnn_fast.sweep(X, Y, grid, executor="serial", return_params=True)
+    assert [r["model.cell"] for r in rows] == ["elman", "gru", "lstm", "gru"]
+    assert [type(r["model"]) for r in rows[:3]] == [rnn_fast.RNN, rnn_fast.GRU, rnn_fast.LSTM]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "error"]
+    assert "hidden_activation does not apply" in rows[3]["error"]
+    for row, want in zip(rows[:3], serial):
+        assert row["loss"] == want["loss"]
+        for name, value in want["params"].items():
+            np.testing.assert_array_equal(row["model"].params[name], value)
+    reference = rnn_fast.reference.sweep(X, Y, grid[0], executor="serial")
+    np.testing.assert_allclose([r["loss"] for r in reference], [r["loss"] for r in rows[:3]],
+                               rtol=1e-12)
+
+
+def test_an_unknown_cell_is_refused_before_any_run():
+    with pytest.raises(ValueError, match=r"grid\['model'\]\['cell'\] must be one of "
+                                         r"\['elman', 'gru', 'lstm'\], got 'rnn'"):
+        rnn_fast.sweep(X, Y, {"model": {"cell": ["gru", "rnn"], "hidden_size": 2}})

@@ -112,3 +112,34 @@ def test_saved_file_gets_the_usual_permissions(tmp_path):
     with open(tmp_path / "plain.txt", "w"):
         pass
     assert path.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_gated_character_model_trains_samples_and_round_trips(backend, cell, corpus,
+                                                                tmp_path):
+    vocab = text.Vocabulary.from_text(corpus)
+    X, Y = text.text_dataset(corpus[:800], vocab)
+    model = text.char_model(len(vocab), hidden_size=16, seed=0, backend=backend, cell=cell)
+    assert type(model) is getattr(backend, cell.upper()) and model.loss == "cross_entropy"
+    before = model.loss_and_grads(X, Y)[0]
+    model.fit(X, Y, optimizer=backend.Adagrad(lr=0.1), epochs=2, chunk_length=25,
+              clip_value=5)
+    assert model.loss_and_grads(X, Y)[0] < 0.8 * before
+    # sampling carries the whole state (the LSTM's (h, c)) across calls
+    whole = text.sample(model, vocab, "Alice ", 30, seed=np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    part, state = text.sample(model, vocab, "Alice ", 12, seed=rng, return_state=True)
+    assert part + text.sample(model, vocab, "", 18, seed=rng, h0=state) == whole
+    _, _, last = model.forward(vocab.one_hot("Alice " + part), return_state=True)
+    for ours, expected in zip(state if cell == "lstm" else [state],
+                              last if cell == "lstm" else [last]):
+        np.testing.assert_allclose(ours, expected, rtol=1e-12)
+    text.save_char_model(tmp_path / "char.npz", model, vocab)
+    loaded, loaded_vocab = text.load_char_model(tmp_path / "char.npz", backend=backend)
+    assert type(loaded) is type(model) and loaded_vocab == vocab
+    np.testing.assert_array_equal(loaded.theta, model.theta)
+
+
+def test_char_model_refuses_an_unknown_cell():
+    with pytest.raises(ValueError, match=r"cell must be one of \['elman', 'gru', 'lstm'\]"):
+        text.char_model(5, cell="rnn")

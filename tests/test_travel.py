@@ -13,6 +13,8 @@ import rnn_fast
 import rnn_fast.reference
 from rnn_fast.text import Vocabulary
 
+CELLS = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
+
 COPIES = {
     "pickle": lambda obj: pickle.loads(pickle.dumps(obj)),
     "copy": copy.copy,
@@ -25,9 +27,11 @@ def _data(seed=0, n=12, t=7):
     return rng.standard_normal((n, t, 3)), rng.random((n, t, 2))
 
 
-def _model(backend, **kwargs):
-    return backend.RNN(3, 6, 2, hidden_activation="tanh", output_activation="sigmoid",
-                       loss="binary_cross_entropy", seed=3, **kwargs)
+def _model(backend, cell="elman", **kwargs):
+    if cell == "elman":
+        kwargs["hidden_activation"] = "tanh"
+    return getattr(backend, CELLS[cell])(3, 6, 2, output_activation="sigmoid",
+                                         loss="binary_cross_entropy", seed=3, **kwargs)
 
 
 def _train(model, X, Y, optimizer=None):
@@ -52,11 +56,12 @@ def _assert_independent(a, b):
         assert not np.shares_memory(a.optimizer.state["slots"], b.optimizer.state["slots"])
 
 
+@pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("how", list(COPIES))
 @pytest.mark.parametrize("state", ["new", "trained with SGD", "trained with Adam"])
-def test_a_copied_model_trains_exactly_like_the_original(backend, how, state):
+def test_a_copied_model_trains_exactly_like_the_original(backend, how, state, cell):
     X, Y = _data()
-    original = _model(backend)
+    original = _model(backend, cell)
     if state != "new":
         optimizer = (backend.Adam(lr=0.01) if state.endswith("Adam")
                      else backend.SGD(lr=0.1, momentum=0.5))
@@ -177,9 +182,10 @@ def _train_in_child(model, X, Y):
                                     if m in multiprocessing.get_all_start_methods()])
 # JAX, when an earlier test (bench/) imported it, warns at every fork about its own threads
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
-def test_a_model_trained_in_a_child_process_comes_back_trained(backend, method):
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_a_model_trained_in_a_child_process_comes_back_trained(backend, method, cell):
     X, Y = _data()
-    model = _train(_model(backend), X, Y, backend.Adam(lr=0.01))
+    model = _train(_model(backend, cell), X, Y, backend.Adam(lr=0.01))
     with multiprocessing.get_context(method).Pool(1) as pool:
         returned = pool.apply_async(_train_in_child, (model, X, Y)).get(120)
     _assert_views_of_theta(returned)
@@ -189,8 +195,13 @@ def test_a_model_trained_in_a_child_process_comes_back_trained(backend, method):
                                   model.optimizer.state["slots"])
 
 
-def test_a_saved_model_loads_on_the_backend_asked_for(tmp_path):
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_a_saved_model_loads_on_the_backend_asked_for(tmp_path, cell):
+    """load_model and RNN.load give the saved cell's class of the backend asked for."""
     path = tmp_path / "model.npz"
-    _model(rnn_fast).save(path)
-    assert type(rnn_fast.load_model(path)) is rnn_fast.RNN
-    assert type(rnn_fast.reference.load_model(path)) is rnn_fast.reference.RNN
+    _model(rnn_fast, cell).save(path)
+    for backend in (rnn_fast, rnn_fast.reference):
+        cls = getattr(backend, CELLS[cell])
+        assert type(backend.load_model(path)) is cls
+        assert type(backend.RNN.load(path)) is cls
+        assert type(cls.load(path)) is cls

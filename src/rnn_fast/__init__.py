@@ -11,6 +11,6 @@ from ._model import GRU, LSTM, RNN, DivergenceError, load_model
 from ._sweep import sweep
 from .optimizers import SGD, Adagrad, Adam, RMSprop
 
-__all__ = ["RNN", "GRU", "LSTM", "SGD", "Adagrad", "RMSprop", "Adam", "DivergenceError", "load_model", "sweep",
-           "tasks", "text"]
+__all__ = ["RNN", "GRU", "LSTM", "SGD", "Adagrad", "RMSprop", "Adam", "DivergenceError",
+           "load_model", "sweep", "tasks", "text"]
 __version__ = "0.1.0"

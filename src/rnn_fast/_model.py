@@ -7,6 +7,10 @@ calls one of two kernel sets with the same signatures: ``rnn_fast.reference``
 
 All parameters live in one flat array ``theta``; ``params`` maps each name to a view
 of it. The optimizers then update one vector, and the kernels get the views.
+
+``GRU`` and ``LSTM`` are ``RNN`` with another cell (``Spec.cell``): another ``Layout``,
+no hidden activation, and for the LSTM a state of two rows, (h, c), which the kernels
+carry as one row [h | c]; everything else is ``RNN``'s.
 """
 
 from __future__ import annotations

@@ -25,11 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _sigmoid(a):
-    with np.errstate(over="ignore"):  # exp(-a) = inf for a << 0 gives the right limit, 0
-        return 1.0 / (1.0 + np.exp(-a))
-
+from . import reference as ref  # its helpers, looked up when a step runs
 
 # ----------------------------------------------------------------------------- GRU
 
@@ -40,8 +36,8 @@ def gru_step(spec, params, x, h_prev):
     H = W_hh.shape[0]
     xw = x @ W_ih + b_ih  # (3H,) the input's share of r, z, n
     hw = h_prev @ W_hh + b_hh  # (3H,) the recurrent share; hw_n stays apart for r * hw_n
-    r = _sigmoid(xw[..., :H] + hw[..., :H])  # reset gate
-    z = _sigmoid(xw[..., H:2 * H] + hw[..., H:2 * H])  # update gate
+    r = ref.sigmoid(xw[..., :H] + hw[..., :H])  # reset gate
+    z = ref.sigmoid(xw[..., H:2 * H] + hw[..., H:2 * H])  # update gate
     n = np.tanh(xw[..., 2 * H:] + r * hw[..., 2 * H:])  # candidate state
     h = (1 - z) * n + z * h_prev
     return h, (x, h_prev, r, z, n, hw[..., 2 * H:])
@@ -78,10 +74,10 @@ def lstm_step(spec, params, x, s_prev):
     h_prev, c_prev = s_prev[..., :H], s_prev[..., H:]
     xw = x @ W_ih + b_ih  # (4H,) the input's share of every gate
     a = xw + h_prev @ W_hh + b_hh  # (4H,) pre-activations of i, f, g, o
-    i = _sigmoid(a[..., :H])  # input gate
-    f = _sigmoid(a[..., H:2 * H])  # forget gate
+    i = ref.sigmoid(a[..., :H])  # input gate
+    f = ref.sigmoid(a[..., H:2 * H])  # forget gate
     g = np.tanh(a[..., 2 * H:3 * H])  # candidate cell
-    o = _sigmoid(a[..., 3 * H:])  # output gate
+    o = ref.sigmoid(a[..., 3 * H:])  # output gate
     c = f * c_prev + i * g
     tanh_c = np.tanh(c)
     h = o * tanh_c

@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._model import RNN, DivergenceError
+from . import _model
+from ._model import CLASS_NAMES, RNN, DivergenceError, _Gated
 from .optimizers import OPTIMIZERS, Optimizer
 
 EXECUTORS = ("serial", "threads", "processes")
@@ -56,7 +57,9 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
         It is sent to each worker once, not once per run.
     grid : dict or list of dicts
         ``{"model": {...}, "optimizer": {...}, "fit": {...}}``, each part optional:
-        keywords of ``RNN``, of an optimizer, and of ``RNN.fit``. A value that is a
+        keywords of ``RNN`` (or of ``GRU`` / ``LSTM``: ``"cell"``, one of ``"elman"``
+        (the default), ``"gru"``, ``"lstm"``, picks the class, and may be an axis like
+        any other), of an optimizer, and of ``RNN.fit``. A value that is a
         list is an axis of the grid (every combination of the axes is one
         configuration); anything else is fixed. ``"optimizer"`` is a dict with the
         optimizer's ``"name"`` ("SGD", "Adagrad", "RMSprop", "Adam"; default "SGD") and
@@ -149,7 +152,9 @@ def _configurations(grid, defaults):
         unknown = set(part) - set(SECTIONS)
         if unknown:
             raise ValueError(f"grid keys must be among {list(SECTIONS)}; got {sorted(unknown)}")
-        model = _section("model", part.get("model", {}), _keywords(RNN.__init__, _MODEL_OWN))
+        model = _section("model", part.get("model", {}),
+                         _keywords(RNN.__init__, _MODEL_OWN)
+                         | _keywords(_Gated.__init__, _MODEL_OWN) | {"cell"})
         fit = _section("fit", part.get("fit", {}), _keywords(RNN.fit, _FIT_OWN))
         optimizers = [optimizer for entry in _axis(part.get("optimizer", {"name": "SGD"}))
                       for optimizer in _optimizers(entry)]
@@ -159,8 +164,13 @@ def _configurations(grid, defaults):
             if model_kw.get("readout", True) is False:  # the output is the hidden state
                 del sizes["output_size"]
             model_kw = {**sizes, **model_kw}
+            cell = model_kw.get("cell", "elman")
+            if not isinstance(cell, str) or cell not in CLASS_NAMES:
+                raise ValueError(f"grid['model']['cell'] must be one of {list(CLASS_NAMES)}, "
+                                 f"got {cell!r}")
             try:  # a keyword missing from every run is one error now, not one per run
-                inspect.signature(RNN).bind(**model_kw)
+                inspect.signature(_model_class(_model, cell)).bind(
+                    **{k: v for k, v in model_kw.items() if k != "cell"})
             except TypeError as exc:
                 raise TypeError(f"grid['model']: {exc}") from None
             configurations.append((model_kw, optimizer, fit_kw))
@@ -227,6 +237,11 @@ def _keywords(function, own):
     return set(inspect.signature(function).parameters) - own
 
 
+def _model_class(module, cell):
+    """module.RNN, GRU or LSTM (module: rnn_fast, rnn_fast.reference or rnn_fast._model)."""
+    return getattr(module, CLASS_NAMES[cell])
+
+
 def _check_seed(seed):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seeds must be non-negative integers, got {seed!r}")
@@ -243,7 +258,10 @@ def _train(data, run, backend, keep):
     row = _row(run, validation is not None)
     model = None
     try:
-        model = importlib.import_module(MODULES[backend]).RNN(**run.model, seed=run.seed)
+        keywords = dict(run.model)
+        cls = _model_class(importlib.import_module(MODULES[backend]),
+                           keywords.pop("cell", "elman"))
+        model = cls(**keywords, seed=run.seed)
         start = time.perf_counter()
         try:
             history = model.fit(X, Y, optimizer=optimizer, lengths=lengths, **run.fit)

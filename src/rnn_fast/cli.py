@@ -4,6 +4,7 @@
     rnn-fast train mod --k 3 --backend numpy  # next number mod k, on the NumPy reference
     rnn-fast train count-ones                 # seed 003's linear counter
     rnn-fast train text [--file F]            # a character-level language model
+    rnn-fast train text --cell lstm           # ... with an LSTM (or --cell gru)
     rnn-fast sample model.npz --prime "Alice " # text from a trained character model
     rnn-fast profile binary-addition          # where the training time goes
     rnn-fast sweep binary-addition --hidden 8,16 --lr 0.1,0.5 --seeds 8   # many models
@@ -45,6 +46,7 @@ TASK_OPTIONS = {
     "file": ("text",),
     "chunk": ("text",),
     "clip": ("text",),
+    "cell": ("text",),
     "shuffle": ("binary-addition", "mod", "count-ones"),  # text: one sequence, no order
 }
 
@@ -101,7 +103,7 @@ def _text(args, backend):
     args.vocab = text.Vocabulary.from_text(corpus)
     X, Y = text.text_dataset(corpus, args.vocab, dtype=args.dtype)
     model = text.char_model(len(args.vocab), args.hidden, seed=args.seed,
-                            backend=backend, dtype=args.dtype)
+                            backend=backend, dtype=args.dtype, cell=args.cell or "elman")
     args.fit_options = {"chunk_length": args.chunk or args.length, "clip_value": args.clip}
     return model, (X, Y), backend.Adagrad(lr=args.lr), (X, Y)
 
@@ -133,8 +135,9 @@ def _setup(args, quiet=False):
         raise CommandError(f"--batch-size {args.batch_size} is larger than the number of "
                            f"training sequences, {n} ({what})")
     if not quiet:
+        cell = "" if model.cell == "elman" else f"{model.cell.upper()} cell, "
         print(f"{args.task}: {n} sequence{'s' if n != 1 else ''} of {data[0].shape[1]} steps, "
-              f"hidden {model.hidden_size}, {args.backend} backend, {model.dtype}")
+              f"{cell}hidden {model.hidden_size}, {args.backend} backend, {model.dtype}")
     return model, data, optimizer, test
 
 
@@ -230,6 +233,8 @@ def sweep(args):
         model, (X, Y), optimizer, test = _setup(run, quiet=bool(grid))
         config = model.config
         del config["seed"]
+        if model.cell != "elman":
+            config["cell"] = model.cell
         fit = {"epochs": run.epochs, "batch_size": run.batch_size, "shuffle": run.shuffle,
                **getattr(run, "fit_options", {})}
         grid.append({"model": config, "optimizer": optimizer, "fit": fit})
@@ -373,6 +378,8 @@ def build_parser():
                    "--length (default: 25)")
     p.add_argument("--clip", type=float, help="text: clip each gradient element to "
                    "[-CLIP, CLIP] (default: 5)")
+    p.add_argument("--cell", choices=["elman", "gru", "lstm"],
+                   help="text: the recurrent cell (default: elman, min-char-rnn's)")
     p.set_defaults(run=train)
 
     q = commands.add_parser("profile", help="time the phases of a training run in the core",

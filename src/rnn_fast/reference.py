@@ -20,6 +20,11 @@ Losses, per sequence (a batch's loss is the mean over its sequences):
 - ``binary_cross_entropy``: -Σ_t Σ_o [target log σ(z_t) + (1 - target) log(1 - σ(z_t))]
 
 Targets are given at every step (many-to-many) or at the last step only (many-to-one).
+
+The GRU and the LSTM (``_reference_gated``) replace the first two lines by their cell,
+PyTorch's, and carry a state s_t: h_t, or [h_t | c_t] for the LSTM; the readout, the
+losses and the bookkeeping of BPTT (``sequence_loss_and_grads``) are the same code for
+every cell, which gives each its forward step and its backward step.
 """
 
 from __future__ import annotations
@@ -131,10 +136,13 @@ def elman_step_backward(spec, params, grads, cache, dh):
     return W_hh @ da  # back into h_{t-1} through the recurrence
 
 
-# index = Spec.cell: 0 Elman, 1 GRU, 2 LSTM
-CELLS = ((elman_step, elman_step_backward),
-         (_gated.gru_step, _gated.gru_step_backward),
-         (_gated.lstm_step, _gated.lstm_step_backward))
+def cell_steps(spec):
+    """(step, step_backward) of ``spec.cell``: 0 Elman, 1 GRU, 2 LSTM. (Looked up per
+    call: _reference_gated reads this module's helpers, so neither needs the other
+    complete at import.)"""
+    return ((elman_step, elman_step_backward),
+            (_gated.gru_step, _gated.gru_step_backward),
+            (_gated.lstm_step, _gated.lstm_step_backward))[spec.cell]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -160,7 +168,7 @@ def forward(spec, params, X, lengths, h0, Y_out, H_out):
     The state has S = H entries, or 2H for the LSTM (h_t, then c_t). Steps at or beyond
     a sequence's length are left zero.
     """
-    step = CELLS[spec.cell][0]
+    step = cell_steps(spec)[0]
     W_hy, b_y = params[2], params[-1]
     n_hidden = params[1].shape[0]
     s = h0.copy()  # (N, S)
@@ -183,7 +191,7 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
     ``timers``, if given, accumulates the seconds of the forward and backward sweeps.
     """
     clock = time.perf_counter()
-    step, step_backward = CELLS[spec.cell]
+    step, step_backward = cell_steps(spec)
     W_hy, b_y = params[2], params[-1]
     dW_hy, db_y = grads[2], grads[-1]
     n_hidden = params[1].shape[0]

@@ -177,10 +177,14 @@ def _backend_module(backend):
     return backend
 
 
+CELLS = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
+
+
 def char_model(vocab_size, hidden_size=100, seed=None, backend=None, init="pytorch",
-               dtype="float64"):
-    """A character model: ``RNN(V, H, V)`` with tanh hidden units and a softmax output
-    trained with cross-entropy (min-char-rnn's network).
+               dtype="float64", cell="elman"):
+    """A character model: ``RNN(V, H, V)`` with tanh hidden units (min-char-rnn's
+    network), or ``GRU(V, H, V)`` / ``LSTM(V, H, V)``, with a softmax output trained with
+    cross-entropy.
 
     Parameters
     ----------
@@ -193,18 +197,22 @@ def char_model(vocab_size, hidden_size=100, seed=None, backend=None, init="pytor
         ``rnn_fast`` (the default, Cython) or ``rnn_fast.reference`` (NumPy).
     init, dtype : str
         As for ``RNN``.
+    cell : {"elman", "gru", "lstm"}
+        The recurrent cell.
     """
     module = _backend_module(backend)
-    return module.RNN(vocab_size, hidden_size, vocab_size, hidden_activation="tanh",
-                      output_activation="softmax", loss="cross_entropy", init=init,
-                      dtype=dtype, seed=seed)
+    check.check_choice("cell", cell, CELLS)
+    keywords = {"hidden_activation": "tanh"} if cell == "elman" else {}
+    return getattr(module, CELLS[cell])(vocab_size, hidden_size, vocab_size,
+                                        output_activation="softmax", loss="cross_entropy",
+                                        init=init, dtype=dtype, seed=seed, **keywords)
 
 
 def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
            return_state=False):
     """Generate ``length`` characters after ``prime``.
 
-    The model first reads ``prime`` from the hidden state ``h0`` (zeros by default);
+    The model first reads ``prime`` from the state ``h0`` (zeros by default);
     then, one step at a time, the next character is drawn from the softmax output ``p``
     sharpened by the temperature, ``p ** (1 / temperature)`` renormalised, and fed back
     in with the hidden state carried. A small temperature approaches the argmax; 1
@@ -212,7 +220,7 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
 
     Parameters
     ----------
-    model : RNN
+    model : RNN, GRU or LSTM
         A character model (``char_model``): V inputs, V softmax outputs.
     vocab : Vocabulary
     prime : str
@@ -224,7 +232,8 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
     seed : int or numpy.random.Generator, optional
         The draws' seed; pass one Generator to successive calls to continue its stream.
     h0 : array (H,), optional
-        The hidden state to start from, e.g. the state returned by an earlier call.
+        The hidden state to start from, e.g. the state returned by an earlier call; for
+        an LSTM also the pair ``(h, c)`` (which is what it returns).
     return_state : bool
         Also return the hidden state after reading ``prime`` and every generated
         character, so that ``sample(model, vocab, "", n, h0=state)`` continues the text
@@ -234,7 +243,7 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
     -------
     text : str
         The generated characters (without ``prime``).
-    state : array (H,), only with ``return_state=True``
+    state : array (H,), or the LSTM's (h, c), only with ``return_state=True``
     """
     if not isinstance(vocab, Vocabulary):
         raise TypeError(f"vocab must be a rnn_fast.text.Vocabulary, got {type(vocab).__name__}")
@@ -264,8 +273,9 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
                                     return_state=True)
         p = Y_hat[-1]
     else:  # the output of the state given: what the model predicts after it
-        h = check.prepare_h0(h0, 1, model.hidden_size, model.dtype)[0]
-        p = _readout(model, h)
+        state = model._prepare_state(h0, 1)[0]  # h, or the LSTM's [h | c]
+        h = model._public_state(state)
+        p = _readout(model, state[:model.hidden_size])
     eye = np.eye(V, dtype=model.dtype)
     out = []
     for k in range(int(length)):

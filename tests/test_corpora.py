@@ -139,6 +139,28 @@ def test_cli_long_run_options(tmp_path, capsys):
     assert "--validate-every needs --validation-split" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_cli_long_run_of_a_gated_cell_resumes_exactly(tmp_path, capsys, cell):
+    """--cell with validation, checkpoints and --resume: the checkpoint carries the
+    cell (and the LSTM's c with h); resuming gives the uninterrupted weights."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(text.load_sample_text()[:1500])
+    args = ["train", "text", "--cell", cell, "--file", str(corpus), "--hidden", "8",
+            "--epochs", "2", "--quiet", "--validation-split", "0.1", "--validate-every", "20",
+            "--checkpoint", str(tmp_path / "ck.npz")]
+    assert main(args + ["--save", str(tmp_path / "whole.npz")]) == 0
+    assert main(args + ["--max-updates", "30", "--checkpoint-every", "15"]) == 0
+    checkpoint = rnn_fast.load_model(tmp_path / "ck.npz")
+    assert type(checkpoint) is getattr(rnn_fast, cell.upper())
+    assert main(args + ["--resume", str(tmp_path / "ck.npz"),
+                        "--save", str(tmp_path / "resumed.npz")]) == 0
+    resumed, whole = (rnn_fast.load_model(tmp_path / f) for f in ("resumed.npz", "whole.npz"))
+    assert type(resumed) is type(whole) is type(checkpoint)
+    np.testing.assert_array_equal(resumed.theta, whole.theta)
+    assert main(["sample", str(tmp_path / "ck.npz"), "--length", "20"]) == 0
+    capsys.readouterr()
+
+
 def test_ctrl_c_on_the_cli_saves_a_checkpoint_and_exits_in_one_line(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text(text.load_sample_text() * 30)

@@ -85,7 +85,7 @@ def truncated_loss(model, X, Y, lengths, states, bptt_steps, many_to_one):
     """The loss whose gradient truncated BPTT computes: the sequences run in pieces of
     bptt_steps steps, each piece starting from the given state, a constant."""
     n, t = X.shape[:2]
-    targets = Y[:, None] if many_to_one else Y  # (N, 1, O): the kernels' many-to-one form
+    targets = Y[:, None] if many_to_one else Y  # (N, T or 1, O), as the kernels take them
     spec = model._spec(X, targets, many_to_one)  # without truncation
     grad = np.zeros_like(model.theta)
     grads = model._layout.kernel_args(model._layout.views(grad), model.dtype)
@@ -108,7 +108,7 @@ def test_a_chunks_gradient_matches_finite_differences(cell, rng):
     X, Y = make_data(rng, config, 1, 9, 3, 3, False)
     state = np.concatenate(random_state(model, rng, 1), axis=-1)[0] if cell == "lstm" else (
         random_state(model, rng, 1)[0])
-    spec = model._spec(X, Y)
+    spec = model._spec(X)
 
     def chunk(grads):
         return reference.sequence_loss_and_grads(

@@ -113,10 +113,14 @@ def test_forward_predict_evaluate_of_ids_are_those_of_one_hot(p):
     Y_hat, H, h_last = model.forward(X_ids, h0=h0, lengths=lengths, return_state=True)
     for m in (model, ref):
         expected = m.forward(X, h0=h0, lengths=lengths, return_state=True)
-        for got, want, what in zip((Y_hat, H, h_last), expected, ("Y_hat", "H", "h_last")):
-            for got, want in zip(*(x if isinstance(x, tuple) else (x,) for x in (got, want))):
-                assert got.shape == want.shape and got.dtype == want.dtype  # (LSTM: h, c)
-                assert_close(got, want, p["dtype"], f"{what}, {type(m).__module__}, {p}")
+        pairs = [(Y_hat, expected[0], "Y_hat"), (H, expected[1], "H")]
+        if isinstance(h_last, tuple):  # the LSTM's final state is the pair (h, c)
+            pairs += [(h_last[k], expected[2][k], f"h_last[{k}]") for k in range(2)]
+        else:
+            pairs.append((h_last, expected[2], "h_last"))
+        for got, want, what in pairs:
+            assert got.shape == want.shape and got.dtype == want.dtype
+            assert_close(got, want, p["dtype"], f"{what}, {type(m).__module__}, {p}")
     np.testing.assert_array_equal(model.predict(X_ids, lengths=lengths, h0=h0), Y_hat)
     np.testing.assert_array_equal(ref.predict(X_ids, lengths=lengths, h0=h0),
                                   ref.predict(X, lengths=lengths, h0=h0))

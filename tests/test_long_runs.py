@@ -7,7 +7,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import PATHS, core_path
+from conftest import CELLS, PATHS, core_path, make_model
 
 import rnn_fast
 from rnn_fast._model import TrainingInterrupted
@@ -18,9 +18,9 @@ def text_like(rng, length=400, v=9):
     return ids[None, :-1], ids[None, 1:]
 
 
-def char_model(backend, v=9, hidden=12, seed=0):
-    return backend.RNN(v, hidden, v, output_activation="softmax", loss="cross_entropy",
-                       seed=seed)
+def char_model(backend, v=9, hidden=12, seed=0, cell="elman"):
+    return make_model(backend, cell, input_size=v, hidden_size=hidden, output_size=v,
+                      output_activation="softmax", loss="cross_entropy", seed=seed)
 
 
 def batches(rng, n=12, t=7, v=6):
@@ -35,23 +35,31 @@ def batches(rng, n=12, t=7, v=6):
 FIT = dict(epochs=3, batch_size=3, shuffle=True, chunk_length=3, clip_norm=1.0)
 
 
-def minibatch_fit(backend, rng, **options):
-    X, Y, lengths = batches(np.random.default_rng(5))
+def initial_states(cell):
+    """An initial state per sequence: h0, and for the LSTM (h0, c0)."""
     h0 = np.random.default_rng(6).standard_normal((12, 8))
-    model = char_model(backend, v=6, hidden=8, seed=3)
+    return (h0, np.random.default_rng(7).standard_normal((12, 8))) if cell == "lstm" else h0
+
+
+def minibatch_fit(backend, rng, cell="elman", **options):
+    X, Y, lengths = batches(np.random.default_rng(5))
+    h0 = initial_states(cell)
+    model = char_model(backend, v=6, hidden=8, seed=3, cell=cell)
     history = model.fit(X, Y, optimizer=backend.Adam(lr=0.01), lengths=lengths, h0=h0,
                         seed=11, **FIT, **options)
     return model, history
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("path", PATHS)
-def test_cutting_the_kernel_calls_anywhere_changes_no_number(backend, rng, path):
+def test_cutting_the_kernel_calls_anywhere_changes_no_number(backend, rng, path, cell):
     """Validation, callbacks and checkpoints stop the fused loop at update counts inside
-    batches; the kernel continues from the carried states: the same bits."""
+    batches; the kernel continues from the carried states (the LSTM's h and c): the same
+    bits."""
     with core_path(path):
-        whole, h_whole = minibatch_fit(backend, rng)
+        whole, h_whole = minibatch_fit(backend, rng, cell)
         seen = []
-        cut, h_cut = minibatch_fit(backend, rng, callback_every=1,
+        cut, h_cut = minibatch_fit(backend, rng, cell, callback_every=1,
                                    callback=lambda m, info: seen.append(info["update"]))
     n = len(h_whole["batch_loss"])
     assert seen == list(range(1, n + 1))  # every update, mid-batch ones included
@@ -129,10 +137,13 @@ def test_validation_options_are_checked(backend, rng):
         model.fit(X, Y, checkpoint_every=3)
 
 
-def test_resume_continues_to_the_weights_of_an_uninterrupted_fit(backend, rng, tmp_path):
+@pytest.mark.parametrize("cell", CELLS)
+def test_resume_continues_to_the_weights_of_an_uninterrupted_fit(backend, rng, tmp_path,
+                                                                  cell):
     """A checkpoint holds the optimizer state, the step count, the data position (mid-
-    batch), the shuffling generator's state and the carried hidden states."""
-    whole, h_whole = minibatch_fit(backend, rng)
+    batch), the shuffling generator's state and the carried hidden states (for the LSTM,
+    h and c)."""
+    whole, h_whole = minibatch_fit(backend, rng, cell)
     n = len(h_whole["batch_loss"])
     for at in (1, 7, n // 2 + 1, n - 1):  # inside batches and epochs, and at their ends
         path = tmp_path / f"at{at}.npz"
@@ -141,11 +152,11 @@ def test_resume_continues_to_the_weights_of_an_uninterrupted_fit(backend, rng, t
             if info["update"] == at:
                 raise KeyboardInterrupt
         with pytest.raises(KeyboardInterrupt):
-            minibatch_fit(backend, rng, checkpoint=path, checkpoint_every=at, callback=stop,
-                          callback_every=at)
-        resumed = char_model(backend, v=6, hidden=8, seed=99)  # other initial weights
+            minibatch_fit(backend, rng, cell, checkpoint=path, checkpoint_every=at,
+                          callback=stop, callback_every=at)
+        resumed = char_model(backend, v=6, hidden=8, seed=99, cell=cell)  # other weights
         X, Y, lengths = batches(np.random.default_rng(5))
-        h0 = np.random.default_rng(6).standard_normal((12, 8))
+        h0 = initial_states(cell)
         history = resumed.fit(X, Y, lengths=lengths, h0=h0, seed=11, resume=path, **FIT)
         np.testing.assert_array_equal(resumed.theta, whole.theta, err_msg=f"at {at}")
         np.testing.assert_array_equal(history["batch_loss"], h_whole["batch_loss"])
@@ -202,6 +213,9 @@ def test_resume_refuses_a_different_fit(backend, rng, tmp_path):
     with pytest.raises(ValueError, match="another optimizer"):
         char_model(backend, v=6, hidden=5).fit(X, Y, lengths=lengths, epochs=2, resume=path,
                                                optimizer=backend.Adam())
+    with pytest.raises(ValueError, match="a checkpoint of a RNN, not of a GRU"):
+        char_model(backend, v=6, hidden=5, cell="gru").fit(X, Y, lengths=lengths, epochs=2,
+                                                           resume=path)
     plain = tmp_path / "model.npz"
     model.save(plain)
     with pytest.raises(ValueError, match="no fit to resume"):

@@ -2,8 +2,8 @@
 same one-hot arrays, on every path (hand loops, BLAS, halves), in loss_and_grads and in
 train, also when train continues a batch mid-way (the LSTM's carried state is [h | c]).
 
-Kernel-level: on this branch the model classes of the gated cells are not there yet
-(branch gated); the kernels are called with a Spec and six parameter arrays.
+Kernel-level: the kernels are called with a Spec and six parameter arrays (the model-level
+comparisons, both backends, are in test_ids.py).
 """
 
 import numpy as np

@@ -227,3 +227,73 @@ def test_blas_threshold_switch_restores():
     old = _core.set_blas_min_hidden(7)
     assert _core.blas_min_hidden() == 7
     assert _core.set_blas_min_hidden(old) == 7
+
+
+ADAGRAD = 1  # optimizer kind (rnn_fast.optimizers)
+
+
+def adagrad_case(rng, dtype, n=1000):
+    """Parameters, a gradient with runs of zeros (rows a one-hot chunk never touched, a
+    -0.0 among them) between random entries, learning rates and an Adagrad state."""
+    theta = rng.standard_normal(n).astype(dtype)
+    grad = rng.standard_normal(n).astype(dtype)
+    for start in (0, 40, 300, 700):  # runs that cover whole blocks of 32 and parts
+        grad[start:start + 100] = 0
+    grad[350] = -0.0
+    lr = np.full(n, 0.1, dtype)
+    slots = np.abs(rng.standard_normal((1, n))).astype(dtype)
+    slots[0, 40:70] = 0  # a state never yet touched
+    return theta, grad, lr, slots
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adagrad_skips_zero_gradients_with_the_reference_s_bits(dtype, clone, rng):
+    """The core skips the square root and division of Adagrad's entries in all-zero blocks
+    of the gradient: the parameters and the state come out bit for bit as NumPy's."""
+    theta, grad, lr, slots = adagrad_case(rng, dtype)
+    hyper = np.array([1e-8])
+    mine = [theta.copy(), grad.copy(), lr, slots.copy()]
+    theirs = [theta.copy(), grad.copy(), lr, slots.copy()]
+    assert _core.apply_update(ADAGRAD, hyper, *mine, 0, 0.0, 0.0)
+    # the reference as the model calls it: Python floats, which NumPy rounds to the dtype
+    assert rnn_fast.reference.apply_update(ADAGRAD, (1e-8,), *theirs, 0, 0.0, 0.0)
+    np.testing.assert_array_equal(mine[0], theirs[0])
+    np.testing.assert_array_equal(mine[3], theirs[3])
+    assert np.array_equal(mine[0][40:140], theta[40:140])  # the zero runs: untouched
+    assert not np.array_equal(mine[0][140:300], theta[140:300])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adagrad_zero_blocks_still_report_what_is_not_finite(dtype, clone, rng):
+    """A skipped block passes no non-finite value: a NaN parameter under a zero gradient
+    fails the update, and with eps = 0 an untouched state gives 0 / 0 = NaN as in NumPy;
+    either way nothing is written."""
+    theta, grad, lr, slots = adagrad_case(rng, dtype)
+    theta[45] = np.nan
+    before = theta.copy(), slots.copy()
+    assert not _core.apply_update(ADAGRAD, np.array([1e-8]), theta, grad, lr, slots, 0, 0.0, 0.0)
+    np.testing.assert_array_equal(theta, before[0])
+    theta, grad, lr, slots = adagrad_case(rng, dtype)
+    before = theta.copy(), slots.copy()
+    assert not rnn_fast.reference.apply_update(ADAGRAD, (0.0,), theta.copy(),
+                                               grad.copy(), lr, slots.copy(), 0, 0.0, 0.0)
+    assert not _core.apply_update(ADAGRAD, np.array([0.0]), theta, grad, lr, slots, 0, 0.0, 0.0)
+    np.testing.assert_array_equal(theta, before[0])
+    np.testing.assert_array_equal(slots, before[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("kind", "hyper", "n_slots"), [
+    (0, (0.9, 1.0), 1), (1, (1e-8,), 1), (2, (0.99, 1e-8), 1), (3, (0.9, 0.999, 1e-8), 2)],
+    ids=["sgd-nesterov", "adagrad", "rmsprop", "adam"])
+def test_update_rules_give_the_reference_s_bits(kind, hyper, n_slots, dtype, clone, rng):
+    """One step of each rule, core against reference, in both dtypes: the same bits (in
+    float32 too: 1 - alpha and 1 - beta are rounded from float64, as NumPy does)."""
+    theta, grad, lr, _ = adagrad_case(rng, dtype)
+    slots = np.abs(rng.standard_normal((n_slots, theta.size))).astype(dtype)
+    mine = [theta.copy(), grad.copy(), lr, slots.copy()]
+    theirs = [theta.copy(), grad.copy(), lr, slots.copy()]
+    assert _core.apply_update(kind, np.array(hyper), *mine, 4, 0.0, 0.0)
+    assert rnn_fast.reference.apply_update(kind, np.array(hyper), *theirs, 4, 0.0, 0.0)
+    np.testing.assert_array_equal(mine[0], theirs[0])
+    np.testing.assert_array_equal(mine[3], theirs[3])

@@ -271,13 +271,22 @@ RNN_FAST_DOT(rnn_fast_dot_f32, float)
 RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f64, double)
 RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
 
+/* Adagrad's blocks: a block whose gradient is all zero leaves its parameters and state
+ * exactly as they were (s + 0 * 0 = s; theta - lr * 0 / sqrt(s + eps) = theta, as
+ * s >= 0 and eps > 0), so it is copied without a square root or a division: the rows
+ * of W_xh that a chunk's one-hot inputs never touched, most of them in a character
+ * model. 32 entries: small enough to find them, large enough to keep the loops
+ * vectorised. */
+#define RNN_FAST_SKIP 32
+
 /* One optimizer step over n parameters, staged: staged_out holds the new parameters in
  * its first n entries, then the new optimizer state laid out as slots (one row per slot,
  * rows `stride` apart in both, so a thread can take a slice of every row); returns
  * whether every staged value is finite, and the caller commits them only then.
  * kind: 0 SGD (hyper: momentum, nesterov), 1 Adagrad (eps), 2 RMSprop (alpha, eps),
- * 3 Adam (beta1, beta2, eps; bc1, bc2 its bias corrections). The hyperparameters are
- * rounded to T first, as NumPy computes a T array with a Python float. SQRT is sqrt or
+ * 3 Adam (beta1, beta2, eps; bc1, bc2 its bias corrections). The hyperparameters and
+ * 1 - alpha, 1 - beta (Python arithmetic in the reference) are rounded to T, as NumPy
+ * computes a T array with a Python float. SQRT is sqrt or
  * sqrtf: float32 stays in float32, as in NumPy. The AVX2 clone halves the time of the
  * adaptive rules, whose square roots and divisions dominate. The finiteness flag is an
  * integer OR (x - x != 0 exactly when x is inf or NaN), which vectorises in the same
@@ -311,19 +320,36 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
                 s0_out[i] = a;                                                         \
                 bad |= (p - p != 0) | (a - a != 0);                                    \
             }                                                                          \
-        } else if (kind == 1) { /* Adagrad */                                          \
+        } else if (kind == 1) { /* Adagrad, RNN_FAST_SKIP entries at a time */         \
             const T eps = (T)hyper[0];                                                 \
-            for (i = 0; i < n; i++) {                                                  \
-                a = s0[i] + g[i] * g[i];                                               \
-                p = theta[i] - lr[i] * g[i] / SQRT(a + eps);                           \
-                p_out[i] = p;                                                          \
-                s0_out[i] = a;                                                         \
-                bad |= (p - p != 0) | (a - a != 0);                                    \
+            ptrdiff_t k, end;                                                          \
+            int any;                                                                   \
+            for (k = 0; k < n; k = end) {                                              \
+                end = k + RNN_FAST_SKIP < n ? k + RNN_FAST_SKIP : n;                   \
+                any = !(eps > 0);                                                      \
+                for (i = k; i < end; i++)                                              \
+                    any |= g[i] != 0;                                                  \
+                if (!any) {                                                            \
+                    for (i = k; i < end; i++) {                                        \
+                        p_out[i] = theta[i];                                           \
+                        s0_out[i] = s0[i];                                             \
+                        bad |= theta[i] - theta[i] != 0;                               \
+                    }                                                                  \
+                    continue;                                                          \
+                }                                                                      \
+                for (i = k; i < end; i++) {                                            \
+                    a = s0[i] + g[i] * g[i];                                           \
+                    p = theta[i] - lr[i] * g[i] / SQRT(a + eps);                       \
+                    p_out[i] = p;                                                      \
+                    s0_out[i] = a;                                                     \
+                    bad |= (p - p != 0) | (a - a != 0);                                \
+                }                                                                      \
             }                                                                          \
         } else if (kind == 2) { /* RMSprop */                                          \
             const T alpha = (T)hyper[0], eps = (T)hyper[1];                            \
+            const T one_minus_alpha = (T)(1 - hyper[0]);                               \
             for (i = 0; i < n; i++) {                                                  \
-                a = alpha * s0[i] + (1 - alpha) * (g[i] * g[i]);                       \
+                a = alpha * s0[i] + one_minus_alpha * (g[i] * g[i]);                   \
                 p = theta[i] - lr[i] * g[i] / (SQRT(a) + eps);                         \
                 p_out[i] = p;                                                          \
                 s0_out[i] = a;                                                         \
@@ -332,9 +358,10 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
         } else { /* Adam */                                                            \
             const T b1 = (T)hyper[0], b2 = (T)hyper[1], eps = (T)hyper[2];             \
             const T bc1 = (T)bc1_d, bc2 = (T)bc2_d;                                    \
+            const T one_minus_b1 = (T)(1 - hyper[0]), one_minus_b2 = (T)(1 - hyper[1]); \
             for (i = 0; i < n; i++) {                                                  \
-                a = b1 * s0[i] + (1 - b1) * g[i];                                      \
-                b = b2 * s1[i] + (1 - b2) * (g[i] * g[i]);                             \
+                a = b1 * s0[i] + one_minus_b1 * g[i];                                  \
+                b = b2 * s1[i] + one_minus_b2 * (g[i] * g[i]);                         \
                 p = theta[i] - lr[i] * (a / bc1) / (SQRT(b / bc2) + eps);              \
                 p_out[i] = p;                                                          \
                 s0_out[i] = a;                                                         \

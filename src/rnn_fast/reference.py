@@ -284,6 +284,9 @@ def apply_update(opt_kind, hyper, theta, grad, lr, slots, step, clip_value, clip
 
     Nothing is written when any new value (parameter or optimizer state) is not finite.
     """
+    # Python floats, which NumPy rounds to the arrays' dtype as the core does; the float64
+    # entries of an array would lift a float32 model's step to float64
+    hyper = [float(h) for h in hyper]
     g = grad
     if clip_value > 0:
         g = np.clip(g, -clip_value, clip_value)

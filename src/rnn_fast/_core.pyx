@@ -1325,6 +1325,7 @@ cdef bint _optimizer_step(
     floating[::1] theta, floating[::1] grad, const floating[::1] lr,
     floating[:, ::1] slots, Py_ssize_t step, double clip_value, double clip_norm,
     floating[:, ::1] staged,          # scratch (1 + n_slots, P)
+    bint commit=True,                 # False: the new values stay in staged (_Alternation)
 ) noexcept nogil:
     """Clip grad, then update every parameter and commit: False, and the model and the
     optimizer state as they were, if the gradient or any new value is not finite."""
@@ -1334,7 +1335,8 @@ cdef bint _optimizer_step(
             and _update(kind, hyper, &theta[0], &grad[0], &lr[0], state, slots.shape[0], n,
                         n, step, &staged[0, 0])):
         return False
-    _commit(&staged[0, 0], &theta[0], state, slots.shape[0], n, n)
+    if commit:
+        _commit(&staged[0, 0], &theta[0], state, slots.shape[0], n, n)
     return True
 
 
@@ -1906,6 +1908,37 @@ def apply_update(int opt_kind, const double[::1] hyper not None,
     return finite
 
 
+class _Alternation:
+    """Two copies of the parameters and the optimizer state, (2, 1 + n_slots, P): an
+    update stages its new values in the copy not in use, and a finite one makes it the
+    one in use, where _commit would copy them back (1.2 MB an update for an LSTM of 72k
+    parameters and Adagrad: a tenth of min-char-rnn's training time). `views[k]` are
+    the parameters as arrays in copy k, laid out as in theta; `done()` copies the one
+    in use back into theta and the state. None (`make`) when a parameter is not a view
+    of theta, as the model's are."""
+
+    def __init__(self, params, theta, slots):
+        self.theta, self.slots = theta, slots
+        self.copies = np.empty((2, 1 + slots.shape[0], theta.shape[0]), theta.dtype)
+        self.copies[0, 0], self.copies[0, 1:] = theta, slots
+        base, size = theta.__array_interface__["data"][0], theta.itemsize
+        offsets = [(p.__array_interface__["data"][0] - base) // size for p in params]
+        self.views = [_six(tuple(c[o:o + p.size].reshape(p.shape)
+                                 for o, p in zip(offsets, params)))
+                      for c in self.copies[:, 0]]
+
+    @staticmethod
+    def make(params, theta, slots):
+        theta, slots = np.asarray(theta), np.asarray(slots)
+        inside = all(isinstance(p, np.ndarray) and p.flags.c_contiguous and p.base is not None
+                     and np.shares_memory(p, theta) for p in params)
+        return _Alternation(params, theta, slots) if inside else None
+
+    def done(self, k):
+        self.theta[...] = self.copies[k, 0]
+        self.slots[...] = self.copies[k, 1:]
+
+
 def train(spec, params, grads,
           floating[::1] theta not None,              # IN/OUT (P,) all parameters
           floating[::1] grad not None,               # scratch (P,) all gradients
@@ -2012,6 +2045,18 @@ def train(spec, params, grads,
         ints, doubles = job[12], job[13]
     _last_schedule = ("halves, two threads" if parallel else "halves" if halves
                       else "blas" if blas else "loops")
+    # the parameters in two alternating copies (not for halves: the second half's job
+    # reads the model's arrays)
+    alternation = None if halves else _Alternation.make(params, theta, slots)
+    cdef bint alternate = alternation is not None
+    cdef int cur = 0  # the copy in use
+    cdef floating[:, :, ::1] copies = alternation.copies if alternate else staged[None]
+    cdef const floating[:, ::1] W_xh_0, W_hh_0, W_hy_0, W_xh_1, W_hh_1, W_hy_1
+    cdef const floating[::1] b_h_0, b_hh_0, b_y_0, b_h_1, b_hh_1, b_y_1
+    if alternate:
+        W_xh_0, W_hh_0, W_hy_0, b_h_0, b_hh_0, b_y_0 = alternation.views[0]
+        W_xh_1, W_hh_1, W_hy_1, b_h_1, b_hh_1, b_y_1 = alternation.views[1]
+        W_xh, W_hh, W_hy, b_h, b_hh, b_y = alternation.views[0]
     if parallel:
         rnn_fast_set_blas_threads(1)
     with nogil:
@@ -2063,11 +2108,22 @@ def train(spec, params, grads,
                         _rows_to_state(cfg, hs, cs, last, &carry[j, 0])
                 if timers != NULL:
                     clock = _now()
-                finite = isfinite(chunk_loss) and _optimizer_step(
-                    opt_kind, hyper, theta, grad, lr, slots, opt_step, clip_value, clip_norm,
-                    staged)
+                if alternate:  # stage into the other copy, and use it if finite
+                    finite = isfinite(chunk_loss) and _optimizer_step(
+                        opt_kind, hyper, copies[cur, 0], grad, lr, copies[cur, 1:], opt_step,
+                        clip_value, clip_norm, copies[1 - cur], False)
+                else:
+                    finite = isfinite(chunk_loss) and _optimizer_step(
+                        opt_kind, hyper, theta, grad, lr, slots, opt_step, clip_value,
+                        clip_norm, staged)
                 if not finite:  # stop with the state of the last finite update
                     break
+                if alternate:
+                    cur = 1 - cur
+                    if cur:
+                        W_xh, W_hh, W_hy, b_h, b_hh, b_y = W_xh_1, W_hh_1, W_hy_1, b_h_1, b_hh_1, b_y_1
+                    else:
+                        W_xh, W_hh, W_hy, b_h, b_hh, b_y = W_xh_0, W_hh_0, W_hy_0, b_h_0, b_hh_0, b_y_0
                 if not blas:
                     _transpose(W_hh, W_hh_T)
                 losses_out[opt_step - opt_step_begin] = chunk_loss
@@ -2077,6 +2133,8 @@ def train(spec, params, grads,
                 break
     if parallel:
         rnn_fast_set_blas_threads(blas_threads)
+    if alternate:
+        alternation.done(cur)
     if job is not None and job[len(job) - 1]:
         raise job[len(job) - 1][0]
     return (s if stopped or not finite else step_end), opt_step

@@ -399,11 +399,11 @@ cdef extern from "_simd.h" nogil:
     void rnn_fast_add_vecmat_f32(const float* v, const float* M, Py_ssize_t n_rows,
                                  Py_ssize_t n_cols, float* out)
     bint rnn_fast_update_f64(int kind, const double* hyper, double bc1, double bc2,
-                             const double* theta, double* g, const double* lr,
+                             const double* theta, const double* g, const double* lr,
                              const double* slots, Py_ssize_t n, Py_ssize_t stride,
                              double* staged_out)
     bint rnn_fast_update_f32(int kind, const double* hyper, double bc1, double bc2,
-                             const float* theta, float* g, const float* lr,
+                             const float* theta, const float* g, const float* lr,
                              const float* slots, Py_ssize_t n, Py_ssize_t stride,
                              float* staged_out)
     double rnn_fast_dot_f64(const double* a, const double* b, Py_ssize_t n)
@@ -1229,7 +1229,7 @@ cdef inline void _add_ids_gradient(
 cdef bint _update(
     int kind, const double[::1] hyper,
     const floating* theta,            # IN (n,) parameters
-    floating* g,                      # IN (n,) gradient, clipped; OUT zeros
+    const floating* g,                # IN (n,) gradient, clipped
     const floating* lr,               # IN (n,) learning rates
     const floating* slots,            # IN (n_slots, n) optimizer state, rows stride apart
     Py_ssize_t n_slots, Py_ssize_t n, Py_ssize_t stride,
@@ -1898,8 +1898,7 @@ def apply_update(int opt_kind, const double[::1] hyper not None,
                  floating[::1] theta not None, floating[::1] grad not None,
                  const floating[::1] lr not None, floating[:, ::1] slots not None,
                  Py_ssize_t step, double clip_value, double clip_norm):
-    """One optimizer step (see reference.apply_update); clips ``grad`` in place, and
-    zeroes it once it has been used (train adds the next chunk's gradient to it)."""
+    """One optimizer step (see reference.apply_update); clips ``grad`` in place."""
     cdef floating[:, ::1] staged = np.empty((slots.shape[0] + 1, theta.shape[0]),
                                             dtype=np.asarray(theta).dtype)
     cdef bint finite
@@ -2063,8 +2062,6 @@ def train(spec, params, grads,
     with nogil:
         if not blas:
             _transpose(W_hh, W_hh_T)
-        for p in range(n_params):  # then each update leaves it zero (_update)
-            grad[p] = 0
         for s in range(step_begin, step_end):
             b = s % n_batches
             first = (s // n_batches) * n_samples * per_epoch_order + b * batch_size
@@ -2084,6 +2081,8 @@ def train(spec, params, grads,
                     break
                 t0 = c * chunk_length
                 chunk_loss = 0
+                for p in range(n_params):
+                    grad[p] = 0
                 if halves and count >= _halves_min_rows:
                     chunk_loss += _halves(
                         cfg, W_xh, W_hh, W_hy, b_h, b_y, dW_xh, dW_hh, dW_hy, db_h, db_y,

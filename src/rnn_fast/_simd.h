@@ -282,8 +282,7 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
 /* One optimizer step over n parameters, staged: staged_out holds the new parameters in
  * its first n entries, then the new optimizer state laid out as slots (one row per slot,
  * rows `stride` apart in both, so a thread can take a slice of every row); returns
- * whether every staged value is finite, and the caller commits them only then. The
- * gradient is left zero, in the pass that reads it, for the next chunk to add to.
+ * whether every staged value is finite, and the caller commits them only then.
  * kind: 0 SGD (hyper: momentum, nesterov), 1 Adagrad (eps), 2 RMSprop (alpha, eps),
  * 3 Adam (beta1, beta2, eps; bc1, bc2 its bias corrections). The hyperparameters and
  * 1 - alpha, 1 - beta (Python arithmetic in the reference) are rounded to T, as NumPy
@@ -294,7 +293,7 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
  * pass, where a floating-point sum would not without reordering it. */
 #define RNN_FAST_UPDATE(name, T, SQRT)                                                 \
     RNN_FAST_BODY int name##_body(int kind, const double *hyper, double bc1_d,         \
-                                   double bc2_d, const T *theta, T *g,                 \
+                                   double bc2_d, const T *theta, const T *g,           \
                                    const T *lr, const T *slots, ptrdiff_t n,           \
                                    ptrdiff_t stride, T *staged_out)                    \
     {                                                                                  \
@@ -309,7 +308,6 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
                 p = theta[i] - lr[i] * g[i];                                           \
                 p_out[i] = p;                                                          \
                 bad |= p - p != 0;                                                     \
-                g[i] = 0; /* the next chunk adds to a zero gradient */                 \
             }                                                                          \
         } else if (kind == 0) { /* momentum, PyTorch's form */                         \
             const T mu = (T)hyper[0];                                                  \
@@ -321,7 +319,6 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
                 p_out[i] = p;                                                          \
                 s0_out[i] = a;                                                         \
                 bad |= (p - p != 0) | (a - a != 0);                                    \
-                g[i] = 0; /* the next chunk adds to a zero gradient */                 \
             }                                                                          \
         } else if (kind == 1) { /* Adagrad, RNN_FAST_SKIP entries at a time */         \
             const T eps = (T)hyper[0];                                                 \
@@ -346,7 +343,6 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
                     p_out[i] = p;                                                      \
                     s0_out[i] = a;                                                     \
                     bad |= (p - p != 0) | (a - a != 0);                                \
-                    g[i] = 0; /* the next chunk adds to a zero gradient */             \
                 }                                                                      \
             }                                                                          \
         } else if (kind == 2) { /* RMSprop */                                          \
@@ -358,7 +354,6 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
                 p_out[i] = p;                                                          \
                 s0_out[i] = a;                                                         \
                 bad |= (p - p != 0) | (a - a != 0);                                    \
-                g[i] = 0; /* the next chunk adds to a zero gradient */                 \
             }                                                                          \
         } else { /* Adam */                                                            \
             const T b1 = (T)hyper[0], b2 = (T)hyper[1], eps = (T)hyper[2];             \
@@ -372,7 +367,6 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
                 s0_out[i] = a;                                                         \
                 s1_out[i] = b;                                                         \
                 bad |= (p - p != 0) | (a - a != 0) | (b - b != 0);                     \
-                g[i] = 0; /* the next chunk adds to a zero gradient */                 \
             }                                                                          \
         }                                                                              \
         return !bad;                                                                   \
@@ -454,12 +448,12 @@ RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
                                      ptrdiff_t n_cols, float *dW),                     \
       (hs, das, n_steps, n_rows, n_cols, dW))                                          \
     X(update_f64, int, (int kind, const double *hyper, double bc1, double bc2,         \
-                        const double *theta, double *g, const double *lr,              \
+                        const double *theta, const double *g, const double *lr,        \
                         const double *slots, ptrdiff_t n, ptrdiff_t stride,            \
                         double *staged_out),                                           \
       (kind, hyper, bc1, bc2, theta, g, lr, slots, n, stride, staged_out))             \
     X(update_f32, int, (int kind, const double *hyper, double bc1, double bc2,         \
-                        const float *theta, float *g, const float *lr,                 \
+                        const float *theta, const float *g, const float *lr,           \
                         const float *slots, ptrdiff_t n, ptrdiff_t stride,             \
                         float *staged_out),                                            \
       (kind, hyper, bc1, bc2, theta, g, lr, slots, n, stride, staged_out))             \

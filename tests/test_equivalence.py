@@ -101,8 +101,11 @@ def test_forward_matches_reference(p):
     assert_close(H_fast, H_ref, p["dtype"], f"hidden states, {p}")
     if p["cell"] == "lstm":  # the cell states, and the final (h, c)
         assert_close(rest_fast[0], rest_ref[0], p["dtype"], f"cell states, {p}")
-        for k in range(2):
-            assert_close(rest_fast[1][k], rest_ref[1][k], p["dtype"], f"final state {k}, {p}")
+        # the final (h, c) are rows of the states above, held to their scale: a lone c
+        # near 0 by cancellation has float32's error of its terms, not of itself
+        for k, states in enumerate((H_ref, rest_ref[0])):
+            assert_close(rest_fast[1][k], rest_ref[1][k], p["dtype"], f"final state {k}, {p}",
+                         scale=np.abs(states).max())
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -1908,6 +1908,18 @@ def apply_update(int opt_kind, const double[::1] hyper not None,
     return finite
 
 
+def _kept_array(name, shape, dtype):
+    """An array kept for this thread's next call with the same shape (its values are
+    written before they are read): a fit with a progress bar calls train every 0.1 s,
+    and fresh pages for a large model's copies would cost page faults every time."""
+    kept = _kept.__dict__.setdefault(name, None)
+    if kept is None or kept.shape != shape or kept.dtype != dtype:
+        kept = np.empty(shape, dtype)
+        if _keep_scratch:
+            setattr(_kept, name, kept)
+    return kept
+
+
 class _Alternation:
     """Two copies of the parameters and the optimizer state, (2, 1 + n_slots, P): an
     update stages its new values in the copy not in use, and a finite one makes it the
@@ -1919,7 +1931,8 @@ class _Alternation:
 
     def __init__(self, params, theta, slots):
         self.theta, self.slots = theta, slots
-        self.copies = np.empty((2, 1 + slots.shape[0], theta.shape[0]), theta.dtype)
+        self.copies = _kept_array("copies", (2, 1 + slots.shape[0], theta.shape[0]),
+                                  theta.dtype)
         self.copies[0, 0], self.copies[0, 1:] = theta, slots
         base, size = theta.__array_interface__["data"][0], theta.itemsize
         offsets = [(p.__array_interface__["data"][0] - base) // size for p in params]
@@ -1988,8 +2001,8 @@ def train(spec, params, grads,
     cdef bint per_epoch_order = order.shape[0] > n_samples  # else one order for all epochs
     cdef double clock = 0
     cdef double* timers = &timers_out[0] if timers_out.shape[0] == 3 else NULL
-    cdef floating[:, ::1] staged = np.empty((slots.shape[0] + 1, n_params),
-                                            dtype=np.asarray(theta).dtype)
+    cdef floating[:, ::1] staged = None  # the pair's and a non-alternating loop's
+
     # (the pair schedule is the Elman cell's only: gated cells train batch size 1 on one)
     cdef bint pair = (batch_size == 1 and _threads >= 2 and RNN_FAST_HAVE_PAIR
                       and n_hidden >= _pair_min_hidden and step_end > step_begin
@@ -2001,6 +2014,7 @@ def train(spec, params, grads,
     Y, Y_ids = _dense_and_ids(Y_data, dtype, cfg.target_ids, 3)
     ws = _scratch("whole", dtype, n_steps, n_in, n_hidden, n_out, batch_size, pair, spec.cell)
     if pair:  # batch size 1 on two threads (_train_pair), when a thread can be started
+        staged = np.empty((slots.shape[0] + 1, n_params), dtype)
         result, errors = np.zeros(2, dtype=np.intp), []
         job = (floating is double, spec, params, grads, theta, grad, X, Y, X_ids, Y_ids, lengths,
                h0, order, chunk_length, step_begin, step_end, chunk_begin, max_updates, carry,
@@ -2050,6 +2064,8 @@ def train(spec, params, grads,
     alternation = None if halves else _Alternation.make(params, theta, slots)
     cdef bint alternate = alternation is not None
     cdef int cur = 0  # the copy in use
+    if not alternate:
+        staged = np.empty((slots.shape[0] + 1, n_params), dtype)
     cdef floating[:, :, ::1] copies = alternation.copies if alternate else staged[None]
     cdef const floating[:, ::1] W_xh_0, W_hh_0, W_hy_0, W_xh_1, W_hh_1, W_hy_1
     cdef const floating[::1] b_h_0, b_hh_0, b_y_0, b_h_1, b_hh_1, b_y_1

@@ -2002,7 +2002,6 @@ def train(spec, params, grads,
     cdef double clock = 0
     cdef double* timers = &timers_out[0] if timers_out.shape[0] == 3 else NULL
     cdef floating[:, ::1] staged = None  # the pair's and a non-alternating loop's
-
     # (the pair schedule is the Elman cell's only: gated cells train batch size 1 on one)
     cdef bint pair = (batch_size == 1 and _threads >= 2 and RNN_FAST_HAVE_PAIR
                       and n_hidden >= _pair_min_hidden and step_end > step_begin
@@ -2137,9 +2136,11 @@ def train(spec, params, grads,
                 if alternate:
                     cur = 1 - cur
                     if cur:
-                        W_xh, W_hh, W_hy, b_h, b_hh, b_y = W_xh_1, W_hh_1, W_hy_1, b_h_1, b_hh_1, b_y_1
+                        W_xh, W_hh, W_hy = W_xh_1, W_hh_1, W_hy_1
+                        b_h, b_hh, b_y = b_h_1, b_hh_1, b_y_1
                     else:
-                        W_xh, W_hh, W_hy, b_h, b_hh, b_y = W_xh_0, W_hh_0, W_hy_0, b_h_0, b_hh_0, b_y_0
+                        W_xh, W_hh, W_hy = W_xh_0, W_hh_0, W_hy_0
+                        b_h, b_hh, b_y = b_h_0, b_hh_0, b_y_0
                 if not blas:
                     _transpose(W_hh, W_hh_T)
                 losses_out[opt_step - opt_step_begin] = chunk_loss

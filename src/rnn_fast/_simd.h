@@ -280,10 +280,10 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
 
 /* Adagrad's blocks: a block whose gradient is all zero leaves its parameters and state
  * exactly as they were (s + 0 * 0 = s; theta - lr * 0 / sqrt(s + eps) = theta, as
- * s >= 0 and eps > 0), so it is copied without a square root or a division: the rows
- * of W_xh that a chunk's one-hot inputs never touched, most of them in a character
- * model. 32 entries: small enough to find them, large enough to keep the loops
- * vectorised. */
+ * s >= 0, eps > 0 and lr is finite), so it is copied without a square root or a
+ * division: the rows of W_xh that a chunk's one-hot inputs never touched, most of them
+ * in a character model. 32 entries: small enough to find them, large enough to keep the
+ * loops vectorised. */
 #define RNN_FAST_SKIP 32
 
 /* One optimizer step over n parameters, staged: staged_out holds the new parameters in
@@ -293,8 +293,8 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
  * kind: 0 SGD (hyper: momentum, nesterov), 1 Adagrad (eps), 2 RMSprop (alpha, eps),
  * 3 Adam (beta1, beta2, eps; bc1, bc2 its bias corrections). The hyperparameters and
  * 1 - alpha, 1 - beta (Python arithmetic in the reference) are rounded to T, as NumPy
- * computes a T array with a Python float. SQRT is sqrt or
- * sqrtf: float32 stays in float32, as in NumPy. The AVX2 clone halves the time of the
+ * computes a T array with a Python float. SQRT is sqrt or sqrtf: float32 stays in
+ * float32, as in NumPy. The AVX2 clone halves the time of the
  * adaptive rules, whose square roots and divisions dominate. The finiteness flag is an
  * integer OR (x - x != 0 exactly when x is inf or NaN), which vectorises in the same
  * pass, where a floating-point sum would not without reordering it. */
@@ -334,8 +334,8 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
             for (k = 0; k < n; k = end) {                                              \
                 end = k + RNN_FAST_SKIP < n ? k + RNN_FAST_SKIP : n;                   \
                 any = !(eps > 0);                                                      \
-                for (i = k; i < end; i++)                                              \
-                    any |= g[i] != 0;                                                  \
+                for (i = k; i < end; i++) /* (an inf rate makes 0 a NaN) */           \
+                    any |= (g[i] != 0) | (lr[i] - lr[i] != 0);                         \
                 if (!any) {                                                            \
                     for (i = k; i < end; i++) {                                        \
                         p_out[i] = theta[i];                                           \
@@ -365,7 +365,8 @@ RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
         } else { /* Adam */                                                            \
             const T b1 = (T)hyper[0], b2 = (T)hyper[1], eps = (T)hyper[2];             \
             const T bc1 = (T)bc1_d, bc2 = (T)bc2_d;                                    \
-            const T one_minus_b1 = (T)(1 - hyper[0]), one_minus_b2 = (T)(1 - hyper[1]); \
+            const T one_minus_b1 = (T)(1 - hyper[0]);                                  \
+            const T one_minus_b2 = (T)(1 - hyper[1]);                                  \
             for (i = 0; i < n; i++) {                                                  \
                 a = b1 * s0[i] + one_minus_b1 * g[i];                                  \
                 b = b2 * s1[i] + one_minus_b2 * (g[i] * g[i]);                         \

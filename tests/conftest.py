@@ -3,6 +3,7 @@
 import contextlib
 import itertools
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -146,3 +147,13 @@ def make_data(rng, config, n, t, i, o, many_to_one, dtype="float64"):
     else:
         Y = rng.random(shape)
     return X.astype(dtype), Y.astype(dtype)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_reaches_python():
+    """A suite started in the background (`pytest &`, nohup) inherits an ignored SIGINT,
+    which fit rightly leaves alone; the Ctrl-C tests (and the CLI they start, which
+    inherits the handler as the default action) need Python's own handler."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield

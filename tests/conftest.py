@@ -132,6 +132,33 @@ def make_model(module, cell, **kwargs):
         kwargs.pop("hidden_activation", None)
     return getattr(module, CELL_CLASSES[cell])(**kwargs)
 
+
+def twin_models(config, sizes, dtype, seed, init="glorot", cell="elman"):
+    """The same model (sizes: inputs, hidden, outputs) in the core and in the reference."""
+    i, h, o = sizes
+    kwargs = dict(input_size=i, hidden_size=h, output_size=o if config["readout"] else None,
+                  dtype=dtype, seed=seed, init=init, **config)
+    return (make_model(rnn_fast, cell, **kwargs),
+            make_model(rnn_fast.reference, cell, **kwargs))
+
+
+def initial_state(rng, cell, shape, scale=1.0, dtype="float64"):
+    """An h0 of ``shape``, N(0, scale^2); for the LSTM the tuple (h0, c0)."""
+    h0 = (scale * rng.standard_normal(shape)).astype(dtype)
+    if cell == "lstm":
+        return h0, (scale * rng.standard_normal(shape)).astype(dtype)
+    return h0
+
+
+def assert_close(actual, desired, dtype, what, scale=None, rtol=None):
+    """actual within rtol (RTOL[dtype] unless given) of desired, relative to the largest
+    |desired| (or to ``scale``)."""
+    rtol = RTOL[dtype] if rtol is None else rtol
+    desired = np.asarray(desired, dtype=np.float64)
+    scale = np.max(np.abs(desired), initial=1e-300) if scale is None else scale
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), desired,
+                               rtol=rtol, atol=rtol * scale, err_msg=what)
+
 # Configurations whose units can saturate (tanh or sigmoid hidden units, a sigmoid or
 # softmax readout), for the equivalence tests with large inputs and readout weights.
 SATURATING_CONFIGS = [c for c in CONFIGS if c["hidden_activation"] in ("tanh", "sigmoid")

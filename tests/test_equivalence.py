@@ -15,12 +15,13 @@ from conftest import (
     CONFIGS,
     GATED_CONFIGS,
     PATHS,
-    RTOL,
     SATURATING_CONFIGS,
+    assert_close,
     core_clone,
     core_path,
+    initial_state,
     make_data,
-    make_model,
+    twin_models,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,27 +31,6 @@ import rnn_fast.reference as reference
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=False,
                     suppress_health_check=[HealthCheck.too_slow])
-
-
-def assert_close(actual, desired, dtype, what, scale=None, rtol=None):
-    rtol = RTOL[dtype] if rtol is None else rtol
-    desired = np.asarray(desired, dtype=np.float64)
-    scale = np.max(np.abs(desired), initial=1e-300) if scale is None else scale
-    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), desired,
-                               rtol=rtol, atol=rtol * scale, err_msg=what)
-
-
-def twin_models(config, sizes, dtype, seed, init="glorot", cell="elman"):
-    i, h, o = sizes
-    kwargs = dict(input_size=i, hidden_size=h, output_size=o if config["readout"] else None,
-                  dtype=dtype, seed=seed, init=init, **config)
-    return make_model(rnn_fast, cell, **kwargs), make_model(reference, cell, **kwargs)
-
-
-def initial_state(rng, cell, shape):
-    """An h0 of ``shape``; for the LSTM the tuple (h0, c0)."""
-    h0 = rng.standard_normal(shape)
-    return (h0, rng.standard_normal(shape)) if cell == "lstm" else h0
 
 
 problems = st.fixed_dictionaries({

@@ -14,7 +14,8 @@ The model-level suites (test_equivalence and others) run over the three cells to
 
 import numpy as np
 import pytest
-from conftest import GATED_CONFIGS, RTOL, core_path, make_data
+from conftest import GATED_CONFIGS, assert_close, core_path, make_data, twin_models
+from conftest import initial_state as _initial_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,27 +28,14 @@ CLASSES = {"gru": "GRU", "lstm": "LSTM"}
 CORE_PATHS = ["loops", "blas", "halves"]
 
 
-def assert_close(actual, desired, dtype, what, scale=None, rtol=None):
-    rtol = RTOL[dtype] if rtol is None else rtol
-    desired = np.asarray(desired, dtype=np.float64)
-    scale = np.max(np.abs(desired), initial=1e-300) if scale is None else scale
-    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), desired,
-                               rtol=rtol, atol=rtol * scale, err_msg=what)
-
-
 def twins(cell, config, sizes, dtype, seed, init="pytorch"):
-    i, h, o = sizes
-    kwargs = dict(input_size=i, hidden_size=h, output_size=o if config["readout"] else None,
-                  dtype=dtype, seed=seed, init=init, **config)
-    return (getattr(rnn_fast, CLASSES[cell])(**kwargs),
-            getattr(reference, CLASSES[cell])(**kwargs))
+    """twin_models with this file's defaults: a gated cell, PyTorch's initialisation."""
+    return twin_models(config, sizes, dtype, seed, init=init, cell=cell)
 
 
 def initial_state(rng, cell, shape, dtype="float64"):
-    h0 = (0.5 * rng.standard_normal(shape)).astype(dtype)
-    if cell == "lstm":
-        return h0, (0.5 * rng.standard_normal(shape)).astype(dtype)
-    return h0
+    """conftest's initial states at this file's scale, 0.5."""
+    return _initial_state(rng, cell, shape, scale=0.5, dtype=dtype)
 
 
 problems = st.fixed_dictionaries({

@@ -209,31 +209,6 @@ def _w2_chunk_loss(params, h, x, y):
     return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=1)), h
 
 
-def _w2_train(params, xs, ys, lr, clip):
-    grad_fn = jax.value_and_grad(_w2_chunk_loss, has_aux=True)
-
-    def chunk(carry, xy):
-        params, mem, h = carry
-        (loss, h), grads = grad_fn(params, h, *xy)
-        grads = tuple(jnp.clip(g, -clip, clip) for g in grads)
-        mem = tuple(m + g * g for m, g in zip(mem, grads))
-        params = tuple(p - lr * g / jnp.sqrt(m + 1e-8) for p, g, m in zip(params, grads, mem))
-        return (params, mem, h), loss
-
-    mem = tuple(jnp.zeros_like(p) for p in params)
-    h0 = jnp.zeros(params[1].shape[0], params[1].dtype)
-    (params, _, _), losses = lax.scan(chunk, (params, mem, h0), (xs, ys))
-    return params, losses.sum()
-
-
-@functools.lru_cache(maxsize=None)
-def _w2_compiled(shapes, n_chunks, chunk):
-    params = tuple(jax.ShapeDtypeStruct(s, jnp.float64) for s in shapes)
-    ids = jax.ShapeDtypeStruct((n_chunks, chunk), jnp.int32)
-    scalar = jax.ShapeDtypeStruct((), jnp.float64)
-    return _compile(_w2_train, params, ids, ids, scalar, scalar)
-
-
 def _w2_lstm_chunk_loss(params, state, x, y):
     """Summed cross-entropy of one chunk of an LSTM from state (h, c)."""
     W_ih, W_hh, W_hy, b_ih, b_hh, b_y = params
@@ -242,8 +217,11 @@ def _w2_lstm_chunk_loss(params, state, x, y):
     return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=1)), state
 
 
-def _w2_lstm_train(params, xs, ys, lr, clip):
-    grad_fn = jax.value_and_grad(_w2_lstm_chunk_loss, has_aux=True)
+def _w2_train(lstm, params, xs, ys, lr, clip):
+    """min-char-rnn's training, every chunk in one scan: Adagrad on clipped gradients,
+    the state (h, or the LSTM's (h, c)) carried from chunk to chunk."""
+    grad_fn = jax.value_and_grad(_w2_lstm_chunk_loss if lstm else _w2_chunk_loss,
+                                 has_aux=True)
 
     def chunk(carry, xy):
         params, mem, state = carry
@@ -255,22 +233,22 @@ def _w2_lstm_train(params, xs, ys, lr, clip):
 
     mem = tuple(jnp.zeros_like(p) for p in params)
     h0 = jnp.zeros(params[1].shape[0], params[1].dtype)
-    (params, _, _), losses = lax.scan(chunk, (params, mem, (h0, h0)), (xs, ys))
+    (params, _, _), losses = lax.scan(chunk, (params, mem, (h0, h0) if lstm else h0),
+                                      (xs, ys))
     return params, losses.sum()
 
 
 @functools.lru_cache(maxsize=None)
-def _w2_lstm_compiled(shapes, n_chunks, chunk):
+def _w2_compiled(lstm, shapes, n_chunks, chunk):
     params = tuple(jax.ShapeDtypeStruct(s, jnp.float64) for s in shapes)
     ids = jax.ShapeDtypeStruct((n_chunks, chunk), jnp.int32)
     scalar = jax.ShapeDtypeStruct((), jnp.float64)
-    return _compile(_w2_lstm_train, params, ids, ids, scalar, scalar)
+    return _compile(functools.partial(_w2_train, lstm), params, ids, ids, scalar, scalar)
 
 
 def w2_contenders(problem):
     lstm = problem.cell == "lstm"
     names = _GATED_NAMES if lstm else _W2_NAMES
-    compiled = _w2_lstm_compiled if lstm else _w2_compiled
 
     def make(p):
         params = tuple(jnp.asarray(p.init[k]) for k in names)
@@ -278,7 +256,7 @@ def w2_contenders(problem):
         xs = jnp.asarray(p.ids[:n * c].reshape(n, c).astype(np.int32))
         ys = jnp.asarray(p.ids[1:n * c + 1].reshape(n, c).astype(np.int32))
         lr, clip = jnp.asarray(p.lr), jnp.asarray(p.clip)
-        train = compiled(tuple(a.shape for a in params), n, c)
+        train = _w2_compiled(lstm, tuple(a.shape for a in params), n, c)
 
         def run():
             final, total = jax.block_until_ready(train(params, xs, ys, lr, clip))

@@ -203,13 +203,15 @@ def w2_modules(problem):
 
 
 def w2_train(problem, rnn, linear, params, X, targets):
-    """min-char-rnn's loop; X (n_chunks, chunk, V) one-hot, targets (n_chunks, chunk)."""
+    """min-char-rnn's loop; X (n_chunks, chunk, V) one-hot, targets (n_chunks, chunk);
+    an nn.LSTM carries (h, c)."""
     lr, clip = problem.lr, problem.clip
     mem = [torch.zeros_like(p) for p in params]
     h = torch.zeros(1, 1, problem.hidden, dtype=torch.float64)
+    state = (h, torch.zeros_like(h)) if isinstance(rnn, torch.nn.LSTM) else h
     total = 0.0
     for x, y in zip(X, targets):
-        out, h = rnn(x[None], h)
+        out, state = rnn(x[None], state)
         loss = torch.nn.functional.cross_entropy(linear(out[0]), y, reduction="sum")
         for p in params:
             p.grad = None
@@ -219,30 +221,8 @@ def w2_train(problem, rnn, linear, params, X, targets):
                 g = p.grad.clamp_(-clip, clip)
                 m.addcmul_(g, g)
                 p.addcdiv_(g, (m + 1e-8).sqrt_(), value=-lr)
-        h = h.detach()
-        total += loss.item()
-    return total
-
-
-def w2_lstm_train(problem, rnn, linear, params, X, targets):
-    """W2's loop with an nn.LSTM, (h, c) carried."""
-    lr, clip = problem.lr, problem.clip
-    mem = [torch.zeros_like(p) for p in params]
-    h = torch.zeros(1, 1, problem.hidden, dtype=torch.float64)
-    c = torch.zeros_like(h)
-    total = 0.0
-    for x, y in zip(X, targets):
-        out, (h, c) = rnn(x[None], (h, c))
-        loss = torch.nn.functional.cross_entropy(linear(out[0]), y, reduction="sum")
-        for p in params:
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            for p, m in zip(params, mem):
-                g = p.grad.clamp_(-clip, clip)
-                m.addcmul_(g, g)
-                p.addcdiv_(g, (m + 1e-8).sqrt_(), value=-lr)
-        h, c = h.detach(), c.detach()
+        state = (tuple(s.detach() for s in state) if isinstance(state, tuple)
+                 else state.detach())
         total += loss.item()
     return total
 
@@ -257,7 +237,7 @@ def w2_lstm_contenders(problem):
         targets = torch.from_numpy(p.ids[1:n * c + 1].reshape(n, c).astype(np.int64))
 
         def run():
-            total = w2_lstm_train(p, rnn, linear, params, X, targets)
+            total = w2_train(p, rnn, linear, params, X, targets)
             return _as_rnn_fast(params), total
         return run
 

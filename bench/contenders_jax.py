@@ -156,36 +156,21 @@ def _w3_gated_compiled(cell, shapes, dtype):
     return _compile(fn, tuple(args[:6]), args[6], args[7])
 
 
-def w3_gated_contenders(problem):
-    params = tuple(jnp.asarray(problem.params[k]) for k in _GATED_NAMES)
-    X, Y = jnp.asarray(problem.X), jnp.asarray(problem.Y)
-
-    def setup():
-        fn = _w3_gated_compiled(problem.cell, tuple(a.shape for a in (*params, X, Y)),
-                                problem.dtype)
-        return lambda: jax.block_until_ready(fn(params, X, Y))
-
-    def finish(out):
-        loss, grads = out
-        return loss_grads_result(loss, {k: np.asarray(g) for k, g in zip(_GATED_NAMES, grads)})
-
-    return [Contender(name="jax", setup=setup, finish=finish,
-                      note="jit(value_and_grad), lax.scan; compile excluded")]
-
-
 def w3_contenders(problem):
-    if problem.cell != "elman":
-        return w3_gated_contenders(problem)
-    params = tuple(jnp.asarray(problem.params[k]) for k in _W3_NAMES)
+    gated = problem.cell != "elman"
+    names = _GATED_NAMES if gated else _W3_NAMES
+    params = tuple(jnp.asarray(problem.params[k]) for k in names)
     X, Y = jnp.asarray(problem.X), jnp.asarray(problem.Y)
 
     def setup():
-        fn = _w3_compiled(tuple(a.shape for a in (*params, X, Y)), problem.dtype)
+        shapes = tuple(a.shape for a in (*params, X, Y))
+        fn = (_w3_gated_compiled(problem.cell, shapes, problem.dtype) if gated
+              else _w3_compiled(shapes, problem.dtype))
         return lambda: jax.block_until_ready(fn(params, X, Y))
 
     def finish(out):
         loss, grads = out
-        return loss_grads_result(loss, {k: np.asarray(g) for k, g in zip(_W3_NAMES, grads)})
+        return loss_grads_result(loss, {k: np.asarray(g) for k, g in zip(names, grads)})
 
     return [Contender(name="jax", setup=setup, finish=finish,
                       note="jit(value_and_grad), lax.scan; compile excluded")]

@@ -125,58 +125,42 @@ def _as_rnn_fast(tensors):
             for k, t in zip(GATED_NAMES, tensors)}
 
 
-def w3_gated_contenders(problem):
-    X = torch.from_numpy(problem.X)
-    Y = torch.from_numpy(problem.Y)
-    mse = torch.nn.MSELoss()
-
-    def setup():
-        _threads()
-        rnn, linear, params = gated_modules(problem.cell, problem.params,
-                                            getattr(torch, problem.dtype))
-
-        def run():
-            out, _ = rnn(X)
-            loss = mse(linear(out), Y)
-            loss.backward()
-            return loss.item(), params
-        return run
-
-    def finish(out):
-        loss, params = out
-        return loss_grads_result(loss, _as_rnn_fast([p.grad for p in params]))
-
-    module = "nn.GRU" if problem.cell == "gru" else "nn.LSTM"
-    return [Contender(name=f"torch {module}", setup=setup, finish=finish,
-                      note=f"{THREADS} thread{'s' if THREADS != 1 else ''}")]
-
-
 def w3_contenders(problem):
-    if problem.cell != "elman":
-        return w3_gated_contenders(problem)
+    gated = problem.cell != "elman"
     X = torch.from_numpy(problem.X)
     Y = torch.from_numpy(problem.Y)
     mse = torch.nn.MSELoss()
 
     def setup():
         _threads()
-        rnn, linear = w3_modules(problem)
+        if gated:
+            rnn, linear, params = gated_modules(problem.cell, problem.params,
+                                                getattr(torch, problem.dtype))
+
+            def grads():
+                return _as_rnn_fast([p.grad for p in params])
+        else:
+            rnn, linear = w3_modules(problem)
+
+            def grads():
+                g = {"W_xh": rnn.weight_ih_l0.grad.T, "W_hh": rnn.weight_hh_l0.grad.T,
+                     "W_hy": linear.weight.grad.T, "b_h": rnn.bias_ih_l0.grad,
+                     "b_y": linear.bias.grad}
+                return {k: v.numpy() for k, v in g.items()}
 
         def run():
             out, _ = rnn(X)
             loss = mse(linear(out), Y)
             loss.backward()
-            return loss.item(), rnn, linear
+            return loss.item(), grads  # read in finish (untimed)
         return run
 
     def finish(out):
-        loss, rnn, linear = out
-        grads = {"W_xh": rnn.weight_ih_l0.grad.T, "W_hh": rnn.weight_hh_l0.grad.T,
-                 "W_hy": linear.weight.grad.T, "b_h": rnn.bias_ih_l0.grad,
-                 "b_y": linear.bias.grad}
-        return loss_grads_result(loss, {k: g.numpy() for k, g in grads.items()})
+        loss, grads = out
+        return loss_grads_result(loss, grads())
 
-    return [Contender(name="torch nn.RNN", setup=setup, finish=finish,
+    module = {"elman": "nn.RNN", "gru": "nn.GRU", "lstm": "nn.LSTM"}[problem.cell]
+    return [Contender(name=f"torch {module}", setup=setup, finish=finish,
                       note=f"{THREADS} thread{'s' if THREADS != 1 else ''}")]
 
 
@@ -227,32 +211,15 @@ def w2_train(problem, rnn, linear, params, X, targets):
     return total
 
 
-def w2_lstm_contenders(problem):
-    def make(p):
-        _threads()
-        rnn, linear, params = gated_modules("lstm", p.init, torch.float64)
-        X, _ = p.one_hot()
-        n, c = p.n_chunks, p.chunk
-        X = torch.from_numpy(X.reshape(n, c, p.vocab_size))
-        targets = torch.from_numpy(p.ids[1:n * c + 1].reshape(n, c).astype(np.int64))
-
-        def run():
-            total = w2_train(p, rnn, linear, params, X, targets)
-            return _as_rnn_fast(params), total
-        return run
-
-    return [char_contender("torch", problem, make,
-                           note=f"eager, nn.LSTM per chunk, {THREADS} thread"
-                                f"{'s' if THREADS != 1 else ''}")]
-
-
 def w2_contenders(problem):
-    if problem.cell != "elman":
-        return w2_lstm_contenders(problem)
+    lstm = problem.cell == "lstm"
 
     def make(p):
         _threads()
-        rnn, linear, params = w2_modules(p)
+        if lstm:
+            rnn, linear, params = gated_modules("lstm", p.init, torch.float64)
+        else:
+            rnn, linear, params = w2_modules(p)
         X, _ = p.one_hot()
         n, c = p.n_chunks, p.chunk
         X = torch.from_numpy(X.reshape(n, c, p.vocab_size))
@@ -260,11 +227,13 @@ def w2_contenders(problem):
 
         def run():
             total = w2_train(p, rnn, linear, params, X, targets)
+            if lstm:
+                return _as_rnn_fast(params), total
             w = [t.detach().numpy() for t in params]
             return {"W_xh": w[0].T, "W_hh": w[1].T, "W_hy": w[2].T, "b_h": w[3],
                     "b_y": w[4]}, total
         return run
 
     return [char_contender("torch", problem, make,
-                           note=f"eager, nn.RNN per chunk, {THREADS} thread"
-                                f"{'s' if THREADS != 1 else ''}")]
+                           note=f"eager, nn.{'LSTM' if lstm else 'RNN'} per chunk, "
+                                f"{THREADS} thread{'s' if THREADS != 1 else ''}")]

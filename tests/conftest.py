@@ -184,3 +184,18 @@ def _ctrl_c_reaches_python():
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
+
+
+def finite_difference(loss, param, step=1e-4):
+    """d loss() / d param, fourth-order central differences, param changed in place
+    (and restored)."""
+    grad = np.zeros_like(param)
+    for index in np.ndindex(param.shape):
+        original = param[index]
+        values = []
+        for shift in (2, 1, -1, -2):
+            param[index] = original + shift * step
+            values.append(loss())
+        param[index] = original
+        grad[index] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
+    return grad

@@ -6,12 +6,11 @@ The torch tests skip when PyTorch is not installed; the finite differences alway
 
 import numpy as np
 import pytest
-from conftest import GATED_CONFIGS, make_data
+from conftest import GATED_CONFIGS, finite_difference, make_data
 
 import rnn_fast.reference as reference
 
 GATED = ("gru", "lstm")
-STEP = 1e-4
 
 
 def gated_model(cell, config, sizes, seed, init="normal"):
@@ -26,20 +25,6 @@ def random_state(model, rng, n):
     if model.cell == "lstm":
         return h0, 0.5 * rng.standard_normal((n, model.hidden_size))
     return h0
-
-
-def finite_difference(loss, param):
-    """d loss() / d param, fourth-order central differences, param changed in place."""
-    grad = np.zeros_like(param)
-    for index in np.ndindex(param.shape):
-        original = param[index]
-        values = []
-        for shift in (2, 1, -1, -2):
-            param[index] = original + shift * STEP
-            values.append(loss())
-        param[index] = original
-        grad[index] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * STEP)
-    return grad
 
 
 # ------------------------------------------------------------------ finite differences

@@ -2,24 +2,14 @@
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, make_data
+from conftest import CONFIGS, finite_difference, make_data
 
 STEP = 1e-4
 
 
 def numerical_gradient(model, X, Y, name):
     """d loss / d params[name] by (-f(+2h) + 8 f(+h) - 8 f(-h) + f(-2h)) / 12h."""
-    param = model.params[name]
-    grad = np.zeros_like(param)
-    for index in np.ndindex(param.shape):
-        original = param[index]
-        values = []
-        for shift in (2, 1, -1, -2):
-            param[index] = original + shift * STEP
-            values.append(model.loss_and_grads(X, Y)[0])
-        param[index] = original
-        grad[index] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * STEP)
-    return grad
+    return finite_difference(lambda: model.loss_and_grads(X, Y)[0], model.params[name], STEP)
 
 
 def pre_activations(model, X):

@@ -2063,9 +2063,9 @@ def train(spec, params, grads,
     alternation = None if halves else _Alternation.make(params, theta, slots)
     cdef bint alternate = alternation is not None
     cdef int cur = 0  # the copy in use
+    cdef floating[:, :, ::1] copies = alternation.copies if alternate else None
     if not alternate:
         staged = np.empty((slots.shape[0] + 1, n_params), dtype)
-    cdef floating[:, :, ::1] copies = alternation.copies if alternate else staged[None]
     cdef const floating[:, ::1] W_xh_0, W_hh_0, W_hy_0, W_xh_1, W_hh_1, W_hy_1
     cdef const floating[::1] b_h_0, b_hh_0, b_y_0, b_h_1, b_hh_1, b_y_1
     if alternate:

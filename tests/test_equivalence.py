@@ -336,11 +336,12 @@ def test_fit_every_configuration(cell, config, path, many_to_one, rng):
     fast, ref = twin_models(config, (2, 4, o), "float64", seed=2, cell=cell)
     X, Y = make_data(rng, config, 6, 5, 2, o, many_to_one=many_to_one)
     batch_size = 1 if path == "pair" else 2  # the pair path trains batch size 1 only
-    # lr 0.05 let the linear (identity, identity, half_sse) net diverge on about one random
-    # data set in 150; at 0.02 none of 300 did, for any configuration
+    # The linear (identity, identity, half_sse) net diverges, in the core and the reference
+    # alike, on about one random data set in 150 at lr 0.05 and 13 in 3000 at 0.02 (CI
+    # met one); at 0.01 on none of 3000
     with core_path(path):
-        fast.fit(X, Y, optimizer=rnn_fast.SGD(lr=0.02), epochs=2, batch_size=batch_size)
-    ref.fit(X, Y, optimizer=reference.SGD(lr=0.02), epochs=2, batch_size=batch_size)
+        fast.fit(X, Y, optimizer=rnn_fast.SGD(lr=0.01), epochs=2, batch_size=batch_size)
+    ref.fit(X, Y, optimizer=reference.SGD(lr=0.01), epochs=2, batch_size=batch_size)
     np.testing.assert_allclose(fast.theta, ref.theta, rtol=1e-12, atol=1e-12)
 
 

@@ -12,15 +12,18 @@ floor is that tolerance times the largest value compared, as in test_equivalence
 The model-level suites (test_equivalence and others) run over the three cells too.
 """
 
+import types
+
 import numpy as np
 import pytest
-from conftest import GATED_CONFIGS, assert_close, core_path, make_data, twin_models
+from conftest import GATED_CONFIGS, assert_close, core_clone, core_path, make_data, twin_models
 from conftest import initial_state as _initial_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnn_fast
 import rnn_fast.reference as reference
+from rnn_fast import _reference_gated as reference_gated
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -256,3 +259,54 @@ def test_read_only_inputs(cell, rng):
         with core_path(path):
             loss, _ = fast.loss_and_grads(X, Y, h0=h0)
         assert_close(loss, ref.loss_and_grads(X, Y, h0=h0)[0], "float64", path)
+
+
+@pytest.mark.parametrize("clone", rnn_fast._core.clones())
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cell", list(CLASSES))
+def test_gated_steps_round_as_the_reference(cell, dtype, clone, rng):
+    """A gated step's arithmetic between the products and the activations rounds as the
+    reference's, operation by operation, in the model's dtype: the core's step and BPTT
+    step (_gated.pxi) on given values, against the reference's backward step fed the
+    core's own gate values (its sigmoid and tanh are checked in test_kernels) and against
+    NumPy for the forward sums and products. Float32 once went through float64 here."""
+    code, H = {"gru": 1, "lstm": 2}[cell], 257  # odd: every clone's vector tail
+    G = 3 if cell == "gru" else 4
+    ax, ah, b_ih, b_hh = (rng.normal(0, 2, G * H).astype(dtype) for _ in range(4))
+    h_prev, c_prev, dh, dc = (rng.normal(0, 1, H).astype(dtype) for _ in range(4))
+    tanh = lambda x: rnn_fast._core._hidden_values(np.ascontiguousarray(x), 1)  # noqa: E731
+    with core_clone(clone):
+        gates, h, c = rnn_fast._core._gated_forward_values(code, ax, ah, b_ih, b_hh, h_prev,
+                                                           c_prev)
+        da_hh, da_ih, dh_skip, dc_prev = rnn_fast._core._gated_backward_values(
+            code, dh, dc, gates, h_prev, c_prev)
+        rows = np.split(gates, G + 1)
+        if cell == "gru":
+            r, z, n, hn = rows
+            np.testing.assert_array_equal(hn, ah[2 * H:] + b_hh[2 * H:])
+            np.testing.assert_array_equal(n, tanh((ax[2 * H:] + b_ih[2 * H:]) + r * hn))
+            np.testing.assert_array_equal(h, (1 - z) * n + z * h_prev)
+        else:
+            i, f, g, o, tanh_c = rows
+            a = ((ax + b_ih) + ah) + b_hh
+            np.testing.assert_array_equal(g, tanh(a[2 * H:3 * H]))
+            np.testing.assert_array_equal(c, f * c_prev + i * g)
+            np.testing.assert_array_equal(tanh_c, tanh(c))
+            np.testing.assert_array_equal(h, o * tanh_c)
+    # the reference's BPTT step with W_hh = 0 leaves da_ih in db_ih, da_hh in db_hh and
+    # returns the GRU's z dh (its dh_prev past W_hh) or the LSTM's [0 | dc_prev]
+    spec = types.SimpleNamespace(input_ids=False)
+    params = (np.zeros((1, G * H), dtype), np.zeros((H, G * H), dtype), None,
+              np.zeros(G * H, dtype), np.zeros(G * H, dtype), None)
+    grads = (np.zeros((1, G * H), dtype), np.zeros((H, G * H), dtype), None,
+             np.zeros(G * H, dtype), np.zeros(G * H, dtype), None)
+    x = np.zeros(1, dtype)
+    if cell == "gru":
+        back = reference_gated.gru_step_backward(spec, params, grads, (x, h_prev, *rows), dh)
+        np.testing.assert_array_equal(dh_skip, back)
+    else:
+        back = reference_gated.lstm_step_backward(spec, params, grads, (x, h_prev, c_prev, *rows),
+                                            np.concatenate([dh, dc]))
+        np.testing.assert_array_equal(dc_prev, back[H:])
+    np.testing.assert_array_equal(da_ih, grads[3])
+    np.testing.assert_array_equal(da_hh, grads[4])

@@ -64,7 +64,7 @@ cdef inline void _cell_forward(
     through the vectorised rows of _simd.h (a = f(a + b)), with the sums arranged as
     the reference's."""
     cdef Py_ssize_t j
-    cdef floating z
+    cdef floating z, one = 1  # a bare 1 is written 1.0 in C: float32 would round as float64
     cdef floating* g = gates_out
     if cell == GRU:
         for j in range(3 * H):  # hw = h W_hh + b_hh
@@ -79,7 +79,7 @@ cdef inline void _cell_forward(
         _tanh_row(g + 2 * H, ah + 2 * H, H)  # n = tanh(xw_n + r hn)
         for j in range(H):
             z = g[H + j]
-            h_out[j] = (1 - z) * g[2 * H + j] + z * h_prev[j]
+            h_out[j] = (one - z) * g[2 * H + j] + z * h_prev[j]
         return
     for j in range(4 * H):  # a = x W_ih + b_ih + h W_hh (+ b_hh in the rows below)
         g[j] = ax[j] + b_ih[j] + ah[j]
@@ -108,17 +108,18 @@ cdef inline void _cell_backward(
     """BPTT through one step of a gated cell, to its pre-activations."""
     cdef Py_ssize_t j
     cdef floating r, z, n, hn, i, f, g, o, tc, d, dn, dz, dr, dcj, dan
+    cdef floating one = 1  # as in _cell_forward: float32 rounds in float32, as NumPy does
     if cell == GRU:
         for j in range(H):
             r, z, n, hn = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
             d = dh[j]
-            dn = d * (1 - z)                         # h_t = (1 - z) n + z h_{t-1}
+            dn = d * (one - z)                       # h_t = (1 - z) n + z h_{t-1}
             dz = d * (h_prev[j] - n)
             dh_skip[j] = d * z
-            dan = dn * (1 - n * n)                   # through tanh
+            dan = dn * (one - n * n)                 # through tanh
             dr = dan * hn                            # n's argument: ... + r hn
-            da_ih[j] = dr * r * (1 - r)              # through the sigmoids
-            da_ih[H + j] = dz * z * (1 - z)
+            da_ih[j] = dr * r * (one - r)            # through the sigmoids
+            da_ih[H + j] = dz * z * (one - z)
             da_ih[2 * H + j] = dan
             da_hh[j] = da_ih[j]
             da_hh[H + j] = da_ih[H + j]
@@ -128,11 +129,11 @@ cdef inline void _cell_backward(
         i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
         tc = gates[4 * H + j]
         d = dh[j]
-        dcj = dc[j] + d * o * (1 - tc * tc)          # h_t = o tanh(c_t)
-        da_hh[3 * H + j] = d * tc * o * (1 - o)
-        da_hh[j] = dcj * g * i * (1 - i)             # c_t = f c_{t-1} + i g
-        da_hh[H + j] = dcj * c_prev[j] * f * (1 - f)
-        da_hh[2 * H + j] = dcj * i * (1 - g * g)
+        dcj = dc[j] + d * o * (one - tc * tc)        # h_t = o tanh(c_t)
+        da_hh[3 * H + j] = d * tc * o * (one - o)
+        da_hh[j] = dcj * g * i * (one - i)           # c_t = f c_{t-1} + i g
+        da_hh[H + j] = dcj * c_prev[j] * f * (one - f)
+        da_hh[2 * H + j] = dcj * i * (one - g * g)
         dc[j] = dcj * f                              # back into c_{t-1}
 
 
@@ -375,3 +376,42 @@ cdef floating _gated_batch_loss_and_grads(
                 carry[j, H + c] = cs[(n_steps * B + j) * H + c]
     _lap(timers, PHASE_BACKWARD, clock)
     return scale * loss
+
+
+def _gated_forward_values(int cell, floating[::1] ax not None, floating[::1] ah not None,
+                          floating[::1] b_ih not None, floating[::1] b_hh not None,
+                          floating[::1] h_prev not None, floating[::1] c_prev not None):
+    """The core's step of a gated cell (cell: 1 GRU, 2 LSTM) on given products ax, ah
+    (G H,), for tests: returns (gate row, h_t, c_t); c_prev and c_t are the LSTM's."""
+    cdef Py_ssize_t H = h_prev.shape[0], G = N_GATES[cell] if cell in (GRU, LSTM) else 0
+    if G == 0 or not H or ax.shape[0] != G * H or ah.shape[0] != G * H \
+            or b_ih.shape[0] != G * H or b_hh.shape[0] != G * H or c_prev.shape[0] != H:
+        raise ValueError("a gated cell's step takes G H products and biases, H states")
+    dtype = np.asarray(h_prev).dtype
+    cdef floating[::1] scratch = np.array(ah)  # _cell_forward writes over its ah
+    cdef floating[::1] gates = np.empty((G + 1) * H, dtype), h = np.empty(H, dtype)
+    cdef floating[::1] c = np.zeros(H, dtype)
+    _cell_forward(cell, H, &ax[0], &scratch[0], &b_ih[0], &b_hh[0], &h_prev[0], &c_prev[0],
+                  &gates[0], &h[0], &c[0])
+    return np.asarray(gates), np.asarray(h), np.asarray(c)
+
+
+def _gated_backward_values(int cell, floating[::1] dh not None, floating[::1] dc not None,
+                           floating[::1] gates not None, floating[::1] h_prev not None,
+                           floating[::1] c_prev not None):
+    """The core's BPTT step of a gated cell (_cell_backward) on given values, for tests:
+    returns (da_hh, da_ih, dh_skip, dc_prev); the LSTM's da_ih is its da_hh and it has
+    no dh_skip (zeros), the GRU no dc_prev (dc back)."""
+    cdef Py_ssize_t H = h_prev.shape[0], G = N_GATES[cell] if cell in (GRU, LSTM) else 0
+    if G == 0 or not H or dh.shape[0] != H or dc.shape[0] != H \
+            or gates.shape[0] != (G + 1) * H or c_prev.shape[0] != H:
+        raise ValueError("a gated cell's BPTT step takes (G + 1) H gate values, H others")
+    dtype = np.asarray(h_prev).dtype
+    cdef floating[::1] dc_prev = np.array(dc)  # _cell_backward turns dc into dc_prev
+    cdef floating[::1] da_hh = np.empty(G * H, dtype), da_ih = np.empty(G * H, dtype)
+    cdef floating[::1] dh_skip = np.zeros(H, dtype)
+    _cell_backward(cell, H, &dh[0], &dc_prev[0], &gates[0], &h_prev[0], &c_prev[0],
+                   &da_hh[0], &da_ih[0], &dh_skip[0])
+    if cell == LSTM:
+        da_ih[...] = da_hh
+    return np.asarray(da_hh), np.asarray(da_ih), np.asarray(dh_skip), np.asarray(dc_prev)

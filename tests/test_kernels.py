@@ -92,9 +92,20 @@ def numpy_exp(x):
         return np.exp(x)
 
 
+def gate_sigmoid(x):
+    """The gated cells' sigmoid (float32: its own row, through float64): an LSTM step's
+    input gate, whose pre-activation is x alone (x + 0 + 0 + 0: every product and bias 0)."""
+    n = x.shape[0]
+    ax, zeros = np.zeros(4 * n, x.dtype), np.zeros(4 * n, x.dtype)
+    ax[:n] = x
+    gates, _, _ = _core._gated_forward_values(2, ax, zeros, zeros, zeros, zeros[:n], zeros[:n])
+    return gates[:n]
+
+
 FUNCTIONS = {  # the core's, NumPy's, the range, the values NumPy must be matched exactly
     "tanh": (lambda x: _core._hidden_values(x, TANH), np.tanh, (-1, 1), [-1, 1]),
     "sigmoid": (lambda x: _core._hidden_values(x, SIGMOID), numpy_sigmoid, (0, 1), [0, 1]),
+    "gate sigmoid": (gate_sigmoid, numpy_sigmoid, (0, 1), [0, 1]),
     "exp": (_core._exp_values, numpy_exp, (0, np.inf), [0, np.inf]),
 }
 
@@ -106,6 +117,7 @@ FUNCTIONS = {  # the core's, NumPy's, the range, the values NumPy must be matche
 # correctly rounded value, test_exp_near_its_edges_matches_libm).
 MAX_ULP = {("tanh", "float64"): 9, ("tanh", "float32"): 10,
            ("sigmoid", "float64"): 4, ("sigmoid", "float32"): 4,
+           ("gate sigmoid", "float64"): 4, ("gate sigmoid", "float32"): 4,
            ("exp", "float64"): 1, ("exp", "float32"): 3}
 
 

@@ -176,14 +176,19 @@ RNN_FAST_BODY void rnn_fast_sigmoid_row_f64_body(double *a, const double *b, ptr
 /* a[c] = sigmoid(a[c] + b[c]) for c < n, float32 (the gated cells' gates): the sum in
  * float32, as NumPy adds, the sigmoid in float64 with rnn_fast_exp_clipped, rounded once
  * to float32, so within an ulp of the true value where NumPy's float32 1 / (1 + exp(-x))
- * is within a few. (The Elman cell's float32 sigmoid units keep libm's expf.) */
+ * is within a few; and exactly 1 or 0 where that is, so that a saturated gate passes
+ * exactly no gradient, as the reference's does: where exp(-x) in float32 is too small to
+ * change 1 + exp(-x), or overflows (thresholds found with NumPy's float32 exp). (The
+ * Elman cell's float32 sigmoid units keep libm's expf.) */
+#define RNN_FAST_SIGMOID_ONE_F32 (-16.635532f) /* at and below: 1 + expf(x) rounds to 1 */
+#define RNN_FAST_SIGMOID_ZERO_F32 88.72284f    /* at and above: expf(x) overflows */
 RNN_FAST_BODY void rnn_fast_sigmoid_row_f32_body(float *a, const float *b, ptrdiff_t n)
 {
     ptrdiff_t c;
-    for (c = 0; c < n; c++) {
+    for (c = 0; c < n; c++) { /* x = -(a + b), moved where the formula gives 0 or 1 */
         float x = -(a[c] + b[c]);
-        x = x > (float)RNN_FAST_EXP_HI ? (float)RNN_FAST_EXP_HI : x; /* NaN passes through */
-        a[c] = x < (float)RNN_FAST_EXP_LO ? (float)RNN_FAST_EXP_LO : x;
+        x = x >= RNN_FAST_SIGMOID_ZERO_F32 ? 110.0f : x; /* 1 / (1 + e^110): 0 in float32 */
+        a[c] = x <= RNN_FAST_SIGMOID_ONE_F32 ? -40.0f : x; /* NaN passes through */
     }
     for (c = 0; c < n; c++)
         a[c] = (float)(1.0 / (1.0 + rnn_fast_exp_clipped((double)a[c])));

@@ -1,7 +1,8 @@
 """Pieces of the Cython core checked on their own.
 
 The core's tanh, sigmoid and exp (its own vectorisable arithmetic in _simd.h, libm's expf
-for float32 sigmoid and softmax) are swept over the whole float range, in every clone of
+for float32 sigmoid and softmax) and the gated cells' sigmoid (float32: through float64)
+are swept over the whole float range, in every clone of
 the C loops this machine runs (rnn_fast._core.clones(): AVX2 and baseline on x86-64), and
 checked against NumPy: the bound of the function, NaN in and NaN out, exactly the limit
 (+-1, 0, inf) wherever NumPy's result is, and the distance in ulp (adjacent floats apart).

@@ -310,3 +310,20 @@ def test_gated_steps_round_as_the_reference(cell, dtype, clone, rng):
         np.testing.assert_array_equal(dc_prev, back[H:])
     np.testing.assert_array_equal(da_ih, grads[3])
     np.testing.assert_array_equal(da_hh, grads[4])
+
+
+def test_gated_step_entry_points_reject_what_they_cannot_compute():
+    """The test entry points above raise on a cell that is not gated, sizes that do not
+    fit the cell, mixed dtypes and strided arrays, instead of reading past an array."""
+    ax, h = np.zeros(12), np.zeros(4)
+    step = rnn_fast._core._gated_forward_values
+    with pytest.raises(ValueError, match="not a gated cell"):
+        step(0, ax[:4], ax[:4], ax[:4], ax[:4], h, h)
+    with pytest.raises(ValueError, match="G H products"):
+        step(1, ax[:9], ax, ax, ax, h, h)
+    with pytest.raises(ValueError):
+        step(1, ax.astype(np.float32), ax, ax, ax, h, h)
+    with pytest.raises(ValueError):
+        step(1, np.zeros(24)[::2], ax, ax, ax, h, h)
+    with pytest.raises(ValueError, match="gate values"):
+        rnn_fast._core._gated_backward_values(2, h, h, np.zeros(16), h, h)

@@ -2064,7 +2064,7 @@ def train(spec, params, grads,
     cdef bint alternate = alternation is not None
     cdef int cur = 0  # the copy in use
     cdef floating[:, :, ::1] copies = alternation.copies if alternate else None
-    if not alternate:
+    if not alternate and staged is None:  # (a pair that could not start made one)
         staged = np.empty((slots.shape[0] + 1, n_params), dtype)
     cdef const floating[:, ::1] W_xh_0, W_hh_0, W_hy_0, W_xh_1, W_hh_1, W_hy_1
     cdef const floating[::1] b_h_0, b_hh_0, b_y_0, b_h_1, b_hh_1, b_y_1

@@ -378,13 +378,20 @@ cdef floating _gated_batch_loss_and_grads(
     return scale * loss
 
 
+def _gates_of(int cell):
+    """G, a gated cell's gate count (for the test entry points below), or ValueError."""
+    if cell not in (GRU, LSTM):
+        raise ValueError(f"cell {cell} is not a gated cell (1 GRU, 2 LSTM)")
+    return N_GATES[cell]
+
+
 def _gated_forward_values(int cell, floating[::1] ax not None, floating[::1] ah not None,
                           floating[::1] b_ih not None, floating[::1] b_hh not None,
                           floating[::1] h_prev not None, floating[::1] c_prev not None):
     """The core's step of a gated cell (cell: 1 GRU, 2 LSTM) on given products ax, ah
     (G H,), for tests: returns (gate row, h_t, c_t); c_prev and c_t are the LSTM's."""
-    cdef Py_ssize_t H = h_prev.shape[0], G = N_GATES[cell] if cell in (GRU, LSTM) else 0
-    if G == 0 or not H or ax.shape[0] != G * H or ah.shape[0] != G * H \
+    cdef Py_ssize_t H = h_prev.shape[0], G = _gates_of(cell)
+    if not H or ax.shape[0] != G * H or ah.shape[0] != G * H \
             or b_ih.shape[0] != G * H or b_hh.shape[0] != G * H or c_prev.shape[0] != H:
         raise ValueError("a gated cell's step takes G H products and biases, H states")
     dtype = np.asarray(h_prev).dtype
@@ -402,8 +409,8 @@ def _gated_backward_values(int cell, floating[::1] dh not None, floating[::1] dc
     """The core's BPTT step of a gated cell (_cell_backward) on given values, for tests:
     returns (da_hh, da_ih, dh_skip, dc_prev); the LSTM's da_ih is its da_hh and it has
     no dh_skip (zeros), the GRU no dc_prev (dc back)."""
-    cdef Py_ssize_t H = h_prev.shape[0], G = N_GATES[cell] if cell in (GRU, LSTM) else 0
-    if G == 0 or not H or dh.shape[0] != H or dc.shape[0] != H \
+    cdef Py_ssize_t H = h_prev.shape[0], G = _gates_of(cell)
+    if not H or dh.shape[0] != H or dc.shape[0] != H \
             or gates.shape[0] != (G + 1) * H or c_prev.shape[0] != H:
         raise ValueError("a gated cell's BPTT step takes (G + 1) H gate values, H others")
     dtype = np.asarray(h_prev).dtype

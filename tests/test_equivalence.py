@@ -249,7 +249,8 @@ def test_saturated_gates_match_reference(path, p):
 
 OPTIMIZERS = {
     "sgd": lambda m, input_weights: m.SGD(lr=0.1),
-    "sgd-per-param": lambda m, input_weights: m.SGD(lr={input_weights: 0.05, "W_hh": 0.02}),
+    "sgd-per-param": lambda m, input_weights: m.SGD(
+        lr={input_weights: 0.05, "W_hh": 0.02, "default": 0}),
     "momentum": lambda m, input_weights: m.SGD(lr=0.05, momentum=0.9),
     "nesterov": lambda m, input_weights: m.SGD(lr=0.05, momentum=0.9, nesterov=True),
     "adagrad": lambda m, input_weights: m.Adagrad(lr=0.1),

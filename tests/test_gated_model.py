@@ -124,8 +124,8 @@ def test_chunks_carry_the_whole_state(backend, cell, rng):
     if cell == "lstm":
         h0 = (h0, rng.standard_normal((2, 5)))
     whole, _ = model.loss_and_grads(X, Y, h0=h0)
-    history = model.fit(X, Y, optimizer=backend.SGD(lr={}), batch_size=2, chunk_length=4,
-                        h0=h0)
+    history = model.fit(X, Y, optimizer=backend.SGD(lr={"default": 0}), batch_size=2,
+                        chunk_length=4, h0=h0)
     assert len(history["batch_loss"]) == 3
     np.testing.assert_allclose(history["batch_loss"].sum(), whole, rtol=1e-12)
 

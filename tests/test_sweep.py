@@ -210,12 +210,25 @@ def test_bad_options_are_refused():
         rnn_fast.sweep(X, Y, {"optimizer": used})
 
 
-@pytest.mark.parametrize("executor", ["threads", "processes"])
-def test_a_missing_engine_is_named_with_its_install_command(monkeypatch, executor):
+def test_a_missing_engine_is_named_with_its_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "joblib", None)  # makes `import joblib` fail
     with pytest.raises(ImportError, match=r"pip install 'rnn_fast\[sweep\]'"):
-        rnn_fast.sweep(X, Y, {"model": ADDER}, executor=executor)
+        rnn_fast.sweep(X, Y, {"model": ADDER}, executor="processes")
     assert rnn_fast.sweep(X, Y, {"model": ADDER}, executor="serial")[0]["status"] == "ok"
+
+
+def test_threads_need_no_extra_and_seeds_may_be_a_count(monkeypatch):
+    """The default engine runs on the standard library's threads (without joblib or
+    threadpoolctl), and seeds=3 means range(3), as the command line's --seeds 3."""
+    expected = rnn_fast.sweep(X, Y, {"model": ADDER}, seeds=[0, 1, 2], executor="serial")
+    monkeypatch.setitem(sys.modules, "joblib", None)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    rows = rnn_fast.sweep(X, Y, {"model": ADDER}, seeds=3, return_params=True)
+    assert [row["seed"] for row in rows] == [0, 1, 2]
+    for row, twin in zip(rows, expected):
+        assert row["status"] == "ok" and row["loss"] == twin["loss"]
+    with pytest.raises(ValueError, match="seeds must be non-negative integers, got -1"):
+        rnn_fast.sweep(X, Y, {"model": ADDER}, seeds=-1)
 
 
 def test_the_command_line_sweep(capsys, tmp_path):

@@ -115,16 +115,20 @@ def test_pickled_models_survive_a_second_round_trip(backend):
     np.testing.assert_array_equal(twice.theta, model.theta)
 
 
-def test_models_in_one_container_keep_a_shared_optimizer_shared():
-    """deepcopy and pickle keep identity within what they copy, as Python's do."""
-    optimizer = rnn_fast.SGD(lr=0.1)
+def test_a_model_and_its_optimizer_in_one_container_stay_a_pair():
+    """deepcopy and pickle keep identity within what they copy, as Python's do: the copy
+    of the optimizer is the copied model's, and trains it as the original would."""
+    optimizer = rnn_fast.Adam(lr=0.01)
     X, Y = _data()
-    a, b = _model(rnn_fast), _model(rnn_fast)
-    a.fit(X, Y, optimizer=optimizer)
-    b.fit(X, Y, optimizer=optimizer)
+    model = _model(rnn_fast)
+    model.fit(X, Y, optimizer=optimizer)
     for how in ("pickle", "deepcopy"):
-        a2, b2 = COPIES[how]([a, b])
-        assert a2.optimizer is b2.optimizer and a2.optimizer is not optimizer
+        model2, optimizer2 = COPIES[how]([model, optimizer])
+        assert model2.optimizer is optimizer2 and optimizer2 is not optimizer
+        model2.fit(X, Y, optimizer=optimizer2)
+        assert optimizer2.state["step"] == 2 * optimizer.state["step"]
+        with pytest.raises(ValueError, match="already trains another model"):
+            _model(rnn_fast).fit(X, Y, optimizer=optimizer2)
 
 
 @pytest.mark.parametrize("how", list(COPIES))

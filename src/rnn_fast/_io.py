@@ -6,6 +6,7 @@ import inspect
 import json
 import os
 import secrets
+import stat
 import zipfile
 
 import numpy as np
@@ -38,31 +39,62 @@ def save(path, config, params, optimizer, cell="elman", extra_meta=None, extra_a
             arrays["optimizer.slots"] = optimizer.state["slots"]
     arrays["meta"] = np.array(json.dumps(meta))
 
-    path = os.fspath(path)
-    fd, tmp = _create_beside(path)
+    target = destination(path)
+    fd, tmp = _create_beside(target, path)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        _copy_mode(path, tmp)
-        os.replace(tmp, path)
+        _copy_mode(target, tmp)
+        os.replace(tmp, target)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
-def _create_beside(path):
+def destination(path):
+    """The file that saving to ``path`` writes: ``path`` itself, or the file a symbolic
+    link there leads to (a link stays a link, as with ``open(path, "wb")``).
+
+    Refuses, touching nothing, a path that exists and is not a regular file (a
+    directory, a device such as /dev/null, a fifo, a socket): the file is written beside
+    it and renamed over it, which would replace such a thing instead of writing to it.
+    """
+    given = os.fspath(path)
+    target = os.path.realpath(given)  # every link followed, also in the directories
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target  # a new file (or a dangling link's target, created)
+    except OSError as exc:  # a loop of links, a directory that is not one, no permission
+        raise OSError(exc.errno, f"cannot write {given}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kinds = {stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device",
+                 stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a fifo",
+                 stat.S_ISSOCK: "a socket"}
+        kind = next((k for test, k in kinds.items() if test(mode)), "not a regular file")
+        link = f" (a link to {target})" if target != os.path.abspath(given) else ""
+        raise ValueError(f"cannot save to {given}{link}: it is {kind}; a model is written "
+                         "to a regular file or a new path")
+    return target
+
+
+def _create_beside(path, given):
     """A new file in ``path``'s directory (so renaming it over ``path`` is atomic), made
-    with the permissions a plain ``open(path, "wb")`` would give (mkstemp's are 0o600)."""
-    directory, name = os.path.split(os.path.abspath(path))
+    with the permissions a plain ``open(path, "wb")`` would give (mkstemp's are 0o600).
+    Errors name ``given``, the path the caller gave."""
+    directory, name = os.path.split(path)
     for _ in range(100):
         tmp = os.path.join(directory, f".rnn_fast-{name}-{secrets.token_hex(6)}.tmp")
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
             continue
-    raise FileExistsError(f"could not create a temporary file beside {path}")
+        except OSError as exc:  # the message would name the temporary file
+            raise type(exc)(exc.errno, f"cannot write {os.fspath(given)}: {exc.strerror}"
+                            ) from None
+    raise FileExistsError(f"could not create a temporary file beside {os.fspath(given)}")
 
 
 def _copy_mode(path, tmp):

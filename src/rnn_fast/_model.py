@@ -1,7 +1,7 @@
 """The one model class, shared by both backends.
 
 ``RNN`` holds the configuration, the parameters and the training bookkeeping, and
-calls one of two kernel sets with the same signatures: ``rnn_fast.reference``
+calls one of two kernel sets with the same signatures: ``rnn_fast._reference``
 (NumPy) or ``rnn_fast._core`` (Cython). ``rnn_fast.RNN`` uses the Cython core,
 ``rnn_fast.reference.RNN`` the NumPy kernels; nothing else differs.
 
@@ -20,6 +20,7 @@ import copy
 import importlib
 import math
 import numbers
+import secrets
 import signal
 import threading
 import time
@@ -39,7 +40,7 @@ OUTPUT_ACTIVATIONS = {"sigmoid": 0, "identity": 3, "softmax": 4}
 LOSSES = {"half_sse": 0, "mse": 1, "cross_entropy": 2, "binary_cross_entropy": 3}
 INITS = ("uniform", "normal", "glorot", "pytorch", "orthogonal")
 DTYPES = ("float64", "float32")
-BACKENDS = {"numpy": "rnn_fast.reference", "cython": "rnn_fast._core"}
+BACKENDS = {"numpy": "rnn_fast._reference", "cython": "rnn_fast._core"}  # the kernel sets
 CHECKPOINT_VERSION = 1
 # Held-out data is evaluated in slices of this many sequences and (for losses summed over
 # steps) this many steps, the hidden state carried: bounded memory for a long text.
@@ -271,6 +272,9 @@ class RNN:
         else:
             self.set_params(params)
         self.optimizer = None
+        # who an optimizer bound to these parameters belongs to: this model and its copies
+        self._lineage = secrets.token_hex(8)
+        self._stop_requested = False
 
     # ------------------------------------------------------------------ parameters
 
@@ -325,7 +329,22 @@ class RNN:
 
     def _kernel_params(self):
         self._sync()
+        self._check_finite()
         return self._layout.kernel_args(self._views, self.dtype)
+
+    def _check_finite(self):
+        """Refuse parameters written in place with NaN or infinity: the kernels would
+        spread them into outputs and gradients (each kernel set in its own pattern)."""
+        if np.isfinite(self.theta).all():
+            return
+        for name, view in self._views.items():
+            bad = np.argwhere(~np.isfinite(view))
+            if bad.size:
+                index = tuple(int(i) for i in bad[0])
+                raise ValueError(
+                    f"params[{name!r}] holds {view[index]} at index {index}: the parameters "
+                    "must be finite (were they written in place?); set them anew, e.g. with "
+                    "set_params, or load a saved model")
 
     def _spec(self, X, Y=None, many_to_one=False, bptt_steps=None):
         """The kernels' Spec for prepared data: X (N, T, I) or ids (N, T), Y (N, T or 1, O)
@@ -664,8 +683,8 @@ class RNN:
         max_updates : int, optional
             Stop after this many updates of the fit (counted from its start, also when
             resumed), in the middle of an epoch or batch if need be: a few thousand
-            updates of a long text. ``history["loss"]`` then covers the epochs' whole
-            batches done.
+            updates of a long text. ``history["loss"]`` then holds the whole epochs
+            only (see Returns).
 
         The kernel calls of a fit stop at the update counts where it validates, calls
         back or checkpoints, in the middle of a batch if need be, and continue it from
@@ -677,14 +696,17 @@ class RNN:
         Returns
         -------
         history : dict
-            ``"loss"``: a list with one float per epoch, the mean over the epoch's
+            ``"loss"``: a list with one float per whole epoch, the mean over the epoch's
             batches of the batch loss: the loss of each sequence over all its steps
             (summed over steps and outputs, ``mse``: averaged, as in ``loss_and_grads``),
             averaged over the batch's sequences; with ``chunk_length``, the sum of
-            its chunks' losses. ``"batch_loss"``: a float64 array with one entry
-            per update, in order: the loss the update's gradient was taken of (the
-            batch's loss over that chunk's steps; without ``chunk_length`` one update
-            per batch, so the batch loss), computed before the update.
+            its chunks' losses. An epoch the fit stopped in (``max_updates``, Ctrl-C,
+            ``stop()``, divergence) is not in it: ``"partial_epoch_loss"``, present only
+            then, is the mean over the batches it finished. ``"batch_loss"``: a float64
+            array with one entry per update, in order: the loss the update's gradient
+            was taken of (the batch's loss over that chunk's steps; without
+            ``chunk_length`` one update per batch, so the batch loss), computed before
+            the update.
             With held-out data also ``"val_loss"``, one float per epoch (at its end),
             and ``"val_update"`` / ``"val_update_loss"``: the update counts at which it
             was measured (every ``validate_every`` and each epoch's end) and its values;
@@ -745,7 +767,8 @@ class RNN:
             raise TypeError(f"optimizer must be an rnn_fast optimizer such as SGD(lr=0.1), "
                             f"got {type(optimizer).__name__}")
         lr = optimizer.learning_rates(self._layout, self.dtype)
-        optimizer.bind(self._layout, self.dtype)  # only now: a refused fit changes nothing
+        params = self._kernel_params()  # refuses non-finite parameters before anything changes
+        optimizer.bind(self._layout, self.dtype, self._lineage)  # a refused fit changes nothing
         self.optimizer = optimizer
 
         # one epoch's order serves every epoch unless shuffling draws one per epoch
@@ -767,7 +790,7 @@ class RNN:
         grad = np.zeros_like(self.theta)
         # the hidden states a batch carries from chunk to chunk, kept between kernel calls
         carry = np.zeros((batch_size, self._state_size), dtype=self.dtype)
-        args = (spec, self._kernel_params(),
+        args = (spec, params,
                 self._layout.kernel_args(self._layout.views(grad), self.dtype), self.theta, grad,
                 X, Y, lengths, h0, order, batch_size, chunk_length)
         opt_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
@@ -784,13 +807,12 @@ class RNN:
         for every in (validate_every, checkpoint_every, callback_every):
             if every:
                 stops.append(np.arange(every, n_updates, every))
-        timed = progress or checkpoint is not None  # blocks of ~0.1 s: bar, Ctrl-C
         timers = np.zeros(3 if profile else 0)
         bar, first_block, by_update = None, True, n_updates > n_steps or stop < n_updates
         done = int(np.searchsorted(first_update, u, "right")) - 1  # finished steps
         diverged, val_seconds, written = False, 0.0, None  # written: the last checkpoint
         with _interruptible() as interrupted:
-            for begin, end in _blocks(stop, timed, stops, u):
+            for begin, end in _blocks(stop, stops, u):
                 s = int(np.searchsorted(first_update, begin, "right")) - 1
                 s_end = int(np.searchsorted(first_update, end, "left"))
                 before = optimizer.state["step"]
@@ -834,11 +856,14 @@ class RNN:
                     callback(self, {"update": u, "updates": n_updates,
                                     "loss": float(losses[u - 1]),
                                     "val_loss": val["loss"][-1] if val["loss"] else None})
+                if self._stop_requested:  # model.stop(), from another thread
+                    interrupted.append("stop")
                 if interrupted:
                     break
             if interrupted and checkpoint is not None and written != u and not diverged:
                 self._checkpoint(checkpoint, checkpoint_extra, plan, u, rng_state, carry,
                                  losses, val)
+        self._stop_requested = False  # a request is for the fit under way (or the next)
         if bar is not None:
             bar.close()
 
@@ -863,10 +888,20 @@ class RNN:
                 "clip_norm.", epoch=epoch, sample=int(first), history=history)
         if interrupted and u < stop:
             where = f"; checkpoint written to {checkpoint}" if checkpoint is not None else ""
+            how = "stopped by model.stop()" if interrupted[0] == "stop" else "interrupted"
             raise TrainingInterrupted(
-                f"training interrupted after update {u} of {n_updates}{where}",
+                f"training {how} after update {u} of {n_updates}{where}",
                 updates=u, history=history, checkpoint=checkpoint)
         return history
+
+    def stop(self):
+        """Ask the fit under way (in another thread; or else the next fit) to stop.
+
+        It stops after the kernel call under way (about 0.1 s of training), writes its
+        checkpoint if it has one, and raises ``TrainingInterrupted``, as Ctrl-C does in
+        the main thread. Safe to call from any thread, and from a callback.
+        """
+        self._stop_requested = True
 
     # ------------------------------------------------------------------ persistence
 
@@ -911,7 +946,7 @@ class RNN:
         try:
             model = cls(**config, params=params)
             if optimizer is not None:
-                optimizer.bind(model._layout, model.dtype)
+                optimizer.bind(model._layout, model.dtype, model._lineage)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path} holds a model that cannot be rebuilt: {exc}") from exc
         model.optimizer = optimizer
@@ -925,11 +960,12 @@ class RNN:
     def __getstate__(self):
         self._sync()
         state = self.__dict__.copy()
-        del state["_views"], state["params"]
+        del state["_views"], state["params"], state["_stop_requested"]
         return state
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        state.setdefault("_lineage", secrets.token_hex(8))  # pickled before there was one
+        self.__dict__.update(state, _stop_requested=False)
         self._views = self._layout.views(self.theta)
         self.params = dict(self._views)
 
@@ -1105,27 +1141,29 @@ def _glorot(rng, shape):
     return rng.uniform(-limit, limit, shape)
 
 
-def _blocks(n, timed, stops=(), begin=0, seconds=0.1):
+FIRST_BLOCK = 256
+
+
+def _blocks(n, stops=(), begin=0, seconds=0.1):
     """The ranges of updates of the kernel calls, from `begin` to `n`: cut at every count
-    in `stops` (arrays of them: where fit validates, checkpoints, calls back), and with
-    `timed` (a progress bar, checkpoints: Ctrl-C is answered between calls) a first call
-    of 1 % of them, then calls sized from the time per update so far to take about
-    `seconds` each: a short fit makes two or three calls, not a hundred. The kernel
-    continues a batch where the last call stopped, so the cuts change no number."""
+    in `stops` (arrays of them: where fit validates, checkpoints, calls back), and timed:
+    a first call of 1 % of them (at most FIRST_BLOCK), then calls growing fourfold to
+    the size that takes about `seconds` at the time per update so far. Ctrl-C,
+    model.stop() and the progress bar are answered between calls, and a short fit makes
+    a few calls, not a hundred. The kernel continues a batch where the last call
+    stopped, so the cuts change no number."""
     cuts = np.unique(np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1)
                                      for a in (*stops, [n])]))
     cuts = cuts[(cuts > begin) & (cuts <= n)]
-    first, size, start, k = begin, max(1, (n - begin) // 100), time.perf_counter(), 0
+    first, start, k = begin, time.perf_counter(), 0
+    size = max(1, min(FIRST_BLOCK, (n - begin) // 100))
     while begin < n:
-        end = int(cuts[k])
-        if timed:
-            end = min(end, begin + size)
+        end = min(int(cuts[k]), begin + size)
         yield begin, end
         if end == cuts[k]:
             k += 1
-        if timed:
-            per_update = (time.perf_counter() - start) / (end - first)
-            size = max(1, min(4 * size, int(seconds / max(per_update, 1e-9))))
+        per_update = (time.perf_counter() - start) / (end - first)
+        size = max(1, min(4 * size, int(seconds / max(per_update, 1e-9))))
         begin = end
 
 
@@ -1210,7 +1248,12 @@ def _batch_losses(update_losses, first_update, begin, end):
 
 
 def _history(batch_losses, update_losses, n_batches):
-    epochs = -(-len(batch_losses) // n_batches)
-    return {"loss": [float(batch_losses[e * n_batches:(e + 1) * n_batches].mean())
-                     for e in range(epochs)],
-            "batch_loss": update_losses.copy()}
+    """"loss": the whole epochs' means; an epoch the fit stopped in (max_updates, Ctrl-C,
+    divergence) is left out, its finished batches' mean is "partial_epoch_loss"."""
+    whole, part = divmod(len(batch_losses), n_batches)
+    history = {"loss": [float(batch_losses[e * n_batches:(e + 1) * n_batches].mean())
+                        for e in range(whole)],
+               "batch_loss": update_losses.copy()}
+    if part:
+        history["partial_epoch_loss"] = float(batch_losses[whole * n_batches:].mean())
+    return history

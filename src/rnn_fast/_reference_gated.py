@@ -1,7 +1,7 @@
 """The gated cells of the NumPy reference: PyTorch's GRU and LSTM, one step forward and
 one step back.
 
-``rnn_fast.reference`` runs these inside the same BPTT loop, readout and losses as the
+``rnn_fast._reference`` runs these inside the same BPTT loop, readout and losses as the
 Elman cell (see its ``sequence_loss_and_grads``); only the cell differs. Row vectors,
 inputs times weights, gates side by side in PyTorch's order::
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import reference as ref  # its helpers, looked up when a step runs
+from . import _reference as ref  # its helpers, looked up when a step runs
 
 # ----------------------------------------------------------------------------- GRU
 

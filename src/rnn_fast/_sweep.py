@@ -1,7 +1,7 @@
 """Sweeps: many models trained on one data set, one result row per run.
 
 ``sweep`` expands a grid of configurations into runs and hands them to an existing
-engine, which does all the scheduling: joblib's threads (the kernels release the GIL,
+engine, which does all the scheduling: a pool of threads (the kernels release the GIL,
 so one model trains per core with nothing pickled), joblib's worker processes, or a
 Dask cluster through a ``distributed.Client``. What lives here is only the expansion,
 the training of one run (``_train``, which is what the workers call) and the rows.
@@ -12,6 +12,7 @@ bits of the trained weights, do not depend on the engine or on the order runs fi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import inspect
@@ -19,12 +20,13 @@ import itertools
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _model
-from ._model import CLASS_NAMES, RNN, DivergenceError, _Gated
+from ._model import CLASS_NAMES, RNN, DivergenceError, TrainingInterrupted, _Gated
 from .optimizers import OPTIMIZERS, Optimizer
 
 EXECUTORS = ("serial", "threads", "processes")
@@ -67,9 +69,10 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
         grids gives the configurations of each, one after the other (as scikit-learn's
         ``ParameterGrid``). ``input_size`` and ``output_size`` default to X's and Y's
         last axes.
-    seeds : iterable of int
+    seeds : int or iterable of int
         Each configuration is trained once per seed: the model's ``seed``, which draws
         its initial weights and (unless ``fit`` gets a ``seed``) the shuffling order.
+        An int n stands for ``range(n)``.
     validation : tuple, optional
         ``(X_val, Y_val)`` or ``(X_val, Y_val, lengths_val)``: each trained model's
         ``evaluate`` on it gives the columns ``val_loss``, ``val_accuracy`` and
@@ -79,14 +82,15 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
     backend : {"cython", "numpy"}
         ``rnn_fast.RNN`` or ``rnn_fast.reference.RNN``.
     executor : {"threads", "processes", "serial"} or distributed.Client
-        ``"threads"``: joblib's threading backend, one model per core, nothing copied;
-        ``"processes"``: joblib's worker processes (loky), the data shared through a
-        memory map; ``"serial"``: one run after another in this thread (no joblib
-        needed); a ``distributed.Client``: the runs go to its Dask cluster, the data
+        ``"threads"``: a pool of threads (the standard library's), one model per core,
+        nothing copied; ``"processes"``: joblib's worker processes (loky), the data
+        shared through a memory map; ``"serial"``: one run after another in this
+        thread; a ``distributed.Client``: the runs go to its Dask cluster, the data
         scattered to every worker once. Joblib and Dask are the extra ``sweep``:
-        ``pip install "rnn_fast[sweep]"``.
+        ``pip install "rnn_fast[sweep]"`` (with it, threadpoolctl also holds BLAS to one
+        thread per model while the threads run).
     n_jobs : int, optional
-        Workers for joblib (default: every core this process may use).
+        Threads or worker processes (default: every core this process may use).
     return_models, return_params : bool
         Add each trained model (column ``model``), or a copy of its ``params``
         (column ``params``), to its row.
@@ -105,6 +109,13 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
         (``fit``'s); ``error`` (None, or the exception's type and message: a run that
         diverges or raises is a row, and the sweep goes on); ``config`` (the run's
         keywords as ``{"model", "optimizer", "fit", "seed"}``, to train it again).
+
+    Raises
+    ------
+    TrainingInterrupted
+        On Ctrl-C: the fits under way stop after their kernel call (``model.stop()``),
+        runs not started are dropped, and the exception's ``rows`` holds the rows of
+        the runs that had finished (None for the others).
     """
     if backend not in MODULES:
         raise ValueError(f"backend must be one of {list(MODULES)}, got {backend!r}")
@@ -112,6 +123,8 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
     if X.ndim < 2 or Y.ndim < 1:
         raise ValueError(f"X must be (N, T, I) or (T, I) and Y (N, T, O) or (N, O); "
                          f"got shapes {X.shape} and {Y.shape}")
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        seeds = range(_check_seed(seeds))  # as the command line's --seeds 8
     seeds = [_check_seed(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
@@ -138,9 +151,18 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
 
     rows = [None] * len(runs)
     with tqdm(total=len(runs), unit="run", disable=not progress) as bar:
-        for row in finished:
-            rows[row["run"]] = row
-            bar.update(1)
+        try:
+            for row in finished:
+                rows[row["run"]] = row
+                bar.update(1)
+        except KeyboardInterrupt:  # Ctrl-C, or a serial run's TrainingInterrupted
+            finished.close()  # the engine stops its runs (see _on_threads) and returns
+            done = sum(row is not None for row in rows)
+            interrupted = TrainingInterrupted(
+                f"sweep interrupted after {done} of {len(runs)} runs", updates=None,
+                history=None, checkpoint=None)
+            interrupted.rows = rows
+            raise interrupted from None
     return rows
 
 
@@ -256,8 +278,10 @@ def _check_seed(seed):
 
 # ---------------------------------------------------------------------- one run
 
-def _train(data, run, backend, keep):
-    """Train one run; never raises: a failure is the row's ``status`` and ``error``."""
+def _train(data, run, backend, keep, running=None):
+    """Train one run; never raises but for Ctrl-C: a failure is the row's ``status`` and
+    ``error``. ``running``: a set the model is in while it trains (the threads' engine
+    stops them through it)."""
     X, Y, lengths, validation = data
     return_model, return_params = keep
     optimizer = copy.deepcopy(run.optimizer)  # a thread's run must not share its state
@@ -269,11 +293,17 @@ def _train(data, run, backend, keep):
                            keywords.pop("cell", "elman"))
         model = cls(**keywords, seed=run.seed)
         start = time.perf_counter()
+        if running is not None:
+            running.add(model)
+            if running.stopping:  # the sweep was stopped while this run started
+                model.stop()
         try:
             history = model.fit(X, Y, optimizer=optimizer, lengths=lengths, **run.fit)
         finally:
             row["seconds"] = time.perf_counter() - start
-        row.update(history=history, loss=history["loss"][-1])
+            if running is not None:
+                running.discard(model)
+        row.update(history=history, loss=_last_loss(history))
         if validation is not None:
             scores = model.evaluate(*validation)
             row.update({f"val_{k}": v for k, v in scores.items()})
@@ -287,6 +317,14 @@ def _train(data, run, backend, keep):
         row["params"] = ({k: v.copy() for k, v in model.params.items()}
                          if model is not None else None)
     return row
+
+
+def _last_loss(history):
+    """The last whole epoch's loss, or for a fit stopped in its first epoch
+    (``max_updates``) the mean of the batches it finished (NaN if none)."""
+    if history["loss"]:
+        return history["loss"][-1]
+    return history.get("partial_epoch_loss", math.nan)
 
 
 def _row(run, validated):
@@ -320,10 +358,10 @@ def _execute(executor, n_jobs, data, runs, backend, keep):
                              f"distributed.Client, got {executor!r}")
         if executor == "serial":
             return (_train(*task) for task in tasks)
-        joblib = _require("joblib", executor)
         n_jobs = _usable_cores() if n_jobs is None else n_jobs
         if executor == "threads":
-            return _on_threads(joblib, n_jobs, tasks)
+            return _on_threads(n_jobs, tasks)
+        joblib = _require("joblib", executor)
         # loky's workers limit their BLAS threads themselves. max_nbytes=0: every array
         # of the data goes through joblib's memory map, written once and shared by all
         # workers, instead of being pickled with each run.
@@ -340,15 +378,38 @@ def _execute(executor, n_jobs, data, runs, backend, keep):
     return _on_dask(distributed, executor, data, runs, backend, keep)
 
 
-def _on_threads(joblib, n_jobs, tasks):
-    # Nothing is pickled. BLAS gets one thread per model: the models are the
-    # parallelism, and OpenBLAS's own threads would only contend with them.
-    from threadpoolctl import threadpool_limits
+def _on_threads(n_jobs, tasks):
+    """Rows from a pool of threads; closing the generator (on Ctrl-C) drops the runs not
+    started and stops the fits under way, then returns when their threads are done."""
+    running = _Running()
+    with _one_blas_thread(), ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        futures = [pool.submit(_train, *task, running=running) for task in tasks]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+            running.stopping = True  # set before the models are read: none is missed
+            for model in list(running):
+                model.stop()
 
-    parallel = joblib.Parallel(n_jobs=n_jobs, backend="threading",
-                               return_as="generator_unordered")
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield from parallel(joblib.delayed(_train)(*task) for task in tasks)
+
+class _Running(set):
+    """The models the threads are training, and whether the sweep is stopping."""
+
+    stopping = False
+
+
+def _one_blas_thread():
+    """BLAS held to one thread while the sweep's threads train (with threadpoolctl, the
+    extra ``sweep``): the models are the parallelism, and OpenBLAS's own threads would
+    only contend with them. Without it, BLAS keeps its thread count."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _on_dask(distributed, client, data, runs, backend, keep):

@@ -176,7 +176,8 @@ def _check_steps(X, single):
 
 def prepare_targets(Y, X, single, output_size, dtype, loss):
     """Targets as (N, T, O) for many-to-many or (N, 1, O) for many-to-one; class ids as
-    (N, T) or (N, 1).
+    (N, T) or (N, 1). With one output, (N, T) and (N,) ((T,) and () for one sequence)
+    are those shapes with the output axis left out.
 
     With ``loss="cross_entropy"`` an integer Y of shape (N, T) or (N,) ((T,) or () for
     one sequence) holds class ids, as torch.nn.CrossEntropyLoss reads an integer target;
@@ -191,6 +192,10 @@ def prepare_targets(Y, X, single, output_size, dtype, loss):
     last_step = (output_size,) if single else (n, output_size)
     ids_shape = Y is not None and getattr(Y, "shape", None) in (ids_per_step, ids_last_step)
     dense_shape = Y is not None and getattr(Y, "shape", None) in (per_step, last_step)
+    if output_size == 1 and ids_shape and not dense_shape:
+        # one output (never class ids: a softmax needs two): a value per step (N, T) or
+        # per sequence (N,) can mean one thing only, the output axis left out
+        Y, ids_shape, dense_shape = Y[..., None], False, True
     if is_ids(Y) and ids_shape and (loss == "cross_entropy" or not dense_shape):
         if loss != "cross_entropy":
             raise ValueError(

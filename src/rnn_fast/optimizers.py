@@ -1,15 +1,22 @@
 """Optimizers: hyperparameters and state, applied by either kernel set.
 
 An optimizer is a small record. Its update rule lives twice, in
-``reference.apply_update`` (NumPy) and in ``_core.pyx`` (Cython), and both read the
+``_reference.apply_update`` (NumPy) and in ``_core.pyx`` (Cython), and both read the
 same fields from here: ``kind`` picks the rule, ``hyper()`` gives its constants and
 ``state`` holds its running buffers as flat arrays over all parameters, in the order
 of ``RNN.params``. The state belongs to the optimizer object, so calling ``fit`` again
 with the same object resumes training exactly, and ``RNN.save`` stores it.
 
 Every optimizer takes ``lr`` either as one number or as a dict giving a learning rate
-per parameter name (``{"W_xh": 0.02, "W_hh": 0.0006}``, seed 003); parameters the dict
-leaves out are not updated.
+per parameter name (``{"W_xh": 0.02, "W_hh": 0.0006}``, seed 003). A dict that leaves a
+parameter out must say what it gets: ``{"W_hh": 1e-3, "default": 0.1}``; a rate of 0
+freezes a parameter (``{"W_hy": 0.1, "default": 0}`` trains the readout alone).
+
+An optimizer belongs to the parameters of the first model it trains (as PyTorch's
+does): its state is theirs, and handing it to another model is an error. Give each
+model its own, a new one or ``copy.deepcopy`` of an unused one. (A copy of the model,
+by ``copy``, ``pickle`` or a process, carries a copy of its optimizer, and may resume
+with a copy of the original's.)
 """
 
 from __future__ import annotations
@@ -32,12 +39,16 @@ class Optimizer:
     def __init__(self, lr):
         if isinstance(lr, dict):
             for name, value in lr.items():
+                if not isinstance(name, str):
+                    raise TypeError(f"lr's keys must be parameter names (or 'default'), got "
+                                    f"{name!r}")
                 _check_positive(f"lr[{name!r}]", value, allow_zero=True)
             self.lr = dict(lr)
         else:
             _check_positive("lr", lr)
             self.lr = float(lr)
         self.state = None  # {"step": int, "slots": (n_slots, n_params) array}, made on first use
+        self._lineage = None  # the model whose parameters the state belongs to (and its copies)
 
     def hyper(self) -> np.ndarray:
         """The rule's constants, in the order the kernels read them."""
@@ -47,21 +58,31 @@ class Optimizer:
         """One learning rate per parameter element, as a flat array."""
         if not isinstance(self.lr, dict):
             return np.full(layout.size, self.lr, dtype=dtype)
-        unknown = set(self.lr) - set(layout.names)
+        unknown = set(self.lr) - set(layout.names) - {"default"}
         if unknown:
             raise ValueError(
                 f"lr names unknown parameters {sorted(unknown)}; the model has {list(layout.names)}"
             )
+        left_out = [name for name in layout.names if name not in self.lr]
+        if left_out and "default" not in self.lr:
+            raise ValueError(
+                f"lr gives no rate for {left_out}: name them, or give a 'default' for the "
+                f"rest, e.g. {{..., 'default': 0.01}} ('default': 0 freezes them)")
         lr = np.zeros(layout.size, dtype=dtype)
         for name, (start, stop, _) in layout.slices.items():
-            lr[start:stop] = self.lr.get(name, 0.0)
+            lr[start:stop] = self.lr.get(name, self.lr.get("default"))
         return lr
 
-    def bind(self, layout, dtype) -> None:
-        """Create the state for a model's parameters, or check the existing one fits."""
+    def bind(self, layout, dtype, lineage=None) -> None:
+        """Create the state for a model's parameters, or check the existing one fits.
+
+        ``lineage``: the model's (``RNN._lineage``, which its copies share). The first
+        binding takes it; binding to a model of another is refused, so one model's
+        moments never carry into another's, while a copy of a model resumes with a copy
+        of its optimizer.
+        """
         if self.state is None:
             self.state = {"step": 0, "slots": np.zeros((self.n_slots, layout.size), dtype=dtype)}
-            return
         slots = self.state["slots"]
         if slots.shape != (self.n_slots, layout.size) or slots.dtype != dtype:
             raise ValueError(
@@ -69,6 +90,15 @@ class Optimizer:
                 f"parameters, the model has {layout.size} {np.dtype(dtype)}; "
                 "use a new optimizer for a different model"
             )
+        mine = getattr(self, "_lineage", None)  # None: unused, or unpickled from before
+        if lineage is not None and mine is not None and mine != lineage:
+            raise ValueError(
+                f"this {type(self).__name__} already trains another model: its state (step "
+                f"count{' and moments' if self.n_slots else ''}) belongs to that model's "
+                f"parameters. Give each model its own optimizer: a new "
+                f"{type(self).__name__}(...), or copy.deepcopy of one before its first use")
+        if lineage is not None:
+            self._lineage = lineage
 
     def config(self) -> dict:
         return {"name": type(self).__name__, "lr": self.lr,

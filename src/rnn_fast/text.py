@@ -37,7 +37,6 @@ import zipfile
 import numpy as np
 
 from . import _validation as check
-from . import reference
 
 __all__ = ["Vocabulary", "load_sample_text", "read_ids", "text_dataset", "split_ids",
            "char_model", "sample", "save_char_model", "load_char_model", "BITS_PER_NAT"]
@@ -426,7 +425,9 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
 def _readout(model, h):
     """softmax(h W_hy + b_y), the model's output for hidden state h (H,)."""
     z = (h @ model.params["W_hy"] + model.params.get("b_y", 0)).astype(np.float64)
-    return reference.activate(reference.SOFTMAX, z)  # the reference's own softmax
+    from . import _reference  # here: importing rnn_fast need not load the NumPy kernels
+
+    return _reference.activate(_reference.SOFTMAX, z)  # the reference's own softmax
 
 
 def _draw(p, temperature, rng):

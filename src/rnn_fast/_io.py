@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import secrets
@@ -106,10 +105,12 @@ def _copy_mode(path, tmp):
     os.chmod(tmp, mode & 0o7777)
 
 
-def load(path):
+def load(path, check_config):
     """Read (cell, config, params, optimizer or None) from a file written by ``save``.
 
     ``cell`` is "elman" for files written before the gated cells (they have no entry).
+    ``check_config(path, cell, config)`` raises ValueError unless the cell is one the
+    caller knows and the config a dict of its constructor's arguments (with a dtype).
 
     Anything but a complete, compatible file raises ValueError naming it (a missing file:
     FileNotFoundError); none of the messages suggests unpickling. The model's
@@ -145,7 +146,7 @@ def load(path):
                          f"reads version {VERSION}")
     cell = meta.get("cell", "elman")
     config = meta.get("config")
-    _check_config(path, cell, config)
+    check_config(path, cell, config)
     params = {key.split(".", 1)[1]: value for key, value in arrays.items()
               if key.startswith("param.")}
     for name, value in params.items():
@@ -163,30 +164,6 @@ def load_fit_state(path):
         meta = json.loads(str(f["meta"]))
         arrays = {key: f[key] for key in f.files if key.startswith("fit.")}
     return meta.get("fit"), arrays
-
-
-def _check_config(path, cell, config):
-    """The saved cell, one rnn_fast knows, and constructor arguments: a dict the cell's
-    constructor accepts."""
-    from . import _model  # here, not at the top: _model imports this module
-
-    if not isinstance(cell, str) or cell not in _model.CLASS_NAMES:
-        raise ValueError(f"{path} holds a model of cell {cell!r}; this rnn_fast knows "
-                         f"{list(_model.CLASS_NAMES)}")
-    cls = getattr(_model, _model.CLASS_NAMES[cell])
-    arguments = dict(inspect.signature(cls.__init__).parameters)
-    if cell != "elman":
-        del arguments["hidden_activation"]  # in the signature only to be refused
-    required = {name for name, p in arguments.items() if p.default is p.empty} - {"self"}
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} is damaged: its 'config' is {type(config).__name__}, "
-                         "not a dict of constructor arguments")
-    unknown = set(config) - (set(arguments) - {"self", "params"})
-    missing = required - set(config)
-    if unknown or missing or config.get("dtype") not in _model.DTYPES:
-        raise ValueError(f"{path} holds an incompatible model configuration: unknown "
-                         f"arguments {sorted(unknown)}, missing {sorted(missing)}, "
-                         f"dtype {config.get('dtype')!r}")
 
 
 def _load_optimizer(path, saved, arrays, config):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import inspect
 import math
 import numbers
 import secrets
@@ -559,7 +560,7 @@ class RNN:
 
     def _resume(self, path, plan, optimizer):
         """Take in a checkpoint's model and optimizer; returns where its fit stood."""
-        cell, config, params, saved_optimizer = _io.load(path)
+        cell, config, params, saved_optimizer = _io.load(path, _check_config)
         fit, arrays = _io.load_fit_state(path)
         if cell != self.cell:
             raise ValueError(f"{path} is a checkpoint of a {CLASS_NAMES[cell]}, not of a "
@@ -936,7 +937,7 @@ class RNN:
         The file's cell picks the class: ``RNN.load`` of a saved GRU gives a GRU (of
         this backend), while ``GRU.load`` refuses a file holding another cell.
         """
-        cell, config, params, optimizer = _io.load(path)
+        cell, config, params, optimizer = _io.load(path, _check_config)
         if cell != cls.cell:
             if cls.cell != "elman":
                 raise ValueError(f"{path} holds a {CLASS_NAMES[cell]}, not a {cls.__name__}; "
@@ -1092,6 +1093,28 @@ class LSTM(_Gated):
 
     def _public_state(self, state):
         return state[..., :self.hidden_size], state[..., self.hidden_size:]
+
+
+def _check_config(path, cell, config):
+    """The saved cell, one rnn_fast knows, and constructor arguments: a dict the cell's
+    constructor accepts."""
+    if not isinstance(cell, str) or cell not in CLASS_NAMES:
+        raise ValueError(f"{path} holds a model of cell {cell!r}; this rnn_fast knows "
+                         f"{list(CLASS_NAMES)}")
+    cls = {"elman": RNN, "gru": GRU, "lstm": LSTM}[cell]
+    arguments = dict(inspect.signature(cls.__init__).parameters)
+    if cell != "elman":
+        del arguments["hidden_activation"]  # in the signature only to be refused
+    required = {name for name, p in arguments.items() if p.default is p.empty} - {"self"}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is damaged: its 'config' is {type(config).__name__}, "
+                         "not a dict of constructor arguments")
+    unknown = set(config) - (set(arguments) - {"self", "params"})
+    missing = required - set(config)
+    if unknown or missing or config.get("dtype") not in DTYPES:
+        raise ValueError(f"{path} holds an incompatible model configuration: unknown "
+                         f"arguments {sorted(unknown)}, missing {sorted(missing)}, "
+                         f"dtype {config.get('dtype')!r}")
 
 
 def _dtype_name(dtype):

@@ -28,10 +28,10 @@ so ``x_t @ W_xh`` is the row ``W_xh[x_t]`` and ``outer(x_t, da)`` adds da to tha
 dW_xh. Class ids (``spec.target_ids``, cross-entropy): Y is (N, T) or (N, 1) of indices,
 each standing for a one-hot target row.
 
-The GRU and the LSTM (``_reference_gated``) replace the first two lines by their cell,
-PyTorch's, and carry a state s_t: h_t, or [h_t | c_t] for the LSTM; the readout, the
-losses and the bookkeeping of BPTT (``sequence_loss_and_grads``) are the same code for
-every cell, which gives each its forward step and its backward step.
+Each cell (``_reference_cells``: Elman, and PyTorch's GRU and LSTM, which replace the
+first two lines) is a forward step and a backward step, carrying a state s_t: h_t, or
+[h_t | c_t] for the LSTM; the readout, the losses and the bookkeeping of BPTT
+(``sequence_loss_and_grads``) are the same code for every cell.
 """
 
 from __future__ import annotations
@@ -41,10 +41,8 @@ import time
 
 import numpy as np
 
-from . import _reference_gated as _gated
+from ._reference_cells import IDENTITY, SOFTMAX, activate, cell_steps, derivative_from_output
 
-# Activation codes, shared with the Cython core (see _model.HIDDEN_ACTIVATIONS).
-SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
 HALF_SSE, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2, 3
 FORWARD, BACKWARD, UPDATE = 0, 1, 2  # phases of the timers
 
@@ -56,49 +54,6 @@ def _lap(timers, phase, since):
     now = time.perf_counter()
     timers[phase] += now - since
     return now
-
-
-def sigmoid(a):
-    with np.errstate(over="ignore"):  # exp(-a) = inf for a << 0 gives the right limit, 0
-        return 1.0 / (1.0 + np.exp(-a))
-
-
-def activate(code, a):
-    """f(a) or g(a) for an activation code."""
-    if code == SIGMOID:
-        return sigmoid(a)
-    if code == TANH:
-        return np.tanh(a)
-    if code == RELU:
-        return np.maximum(a, 0)
-    if code == SOFTMAX:
-        e = np.exp(a - a.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
-    return a
-
-
-def derivative_from_output(code, h):
-    """f'(a) written with h = f(a), as the seeds do: sigmoid' = h (1 - h)."""
-    if code == SIGMOID:
-        return h * (1 - h)
-    if code == TANH:
-        return 1 - h * h
-    if code == RELU:
-        return (h > 0).astype(h.dtype)
-    return np.ones_like(h)
-
-
-def input_product(spec, x, W):
-    """x @ W for inputs x (..., I), or for token ids x (...): the rows they pick."""
-    return W[x] if spec.input_ids else x @ W
-
-
-def add_input_gradient(spec, dW, x, da):
-    """dW += outer(x, da): for a token id x, da added to its row."""
-    if spec.input_ids:
-        dW[x] += da
-    else:
-        dW += np.outer(x, da)
 
 
 def output_loss_and_delta(spec, z, y, target, norm):
@@ -126,42 +81,6 @@ def output_loss_and_delta(spec, z, y, target, norm):
     if spec.output_activation == SOFTMAX:  # through softmax's Jacobian
         return loss, y * (d - np.dot(d, y))
     return loss, d * derivative_from_output(spec.output_activation, y)
-
-
-# ----------------------------------------------------------------------------- cells
-# A cell is two functions. ``step`` maps an input x_t and the state s_{t-1} to s_t (and a
-# cache of what its backward step needs); it takes one row or a batch of rows.
-# ``step_backward`` takes dL/ds_t for one sequence, adds this step's share into the
-# gradients and returns dL/ds_{t-1}. The state is h for the Elman cell and the GRU and
-# [h | c] for the LSTM; the readout, the losses and BPTT's bookkeeping act on h, the
-# state's first H entries, and are written once, below, for every cell.
-
-
-def elman_step(spec, params, x, h_prev):
-    """h_t = f(x_t W_xh + h_{t-1} W_hh + b_h)."""
-    W_xh, W_hh, _, b_h, _ = params
-    h = activate(spec.hidden_activation, input_product(spec, x, W_xh) + h_prev @ W_hh + b_h)
-    return h, (x, h_prev, h)
-
-
-def elman_step_backward(spec, params, grads, cache, dh):
-    W_hh = params[1]
-    dW_xh, dW_hh, _, db_h, _ = grads
-    x, h_prev, h = cache
-    da = dh * derivative_from_output(spec.hidden_activation, h)  # through f
-    add_input_gradient(spec, dW_xh, x, da)  # a = x W_xh + h_prev W_hh + b_h
-    dW_hh += np.outer(h_prev, da)
-    db_h += da
-    return W_hh @ da  # back into h_{t-1} through the recurrence
-
-
-def cell_steps(spec):
-    """(step, step_backward) of ``spec.cell``: 0 Elman, 1 GRU, 2 LSTM. (Looked up per
-    call: _reference_gated reads this module's helpers, so neither needs the other
-    complete at import.)"""
-    return ((elman_step, elman_step_backward),
-            (_gated.gru_step, _gated.gru_step_backward),
-            (_gated.lstm_step, _gated.lstm_step_backward))[spec.cell]
 
 
 # ----------------------------------------------------------------------------- kernels

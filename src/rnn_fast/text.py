@@ -425,9 +425,9 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
 def _readout(model, h):
     """softmax(h W_hy + b_y), the model's output for hidden state h (H,)."""
     z = (h @ model.params["W_hy"] + model.params.get("b_y", 0)).astype(np.float64)
-    from . import _reference  # here: importing rnn_fast need not load the NumPy kernels
+    from . import _reference_cells as cells  # here: import rnn_fast loads no NumPy kernel
 
-    return _reference.activate(_reference.SOFTMAX, z)  # the reference's own softmax
+    return cells.activate(cells.SOFTMAX, z)  # the reference's own softmax
 
 
 def _draw(p, temperature, rng):

@@ -1,9 +1,11 @@
-"""The gated cells of the NumPy reference: PyTorch's GRU and LSTM, one step forward and
-one step back.
+"""The cells of the NumPy reference: Elman's, and PyTorch's GRU and LSTM, one step
+forward and one step back each, with the elementwise functions they use.
 
-``rnn_fast._reference`` runs these inside the same BPTT loop, readout and losses as the
-Elman cell (see its ``sequence_loss_and_grads``); only the cell differs. Row vectors,
-inputs times weights, gates side by side in PyTorch's order::
+``rnn_fast._reference`` runs them all inside one BPTT loop, readout and losses (its
+``sequence_loss_and_grads``); only the cell differs. Row vectors, inputs times weights,
+the gated cells' gates side by side in PyTorch's order::
+
+    Elman (G = 1)   h' = f(x W_xh + h W_hh + b_h)
 
     GRU  (G = 3: r, z, n)                        LSTM (G = 4: i, f, g, o)
     r = σ(x W_ir + b_ir + h W_hr + b_hr)         a = x W_ih + b_ih + h W_hh + b_hh
@@ -18,15 +20,87 @@ of 2H entries.
 
 A step takes one row (x (I,), state (S,)) or a batch of rows ((N, I), (N, S)); a
 backward step takes one sequence's row. Inputs given as token ids make the input
-projection ``x W_ih`` a row gather of ``W_ih`` (``ref.input_product``) and its gradient
-an addition to that row (``ref.add_input_gradient``).
+projection ``x W_ih`` a row gather of ``W_ih`` (``input_product``) and its gradient
+an addition to that row (``add_input_gradient``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _reference as ref  # its helpers, looked up when a step runs
+# Activation codes, shared with the Cython core (see _model.HIDDEN_ACTIVATIONS).
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
+
+
+def sigmoid(a):
+    with np.errstate(over="ignore"):  # exp(-a) = inf for a << 0 gives the right limit, 0
+        return 1.0 / (1.0 + np.exp(-a))
+
+
+def activate(code, a):
+    """f(a) or g(a) for an activation code."""
+    if code == SIGMOID:
+        return sigmoid(a)
+    if code == TANH:
+        return np.tanh(a)
+    if code == RELU:
+        return np.maximum(a, 0)
+    if code == SOFTMAX:
+        e = np.exp(a - a.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    return a
+
+
+def derivative_from_output(code, h):
+    """f'(a) written with h = f(a), as the seeds do: sigmoid' = h (1 - h)."""
+    if code == SIGMOID:
+        return h * (1 - h)
+    if code == TANH:
+        return 1 - h * h
+    if code == RELU:
+        return (h > 0).astype(h.dtype)
+    return np.ones_like(h)
+
+
+def input_product(spec, x, W):
+    """x @ W for inputs x (..., I), or for token ids x (...): the rows they pick."""
+    return W[x] if spec.input_ids else x @ W
+
+
+def add_input_gradient(spec, dW, x, da):
+    """dW += outer(x, da): for a token id x, da added to its row."""
+    if spec.input_ids:
+        dW[x] += da
+    else:
+        dW += np.outer(x, da)
+
+
+# ----------------------------------------------------------------------------- cells
+# A cell is two functions. ``step`` maps an input x_t and the state s_{t-1} to s_t (and a
+# cache of what its backward step needs); it takes one row or a batch of rows.
+# ``step_backward`` takes dL/ds_t for one sequence, adds this step's share into the
+# gradients and returns dL/ds_{t-1}. The state is h for the Elman cell and the GRU and
+# [h | c] for the LSTM; the readout, the losses and BPTT's bookkeeping act on h, the
+# state's first H entries, and are written once, below, for every cell.
+
+
+def elman_step(spec, params, x, h_prev):
+    """h_t = f(x_t W_xh + h_{t-1} W_hh + b_h)."""
+    W_xh, W_hh, _, b_h, _ = params
+    h = activate(spec.hidden_activation, input_product(spec, x, W_xh) + h_prev @ W_hh + b_h)
+    return h, (x, h_prev, h)
+
+
+def elman_step_backward(spec, params, grads, cache, dh):
+    W_hh = params[1]
+    dW_xh, dW_hh, _, db_h, _ = grads
+    x, h_prev, h = cache
+    da = dh * derivative_from_output(spec.hidden_activation, h)  # through f
+    add_input_gradient(spec, dW_xh, x, da)  # a = x W_xh + h_prev W_hh + b_h
+    dW_hh += np.outer(h_prev, da)
+    db_h += da
+    return W_hh @ da  # back into h_{t-1} through the recurrence
+
 
 # ----------------------------------------------------------------------------- GRU
 
@@ -35,10 +109,10 @@ def gru_step(spec, params, x, h_prev):
     """h_t from x_t and h_{t-1}; the cache holds what ``gru_step_backward`` needs."""
     W_ih, W_hh, _, b_ih, b_hh, _ = params
     H = W_hh.shape[0]
-    xw = ref.input_product(spec, x, W_ih) + b_ih  # (3H,) the input's share of r, z, n
+    xw = input_product(spec, x, W_ih) + b_ih  # (3H,) the input's share of r, z, n
     hw = h_prev @ W_hh + b_hh  # (3H,) the recurrent share; hw_n stays apart for r * hw_n
-    r = ref.sigmoid(xw[..., :H] + hw[..., :H])  # reset gate
-    z = ref.sigmoid(xw[..., H:2 * H] + hw[..., H:2 * H])  # update gate
+    r = sigmoid(xw[..., :H] + hw[..., :H])  # reset gate
+    z = sigmoid(xw[..., H:2 * H] + hw[..., H:2 * H])  # update gate
     n = np.tanh(xw[..., 2 * H:] + r * hw[..., 2 * H:])  # candidate state
     h = (1 - z) * n + z * h_prev
     return h, (x, h_prev, r, z, n, hw[..., 2 * H:])
@@ -58,7 +132,7 @@ def gru_step_backward(spec, params, grads, cache, dh):
     dar = dr * r * (1 - r)  # through σ: r = σ(ar)
     dxw = np.concatenate([dar, daz, dan])  # dL/d(x W_ih + b_ih)
     dhw = np.concatenate([dar, daz, dan * r])  # dL/d(h_prev W_hh + b_hh): r scales hw_n
-    ref.add_input_gradient(spec, dW_ih, x, dxw)  # xw = x W_ih + b_ih
+    add_input_gradient(spec, dW_ih, x, dxw)  # xw = x W_ih + b_ih
     db_ih += dxw
     dW_hh += np.outer(h_prev, dhw)  # hw = h_prev W_hh + b_hh
     db_hh += dhw
@@ -73,12 +147,12 @@ def lstm_step(spec, params, x, s_prev):
     W_ih, W_hh, _, b_ih, b_hh, _ = params
     H = W_hh.shape[0]
     h_prev, c_prev = s_prev[..., :H], s_prev[..., H:]
-    xw = ref.input_product(spec, x, W_ih) + b_ih  # (4H,) the input's share of every gate
+    xw = input_product(spec, x, W_ih) + b_ih  # (4H,) the input's share of every gate
     a = xw + h_prev @ W_hh + b_hh  # (4H,) pre-activations of i, f, g, o
-    i = ref.sigmoid(a[..., :H])  # input gate
-    f = ref.sigmoid(a[..., H:2 * H])  # forget gate
+    i = sigmoid(a[..., :H])  # input gate
+    f = sigmoid(a[..., H:2 * H])  # forget gate
     g = np.tanh(a[..., 2 * H:3 * H])  # candidate cell
-    o = ref.sigmoid(a[..., 3 * H:])  # output gate
+    o = sigmoid(a[..., 3 * H:])  # output gate
     c = f * c_prev + i * g
     tanh_c = np.tanh(c)
     h = o * tanh_c
@@ -103,8 +177,17 @@ def lstm_step_backward(spec, params, grads, cache, ds):
                          df * f * (1 - f),  # through σ
                          dg * (1 - g * g),  # through tanh
                          do * o * (1 - o)])  # through σ
-    ref.add_input_gradient(spec, dW_ih, x, da)  # a = x W_ih + b_ih + h_prev W_hh + b_hh
+    add_input_gradient(spec, dW_ih, x, da)  # a = x W_ih + b_ih + h_prev W_hh + b_hh
     db_ih += da
     dW_hh += np.outer(h_prev, da)
     db_hh += da
     return np.concatenate([W_hh @ da, dc_prev])  # into h_{t-1} through every gate
+
+
+CELLS = ((elman_step, elman_step_backward), (gru_step, gru_step_backward),
+         (lstm_step, lstm_step_backward))
+
+
+def cell_steps(spec):
+    """(step, step_backward) of ``spec.cell``: 0 Elman, 1 GRU, 2 LSTM."""
+    return CELLS[spec.cell]

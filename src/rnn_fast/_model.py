@@ -839,6 +839,15 @@ class RNN:
             if interrupted and checkpoint is not None and written != u and not diverged:
                 self._checkpoint(checkpoint, checkpoint_extra, plan, u, rng_state, carry,
                                  losses, val)
+        # max_updates stopped the fit early: measure the held-out loss there (after the
+        # checkpoints, which stay those of an uninterrupted fit), unless it just was
+        if (held_out is not None and u == stop < n_updates and not diverged
+                and (not val["update"] or val["update"][-1] != u)):
+            clock = time.perf_counter()
+            val["update"].append(u)
+            val["loss"].append(self._held_out_loss(*held_out))
+            val["epoch"].append(False)  # an epoch's end was measured in the loop
+            val_seconds += time.perf_counter() - clock
         if bar is not None:
             bar.close()
 

@@ -4,7 +4,6 @@ unit for a text's losses, resumed runs' speed, the held-out loss at a --max-upda
 --version and the sweep's header."""
 
 import math
-import os
 import re
 
 import numpy as np
@@ -191,8 +190,15 @@ def test_bad_numbers_fail_before_the_header(capsys):
 
 
 def test_a_run_too_large_for_memory_is_one_line(capsys):
-    err = one_line_error(capsys, ["train", "mod", "--samples", str(10**30)],
-                         "the run is too large for this machine (given: --samples 1" + "0" * 30)
+    one_line_error(capsys, ["train", "mod", "--hidden", str(10**6)],
+                   "the run is too large for this machine (given: --hidden 1000000): ")
+    one_line_error(capsys, ["train", "mod", "--samples", str(2**62)],
+                   f"the run is too large for this machine (given: --samples {2**62}): ")
+    one_line_error(capsys, ["train", "mod", "--k", str(10**30)],
+                   f"--k must be at most {2**63 - 1} (2**63 - 1), got 1{'0' * 30}")
+    code, out, err = run(capsys, ["train", "mod", "--epochs", str(2**62), "--max-updates", "2"])
+    assert code == 2 and err.startswith("rnn-fast: error: the run is too large for this "
+                                        f"machine (given: --epochs {2**62}): "), err
 
 
 def test_divergence_advice_names_the_options(capsys, tmp_path):
@@ -220,7 +226,8 @@ def test_every_loss_of_a_text_is_in_bits_per_character(capsys, corpus):
             assert figures and all(f.endswith(BITS) for f in figures), line
     # the same number in both units: the summed loss of an epoch, per character
     steps = int(re.search(r"summed over its (\d+) characters", bar_line)[1])
-    nats = [float(x) for x in re.findall(r": ([\d.]+) in the first epoch, ([\d.]+) in", bar_line)[0]]
+    nats = [float(x) for x in
+            re.findall(r": ([\d.]+) in the first epoch, ([\d.]+) in", bar_line)[0]]
     bits = [float(x) for x in re.findall(r"([\d.]+) bits per character in the",
                                          next(line for line in lines if
                                               line.startswith("training loss: ")))]

@@ -61,10 +61,11 @@ TASK_OPTIONS = {
 
 
 # The least value of each whole-number option (all: train, profile, sweep); the upper
-# bounds are the tasks' own (--bits) or memory's.
-LEAST = {"samples": 1, "epochs": 1, "batch_size": 1, "hidden": 1, "bits": 1, "k": 1,
+# bounds are the tasks' own (--bits), memory's, and NumPy's integers' (64 bits).
+LEAST = {"samples": 1, "epochs": 1, "batch_size": 1, "hidden": 1, "bits": 1, "k": 2,
          "length": 1, "seed": 0, "chunk": 1, "validate_every": 1, "max_updates": 1,
          "checkpoint_every": 1, "sample_every": 1, "seeds": 1, "jobs": 1}
+MOST = 2**63 - 1
 MAX_BITS = 11  # binary-addition's test set is every pair of numbers: 4**(bits - 1) rows
 DEFAULT_CHECKPOINT = "rnn-fast-checkpoint.npz"
 # the options whose numbers size a run's arrays, named when memory runs out
@@ -220,6 +221,9 @@ def _check_numbers(args):
         value = getattr(args, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value < least:
             raise CommandError(f"--{_flag(name)} must be at least {least}, got {value}")
+        if isinstance(value, int) and value > MOST:
+            raise CommandError(f"--{_flag(name)} must be at most {MOST} (2**63 - 1), got "
+                               f"{value}")
     if getattr(args, "bits", None) is not None and args.bits > MAX_BITS:
         raise CommandError(f"--bits must be at most {MAX_BITS} (the test set holds every "
                            f"pair of numbers: 4**(bits - 1) of them), got {args.bits}")
@@ -392,10 +396,10 @@ def train(args):
         _pyplot()  # before training: a missing matplotlib must not cost a whole run
         _check_plot_format(args.plot)
     _check_paths(args)
-    model, (X, Y), optimizer, (X_test, Y_test) = _setup(args)
-    options = {**getattr(args, "fit_options", {}), **_long_run_options(args, X, Y)}
     # read now: a resumed run writes its checkpoints over the file it resumed from
     resumed_at = _resumed_at(args.resume) if args.resume is not None else 0
+    model, (X, Y), optimizer, (X_test, Y_test) = _setup(args)
+    options = {**getattr(args, "fit_options", {}), **_long_run_options(args, X, Y)}
     start = time.perf_counter()
     try:
         history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs,
@@ -505,10 +509,18 @@ def _report(args, model, X, history, elapsed, planned, X_test, Y_test):
 
 
 def _resumed_at(path):
-    """The update count a checkpoint was written at."""
+    """The update count a checkpoint was written at; errors for anything else."""
     from . import _io
 
-    return int(_io.load_fit_state(path)[0]["updates"])
+    try:
+        _io.load(path)  # a model file, readable: its errors name the file and the trouble
+        fit = _io.load_fit_state(path)[0]
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"--resume {_one_line(exc)}") from None
+    if not isinstance(fit, dict) or not isinstance(fit.get("updates"), int):
+        raise CommandError(f"--resume {path} holds a model but no run to resume (a checkpoint "
+                           "is written by --checkpoint-every, or by Ctrl-C)")
+    return fit["updates"]
 
 
 def _report_text(args, model, X, history, elapsed, resumed_at, planned):
@@ -568,6 +580,9 @@ def sample(args):
                            f"{args.temperature:g}")
     if args.seed < 0:
         raise CommandError(f"--seed must be at least 0, got {args.seed}")
+    given = args.prime is not None
+    if not given:
+        args.prime = "The "
     if not args.prime:
         raise CommandError("--prime needs at least one character to start from")
     if args.model == "":
@@ -579,8 +594,8 @@ def sample(args):
     model, vocab = text.load_char_model(args.model, backend=backend)
     missing = "".join(sorted(set(args.prime) - set(vocab.chars)))
     if missing:
-        raise CommandError(f"--prime {args.prime!r}: {missing!r} not in the model's "
-                           f"vocabulary ({vocab.chars!r})")
+        raise CommandError(f"--prime {args.prime!r}{'' if given else ' (the default)'}: "
+                           f"{missing!r} not in the model's vocabulary ({vocab.chars!r})")
     print(args.prime + text.sample(model, vocab, args.prime, args.length,
                                    temperature=args.temperature, seed=args.seed))
     return 0
@@ -731,7 +746,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors in one line like every other error of the command."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"rnn-fast: error: {message} (see {self.prog} --help)\n")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -843,7 +858,7 @@ def build_parser():
     r = commands.add_parser("sample", help="generate text from a model of `train text`",
                             formatter_class=_Formatter)
     r.add_argument("model", help="the .npz written by rnn-fast train text --save")
-    r.add_argument("--prime", default="The ", help="text to start from")
+    r.add_argument("--prime", help="text to start from (default: 'The ')")
     r.add_argument("--length", type=int, default=200, help="characters to generate")
     r.add_argument("--temperature", type=float, default=0.8,
                    help="below 1 sharpens the model's distribution, above 1 flattens it")
@@ -879,7 +894,8 @@ def main(argv=None):
 
 
 # NumPy's words for an array beyond memory or indexing
-TOO_LARGE = r"array is too big|[Mm]aximum allowed dimension|Unable to allocate"
+TOO_LARGE = (r"array is too big|[Mm]aximum allowed dimension|Unable to allocate|"
+             r"iterator is too large")
 
 
 def _too_large(exc, argv):

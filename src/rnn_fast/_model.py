@@ -865,6 +865,15 @@ class RNN:
                 self._checkpoint(checkpoint, checkpoint_extra, plan, u, rng_state, carry,
                                  losses, val)
         self._stop_requested = False  # a request is for the fit under way (or the next)
+        # max_updates stopped the fit early: measure the held-out loss there (after the
+        # checkpoints, which stay those of an uninterrupted fit), unless it just was
+        if (held_out is not None and u == stop < n_updates and not diverged
+                and (not val["update"] or val["update"][-1] != u)):
+            clock = time.perf_counter()
+            val["update"].append(u)
+            val["loss"].append(self._held_out_loss(*held_out))
+            val["epoch"].append(False)  # an epoch's end was measured in the loop
+            val_seconds += time.perf_counter() - clock
         if bar is not None:
             bar.close()
 

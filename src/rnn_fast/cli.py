@@ -17,13 +17,17 @@ Every error is one line on stderr (``rnn-fast: error: ...``) and exit status 2.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import sys
+import tempfile
 import time
 
 import numpy as np
 
-from . import tasks, text
-from ._model import TrainingInterrupted
+from . import __version__, tasks, text
+from ._model import DivergenceError, TrainingInterrupted
 
 # Each task's defaults, for the options left unset on the command line (batch_size
 # None: all the training sequences in one batch).
@@ -54,6 +58,19 @@ TASK_OPTIONS = {
     "sample_every": ("text",),
     "ids_file": ("text",),
 }
+
+
+# The least value of each whole-number option (all: train, profile, sweep); the upper
+# bounds are the tasks' own (--bits), memory's, and NumPy's integers' (64 bits).
+LEAST = {"samples": 1, "epochs": 1, "batch_size": 1, "hidden": 1, "bits": 1, "k": 2,
+         "length": 1, "seed": 0, "chunk": 1, "validate_every": 1, "max_updates": 1,
+         "checkpoint_every": 1, "sample_every": 1, "seeds": 1, "jobs": 1}
+MOST = 2**63 - 1
+MAX_BITS = 11  # binary-addition's test set is every pair of numbers: 4**(bits - 1) rows
+DEFAULT_CHECKPOINT = "rnn-fast-checkpoint.npz"
+# the options whose numbers size a run's arrays, named when memory runs out
+SIZE_OPTIONS = ("--samples", "--epochs", "--batch-size", "--hidden", "--bits", "--k",
+                "--length", "--chunk", "--seeds")
 
 
 class CommandError(Exception):
@@ -96,9 +113,12 @@ def _count_ones(args, backend):
 def _text(args, backend):
     """min-char-rnn: the whole text as one sequence, 25-step chunks (--chunk), Adagrad,
     gradients clipped to [-5, 5] (--clip); the hidden state is carried from chunk to chunk."""
-    if args.file:  # read once, in blocks, straight to token ids (4 bytes a character)
+    ids_file = getattr(args, "ids_file", None)
+    if ids_file is not None and args.file is None:
+        raise CommandError("--ids-file needs --file (the text whose ids it keeps)")
+    if args.file is not None:  # read once, in blocks, straight to token ids (4 bytes a char)
         try:
-            ids, args.vocab = text.read_ids(args.file, memmap=getattr(args, "ids_file", None))
+            ids, args.vocab = text.read_ids(args.file, memmap=ids_file)
         except OSError as exc:
             raise CommandError(f"--file {args.file}: {exc.strerror or exc}") from None
         except ValueError as exc:  # not UTF-8, or empty
@@ -111,7 +131,7 @@ def _text(args, backend):
         args.vocab = text.Vocabulary.from_text(corpus)
         ids = args.vocab.encode(corpus)
     args.fit_options = {"chunk_length": args.chunk or args.length, "clip_value": args.clip}
-    if getattr(args, "validation_split", None):  # the text's end held out, a sequence
+    if getattr(args, "validation_split", None) is not None:  # the text's end, a sequence
         try:
             ids, held_out = text.split_ids(ids, args.validation_split)
         except ValueError as exc:
@@ -128,49 +148,112 @@ TASKS = {"binary-addition": _binary_addition, "mod": _mod, "count-ones": _count_
 
 
 def _setup(args, quiet=False):
-    """The task's model, data, optimizer and test set, with the task's defaults filled in."""
+    """The task's model, data, optimizer and test set, with the task's defaults filled in;
+    with --validation-split (not text: its own) the last training sequences held out, in
+    ``args.fit_options["validation"]``. Every option is checked before anything is printed."""
     if args.backend == "numpy":
         from . import reference as backend
     else:
         import rnn_fast as backend
     for name, tasks_ in TASK_OPTIONS.items():
-        if getattr(args, name, None) not in (None, False) and args.task not in tasks_:
-            raise CommandError(f"--{name} does not apply to task {args.task} (it is an option "
-                               f"of {', '.join(tasks_)})")
+        value = getattr(args, name, None)
+        if value is not None and value is not False and args.task not in tasks_:
+            raise CommandError(f"--{_flag(name)} does not apply to task {args.task} (it is an "
+                               f"option of {', '.join(tasks_)})")
+    _check_numbers(args)
     given_batch_size = args.batch_size
     for name, value in DEFAULTS[args.task].items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
-    model, data, optimizer, test = TASKS[args.task](args, backend)
-    n = data[0].shape[0]
+    model, (X, Y), optimizer, test = TASKS[args.task](args, backend)
+    held = 0
+    split = getattr(args, "validation_split", None)
+    if split is not None and args.task != "text":
+        X, Y, held = _hold_out(args, X, Y, split)
+    n = X.shape[0]
     if given_batch_size is None and args.batch_size is None:
-        args.batch_size = n  # the task's default: every sequence in one batch
+        args.batch_size = n  # the task's default: every training sequence in one batch
     elif args.batch_size > n:
-        what = "the text is one sequence" if args.task == "text" else f"--samples {n}"
+        what = ("the text is one sequence" if args.task == "text" else
+                f"--samples {args.samples}" + (f", less {held} held out by --validation-split "
+                                               f"{split:g}" if held else ""))
         raise CommandError(f"--batch-size {args.batch_size} is larger than the number of "
                            f"training sequences, {n} ({what})")
     if not quiet:
-        cell = "" if model.cell == "elman" else f"{model.cell.upper()} cell, "
-        print(f"{args.task}: {n} sequence{'s' if n != 1 else ''} of {data[0].shape[1]} steps, "
-              f"{cell}hidden {model.hidden_size}, {args.backend} backend, {model.dtype}")
-    return model, data, optimizer, test
+        print(_header(args, model, X, held, f"hidden {model.hidden_size}"))
+    return model, (X, Y), optimizer, test
+
+
+def _header(args, model, X, held, hidden):
+    """'binary-addition: 9000 sequences of 8 steps (1000 more held out), hidden 16, ...'"""
+    n = X.shape[0]
+    cell = "" if model.cell == "elman" else f"{model.cell.upper()} cell, "
+    if args.task == "text" and "validation" in args.fit_options:
+        held_out = (f" (then {args.fit_options['validation'][0].shape[1] + 1} characters "
+                    "held out)")
+    else:
+        held_out = f" ({held} more held out)" if held else ""
+    return (f"{args.task}: {n} sequence{'s' if n != 1 else ''} of {X.shape[1]} steps"
+            f"{held_out}, {cell}{hidden}, {args.backend} backend, {model.dtype}")
+
+
+def _hold_out(args, X, Y, split):
+    """The training sequences and the held-out ones (the last), as fit's validation_split
+    cuts them, with errors naming the options."""
+    n = X.shape[0]
+    held = int(round(n * split))
+    if held < 1 or held >= n:
+        raise CommandError(f"--validation-split {split:g} of --samples {n} holds out {held} "
+                           "sequences; it must leave at least one on each side")
+    args.fit_options = {**getattr(args, "fit_options", {}), "validation": (X[n - held:],
+                                                                          Y[n - held:])}
+    return X[:n - held], Y[:n - held], held
+
+
+def _flag(name):
+    return name.replace("_", "-")
+
+
+def _check_numbers(args):
+    """Every number on the command line within its range, before anything runs; the
+    errors name the option as typed."""
+    for name, least in LEAST.items():
+        value = getattr(args, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value < least:
+            raise CommandError(f"--{_flag(name)} must be at least {least}, got {value}")
+        if isinstance(value, int) and value > MOST:
+            raise CommandError(f"--{_flag(name)} must be at most {MOST} (2**63 - 1), got "
+                               f"{value}")
+    if getattr(args, "bits", None) is not None and args.bits > MAX_BITS:
+        raise CommandError(f"--bits must be at most {MAX_BITS} (the test set holds every "
+                           f"pair of numbers: 4**(bits - 1) of them), got {args.bits}")
+    for name in ("lr", "clip"):
+        value = getattr(args, name, None)
+        if isinstance(value, float) and not (math.isfinite(value) and value > 0):
+            raise CommandError(f"--{name} must be a finite number > 0, got {value:g}")
+    split = getattr(args, "validation_split", None)
+    if split is not None and not 0 < split < 1:  # (NaN fails both)
+        raise CommandError(f"--validation-split must be a fraction between 0 and 1, got "
+                           f"{split:g}")
+    if getattr(args, "validate_every", None) and split is None:
+        raise CommandError("--validate-every needs --validation-split")
+    if getattr(args, "chunk", None) is not None and getattr(args, "length", None) not in (
+            None, args.chunk):
+        raise CommandError(f"--chunk {args.chunk} and --length {args.length} differ: for "
+                           "text they are one option, the chunk length; give one")
 
 
 def _long_run_options(args, X, Y):
     """fit's options for validation, checkpoints, resuming, samples and a stop."""
     options = {}
     if args.validate_every:
-        if args.validation_split is None:
-            raise CommandError("--validate-every needs --validation-split")
         options["validate_every"] = args.validate_every
-    if args.validation_split is not None and args.task != "text":
-        options["validation_split"] = args.validation_split  # the last training sequences
     # Ctrl-C always leaves a checkpoint to resume from; --checkpoint-every adds periodic ones
     options["checkpoint"] = args.checkpoint
     options["checkpoint_every"] = args.checkpoint_every
     if args.task == "text":
         options["checkpoint_extra"] = {text.VOCAB_ENTRY: np.array(args.vocab.to_json())}
-    if args.resume:
+    if args.resume is not None:
         if args.task == "text":
             _check_checkpoint_vocabulary(args)
         options["resume"] = args.resume
@@ -179,6 +262,78 @@ def _long_run_options(args, X, Y):
         options["callback"] = _sampler(args, X.shape[1])
         options["callback_every"] = args.sample_every
     return options
+
+
+def _check_paths(args):
+    """The files a run will write, checked before it trains (a run must not be lost to a
+    path that cannot take its result), and the files it reads; nothing is replaced that
+    another option names, nor a checkpoint of another run."""
+    reads = {"--file": getattr(args, "file", None), "--resume": getattr(args, "resume", None)}
+    writes = {"--save": getattr(args, "save", None),
+              "--checkpoint": getattr(args, "checkpoint", None),
+              "--plot": getattr(args, "plot", None), "--ids-file": getattr(args, "ids_file", None),
+              "--csv": getattr(args, "csv", None)}
+    for option, path in {**reads, **writes}.items():
+        if path == "":
+            raise CommandError(f"{option} needs a file name, got an empty one")
+    if reads["--resume"] is not None:
+        _check_readable("--resume", reads["--resume"])
+    named = {option: path for option, path in {**reads, **writes}.items() if path is not None}
+    for option, path in writes.items():
+        if path is None:
+            continue
+        _check_writable(_as_typed(args, option, path), path)
+        for other, other_path in named.items():
+            # (a run resumed from its checkpoint goes on writing it)
+            if (other != option and {option, other} != {"--checkpoint", "--resume"}
+                    and _same_file(path, other_path)):
+                raise CommandError(f"{option} and {other} name the same file, {path}: "
+                                   f"{option} would replace it")
+    checkpoint = writes["--checkpoint"]
+    if checkpoint is not None and os.path.lexists(checkpoint) and not (
+            reads["--resume"] is not None and _same_file(checkpoint, reads["--resume"])):
+        raise CommandError(f"{_as_typed(args, '--checkpoint', checkpoint)} already exists "
+                           "and this run would replace it (a checkpoint is written on Ctrl-C "
+                           f"too): continue its run with --resume {checkpoint}, or give "
+                           "another --checkpoint PATH")
+
+
+def _as_typed(args, option, path):
+    """'--save m.npz', or '--checkpoint rnn-fast-checkpoint.npz (the default)'."""
+    default = option == "--checkpoint" and not getattr(args, "checkpoint_given", True)
+    return f"{option} {path}" + (" (the default)" if default else "")
+
+
+def _check_readable(option, path):
+    if not os.path.exists(path):
+        raise CommandError(f"{option} {path}: No such file or directory")
+    if os.path.isdir(path):
+        raise CommandError(f"{option} {path}: Is a directory")
+
+
+def _check_writable(what, path):
+    """Fail as saving would, but now: saving writes a new file in ``path``'s directory and
+    renames it over ``path``, which, if it exists, must be a regular file (or a symbolic
+    link to one)."""
+    if os.path.isdir(path):
+        raise CommandError(f"{what}: Is a directory")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        kind = "a symbolic link to nothing" if os.path.islink(path) else "not a regular file"
+        raise CommandError(f"{what}: {kind} (only a regular file can be replaced)")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        problem = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise CommandError(f"{what}: the directory {directory} {problem}")
+    try:  # the only sure test of writing there (a read-only mount, an ACL, root's rights)
+        with tempfile.NamedTemporaryFile(prefix=".rnn_fast-check-", dir=directory):
+            pass
+    except OSError as exc:
+        raise CommandError(f"{what}: cannot write in {directory} "
+                           f"({exc.strerror or exc})") from None
+
+
+def _same_file(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _check_checkpoint_vocabulary(args):
@@ -234,8 +389,15 @@ def _chars_per_update(X, history, chunk_length):
 
 
 def train(args):
-    if args.plot:
+    args.checkpoint_given = args.checkpoint is not None
+    if args.checkpoint is None:
+        args.checkpoint = DEFAULT_CHECKPOINT
+    if args.plot is not None:
         _pyplot()  # before training: a missing matplotlib must not cost a whole run
+        _check_plot_format(args.plot)
+    _check_paths(args)
+    # read now: a resumed run writes its checkpoints over the file it resumed from
+    resumed_at = _resumed_at(args.resume) if args.resume is not None else 0
     model, (X, Y), optimizer, (X_test, Y_test) = _setup(args)
     options = {**getattr(args, "fit_options", {}), **_long_run_options(args, X, Y)}
     start = time.perf_counter()
@@ -247,80 +409,161 @@ def train(args):
         raise CommandError(f"interrupted after update {stop.updates}; checkpoint written to "
                            f"{stop.checkpoint} (continue with the same options and --resume "
                            f"{stop.checkpoint})", status=130) from None
+    except DivergenceError as exc:
+        raise _diverged(args, exc) from None
     elapsed = time.perf_counter() - start
+    planned = _planned_updates(args, X)
     if args.task == "text":
-        _report_text(args, model, X, history, elapsed)
+        _report_text(args, model, X, history, elapsed, resumed_at, planned)
     else:
-        result = model.evaluate(X_test, Y_test)
-        print(f"mean training loss per sequence (the progress bar's unit): "
-              f"{history['loss'][-1]:.6g} in the last epoch, "
-              f"{history['batch_loss'][-1]:.6g} in the last batch")
-        if "val_loss" in history:
-            print(f"held-out loss per sequence ({args.validation_split:g} of the training "
-                  f"sequences): {history['val_update_loss'][-1]:.6g} at the end")
-        print(f"test accuracy {result['accuracy']:.2%} per value, "
-              f"{result['sequence_accuracy']:.2%} per sequence ({X_test.shape[0]} sequences)")
-        print(f"training time {elapsed:.3f} s")
-    if args.save:
-        if args.task == "text":
-            text.save_char_model(args.save, model, args.vocab)
-        else:
-            model.save(args.save)
+        _report(args, model, X, history, elapsed, planned, X_test, Y_test)
+    if args.save is not None:
+        try:
+            if args.task == "text":
+                text.save_char_model(args.save, model, args.vocab)
+            else:
+                model.save(args.save)
+        except OSError as exc:  # checked before training, but the disk may have filled
+            raise CommandError(f"--save {args.save}: {exc.strerror or exc}") from None
         print(f"model saved to {args.save}")
-    if args.plot:
-        if args.task == "text":  # per character, training and held-out alike
+    if args.plot is not None:
+        ylabel = None
+        if args.task == "text":  # bits per character, training and held-out alike
             chars = _chars_per_update(X, history, args.fit_options["chunk_length"])
-            history = {**history, "batch_loss": history["batch_loss"] / chars}
+            history = {**history, "batch_loss": history["batch_loss"] / chars
+                       * text.BITS_PER_NAT}
             if "val_update_loss" in history:
-                n_val = args.fit_options["validation"][0].shape[1]
-                history["val_update_loss"] = history["val_update_loss"] / n_val
-        _plot_history(history, args.plot, f"{args.task} ({args.backend})",
-                      "loss per character (nats)" if args.task == "text" else None)
+                history["val_update_loss"] = np.array([_bits_per_char(v, args) for v in
+                                                       history["val_update_loss"]])
+            ylabel = "loss, bits per character"
+        _plot_history(history, args.plot, f"{args.task} ({args.backend})", ylabel)
         print(f"loss curve written to {args.plot}")
     return 0
 
 
+def _diverged(args, exc):
+    """The library's DivergenceError, with its advice in the command's words."""
+    advice = "a smaller --lr" + (" or --clip" if args.task == "text" else "")
+    saved = "; nothing was saved" if getattr(args, "save", None) is not None else ""
+    return CommandError(f"{str(exc).split(' The model holds')[0]} Try {advice}{saved}")
+
+
+def _check_plot_format(path):
+    """matplotlib picks the format from the extension: an unknown one fails now."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    extension = os.path.splitext(path)[1][1:].lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if extension and extension not in formats:
+        raise CommandError(f"--plot {path}: matplotlib cannot write .{extension} files "
+                           f"(it writes {', '.join('.' + f for f in sorted(formats))})")
+
+
+def _planned_updates(args, X):
+    """The updates of the whole run (what --max-updates may cut short)."""
+    if args.task == "text":
+        per_epoch = -(-X.shape[1] // min(args.fit_options["chunk_length"], X.shape[1]))
+    else:
+        per_epoch = -(-X.shape[0] // args.batch_size)
+    return args.epochs * per_epoch
+
+
+def _stopped(args, history, planned):
+    """'stopped by --max-updates 100 after update 100 of 1371', or ''."""
+    done = len(history["batch_loss"])
+    if done >= planned:
+        return ""
+    return f"stopped by --max-updates {args.max_updates} after update {done} of {planned}"
+
+
+def _held_out_line(history, value, unit):
+    """'2.5 <unit> after update 400, best 2.4 after update 300'."""
+    values = [value(v) for v in history["val_update_loss"]]
+    best = int(np.argmin(values))
+    line = f"{values[-1]:{unit[0]}}{unit[1]} after update {history['val_update'][-1]}"
+    if len(values) > 1:
+        line += f", best {values[best]:{unit[0]}}{unit[1]} after update " \
+                f"{history['val_update'][best]}"
+    return line
+
+
+def _report(args, model, X, history, elapsed, planned, X_test, Y_test):
+    result = model.evaluate(X_test, Y_test)
+    n_batches = -(-X.shape[0] // args.batch_size)
+    done = len(history["batch_loss"])  # one update per batch
+    partial = done % n_batches
+    last = (f"in the last epoch (its first {partial} of {n_batches} batches)" if partial else
+            "in the last epoch")
+    print(f"mean training loss per sequence (the progress bar's unit): "
+          f"{history['loss'][-1]:.6g} {last}, {history['batch_loss'][-1]:.6g} in the last batch")
+    if len(history.get("val_update_loss", ())):
+        n_held = args.fit_options["validation"][0].shape[0]
+        print(f"held-out loss per sequence ({n_held} sequences, --validation-split "
+              f"{args.validation_split:g}): {_held_out_line(history, float, ('.6g', ''))}")
+    stopped = _stopped(args, history, planned)
+    if stopped:
+        print(stopped)
+    print(f"test accuracy {result['accuracy']:.2%} per value, "
+          f"{result['sequence_accuracy']:.2%} per sequence ({X_test.shape[0]} sequences)")
+    print(f"training time {elapsed:.3f} s")
+
+
 def _resumed_at(path):
-    """The update count a checkpoint was written at."""
+    """The update count a checkpoint was written at; errors for anything else."""
     from . import _io
 
-    return int(_io.load_fit_state(path)[0]["updates"])
+    try:
+        _io.load(path)  # a model file, readable: its errors name the file and the trouble
+        fit = _io.load_fit_state(path)[0]
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"--resume {_one_line(exc)}") from None
+    if not isinstance(fit, dict) or not isinstance(fit.get("updates"), int):
+        raise CommandError(f"--resume {path} holds a model but no run to resume (a checkpoint "
+                           "is written by --checkpoint-every, or by Ctrl-C)")
+    return fit["updates"]
 
 
-def _report_text(args, model, X, history, elapsed):
+def _report_text(args, model, X, history, elapsed, resumed_at, planned):
+    """Every loss in bits per character, but the progress bar's own (a text's loss
+    summed over its characters, in nats), given once beside them."""
     steps = X.shape[1]
     if history["loss"]:  # whole passes over the text
+        first, last = history["loss"][0], history["loss"][-1]
         print(f"loss of the text (summed over its {steps} characters, the progress bar's "
-              f"unit): {history['loss'][0]:.6g} in the first epoch, "
-              f"{history['loss'][-1]:.6g} in the last")
-        print(f"loss per character: {history['loss'][0] / steps:.4f} in the first epoch, "
-              f"{history['loss'][-1] / steps:.4f} in the last")
-    per_char = history["batch_loss"] / _chars_per_update(X, history,
-                                                         args.fit_options["chunk_length"])
-    k = min(len(per_char), 100)
+              f"unit): {first:.6g} in the first epoch, {last:.6g} in the last, in nats")
+        print(f"training loss: {_bits(first / steps)} in the first epoch, "
+              f"{_bits(last / steps)} in the last")
     chars = _chars_per_update(X, history, args.fit_options["chunk_length"])
-    n_chars = int(chars.sum())
-    # a resumed run trained on the updates after its checkpoint's only
-    resumed_at = _resumed_at(args.resume) if args.resume else 0
-    print(f"{len(per_char)} updates on {n_chars} characters: loss per character "
-          f"{per_char[:k].mean():.4f} over the first {k} updates, "
-          f"{per_char[-k:].mean():.4f} over the last {k}")
-    if "val_update_loss" in history and len(history["val_update_loss"]):
-        bits = [_bits_per_char(v, args) for v in history["val_update_loss"]]
-        best = int(np.argmin(bits))
+    per_char = history["batch_loss"] / chars
+    k = min(len(per_char), 100)
+    print(f"{len(per_char)} updates on {int(chars.sum())} characters: training loss "
+          f"{_bits(per_char[:k].mean())} over the first {k} updates, "
+          f"{_bits(per_char[-k:].mean())} over the last {k}")
+    if len(history.get("val_update_loss", ())):
         n_held = args.fit_options["validation"][0].shape[1]
         print(f"held out ({n_held} characters predicted at the text's end): "
-              f"{bits[-1]:.4f} bits per character after update "
-              f"{history['val_update'][-1]}, best {bits[best]:.4f} after update "
-              f"{history['val_update'][best]}")
-    since = f", since resuming at update {resumed_at}" if resumed_at else ""
+              + _held_out_line(history, lambda v: _bits_per_char(v, args),
+                               (".4f", " bits per character")))
+    stopped = _stopped(args, history, planned)
+    if stopped:
+        print(stopped)
+    # a resumed run trained on the updates after its checkpoint's only
+    since = f", since resuming at update {resumed_at}" if args.resume is not None else ""
     aside = history.get("val_seconds", 0.0) + getattr(args, "sample_seconds", 0.0)
-    training = elapsed - aside
-    print(f"training time {elapsed:.3f} s, of which {aside:.3f} s validating and sampling: "
-          f"{int(chars[resumed_at:].sum()) / training:,.0f} characters per second of "
-          f"training{since}")
+    trained = int(chars[resumed_at:].sum())
+    if trained:
+        print(f"training time {elapsed:.3f} s, of which {aside:.3f} s validating and "
+              f"sampling: {trained / (elapsed - aside):,.0f} characters per second of "
+              f"training{since}")
+    else:
+        print(f"training time {elapsed:.3f} s: no update left to make{since}")
     print("sample:", repr(text.sample(model, args.vocab, _text_prime(args), 200,
                                       temperature=0.8, seed=args.seed)))
+
+
+def _bits(nats):
+    """A loss per character, in nats, as '2.5887 bits per character'."""
+    return f"{nats * text.BITS_PER_NAT:.4f} bits per character"
 
 
 def _text_prime(args):
@@ -330,13 +573,29 @@ def _text_prime(args):
 
 
 def sample(args):
+    if args.length < 0:
+        raise CommandError(f"--length must be at least 0, got {args.length}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise CommandError(f"--temperature must be a finite number > 0, got "
+                           f"{args.temperature:g}")
+    if args.seed < 0:
+        raise CommandError(f"--seed must be at least 0, got {args.seed}")
+    given = args.prime is not None
+    if not given:
+        args.prime = "The "
+    if not args.prime:
+        raise CommandError("--prime needs at least one character to start from")
+    if args.model == "":
+        raise CommandError("the model file's name is empty")
     if args.backend == "numpy":
         from . import reference as backend
     else:
         import rnn_fast as backend
     model, vocab = text.load_char_model(args.model, backend=backend)
-    if args.length < 0:
-        raise CommandError(f"--length must be >= 0, got {args.length}")
+    missing = "".join(sorted(set(args.prime) - set(vocab.chars)))
+    if missing:
+        raise CommandError(f"--prime {args.prime!r}{'' if given else ' (the default)'}: "
+                           f"{missing!r} not in the model's vocabulary ({vocab.chars!r})")
     print(args.prime + text.sample(model, vocab, args.prime, args.length,
                                    temperature=args.temperature, seed=args.seed))
     return 0
@@ -344,10 +603,14 @@ def sample(args):
 
 def profile(args):
     """Where a fit's time goes: forward, backward, update, overhead (timed in the core)."""
+    _check_paths(args)
     model, (X, Y), optimizer, _ = _setup(args)
-    history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs,
-                        batch_size=args.batch_size, shuffle=args.shuffle, profile=True,
-                        **getattr(args, "fit_options", {}))
+    try:
+        history = model.fit(X, Y, optimizer=optimizer, epochs=args.epochs,
+                            batch_size=args.batch_size, shuffle=args.shuffle, profile=True,
+                            **getattr(args, "fit_options", {}))
+    except DivergenceError as exc:
+        raise _diverged(args, exc) from None
     phases = history["profile"]
     n_updates = len(history["batch_loss"])  # one entry per update
     print(f"{n_updates} updates in {phases['total']:.4f} s "
@@ -369,11 +632,15 @@ def sweep(args):
     hidden, lrs = _numbers(args.hidden, int, "--hidden"), _numbers(args.lr, float, "--lr")
     if args.seeds < 1:
         raise CommandError(f"--seeds must be at least 1, got {args.seeds}")
-    grid = []
+    if args.scheduler == "":
+        raise CommandError("--scheduler needs an address, got an empty one")
+    _check_paths(args)
+    grid, runs = [], []
     for h, lr in [(h, lr) for h in hidden for lr in lrs]:
         # each configuration from the options as given (_setup fills in the task's defaults)
         run = argparse.Namespace(**{**vars(args), "hidden": h, "lr": lr})
-        model, (X, Y), optimizer, test = _setup(run, quiet=bool(grid))
+        model, (X, Y), optimizer, test = _setup(run, quiet=True)
+        runs.append((run, model))
         config = model.config
         del config["seed"]
         if model.cell != "elman":
@@ -381,8 +648,14 @@ def sweep(args):
         fit = {"epochs": run.epochs, "batch_size": run.batch_size, "shuffle": run.shuffle,
                **getattr(run, "fit_options", {})}
         grid.append({"model": config, "optimizer": optimizer, "fit": fit})
+    # the whole grid, not its first configuration
+    sizes = ", ".join(dict.fromkeys(str(model.hidden_size) for _, model in runs))
+    rates = ", ".join(dict.fromkeys(f"{run.lr:g}" for run, _ in runs))
+    print(_header(*runs[0], X, 0, f"hidden {sizes}; lr {rates}; {len(grid)} configuration"
+                  f"{'s' if len(grid) != 1 else ''}, {args.seeds} seed"
+                  f"{'s' if args.seeds != 1 else ''} each"))
     executor = args.executor
-    if args.scheduler:
+    if args.scheduler is not None:
         from distributed import Client
 
         executor = Client(args.scheduler)
@@ -409,7 +682,7 @@ def sweep(args):
     for row in rows:
         if row["error"]:
             print(f"run {row['run']} (seed {row['seed']}): {row['error']}")
-    if args.csv:
+    if args.csv is not None:
         _write_csv(args.csv, rows)
         print(f"every run written to {args.csv}")
     return 0
@@ -473,7 +746,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors in one line like every other error of the command."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"rnn-fast: error: {message} (see {self.prog} --help)\n")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -495,6 +768,7 @@ def _task_defaults(name, spelled=None):
 def build_parser():
     parser = _Parser(prog="rnn-fast", description=__doc__.split("\n")[0],
                      formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("train", help="train a seed task and report accuracy and time",
                             formatter_class=_Formatter)
@@ -533,8 +807,10 @@ def build_parser():
                    "epoch's end)")
     p.add_argument("--max-updates", type=int, metavar="N",
                    help="stop after N updates, within an epoch if need be")
-    p.add_argument("--checkpoint", metavar="PATH", default="rnn-fast-checkpoint.npz",
-                   help="where checkpoints go: every --checkpoint-every updates, and on Ctrl-C")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="where checkpoints go: every --checkpoint-every updates, and on Ctrl-C "
+                   f"(default: {DEFAULT_CHECKPOINT}; an existing file is replaced only by the "
+                   "run resumed from it)")
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="write a checkpoint every N updates (atomically, as --save)")
     p.add_argument("--resume", metavar="PATH",
@@ -582,7 +858,7 @@ def build_parser():
     r = commands.add_parser("sample", help="generate text from a model of `train text`",
                             formatter_class=_Formatter)
     r.add_argument("model", help="the .npz written by rnn-fast train text --save")
-    r.add_argument("--prime", default="The ", help="text to start from")
+    r.add_argument("--prime", help="text to start from (default: 'The ')")
     r.add_argument("--length", type=int, default=200, help="characters to generate")
     r.add_argument("--temperature", type=float, default=0.8,
                    help="below 1 sharpens the model's distribution, above 1 flattens it")
@@ -603,9 +879,32 @@ def main(argv=None):
         print(f"rnn-fast: {'error: ' if exc.status == 2 else ''}{_one_line(exc)}",
               file=sys.stderr)
         return exc.status
-    except (ValueError, TypeError, OSError, ImportError) as exc:
-        print(f"rnn-fast: error: {_one_line(exc)}", file=sys.stderr)
+    except (MemoryError, OverflowError) as exc:
+        print(f"rnn-fast: error: {_too_large(exc, argv)}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        message = (_too_large(exc, argv) if re.search(TOO_LARGE, str(exc)) else
+                   _one_line(exc))
+        print(f"rnn-fast: error: {message}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line, but saying so
+        print(f"rnn-fast: error: {type(exc).__name__}: {_one_line(exc)} (an internal error "
+              "of rnn_fast: please report it with the command that gave it)", file=sys.stderr)
+        return 2
+
+
+# NumPy's words for an array beyond memory or indexing
+TOO_LARGE = (r"array is too big|[Mm]aximum allowed dimension|Unable to allocate|"
+             r"iterator is too large")
+
+
+def _too_large(exc, argv):
+    """Out of memory: the sizes given on the command line, which are the likely cause."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    given = [f"{a} {b}" for a, b in zip(argv, argv[1:]) if a in SIZE_OPTIONS]
+    given = [a for a in argv if a.split("=")[0] in SIZE_OPTIONS and "=" in a] + given
+    sizes = f" (given: {', '.join(given)})" if given else ""
+    return f"the run is too large for this machine{sizes}: {_one_line(exc)}"
 
 
 def _one_line(exc):

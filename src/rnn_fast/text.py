@@ -432,9 +432,13 @@ def _readout(model, h):
 
 def _draw(p, temperature, rng):
     """An index drawn with probability proportional to p ** (1 / temperature)."""
-    with np.errstate(divide="ignore"):  # p = 0 (softmax underflow) gives log 0 = -inf
-        logits = np.log(p.astype(np.float64)) / temperature  # in logs: no under/overflow
-    weights = np.exp(logits - logits.max())
+    p = p.astype(np.float64)
+    # p = 0 (softmax underflow) gives log 0 = -inf; a tiny temperature, logits beyond float
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        logits = np.log(p) / temperature  # in logs: p ** (1 / temperature) would overflow
+        weights = np.exp(logits - logits.max())
+    if not np.isfinite(weights).all():  # even the largest logit overflowed: the argmax
+        weights = (p == p.max()).astype(np.float64)
     cumulative = np.cumsum(weights)
     i = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
     return min(i, len(p) - 1)

@@ -31,7 +31,7 @@ def rng():
 @pytest.fixture
 def bars_for_short_fits(monkeypatch):
     """Progress bars even for the tests' fits of milliseconds, which draw none otherwise."""
-    monkeypatch.setattr(rnn_fast._model, "BAR_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(rnn_fast._fit, "BAR_AFTER_SECONDS", 0.0)
 
 
 @pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))

@@ -282,7 +282,7 @@ def test_a_short_fit_draws_no_progress_bar_and_does_not_import_tqdm():
 def test_progress_blocks_cover_every_step_in_few_calls():
     """Fit's kernel calls cover every step once, in order, and grow to about 0.1 s each
     (so Ctrl-C is answered): a fit of a few milliseconds makes a handful, not a hundred."""
-    from rnn_fast._model import _blocks
+    from rnn_fast._fit import _blocks
 
     assert list(_blocks(1)) == [(0, 1)]
     for n_steps in (1, 5, 100, 10_000):

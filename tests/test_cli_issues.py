@@ -61,9 +61,9 @@ def test_output_paths_are_checked_before_training(capsys, tmp_path, option):
     dangling.symlink_to(tmp_path / "nowhere" / "m.npz")
     for path, reason in [
             (f"/nonexistent/{name}", "the directory /nonexistent does not exist"),
-            (str(tmp_path), "Is a directory"),
-            ("/dev/null", "not a regular file"),
-            (str(dangling), "a symbolic link to nothing"),
+            (str(tmp_path), "it is a directory, not a regular file"),
+            ("/dev/null", "it is a character device, not a regular file"),
+            (str(dangling), f"the directory {tmp_path / 'nowhere'} does not exist"),
             (str(a_file / name), f"the directory {a_file} is not a directory"),
             (f"/proc/self/{name}", "cannot write in /proc/self"),
             ("", "needs a file name, got an empty one")]:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import rnn_fast
 import rnn_fast.reference as reference
-from rnn_fast import _reference_gated as reference_gated
+from rnn_fast import _reference_cells as reference_cells
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -302,10 +302,10 @@ def test_gated_steps_round_as_the_reference(cell, dtype, clone, rng):
              np.zeros(G * H, dtype), np.zeros(G * H, dtype), None)
     x = np.zeros(1, dtype)
     if cell == "gru":
-        back = reference_gated.gru_step_backward(spec, params, grads, (x, h_prev, *rows), dh)
+        back = reference_cells.gru_step_backward(spec, params, grads, (x, h_prev, *rows), dh)
         np.testing.assert_array_equal(dh_skip, back)
     else:
-        back = reference_gated.lstm_step_backward(spec, params, grads, (x, h_prev, c_prev, *rows),
+        back = reference_cells.lstm_step_backward(spec, params, grads, (x, h_prev, c_prev, *rows),
                                             np.concatenate([dh, dc]))
         np.testing.assert_array_equal(dc_prev, back[H:])
     np.testing.assert_array_equal(da_ih, grads[3])

@@ -62,21 +62,27 @@ def destination(path):
     """
     given = os.fspath(path)
     target = os.path.realpath(given)  # every link followed, also in the directories
-    try:
-        mode = os.stat(target).st_mode
-    except FileNotFoundError:
-        return target  # a new file (or a dangling link's target, created)
-    except OSError as exc:  # a loop of links, a directory that is not one, no permission
-        raise OSError(exc.errno, f"cannot write {given}: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        kinds = {stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device",
-                 stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a fifo",
-                 stat.S_ISSOCK: "a socket"}
-        kind = next((k for test, k in kinds.items() if test(mode)), "not a regular file")
+    kind = not_a_regular_file(target, given)
+    if kind is not None:
         link = f" (a link to {target})" if target != os.path.abspath(given) else ""
         raise ValueError(f"cannot save to {given}{link}: it is {kind}; a model is written "
                          "to a regular file or a new path")
     return target
+
+
+def not_a_regular_file(target, given):
+    """What ``target`` (a path with no links left) is, if it exists and is not a regular
+    file: "a directory", "a character device", ...; None for a file or a new path.
+    Errors name ``given``, the path the user gave."""
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a loop of links, a directory that is not one, no permission
+        raise OSError(exc.errno, f"cannot write {os.fspath(given)}: {exc.strerror}") from None
+    kinds = {stat.S_ISREG: None, stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a fifo", stat.S_ISSOCK: "a socket"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
 
 
 def _create_beside(path, given):

@@ -15,24 +15,19 @@ carry as one row [h | c]; everything else is ``RNN``'s.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib
 import inspect
 import math
 import numbers
 import secrets
-import signal
-import threading
-import time
-import zlib
 from typing import NamedTuple
 
 import numpy as np
 
-from . import _io
+from . import _fit, _io
 from . import _validation as check
-from .optimizers import SGD, Optimizer
+from ._fit import DivergenceError, TrainingInterrupted  # noqa: F401  (public from here too)
 
 CELLS = {"elman": 0, "gru": 1, "lstm": 2}  # Spec.cell's codes
 GATES = {"elman": 1, "gru": 3, "lstm": 4}  # blocks of H columns in W_ih, W_hh
@@ -49,44 +44,6 @@ HELD_OUT_ROWS = 256
 HELD_OUT_STEPS = 4096
 BACKENDS_PUBLIC = {"numpy": "rnn_fast.reference", "cython": "rnn_fast"}  # the model classes
 CLASS_NAMES = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
-
-
-class DivergenceError(FloatingPointError, ValueError):
-    """Training met a NaN or infinite loss, gradient or update.
-
-    The model and its optimizer hold the state of the last finite update;
-    ``history`` holds the losses up to it. ``epoch`` is the epoch's index (from 0; the
-    message counts from 1) and ``sample`` the index in X of the batch's first sequence.
-    """
-
-    def __init__(self, message, epoch, sample, history):
-        super().__init__(message)
-        self.epoch = epoch
-        self.sample = sample
-        self.history = history
-
-    def __reduce__(self):
-        # an exception pickles as type(self)(*self.args), and args holds only the message:
-        # without this, one raised in a worker process could not be sent back
-        return type(self), (str(self), self.epoch, self.sample, self.history)
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped ``fit`` between two kernel calls, after ``updates`` updates.
-
-    The model and its optimizer hold the state after the last update; ``history`` holds
-    the losses up to it; ``checkpoint`` is the checkpoint written then (or None), from
-    which ``fit(..., resume=checkpoint)`` continues to the weights of an uninterrupted fit.
-    """
-
-    def __init__(self, message, updates, history, checkpoint):
-        super().__init__(message)
-        self.updates = updates
-        self.history = history
-        self.checkpoint = checkpoint
-
-    def __reduce__(self):
-        return type(self), (str(self), self.updates, self.history, self.checkpoint)
 
 
 class Spec(NamedTuple):
@@ -718,191 +675,13 @@ class RNN:
         DivergenceError
             When a loss, gradient or update is not finite; the model keeps the state of
             the last finite update.
+        TrainingInterrupted
+            On Ctrl-C (in the main thread) or ``stop()``; the model keeps the state of
+            the last update made.
         """
-        start = time.perf_counter()
-        X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
-        epochs = check.check_int("epochs", epochs)
-        batch_size = check.check_int("batch_size", batch_size)
-        h0 = self._prepare_state(h0, X.shape[0])
-        held_out = self._held_out(validation, validation_split, X, Y, lengths, h0,
-                                  many_to_one)
-        if validation_split is not None:  # the training part: the sequences before it
-            keep = X.shape[0] - held_out[0].shape[0]
-            X, Y, lengths, h0 = X[:keep], Y[:keep], lengths[:keep], h0[:keep]
-        validate_every = check.check_int("validate_every", validate_every, allow_none=True)
-        if validate_every and held_out is None:
-            raise ValueError("validate_every needs held-out data: validation=(X_val, Y_val) "
-                             "or validation_split")
-        n, t = X.shape[:2]
-        if batch_size > n:
-            raise ValueError(f"batch_size ({batch_size}) is larger than the number of "
-                             f"sequences ({n})")
-        chunk_length = min(check.check_int("chunk_length", chunk_length, allow_none=True) or t, t)
-        if many_to_one and chunk_length < t:
-            raise ValueError("chunk_length needs targets at every step (Y of shape (N, T, O))")
-        clip_value = check.check_nonnegative("clip_value", clip_value)
-        clip_norm = check.check_nonnegative("clip_norm", clip_norm)
-        shuffle = check.check_bool("shuffle", shuffle)
-        seed = check.check_seed("seed", seed)
-        callback_every = check.check_int("callback_every", callback_every, allow_none=True)
-        max_updates = check.check_int("max_updates", max_updates, allow_none=True)
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-        checkpoint_every = check.check_int("checkpoint_every", checkpoint_every,
-                                           allow_none=True)
-        if checkpoint_every and checkpoint is None:
-            raise ValueError("checkpoint_every needs checkpoint, the file to write")
-        spec = self._spec(X, Y, many_to_one, bptt_steps)
-        plan = {"epochs": epochs, "batch_size": batch_size, "shuffle": shuffle,
-                "chunk_length": chunk_length, "bptt_steps": spec.bptt_steps,
-                "clip_value": clip_value, "clip_norm": clip_norm,
-                "validate_every": validate_every or 0}
-        if checkpoint is not None or resume is not None:
-            plan["data"] = _fingerprint(X, Y, lengths, h0)
-        saved = None
-        if resume is not None:  # the model, the optimizer and where the fit stood
-            saved = self._resume(resume, plan, optimizer)
-            optimizer = self.optimizer
-        optimizer = optimizer or self.optimizer or SGD(lr=0.01)
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be an rnn_fast optimizer such as SGD(lr=0.1), "
-                            f"got {type(optimizer).__name__}")
-        lr = optimizer.learning_rates(self._layout, self.dtype)
-        params = self._kernel_params()  # refuses non-finite parameters before anything changes
-        optimizer.bind(self._layout, self.dtype, self._lineage)  # a refused fit changes nothing
-        self.optimizer = optimizer
-
-        # one epoch's order serves every epoch unless shuffling draws one per epoch
-        rng = np.random.default_rng(seed) if seed is not None else self._rng
-        if saved is not None:
-            rng.bit_generator.state = saved["rng"]
-        rng_state = rng.bit_generator.state  # a checkpoint redraws the order from here
-        order = (np.concatenate([rng.permutation(n) for _ in range(epochs)]) if shuffle
-                 else np.arange(n)).astype(np.intp)
-        n_batches = -(-n // batch_size)
-        n_steps = epochs * n_batches
-        # step s (one batch) makes updates first_update[s] .. first_update[s + 1] - 1
-        first_update = np.concatenate(
-            [[0], np.cumsum(_updates_per_batch(lengths, order, n, batch_size, epochs,
-                                               chunk_length))])
-        n_updates = int(first_update[-1])
-        stop = min(n_updates, max_updates or n_updates)  # where this call ends
-        losses = np.zeros(n_updates, dtype=np.float64)
-        grad = np.zeros_like(self.theta)
-        # the hidden states a batch carries from chunk to chunk, kept between kernel calls
-        carry = np.zeros((batch_size, self._state_size), dtype=self.dtype)
-        args = (spec, params,
-                self._layout.kernel_args(self._layout.views(grad), self.dtype), self.theta, grad,
-                X, Y, lengths, h0, order, batch_size, chunk_length)
-        opt_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
-        epoch_ends = first_update[n_batches::n_batches]
-        val = {"update": [], "loss": [], "epoch": []}  # validations: when, what, epoch ends
-        u = 0  # updates done in this fit
-        if saved is not None:
-            u = saved["updates"]
-            carry[...] = saved["carry"]
-            losses[:u] = saved["losses"]
-            val = saved["val"]
-
-        stops = [epoch_ends] if held_out is not None else []
-        for every in (validate_every, checkpoint_every, callback_every):
-            if every:
-                stops.append(np.arange(every, n_updates, every))
-        timers = np.zeros(3 if profile else 0)
-        bar, first_block, by_update = None, True, n_updates > n_steps or stop < n_updates
-        done = int(np.searchsorted(first_update, u, "right")) - 1  # finished steps
-        diverged, val_seconds, written = False, 0.0, None  # written: the last checkpoint
-        with _interruptible() as interrupted:
-            for begin, end in _blocks(stop, stops, u):
-                s = int(np.searchsorted(first_update, begin, "right")) - 1
-                s_end = int(np.searchsorted(first_update, end, "left"))
-                before = optimizer.state["step"]
-                done, optimizer.state["step"] = self.kernels.train(
-                    *args, s, s_end, begin - int(first_update[s]), end - begin, carry,
-                    *opt_args, optimizer.state["step"], clip_value, clip_norm, losses[begin:],
-                    timers)
-                u = begin + optimizer.state["step"] - before
-                # the bar counts batches, or updates when batches are cut into chunks (a text
-                # is one batch: its bar would not move in an epoch) or the fit stops early
-                position = u if by_update else done
-                if progress and first_block:  # the first block tells how long the fit takes
-                    bar = _progress_bar(stop if by_update else n_steps, position,
-                                        (u - begin) / (stop - begin),
-                                        time.perf_counter() - start,
-                                        "update" if by_update else "batch")
-                first_block = False
-                if bar is not None:
-                    bar.update(position - bar.n)
-                    if done:  # the running mean of this epoch's batch losses, history's unit
-                        epoch_begin = (done - 1) // n_batches * n_batches
-                        mean = _batch_losses(losses, first_update, epoch_begin, done).mean()
-                        # refresh=False: tqdm redraws at most every 0.1 s, not on every block
-                        bar.set_postfix(loss=f"{mean:.4g}", refresh=False)
-                if u < end:
-                    diverged = True
-                    break
-                if held_out is not None and (u in epoch_ends or (
-                        validate_every and u % validate_every == 0)):
-                    val["update"].append(u)
-                    clock = time.perf_counter()
-                    val["loss"].append(self._held_out_loss(*held_out))
-                    val_seconds += time.perf_counter() - clock
-                    val["epoch"].append(u in epoch_ends)
-                if checkpoint is not None and checkpoint_every and u % checkpoint_every == 0:
-                    self._checkpoint(checkpoint, checkpoint_extra, plan, u, rng_state, carry,
-                                     losses, val)
-                    written = u
-                if callback is not None and (u == stop or (
-                        callback_every and u % callback_every == 0)):
-                    callback(self, {"update": u, "updates": n_updates,
-                                    "loss": float(losses[u - 1]),
-                                    "val_loss": val["loss"][-1] if val["loss"] else None})
-                if self._stop_requested:  # model.stop(), from another thread
-                    interrupted.append("stop")
-                if interrupted:
-                    break
-            if interrupted and checkpoint is not None and written != u and not diverged:
-                self._checkpoint(checkpoint, checkpoint_extra, plan, u, rng_state, carry,
-                                 losses, val)
-        self._stop_requested = False  # a request is for the fit under way (or the next)
-        # max_updates stopped the fit early: measure the held-out loss there (after the
-        # checkpoints, which stay those of an uninterrupted fit), unless it just was
-        if (held_out is not None and u == stop < n_updates and not diverged
-                and (not val["update"] or val["update"][-1] != u)):
-            clock = time.perf_counter()
-            val["update"].append(u)
-            val["loss"].append(self._held_out_loss(*held_out))
-            val["epoch"].append(False)  # an epoch's end was measured in the loop
-            val_seconds += time.perf_counter() - clock
-        if bar is not None:
-            bar.close()
-
-        history = _history(_batch_losses(losses, first_update, 0, done), losses[:u], n_batches)
-        if held_out is not None:
-            history["val_loss"] = [v for v, e in zip(val["loss"], val["epoch"]) if e]
-            history["val_update"] = np.array(val["update"], dtype=np.int64)
-            history["val_update_loss"] = np.array(val["loss"], dtype=np.float64)
-            history["val_seconds"] = val_seconds
-        if profile:
-            total = time.perf_counter() - start
-            phases = dict(zip(("forward", "backward", "update"), timers.tolist()))
-            history["profile"] = {**phases, "overhead": total - sum(phases.values()),
-                                  "total": total}
-        if diverged:
-            epoch, b = divmod(done, n_batches)
-            first = order[(epoch * n if shuffle else 0) + b * batch_size]
-            raise DivergenceError(
-                f"training diverged in epoch {epoch + 1}, batch {b + 1} (starting at sample "
-                f"{first}): the loss, a gradient or an update is not finite. The model holds "
-                "the parameters of the last finite update; try a smaller learning rate or "
-                "clip_norm.", epoch=epoch, sample=int(first), history=history)
-        if interrupted and u < stop:
-            where = f"; checkpoint written to {checkpoint}" if checkpoint is not None else ""
-            how = "stopped by model.stop()" if interrupted[0] == "stop" else "interrupted"
-            raise TrainingInterrupted(
-                f"training {how} after update {u} of {n_updates}{where}",
-                updates=u, history=history, checkpoint=checkpoint)
-        return history
+        options = {name: value for name, value in locals().items()  # the keywords below X, Y
+                   if name not in ("self", "X", "Y", "optimizer")}
+        return _fit.fit(self, X, Y, optimizer, options)
 
     def stop(self):
         """Ask the fit under way (in another thread; or else the next fit) to stop.
@@ -1173,62 +952,6 @@ def _glorot(rng, shape):
     return rng.uniform(-limit, limit, shape)
 
 
-FIRST_BLOCK = 256
-
-
-def _blocks(n, stops=(), begin=0, seconds=0.1):
-    """The ranges of updates of the kernel calls, from `begin` to `n`: cut at every count
-    in `stops` (arrays of them: where fit validates, checkpoints, calls back), and timed:
-    a first call of 1 % of them (at most FIRST_BLOCK), then calls growing fourfold to
-    the size that takes about `seconds` at the time per update so far. Ctrl-C,
-    model.stop() and the progress bar are answered between calls, and a short fit makes
-    a few calls, not a hundred. The kernel continues a batch where the last call
-    stopped, so the cuts change no number."""
-    cuts = np.unique(np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1)
-                                     for a in (*stops, [n])]))
-    cuts = cuts[(cuts > begin) & (cuts <= n)]
-    first, start, k = begin, time.perf_counter(), 0
-    size = max(1, min(FIRST_BLOCK, (n - begin) // 100))
-    while begin < n:
-        end = min(int(cuts[k]), begin + size)
-        yield begin, end
-        if end == cuts[k]:
-            k += 1
-        per_update = (time.perf_counter() - start) / (end - first)
-        size = max(1, min(4 * size, int(seconds / max(per_update, 1e-9))))
-        begin = end
-
-
-@contextlib.contextmanager
-def _interruptible():
-    """Within, Ctrl-C (SIGINT) only marks the list yielded, so fit can stop between two
-    kernel calls with the model, the optimizer and the history consistent; a second
-    Ctrl-C interrupts at once. Outside the main thread, or under a handler other than
-    Python's own, nothing changes (and the list stays empty)."""
-    interrupted = []
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield interrupted
-        return
-
-    def mark(signum, frame):
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted.append(signum)
-
-    previous = signal.signal(signal.SIGINT, mark)
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _fingerprint(*arrays):
-    """Shape, dtype and CRC-32 of each array: a resumed fit must train on the same data."""
-    return [[list(a.shape), str(a.dtype), zlib.crc32(np.ascontiguousarray(a))]
-            for a in arrays]
-
-
 def _to_json(value):
     """A random generator's state for JSON: its arrays (MT19937's key) as tagged lists."""
     if isinstance(value, dict):
@@ -1244,48 +967,3 @@ def _from_json(value):
             return np.array(value["ndarray"], dtype=value["dtype"])
         return {k: _from_json(v) for k, v in value.items()}
     return value
-
-
-# A fit expected to end sooner than this draws no progress bar (as tqdm's ``delay``), and
-# does not import tqdm: its import (15-50 ms) would be as long as a whole seed training.
-BAR_AFTER_SECONDS = 0.5
-
-
-def _progress_bar(total, done, fraction, elapsed, unit):
-    """tqdm's bar over a fit's batches (or updates), ``done`` of ``total`` done, after the
-    ``fraction`` of the fit's work done so far took ``elapsed`` seconds; None when the
-    whole fit should take less than BAR_AFTER_SECONDS."""
-    if fraction <= 0 or elapsed / fraction < BAR_AFTER_SECONDS:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, unit=unit, dynamic_ncols=True)
-
-
-def _updates_per_batch(lengths, order, n, batch_size, epochs, chunk_length):
-    """(epochs * n_batches,) the number of updates (chunks) of each training step: its
-    batch's longest sequence over chunk_length, rounded up."""
-    lens = lengths[order].reshape(-1, n)  # one row per epoch, or one row for every epoch
-    longest = np.maximum.reduceat(lens, np.arange(0, n, batch_size), axis=1)
-    chunks = -(-longest // chunk_length)
-    return np.broadcast_to(chunks, (epochs, chunks.shape[1])).reshape(-1)
-
-
-def _batch_losses(update_losses, first_update, begin, end):
-    """The losses of batches begin .. end - 1: the sums of their updates' losses."""
-    if end <= begin:
-        return np.zeros(0)
-    a, b = first_update[begin], first_update[end]
-    return np.add.reduceat(update_losses[a:b], first_update[begin:end] - a)
-
-
-def _history(batch_losses, update_losses, n_batches):
-    """"loss": the whole epochs' means; an epoch the fit stopped in (max_updates, Ctrl-C,
-    divergence) is left out, its finished batches' mean is "partial_epoch_loss"."""
-    whole, part = divmod(len(batch_losses), n_batches)
-    history = {"loss": [float(batch_losses[e * n_batches:(e + 1) * n_batches].mean())
-                        for e in range(whole)],
-               "batch_loss": update_losses.copy()}
-    if part:
-        history["partial_epoch_loss"] = float(batch_losses[whole * n_batches:].mean())
-    return history

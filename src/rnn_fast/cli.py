@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-from . import __version__, tasks, text
-from ._model import DivergenceError, TrainingInterrupted
+from . import __version__, _io, tasks, text
+from ._model import DivergenceError, TrainingInterrupted, load_model
 
 # Each task's defaults, for the options left unset on the command line (batch_size
 # None: all the training sequences in one batch).
@@ -312,23 +312,26 @@ def _check_readable(option, path):
 
 
 def _check_writable(what, path):
-    """Fail as saving would, but now: saving writes a new file in ``path``'s directory and
-    renames it over ``path``, which, if it exists, must be a regular file (or a symbolic
-    link to one)."""
-    if os.path.isdir(path):
-        raise CommandError(f"{what}: Is a directory")
-    if os.path.lexists(path) and not os.path.isfile(path):
-        kind = "a symbolic link to nothing" if os.path.islink(path) else "not a regular file"
-        raise CommandError(f"{what}: {kind} (only a regular file can be replaced)")
-    directory = os.path.dirname(os.path.abspath(path))
+    """Fail as saving would, but now: saving writes where a symbolic link leads, a new
+    file beside it renamed over it, and what is there must be a regular file."""
+    target = os.path.realpath(path)
+    try:
+        kind = _io.not_a_regular_file(target, path)
+    except OSError:  # a link loop, or a "directory" that is a file: said just below
+        kind = None
+    if kind is not None:
+        raise CommandError(f"{what}: it is {kind}, not a regular file")
+    directory = os.path.dirname(target)
+    # named as typed, unless the file is a link: then where it leads
+    shown = directory if os.path.islink(path) else os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         problem = "is not a directory" if os.path.exists(directory) else "does not exist"
-        raise CommandError(f"{what}: the directory {directory} {problem}")
+        raise CommandError(f"{what}: the directory {shown} {problem}")
     try:  # the only sure test of writing there (a read-only mount, an ACL, root's rights)
         with tempfile.NamedTemporaryFile(prefix=".rnn_fast-check-", dir=directory):
             pass
     except OSError as exc:
-        raise CommandError(f"{what}: cannot write in {directory} "
+        raise CommandError(f"{what}: cannot write in {shown} "
                            f"({exc.strerror or exc})") from None
 
 
@@ -392,10 +395,10 @@ def train(args):
     args.checkpoint_given = args.checkpoint is not None
     if args.checkpoint is None:
         args.checkpoint = DEFAULT_CHECKPOINT
+    _check_paths(args)
     if args.plot is not None:
         _pyplot()  # before training: a missing matplotlib must not cost a whole run
         _check_plot_format(args.plot)
-    _check_paths(args)
     # read now: a resumed run writes its checkpoints over the file it resumed from
     resumed_at = _resumed_at(args.resume) if args.resume is not None else 0
     model, (X, Y), optimizer, (X_test, Y_test) = _setup(args)
@@ -492,10 +495,13 @@ def _report(args, model, X, history, elapsed, planned, X_test, Y_test):
     n_batches = -(-X.shape[0] // args.batch_size)
     done = len(history["batch_loss"])  # one update per batch
     partial = done % n_batches
-    last = (f"in the last epoch (its first {partial} of {n_batches} batches)" if partial else
-            "in the last epoch")
+    if partial:  # fit leaves an epoch it stopped in out of history["loss"]
+        loss = history["partial_epoch_loss"]
+        last = f"in the last epoch (its first {partial} of {n_batches} batches)"
+    else:
+        loss, last = history["loss"][-1], "in the last epoch"
     print(f"mean training loss per sequence (the progress bar's unit): "
-          f"{history['loss'][-1]:.6g} {last}, {history['batch_loss'][-1]:.6g} in the last batch")
+          f"{loss:.6g} {last}, {history['batch_loss'][-1]:.6g} in the last batch")
     if len(history.get("val_update_loss", ())):
         n_held = args.fit_options["validation"][0].shape[0]
         print(f"held-out loss per sequence ({n_held} sequences, --validation-split "
@@ -510,10 +516,8 @@ def _report(args, model, X, history, elapsed, planned, X_test, Y_test):
 
 def _resumed_at(path):
     """The update count a checkpoint was written at; errors for anything else."""
-    from . import _io
-
     try:
-        _io.load(path)  # a model file, readable: its errors name the file and the trouble
+        load_model(path)  # a model file, readable: its errors name the file and the trouble
         fit = _io.load_fit_state(path)[0]
     except (OSError, ValueError) as exc:
         raise CommandError(f"--resume {_one_line(exc)}") from None

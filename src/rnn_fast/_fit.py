@@ -1,0 +1,459 @@
+"""``RNN.fit`` in three parts: the plan, the run and the outcome.
+
+- ``plan``: the options checked, a checkpoint resumed, the optimizer bound, the order
+  of the sequences drawn and the updates counted: everything decided before training,
+  so a refused fit changes nothing.
+- ``run``: the kernel calls, each of about 0.1 s of training, and between them what
+  the fit does at given update counts (validate, checkpoint, call back, draw the bar)
+  and its stops (Ctrl-C, ``model.stop()``, divergence, ``max_updates``).
+- ``outcome``: the history, and the exception of a fit that did not end.
+
+The kernel continues a batch where the last call stopped, so cutting the fit into calls
+changes no number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import threading
+import time
+import zlib
+
+import numpy as np
+
+from . import _validation as check
+from .optimizers import SGD, Optimizer
+
+# A fit expected to end sooner than this draws no progress bar (as tqdm's ``delay``), and
+# does not import tqdm: its import (15-50 ms) would be as long as a whole seed training.
+BAR_AFTER_SECONDS = 0.5
+# The first kernel call of a fit makes at most this many updates (1 % of the fit, if
+# fewer): the calls then grow to ~0.1 s, and Ctrl-C is answered between two of them.
+FIRST_BLOCK = 256
+
+
+class DivergenceError(FloatingPointError, ValueError):
+    """Training met a NaN or infinite loss, gradient or update.
+
+    The model and its optimizer hold the state of the last finite update;
+    ``history`` holds the losses up to it. ``epoch`` is the epoch's index (from 0; the
+    message counts from 1) and ``sample`` the index in X of the batch's first sequence.
+    """
+
+    def __init__(self, message, epoch, sample, history):
+        super().__init__(message)
+        self.epoch = epoch
+        self.sample = sample
+        self.history = history
+
+    def __reduce__(self):
+        # an exception pickles as type(self)(*self.args), and args holds only the message:
+        # without this, one raised in a worker process could not be sent back
+        return type(self), (str(self), self.epoch, self.sample, self.history)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or ``model.stop()`` stopped ``fit`` between two kernel calls, after
+    ``updates`` updates.
+
+    The model and its optimizer hold the state after the last update; ``history`` holds
+    the losses up to it; ``checkpoint`` is the checkpoint written then (or None), from
+    which ``fit(..., resume=checkpoint)`` continues to the weights of an uninterrupted fit.
+    """
+
+    def __init__(self, message, updates, history, checkpoint):
+        super().__init__(message)
+        self.updates = updates
+        self.history = history
+        self.checkpoint = checkpoint
+
+    def __reduce__(self):
+        return type(self), (str(self), self.updates, self.history, self.checkpoint)
+
+
+def fit(model, X, Y, optimizer, options):
+    """``model.fit(X, Y, optimizer, **options)``; see its docstring."""
+    start = time.perf_counter()
+    plan = _plan(model, X, Y, optimizer, **options)
+    run = _run(model, plan, start)
+    return _outcome(plan, run, start)
+
+
+# ---------------------------------------------------------------------- the plan
+
+@dataclasses.dataclass
+class Plan:
+    """What a fit does, decided before its first update."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    lengths: np.ndarray
+    h0: np.ndarray
+    held_out: tuple | None  # (X, Y, lengths, h0, many_to_one) of the held-out data
+    options: dict  # the checked options, by fit's keywords
+    record: dict  # what a checkpoint must match to be resumed (the options, the data)
+    optimizer: Optimizer
+    kernel_args: tuple  # train's leading arguments: spec, params, grads, theta, grad, data
+    optimizer_args: tuple  # the optimizer's kind, constants, learning rates and state
+    order: np.ndarray  # the sequences of every epoch, one after the other
+    rng_state: dict  # the shuffling generator's state before the order was drawn
+    first_update: np.ndarray  # batch s makes updates first_update[s] .. [s + 1] - 1
+    stop: int  # the update count where this call ends
+    saved: dict | None  # a resumed checkpoint's fit state
+
+    @property
+    def n_updates(self):
+        return int(self.first_update[-1])
+
+    @property
+    def n_batches(self):  # per epoch
+        return -(-self.X.shape[0] // self.options["batch_size"])
+
+
+def _plan(model, X, Y, optimizer, *, lengths, h0, validation, validation_split, resume,
+          **options):
+    X, Y, lengths, many_to_one = model._prepare(X, Y, lengths)
+    h0 = model._prepare_state(h0, X.shape[0])
+    held_out = model._held_out(validation, validation_split, X, Y, lengths, h0, many_to_one)
+    if validation_split is not None:  # the training part: the sequences before it
+        keep = X.shape[0] - held_out[0].shape[0]
+        X, Y, lengths, h0 = X[:keep], Y[:keep], lengths[:keep], h0[:keep]
+    options = _checked(options, X.shape[:2], many_to_one, held_out is not None)
+    spec = model._spec(X, Y, many_to_one, options.pop("bptt_steps"))
+    record = {key: options[key] for key in ("epochs", "batch_size", "shuffle", "chunk_length",
+                                            "clip_value", "clip_norm")}
+    record.update(bptt_steps=spec.bptt_steps, validate_every=options["validate_every"] or 0)
+    if options["checkpoint"] is not None or resume is not None:
+        record["data"] = _fingerprint(X, Y, lengths, h0)
+    saved = None
+    if resume is not None:  # the model, the optimizer and where the fit stood
+        saved = model._resume(resume, record, optimizer)
+        optimizer = model.optimizer
+    optimizer = optimizer or model.optimizer or SGD(lr=0.01)
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an rnn_fast optimizer such as SGD(lr=0.1), "
+                        f"got {type(optimizer).__name__}")
+    lr = optimizer.learning_rates(model._layout, model.dtype)
+    params = model._kernel_params()  # refuses non-finite parameters before anything changes
+    optimizer.bind(model._layout, model.dtype, model._lineage)  # a refused fit changes nothing
+    model.optimizer = optimizer
+
+    # one epoch's order serves every epoch unless shuffling draws one per epoch
+    seed = options["seed"]
+    rng = np.random.default_rng(seed) if seed is not None else model._rng
+    if saved is not None:
+        rng.bit_generator.state = saved["rng"]
+    rng_state = rng.bit_generator.state  # a checkpoint redraws the order from here
+    n, epochs, batch_size = X.shape[0], options["epochs"], options["batch_size"]
+    order = (np.concatenate([rng.permutation(n) for _ in range(epochs)]) if options["shuffle"]
+             else np.arange(n)).astype(np.intp)
+    first_update = np.concatenate([[0], np.cumsum(_updates_per_batch(
+        lengths, order, n, batch_size, epochs, options["chunk_length"]))])
+    n_updates = int(first_update[-1])
+    grad = np.zeros_like(model.theta)
+    kernel_args = (spec, params, model._layout.kernel_args(model._layout.views(grad), model.dtype),
+                   model.theta, grad, X, Y, lengths, h0, order, batch_size,
+                   options["chunk_length"])
+    optimizer_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
+    return Plan(X, Y, lengths, h0, held_out, options, record, optimizer, kernel_args,
+                optimizer_args, order, rng_state, first_update,
+                min(n_updates, options["max_updates"] or n_updates), saved)
+
+
+def _checked(options, shape, many_to_one, held_out):
+    """fit's options, each checked (and the defaults resolved)."""
+    n, t = shape
+    o = dict(options)
+    for name in ("epochs", "batch_size"):
+        o[name] = check.check_int(name, o[name])
+    for name in ("validate_every", "callback_every", "max_updates", "checkpoint_every"):
+        o[name] = check.check_int(name, o[name], allow_none=True)
+    if o["validate_every"] and not held_out:
+        raise ValueError("validate_every needs held-out data: validation=(X_val, Y_val) "
+                         "or validation_split")
+    if o["batch_size"] > n:
+        raise ValueError(f"batch_size ({o['batch_size']}) is larger than the number of "
+                         f"sequences ({n})")
+    o["chunk_length"] = min(check.check_int("chunk_length", o["chunk_length"],
+                                            allow_none=True) or t, t)
+    if many_to_one and o["chunk_length"] < t:
+        raise ValueError("chunk_length needs targets at every step (Y of shape (N, T, O))")
+    o["clip_value"] = check.check_nonnegative("clip_value", o["clip_value"])
+    o["clip_norm"] = check.check_nonnegative("clip_norm", o["clip_norm"])
+    o["shuffle"] = check.check_bool("shuffle", o["shuffle"])
+    o["seed"] = check.check_seed("seed", o["seed"])
+    if o["callback"] is not None and not callable(o["callback"]):
+        raise TypeError(f"callback must be callable, got {type(o['callback']).__name__}")
+    if o["checkpoint_every"] and o["checkpoint"] is None:
+        raise ValueError("checkpoint_every needs checkpoint, the file to write")
+    return o
+
+
+# ---------------------------------------------------------------------- the run
+
+@dataclasses.dataclass
+class Run:
+    """Where a fit stands: its updates, losses and held-out measurements so far."""
+
+    losses: np.ndarray  # the loss of every update of the fit
+    carry: np.ndarray  # the hidden states a batch carries from chunk to chunk
+    updates: int = 0  # made so far (from the fit's start, also when resumed)
+    done: int = 0  # batches finished
+    val: dict = dataclasses.field(
+        default_factory=lambda: {"update": [], "loss": [], "epoch": []})
+    val_seconds: float = 0.0
+    written: int | None = None  # the update count of the last checkpoint written
+    diverged: bool = False
+    interrupted: str | None = None  # "Ctrl-C" or "stop"
+    timers: np.ndarray | None = None  # seconds in forward, backward, update (profile)
+
+
+def _run(model, plan, start):
+    o = plan.options
+    run = Run(np.zeros(plan.n_updates, dtype=np.float64),
+              np.zeros((o["batch_size"], model._state_size), dtype=model.dtype),
+              timers=np.zeros(3 if o["profile"] else 0))
+    if plan.saved is not None:
+        run.updates = plan.saved["updates"]
+        run.carry[...] = plan.saved["carry"]
+        run.losses[:run.updates] = plan.saved["losses"]
+        run.val = plan.saved["val"]
+        run.done = int(np.searchsorted(plan.first_update, run.updates, "right")) - 1
+    stops = [_epoch_ends(plan)] if plan.held_out is not None else []
+    for every in (o["validate_every"], o["checkpoint_every"], o["callback_every"]):
+        if every:
+            stops.append(np.arange(every, plan.n_updates, every))
+    bar = _Bar(plan, start) if o["progress"] else None
+    with _interruptible() as ctrl_c:
+        for begin, end in _blocks(plan.stop, stops, run.updates):
+            _train(model, plan, run, begin, end)
+            if bar is not None:
+                bar.show(plan, run, begin)
+            if run.updates < end:
+                run.diverged = True
+                break
+            _between_blocks(model, plan, run)
+            if ctrl_c or model._stop_requested:  # Ctrl-C, or model.stop() from a thread
+                run.interrupted = "Ctrl-C" if ctrl_c else "stop"
+                break
+        if run.interrupted and o["checkpoint"] is not None and run.written != run.updates:
+            _write_checkpoint(model, plan, run)
+    model._stop_requested = False  # a request is for the fit under way (or the next)
+    # max_updates stopped the fit early: measure the held-out loss there (after the
+    # checkpoints, which stay those of an uninterrupted fit), unless it just was
+    if (plan.held_out is not None and run.updates == plan.stop < plan.n_updates
+            and not run.diverged and run.val["update"][-1:] != [run.updates]):
+        _validate(model, plan, run, at_epoch_end=False)
+    if bar is not None:
+        bar.close()
+    return run
+
+
+def _train(model, plan, run, begin, end):
+    """One kernel call: updates begin .. end - 1 (fewer if one diverges)."""
+    o, optimizer = plan.options, plan.optimizer
+    s = int(np.searchsorted(plan.first_update, begin, "right")) - 1
+    s_end = int(np.searchsorted(plan.first_update, end, "left"))
+    before = optimizer.state["step"]
+    run.done, optimizer.state["step"] = model.kernels.train(
+        *plan.kernel_args, s, s_end, begin - int(plan.first_update[s]), end - begin,
+        run.carry, *plan.optimizer_args, optimizer.state["step"], o["clip_value"],
+        o["clip_norm"], run.losses[begin:], run.timers)
+    run.updates = begin + optimizer.state["step"] - before
+
+
+def _between_blocks(model, plan, run):
+    """What the fit does at the update count reached: validate, checkpoint, call back."""
+    o, u = plan.options, run.updates
+    epoch_end = u in _epoch_ends(plan)
+    if plan.held_out is not None and (epoch_end or (
+            o["validate_every"] and u % o["validate_every"] == 0)):
+        _validate(model, plan, run, epoch_end)
+    if o["checkpoint"] is not None and o["checkpoint_every"] and u % o["checkpoint_every"] == 0:
+        _write_checkpoint(model, plan, run)
+    if o["callback"] is not None and (u == plan.stop or (
+            o["callback_every"] and u % o["callback_every"] == 0)):
+        o["callback"](model, {"update": u, "updates": plan.n_updates,
+                              "loss": float(run.losses[u - 1]),
+                              "val_loss": run.val["loss"][-1] if run.val["loss"] else None})
+
+
+def _validate(model, plan, run, at_epoch_end):
+    clock = time.perf_counter()
+    run.val["update"].append(run.updates)
+    run.val["loss"].append(model._held_out_loss(*plan.held_out))
+    run.val["epoch"].append(at_epoch_end)
+    run.val_seconds += time.perf_counter() - clock
+
+
+def _write_checkpoint(model, plan, run):
+    model._checkpoint(plan.options["checkpoint"], plan.options["checkpoint_extra"], plan.record,
+                      run.updates, plan.rng_state, run.carry, run.losses, run.val)
+    run.written = run.updates
+
+
+def _epoch_ends(plan):
+    return plan.first_update[plan.n_batches::plan.n_batches]
+
+
+class _Bar:
+    """tqdm's bar over a fit's batches, or its updates when batches are cut into chunks
+    (a text is one batch: its bar would not move in an epoch) or the fit stops early;
+    drawn only if the first kernel call says the fit will last BAR_AFTER_SECONDS."""
+
+    def __init__(self, plan, start):
+        n_steps = plan.options["epochs"] * plan.n_batches
+        self.by_update = plan.n_updates > n_steps or plan.stop < plan.n_updates
+        self.total = plan.stop if self.by_update else n_steps
+        self.start, self.bar, self.first = start, None, True
+
+    def show(self, plan, run, begin):
+        position = run.updates if self.by_update else run.done
+        if self.first:  # the first block tells how long the fit takes
+            fraction = (run.updates - begin) / (plan.stop - begin)
+            self.bar = _progress_bar(self.total, position, fraction,
+                                     time.perf_counter() - self.start,
+                                     "update" if self.by_update else "batch")
+            self.first = False
+        if self.bar is None:
+            return
+        self.bar.update(position - self.bar.n)
+        if run.done:  # the running mean of this epoch's batch losses, history's unit
+            epoch_begin = (run.done - 1) // plan.n_batches * plan.n_batches
+            mean = _batch_losses(run.losses, plan.first_update, epoch_begin, run.done).mean()
+            # refresh=False: tqdm redraws at most every 0.1 s, not on every block
+            self.bar.set_postfix(loss=f"{mean:.4g}", refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress_bar(total, done, fraction, elapsed, unit):
+    """tqdm's bar over ``total`` batches (or updates), ``done`` of them done, after the
+    ``fraction`` of the fit's work done so far took ``elapsed`` seconds; None when the
+    whole fit should take less than BAR_AFTER_SECONDS."""
+    if fraction <= 0 or elapsed / fraction < BAR_AFTER_SECONDS:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit=unit, dynamic_ncols=True)
+
+
+def _blocks(n, stops=(), begin=0, seconds=0.1):
+    """The ranges of updates of the kernel calls, from `begin` to `n`: cut at every count
+    in `stops` (arrays of them: where fit validates, checkpoints, calls back), and timed:
+    a first call of 1 % of them (at most FIRST_BLOCK), then calls growing fourfold to
+    the size that takes about `seconds` at the time per update so far. Ctrl-C,
+    model.stop() and the progress bar are answered between calls, and a short fit makes
+    a few calls, not a hundred."""
+    cuts = np.unique(np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1)
+                                     for a in (*stops, [n])]))
+    cuts = cuts[(cuts > begin) & (cuts <= n)]
+    first, start, k = begin, time.perf_counter(), 0
+    size = max(1, min(FIRST_BLOCK, (n - begin) // 100))
+    while begin < n:
+        end = min(int(cuts[k]), begin + size)
+        yield begin, end
+        if end == cuts[k]:
+            k += 1
+        per_update = (time.perf_counter() - start) / (end - first)
+        size = max(1, min(4 * size, int(seconds / max(per_update, 1e-9))))
+        begin = end
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Within, Ctrl-C (SIGINT) only marks the list yielded, so fit can stop between two
+    kernel calls with the model, the optimizer and the history consistent; a second
+    Ctrl-C interrupts at once. Outside the main thread, or under a handler other than
+    Python's own, nothing changes (and the list stays empty)."""
+    interrupted = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield interrupted
+        return
+
+    def mark(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+
+    previous = signal.signal(signal.SIGINT, mark)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _fingerprint(*arrays):
+    """Shape, dtype and CRC-32 of each array: a resumed fit must train on the same data."""
+    return [[list(a.shape), str(a.dtype), zlib.crc32(np.ascontiguousarray(a))]
+            for a in arrays]
+
+
+def _updates_per_batch(lengths, order, n, batch_size, epochs, chunk_length):
+    """(epochs * n_batches,) the number of updates (chunks) of each training step: its
+    batch's longest sequence over chunk_length, rounded up."""
+    lens = lengths[order].reshape(-1, n)  # one row per epoch, or one row for every epoch
+    longest = np.maximum.reduceat(lens, np.arange(0, n, batch_size), axis=1)
+    chunks = -(-longest // chunk_length)
+    return np.broadcast_to(chunks, (epochs, chunks.shape[1])).reshape(-1)
+
+
+# ---------------------------------------------------------------------- the outcome
+
+def _outcome(plan, run, start):
+    """The history; raised inside an exception if the fit did not end."""
+    o, u = plan.options, run.updates
+    history = _history(_batch_losses(run.losses, plan.first_update, 0, run.done),
+                       run.losses[:u], plan.n_batches)
+    if plan.held_out is not None:
+        val = run.val
+        history["val_loss"] = [v for v, e in zip(val["loss"], val["epoch"]) if e]
+        history["val_update"] = np.array(val["update"], dtype=np.int64)
+        history["val_update_loss"] = np.array(val["loss"], dtype=np.float64)
+        history["val_seconds"] = run.val_seconds
+    if o["profile"]:
+        total = time.perf_counter() - start
+        phases = dict(zip(("forward", "backward", "update"), run.timers.tolist()))
+        history["profile"] = {**phases, "overhead": total - sum(phases.values()),
+                              "total": total}
+    if run.diverged:
+        epoch, b = divmod(run.done, plan.n_batches)
+        n = plan.X.shape[0]
+        first = plan.order[(epoch * n if o["shuffle"] else 0) + b * o["batch_size"]]
+        raise DivergenceError(
+            f"training diverged in epoch {epoch + 1}, batch {b + 1} (starting at sample "
+            f"{first}): the loss, a gradient or an update is not finite. The model holds "
+            "the parameters of the last finite update; try a smaller learning rate or "
+            "clip_norm.", epoch=epoch, sample=int(first), history=history)
+    if run.interrupted and u < plan.stop:
+        checkpoint = o["checkpoint"]
+        where = f"; checkpoint written to {checkpoint}" if checkpoint is not None else ""
+        how = "stopped by model.stop()" if run.interrupted == "stop" else "interrupted"
+        raise TrainingInterrupted(f"training {how} after update {u} of {plan.n_updates}{where}",
+                                  updates=u, history=history, checkpoint=checkpoint)
+    return history
+
+
+def _batch_losses(update_losses, first_update, begin, end):
+    """The losses of batches begin .. end - 1: the sums of their updates' losses."""
+    if end <= begin:
+        return np.zeros(0)
+    a, b = first_update[begin], first_update[end]
+    return np.add.reduceat(update_losses[a:b], first_update[begin:end] - a)
+
+
+def _history(batch_losses, update_losses, n_batches):
+    """"loss": the whole epochs' means; an epoch the fit stopped in (max_updates, Ctrl-C,
+    divergence) is left out, its finished batches' mean is "partial_epoch_loss"."""
+    whole, part = divmod(len(batch_losses), n_batches)
+    history = {"loss": [float(batch_losses[e * n_batches:(e + 1) * n_batches].mean())
+                        for e in range(whole)],
+               "batch_loss": update_losses.copy()}
+    if part:
+        history["partial_epoch_loss"] = float(batch_losses[whole * n_batches:].mean())
+    return history

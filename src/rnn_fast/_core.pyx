@@ -86,22 +86,25 @@ cdef Py_ssize_t _pair_min_hidden = 32
 
 # Batches of at least _halves_min_rows sequences, at hidden sizes from _halves_min_hidden
 # on, run BPTT as two halves of the batch, each with its own scratch and gradients, the
-# second half's gradients added to the first's at the end (_halves). Always, so the
-# numbers do not depend on the threads: the halves run on two threads, BLAS on one in
-# each, when BLAS was given two threads or more, and one after the other otherwise.
-# Per-step GEMMs of 64 rows on two OpenBLAS threads synchronise 300 times in a W3 call,
-# and with another process on one core they took 1.3 s instead of 0.27 s on one thread
-# (bench/README.md: Sapphire Rapids).
-# With a BLAS whose thread count the core cannot set (not OpenBLAS: blas_threads() is 0)
-# batches run whole, on BLAS's own threads, as before.
+# second half's gradients added to the first's at the end (_halves): one after the other,
+# or, when _threads is 2 or more (RNN_FAST_NUM_THREADS=2, opt-in as the pair), on two
+# threads. Every BLAS call runs on BLAS's own thread count, which the core never changes:
+# OpenBLAS's count is process-wide (openblas_set_num_threads_local too, in its pthreads
+# builds, scipy's), and an earlier core that set it to 1 around the halves made fits and
+# SciPy products in other threads run with another count mid-call, and other bits.
+# OpenBLAS splits a GEMM by the count alone, so the halves add the same numbers on one
+# thread and on two. Two threads pay with BLAS on one (OPENBLAS_NUM_THREADS=1 or
+# threadpoolctl): per-step GEMMs of 64 rows on two OpenBLAS threads synchronise 300 times
+# in a W3 call, and with another process on one core they took 1.3 s instead of 0.27 s on
+# one thread (bench/README.md: Sapphire Rapids).
 cdef Py_ssize_t _halves_min_rows = 16
 cdef Py_ssize_t _halves_min_hidden = 128
 
 
 def _find_blas_threads():
-    """Hand the core OpenBLAS's get/set_num_threads, looked up through scipy's cython_blas
-    module (dlsym searches the libraries it links). Returns the name found, or None (then
-    a batch's halves always run one after the other)."""
+    """Hand the core OpenBLAS's get_num_threads (for blas_threads(); the core only reads
+    it), looked up through scipy's cython_blas module (dlsym searches the libraries it
+    links). Returns the name found, or None."""
     import ctypes
     try:
         import scipy.linalg.cython_blas as cython_blas
@@ -112,12 +115,10 @@ def _find_blas_threads():
         for suffix in ("", "64_"):
             try:
                 get = getattr(lib, f"{prefix}_get_num_threads{suffix}")
-                put = getattr(lib, f"{prefix}_set_num_threads{suffix}")
             except AttributeError:
                 continue
-            rnn_fast_blas_thread_functions(ctypes.cast(get, ctypes.c_void_p).value,
-                                           ctypes.cast(put, ctypes.c_void_p).value)
-            return f"{prefix}_set_num_threads{suffix}"
+            rnn_fast_blas_thread_functions(ctypes.cast(get, ctypes.c_void_p).value)
+            return f"{prefix}_get_num_threads{suffix}"
     return None
 
 
@@ -125,7 +126,8 @@ _blas_threads_function = _find_blas_threads()
 
 
 def blas_threads():
-    """BLAS's thread count as the core sees it (0: unknown, the halves stay serial)."""
+    """BLAS's thread count, as OpenBLAS reports it (0: unknown). Read only: the core
+    never sets it, every BLAS call runs on the count the process has."""
     return rnn_fast_blas_threads()
 
 
@@ -421,14 +423,14 @@ cdef extern from "_pair.h" nogil:
     int rnn_fast_run_pair(rnn_fast_pair_body body, void* ctx)
     void rnn_fast_pair_publish(int64_t* counters, int tid, int64_t value)
     void rnn_fast_pair_wait(int64_t* counters, int tid, int64_t value)
-    # a thread beside the caller for the second half of a batch, and BLAS's thread count
+    # a thread beside the caller for the second half of a batch; BLAS's thread count,
+    # read only (blas_threads())
     ctypedef struct rnn_fast_beside:
         pass
     int rnn_fast_start_beside(rnn_fast_beside* b, rnn_fast_pair_body body, void* ctx)
     void rnn_fast_join_beside(rnn_fast_beside* b)
     int rnn_fast_blas_threads()
-    void rnn_fast_set_blas_threads(int n)
-    void rnn_fast_blas_thread_functions(size_t get, size_t set)
+    void rnn_fast_blas_thread_functions(size_t get)
 
 
 cdef inline void _add_vecmat(
@@ -1743,10 +1745,10 @@ def _dense_and_ids(data, dtype, bint ids, Py_ssize_t rank):
     return data, np.zeros((0, 0), np.int32)
 
 
-def _blas_parallel(bint halves):
-    """Whether a batch's halves run on two threads: when BLAS was given two or more
-    (then each half gets one; see _halves_min_rows)."""
-    return halves and RNN_FAST_HAVE_PAIR and rnn_fast_blas_threads() >= 2
+def _halves_parallel(bint halves):
+    """Whether a batch's halves run on two threads: when one fit may use two
+    (set_num_threads; see _halves_min_rows)."""
+    return halves and RNN_FAST_HAVE_PAIR and _threads >= 2
 
 
 def _check_cell(spec, params):
@@ -1839,9 +1841,8 @@ def loss_and_grads(spec, params, grads,
     X, X_ids = _dense_and_ids(X_data, dtype, cfg.input_ids, 3)
     Y, Y_ids = _dense_and_ids(Y_data, dtype, cfg.target_ids, 3)
     cdef bint halves = (n_hidden >= _blas_min_hidden and n_hidden >= _halves_min_hidden
-                        and n_seq >= _halves_min_rows and rnn_fast_blas_threads() > 0)
-    cdef bint parallel = _blas_parallel(halves)
-    cdef int blas_threads = rnn_fast_blas_threads()
+                        and n_seq >= _halves_min_rows)
+    cdef bint parallel = _halves_parallel(halves)
     ws = _scratch("first", dtype, T, n_in, n_hidden, n_out,
                   (n_seq + 1) // 2 if halves else n_seq, cell=spec.cell)
     cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
@@ -1864,8 +1865,6 @@ def loss_and_grads(spec, params, grads,
     for g in grads:
         g[...] = 0
     H_last_out[...] = h0
-    if parallel:
-        rnn_fast_set_blas_threads(1)
     with nogil:
         if halves:
             loss = _halves(
@@ -1887,8 +1886,6 @@ def loss_and_grads(spec, params, grads,
                     X, Y, X_ids, Y_ids, n, lengths[n], 0, T, scale, hs, das, dh, z, y, dz, b_hh,
                     db_hh, cs, gs, work, NULL)
                 _rows_to_state(cfg, hs, cs, lengths[n], &H_last_out[n, 0])
-    if parallel:
-        rnn_fast_set_blas_threads(blas_threads)
     if job is not None and job[len(job) - 1]:
         raise job[len(job) - 1][0]
     return loss
@@ -2035,10 +2032,9 @@ def train(spec, params, grads,
     cdef Py_ssize_t block = ws.block
     cdef bint blas = ws.blas
     # batches of _halves_min_rows or more sequences run as two halves (_halves)
-    cdef bint halves = (blas and n_hidden >= _halves_min_hidden and rnn_fast_blas_threads() > 0
+    cdef bint halves = (blas and n_hidden >= _halves_min_hidden
                         and min(batch_size, n_samples) >= _halves_min_rows)
-    cdef bint parallel = _blas_parallel(halves)
-    cdef int blas_threads = rnn_fast_blas_threads()
+    cdef bint parallel = _halves_parallel(halves)
     cdef floating[:, ::1] dW_xh_2, dW_hh_2, dW_hy_2
     cdef floating[::1] db_h_2, db_hh_2, db_y_2, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1
     cdef floating[::1] Cs_1, Gs_1, Ex_1
@@ -2072,8 +2068,6 @@ def train(spec, params, grads,
         W_xh_0, W_hh_0, W_hy_0, b_h_0, b_hh_0, b_y_0 = alternation.views[0]
         W_xh_1, W_hh_1, W_hy_1, b_h_1, b_hh_1, b_y_1 = alternation.views[1]
         W_xh, W_hh, W_hy, b_h, b_hh, b_y = alternation.views[0]
-    if parallel:
-        rnn_fast_set_blas_threads(1)
     with nogil:
         if not blas:
             _transpose(W_hh, W_hh_T)
@@ -2148,8 +2142,6 @@ def train(spec, params, grads,
                 _lap(timers, PHASE_UPDATE, clock)
             if stopped or not finite:
                 break
-    if parallel:
-        rnn_fast_set_blas_threads(blas_threads)
     if alternate:
         alternation.done(cur)
     if job is not None and job[len(job) - 1]:

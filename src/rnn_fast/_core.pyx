@@ -906,8 +906,9 @@ cdef floating _batch_loss_and_grads(
     The twin of calling _sequence_loss_and_grads for each sequence of the batch; the
     arrays are time-major (row k * count + j is step t0 + k of sequence order[first + j])
     and handled through pointers so a block of steps is one contiguous matrix. A
-    sequence that ends before t1 keeps its last hidden state through the remaining
-    steps and gets no loss there, so its gradients are those of running it alone.
+    sequence that ends before t1 has zero rows at the remaining (padded) steps, which
+    get no loss and pass no gradient, not even a non-finite parameter's NaN * 0
+    (_zero_padded, _hide_last_states), so its gradients are those of running it alone.
     """
     cdef Py_ssize_t n_hidden = W_hh.shape[0]
     cdef Py_ssize_t B = count, H = n_hidden, n_steps = 0
@@ -943,12 +944,16 @@ cdef floating _batch_loss_and_grads(
             _gemm(False, False, B, H, H, hs + k * B * H, &W_hh[0, 0], 1, hs + (k + 1) * B * H)
             for j in range(B):
                 row = hs + ((k + 1) * B + j) * H
-                if t0 + k >= lengths[order[first + j]]:  # ended: keep its last state
+                if t0 + k >= lengths[order[first + j]]:  # ended: a padded step's zeros
                     for c in range(H):
-                        row[c] = row[c - B * H]
+                        row[c] = 0
                 else:
                     _activate_row(cfg, row, &b_h[0], H)
         kb += m
+    for j in range(B):  # each sequence's last state: its last step's, or the carried one
+        r = max(0, min(t1, lengths[order[first + j]]) - t0)
+        for c in range(H):
+            carry[j, c] = hs[(r * B + j) * H + c]
     clock = _lap(timers, PHASE_FORWARD, clock)
 
     for c in range(B * H):
@@ -964,26 +969,30 @@ cdef floating _batch_loss_and_grads(
             darow = &DAb[r * B * H]
             row = hs + (k + 1) * B * H
             _through_activation(cfg, darow, &dh_next[0], row, B * H)
+            _zero_padded(darow, H, lengths, order, first, B, t0 + k, 1)
             if k > 0 and (cfg.bptt_steps == 0 or (t0 + k) % cfg.bptt_steps != 0):
                 # back into h_{t-1} through the recurrence: dh = da W_hh^T
                 _gemm(False, True, B, H, H, darow, &W_hh[0, 0], 0, &dh_next[0])
+                _zero_padded(&dh_next[0], H, lengths, order, first, B, t0 + k, 1)
             elif k > 0:  # the gradient stops at this bptt_steps boundary
                 for c in range(B * H):
                     dh_next[c] = 0
         # the block's weight gradients: dW_xh += x^T da, dW_hh += h_prev^T da
         if cfg.input_ids:
-            _add_ids_gradient(X_ids, order, first, B, t0 + kb, m, &DAb[0], dW_xh)
+            _add_ids_gradient(X_ids, lengths, order, first, B, t0 + kb, m, &DAb[0], dW_xh)
         else:
             sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+            _zero_padded(&Xb[0], X.shape[2], lengths, order, first, B, t0 + kb, m)
             _add_input_gradient(&Xb[0], &DAb[0], m * B, sparse, dW_xh)
+        _hide_last_states(hs + kb * B * H, carry, lengths, order, first, B, H, t0, t0 + kb, m,
+                          True)
         _gemm(True, False, H, H, m * B, hs + kb * B * H, &DAb[0], 1, &dW_hh[0, 0])
+        _hide_last_states(hs + kb * B * H, carry, lengths, order, first, B, H, t0, t0 + kb, m,
+                          False)
         if cfg.bias:  # last step first, as the reference meets them
             for r in range(m * B - 1, -1, -1):
                 for c in range(H):
                     db_h[c] += DAb[r * H + c]
-    for j in range(B):
-        for c in range(H):
-            carry[j, c] = hs[(n_steps * B + j) * H + c]
     _lap(timers, PHASE_BACKWARD, clock)
     return scale * loss
 
@@ -1214,18 +1223,57 @@ cdef inline void _project_ids(
 
 
 cdef inline void _add_ids_gradient(
-    const int32_t[:, ::1] X_ids, const Py_ssize_t[::1] order, Py_ssize_t first,
+    const int32_t[:, ::1] X_ids, const Py_ssize_t[::1] lengths,
+    const Py_ssize_t[::1] order, Py_ssize_t first,
     Py_ssize_t count, Py_ssize_t t_begin, Py_ssize_t n_steps,
     const floating* DAb,              # IN (n_steps, count, H) dL/da, time-major
     floating[:, ::1] dW_xh,           # IN/OUT (I, H): each id's row += its da
 ) noexcept nogil:
     """dW_xh += x^T da over a block of token ids, last step first as BPTT meets them
-    (as _add_input_gradient adds sparse rows)."""
+    (as _add_input_gradient adds sparse rows); padded steps' ids add nothing."""
     cdef Py_ssize_t r, j, H = dW_xh.shape[1]
     for r in range(n_steps - 1, -1, -1):
         for j in range(count - 1, -1, -1):
-            _add_row(DAb + (r * count + j) * H, H,
-                     &dW_xh[X_ids[order[first + j], t_begin + r], 0])
+            if t_begin + r < lengths[order[first + j]]:
+                _add_row(DAb + (r * count + j) * H, H,
+                         &dW_xh[X_ids[order[first + j], t_begin + r], 0])
+
+
+cdef inline void _zero_padded(
+    floating* rows,                   # IN/OUT (n_steps, count, width) time-major
+    Py_ssize_t width, const Py_ssize_t[::1] lengths,
+    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count,
+    Py_ssize_t t_begin, Py_ssize_t n_steps,
+) noexcept nogil:
+    """Zero the rows of padded steps (t >= the sequence's length) in a block of rows (dL/da,
+    dL/dh, inputs): they pass no gradient, not even a non-finite parameter's NaN * 0."""
+    cdef Py_ssize_t r, j, c
+    cdef floating* row
+    for r in range(n_steps):
+        for j in range(count):
+            if t_begin + r >= lengths[order[first + j]]:
+                row = rows + (r * count + j) * width
+                for c in range(width):
+                    row[c] = 0
+
+
+cdef inline void _hide_last_states(
+    floating* hs_prev,                # IN/OUT (n_steps, count, H) h_{t-1} of a block
+    const floating[:, ::1] carry,     # IN each sequence's last state (columns 0..H)
+    const Py_ssize_t[::1] lengths,
+    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count, Py_ssize_t H,
+    Py_ssize_t t0, Py_ssize_t t_begin, Py_ssize_t n_steps,
+    bint hide,
+) noexcept nogil:
+    """A sequence's last state is the h_{t-1} of its first padded step, whose dL/da is
+    zero: hide it (zeros) for the block's dW_hh GEMM, where a non-finite state would
+    give NaN * 0, and put it back after (hide False; the state's own step needs it)."""
+    cdef Py_ssize_t r, j, c
+    for j in range(count):
+        r = max(t0, lengths[order[first + j]]) - t_begin  # its first padded step, in the block
+        if 0 <= r < n_steps:
+            for c in range(H):
+                hs_prev[(r * count + j) * H + c] = 0 if hide else carry[j, c]
 
 
 cdef bint _update(

@@ -19,21 +19,21 @@ import pytest
 import rnn_fast
 
 # the sizes: hidden 131, batch 19 (two halves of 10 and 9 rows)
-N, T, I, O, H, BATCH = 38, 30, 8, 4, 131, 19
+N, T, N_IN, N_OUT, H, BATCH = 38, 30, 8, 4, 131, 19
 CELLS = {"elman": rnn_fast.RNN, "gru": rnn_fast.GRU, "lstm": rnn_fast.LSTM}
 
 
 def data(dtype="float64"):
     rng = np.random.default_rng(7)
-    X = rng.standard_normal((N, T, I)).astype(dtype)
-    Y = rng.standard_normal((N, T, O)).astype(dtype)
+    X = rng.standard_normal((N, T, N_IN)).astype(dtype)
+    Y = rng.standard_normal((N, T, N_OUT)).astype(dtype)
     lengths = rng.integers(T // 2, T + 1, N)
     return X, Y, lengths
 
 
 def fit(cell, X, Y, lengths):
     options = {"hidden_activation": "tanh"} if cell == "elman" else {}
-    model = CELLS[cell](I, H, O, output_activation="identity", loss="mse", seed=3,
+    model = CELLS[cell](N_IN, H, N_OUT, output_activation="identity", loss="mse", seed=3,
                         dtype=X.dtype.name, **options)
     model.fit(X, Y, optimizer=rnn_fast.SGD(lr=0.01), batch_size=BATCH, epochs=1,
               lengths=lengths, progress=False)

@@ -25,7 +25,7 @@ from rnn_fast._model import Spec
 
 CELLS = {"elman": (0, 1), "gru": (1, 3), "lstm": (2, 4)}
 PATHS = ["loops", "blas", "halves"]
-N, T, I, H, O = 4, 6, 5, 3, 2
+N, T, N_IN, H, N_OUT = 4, 6, 5, 3, 2
 LENGTHS = np.array([6, 3, 1, 4], dtype=np.intp)
 PARAMS = {"elman": ["W_xh", "W_hh", "W_hy", "b_h", "b_y"],
           "gru": ["W_ih", "W_hh", "W_hy", "b_ih", "b_hh", "b_y"]}
@@ -38,14 +38,14 @@ def problem(cell, ids, seed=0):
     code, G = CELLS[cell]
     rng = np.random.default_rng(seed)
     s = 2 * H if cell == "lstm" else H
-    shapes = [(I, G * H), (H, G * H), (H, O), (G * H,)] + ([(G * H,)] if G > 1 else [])
-    shapes.append((O,))
+    shapes = [(N_IN, G * H), (H, G * H), (H, N_OUT), (G * H,)] + ([(G * H,)] if G > 1 else [])
+    shapes.append((N_OUT,))
     params = [0.5 * rng.standard_normal(shape) for shape in shapes]
     tokens = rng.integers(0, 3, (N, T)).astype(np.int32)
     padding = np.arange(T)[None, :] >= LENGTHS[:, None]
     tokens[padding] = 4
-    X = tokens if ids else rng.standard_normal((N, T, I))
-    Y = rng.standard_normal((N, T, O))
+    X = tokens if ids else rng.standard_normal((N, T, N_IN))
+    Y = rng.standard_normal((N, T, N_OUT))
     h0 = 0.5 * rng.standard_normal((N, s))
     spec = Spec(1 if code == 0 else 0, 3, 1, True, True, False, 0, code, input_ids=ids)
     return spec, params, X, Y, h0, padding

@@ -389,31 +389,31 @@ def test_long_seed_run_matches_reference():
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_halves_give_the_same_bits_on_one_thread_and_two(dtype, rng):
+@pytest.mark.parametrize("blas_limit", [1, 2])
+def test_halves_give_the_same_bits_on_one_thread_and_two(dtype, blas_limit, rng):
     """A batch's two halves add the same numbers in the same order whether they run one
-    after the other (BLAS limited to one thread) or side by side (BLAS's two threads,
-    one per half); the core hands BLAS its thread count back afterwards."""
+    after the other or side by side (set_num_threads(2)), on BLAS's own thread count,
+    which the core leaves as it found it."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    if rnn_fast._core.blas_threads() == 0:
-        pytest.skip("the core cannot set this BLAS's threads: batches run whole")
     config = {"hidden_activation": "tanh", "output_activation": "identity",
               "loss": "mse", "bias": True, "readout": True}
     X, Y = make_data(rng, config, 9, 6, 3, 2, many_to_one=False, dtype=dtype)
     lengths = rng.integers(1, 7, 9)
     results = []
-    for limit in (1, 2):
+    for threads in (1, 2):
         model, _ = twin_models(config, (3, 20, 2), dtype, seed=5)
-        with core_path("halves"), threadpoolctl.threadpool_limits(limit, user_api="blas"):
-            before = rnn_fast._core.blas_threads()
-            loss, grads = model.loss_and_grads(X, Y)
-            history = model.fit(X, Y, optimizer=rnn_fast.Adam(lr=0.01), epochs=2,
-                                batch_size=4, lengths=lengths, chunk_length=4)
-            schedule = rnn_fast._core.last_schedule()
-            assert rnn_fast._core.blas_threads() == before
-        if before >= 2:
-            assert schedule == "halves, two threads"
-        else:
-            assert schedule == "halves"
+        with core_path("halves"), threadpoolctl.threadpool_limits(blas_limit, user_api="blas"):
+            old = rnn_fast._core.set_num_threads(threads)
+            try:
+                before = rnn_fast._core.blas_threads()
+                loss, grads = model.loss_and_grads(X, Y)
+                history = model.fit(X, Y, optimizer=rnn_fast.Adam(lr=0.01), epochs=2,
+                                    batch_size=4, lengths=lengths, chunk_length=4)
+                schedule = rnn_fast._core.last_schedule()
+                assert rnn_fast._core.blas_threads() == before
+            finally:
+                rnn_fast._core.set_num_threads(old)
+        assert schedule == ("halves, two threads" if threads == 2 else "halves")
         results.append((loss, *grads.values(), model.theta, history["batch_loss"]))
     for one, two in zip(*results):
         np.testing.assert_array_equal(two, one)

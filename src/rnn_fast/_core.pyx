@@ -86,22 +86,25 @@ cdef Py_ssize_t _pair_min_hidden = 32
 
 # Batches of at least _halves_min_rows sequences, at hidden sizes from _halves_min_hidden
 # on, run BPTT as two halves of the batch, each with its own scratch and gradients, the
-# second half's gradients added to the first's at the end (_halves). Always, so the
-# numbers do not depend on the threads: the halves run on two threads, BLAS on one in
-# each, when BLAS was given two threads or more, and one after the other otherwise.
-# Per-step GEMMs of 64 rows on two OpenBLAS threads synchronise 300 times in a W3 call,
-# and with another process on one core they took 1.3 s instead of 0.27 s on one thread
-# (bench/README.md: Sapphire Rapids).
-# With a BLAS whose thread count the core cannot set (not OpenBLAS: blas_threads() is 0)
-# batches run whole, on BLAS's own threads, as before.
+# second half's gradients added to the first's at the end (_halves): one after the other,
+# or, when _threads is 2 or more (RNN_FAST_NUM_THREADS=2, opt-in as the pair), on two
+# threads. Every BLAS call runs on BLAS's own thread count, which the core never changes:
+# OpenBLAS's count is process-wide (openblas_set_num_threads_local too, in its pthreads
+# builds, scipy's), and an earlier core that set it to 1 around the halves made fits and
+# SciPy products in other threads run with another count mid-call, and other bits.
+# OpenBLAS splits a GEMM by the count alone, so the halves add the same numbers on one
+# thread and on two. Two threads pay with BLAS on one (OPENBLAS_NUM_THREADS=1 or
+# threadpoolctl): per-step GEMMs of 64 rows on two OpenBLAS threads synchronise 300 times
+# in a W3 call, and with another process on one core they took 1.3 s instead of 0.27 s on
+# one thread (bench/README.md: Sapphire Rapids).
 cdef Py_ssize_t _halves_min_rows = 16
 cdef Py_ssize_t _halves_min_hidden = 128
 
 
 def _find_blas_threads():
-    """Hand the core OpenBLAS's get/set_num_threads, looked up through scipy's cython_blas
-    module (dlsym searches the libraries it links). Returns the name found, or None (then
-    a batch's halves always run one after the other)."""
+    """Hand the core OpenBLAS's get_num_threads (for blas_threads(); the core only reads
+    it), looked up through scipy's cython_blas module (dlsym searches the libraries it
+    links). Returns the name found, or None."""
     import ctypes
     try:
         import scipy.linalg.cython_blas as cython_blas
@@ -112,12 +115,10 @@ def _find_blas_threads():
         for suffix in ("", "64_"):
             try:
                 get = getattr(lib, f"{prefix}_get_num_threads{suffix}")
-                put = getattr(lib, f"{prefix}_set_num_threads{suffix}")
             except AttributeError:
                 continue
-            rnn_fast_blas_thread_functions(ctypes.cast(get, ctypes.c_void_p).value,
-                                           ctypes.cast(put, ctypes.c_void_p).value)
-            return f"{prefix}_set_num_threads{suffix}"
+            rnn_fast_blas_thread_functions(ctypes.cast(get, ctypes.c_void_p).value)
+            return f"{prefix}_get_num_threads{suffix}"
     return None
 
 
@@ -125,7 +126,8 @@ _blas_threads_function = _find_blas_threads()
 
 
 def blas_threads():
-    """BLAS's thread count as the core sees it (0: unknown, the halves stay serial)."""
+    """BLAS's thread count, as OpenBLAS reports it (0: unknown). Read only: the core
+    never sets it, every BLAS call runs on the count the process has."""
     return rnn_fast_blas_threads()
 
 
@@ -421,14 +423,14 @@ cdef extern from "_pair.h" nogil:
     int rnn_fast_run_pair(rnn_fast_pair_body body, void* ctx)
     void rnn_fast_pair_publish(int64_t* counters, int tid, int64_t value)
     void rnn_fast_pair_wait(int64_t* counters, int tid, int64_t value)
-    # a thread beside the caller for the second half of a batch, and BLAS's thread count
+    # a thread beside the caller for the second half of a batch; BLAS's thread count,
+    # read only (blas_threads())
     ctypedef struct rnn_fast_beside:
         pass
     int rnn_fast_start_beside(rnn_fast_beside* b, rnn_fast_pair_body body, void* ctx)
     void rnn_fast_join_beside(rnn_fast_beside* b)
     int rnn_fast_blas_threads()
-    void rnn_fast_set_blas_threads(int n)
-    void rnn_fast_blas_thread_functions(size_t get, size_t set)
+    void rnn_fast_blas_thread_functions(size_t get)
 
 
 cdef inline void _add_vecmat(
@@ -904,8 +906,9 @@ cdef floating _batch_loss_and_grads(
     The twin of calling _sequence_loss_and_grads for each sequence of the batch; the
     arrays are time-major (row k * count + j is step t0 + k of sequence order[first + j])
     and handled through pointers so a block of steps is one contiguous matrix. A
-    sequence that ends before t1 keeps its last hidden state through the remaining
-    steps and gets no loss there, so its gradients are those of running it alone.
+    sequence that ends before t1 has zero rows at the remaining (padded) steps, which
+    get no loss and pass no gradient, not even a non-finite parameter's NaN * 0
+    (_zero_padded, _hide_last_states), so its gradients are those of running it alone.
     """
     cdef Py_ssize_t n_hidden = W_hh.shape[0]
     cdef Py_ssize_t B = count, H = n_hidden, n_steps = 0
@@ -941,12 +944,16 @@ cdef floating _batch_loss_and_grads(
             _gemm(False, False, B, H, H, hs + k * B * H, &W_hh[0, 0], 1, hs + (k + 1) * B * H)
             for j in range(B):
                 row = hs + ((k + 1) * B + j) * H
-                if t0 + k >= lengths[order[first + j]]:  # ended: keep its last state
+                if t0 + k >= lengths[order[first + j]]:  # ended: a padded step's zeros
                     for c in range(H):
-                        row[c] = row[c - B * H]
+                        row[c] = 0
                 else:
                     _activate_row(cfg, row, &b_h[0], H)
         kb += m
+    for j in range(B):  # each sequence's last state: its last step's, or the carried one
+        r = max(0, min(t1, lengths[order[first + j]]) - t0)
+        for c in range(H):
+            carry[j, c] = hs[(r * B + j) * H + c]
     clock = _lap(timers, PHASE_FORWARD, clock)
 
     for c in range(B * H):
@@ -962,26 +969,30 @@ cdef floating _batch_loss_and_grads(
             darow = &DAb[r * B * H]
             row = hs + (k + 1) * B * H
             _through_activation(cfg, darow, &dh_next[0], row, B * H)
+            _zero_padded(darow, H, lengths, order, first, B, t0 + k, 1)
             if k > 0 and (cfg.bptt_steps == 0 or (t0 + k) % cfg.bptt_steps != 0):
                 # back into h_{t-1} through the recurrence: dh = da W_hh^T
                 _gemm(False, True, B, H, H, darow, &W_hh[0, 0], 0, &dh_next[0])
+                _zero_padded(&dh_next[0], H, lengths, order, first, B, t0 + k, 1)
             elif k > 0:  # the gradient stops at this bptt_steps boundary
                 for c in range(B * H):
                     dh_next[c] = 0
         # the block's weight gradients: dW_xh += x^T da, dW_hh += h_prev^T da
         if cfg.input_ids:
-            _add_ids_gradient(X_ids, order, first, B, t0 + kb, m, &DAb[0], dW_xh)
+            _add_ids_gradient(X_ids, lengths, order, first, B, t0 + kb, m, &DAb[0], dW_xh)
         else:
             sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+            _zero_padded(&Xb[0], X.shape[2], lengths, order, first, B, t0 + kb, m)
             _add_input_gradient(&Xb[0], &DAb[0], m * B, sparse, dW_xh)
+        _hide_last_states(hs + kb * B * H, carry, lengths, order, first, B, H, t0, t0 + kb, m,
+                          True)
         _gemm(True, False, H, H, m * B, hs + kb * B * H, &DAb[0], 1, &dW_hh[0, 0])
+        _hide_last_states(hs + kb * B * H, carry, lengths, order, first, B, H, t0, t0 + kb, m,
+                          False)
         if cfg.bias:  # last step first, as the reference meets them
             for r in range(m * B - 1, -1, -1):
                 for c in range(H):
                     db_h[c] += DAb[r * H + c]
-    for j in range(B):
-        for c in range(H):
-            carry[j, c] = hs[(n_steps * B + j) * H + c]
     _lap(timers, PHASE_BACKWARD, clock)
     return scale * loss
 
@@ -1212,18 +1223,57 @@ cdef inline void _project_ids(
 
 
 cdef inline void _add_ids_gradient(
-    const int32_t[:, ::1] X_ids, const Py_ssize_t[::1] order, Py_ssize_t first,
+    const int32_t[:, ::1] X_ids, const Py_ssize_t[::1] lengths,
+    const Py_ssize_t[::1] order, Py_ssize_t first,
     Py_ssize_t count, Py_ssize_t t_begin, Py_ssize_t n_steps,
     const floating* DAb,              # IN (n_steps, count, H) dL/da, time-major
     floating[:, ::1] dW_xh,           # IN/OUT (I, H): each id's row += its da
 ) noexcept nogil:
     """dW_xh += x^T da over a block of token ids, last step first as BPTT meets them
-    (as _add_input_gradient adds sparse rows)."""
+    (as _add_input_gradient adds sparse rows); padded steps' ids add nothing."""
     cdef Py_ssize_t r, j, H = dW_xh.shape[1]
     for r in range(n_steps - 1, -1, -1):
         for j in range(count - 1, -1, -1):
-            _add_row(DAb + (r * count + j) * H, H,
-                     &dW_xh[X_ids[order[first + j], t_begin + r], 0])
+            if t_begin + r < lengths[order[first + j]]:
+                _add_row(DAb + (r * count + j) * H, H,
+                         &dW_xh[X_ids[order[first + j], t_begin + r], 0])
+
+
+cdef inline void _zero_padded(
+    floating* rows,                   # IN/OUT (n_steps, count, width) time-major
+    Py_ssize_t width, const Py_ssize_t[::1] lengths,
+    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count,
+    Py_ssize_t t_begin, Py_ssize_t n_steps,
+) noexcept nogil:
+    """Zero the rows of padded steps (t >= the sequence's length) in a block of rows (dL/da,
+    dL/dh, inputs): they pass no gradient, not even a non-finite parameter's NaN * 0."""
+    cdef Py_ssize_t r, j, c
+    cdef floating* row
+    for r in range(n_steps):
+        for j in range(count):
+            if t_begin + r >= lengths[order[first + j]]:
+                row = rows + (r * count + j) * width
+                for c in range(width):
+                    row[c] = 0
+
+
+cdef inline void _hide_last_states(
+    floating* hs_prev,                # IN/OUT (n_steps, count, H) h_{t-1} of a block
+    const floating[:, ::1] carry,     # IN each sequence's last state (columns 0..H)
+    const Py_ssize_t[::1] lengths,
+    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count, Py_ssize_t H,
+    Py_ssize_t t0, Py_ssize_t t_begin, Py_ssize_t n_steps,
+    bint hide,
+) noexcept nogil:
+    """A sequence's last state is the h_{t-1} of its first padded step, whose dL/da is
+    zero: hide it (zeros) for the block's dW_hh GEMM, where a non-finite state would
+    give NaN * 0, and put it back after (hide False; the state's own step needs it)."""
+    cdef Py_ssize_t r, j, c
+    for j in range(count):
+        r = max(t0, lengths[order[first + j]]) - t_begin  # its first padded step, in the block
+        if 0 <= r < n_steps:
+            for c in range(H):
+                hs_prev[(r * count + j) * H + c] = 0 if hide else carry[j, c]
 
 
 cdef bint _update(
@@ -1743,10 +1793,10 @@ def _dense_and_ids(data, dtype, bint ids, Py_ssize_t rank):
     return data, np.zeros((0, 0), np.int32)
 
 
-def _blas_parallel(bint halves):
-    """Whether a batch's halves run on two threads: when BLAS was given two or more
-    (then each half gets one; see _halves_min_rows)."""
-    return halves and RNN_FAST_HAVE_PAIR and rnn_fast_blas_threads() >= 2
+def _halves_parallel(bint halves):
+    """Whether a batch's halves run on two threads: when one fit may use two
+    (set_num_threads; see _halves_min_rows)."""
+    return halves and RNN_FAST_HAVE_PAIR and _threads >= 2
 
 
 def _check_cell(spec, params):
@@ -1839,9 +1889,8 @@ def loss_and_grads(spec, params, grads,
     X, X_ids = _dense_and_ids(X_data, dtype, cfg.input_ids, 3)
     Y, Y_ids = _dense_and_ids(Y_data, dtype, cfg.target_ids, 3)
     cdef bint halves = (n_hidden >= _blas_min_hidden and n_hidden >= _halves_min_hidden
-                        and n_seq >= _halves_min_rows and rnn_fast_blas_threads() > 0)
-    cdef bint parallel = _blas_parallel(halves)
-    cdef int blas_threads = rnn_fast_blas_threads()
+                        and n_seq >= _halves_min_rows)
+    cdef bint parallel = _halves_parallel(halves)
     ws = _scratch("first", dtype, T, n_in, n_hidden, n_out,
                   (n_seq + 1) // 2 if halves else n_seq, cell=spec.cell)
     cdef floating[:, ::1] hs = ws.hs, das = ws.das, W_hh_T = ws.W_hh_T
@@ -1864,8 +1913,6 @@ def loss_and_grads(spec, params, grads,
     for g in grads:
         g[...] = 0
     H_last_out[...] = h0
-    if parallel:
-        rnn_fast_set_blas_threads(1)
     with nogil:
         if halves:
             loss = _halves(
@@ -1887,8 +1934,6 @@ def loss_and_grads(spec, params, grads,
                     X, Y, X_ids, Y_ids, n, lengths[n], 0, T, scale, hs, das, dh, z, y, dz, b_hh,
                     db_hh, cs, gs, work, NULL)
                 _rows_to_state(cfg, hs, cs, lengths[n], &H_last_out[n, 0])
-    if parallel:
-        rnn_fast_set_blas_threads(blas_threads)
     if job is not None and job[len(job) - 1]:
         raise job[len(job) - 1][0]
     return loss
@@ -2035,10 +2080,9 @@ def train(spec, params, grads,
     cdef Py_ssize_t block = ws.block
     cdef bint blas = ws.blas
     # batches of _halves_min_rows or more sequences run as two halves (_halves)
-    cdef bint halves = (blas and n_hidden >= _halves_min_hidden and rnn_fast_blas_threads() > 0
+    cdef bint halves = (blas and n_hidden >= _halves_min_hidden
                         and min(batch_size, n_samples) >= _halves_min_rows)
-    cdef bint parallel = _blas_parallel(halves)
-    cdef int blas_threads = rnn_fast_blas_threads()
+    cdef bint parallel = _halves_parallel(halves)
     cdef floating[:, ::1] dW_xh_2, dW_hh_2, dW_hy_2
     cdef floating[::1] db_h_2, db_hh_2, db_y_2, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1
     cdef floating[::1] Cs_1, Gs_1, Ex_1
@@ -2072,8 +2116,6 @@ def train(spec, params, grads,
         W_xh_0, W_hh_0, W_hy_0, b_h_0, b_hh_0, b_y_0 = alternation.views[0]
         W_xh_1, W_hh_1, W_hy_1, b_h_1, b_hh_1, b_y_1 = alternation.views[1]
         W_xh, W_hh, W_hy, b_h, b_hh, b_y = alternation.views[0]
-    if parallel:
-        rnn_fast_set_blas_threads(1)
     with nogil:
         if not blas:
             _transpose(W_hh, W_hh_T)
@@ -2148,8 +2190,6 @@ def train(spec, params, grads,
                 _lap(timers, PHASE_UPDATE, clock)
             if stopped or not finite:
                 break
-    if parallel:
-        rnn_fast_set_blas_threads(blas_threads)
     if alternate:
         alternation.done(cur)
     if job is not None and job[len(job) - 1]:

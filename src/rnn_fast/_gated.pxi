@@ -314,12 +314,12 @@ cdef floating _gated_batch_loss_and_grads(
             _gemm(False, False, B, GH, H, hs + k * B * H, &W_hh[0, 0], 0, AH)  # h W_hh
             for j in range(B):
                 row = hs + ((k + 1) * B + j) * H
-                if t0 + k >= lengths[order[first + j]]:  # ended: keep its last state
+                if t0 + k >= lengths[order[first + j]]:  # ended: a padded step's zeros
                     for c in range(H):
-                        row[c] = row[c - B * H]
+                        row[c] = 0
                         if lstm:
-                            cs[((k + 1) * B + j) * H + c] = cs[(k * B + j) * H + c]
-                    for c in range(GW):  # and a gate row that passes no gradient
+                            cs[((k + 1) * B + j) * H + c] = 0
+                    for c in range(GW):
                         gs[(k * B + j) * GW + c] = 0
                 else:
                     _cell_forward(cfg.cell, H, AX + (r * B + j) * GH, AH + j * GH, &b_ih[0],
@@ -328,6 +328,12 @@ cdef floating _gated_batch_loss_and_grads(
                                   gs + (k * B + j) * GW, row,
                                   cs + ((k + 1) * B + j) * H if lstm else NULL)
         kb += m
+    for j in range(B):  # each sequence's last state: its last step's, or the carried one
+        r = max(0, min(t1, lengths[order[first + j]]) - t0)
+        for c in range(H):
+            carry[j, c] = hs[(r * B + j) * H + c]
+            if lstm:
+                carry[j, H + c] = cs[(r * B + j) * H + c]
     clock = _lap(timers, PHASE_FORWARD, clock)
 
     for c in range(dh_next.shape[0]):
@@ -340,6 +346,15 @@ cdef floating _gated_batch_loss_and_grads(
         for r in range(m - 1, -1, -1):
             k = kb + r
             for j in range(B):
+                if t0 + k >= lengths[order[first + j]]:  # padded: passes no gradient
+                    for c in range(GH):
+                        DAb[(r * B + j) * GH + c] = 0
+                        DI[(r * B + j) * GH + c] = 0
+                    for c in range(H):
+                        dh_next[j * H + c] = 0
+                        if lstm:
+                            dc_next[j * H + c] = 0
+                    continue
                 drow = DH + (r * B + j) * H
                 for c in range(H):  # all of dL/dh_t: the outputs' and step t + 1's
                     drow[c] = drow[c] + dh_next[j * H + c]
@@ -352,16 +367,22 @@ cdef floating _gated_batch_loss_and_grads(
                 # back into h_{t-1}: dh = da_hh W_hh^T (+ z dh for the GRU, there already)
                 _gemm(False, True, B, H, GH, &DAb[r * B * GH], &W_hh[0, 0], 0 if lstm else 1,
                       &dh_next[0])
+                _zero_padded(&dh_next[0], H, lengths, order, first, B, t0 + k, 1)
             elif k > 0:  # the gradient stops at this bptt_steps boundary, c's too
                 for c in range(dh_next.shape[0]):
                     dh_next[c] = 0
         # the block's weight gradients: dW_ih += x^T da_ih, dW_hh += h_prev^T da_hh
         if cfg.input_ids:
-            _add_ids_gradient(X_ids, order, first, B, t0 + kb, m, DI, dW_ih)
+            _add_ids_gradient(X_ids, lengths, order, first, B, t0 + kb, m, DI, dW_ih)
         else:
             sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+            _zero_padded(&Xb[0], X.shape[2], lengths, order, first, B, t0 + kb, m)
             _add_input_gradient(&Xb[0], DI, m * B, sparse, dW_ih)
+        _hide_last_states(hs + kb * B * H, carry, lengths, order, first, B, H, t0, t0 + kb, m,
+                          True)
         _gemm(True, False, H, GH, m * B, hs + kb * B * H, &DAb[0], 1, &dW_hh[0, 0])
+        _hide_last_states(hs + kb * B * H, carry, lengths, order, first, B, H, t0, t0 + kb, m,
+                          False)
         if cfg.bias:  # last step first, as the reference meets them
             for r in range(m * B - 1, -1, -1):
                 for c in range(GH):
@@ -369,11 +390,6 @@ cdef floating _gated_batch_loss_and_grads(
             for r in range(m * B - 1, -1, -1):
                 for c in range(GH):
                     db_hh[c] += DAb[r * GH + c]
-    for j in range(B):
-        for c in range(H):
-            carry[j, c] = hs[(n_steps * B + j) * H + c]
-            if lstm:
-                carry[j, H + c] = cs[(n_steps * B + j) * H + c]
     _lap(timers, PHASE_BACKWARD, clock)
     return scale * loss
 

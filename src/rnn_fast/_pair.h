@@ -110,30 +110,21 @@ static int rnn_fast_run_pair(rnn_fast_pair_body body, void *ctx) { return 0; }
 
 #endif
 
-/* BLAS's own thread count (OpenBLAS's get/set_num_threads, found at import by _core.pyx
- * through scipy's cython_blas module; NULL for a BLAS without them): while the two halves
- * of a batch run on two threads, BLAS runs one thread in each. */
+/* BLAS's own thread count (OpenBLAS's get_num_threads, found at import by _core.pyx
+ * through scipy's cython_blas module; NULL for a BLAS without it), read only: the core
+ * never sets it, because OpenBLAS's count is process-wide (openblas_set_num_threads_local
+ * too, in its pthreads builds) and another thread's BLAS calls would see the change. */
 typedef int (*rnn_fast_blas_get_threads_fn)(void);
-typedef void (*rnn_fast_blas_set_threads_fn)(int);
 static rnn_fast_blas_get_threads_fn rnn_fast_blas_get_threads = NULL;
-static rnn_fast_blas_set_threads_fn rnn_fast_blas_set_threads = NULL;
 
 static int rnn_fast_blas_threads(void)
 {
-    return rnn_fast_blas_get_threads != NULL && rnn_fast_blas_set_threads != NULL
-               ? rnn_fast_blas_get_threads() : 0;
+    return rnn_fast_blas_get_threads != NULL ? rnn_fast_blas_get_threads() : 0;
 }
 
-static void rnn_fast_set_blas_threads(int n)
-{
-    if (rnn_fast_blas_set_threads != NULL && n > 0)
-        rnn_fast_blas_set_threads(n);
-}
-
-static void rnn_fast_blas_thread_functions(size_t get, size_t set)
+static void rnn_fast_blas_thread_functions(size_t get)
 {
     rnn_fast_blas_get_threads = (rnn_fast_blas_get_threads_fn)get;
-    rnn_fast_blas_set_threads = (rnn_fast_blas_set_threads_fn)set;
 }
 
 #endif

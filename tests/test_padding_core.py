@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import core_path
 
-import rnn_fast.reference as reference
+import rnn_fast._reference as reference
 from rnn_fast import _core
 from rnn_fast._model import Spec
 

@@ -2,10 +2,10 @@
 
 64 runs (by default) of the seed task, binary addition with hidden size 16 and 10 000
 per-sample SGD steps, differing only in their seed: one after the other in this thread,
-on joblib's threads, on joblib's worker processes, and on a Dask LocalCluster, each with
-2 workers (one per core here). Repeats are interleaved, the starting engine rotating;
-the table gives medians, minima and the speed-up over serial. Every engine's rows must
-hold the same weights, bit for bit, as the serial run's.
+on a pool of threads (the standard library's), on joblib's worker processes, and on a
+Dask LocalCluster, each with 2 workers (one per core here). Repeats are interleaved, the
+starting engine rotating; the table gives medians, minima and the speed-up over serial.
+Every engine's rows must hold the same weights, bit for bit, as the serial run's.
 
     pip install ".[sweep]" && python bench/sweep.py [--runs 64] [--repeat 5] [--workers 2]
 
@@ -71,7 +71,7 @@ def main():
 
     engines = {
         "serial": lambda: run("serial"),
-        f"joblib threads ({args.workers})": lambda: run("threads", n_jobs=args.workers),
+        f"threads ({args.workers})": lambda: run("threads", n_jobs=args.workers),
         f"joblib processes ({args.workers})": lambda: run("processes", n_jobs=args.workers),
         f"Dask LocalCluster ({args.workers} workers)": lambda: run(client),
     }

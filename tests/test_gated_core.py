@@ -179,37 +179,6 @@ def test_fit_matches_reference(path, p):
 
 
 @pytest.mark.parametrize("cell", list(CLASSES))
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("blas_limit", [1, 2])
-def test_halves_give_the_same_bits_on_one_thread_and_two(cell, dtype, blas_limit, rng):
-    """A gated cell's batch as two halves adds the same numbers in the same order
-    whether the halves run one after the other or on two threads (set_num_threads(2)),
-    on BLAS's own thread count, which the core leaves as it found it."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    config = {"output_activation": "identity", "loss": "mse", "bias": True, "readout": True}
-    X, Y = make_data(rng, config, 9, 6, 3, 2, many_to_one=False, dtype=dtype)
-    lengths = rng.integers(1, 7, 9)
-    results = []
-    for threads in (1, 2):
-        model, _ = twins(cell, config, (3, 20, 2), dtype, seed=5)
-        with core_path("halves"), threadpoolctl.threadpool_limits(blas_limit, user_api="blas"):
-            old = rnn_fast._core.set_num_threads(threads)
-            try:
-                before = rnn_fast._core.blas_threads()
-                loss, grads = model.loss_and_grads(X, Y, lengths=lengths)
-                history = model.fit(X, Y, optimizer=rnn_fast.Adam(lr=0.01), epochs=2,
-                                    batch_size=4, lengths=lengths, chunk_length=4)
-                schedule = rnn_fast._core.last_schedule()
-                assert rnn_fast._core.blas_threads() == before
-            finally:
-                rnn_fast._core.set_num_threads(old)
-        assert schedule == ("halves, two threads" if threads == 2 else "halves")
-        results.append((loss, *grads.values(), model.theta, history["batch_loss"]))
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(two, one)
-
-
-@pytest.mark.parametrize("cell", list(CLASSES))
 def test_batch_size_one_on_two_threads_runs_the_loops(cell, rng):
     """The two-thread schedule of batch size 1 is the Elman cell's only: a gated cell
     asked for it trains on the hand loops, with their numbers exactly."""

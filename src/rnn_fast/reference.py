@@ -13,10 +13,12 @@ from ._model import GRU as _GRU
 from ._model import LSTM as _LSTM
 from ._model import RNN as _RNN
 from ._model import DivergenceError, TrainingInterrupted
+from ._onnx import to_onnx
 from .optimizers import SGD, Adagrad, Adam, RMSprop
 
 __all__ = ["RNN", "GRU", "LSTM", "SGD", "Adagrad", "RMSprop", "Adam", "DivergenceError",
-           "TrainingInterrupted", "load_model", "sweep", "optimizers", "tasks", "text"]
+           "TrainingInterrupted", "load_model", "sweep", "to_onnx", "optimizers", "tasks",
+           "text"]
 __version__ = "0.1.0"
 
 

@@ -30,7 +30,10 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* The x86 clones: GCC on x86-64 Linux, unless the build leaves them out
+ * (-Ccmake.define.RNN_FAST_X86_CLONES=OFF: the portable path other CPUs build). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(RNN_FAST_NO_X86_CLONES)
 #define RNN_FAST_HAVE_AVX2_CLONE 1
 #else
 #define RNN_FAST_HAVE_AVX2_CLONE 0

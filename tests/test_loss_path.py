@@ -13,7 +13,14 @@ held-out losses (``validation``, ``validation_split``) use it and never run BPTT
 import numpy as np
 import pytest
 from conftest import (
-    CONFIGS, GATED_CONFIGS, RTOL, assert_close, core_path, make_data, make_model, twin_models,
+    CONFIGS,
+    GATED_CONFIGS,
+    RTOL,
+    assert_close,
+    core_path,
+    make_data,
+    make_model,
+    twin_models,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

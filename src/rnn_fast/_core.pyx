@@ -1094,7 +1094,7 @@ cdef floating _batch_loss_and_grads(
     """
     cdef Py_ssize_t n_hidden = W_hh.shape[0]
     cdef Py_ssize_t B = count, H = n_hidden, n_steps = 0
-    cdef Py_ssize_t j, c, r, k, kb, m
+    cdef Py_ssize_t c, r, k, kb, m
     cdef bint sparse
     cdef floating loss = 0
     cdef floating* hs = &Hs[0]

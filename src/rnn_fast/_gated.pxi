@@ -358,9 +358,7 @@ cdef floating _gated_batch_loss_and_grads(
     cdef floating* hs = &Hs[0]
     cdef floating* cs = &Cs[0] if lstm else NULL
     cdef floating* gs = &Gs[0]
-    cdef floating* AX = &Ex[0]
-    cdef floating* AH = AX + block * B * GH
-    cdef floating* DH = AH + B * GH
+    cdef floating* DH = &Ex[block * B * GH + B * GH]  # past the forward sweep's AX and AH
     cdef floating* DI = DH + block * B * H if not lstm else &DAb[0]
     cdef floating* dc_next = &dh_next[B * H] if lstm else NULL
     cdef floating* row

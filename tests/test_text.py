@@ -144,3 +144,62 @@ def test_a_gated_character_model_trains_samples_and_round_trips(backend, cell, c
 def test_char_model_refuses_an_unknown_cell():
     with pytest.raises(ValueError, match=r"cell must be one of \['elman', 'gru', 'lstm'\]"):
         text.char_model(5, cell="rnn")
+
+
+def _sample_by_forward(model, vocab, prime, length, temperature, seed, h0=None):
+    """text.sample as it was: a validated model.forward per generated character."""
+    rng = np.random.default_rng(seed)
+    if prime:
+        Y_hat, _, h = model.forward(vocab.encode(prime), h0=h0, return_state=True)
+        p = Y_hat[-1]
+    else:
+        state = model._prepare_state(h0, 1)[0]
+        h = model._public_state(state)
+        p = text._readout(model, state[:model.hidden_size])
+    out = []
+    for _ in range(length):
+        i = text._draw(p, temperature, rng)
+        out.append(i)
+        Y_hat, _, h = model.forward(np.array([i]), h0=h, return_state=True)
+        p = Y_hat[0]
+    return vocab.decode(out), h
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sample_steps_the_kernel_with_the_draws_of_forward(backend, cell, dtype):
+    """sample steps the forward kernel on one-step arrays prepared once: the same text
+    and the same final state as a validated model.forward per character, for a fixed
+    seed, from a prime and from a state alone."""
+    vocab = text.Vocabulary("abcdefgh ")
+    model = text.char_model(len(vocab), 12, seed=3, backend=backend, dtype=dtype, cell=cell)
+    for prime, h0 in (("abc a", None), ("", None)):
+        if not prime:
+            h0 = _sample_by_forward(model, vocab, "bad", 3, 1.0, 0)[1]
+        for temperature in (1.0, 0.5):
+            expected, h_expected = _sample_by_forward(model, vocab, prime, 60, temperature, 7,
+                                                      h0)
+            got, h = text.sample(model, vocab, prime, 60, temperature=temperature, seed=7,
+                                 h0=h0, return_state=True)
+            assert got == expected
+            pairs = zip(h, h_expected) if cell == "lstm" else [(h, h_expected)]
+            for a, b in pairs:  # h, and the LSTM's c
+                np.testing.assert_array_equal(a, b)
+            assert text.sample(model, vocab, prime, 60, temperature=temperature, seed=7,
+                               h0=h0) == expected
+
+
+def test_sample_calls_forward_once(backend, monkeypatch):
+    """One validated model.forward (the prime), then the kernel itself per character."""
+    vocab = text.Vocabulary("abcdefgh ")
+    model = text.char_model(len(vocab), 8, seed=0, backend=backend)
+    calls = []
+    real = type(model).forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", counted)
+    assert len(text.sample(model, vocab, "ab", 20, seed=0)) == 20
+    assert calls == [1]

@@ -59,6 +59,16 @@ def loss_and_grads(
     h0: Floats,  # (N, S)
     H_last_out: Floats,  # (N, S) written
 ) -> float: ...
+def loss(
+    spec: Any,
+    params: Params,
+    X_data: Floats | Ids,  # (N, T, I), or (N, T) token ids (spec.input_ids)
+    Y_data: Floats | Ids,  # (N, T, O) or (N, 1, O); (N, T) or (N, 1) class ids (spec.target_ids)
+    lengths: Indices,
+    h0: Floats,  # (N, S)
+    H_last_out: Floats,  # (N, S) written
+    Y_out: Floats | None = None,  # (N, T, O) written at the steps with a target
+) -> float: ...  # loss_and_grads's loss, the same bits, without the gradients
 def apply_update(
     opt_kind: int,
     hyper: npt.NDArray[np.float64],

@@ -2,7 +2,8 @@
 #
 # Design
 # ------
-# * Four entry points with the reference's signatures: forward, loss_and_grads,
+# * Five entry points with the reference's signatures: forward, loss_and_grads, loss
+#   (loss_and_grads's loss by a forward sweep alone, for evaluate and validation),
 #   apply_update (the optimizer step) and train (the fused loop: every batch, every
 #   chunk, every update of a fit, in one call with the GIL released).
 # * Two ways to run BPTT. Small networks (hidden size below blas_min_hidden(), measured
@@ -622,6 +623,46 @@ cdef inline void _readout(
     _output_activation(cfg, &z_out[0], &y_out[0], n_out)
 
 
+cdef floating _output_loss(
+    Config cfg,
+    const floating* z,                     # IN (O,) pre-activation
+    const floating* y,                     # IN (O,) output g(z)
+    const floating* target,                # IN (O,), or NULL with a class id
+    Py_ssize_t target_id,                  # IN the target's class id, when target is NULL
+    Py_ssize_t n_out,
+    floating norm,                         # IN mse: number of target values in the sequence
+    floating* scratch,                     # scratch (O,): a softmax's exponentials
+) noexcept nogil:
+    """One target step's loss (the forward-only loss path; _output_loss_and_delta adds
+    dL/dz to the same number)."""
+    cdef Py_ssize_t o
+    cdef floating loss = 0, top, total, d
+    if cfg.loss == CROSS_ENTROPY:  # softmax output
+        top = z[0]
+        for o in range(1, n_out):
+            top = z[o] if z[o] > top else top
+        _exp_shifted(z, top, scratch, n_out)
+        total = 0
+        for o in range(n_out):
+            total += scratch[o]
+        total = log(total)
+        if target == NULL:  # a class id: the one-hot row's sum, without the zeros
+            return -(z[target_id] - top - total)
+        for o in range(n_out):
+            loss += target[o] * (z[o] - top - total)
+        return -loss
+    if cfg.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form avoids log(0)
+        for o in range(n_out):
+            loss += (z[o] if z[o] > 0 else 0) - z[o] * target[o] + log1p(exp(-fabs(z[o])))
+        return loss
+    for o in range(n_out):
+        d = y[o] - target[o]
+        loss += d * d
+    if cfg.loss == HALF_SSE:
+        return <floating>0.5 * loss
+    return loss / norm
+
+
 cdef floating _output_loss_and_delta(
     Config cfg,
     const floating* z,                     # IN (O,) pre-activation
@@ -632,43 +673,29 @@ cdef floating _output_loss_and_delta(
     floating norm,                         # IN mse: number of target values in the sequence
     floating* dz_out,                      # OUT (O,) dL/dz
 ) noexcept nogil:
-    """One target step: returns its loss and writes dL/dz."""
+    """One target step: returns its loss (_output_loss) and writes dL/dz."""
     cdef Py_ssize_t o
-    cdef floating loss = 0, top, total, d_dot_y, target_sum, d, two_over_norm
+    cdef floating loss, d_dot_y, target_sum, two_over_norm
+    loss = _output_loss(cfg, z, y, target, target_id, n_out, norm, dz_out)  # dz_out: scratch
     if cfg.loss == CROSS_ENTROPY:  # softmax output
-        top = z[0]
-        for o in range(1, n_out):
-            top = z[o] if z[o] > top else top
-        _exp_shifted(z, top, dz_out, n_out)  # dz_out as scratch
-        total = 0
-        for o in range(n_out):
-            total += dz_out[o]
-        total = log(total)
         if target == NULL:  # a class id: the one-hot row's sums below, without the zeros
             for o in range(n_out):
                 dz_out[o] = y[o]
             dz_out[target_id] = y[target_id] - 1
-            return -(z[target_id] - top - total)
+            return loss
         target_sum = 0
         for o in range(n_out):
-            loss += target[o] * (z[o] - top - total)
             target_sum += target[o]
         for o in range(n_out):
             dz_out[o] = y[o] * target_sum - target[o]
-        return -loss
-    if cfg.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form avoids log(0)
+        return loss
+    if cfg.loss == BINARY_CROSS_ENTROPY:
         for o in range(n_out):
-            loss += (z[o] if z[o] > 0 else 0) - z[o] * target[o] + log1p(exp(-fabs(z[o])))
             dz_out[o] = y[o] - target[o]
         return loss
     for o in range(n_out):
-        d = y[o] - target[o]
-        dz_out[o] = d
-        loss += d * d
-    if cfg.loss == HALF_SSE:
-        loss = <floating>0.5 * loss
-    else:
-        loss = loss / norm
+        dz_out[o] = y[o] - target[o]  # dL/dy
+    if cfg.loss == MSE:
         two_over_norm = 2 / norm
         for o in range(n_out):
             dz_out[o] = dz_out[o] * two_over_norm
@@ -684,6 +711,22 @@ cdef floating _output_loss_and_delta(
         for o in range(n_out):
             dz_out[o] = dz_out[o] * _derivative(cfg.output, y[o])
     return loss
+
+
+cdef inline void _step_output(
+    Config cfg,
+    const floating[:, ::1] hs, Py_ssize_t k,   # IN h_t = hs[k]
+    const floating[:, ::1] W_hy, const floating[::1] b_y,            # IN readout
+    floating[::1] z_out, floating[::1] y_out,  # OUT (O,) z_t and y_t
+) noexcept nogil:
+    """z_t and y_t of one step of the hand loops: the readout, or h_t itself."""
+    cdef Py_ssize_t o
+    if cfg.readout:
+        _readout(cfg, hs, k, W_hy, b_y, z_out, y_out)
+    else:
+        for o in range(z_out.shape[0]):
+            z_out[o] = hs[k, o]
+            y_out[o] = z_out[o]
 
 
 cdef inline floating _output_grads(
@@ -702,12 +745,7 @@ cdef inline floating _output_grads(
     cdef Py_ssize_t j, o
     cdef Py_ssize_t n_hidden = hs.shape[1], n_out = dz.shape[0]
     cdef floating loss, hi
-    if cfg.readout:
-        _readout(cfg, hs, k, W_hy, b_y, z, y)
-    else:
-        for o in range(n_out):
-            z[o] = hs[k, o]
-            y[o] = z[o]
+    _step_output(cfg, hs, k, W_hy, b_y, z, y)
     loss = _output_loss_and_delta(cfg, &z[0], &y[0], target, target_id, n_out, norm, &dz[0])
     for o in range(n_out):
         dz[o] = scale * dz[o]
@@ -728,6 +766,62 @@ cdef inline floating _output_grads(
         for j in range(n_hidden):  # the output is h_t itself
             dh[j] += dz[j]
     return loss
+
+
+cdef inline void _sequence_forward(
+    Config cfg,
+    const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN parameters
+    const floating[::1] b_h, const floating[::1] b_hh,   # b_hh: gated cells' (else empty)
+    const floating[:, :, ::1] X, const int32_t[:, ::1] X_ids,        # IN inputs
+    Py_ssize_t n, Py_ssize_t t0, Py_ssize_t n_steps,
+    floating[:, ::1] hs,     # IN hs[0] = h_{t0-1}; OUT hs[k] = h_{t0+k-1}
+    floating[:, ::1] cs,     # LSTM: the same for c (else unused)
+    floating[:, ::1] gs,     # OUT gated cells: gs[k] the gate row of step t0 + k
+    floating[::1] work,      # gated cells' scratch (3 G H + H,)
+) noexcept nogil:
+    """The forward sweep of the hand loops over steps t0..t0 + n_steps of sequence n,
+    keeping every state (every cell; the BPTT and the loss-only kernels' first half)."""
+    cdef Py_ssize_t k
+    for k in range(n_steps):
+        if cfg.cell == ELMAN:
+            _step(cfg, X, X_ids, n, t0 + k, W_xh, W_hh, b_h, hs, k)
+        else:
+            _gated_step(cfg, X, X_ids, n, t0 + k, W_xh, W_hh, b_h, b_hh, hs, cs, gs, k,
+                        &work[0])
+
+
+cdef floating _sequence_loss(
+    Config cfg,
+    const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN parameters
+    const floating[:, ::1] W_hy, const floating[::1] b_h, const floating[::1] b_hh,
+    const floating[::1] b_y,
+    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data, dense
+    const int32_t[:, ::1] X_ids, const int32_t[:, ::1] Y_ids,        # IN data, ids
+    Py_ssize_t n, Py_ssize_t length, floating scale,
+    floating[:, ::1] hs, floating[:, ::1] cs, floating[:, ::1] gs,   # as _sequence_forward
+    floating[::1] work,
+    floating[::1] z, floating[::1] y, floating[::1] scratch,         # scratch (O,)
+    floating* Y_out,         # OUT y_t of the target steps, (N, T_out, O), or NULL
+    Py_ssize_t T_out,
+) noexcept nogil:
+    """The loss of sequence n without its gradients: scale * the sum of its target steps'
+    losses, added last step first as BPTT meets them (_sequence_loss_and_grads: the
+    same bits). The last state is left in hs[length] (and cs[length])."""
+    cdef Py_ssize_t k, o, row
+    cdef Py_ssize_t n_out = z.shape[0]
+    cdef floating loss = 0
+    cdef floating norm = n_out if cfg.many_to_one else length * n_out
+    _sequence_forward(cfg, W_xh, W_hh, b_h, b_hh, X, X_ids, n, 0, length, hs, cs, gs, work)
+    for k in range(length - 1, -1, -1):
+        if not cfg.many_to_one or k == length - 1:
+            row = 0 if cfg.many_to_one else k
+            _step_output(cfg, hs, k + 1, W_hy, b_y, z, y)
+            loss += _output_loss(cfg, &z[0], &y[0], _target_row(cfg, Y, n, row),
+                                 _target_id(cfg, Y_ids, n, row), n_out, norm, &scratch[0])
+            if Y_out != NULL:
+                for o in range(n_out):
+                    Y_out[(n * T_out + k) * n_out + o] = y[o]
+    return scale * loss
 
 
 cdef floating _sequence_loss_and_grads(
@@ -770,8 +864,7 @@ cdef floating _sequence_loss_and_grads(
     n_steps = t1 - t0
     norm = n_out if cfg.many_to_one else length * n_out
 
-    for k in range(n_steps):  # forward, keeping every hidden state
-        _step(cfg, X, X_ids, n, t0 + k, W_xh, W_hh, b_h, hs, k)
+    _sequence_forward(cfg, W_xh, W_hh, b_h, b_hh, X, X_ids, n, t0, n_steps, hs, cs, gs, work)
     clock = _lap(timers, PHASE_FORWARD, clock)
 
     for j in range(n_hidden):  # dh: dL/dh_t, flowing back from step t + 1
@@ -819,6 +912,71 @@ cdef inline void _add_outer_products(
                                         dW_hh.shape[1], &dW_hh[0, 0])
 
 
+cdef void _block_losses(
+    Config cfg,
+    const floating* hs,      # IN (m, B, H) h_t of a block of steps, time-major
+    Py_ssize_t m, Py_ssize_t B, Py_ssize_t H,
+    const floating[:, ::1] W_hy, const floating[::1] b_y,            # IN readout
+    const floating[:, :, ::1] Y, const int32_t[:, ::1] Y_ids,       # IN targets, dense or ids
+    const Py_ssize_t[::1] lengths,                                   # IN (N,)
+    const Py_ssize_t[::1] order, Py_ssize_t first,                   # IN the batch
+    Py_ssize_t t_begin, floating scale,                              # IN the block's first step
+    floating[::1] Zb, floating[::1] y, floating[::1] dz,             # scratch
+    floating* loss,          # IN/OUT += the block's loss, row by row
+    bint deltas,             # True: BPTT's, write scale * dL/dz (below); False: the loss alone
+    floating* DH_out,        # OUT with deltas and no readout: (m, B, H) dL/dh_t (else unused)
+    floating* Y_out,         # OUT without deltas: y_t of target steps, (N, T_out, O), or NULL
+    Py_ssize_t T_out,
+) noexcept nogil:
+    """The output side of a block of steps on the BLAS path (every cell): the readout as
+    one GEMM, then each row's loss; with deltas, scale * dL/dz in the row's place in Zb
+    (in DH_out without a readout), zero rows at steps without a target."""
+    cdef Py_ssize_t n_out = dz.shape[0]
+    cdef Py_ssize_t i, j, o, r, t, length, target_row
+    cdef const floating* row
+    cdef const floating* zp
+    cdef const floating* yp
+    cdef const floating* target
+    cdef Py_ssize_t target_id
+    cdef floating* zrow
+    cdef floating norm
+    if cfg.readout:
+        _gemm(False, False, m * B, n_out, H, hs, &W_hy[0, 0], 0, &Zb[0])
+    for r in range(m):
+        t = t_begin + r
+        for j in range(B):
+            i = order[first + j]
+            length = lengths[i]
+            row = hs + (r * B + j) * H
+            zrow = &Zb[(r * B + j) * n_out] if cfg.readout else DH_out + (r * B + j) * H
+            if t < length and (not cfg.many_to_one or t == length - 1):
+                target_row = 0 if cfg.many_to_one else t
+                target = _target_row(cfg, Y, i, target_row)
+                target_id = _target_id(cfg, Y_ids, i, target_row)
+                norm = n_out if cfg.many_to_one else length * n_out
+                if cfg.readout:
+                    for o in range(n_out):
+                        zrow[o] = zrow[o] + b_y[o]
+                    _output_activation(cfg, zrow, &y[0], n_out)
+                    zp, yp = zrow, &y[0]
+                else:  # the output is h_t itself
+                    zp, yp = row, row
+                if deltas:
+                    loss[0] += _output_loss_and_delta(cfg, zp, yp, target, target_id, n_out,
+                                                      norm, &dz[0])
+                    for o in range(n_out):
+                        zrow[o] = scale * dz[o]
+                else:
+                    loss[0] += _output_loss(cfg, zp, yp, target, target_id, n_out, norm,
+                                            &dz[0])
+                    if Y_out != NULL:
+                        for o in range(n_out):
+                            Y_out[(i * T_out + t) * n_out + o] = yp[o]
+            elif deltas:
+                for o in range(n_out):
+                    zrow[o] = 0
+
+
 cdef void _block_output_grads(
     Config cfg,
     const floating* hs,      # IN (m, B, H) h_t of a block of steps, time-major
@@ -833,41 +991,12 @@ cdef void _block_output_grads(
     floating* DH_out,        # OUT (m, B, H) dL/dh_t through the outputs (0 without a target)
     floating* loss,          # IN/OUT += the block's loss, row by row
 ) noexcept nogil:
-    """The output side of a block of steps on the BLAS path (every cell): the readout as
-    one GEMM, each row's loss and dL/dz, then dW_hy, db_y and dL/dh as GEMMs."""
+    """The output side of a block of steps on the BLAS path (every cell): the readout,
+    each row's loss and dL/dz (_block_losses), then dW_hy, db_y and dL/dh as GEMMs."""
     cdef Py_ssize_t n_out = dz.shape[0]
-    cdef Py_ssize_t i, j, o, r, t, length, target_row
-    cdef const floating* row
-    cdef floating* zrow
-    if cfg.readout:
-        _gemm(False, False, m * B, n_out, H, hs, &W_hy[0, 0], 0, &Zb[0])
-    for r in range(m):
-        t = t_begin + r
-        for j in range(B):
-            i = order[first + j]
-            length = lengths[i]
-            row = hs + (r * B + j) * H
-            zrow = &Zb[(r * B + j) * n_out] if cfg.readout else DH_out + (r * B + j) * H
-            if t < length and (not cfg.many_to_one or t == length - 1):
-                target_row = 0 if cfg.many_to_one else t
-                if cfg.readout:
-                    for o in range(n_out):
-                        zrow[o] = zrow[o] + b_y[o]
-                    _output_activation(cfg, zrow, &y[0], n_out)
-                    loss[0] += _output_loss_and_delta(
-                        cfg, zrow, &y[0], _target_row(cfg, Y, i, target_row),
-                        _target_id(cfg, Y_ids, i, target_row), n_out,
-                        n_out if cfg.many_to_one else length * n_out, &dz[0])
-                else:
-                    loss[0] += _output_loss_and_delta(
-                        cfg, row, row, _target_row(cfg, Y, i, target_row),
-                        _target_id(cfg, Y_ids, i, target_row), n_out,
-                        n_out if cfg.many_to_one else length * n_out, &dz[0])
-                for o in range(n_out):
-                    zrow[o] = scale * dz[o]
-            else:
-                for o in range(n_out):
-                    zrow[o] = 0
+    cdef Py_ssize_t o, r
+    _block_losses(cfg, hs, m, B, H, W_hy, b_y, Y, Y_ids, lengths, order, first, t_begin, scale,
+                  Zb, y, dz, loss, True, DH_out, NULL, 0)
     if cfg.readout:
         # dW_hy += h^T dz and db_y += dz over the block; dL/dh = dz W_hy^T
         _gemm(True, False, H, n_out, m * B, hs, &Zb[0], 1, &dW_hy[0, 0])
@@ -876,6 +1005,59 @@ cdef void _block_output_grads(
                 for o in range(n_out):
                     db_y[o] += Zb[r * n_out + o]
         _gemm(False, True, m * B, H, n_out, &Zb[0], &W_hy[0, 0], 0, DH_out)
+
+
+cdef Py_ssize_t _elman_batch_forward(
+    Config cfg,
+    const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN parameters
+    const floating[::1] b_h,
+    const floating[:, :, ::1] X, const int32_t[:, ::1] X_ids,        # IN inputs
+    const Py_ssize_t[::1] lengths,                                   # IN (N,)
+    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count,  # IN the batch
+    Py_ssize_t t0, Py_ssize_t t1,
+    floating[:, ::1] carry,  # IN h_{t0-1} of each sequence (rows 0..count); OUT the last h
+    Py_ssize_t block,        # steps per GEMM block
+    floating[::1] Hs,        # OUT (T + 1, count, H): hidden states, time-major
+    floating[::1] Xb,        # scratch (block, count, I): a block's inputs
+) noexcept nogil:
+    """The forward sweep of the Elman cell on the BLAS path over steps t0..t1 of a batch,
+    keeping every state (BPTT's and the loss-only kernel's); returns the steps swept, the
+    longest sequence's. A sequence's padded steps get zero rows."""
+    cdef Py_ssize_t H = W_hh.shape[0], B = count, n_steps = 0
+    cdef Py_ssize_t j, c, r, k, kb, m
+    cdef bint sparse
+    cdef floating* hs = &Hs[0]
+    cdef floating* row
+    for j in range(B):
+        n_steps = max(n_steps, min(t1, lengths[order[first + j]]) - t0)
+        for c in range(H):
+            hs[j * H + c] = carry[j, c]
+
+    kb = 0
+    while kb < n_steps:  # a block of steps at a time
+        m = min(block, n_steps - kb)
+        # a = x W_xh for the whole block, straight into the hidden states' rows
+        if cfg.input_ids:
+            _project_ids(X_ids, order, first, B, t0 + kb, m, W_xh, hs + (kb + 1) * B * H)
+        else:
+            sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+            _project_inputs(&Xb[0], m * B, sparse, W_xh, hs + (kb + 1) * B * H)
+        for r in range(m):
+            k = kb + r
+            _gemm(False, False, B, H, H, hs + k * B * H, &W_hh[0, 0], 1, hs + (k + 1) * B * H)
+            for j in range(B):
+                row = hs + ((k + 1) * B + j) * H
+                if t0 + k >= lengths[order[first + j]]:  # ended: a padded step's zeros
+                    for c in range(H):
+                        row[c] = 0
+                else:
+                    _activate_row(cfg, row, &b_h[0], H)
+        kb += m
+    for j in range(B):  # each sequence's last state: its last step's, or the carried one
+        r = max(0, min(t1, lengths[order[first + j]]) - t0)
+        for c in range(H):
+            carry[j, c] = hs[(r * B + j) * H + c]
+    return n_steps
 
 
 cdef floating _batch_loss_and_grads(
@@ -912,7 +1094,7 @@ cdef floating _batch_loss_and_grads(
     """
     cdef Py_ssize_t n_hidden = W_hh.shape[0]
     cdef Py_ssize_t B = count, H = n_hidden, n_steps = 0
-    cdef Py_ssize_t j, c, r, k, kb, m
+    cdef Py_ssize_t c, r, k, kb, m
     cdef bint sparse
     cdef floating loss = 0
     cdef floating* hs = &Hs[0]
@@ -925,35 +1107,9 @@ cdef floating _batch_loss_and_grads(
             Y, X_ids, Y_ids, lengths, order, first, count, t0, t1, scale, carry, block, Hs, Cs,
             Gs, Xb, Zb, DAb, Ex, dh_next, y, dz, timers)
     clock = _now() if timers != NULL else 0
-    for j in range(B):
-        n_steps = max(n_steps, min(t1, lengths[order[first + j]]) - t0)
-        for c in range(H):
-            hs[j * H + c] = carry[j, c]
-
-    kb = 0
-    while kb < n_steps:  # forward, a block of steps at a time
-        m = min(block, n_steps - kb)
-        # a = x W_xh for the whole block, straight into the hidden states' rows
-        if cfg.input_ids:
-            _project_ids(X_ids, order, first, B, t0 + kb, m, W_xh, hs + (kb + 1) * B * H)
-        else:
-            sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
-            _project_inputs(&Xb[0], m * B, sparse, W_xh, hs + (kb + 1) * B * H)
-        for r in range(m):
-            k = kb + r
-            _gemm(False, False, B, H, H, hs + k * B * H, &W_hh[0, 0], 1, hs + (k + 1) * B * H)
-            for j in range(B):
-                row = hs + ((k + 1) * B + j) * H
-                if t0 + k >= lengths[order[first + j]]:  # ended: a padded step's zeros
-                    for c in range(H):
-                        row[c] = 0
-                else:
-                    _activate_row(cfg, row, &b_h[0], H)
-        kb += m
-    for j in range(B):  # each sequence's last state: its last step's, or the carried one
-        r = max(0, min(t1, lengths[order[first + j]]) - t0)
-        for c in range(H):
-            carry[j, c] = hs[(r * B + j) * H + c]
+    n_steps = _elman_batch_forward(cfg, W_xh, W_hh, b_h, X, X_ids, lengths, order, first, B,
+                                   t0, t1, carry, block, Hs, Xb)
+    kb = n_steps
     clock = _lap(timers, PHASE_FORWARD, clock)
 
     for c in range(B * H):
@@ -994,6 +1150,43 @@ cdef floating _batch_loss_and_grads(
                 for c in range(H):
                     db_h[c] += DAb[r * H + c]
     _lap(timers, PHASE_BACKWARD, clock)
+    return scale * loss
+
+
+cdef floating _batch_loss(
+    Config cfg,
+    const floating[:, ::1] W_xh, const floating[:, ::1] W_hh,        # IN parameters
+    const floating[:, ::1] W_hy, const floating[::1] b_h, const floating[::1] b_hh,
+    const floating[::1] b_y,
+    const floating[:, :, ::1] X, const floating[:, :, ::1] Y,        # IN data, dense
+    const int32_t[:, ::1] X_ids, const int32_t[:, ::1] Y_ids,        # IN data, ids
+    const Py_ssize_t[::1] lengths,                                   # IN (N,)
+    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count,  # IN the batch
+    Py_ssize_t T, floating scale,
+    floating[:, ::1] carry,  # IN the initial state rows (rows 0..count); OUT the last
+    Py_ssize_t block,        # steps per GEMM block
+    floating[::1] Hs, floating[::1] Cs, floating[::1] Gs,  # scratch as the forward sweeps'
+    floating[::1] Xb, floating[::1] Ex,
+    floating[::1] Zb, floating[::1] y, floating[::1] dz,   # scratch as _block_losses'
+    floating* Y_out,         # OUT y_t of the target steps, (N, T, O), or NULL
+) noexcept nogil:
+    """The loss of a batch without its gradients, on BLAS (every cell): the forward sweep
+    of _batch_loss_and_grads, then the outputs' losses block by block from the end, as
+    its backward sweep meets them (the same bits). Returns scale * the batch's loss."""
+    cdef Py_ssize_t n_steps, kb, m, H = W_hh.shape[0]
+    cdef floating loss = 0
+    if cfg.cell == ELMAN:
+        n_steps = _elman_batch_forward(cfg, W_xh, W_hh, b_h, X, X_ids, lengths, order, first,
+                                       count, 0, T, carry, block, Hs, Xb)
+    else:
+        n_steps = _gated_batch_forward(cfg, W_xh, W_hh, b_h, b_hh, X, X_ids, lengths, order,
+                                       first, count, 0, T, carry, block, Hs, Cs, Gs, Xb, Ex)
+    kb = n_steps
+    while kb > 0:
+        m = min(block, kb)
+        kb -= m
+        _block_losses(cfg, &Hs[(kb + 1) * count * H], m, count, H, W_hy, b_y, Y, Y_ids,
+                      lengths, order, first, kb, scale, Zb, y, dz, &loss, False, NULL, Y_out, T)
     return scale * loss
 
 
@@ -1937,6 +2130,78 @@ def loss_and_grads(spec, params, grads,
     if job is not None and job[len(job) - 1]:
         raise job[len(job) - 1][0]
     return loss
+
+
+def loss(spec, params,
+         X_data not None,    # IN (N, T, I), or (N, T) int32 token ids
+         Y_data not None,    # IN (N, T or 1, O), or (N, T or 1) int32 class ids
+         const Py_ssize_t[::1] lengths not None,   # IN (N,)
+         const floating[:, ::1] h0 not None,       # IN (N, S)
+         floating[:, ::1] H_last_out not None,     # OUT (N, S) last states
+         floating[:, :, ::1] Y_out=None):          # OUT (N, T, O) y_t at target steps
+    """Mean loss over the batch without its gradients (see reference.loss): a forward
+    sweep and the outputs' losses, on the schedule loss_and_grads takes (hand loops,
+    BLAS, two halves one after the other), with the same sums in the same order: the
+    same bits as loss_and_grads's loss. Y_out, if given, gets the outputs y_t at the
+    steps with a target (the rest is left as it was). S as in forward."""
+    _check_cell(spec, params)
+    p = _six(params)
+    cdef const floating[:, ::1] W_xh = p[0], W_hh = p[1], W_hy = p[2]
+    cdef const floating[::1] b_h = p[3], b_hh = p[4], b_y = p[5]
+    cdef Config cfg = _config(spec)
+    cdef Py_ssize_t n, half = 0
+    cdef Py_ssize_t n_seq = lengths.shape[0], T = X_data.shape[1], n_hidden = W_hh.shape[0]
+    cdef Py_ssize_t n_in = 0 if cfg.input_ids else W_xh.shape[0], n_out = b_y.shape[0]
+    cdef floating total = 0, scale = <floating>(1.0 / n_seq)
+    cdef const Py_ssize_t[::1] order = np.arange(n_seq, dtype=np.intp)
+    dtype = np.asarray(h0).dtype
+    cdef const floating[:, :, ::1] X, Y
+    cdef const int32_t[:, ::1] X_ids, Y_ids
+    X, X_ids = _dense_and_ids(X_data, dtype, cfg.input_ids, 3)
+    Y, Y_ids = _dense_and_ids(Y_data, dtype, cfg.target_ids, 3)
+    cdef floating* outputs = NULL
+    if Y_out is not None and Y_out.shape[0] != 0:
+        outputs = &Y_out[0, 0, 0]
+    # loss_and_grads's schedule, and its blocks (the readout's GEMMs take the same rows)
+    cdef bint halves = (n_hidden >= _blas_min_hidden and n_hidden >= _halves_min_hidden
+                        and n_seq >= _halves_min_rows)
+    ws = _scratch("loss", dtype, T, n_in, n_hidden, n_out,
+                  (n_seq + 1) // 2 if halves else n_seq, cell=spec.cell)
+    ws_2 = ws
+    if halves:
+        half = (n_seq + 1) // 2
+        ws_2 = _scratch("loss, second half", dtype, T, n_in, n_hidden, n_out,
+                        max(1, n_seq // 2), cell=spec.cell)
+    cdef floating[:, ::1] hs = ws.hs, cs = ws.cs, gs = ws.gs
+    cdef floating[::1] work = ws.work, z = ws.z, y = ws.y, dz = ws.dz
+    cdef floating[::1] Hs = ws.Hs, Cs = ws.Cs, Gs = ws.Gs, Xb = ws.Xb, Ex = ws.Ex, Zb = ws.Zb
+    cdef floating[::1] Hs_2 = ws_2.Hs, Cs_2 = ws_2.Cs, Gs_2 = ws_2.Gs, Xb_2 = ws_2.Xb
+    cdef floating[::1] Ex_2 = ws_2.Ex, Zb_2 = ws_2.Zb
+    cdef Py_ssize_t block = ws.block, block_2 = ws_2.block
+    cdef bint blas = ws.blas
+    H_last_out[...] = h0
+    cdef floating[:, ::1] carry_2 = H_last_out[half:]
+    with nogil:
+        if halves:  # as _halves adds them: the first half's loss, then the second's
+            total = _batch_loss(cfg, W_xh, W_hh, W_hy, b_h, b_hh, b_y, X, Y, X_ids, Y_ids,
+                                lengths, order, 0, half, T, scale, H_last_out, block, Hs, Cs,
+                                Gs, Xb, Ex, Zb, y, dz, outputs)
+            total = total + _batch_loss(
+                cfg, W_xh, W_hh, W_hy, b_h, b_hh, b_y, X, Y, X_ids, Y_ids, lengths, order,
+                half, n_seq - half, T, scale, carry_2, block_2, Hs_2, Cs_2, Gs_2, Xb_2, Ex_2,
+                Zb_2, y, dz, outputs)
+        elif blas:
+            total = _batch_loss(cfg, W_xh, W_hh, W_hy, b_h, b_hh, b_y, X, Y, X_ids, Y_ids,
+                                lengths, order, 0, n_seq, T, scale, H_last_out, block, Hs, Cs,
+                                Gs, Xb, Ex, Zb, y, dz, outputs)
+        else:
+            for n in range(n_seq):
+                _state_to_rows(cfg, &h0[n, 0], hs, cs, 0)
+                total += _sequence_loss(cfg, W_xh, W_hh, W_hy, b_h, b_hh, b_y, X, Y, X_ids,
+                                        Y_ids, n, lengths[n], scale, hs, cs, gs, work, z, y,
+                                        dz, outputs, T)
+                _rows_to_state(cfg, hs, cs, lengths[n], &H_last_out[n, 0])
+    return total
 
 
 def apply_update(int opt_kind, const double[::1] hyper not None,

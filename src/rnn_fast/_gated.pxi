@@ -205,8 +205,8 @@ cdef floating _gated_sequence_loss_and_grads(
     n_steps = t1 - t0
     norm = n_out if cfg.many_to_one else length * n_out
 
-    for k in range(n_steps):  # forward, keeping every state and gate row
-        _gated_step(cfg, X, X_ids, n, t0 + k, W_ih, W_hh, b_ih, b_hh, hs, cs, gs, k, &work[0])
+    # forward, keeping every state and gate row
+    _sequence_forward(cfg, W_ih, W_hh, b_ih, b_hh, X, X_ids, n, t0, n_steps, hs, cs, gs, work)
     clock = _lap(timers, PHASE_FORWARD, clock)
 
     for j in range(dh.shape[0]):  # dL/dh_t (and dL/dc_t), flowing back from step t + 1
@@ -245,6 +245,78 @@ cdef floating _gated_sequence_loss_and_grads(
     _add_outer_products(hs, das, n_steps, dW_hh)  # ah = h_{t-1} W_hh
     _lap(timers, PHASE_BACKWARD, clock)
     return scale * loss
+
+
+cdef Py_ssize_t _gated_batch_forward(
+    Config cfg,
+    const floating[:, ::1] W_ih, const floating[:, ::1] W_hh,        # IN parameters
+    const floating[::1] b_ih, const floating[::1] b_hh,
+    const floating[:, :, ::1] X, const int32_t[:, ::1] X_ids,        # IN inputs
+    const Py_ssize_t[::1] lengths,                                   # IN (N,)
+    const Py_ssize_t[::1] order, Py_ssize_t first, Py_ssize_t count,  # IN the batch
+    Py_ssize_t t0, Py_ssize_t t1,
+    floating[:, ::1] carry,  # IN the state rows at t0 - 1 (rows 0..count); OUT the last
+    Py_ssize_t block,        # steps per GEMM block
+    floating[::1] Hs,        # OUT (T + 1, count, H): h, time-major
+    floating[::1] Cs,        # OUT (T + 1, count, H): LSTM: c, time-major
+    floating[::1] Gs,        # OUT (T, count, (G + 1) H): gate rows
+    floating[::1] Xb,        # scratch (block, count, I): a block's inputs
+    floating[::1] Ex,        # scratch: AX (block, count, G H), AH (count, G H), as below
+) noexcept nogil:
+    """_elman_batch_forward for a gated cell: the input products of a block of steps as
+    one GEMM, the recurrent products of all gates as one GEMM per step, every state and
+    gate row kept; returns the steps swept."""
+    cdef Py_ssize_t H = W_hh.shape[0], GH = W_hh.shape[1], GW = GH + H
+    cdef Py_ssize_t B = count, n_steps = 0
+    cdef Py_ssize_t j, c, r, k, kb, m
+    cdef bint sparse, lstm = cfg.cell == LSTM
+    cdef floating* hs = &Hs[0]
+    cdef floating* cs = &Cs[0] if lstm else NULL
+    cdef floating* gs = &Gs[0]
+    cdef floating* AX = &Ex[0]
+    cdef floating* AH = AX + block * B * GH
+    cdef floating* row
+    for j in range(B):
+        n_steps = max(n_steps, min(t1, lengths[order[first + j]]) - t0)
+        for c in range(H):
+            hs[j * H + c] = carry[j, c]
+            if lstm:
+                cs[j * H + c] = carry[j, H + c]
+
+    kb = 0
+    while kb < n_steps:  # a block of steps at a time
+        m = min(block, n_steps - kb)
+        if cfg.input_ids:  # x W_ih for the whole block
+            _project_ids(X_ids, order, first, B, t0 + kb, m, W_ih, AX)
+        else:
+            sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
+            _project_inputs(&Xb[0], m * B, sparse, W_ih, AX)
+        for r in range(m):
+            k = kb + r
+            _gemm(False, False, B, GH, H, hs + k * B * H, &W_hh[0, 0], 0, AH)  # h W_hh
+            for j in range(B):
+                row = hs + ((k + 1) * B + j) * H
+                if t0 + k >= lengths[order[first + j]]:  # ended: a padded step's zeros
+                    for c in range(H):
+                        row[c] = 0
+                        if lstm:
+                            cs[((k + 1) * B + j) * H + c] = 0
+                    for c in range(GW):
+                        gs[(k * B + j) * GW + c] = 0
+                else:
+                    _cell_forward(cfg.cell, H, AX + (r * B + j) * GH, AH + j * GH, &b_ih[0],
+                                  &b_hh[0], row - B * H,
+                                  cs + (k * B + j) * H if lstm else NULL,
+                                  gs + (k * B + j) * GW, row,
+                                  cs + ((k + 1) * B + j) * H if lstm else NULL)
+        kb += m
+    for j in range(B):  # each sequence's last state: its last step's, or the carried one
+        r = max(0, min(t1, lengths[order[first + j]]) - t0)
+        for c in range(H):
+            carry[j, c] = hs[(r * B + j) * H + c]
+            if lstm:
+                carry[j, H + c] = cs[(r * B + j) * H + c]
+    return n_steps
 
 
 cdef floating _gated_batch_loss_and_grads(
@@ -286,54 +358,15 @@ cdef floating _gated_batch_loss_and_grads(
     cdef floating* hs = &Hs[0]
     cdef floating* cs = &Cs[0] if lstm else NULL
     cdef floating* gs = &Gs[0]
-    cdef floating* AX = &Ex[0]
-    cdef floating* AH = AX + block * B * GH
-    cdef floating* DH = AH + B * GH
+    cdef floating* DH = &Ex[block * B * GH + B * GH]  # past the forward sweep's AX and AH
     cdef floating* DI = DH + block * B * H if not lstm else &DAb[0]
     cdef floating* dc_next = &dh_next[B * H] if lstm else NULL
     cdef floating* row
     cdef floating* drow
     cdef double clock = _now() if timers != NULL else 0
-    for j in range(B):
-        n_steps = max(n_steps, min(t1, lengths[order[first + j]]) - t0)
-        for c in range(H):
-            hs[j * H + c] = carry[j, c]
-            if lstm:
-                cs[j * H + c] = carry[j, H + c]
-
-    kb = 0
-    while kb < n_steps:  # forward, a block of steps at a time
-        m = min(block, n_steps - kb)
-        if cfg.input_ids:  # x W_ih for the whole block
-            _project_ids(X_ids, order, first, B, t0 + kb, m, W_ih, AX)
-        else:
-            sparse = _gather_inputs(X, order, first, B, t0 + kb, m, Xb)
-            _project_inputs(&Xb[0], m * B, sparse, W_ih, AX)
-        for r in range(m):
-            k = kb + r
-            _gemm(False, False, B, GH, H, hs + k * B * H, &W_hh[0, 0], 0, AH)  # h W_hh
-            for j in range(B):
-                row = hs + ((k + 1) * B + j) * H
-                if t0 + k >= lengths[order[first + j]]:  # ended: a padded step's zeros
-                    for c in range(H):
-                        row[c] = 0
-                        if lstm:
-                            cs[((k + 1) * B + j) * H + c] = 0
-                    for c in range(GW):
-                        gs[(k * B + j) * GW + c] = 0
-                else:
-                    _cell_forward(cfg.cell, H, AX + (r * B + j) * GH, AH + j * GH, &b_ih[0],
-                                  &b_hh[0], row - B * H,
-                                  cs + (k * B + j) * H if lstm else NULL,
-                                  gs + (k * B + j) * GW, row,
-                                  cs + ((k + 1) * B + j) * H if lstm else NULL)
-        kb += m
-    for j in range(B):  # each sequence's last state: its last step's, or the carried one
-        r = max(0, min(t1, lengths[order[first + j]]) - t0)
-        for c in range(H):
-            carry[j, c] = hs[(r * B + j) * H + c]
-            if lstm:
-                carry[j, H + c] = cs[(r * B + j) * H + c]
+    n_steps = _gated_batch_forward(cfg, W_ih, W_hh, b_ih, b_hh, X, X_ids, lengths, order,
+                                   first, B, t0, t1, carry, block, Hs, Cs, Gs, Xb, Ex)
+    kb = n_steps
     clock = _lap(timers, PHASE_FORWARD, clock)
 
     for c in range(dh_next.shape[0]):

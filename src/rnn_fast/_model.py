@@ -410,10 +410,15 @@ class RNN:
         the side of 0.5 for sigmoid outputs, the nearest integer otherwise.
         ``sequence_accuracy`` counts sequences with every value hit.
         """
-        loss, _ = self.loss_and_grads(X, Y, lengths, h0=h0)
         X, Y, lengths, many_to_one = self._prepare(X, Y, lengths)
-        Y_hat = self.forward(X, h0=h0, lengths=lengths)[0]
+        h0 = self._prepare_state(h0, X.shape[0])
         n, t = X.shape[:2]
+        # one forward sweep gives the loss (loss_and_grads's, no backward sweep) and the
+        # outputs at the steps with a target, which are the steps the accuracy counts
+        Y_hat = np.zeros((n, t, self.output_size), dtype=self.dtype)
+        loss = float(self.kernels.loss(
+            self._spec(X, Y, many_to_one), self._kernel_params(), X, Y, lengths, h0,
+            np.zeros((n, self._state_size), dtype=self.dtype), Y_hat))
         if many_to_one:
             Y_hat = Y_hat[np.arange(n), lengths - 1][:, None]
             live = np.ones((n, 1), dtype=bool)
@@ -475,14 +480,13 @@ class RNN:
 
     def _held_out_loss(self, X, Y, lengths, h0, many_to_one):
         """The mean loss per sequence over held-out data, as ``loss_and_grads`` computes
-        it, but in slices: at most HELD_OUT_ROWS sequences at a time and, for losses
-        summed over steps, HELD_OUT_STEPS steps, the hidden state carried across. A
-        long text then needs one slice's states, not (L, H) of them."""
+        it (by the kernels' forward-only ``loss``), but in slices: at most HELD_OUT_ROWS
+        sequences at a time and, for losses summed over steps, HELD_OUT_STEPS steps, the
+        hidden state carried across. A long text then needs one slice's states, not
+        (L, H) of them."""
         n, t = X.shape[:2]
         steps = t if many_to_one or self.loss == "mse" else min(t, HELD_OUT_STEPS)
         params = self._kernel_params()
-        grads = self._layout.kernel_args(self._layout.views(np.zeros_like(self.theta)),
-                                         self.dtype)
         total = 0.0
         for a in range(0, n, HELD_OUT_ROWS):
             rows = slice(a, min(n, a + HELD_OUT_ROWS))
@@ -496,8 +500,8 @@ class RNN:
                 Y_c = np.ascontiguousarray(
                     Y[rows][live] if many_to_one else Y[rows][live, t0:t0 + steps])
                 h_last = np.zeros((live.size, self._state_size), dtype=self.dtype)
-                loss = self.kernels.loss_and_grads(
-                    self._spec(X_c, Y_c, many_to_one), params, grads, X_c, Y_c,
+                loss = self.kernels.loss(
+                    self._spec(X_c, Y_c, many_to_one), params, X_c, Y_c,
                     np.ascontiguousarray(left[live], dtype=np.intp),
                     np.ascontiguousarray(h[live]), h_last)
                 total += float(loss) * live.size  # the kernel's mean over these sequences

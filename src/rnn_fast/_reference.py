@@ -4,7 +4,7 @@
 with these kernels in place of the Cython core. The model class, its validation and
 its bookkeeping are shared (``rnn_fast._model``); what this module holds is the
 arithmetic, written to be read beside ``_core.pyx``, which computes the same numbers
-with the same names and the same four entry points (``forward``, ``loss_and_grads``,
+with the same names and the same five entry points (``forward``, ``loss_and_grads``, ``loss``,
 ``apply_update``, ``train``).
 
 The network, with row vectors (the seeds' convention)::
@@ -56,25 +56,38 @@ def _lap(timers, phase, since):
     return now
 
 
-def output_loss_and_delta(spec, z, y, target, norm):
-    """One target step: the loss and dL/dz, the gradient at the output's pre-activation.
+def output_loss(spec, z, y, target, norm):
+    """One target step's loss (the forward-only loss path).
 
     ``target`` is a row (O,), or with ``spec.target_ids`` a class id."""
     if spec.loss == CROSS_ENTROPY:  # softmax output
         log_y = z - z.max() - np.log(np.sum(np.exp(z - z.max())))
         if spec.target_ids:  # a one-hot target row given by its index
+            return -log_y[target]
+        return -np.sum(target * log_y)
+    if spec.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form avoids log(0)
+        return np.sum(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z))))
+    d = y - target
+    if spec.loss == HALF_SSE:
+        return 0.5 * np.sum(d * d)
+    return np.sum(d * d) / norm  # MSE: the mean over the sequence's target values
+
+
+def output_loss_and_delta(spec, z, y, target, norm):
+    """One target step: the loss and dL/dz, the gradient at the output's pre-activation.
+
+    ``target`` is a row (O,), or with ``spec.target_ids`` a class id."""
+    loss = output_loss(spec, z, y, target, norm)
+    if spec.loss == CROSS_ENTROPY:  # softmax output
+        if spec.target_ids:  # a one-hot target row given by its index
             dz = y.copy()
             dz[target] = y[target] - 1
-            return -log_y[target], dz
-        return -np.sum(target * log_y), y * target.sum() - target
-    if spec.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form avoids log(0)
-        loss = np.sum(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z))))
+            return loss, dz
+        return loss, y * target.sum() - target
+    if spec.loss == BINARY_CROSS_ENTROPY:
         return loss, y - target
     d = y - target  # dL/dy
-    if spec.loss == HALF_SSE:
-        loss = 0.5 * np.sum(d * d)
-    else:  # MSE: the mean over the sequence's target values
-        loss = np.sum(d * d) / norm
+    if spec.loss == MSE:
         d = d * (2 / norm)
     if not spec.readout or spec.output_activation == IDENTITY:
         return loss, d
@@ -84,7 +97,7 @@ def output_loss_and_delta(spec, z, y, target, norm):
 
 
 # ----------------------------------------------------------------------------- kernels
-# The four functions below are the kernel interface; _core.pyx has the same four.
+# The five functions below are the kernel interface; _core.pyx has the same five.
 
 
 def like_c(kernel):
@@ -119,6 +132,51 @@ def forward(spec, params, X, lengths, h0, Y_out, H_out):
         Y_out[:, t] = np.where(live, y, 0)
 
 
+def target_norm(spec, params, length):
+    """mse averages over the sequence's target values, O at each target step."""
+    return (1 if spec.many_to_one else length) * params[-1].shape[0]
+
+
+def forward_sweep(spec, params, x, h0, t0, t1):
+    """Steps t0..t1 of one sequence from the state h0 before them, keeping every state.
+
+    Returns (ss, caches, zs): ss[k] is s_{t0 + k - 1} (ss[0] is h0), caches[k] what the
+    cell's backward step needs at step t0 + k, zs[k] the output's pre-activation z there
+    (h itself without a readout).
+    """
+    step = cell_steps(spec)[0]
+    W_hy, b_y = params[2], params[-1]
+    n_hidden = params[1].shape[0]
+    ss = [h0]
+    caches = []
+    zs = []
+    for t in range(t0, t1):
+        s, cache = step(spec, params, x[t], ss[-1])
+        ss.append(s)
+        caches.append(cache)
+        h = s[:n_hidden]
+        zs.append(h @ W_hy + b_y if spec.readout else h)
+    return ss, caches, zs
+
+
+def sequence_loss(spec, params, x, target, length, h0, scale, y_out=None):
+    """One sequence's loss without its gradients: the forward sweep, then the target
+    steps' losses added last step first, as ``sequence_loss_and_grads`` meets them (the
+    same bits). Returns (scale * the loss, the last state); ``y_out`` (T, O), if given,
+    gets the outputs y_t of the target steps."""
+    ss, _, zs = forward_sweep(spec, params, x, h0, 0, length)
+    norm = target_norm(spec, params, length)
+    loss = 0.0
+    for t in reversed(range(length)):
+        if not spec.many_to_one or t == length - 1:
+            z = zs[t]
+            y = activate(spec.output_activation, z) if spec.readout else z
+            loss += output_loss(spec, z, y, target[0 if spec.many_to_one else t], norm)
+            if y_out is not None:
+                y_out[t] = y
+    return scale * loss, ss[-1]
+
+
 def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, scale,
                             timers=None):
     """BPTT over steps t0..t1 of one sequence; adds scale * dL/dparams into grads.
@@ -129,25 +187,14 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
     ``timers``, if given, accumulates the seconds of the forward and backward sweeps.
     """
     clock = time.perf_counter()
-    step, step_backward = cell_steps(spec)
-    W_hy, b_y = params[2], params[-1]
+    step_backward = cell_steps(spec)[1]
+    W_hy = params[2]
     dW_hy, db_y = grads[2], grads[-1]
     n_hidden = params[1].shape[0]
     t1 = min(t1, length)
-    n_targets = 1 if spec.many_to_one else length
-    norm = n_targets * b_y.shape[0]  # mse averages over the sequence's target values (O each)
+    norm = target_norm(spec, params, length)
 
-    # forward pass, keeping every state: ss[k] is s_{t0 + k - 1}
-    ss = [h0]
-    caches = []
-    zs = []
-    for t in range(t0, t1):
-        s, cache = step(spec, params, x[t], ss[-1])
-        ss.append(s)
-        caches.append(cache)
-        h = s[:n_hidden]
-        zs.append(h @ W_hy + b_y if spec.readout else h)
-
+    ss, caches, zs = forward_sweep(spec, params, x, h0, t0, t1)
     clock = _lap(timers, FORWARD, clock)
 
     # backward pass: ds_next is dL/ds_t flowing back from step t + 1
@@ -190,6 +237,20 @@ def loss_and_grads(spec, params, grads, X, Y, lengths, h0, H_last_out):
         )
         loss += step_loss
     return loss
+
+
+@like_c
+def loss(spec, params, X, Y, lengths, h0, H_last_out, Y_out=None):
+    """Mean loss over the batch, as ``loss_and_grads`` gives it (the same bits), without
+    the gradients: a forward sweep and the outputs' losses. ``Y_out`` (N, T, O), if
+    given, gets the outputs y_t of the steps with a target (the rest left as it was)."""
+    n = X.shape[0]
+    total = 0.0
+    for i in range(n):
+        seq_loss, H_last_out[i] = sequence_loss(spec, params, X[i], Y[i], lengths[i], h0[i],
+                                                1.0 / n, None if Y_out is None else Y_out[i])
+        total += seq_loss
+    return total
 
 
 @like_c

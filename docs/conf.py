@@ -36,6 +36,7 @@ extensions = [
 exclude_patterns = ["_build", "generated/*.examples"]
 templates_path = ["_templates"]
 default_role = "code"  # `x` reads as code, as in the README and bench/README.md
+highlight_language = "text"  # literal blocks (::) are not Python unless they say so
 
 # API reference: one page per public name, generated from the docstrings
 autosummary_generate = True

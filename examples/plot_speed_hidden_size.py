@@ -23,11 +23,11 @@ import numpy as np
 
 import rnn_fast
 
-N, T, I, O = 16, 50, 32, 32
+N, T, n_in, n_out = 16, 50, 32, 32  # sequences, steps, inputs, outputs
 sizes = [16, 32, 64, 128, 256]
 rng = np.random.default_rng(0)
-X = rng.standard_normal((N, T, I))
-Y = rng.standard_normal((N, T, O))
+X = rng.standard_normal((N, T, n_in))
+Y = rng.standard_normal((N, T, n_out))
 
 
 def median_seconds(model, repeat=7):
@@ -42,19 +42,19 @@ def median_seconds(model, repeat=7):
 
 seconds = []
 for H in sizes:
-    model = rnn_fast.RNN(I, H, O, hidden_activation="tanh", seed=0)
+    model = rnn_fast.RNN(n_in, H, n_out, hidden_activation="tanh", seed=0)
     seconds.append(median_seconds(model))
     # multiply-adds x 2 of the forward and backward products (activations not counted)
-    gflops = 2 * N * T * (2 * I * H + 3 * H * H + 3 * H * O) / seconds[-1] / 1e9
+    gflops = 2 * N * T * (2 * n_in * H + 3 * H * H + 3 * H * n_out) / seconds[-1] / 1e9
     print(f"hidden {H:4d}: {seconds[-1] * 1e3:7.2f} ms  ({gflops:5.1f} GFLOP/s)")
 
-machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 print("measured at build time on:", machine, "; rnn_fast", rnn_fast.__version__)
 
 # %%
 # Below 24 hidden units the core runs hand-written loops one sequence at a time; from
 # 24 on, the batch on BLAS, one GEMM per step for the recurrence (see
-# :doc:`../user_guide/speed`).
+# :doc:`../user_guide/speed`): the schedule changes between the first two points.
 fig, ax = plt.subplots(figsize=(6, 4))
 ax.plot(sizes, np.array(seconds) * 1e3, "o-")
 ax.set_xscale("log", base=2)
@@ -62,6 +62,6 @@ ax.set_yscale("log")
 ax.set_xticks(sizes, [str(s) for s in sizes])
 ax.set_xlabel("hidden size H")
 ax.set_ylabel("milliseconds per loss_and_grads (median of 7)")
-ax.set_title(f"N {N}, T {T}, I = O = {I}, float64\nmeasured at build time ({machine})",
+ax.set_title(f"N {N}, T {T}, I = O = {n_in}, float64\nmeasured at build time ({machine})",
              fontsize=9)
 fig.tight_layout()

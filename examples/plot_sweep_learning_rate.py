@@ -50,6 +50,8 @@ for ax, column, label in ((ax_loss, "val_loss", "held-out loss (all 128 x 128 su
         ax.plot([lr] * len(values[lr]), values[lr], "o", color="C0", alpha=0.5, ms=4)
     ax.plot(rates, [np.mean(values[lr]) for lr in rates], "-", color="C1", label="mean of 4 seeds")
     ax.set_xscale("log")
+    ax.set_xticks(rates, [f"{lr:g}" for lr in rates])
+    ax.minorticks_off()
     ax.set_xlabel("SGD learning rate")
     ax.set_ylabel(label)
     ax.legend()

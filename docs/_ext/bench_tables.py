@@ -82,13 +82,12 @@ def to_rst(lines):
 
 def section(heading, until=None):
     lines = BENCH_README.read_text(encoding="utf-8").splitlines()
-    for start, line in enumerate(lines):
-        match = re.match(r"(#+) (.*)", line)
-        if match and match.group(2).startswith(heading):
-            level = len(match.group(1))
-            break
-    else:
+    found = [(k, len(m.group(1))) for k, m in enumerate(re.match(r"(#+) (.*)", line)
+                                                     for line in lines)
+             if m and m.group(2).startswith(heading)]
+    if not found:
         raise ValueError(f"bench/README.md has no heading starting {heading!r}")
+    start, level = found[0]
     body = []
     for line in lines[start + 1:]:
         match = re.match(r"(#+) ", line)

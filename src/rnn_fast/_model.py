@@ -813,16 +813,16 @@ _GATED_PARAMETERS = """
         Row-major like the Elman cell (inputs times weights), gate blocks of H columns
         side by side in PyTorch's order; PyTorch's names for one layer (``_l0``):
 
-        ==============  ===============================  ==========================
-        rnn_fast        shape                            PyTorch
-        ==============  ===============================  ==========================
-        ``W_ih``        (I, {G}H)                        ``weight_ih_l0.T``
-        ``W_hh``        (H, {G}H)                        ``weight_hh_l0.T``
-        ``W_hy``        (H, O)                           ``nn.Linear.weight.T``
-        ``b_ih``        ({G}H,)                          ``bias_ih_l0``
-        ``b_hh``        ({G}H,)                          ``bias_hh_l0``
-        ``b_y``         (O,)                             ``nn.Linear.bias``
-        ==============  ===============================  ==========================
+        ==============  ==========================  ==========
+        rnn_fast        PyTorch                     shape
+        ==============  ==========================  ==========
+        ``W_ih``        ``weight_ih_l0.T``          (I, {G}H)
+        ``W_hh``        ``weight_hh_l0.T``          (H, {G}H)
+        ``W_hy``        ``nn.Linear.weight.T``      (H, O)
+        ``b_ih``        ``bias_ih_l0``              ({G}H,)
+        ``b_hh``        ``bias_hh_l0``              ({G}H,)
+        ``b_y``         ``nn.Linear.bias``          (O,)
+        ==============  ==========================  ==========
 
         ``W_ih[:, k*H:(k+1)*H]`` is gate k's block ({gates}).
     """

@@ -6,7 +6,7 @@ min-char-rnn does: forward and BPTT over 25 characters, one update (Adagrad ther
 the hidden state carried into the next 25 and reset to zero at the start of each pass.
 The characters travel as token ids (int32, 4 bytes each), never as one-hot rows: the
 model reads ids as the one-hot inputs and class-id targets they stand for, so a corpus
-takes 4 bytes a character however large its vocabulary (``read_ids`` reads a file).
+takes 4 bytes a character however large its vocabulary (``read_ids`` reads a file)::
 
     from rnn_fast import text
     corpus = text.load_sample_text()                  # Alice, chapter I (11 402 chars)

@@ -131,8 +131,8 @@ def test_predict_takes_h0_and_final_state_respects_lengths(backend, rng):
     assert h_last.shape == (3, 4)
     for n, length in enumerate(lengths):  # the state after step lengths[n] - 1
         alone, H_alone = model.forward(X[n, :length], h0=h0[n])
-        np.testing.assert_allclose(h_last[n], H_alone[-1], rtol=1e-12)
-        np.testing.assert_allclose(Y_hat[n, :length], alone, rtol=1e-12)
+        np.testing.assert_allclose(h_last[n], H_alone[-1], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(Y_hat[n, :length], alone, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(model.predict(X, lengths=lengths, h0=h0), Y_hat)
     Y_p, h_p = model.predict(X, lengths=lengths, h0=h0, return_state=True)
     np.testing.assert_array_equal(h_p, h_last)
@@ -140,7 +140,7 @@ def test_predict_takes_h0_and_final_state_respects_lengths(backend, rng):
     first, _, h = model.forward(X[:, :3], return_state=True)
     second = model.predict(X[:, 3:], h0=h)
     np.testing.assert_allclose(np.concatenate([first, second], axis=1), model.predict(X),
-                               rtol=1e-12)
+                               rtol=1e-12, atol=1e-15)
     one, _, h_one = model.forward(X[0], return_state=True)  # one sequence: (H,)
     assert h_one.shape == (4,)
 

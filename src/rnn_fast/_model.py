@@ -648,13 +648,6 @@ class RNN:
             updates of a long text. ``history["loss"]`` then holds the whole epochs
             only (see Returns).
 
-        The kernel calls of a fit stop at the update counts where it validates, calls
-        back or checkpoints, in the middle of a batch if need be, and continue it from
-        the carried hidden states: the numbers are those of one call. Ctrl-C during a
-        fit (in the main thread) stops it after the kernel call under way, writes the
-        checkpoint if one is named, and raises ``TrainingInterrupted`` (a
-        KeyboardInterrupt with ``.history``).
-
         Returns
         -------
         history : dict
@@ -682,6 +675,16 @@ class RNN:
         TrainingInterrupted
             On Ctrl-C (in the main thread) or ``stop()``; the model keeps the state of
             the last update made.
+
+        Notes
+        -----
+        A fit is a series of kernel calls of about 0.1 s each (the first at most 256
+        updates), which stop at the update counts where it validates, calls back or
+        checkpoints, in the middle of a batch if need be, and continue from the carried
+        hidden states: the numbers are those of one call. Between two calls, Ctrl-C (in
+        the main thread) or ``stop()`` (from any thread) ends the fit: it writes the
+        checkpoint if one is named and raises ``TrainingInterrupted`` (a
+        KeyboardInterrupt with ``.history`` and ``.updates``).
         """
         options = {name: value for name, value in locals().items()  # the keywords below X, Y
                    if name not in ("self", "X", "Y", "optimizer")}

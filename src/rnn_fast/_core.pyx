@@ -1986,6 +1986,13 @@ def _dense_and_ids(data, dtype, bint ids, Py_ssize_t rank):
     return data, np.zeros((0, 0), np.int32)
 
 
+cdef inline bint _as_halves(bint blas, Py_ssize_t n_hidden, Py_ssize_t rows) noexcept:
+    """Whether a batch of ``rows`` sequences runs as two halves (_halves): on the BLAS
+    path, from _halves_min_hidden and _halves_min_rows on. The one rule of
+    loss_and_grads, loss and train."""
+    return blas and n_hidden >= _halves_min_hidden and rows >= _halves_min_rows
+
+
 def _halves_parallel(bint halves):
     """Whether a batch's halves run on two threads: when one fit may use two
     (set_num_threads; see _halves_min_rows)."""
@@ -2081,8 +2088,7 @@ def loss_and_grads(spec, params, grads,
     cdef const int32_t[:, ::1] X_ids, Y_ids
     X, X_ids = _dense_and_ids(X_data, dtype, cfg.input_ids, 3)
     Y, Y_ids = _dense_and_ids(Y_data, dtype, cfg.target_ids, 3)
-    cdef bint halves = (n_hidden >= _blas_min_hidden and n_hidden >= _halves_min_hidden
-                        and n_seq >= _halves_min_rows)
+    cdef bint halves = _as_halves(n_hidden >= _blas_min_hidden, n_hidden, n_seq)
     cdef bint parallel = _halves_parallel(halves)
     ws = _scratch("first", dtype, T, n_in, n_hidden, n_out,
                   (n_seq + 1) // 2 if halves else n_seq, cell=spec.cell)
@@ -2163,8 +2169,7 @@ def loss(spec, params,
     if Y_out is not None and Y_out.shape[0] != 0:
         outputs = &Y_out[0, 0, 0]
     # loss_and_grads's schedule, and its blocks (the readout's GEMMs take the same rows)
-    cdef bint halves = (n_hidden >= _blas_min_hidden and n_hidden >= _halves_min_hidden
-                        and n_seq >= _halves_min_rows)
+    cdef bint halves = _as_halves(n_hidden >= _blas_min_hidden, n_hidden, n_seq)
     ws = _scratch("loss", dtype, T, n_in, n_hidden, n_out,
                   (n_seq + 1) // 2 if halves else n_seq, cell=spec.cell)
     ws_2 = ws
@@ -2344,9 +2349,7 @@ def train(spec, params, grads,
     cdef floating[::1] work = ws.work, Cs = ws.Cs, Gs = ws.Gs, Ex = ws.Ex
     cdef Py_ssize_t block = ws.block
     cdef bint blas = ws.blas
-    # batches of _halves_min_rows or more sequences run as two halves (_halves)
-    cdef bint halves = (blas and n_hidden >= _halves_min_hidden
-                        and min(batch_size, n_samples) >= _halves_min_rows)
+    cdef bint halves = _as_halves(blas, n_hidden, min(batch_size, n_samples))
     cdef bint parallel = _halves_parallel(halves)
     cdef floating[:, ::1] dW_xh_2, dW_hh_2, dW_hy_2
     cdef floating[::1] db_h_2, db_hh_2, db_y_2, Hs_1, Xb_1, Zb_1, DAb_1, dh_1, y_1, dz_1

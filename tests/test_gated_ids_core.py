@@ -11,7 +11,8 @@ import pytest
 from conftest import core_path
 
 from rnn_fast import _core
-from rnn_fast._model import Spec
+from rnn_fast._fit import TrainSteps, TrainUpdate
+from rnn_fast._model import Layout, Spec
 
 CELLS = {"gru": (1, 3), "lstm": (2, 4)}
 PATHS = ["loops", "blas", "halves"]
@@ -82,16 +83,19 @@ def test_train_on_ids_in_single_updates_matches_one_hot(cell, path, rng):
             theta, grad = theta0.copy(), np.zeros_like(theta0)
             slots, lr = np.zeros((1, theta.size)), np.full(theta.size, 0.1)
             losses, carry = np.zeros(10_000), np.zeros((batch, p["s"]))
-            args = (spec, views(theta, p["shapes"]), views(grad, p["shapes"]), theta, grad,
-                    p["ids"] if ids else p["X"], p["classes"] if ids else p["Y"],
-                    p["lengths"], p["h0"], order, batch, chunk)
+            layout = Layout(*p["shapes"][0][:1], p["shapes"][1][0], p["shapes"][5][0], True,
+                            True, cell)
+            data = (p["ids"] if ids else p["X"], p["classes"] if ids else p["Y"],
+                    p["lengths"], p["h0"], order)
             step, updates, chunk_begin = 0, 0, 0
             with core_path(path):
                 while step < steps:  # ids: one update per call, batches continued mid-way
-                    done, new = _core.train(*args, step, steps, chunk_begin,
-                                            1 if ids else 10**9, carry, 1, np.array([1e-8]),
-                                            lr, slots, updates, 5.0, 0.0, losses[updates:],
-                                            np.zeros(0))
+                    done, new = _core.train(
+                        spec, layout, theta, grad, data,
+                        TrainSteps(batch, chunk, step, steps, chunk_begin, 1 if ids else 10**9,
+                                   carry),
+                        TrainUpdate(1, np.array([1e-8]), lr, slots, updates, 5.0, 0.0),
+                        losses[updates:], np.zeros(0))
                     chunk_begin = chunk_begin + 1 if done == step else 0
                     step, updates = done, new
             out.append((theta, losses[:updates]))

@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -83,6 +84,30 @@ def fit(model, X, Y, optimizer, options):
 
 # ---------------------------------------------------------------------- the plan
 
+class TrainSteps(NamedTuple):
+    """What one call of the kernels' train covers (see reference.train)."""
+
+    batch_size: int
+    chunk_length: int
+    begin: int  # its first step (batch)
+    end: int  # the step it ends before
+    chunk_begin: int  # the first chunk of step begin: > 0 continues a batch
+    max_updates: int  # stop after this many updates, mid-batch if need be
+    carry: np.ndarray  # IN/OUT (batch_size, S) the batch's carried states
+
+
+class TrainUpdate(NamedTuple):
+    """The optimizer, as the kernels' train takes it (see reference.train)."""
+
+    kind: int
+    hyper: np.ndarray  # its constants
+    lr: np.ndarray  # (P,) learning rates
+    slots: np.ndarray  # IN/OUT (n_slots, P) its state
+    step: int  # updates made so far
+    clip_value: float
+    clip_norm: float
+
+
 @dataclasses.dataclass
 class Plan:
     """What a fit does, decided before its first update."""
@@ -95,7 +120,7 @@ class Plan:
     options: dict  # the checked options, by fit's keywords
     record: dict  # what a checkpoint must match to be resumed (the options, the data)
     optimizer: Optimizer
-    kernel_args: tuple  # train's leading arguments: spec, params, grads, theta, grad, data
+    kernel_args: tuple  # train's leading arguments: spec, layout, theta, grad, data
     optimizer_args: tuple  # the optimizer's kind, constants, learning rates and state
     order: np.ndarray  # the sequences of every epoch, one after the other
     rng_state: dict  # the shuffling generator's state before the order was drawn
@@ -136,7 +161,7 @@ def _plan(model, X, Y, optimizer, *, lengths, h0, validation, validation_split, 
         raise TypeError(f"optimizer must be an rnn_fast optimizer such as SGD(lr=0.1), "
                         f"got {type(optimizer).__name__}")
     lr = optimizer.learning_rates(model._layout, model.dtype)
-    params = model._kernel_params()  # refuses non-finite parameters before anything changes
+    model._kernel_params()  # refuses non-finite parameters before anything changes
     optimizer.bind(model._layout, model.dtype, model._lineage)  # a refused fit changes nothing
     model.optimizer = optimizer
 
@@ -153,9 +178,7 @@ def _plan(model, X, Y, optimizer, *, lengths, h0, validation, validation_split, 
         lengths, order, n, batch_size, epochs, options["chunk_length"]))])
     n_updates = int(first_update[-1])
     grad = np.zeros_like(model.theta)
-    kernel_args = (spec, params, model._layout.kernel_args(model._layout.views(grad), model.dtype),
-                   model.theta, grad, X, Y, lengths, h0, order, batch_size,
-                   options["chunk_length"])
+    kernel_args = (spec, model._layout, model.theta, grad, (X, Y, lengths, h0, order))
     optimizer_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
     return Plan(X, Y, lengths, h0, held_out, options, record, optimizer, kernel_args,
                 optimizer_args, order, rng_state, first_update,
@@ -257,10 +280,12 @@ def _train(model, plan, run, begin, end):
     s = int(np.searchsorted(plan.first_update, begin, "right")) - 1
     s_end = int(np.searchsorted(plan.first_update, end, "left"))
     before = optimizer.state["step"]
+    steps = TrainSteps(o["batch_size"], o["chunk_length"], s, s_end,
+                       begin - int(plan.first_update[s]), end - begin, run.carry)
+    update = TrainUpdate(*plan.optimizer_args, optimizer.state["step"], o["clip_value"],
+                         o["clip_norm"])
     run.done, optimizer.state["step"] = model.kernels.train(
-        *plan.kernel_args, s, s_end, begin - int(plan.first_update[s]), end - begin,
-        run.carry, *plan.optimizer_args, optimizer.state["step"], o["clip_value"],
-        o["clip_norm"], run.losses[begin:], run.timers)
+        *plan.kernel_args, steps, update, run.losses[begin:], run.timers)
     run.updates = begin + optimizer.state["step"] - before
 
 

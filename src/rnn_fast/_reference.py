@@ -297,10 +297,14 @@ def apply_update(opt_kind, hyper, theta, grad, lr, slots, step, clip_value, clip
 
 
 @like_c
-def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size, chunk_length,
-          step_begin, step_end, chunk_begin, max_updates, carry, opt_kind, hyper, lr, slots,
-          opt_step, clip_value, clip_norm, losses_out, timers_out):
-    """Minibatch training steps ``step_begin .. step_end`` (one batch each).
+def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out):
+    """Minibatch training steps ``steps.begin .. steps.end`` (one batch each).
+
+    ``layout`` (the model's ``Layout``) places the parameters in ``theta`` and their
+    gradients in ``grad``; ``data`` is (X, Y, lengths, h0, order); ``steps`` says what
+    the call covers (batch_size, chunk_length, begin, end, chunk_begin, max_updates,
+    carry), ``update`` the optimizer (kind, hyper, lr, slots, step, clip_value,
+    clip_norm), as ``_fit`` gives them.
 
     Step s is batch s % n_batches of epoch s // n_batches; its samples are the next
     ``batch_size`` entries of that epoch's ``order``. Sequence i starts from the hidden
@@ -314,7 +318,7 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size
 
     A call may stop inside a batch and the next one continue it: the call starts at
     chunk ``chunk_begin`` of step ``step_begin`` (0: the batch's start, from h0; else from
-    the hidden states in ``carry`` (batch_size, H)) and makes at most ``max_updates``
+    the hidden states in ``carry`` (batch_size, S)) and makes at most ``max_updates``
     updates; ``carry`` is left holding the batch's carried states.
 
     Returns (number of finished steps, the optimizer's step count); the first is short
@@ -323,6 +327,12 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size
     they were after the last finite update.
     """
     timers = timers_out if len(timers_out) == 3 else None
+    X, Y, lengths, h0, order = data
+    params = layout.kernel_args(layout.views(theta), theta.dtype)
+    grads = layout.kernel_args(layout.views(grad), theta.dtype)
+    batch_size, chunk_length, carry = steps.batch_size, steps.chunk_length, steps.carry
+    step_begin, step_end, chunk_begin = steps.begin, steps.end, steps.chunk_begin
+    opt_step = update.step
     n_samples = X.shape[0]
     n_batches = -(-n_samples // batch_size)
     n_updates = 0
@@ -337,7 +347,7 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size
             h[...] = h0[batch]
         n_chunks = -(-int(lengths[batch].max()) // chunk_length)
         for c in range(c_first, n_chunks):
-            if n_updates == max_updates:  # stop here, mid-batch maybe: carry holds h
+            if n_updates == steps.max_updates:  # stop here, mid-batch maybe: carry holds h
                 return s, opt_step
             grad[...] = 0
             update_loss = 0.0
@@ -349,8 +359,8 @@ def train(spec, params, grads, theta, grad, X, Y, lengths, h0, order, batch_size
             clock = time.perf_counter()
             if not (np.isfinite(update_loss) and np.all(np.isfinite(grad))):
                 return s, opt_step
-            if not apply_update(opt_kind, hyper, theta, grad, lr, slots, opt_step,
-                                clip_value, clip_norm):
+            if not apply_update(update.kind, update.hyper, theta, grad, update.lr,
+                                update.slots, opt_step, update.clip_value, update.clip_norm):
                 return s, opt_step
             losses_out[n_updates] = update_loss
             n_updates += 1

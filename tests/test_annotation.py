@@ -31,7 +31,7 @@ def nogil_lines(source):
 @pytest.mark.skipif(not CORE.exists() or shutil.which("cython") is None,
                     reason="needs the source tree and the cython command")
 def test_no_python_interaction_in_nogil_code(tmp_path):
-    """_core.pyx and the files it includes (the gated cells' _gated.pxi), each of which
+    """_core.pyx and the files it includes (the cells, outputs, schedules: *.pxi), each of which
     `cython -a` annotates in an HTML file of its own."""
     for source in [CORE, *CORE.parent.glob("*.pxi"), *CORE.parent.glob("*.h")]:
         shutil.copy(source, tmp_path / source.name)

@@ -1,4 +1,4 @@
-"""The Cython core's GRU and LSTM kernels (_gated.pxi) compute the NumPy reference's
+"""The Cython core's GRU and LSTM kernels (_cells.pxi) compute the NumPy reference's
 numbers.
 
 The core's kernel entry points are called through the models, on each of the core's
@@ -241,7 +241,7 @@ def test_read_only_inputs(cell, rng):
 def test_gated_steps_round_as_the_reference(cell, dtype, clone, rng):
     """A gated step's arithmetic between the products and the activations rounds as the
     reference's, operation by operation, in the model's dtype: the core's step and BPTT
-    step (_gated.pxi) on given values, against the reference's backward step fed the
+    step (_cells.pxi) on given values, against the reference's backward step fed the
     core's own gate values (its sigmoid and tanh are checked in test_kernels) and against
     NumPy for the forward sums and products. Float32 once went through float64 here."""
     code, H = {"gru": 1, "lstm": 2}[cell], 257  # odd: every clone's vector tail

@@ -1,4 +1,4 @@
-"""The core's gated cells (_gated.pxi) on token ids and class ids give the numbers of the
+"""The core's gated cells (_cells.pxi) on token ids and class ids give the numbers of the
 same one-hot arrays, on every path (hand loops, BLAS, halves), in loss_and_grads and in
 train, also when train continues a batch mid-way (the LSTM's carried state is [h | c]).
 

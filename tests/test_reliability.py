@@ -486,7 +486,7 @@ DIVERGING = {
     # squared gradient in its second moment overflows some epochs later
     "adam-minibatch": (1e150, 2, lambda b: b.Adam(lr=1000.0), dict(batch_size=4)),
     "adam-minibatch-blas": (1e150, 32, lambda b: b.Adam(lr=1000.0), dict(batch_size=4)),
-    # batch size 1 at hidden size 32: two threads (_core.pyx: _train_pair), which the
+    # batch size 1 at hidden size 32: two threads (_pair.pxi), which the
     # test allows
     "adam-per-sample-pair": (1e150, 32, lambda b: b.Adam(lr=100.0), dict(batch_size=1)),
     # momentum SGD oscillates with a growing amplitude

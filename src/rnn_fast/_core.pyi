@@ -82,31 +82,17 @@ def apply_update(
 ) -> bool: ...
 def train(
     spec: Any,
-    params: Params,  # views of theta
-    grads: Params,  # views of grad
-    theta: Floats,
-    grad: Floats,
-    X_data: Floats | Ids,
-    Y_data: Floats | Ids,
-    lengths: Indices,
-    h0: Floats,  # (N, S) the initial state of each sequence
-    order: Indices,  # (epochs * N,) or (N,)
-    batch_size: int,
-    chunk_length: int,
-    step_begin: int,
-    step_end: int,
-    chunk_begin: int,  # 0: start step_begin's batch from h0; k: at its chunk k, from carry
-    max_updates: int,  # stop after this many updates (a later call continues the batch)
-    carry: Floats,  # (batch_size, S) the batch's carried state rows, read and written
-    opt_kind: int,
-    hyper: npt.NDArray[np.float64],
-    lr: Floats,
-    slots: Floats,
-    opt_step: int,
-    clip_value: float,
-    clip_norm: float,
+    layout: Any,  # the model's Layout: where each parameter sits in theta (and grad)
+    theta: Floats,  # (P,) the parameters, read and written
+    grad: Floats,  # (P,) scratch: the gradients
+    data: tuple[Floats | Ids, Floats | Ids, Indices, Floats, Indices],  # X, Y, lengths,
+    # h0 (N, S), order (epochs * N,) or (N,)
+    steps: Any,  # _fit.TrainSteps: batch_size, chunk_length, begin, end, chunk_begin,
+    # max_updates, carry (batch_size, S) read and written
+    update: Any,  # _fit.TrainUpdate: kind, hyper, lr, slots (read and written), step,
+    # clip_value, clip_norm
     losses_out: npt.NDArray[np.float64],  # (n_updates,) written: the loss of each update
     timers_out: npt.NDArray[np.float64],  # (3,) accumulated, or (0,) for no timing
 ) -> tuple[int, int]: ...
-def _hidden_values(x: Floats, activation: int) -> Floats: ...  # activation: a Config code
+def _hidden_values(x: Floats, activation: int) -> Floats: ...  # activation: a code, as in Net
 def _exp_values(x: Floats) -> Floats: ...

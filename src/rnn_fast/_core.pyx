@@ -1,4 +1,4 @@
-# Cython kernels of rnn_fast: the twin of the NumPy kernels in reference.py.
+# Cython kernels of rnn_fast: the twin of the NumPy kernels in _reference.py.
 #
 # Design
 # ------
@@ -6,24 +6,32 @@
 #   (loss_and_grads's loss by a forward sweep alone, for evaluate and validation),
 #   apply_update (the optimizer step) and train (the fused loop: every batch, every
 #   chunk, every update of a fit, in one call with the GIL released).
-# * Two ways to run BPTT. Small networks (hidden size below blas_min_hidden(), measured
-#   in bench/): hand-written loops over one sequence at a time, where the cost is
-#   overhead, not arithmetic. Large ones: a whole batch at once, time-major, with BLAS
-#   (scipy.linalg.cython_blas): the input projections and readouts of a block of steps
-#   as one GEMM each, one GEMM per step for the recurrence, and the weight gradients
-#   as GEMMs over the block after the backward sweep.
+# * A cell is a forward step and a backward step (_cells.pxi: Elman, GRU, LSTM); the
+#   output side is shared by every cell (_outputs.pxi). A schedule runs one BPTT
+#   skeleton over them, whatever the cell: the hand loops, one sequence at a time, for
+#   small networks (hidden size below blas_min_hidden(), measured in bench/), where the
+#   cost is overhead, not arithmetic (_loops.pxi); a whole batch at once, time-major, on
+#   BLAS (scipy.linalg.cython_blas), maybe as two halves on two threads (_batch.pxi); a
+#   training run of batch size 1 on two threads (_pair.pxi). _schedule chooses.
+# * Kernels take structs: the network's options and sizes (Net), pointers to its
+#   parameters or gradients (Weights: the arrays given, or theta's parts at Layout's
+#   offsets), the sequences (Data), a batch (Rows), the scratch (Scratch), what a train
+#   call covers (Steps) and the optimizer (Opt). Pointers are void* in the structs and
+#   cast to the floating type of the function that reads them.
 # * Arrays are C-contiguous and row-major, as in the reference: x_t and h_t are row
 #   vectors, W_xh is (I, H), W_hh (H, H), W_hy (H, O). Inner loops run along the last,
 #   contiguous axis so the compiler can vectorise them.
-# * Absent biases arrive as zeros (skipped by cfg.bias), an absent W_hy as an empty array.
-# * Token ids: with cfg.input_ids the inputs are X_ids (N, T) of int32, one-hot rows given
+# * Absent biases read as zeros (and Net.bias skips their gradients), an absent W_hy is
+#   NULL (Net.readout).
+# * Token ids: with Net.input_ids the inputs are X_ids (N, T) of int32, one-hot rows given
 #   by their index, so x_t W_xh is row X_ids[n, t] of W_xh and dW_xh gets da added to that
 #   row (_add_row: the sums of the one-hot form without its zeros, the same numbers).
-#   With cfg.target_ids the targets are Y_ids (N, T or 1) of class ids (cross-entropy).
-#   The dense array then is an empty stand-in, never read, and the other way round.
-# * Nothing is validated here. The Python layer (_validation.py, _model.py) checks
-#   every shape, dtype and value before calling; bounds checks are off in a normal
-#   build (see CMakeLists.txt for the bounds-checked and line-tracing builds).
+#   With Net.target_ids the targets are Y_ids (N, T or 1) of class ids (cross-entropy).
+# * Nothing is validated here but the parameters' count and each array's item size and
+#   contiguity (_address). The Python layer (_validation.py, _model.py) checks every
+#   shape, dtype and value before calling; bounds checks are off in a normal build (see
+#   CMakeLists.txt for the bounds-checked and line-tracing builds; they check the entry
+#   points' memoryviews, not the kernels' pointers).
 # * Scratch buffers are allocated before the nogil block; the BLAS path's are kept per
 #   thread for the next call with the same sizes (_scratch).
 # * Summation orders follow the reference where it is cheap; float32 models compute
@@ -56,7 +64,7 @@ cdef enum:
     CROSS_ENTROPY = 2
     BINARY_CROSS_ENTROPY = 3
 
-cdef enum:  # cells (Spec.cell); the gated ones are in _gated.pxi
+cdef enum:  # cells (Spec.cell): _cells.pxi
     ELMAN = 0
     GRU = 1
     LSTM = 2

@@ -1,4 +1,4 @@
-/* Two threads for one training run (the core's "pair" schedule, _core.pyx: _train_pair).
+/* Two threads for one training run (the core's "pair" schedule, _pair.pxi).
  *
  * rnn_fast_run_pair starts one POSIX thread for body(ctx, 1), runs body(ctx, 0) on the
  * caller and joins: the second thread lives for one call, so nothing survives a fork()

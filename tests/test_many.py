@@ -8,8 +8,17 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import (CELLS, CONFIGS, RTOL, assert_close, core_path, gated_config,
-                      initial_state, make_data, make_model)
+from conftest import (
+    CELLS,
+    CONFIGS,
+    RTOL,
+    assert_close,
+    core_path,
+    gated_config,
+    initial_state,
+    make_data,
+    make_model,
+)
 
 import rnn_fast
 import rnn_fast.reference

@@ -163,18 +163,18 @@ def _checked_models(models, backend, caller):
         seen[id(model)] = m
     first = models[0]
     if first.backend != backend:
-        raise TypeError(f"{PUBLIC[backend]}.{caller} trains {PUBLIC[backend]}'s models; these "
+        raise TypeError(f"{PUBLIC[backend]}.{caller} takes {PUBLIC[backend]}'s models; these "
                         f"are {PUBLIC[first.backend]} models: use "
                         f"{PUBLIC[first.backend]}.{caller}")
     for m, model in enumerate(models[1:], 1):
         if type(model) is not type(first):
-            raise ValueError(f"{caller} trains models of one architecture: models[{m}] is "
+            raise ValueError(f"{caller} takes models of one architecture: models[{m}] is "
                              f"{_kind(model)}, models[0] {_kind(first)}")
         differ = [k for k, v in _architecture(first).items() if _architecture(model)[k] != v]
         if differ:
             what = ", ".join(f"{k} ({getattr(model, k)!r}, not {getattr(first, k)!r})"
                              for k in differ)
-            raise ValueError(f"{caller} trains models of one architecture: models[{m}] "
+            raise ValueError(f"{caller} takes models of one architecture: models[{m}] "
                              f"differs from models[0] in {what}")
     return models
 

@@ -128,6 +128,21 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
     """
     if backend not in MODULES:
         raise ValueError(f"backend must be one of {list(MODULES)}, got {backend!r}")
+    X, Y, seeds, validation, defaults = _checked_data(X, Y, seeds, validation)
+    runs = [Run(index, seed, model, optimizer, fit)
+            for index, ((model, optimizer, fit), seed) in enumerate(itertools.product(
+                _configurations(grid, defaults), seeds))]
+    data = (X, Y, lengths, validation)
+    keep = (bool(return_models), bool(return_params))
+    if not isinstance(pack, (bool, np.bool_)):
+        raise TypeError(f"pack must be True or False, got {type(pack).__name__}")
+    tasks = _tasks(runs, _workers(executor, n_jobs)) if pack else [[run] for run in runs]
+    finished = _execute(executor, n_jobs, data, tasks, backend, keep)
+    return _collect(finished, len(runs), progress)
+
+
+def _checked_data(X, Y, seeds, validation):
+    """sweep's data, seeds and validation checked; and the model sizes the data gives."""
     X, Y = np.asarray(X), np.asarray(Y)
     if X.ndim < 2 or Y.ndim < 1:
         raise ValueError(f"X must be (N, T, I) or (T, I) and Y (N, T, O) or (N, O); "
@@ -148,21 +163,15 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
         defaults["input_size"] = X.shape[-1]
     if not (Y.dtype.kind in "iu" and Y.ndim < X.ndim + ("input_size" not in defaults)):
         defaults["output_size"] = Y.shape[-1]
-    runs = [Run(index, seed, model, optimizer, fit)
-            for index, ((model, optimizer, fit), seed) in enumerate(itertools.product(
-                _configurations(grid, defaults), seeds))]
-    data = (X, Y, lengths, validation)
-    keep = (bool(return_models), bool(return_params))
-    if not isinstance(pack, (bool, np.bool_)):
-        raise TypeError(f"pack must be True or False, got {type(pack).__name__}")
-    tasks = _tasks(runs, _workers(executor, n_jobs)) if pack else [[run] for run in runs]
+    return X, Y, seeds, validation, defaults
 
-    finished = _execute(executor, n_jobs, data, tasks, backend, keep)
 
+def _collect(finished, n_runs, progress):
+    """The rows of the n_runs runs in their order, from the engine's ``finished``."""
     from tqdm.auto import tqdm
 
-    rows = [None] * len(runs)
-    with tqdm(total=len(runs), unit="run", disable=not progress) as bar:
+    rows = [None] * n_runs
+    with tqdm(total=n_runs, unit="run", disable=not progress) as bar:
         try:
             for row in finished:
                 rows[row["run"]] = row
@@ -171,7 +180,7 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
             finished.close()  # the engine stops its runs (see _on_threads) and returns
             done = sum(row is not None for row in rows)
             interrupted = TrainingInterrupted(
-                f"sweep interrupted after {done} of {len(runs)} runs", updates=None,
+                f"sweep interrupted after {done} of {n_runs} runs", updates=None,
                 history=None, checkpoint=None)
             interrupted.rows = rows
             raise interrupted from None

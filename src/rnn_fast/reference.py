@@ -3,7 +3,8 @@
 ``import rnn_fast.reference as rnn_fast`` runs users' code unchanged on plain NumPy, the
 executable specification the Cython core is tested against (``rnn_fast._reference``
 holds its arithmetic). Every public name of ``rnn_fast`` is here: the model classes,
-``load_model``, ``fit_many``, ``predict_many`` and ``sweep`` of this backend, and the rest shared with ``rnn_fast``.
+``load_model``, ``fit_many``, ``predict_many`` and ``sweep`` of this backend, and the
+rest shared with ``rnn_fast``.
 """
 
 import functools as _functools  # private: this module's names are rnn_fast's

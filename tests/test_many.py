@@ -281,6 +281,18 @@ def test_stop_or_ctrl_c_ends_the_call_with_what_finished(backend, how, rng, monk
     assert not any(model._stop_requested for model in models)  # the request was this call's
 
 
+def test_a_stop_asked_before_the_call_ends_it_after_one_kernel_call(backend, rng):
+    """As for fit: stop() before the call is for the call; the first model makes one
+    kernel call (3 of its 300 updates), the others none, and the request is spent."""
+    X, Y = data(rng, n=300)
+    models = models_of(backend, "gru", 3)
+    models[2].stop()
+    with pytest.raises(rnn_fast.TrainingInterrupted) as caught:
+        backend.fit_many(models, X, Y)
+    assert caught.value.updates == [3, 0, 0]
+    assert backend.fit_many(models[1:], X[:5], Y[:5])[0]["batch_loss"].size == 5
+
+
 def test_one_progress_bar_over_all_the_models(backend, rng, capsys, bars_for_short_fits):
     X, Y = data(rng, n=20)
     backend.fit_many(models_of(backend, "gru", 3), X, Y, progress=True)

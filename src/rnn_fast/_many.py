@@ -89,7 +89,9 @@ def fit_many(models, X, Y, optimizer=None, **fit_options):
         (None for the others).
     TrainingInterrupted
         On Ctrl-C (in the main thread) or ``stop()`` of any of the models: training
-        stops after the kernel call under way; ``.histories`` holds every model's
+        stops after the kernel call under way (a ``stop()`` asked before the call: after
+        the first model's first kernel call, as for ``fit``); ``.histories`` holds every
+        model's
         history so far (finished, stopped part-way or, empty, not started) and
         ``.updates`` their update counts. Each model and optimizer holds the state
         after its last update.
@@ -350,7 +352,9 @@ def _one_after_another(models, plans, watch):
     """Each model's run, the single-model fit's, in turn: the reference's fit_many."""
     runs = []
     for m, (model, plan) in enumerate(zip(models, plans)):
-        why = watch.stopping()
+        # the first model makes at least one kernel call, as fit does when stop() was
+        # asked before it began; after it, the call may already be ending
+        why = watch.stopping() if m else None
         if why:  # not started: it ends with no updates, as interrupted
             run = _fit._new_run(model, plan)
             run.interrupted, run.seconds = why, 0.0

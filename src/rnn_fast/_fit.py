@@ -41,18 +41,28 @@ class DivergenceError(FloatingPointError, ValueError):
     The model and its optimizer hold the state of the last finite update;
     ``history`` holds the losses up to it. ``epoch`` is the epoch's index (from 0; the
     message counts from 1) and ``sample`` the index in X of the batch's first sequence.
+
+    Raised by ``fit_many`` after every model has finished, when some diverged:
+    ``diverged`` lists their indices in ``models``, ``histories`` holds every model's
+    history (a diverged one's up to its last finite update), ``errors`` each model's own
+    DivergenceError (None for the others); ``epoch``, ``sample`` and ``history`` are None.
     """
 
-    def __init__(self, message, epoch, sample, history):
+    def __init__(self, message, epoch, sample, history, diverged=None, histories=None,
+                 errors=None):
         super().__init__(message)
         self.epoch = epoch
         self.sample = sample
         self.history = history
+        self.diverged = diverged
+        self.histories = histories
+        self.errors = errors
 
     def __reduce__(self):
         # an exception pickles as type(self)(*self.args), and args holds only the message:
         # without this, one raised in a worker process could not be sent back
-        return type(self), (str(self), self.epoch, self.sample, self.history)
+        return type(self), (str(self), self.epoch, self.sample, self.history, self.diverged,
+                            self.histories, self.errors)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -62,16 +72,22 @@ class TrainingInterrupted(KeyboardInterrupt):
     The model and its optimizer hold the state after the last update; ``history`` holds
     the losses up to it; ``checkpoint`` is the checkpoint written then (or None), from
     which ``fit(..., resume=checkpoint)`` continues to the weights of an uninterrupted fit.
+
+    Raised by ``fit_many``: ``updates`` is a list (each model's count), ``histories``
+    holds every model's history so far (empty for a model not started), ``history`` and
+    ``checkpoint`` are None.
     """
 
-    def __init__(self, message, updates, history, checkpoint):
+    def __init__(self, message, updates, history, checkpoint, histories=None):
         super().__init__(message)
         self.updates = updates
         self.history = history
         self.checkpoint = checkpoint
+        self.histories = histories
 
     def __reduce__(self):
-        return type(self), (str(self), self.updates, self.history, self.checkpoint)
+        return type(self), (str(self), self.updates, self.history, self.checkpoint,
+                            self.histories)
 
 
 def fit(model, X, Y, optimizer, options):
@@ -231,9 +247,23 @@ class Run:
     diverged: bool = False
     interrupted: str | None = None  # "Ctrl-C" or "stop"
     timers: np.ndarray | None = None  # seconds in forward, backward, update (profile)
+    seconds: float | None = None  # the run's wall time, when another clock than fit's
 
 
-def _run(model, plan, start):
+@dataclasses.dataclass
+class Watch:
+    """What a run answers between two kernel calls besides its own model's stop():
+    the marks of an enclosing ``_interruptible`` (fit_many's, one for all its models),
+    ``stopped()`` (another model of the group asked to stop), and ``progress(updates)``
+    (the group's bar; the run's own bar is off)."""
+
+    ctrl_c: list
+    stopped: object = None  # callable () -> bool, or None
+    progress: object = None  # callable (updates made by this run so far) -> None, or None
+
+
+def _new_run(model, plan):
+    """A Run at the fit's start (or where a resumed checkpoint stood)."""
     o = plan.options
     run = Run(np.zeros(plan.n_updates, dtype=np.float64),
               np.zeros((o["batch_size"], model._state_size), dtype=model.dtype),
@@ -244,21 +274,33 @@ def _run(model, plan, start):
         run.losses[:run.updates] = plan.saved["losses"]
         run.val = plan.saved["val"]
         run.done = int(np.searchsorted(plan.first_update, run.updates, "right")) - 1
+    return run
+
+
+def _run(model, plan, start, watch=None):
+    """Train as the plan says, in kernel calls (``_blocks``); ``watch``: see Watch."""
+    o = plan.options
+    run = _new_run(model, plan)
     stops = [_epoch_ends(plan)] if plan.held_out is not None else []
     for every in (o["validate_every"], o["checkpoint_every"], o["callback_every"]):
         if every:
             stops.append(np.arange(every, plan.n_updates, every))
     bar = _Bar(plan, start) if o["progress"] else None
-    with _interruptible() as ctrl_c:
+    stopped = (watch.stopped if watch is not None and watch.stopped is not None
+               else lambda: False)
+    with (_interruptible() if watch is None else contextlib.nullcontext(watch.ctrl_c)) as ctrl_c:
         for begin, end in _blocks(plan.stop, stops, run.updates):
             _train(model, plan, run, begin, end)
             if bar is not None:
                 bar.show(plan, run, begin)
+            if watch is not None and watch.progress is not None:
+                watch.progress(run.updates)
             if run.updates < end:
                 run.diverged = True
                 break
             _between_blocks(model, plan, run)
-            if ctrl_c or model._stop_requested:  # Ctrl-C, or model.stop() from a thread
+            # Ctrl-C, or model.stop() from a thread (or another model's, in fit_many)
+            if ctrl_c or model._stop_requested or stopped():
                 run.interrupted = "Ctrl-C" if ctrl_c else "stop"
                 break
         if run.interrupted and o["checkpoint"] is not None and run.written != run.updates:
@@ -431,7 +473,8 @@ def _updates_per_batch(lengths, order, n, batch_size, epochs, chunk_length):
 # ---------------------------------------------------------------------- the outcome
 
 def _outcome(plan, run, start):
-    """The history; raised inside an exception if the fit did not end."""
+    """The history; raised inside an exception if the fit did not end. ``run.seconds``,
+    when set, is the fit's time (else the time since ``start``)."""
     o, u = plan.options, run.updates
     history = _history(_batch_losses(run.losses, plan.first_update, 0, run.done),
                        run.losses[:u], plan.n_batches)
@@ -442,7 +485,7 @@ def _outcome(plan, run, start):
         history["val_update_loss"] = np.array(val["loss"], dtype=np.float64)
         history["val_seconds"] = run.val_seconds
     if o["profile"]:
-        total = time.perf_counter() - start
+        total = time.perf_counter() - start if run.seconds is None else run.seconds
         phases = dict(zip(("forward", "backward", "update"), run.timers.tolist()))
         history["profile"] = {**phases, "overhead": total - sum(phases.values()),
                               "total": total}

@@ -4,7 +4,9 @@
 engine, which does all the scheduling: a pool of threads (the kernels release the GIL,
 so one model trains per core with nothing pickled), joblib's worker processes, or a
 Dask cluster through a ``distributed.Client``. What lives here is only the expansion,
-the training of one run (``_train``, which is what the workers call) and the rows.
+the packing of runs that can train together into tasks (``_tasks``), the training of
+one task (``_train_task``, which is what the workers call: one run by ``_train``, a
+group by ``fit_many`` in ``_train_packed``) and the rows.
 
 Every run is fully determined by its configuration and seed, so the rows, down to the
 bits of the trained weights, do not depend on the engine or on the order runs finish.
@@ -25,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _model
+from . import _many, _model
 from ._model import CLASS_NAMES, RNN, DivergenceError, TrainingInterrupted, _Gated
 from .optimizers import OPTIMIZERS, Optimizer
 
@@ -49,7 +51,7 @@ class Run(NamedTuple):
 
 def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cython",
           executor="threads", n_jobs=None, return_models=False, return_params=False,
-          progress=False):
+          progress=False, pack=True):
     """Train every configuration of a grid on (X, Y), once per seed; one row per run.
 
     Parameters
@@ -96,6 +98,13 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
         (column ``params``), to its row.
     progress : bool
         A progress bar over runs (tqdm).
+    pack : bool
+        True: the runs that can train together (the same model keywords, optimizer kind
+        and fit keywords; seeds and the optimizers' hyperparameters may differ; no
+        callback or checkpoint) are trained as groups, each by one ``fit_many`` call,
+        split into as many groups as there are workers when fewer; False: one run at a
+        time. The rows are the same either way (``seconds`` aside: a packed run's is its
+        group's time over the group's size).
 
     Returns
     -------
@@ -119,6 +128,21 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
     """
     if backend not in MODULES:
         raise ValueError(f"backend must be one of {list(MODULES)}, got {backend!r}")
+    X, Y, seeds, validation, defaults = _checked_data(X, Y, seeds, validation)
+    runs = [Run(index, seed, model, optimizer, fit)
+            for index, ((model, optimizer, fit), seed) in enumerate(itertools.product(
+                _configurations(grid, defaults), seeds))]
+    data = (X, Y, lengths, validation)
+    keep = (bool(return_models), bool(return_params))
+    if not isinstance(pack, (bool, np.bool_)):
+        raise TypeError(f"pack must be True or False, got {type(pack).__name__}")
+    tasks = _tasks(runs, _workers(executor, n_jobs)) if pack else [[run] for run in runs]
+    finished = _execute(executor, n_jobs, data, tasks, backend, keep)
+    return _collect(finished, len(runs), progress)
+
+
+def _checked_data(X, Y, seeds, validation):
+    """sweep's data, seeds and validation checked; and the model sizes the data gives."""
     X, Y = np.asarray(X), np.asarray(Y)
     if X.ndim < 2 or Y.ndim < 1:
         raise ValueError(f"X must be (N, T, I) or (T, I) and Y (N, T, O) or (N, O); "
@@ -139,18 +163,15 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
         defaults["input_size"] = X.shape[-1]
     if not (Y.dtype.kind in "iu" and Y.ndim < X.ndim + ("input_size" not in defaults)):
         defaults["output_size"] = Y.shape[-1]
-    runs = [Run(index, seed, model, optimizer, fit)
-            for index, ((model, optimizer, fit), seed) in enumerate(itertools.product(
-                _configurations(grid, defaults), seeds))]
-    data = (X, Y, lengths, validation)
-    keep = (bool(return_models), bool(return_params))
+    return X, Y, seeds, validation, defaults
 
-    finished = _execute(executor, n_jobs, data, runs, backend, keep)
 
+def _collect(finished, n_runs, progress):
+    """The rows of the n_runs runs in their order, from the engine's ``finished``."""
     from tqdm.auto import tqdm
 
-    rows = [None] * len(runs)
-    with tqdm(total=len(runs), unit="run", disable=not progress) as bar:
+    rows = [None] * n_runs
+    with tqdm(total=n_runs, unit="run", disable=not progress) as bar:
         try:
             for row in finished:
                 rows[row["run"]] = row
@@ -159,7 +180,7 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
             finished.close()  # the engine stops its runs (see _on_threads) and returns
             done = sum(row is not None for row in rows)
             interrupted = TrainingInterrupted(
-                f"sweep interrupted after {done} of {len(runs)} runs", updates=None,
+                f"sweep interrupted after {done} of {n_runs} runs", updates=None,
                 history=None, checkpoint=None)
             interrupted.rows = rows
             raise interrupted from None
@@ -276,6 +297,119 @@ def _check_seed(seed):
     return int(seed)
 
 
+# ---------------------------------------------------------------------- packing
+
+def _tasks(runs, workers):
+    """The runs as tasks: lists of runs that ``fit_many`` can train together (in the
+    order of the runs), each split into pieces of at most the runs over the workers
+    (rounded up), so that a few large groups still keep every worker busy."""
+    groups = {}
+    for run in runs:
+        packable = not any(run.fit.get(name) is not None for name in _many.REFUSED)
+        key = ((_key(run.model), type(run.optimizer), _key(run.fit)) if packable
+               else ("alone", run.index))
+        groups.setdefault(key, []).append(run)
+    largest = max(1, -(-len(runs) // max(1, workers)))
+    tasks = []
+    for group in groups.values():
+        pieces = -(-len(group) // largest)
+        bounds = np.linspace(0, len(group), pieces + 1).round().astype(int)
+        tasks += [group[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return tasks
+
+
+def _key(value):
+    """A hashable stand-in for a grid value: equal values (arrays too) give equal keys;
+    values of other types, or objects compared by identity, give different ones."""
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((str(k), _key(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_key(v) for v in value))
+    if isinstance(value, np.ndarray):
+        return ("ndarray", str(value.dtype), value.shape, value.tobytes())
+    if value is None or isinstance(value, (bool, int, float, str, np.generic)):
+        return (type(value).__name__, value)
+    return ("object", id(value))
+
+
+def _workers(executor, n_jobs):
+    """How many runs the engine trains at once (groups are split to keep them busy)."""
+    if executor == "serial":
+        return 1
+    if isinstance(executor, str):
+        return _usable_cores() if n_jobs is None else n_jobs
+    try:  # a distributed.Client: its threads
+        return max(1, sum(executor.nthreads().values()))
+    except Exception:  # noqa: BLE001 - a client that cannot say: as many as asked
+        return n_jobs or 1
+
+
+def _train_task(data, task, backend, keep, running=None):
+    """The rows of a task: one run, or a group by fit_many."""
+    if len(task) == 1:
+        return [_train(data, task[0], backend, keep, running)]
+    return _train_packed(data, task, backend, keep, running)
+
+
+def _train_packed(data, runs, backend, keep, running=None):
+    """The rows of runs trained by one ``fit_many`` call, the same as ``_train``'s one
+    by one. A call that is refused or fails is trained again one run at a time, from
+    new models: its rows are then ``_train``'s by construction."""
+    X, Y, lengths, validation = data
+    module = importlib.import_module(MODULES[backend])
+    try:
+        models = []
+        for run in runs:
+            keywords = dict(run.model)
+            cls = _model_class(module, keywords.pop("cell", "elman"))
+            models.append(cls(**keywords, seed=run.seed))
+    except Exception:  # noqa: BLE001 - the constructor's error, in each run's row
+        return [_train(data, run, backend, keep, running) for run in runs]
+    optimizers = [copy.deepcopy(run.optimizer) for run in runs]  # never the grid's own
+    start = time.perf_counter()
+    if running is not None:
+        running.update(models)
+        if running.stopping:  # the sweep was stopped while this group started
+            models[0].stop()
+    errors = [None] * len(runs)
+    try:
+        histories = module.fit_many(models, X, Y, optimizer=optimizers, lengths=lengths,
+                                    **runs[0].fit)
+    except DivergenceError as exc:
+        histories, errors = exc.histories, exc.errors
+    except Exception:  # noqa: BLE001 - refused, or a failure: each run alone says which
+        histories = None
+    finally:
+        seconds = (time.perf_counter() - start) / len(runs)
+        if running is not None:
+            running.difference_update(models)
+    if histories is None:
+        return [_train(data, run, backend, keep, running) for run in runs]
+    rows = [_row(run, validation is not None) for run in runs]
+    for row, model, history, error in zip(rows, models, histories, errors):
+        row["seconds"] = seconds
+        _finish_row(row, model, history, error, validation, keep)
+    return rows
+
+
+def _finish_row(row, model, history, error, validation, keep):
+    """A packed run's row after fit_many, filled as ``_train`` fills it after fit."""
+    if error is not None:
+        row.update(status="diverged", history=error.history, error=_describe(error))
+    else:
+        row.update(history=history, loss=_last_loss(history))
+        if validation is not None:
+            try:
+                scores = model.evaluate(*validation)
+                row.update({f"val_{k}": v for k, v in scores.items()})
+            except Exception as exc:  # noqa: BLE001 - as _train: the row says what failed
+                row.update(status="error", error=_describe(exc))
+    if keep[0]:
+        row["model"] = model
+    if keep[1]:
+        row["params"] = {k: v.copy() for k, v in model.params.items()}
+
+
 # ---------------------------------------------------------------------- one run
 
 def _train(data, run, backend, keep, running=None):
@@ -349,25 +483,42 @@ def _describe(exc):
 
 # ---------------------------------------------------------------------- engines
 
-def _execute(executor, n_jobs, data, runs, backend, keep):
-    """Rows, as the runs finish, from the engine the executor names."""
-    tasks = ((data, run, backend, keep) for run in runs)
+def _execute(executor, n_jobs, data, tasks, backend, keep):
+    """Rows, as the tasks (lists of runs) finish, from the engine the executor names."""
+    return _flat(_engine(executor, n_jobs, data, tasks, backend, keep))
+
+
+def _flat(batches):
+    """The rows of each task's list, one by one; closing it closes the engine's
+    generator (which stops the runs under way)."""
+    try:
+        for rows in batches:
+            yield from rows
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def _engine(executor, n_jobs, data, tasks, backend, keep):
+    """Lists of rows, one per task, as the tasks finish."""
+    calls = ((data, task, backend, keep) for task in tasks)
     if isinstance(executor, str):
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {list(EXECUTORS)} or a "
                              f"distributed.Client, got {executor!r}")
         if executor == "serial":
-            return (_train(*task) for task in tasks)
+            return (_train_task(*call) for call in calls)
         n_jobs = _usable_cores() if n_jobs is None else n_jobs
         if executor == "threads":
-            return _on_threads(n_jobs, tasks)
+            return _on_threads(n_jobs, calls)
         joblib = _require("joblib", executor)
         # loky's workers limit their BLAS threads themselves. max_nbytes=0: every array
         # of the data goes through joblib's memory map, written once and shared by all
         # workers, instead of being pickled with each run.
         parallel = joblib.Parallel(n_jobs=n_jobs, backend="loky", max_nbytes=0,
                                    return_as="generator_unordered")
-        return parallel(joblib.delayed(_train)(*task) for task in tasks)
+        return parallel(joblib.delayed(_train_task)(*call) for call in calls)
     try:
         import distributed
     except ImportError:  # then no object can be a Client
@@ -375,15 +526,16 @@ def _execute(executor, n_jobs, data, runs, backend, keep):
     if distributed is None or not isinstance(executor, distributed.Client):
         raise TypeError(f"executor must be one of {list(EXECUTORS)} or a "
                         f"distributed.Client, got {type(executor).__name__}")
-    return _on_dask(distributed, executor, data, runs, backend, keep)
+    return _on_dask(distributed, executor, data, tasks, backend, keep)
 
 
-def _on_threads(n_jobs, tasks):
-    """Rows from a pool of threads; closing the generator (on Ctrl-C) drops the runs not
-    started and stops the fits under way, then returns when their threads are done."""
+def _on_threads(n_jobs, calls):
+    """Tasks' rows from a pool of threads; closing the generator (on Ctrl-C) drops the
+    tasks not started and stops the fits under way, then returns when their threads are
+    done."""
     running = _Running()
     with _one_blas_thread(), ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        futures = [pool.submit(_train, *task, running=running) for task in tasks]
+        futures = [pool.submit(_train_task, *call, running=running) for call in calls]
         try:
             for future in as_completed(futures):
                 yield future.result()
@@ -412,18 +564,18 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _on_dask(distributed, client, data, runs, backend, keep):
-    # one copy of the data on every worker; each run then refers to it
+def _on_dask(distributed, client, data, tasks, backend, keep):
+    # one copy of the data on every worker; each task then refers to it
     [shared] = client.scatter([data], broadcast=True, hash=False)
-    futures = {client.submit(_train, shared, run, backend, keep, pure=False): run
-               for run in runs}
+    futures = {client.submit(_train_task, shared, task, backend, keep, pure=False): task
+               for task in tasks}
     try:
         for future in distributed.as_completed(futures):
             try:
                 yield future.result()
             except Exception as exc:  # noqa: BLE001 - a lost worker, not a failed fit
-                yield {**_row(futures[future], data[3] is not None), "status": "error",
-                       "error": _describe(exc)}
+                yield [{**_row(run, data[3] is not None), "status": "error",
+                        "error": _describe(exc)} for run in futures[future]]
     finally:
         client.cancel(list(futures))
 

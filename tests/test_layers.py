@@ -9,13 +9,12 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import finite_difference
 
 import rnn_fast
 import rnn_fast.reference
 from rnn_fast import _fit, _reference, text
 from rnn_fast.cli import main
-
-from conftest import finite_difference
 
 CLASSES = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
 
@@ -49,13 +48,14 @@ def test_gradients_of_every_layer_match_finite_differences(cell, case, rng):
     lengths, a given h0 and (first case) dropout masks."""
     bidirectional = case.startswith("bi")
     D = 2 if bidirectional else 1
-    N, T, I, H, O = 2, 4, 3, 2, 2
-    model = make(rnn_fast.reference, cell, I, H, O, output_activation="softmax",
+    N, T, n_in, H, n_out = 2, 4, 3, 2, 2
+    model = make(rnn_fast.reference, cell, n_in, H, n_out, output_activation="softmax",
                  loss="cross_entropy", init="normal", num_layers=2,
                  bidirectional=bidirectional, seed=int(rng.integers(2**31)))
     many_to_one = case == "bi-m2o"
-    X = rng.integers(0, I, (N, T)) if case.endswith("ids") else rng.standard_normal((N, T, I))
-    Y = np.eye(O)[rng.integers(0, O, (N,) if many_to_one else (N, T))]
+    X = (rng.integers(0, n_in, (N, T)) if case.endswith("ids")
+         else rng.standard_normal((N, T, n_in)))
+    Y = np.eye(n_out)[rng.integers(0, n_out, (N,) if many_to_one else (N, T))]
     lengths = np.array([T, 2])
     h0 = 0.5 * rng.standard_normal((2 * D, N, H))
     h0 = (h0, 0.5 * rng.standard_normal((2 * D, N, H))) if cell == "lstm" else h0
@@ -286,7 +286,7 @@ def test_the_command_line_takes_layers_dropout_and_bidirectional(capsys):
 
 
 def test_onnx_exports_stacks_and_both_directions(rng):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     from onnx.reference import ReferenceEvaluator
 

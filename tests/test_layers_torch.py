@@ -64,13 +64,13 @@ def test_layers_match_torch_autograd(module, cell, num_layers, bidirectional, rn
     if module is rnn_fast and num_layers == 3:
         pytest.skip("the Cython backend routes to the same kernels: 1 and 2 layers suffice")
     D = 2 if bidirectional else 1
-    N, T, I, H, O = 3, 5, 3, 4, 3
-    model = make(module, cell, I, H, O, output_activation="softmax", loss="cross_entropy",
+    N, T, n_in, H, n_out = 3, 5, 3, 4, 3
+    model = make(module, cell, n_in, H, n_out, output_activation="softmax", loss="cross_entropy",
                  init="normal", num_layers=num_layers, bidirectional=bidirectional,
                  seed=int(rng.integers(2**31)))
     rnn, linear = to_torch(model)
     assert (rnn.num_layers, rnn.bidirectional) == (num_layers, bidirectional)
-    X = rng.standard_normal((N, T, I))
+    X = rng.standard_normal((N, T, n_in))
     lengths = np.array([T, 1, 3])
     h0 = rng.standard_normal((num_layers * D, N, H))
     c0 = rng.standard_normal((num_layers * D, N, H))
@@ -80,8 +80,8 @@ def test_layers_match_torch_autograd(module, cell, num_layers, bidirectional, rn
     torch_state0 = ((torch.from_numpy(h0), torch.from_numpy(c0)) if cell == "lstm"
                     else torch.from_numpy(h0))
     for many_to_one in (False, True):
-        labels = rng.integers(0, O, (N,) if many_to_one else (N, T))
-        Y = np.eye(O)[labels]
+        labels = rng.integers(0, n_out, (N,) if many_to_one else (N, T))
+        Y = np.eye(n_out)[labels]
         rnn.zero_grad()
         linear.zero_grad()
         out, state, Z = torch_run(rnn, linear, X, lengths, torch_state0, many_to_one, D)

@@ -43,8 +43,15 @@ import numpy as np
 
 from . import _reference_layers as layers
 from ._reference_cells import (  # noqa: F401  (the loss codes: read from here too)
-    BINARY_CROSS_ENTROPY, CROSS_ENTROPY, HALF_SSE, MSE, activate, cell_steps, output_loss,
-    output_loss_and_delta)
+    BINARY_CROSS_ENTROPY,
+    CROSS_ENTROPY,
+    HALF_SSE,
+    MSE,
+    activate,
+    cell_steps,
+    output_loss,
+    output_loss_and_delta,
+)
 
 FORWARD, BACKWARD, UPDATE = 0, 1, 2  # phases of the timers
 

@@ -127,9 +127,10 @@ def output_loss_and_delta(spec, z, y, target, norm):
 # cache of what its backward step needs); it takes one row or a batch of rows.
 # ``step_backward`` takes dL/ds_t for one sequence, adds this step's share into the
 # gradients and returns dL/ds_{t-1}; given ``dx_out`` (a stacked layer's input row), it
-# also writes dL/dx_t there, the gradient passed down to the layer below. The state is h for the Elman cell and the GRU and
-# [h | c] for the LSTM; the readout, the losses and BPTT's bookkeeping act on h, the
-# state's first H entries, and are written once, below, for every cell.
+# also writes dL/dx_t there, the gradient passed down to the layer below. The state is h
+# for the Elman cell and the GRU and [h | c] for the LSTM; the readout, the losses and
+# BPTT's bookkeeping act on h, the state's first H entries, and are written once, in
+# rnn_fast._reference, for every cell.
 
 
 def elman_step(spec, params, x, h_prev):

@@ -457,6 +457,13 @@ class RNN:
             The hidden state after each sequence's last step, step ``lengths[n] - 1``
             (``H[n, lengths[n] - 1]``): pass it as ``h0`` to continue the sequences.
             For an LSTM, the tuple ``(h_last, c_last)``, to pass on as ``h0`` likewise.
+
+        With ``num_layers > 1`` or ``bidirectional``: ``h0`` and ``h_last`` are
+        (num_layers * num_directions, N, H) (PyTorch's ``h_n``; a reverse direction's
+        last state is the one after step 0), and H (and C) the last layer's outputs,
+        (N, T, num_directions * H), the forward direction's first. A bidirectional
+        many-to-one model's output is ``g([H[n, lengths[n] - 1, :H] | H[n, 0, H:]] W_hy
+        + b_y)``, which ``evaluate`` uses; ``Y_hat`` at step t reads step t's two halves.
         """
         X, single = check.prepare_inputs(X, self.input_size, self.dtype)
         lengths = check.prepare_lengths(lengths, X)
@@ -930,8 +937,8 @@ _GATED_PARAMETERS = """
     output_size : int, optional
         O, the readout's outputs (``nn.Linear(H, O)``'s ``out_features``); required
         with a readout, None or H without one.
-    output_activation, loss, readout, dtype, seed, params
-        As for ``RNN``. ``readout=False``: the output is h_t itself (what PyTorch's
+    output_activation, loss, readout, dtype, seed, params, num_layers, bidirectional, dropout
+        As for ``RNN`` (PyTorch's ``num_layers``, ``bidirectional``, ``dropout``). ``readout=False``: the output is h_t itself (what PyTorch's
         module returns).
     bias : bool
         PyTorch's ``bias``: ``b_ih``, ``b_hh`` (and the readout's ``b_y``) exist.
@@ -967,8 +974,8 @@ _GATED_PARAMETERS = """
 
 
 class GRU(_Gated):
-    __doc__ = r"""A gated recurrent unit, PyTorch's ``torch.nn.GRU`` (one layer, one
-    direction, ``batch_first``), with an optional readout layer.
+    __doc__ = r"""A gated recurrent unit, PyTorch's ``torch.nn.GRU`` (``batch_first``;
+    stacked and bidirectional as ``RNN``), with an optional readout layer.
 
     .. math::
 
@@ -984,8 +991,9 @@ class GRU(_Gated):
 
 
 class LSTM(_Gated):
-    __doc__ = r"""A long short-term memory network, PyTorch's ``torch.nn.LSTM`` (one
-    layer, one direction, ``batch_first``, no projection), with an optional readout.
+    __doc__ = r"""A long short-term memory network, PyTorch's ``torch.nn.LSTM``
+    (``batch_first``, no projection; stacked and bidirectional as ``RNN``), with an
+    optional readout.
 
     .. math::
 

@@ -32,6 +32,12 @@ Each cell (``_reference_cells``: Elman, and PyTorch's GRU and LSTM, which replac
 first two lines) is a forward step and a backward step, carrying a state s_t: h_t, or
 [h_t | c_t] for the LSTM; the readout, the losses and the bookkeeping of BPTT
 (``sequence_loss_and_grads``) are the same code for every cell.
+
+Stacked and bidirectional models (``spec.num_layers`` or ``spec.num_directions`` above
+1) go to ``rnn_fast._reference_layers``, which runs these cells layer by layer and
+direction by direction; the kernels below hand them over, with their extra arguments
+(``forward``'s ``H_last_out``, the dropout ``masks`` of ``loss_and_grads`` and
+``train``). One layer in one direction never goes there.
 """
 
 from __future__ import annotations

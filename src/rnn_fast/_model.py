@@ -938,8 +938,8 @@ _GATED_PARAMETERS = """
         O, the readout's outputs (``nn.Linear(H, O)``'s ``out_features``); required
         with a readout, None or H without one.
     output_activation, loss, readout, dtype, seed, params, num_layers, bidirectional, dropout
-        As for ``RNN`` (PyTorch's ``num_layers``, ``bidirectional``, ``dropout``). ``readout=False``: the output is h_t itself (what PyTorch's
-        module returns).
+        As for ``RNN`` (PyTorch's ``num_layers``, ``bidirectional``, ``dropout``).
+        ``readout=False``: the output is h_t itself (what PyTorch's module returns).
     bias : bool
         PyTorch's ``bias``: ``b_ih``, ``b_hh`` (and the readout's ``b_y``) exist.
     init : {"pytorch", "uniform", "normal", "glorot", "orthogonal"}

@@ -60,10 +60,8 @@ def to_onnx(model, path=None, *, dtype=None, input_ids=False, lengths=False,
 
     Notes
     -----
-    A stacked or bidirectional model is one operator per layer (``direction=
-    "bidirectional"`` for two directions), each reading the layer below's outputs;
-    ``h0``, ``c0``, ``h_last`` and ``c_last`` are then (num_layers * num_directions, N, H),
-    as ``predict`` takes and gives them. Dropout is for training only: the graph has none.
+    Layers: one operator per layer (``direction="bidirectional"`` for two directions);
+    the states are then (num_layers * num_directions, N, H), as ``predict``'s. No dropout.
     """
     try:
         import onnx
@@ -95,10 +93,6 @@ def to_onnx(model, path=None, *, dtype=None, input_ids=False, lengths=False,
         nodes.append(helper.make_node(op, inputs, outputs, **attrs))
         return outputs[0]
 
-    if not model._layered:
-        weights = _cell_weights(model, dtype)
-        W, R = constant("W", weights["W"]), constant("R", weights["R"])
-        B = constant("B", weights["B"]) if "B" in weights else ""
     # the data, time-major: (T, N, I)
     if input_ids:
         inputs = [helper.make_tensor_value_info("X", TensorProto.INT64, ["N", "T"])]
@@ -112,36 +106,21 @@ def to_onnx(model, path=None, *, dtype=None, input_ids=False, lengths=False,
         inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, ["N"]))
         seq_lens = "lengths"
     axis0 = None if model._layered else constant("axis0", np.array([0], dtype=np.int64))
-    states = model.num_layers * model.num_directions
-    state_shape = [states, "N", H] if model._layered else ["N", H]
+    state_shape = ([model.num_layers * model.num_directions, "N", H] if model._layered
+                   else ["N", H])
     if initial_state:
-        inputs.append(helper.make_tensor_value_info("h0", float_type, state_shape))
-        if lstm:
-            inputs.append(helper.make_tensor_value_info("c0", float_type, state_shape))
+        for name in ("h0", "c0") if lstm else ("h0",):
+            inputs.append(helper.make_tensor_value_info(name, float_type, state_shape))
         if not model._layered:
             initial_h = node("Unsqueeze", ["h0", axis0], ["initial_h"])
-            if lstm:
-                initial_c = node("Unsqueeze", ["c0", axis0], ["initial_c"])
+            initial_c = node("Unsqueeze", ["c0", axis0], ["initial_c"]) if lstm else ""
 
-    attrs = {"hidden_size": H}
-    if cell == "elman":
-        attrs["activations"] = [HIDDEN_ACTIVATIONS[model.hidden_activation]]
-        if model.hidden_activation == "identity":
-            attrs.update(activation_alpha=[1.0], activation_beta=[0.0])
-    elif cell == "gru":
-        attrs["linear_before_reset"] = 1
+    attrs = _cell_attributes(model)
     if model._layered:
         hs = _layers(model, dtype, x, seq_lens, initial_state, attrs, node, constant)
     else:
-        cell_inputs = [x, W, R, B, seq_lens, initial_h] + ([initial_c] if lstm else [])
-        cell_outputs = ["y_t1nh", "h_1nh"] + (["c_1nh"] if lstm else [])
-        node(OPERATORS[cell], cell_inputs, cell_outputs, **attrs)
-        axis1 = constant("axis1", np.array([1], dtype=np.int64))
-        hs = node("Squeeze", ["y_t1nh", axis1], ["h_tnh"])
-        hs = node("Transpose", [hs], ["h_nth"], perm=[1, 0, 2])
-        node("Squeeze", ["h_1nh", axis0], ["h_last"])
-        if lstm:
-            node("Squeeze", ["c_1nh", axis0], ["c_last"])
+        hs = _one_layer(model, dtype, [x, seq_lens, initial_h, initial_c], attrs, node,
+                        constant)
 
     y = _readout(model, dtype, hs, node, constant)
     if lengths:  # zero beyond each sequence's length, as predict gives
@@ -160,6 +139,18 @@ def to_onnx(model, path=None, *, dtype=None, input_ids=False, lengths=False,
     if path is not None:
         onnx.save(proto, path)
     return proto
+
+
+def _cell_attributes(model):
+    """The recurrent operator's attributes (one direction's)."""
+    attrs = {"hidden_size": model.hidden_size}
+    if model.cell == "elman":
+        attrs["activations"] = [HIDDEN_ACTIVATIONS[model.hidden_activation]]
+        if model.hidden_activation == "identity":
+            attrs.update(activation_alpha=[1.0], activation_beta=[0.0])
+    elif model.cell == "gru":
+        attrs["linear_before_reset"] = 1
+    return attrs
 
 
 def _cell_weights(model, dtype, layer=0):
@@ -184,6 +175,28 @@ def _cell_weights(model, dtype, layer=0):
                                           gates(recurrent_bias[None]).ravel()]))
         weights["B"] = np.stack(biases)
     return weights
+
+
+def _one_layer(model, dtype, data, attrs, node, constant):
+    """The cell's operator for one layer in one direction; data: the names of x,
+    sequence_lens, initial_h and initial_c ("" when absent). Writes h_last (and c_last);
+    returns the outputs (N, T, H)."""
+    x, seq_lens, initial_h, initial_c = data
+    lstm = model.cell == "lstm"
+    weights = _cell_weights(model, dtype)
+    W, R = constant("W", weights["W"]), constant("R", weights["R"])
+    B = constant("B", weights["B"]) if "B" in weights else ""
+    cell_inputs = [x, W, R, B, seq_lens, initial_h] + ([initial_c] if lstm else [])
+    cell_outputs = ["y_t1nh", "h_1nh"] + (["c_1nh"] if lstm else [])
+    node(OPERATORS[model.cell], cell_inputs, cell_outputs, **attrs)
+    axis0 = "axis0"  # made by to_onnx
+    axis1 = constant("axis1", np.array([1], dtype=np.int64))
+    hs = node("Squeeze", ["y_t1nh", axis1], ["h_tnh"])
+    hs = node("Transpose", [hs], ["h_nth"], perm=[1, 0, 2])
+    node("Squeeze", ["h_1nh", axis0], ["h_last"])
+    if lstm:
+        node("Squeeze", ["c_1nh", axis0], ["c_last"])
+    return hs
 
 
 def _layers(model, dtype, x, seq_lens, initial_state, attrs, node, constant):

@@ -462,8 +462,9 @@ class RNN:
         (num_layers * num_directions, N, H) (PyTorch's ``h_n``; a reverse direction's
         last state is the one after step 0), and H (and C) the last layer's outputs,
         (N, T, num_directions * H), the forward direction's first. A bidirectional
-        many-to-one model's output is ``g([H[n, lengths[n] - 1, :H] | H[n, 0, H:]] W_hy
-        + b_y)``, which ``evaluate`` uses; ``Y_hat`` at step t reads step t's two halves.
+        many-to-one model's output is g(o W_hy + b_y) with
+        ``o = [H[n, lengths[n] - 1, :H] | H[n, 0, H:]]``, which ``evaluate`` uses;
+        ``Y_hat`` at step t reads step t's two halves.
         """
         X, single = check.prepare_inputs(X, self.input_size, self.dtype)
         lengths = check.prepare_lengths(lengths, X)

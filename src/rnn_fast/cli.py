@@ -69,6 +69,7 @@ LEAST = {"samples": 1, "epochs": 1, "batch_size": 1, "hidden": 1, "bits": 1, "k"
          "length": 1, "seed": 0, "chunk": 1, "validate_every": 1, "max_updates": 1,
          "checkpoint_every": 1, "sample_every": 1, "seeds": 1, "jobs": 1, "layers": 1}
 MOST = 2**63 - 1
+MAX_LAYERS = 1024  # a deeper stack is a typo here (each layer is a Python-level loop)
 MAX_BITS = 11  # binary-addition's test set is every pair of numbers: 4**(bits - 1) rows
 DEFAULT_CHECKPOINT = "rnn-fast-checkpoint.npz"
 # the options whose numbers size a run's arrays, named when memory runs out
@@ -258,6 +259,8 @@ def _check_numbers(args):
         value = getattr(args, name, None)
         if isinstance(value, float) and not (math.isfinite(value) and value > 0):
             raise CommandError(f"--{name} must be a finite number > 0, got {value:g}")
+    if (getattr(args, "layers", None) or 1) > MAX_LAYERS:
+        raise CommandError(f"--layers must be at most {MAX_LAYERS}, got {args.layers}")
     dropout = getattr(args, "dropout", None)
     if dropout is not None and not 0 <= dropout < 1:  # (NaN fails both)
         raise CommandError(f"--dropout must be a probability in [0, 1), got {dropout:g}")

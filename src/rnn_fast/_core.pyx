@@ -37,12 +37,10 @@
 # * Summation orders follow the reference where it is cheap; float32 models compute
 #   in float32 throughout, as NumPy does.
 
-from libc.stdint cimport INT64_MAX, int32_t, int64_t
-from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt
-from libc.string cimport memcpy
+from libc.stdint cimport int32_t, int64_t
+from libc.math cimport exp, expf, isfinite
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
-from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from cython cimport floating
 
@@ -580,7 +578,10 @@ class _Scratch:
         B, K, H = batch, self.block, n_hidden
         GH = N_GATES[cell] * H
         gated, lstm, gru = cell != ELMAN, cell == LSTM, cell == GRU
-        z = lambda *shape: np.zeros(shape, dtype)
+
+        def z(*shape):
+            return np.zeros(shape, dtype)
+
         self.arrays = {
             "hs": z((T + 1) * hand, H), "cs": z((T + 1) * hand * lstm, H),
             "gs": z(T * hand * gated, GH + H), "das": z(T * hand, GH),
@@ -666,8 +667,9 @@ cdef int _schedule(Net net, Py_ssize_t rows, bint training, Py_ssize_t batch_siz
 
 
 cdef class _Run:
-    """What one kernel call holds while it runs: its structs and the arrays they point
-    to (scratch, the second half's gradients, the pair's counters)."""
+    """What one kernel call holds while it runs: its structs (the network, the data, the
+    scratch, the second half's) and the arrays they point into (the data, the scratch,
+    the second half's gradients), alive for the call."""
     cdef Net net
     cdef Data d
     cdef Scratch ws
@@ -833,7 +835,8 @@ def loss_and_grads(spec, params, grads,
     S as in forward."""
     dtype = np.asarray(h0).dtype
     cdef Py_ssize_t n_seq = lengths.shape[0]
-    cdef _Run run = _Run(spec, params, X_data, Y_data, lengths, np.arange(n_seq), grads[len(grads) - 1].shape[0], dtype)
+    cdef _Run run = _Run(spec, params, X_data, Y_data, lengths, np.arange(n_seq),
+                         grads[len(grads) - 1].shape[0], dtype)
     run.plan("first", dtype, X_data.shape[1], n_seq, grads=grads)
     cdef Weights w = _weights(params, dtype.itemsize), g = _weights(grads, dtype.itemsize)
     cdef Rows rows
@@ -1019,10 +1022,11 @@ def train(spec, layout,
     copies = _kept_array("copies", (2, 1 + slots.shape[0], theta.shape[0]), dtype)
     copies[0, 0], copies[0, 1:] = theta, slots
     cdef floating[:, :, ::1] copies_view = copies
-    tr.w[0] = _weights_at(layout, <char*>&copies_view[0, 0, 0], itemsize, _address(absent, itemsize))
-    tr.w[1] = _weights_at(layout, <char*>&copies_view[1, 0, 0], itemsize, _address(absent, itemsize))
-    tr.copies, tr.cur = &copies_view[0, 0, 0], 0
-    tr.schedule, tr.net, tr.d, tr.ws, tr.second = run.schedule, &run.net, &run.d, &run.ws, &run.second
+    cdef void* zeros = _address(absent, itemsize)
+    tr.w[0] = _weights_at(layout, <char*>&copies_view[0, 0, 0], itemsize, zeros)
+    tr.w[1] = _weights_at(layout, <char*>&copies_view[1, 0, 0], itemsize, zeros)
+    tr.copies, tr.cur, tr.schedule = &copies_view[0, 0, 0], 0, run.schedule
+    tr.net, tr.d, tr.ws, tr.second = &run.net, &run.d, &run.ws, &run.second
     with nogil:
         _train_loop(&tr, &theta[0])
     np.asarray(theta)[...] = copies[tr.cur, 0]
@@ -1049,5 +1053,6 @@ cdef bint _train_pair(Train* tr, _Run run, layout, floating[::1] theta, slots, a
     p.f64 = floating is double
     with nogil:
         started = rnn_fast_run_pair(_pair_entry, &p)
-    tr.done, tr.opt.step = p.done, p.opt_step
+    if started:
+        tr.done, tr.opt.step = p.done, p.opt_step
     return started

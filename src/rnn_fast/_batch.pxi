@@ -77,6 +77,45 @@ cdef Py_ssize_t _batch_forward(
     return n_steps
 
 
+cdef void _batch_outputs(
+    const Net* net, const Weights* w, const Data* d, const Rows* rows, const Scratch* ws,
+    floating* carry,         # IN the state rows at t0 - 1 (count, S); OUT the last ones
+    floating* Y_out,         # OUT (N, T, O) y_t at the live steps
+    floating* S_out,         # OUT (N, T, S) the states at the live steps
+) noexcept nogil:
+    """forward's sweep on BLAS: the states of steps t0..t1 of a batch, and the outputs
+    of every live step, the readout a GEMM over a block of steps."""
+    cdef Py_ssize_t kb, m, r, j, t, n, B = rows.count, H = net.H, n_out = net.O
+    cdef Py_ssize_t n_steps = _batch_forward(net, w, d, rows, ws, carry)
+    cdef floating* hs
+    cdef floating* z
+    cdef floating* at
+    kb = 0
+    while kb < n_steps:
+        m = min(ws.block, n_steps - kb)
+        hs = <floating*>ws.Hs + (kb + 1) * B * H
+        if net.readout:
+            _gemm(False, False, m * B, n_out, H, hs, <const floating*>w.W_hy, 0,
+                  <floating*>ws.Zb)
+        for r in range(m):
+            t = rows.t0 + kb + r
+            for j in range(B):
+                if _padded(d, rows, j, t):
+                    continue
+                n = _seq(d, rows, j)
+                at = S_out + (n * d.T + t) * net.S
+                _copy(hs + (r * B + j) * H, H, at)
+                if net.cell == LSTM:
+                    _copy(<floating*>ws.Cs + ((kb + r + 1) * B + j) * H, H, at + H)
+                if not net.readout:
+                    _copy(hs + (r * B + j) * H, n_out, Y_out + (n * d.T + t) * n_out)
+                    continue
+                z = <floating*>ws.Zb + (r * B + j) * n_out
+                _add_to(n_out, <const floating*>w.b_y, z)  # (zeros without a bias)
+                _output_activation(net, z, Y_out + (n * d.T + t) * n_out)
+        kb += m
+
+
 cdef floating _batch_loss(
     const Net* net, const Weights* w, const Data* d, const Rows* rows, const Scratch* ws,
     floating* carry,         # IN the initial state rows (count, S); OUT the last

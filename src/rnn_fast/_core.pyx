@@ -788,41 +788,66 @@ cdef floating _loss(
 # ------------------------------------------------------------------------ entry points
 
 
+cdef void _forward_loops(const Net* net, const Weights* w, const Data* d, Scratch* ws,
+                         const floating* h0, floating* Y_out, floating* S_out) noexcept nogil:
+    """forward on the hand loops: one sequence at a time, one step at a time."""
+    cdef Py_ssize_t n, t, H = net.H
+    cdef floating* hs = <floating*>ws.hs
+    cdef floating* cs = <floating*>ws.cs
+    for n in range(d.N):
+        _copy(h0 + n * net.S, H, hs + H)
+        if net.cell == LSTM:
+            _copy(h0 + n * net.S + H, H, cs + H)
+        for t in range(d.lengths[n]):  # h_{t-1} to row 0, so a step writes h_t to row 1
+            _copy(hs + H, H, hs)
+            if net.cell == LSTM:
+                _copy(cs + H, H, cs)
+            _sequence_forward(net, w, d, ws, n, t, 1, hs)
+            _copy(hs + H, H, S_out + (n * d.T + t) * net.S)
+            if net.cell == LSTM:
+                _copy(cs + H, H, S_out + (n * d.T + t) * net.S + H)
+            _readout(net, w, hs + H, <floating*>ws.zyd, Y_out + (n * d.T + t) * net.O)
+
+
 def forward(spec, params,
             X_data not None,                          # IN (N, T, I), or (N, T) token ids
             const Py_ssize_t[::1] lengths not None,   # IN (N,)
             const floating[:, ::1] h0 not None,       # IN (N, S)
             floating[:, :, ::1] Y_out not None,       # OUT (N, T, O), zero beyond lengths
             floating[:, :, ::1] H_out not None):      # OUT (N, T, S), zero beyond lengths
-    """Run the network over a batch (see reference.forward). S, the width of a state
-    row, is H, or 2H for the LSTM: [h | c]."""
+    """Run the network over a batch (see reference.forward): the hand loops, or for large
+    networks BLAS over groups of up to 256 sequences, steps in chunks whose states fit a
+    few MB. S, the width of a state row, is H, or 2H for the LSTM: [h | c]."""
     dtype = np.asarray(h0).dtype
-    cdef Net net = _net(spec, params, Y_out.shape[2])
-    cdef Data d = _data(net.input_ids, False, X_data, np.zeros((0, 1, 0), dtype),
-                        lengths, lengths, dtype.itemsize)
+    cdef Py_ssize_t N = lengths.shape[0], T = X_data.shape[1]
+    cdef _Run run = _Run(spec, params, X_data, np.zeros((0, 1, 0), dtype), lengths,
+                         np.arange(N), Y_out.shape[2], dtype)
     cdef Weights w = _weights(params, dtype.itemsize)
-    cdef Py_ssize_t n, t, H = net.H
-    cdef bint lstm = net.cell == LSTM
-    cdef floating[:, ::1] hs = np.zeros((2, H), dtype), cs = np.zeros((2, H), dtype)
-    cdef floating[::1] gates = np.zeros(net.GH + H, dtype)
-    cdef floating[::1] work = np.zeros(3 * net.GH + H, dtype)
-    cdef floating[::1] zyd = np.zeros(3 * net.O, dtype)
-    cdef Scratch ws
-    ws.hs, ws.cs, ws.gs, ws.work = &hs[0, 0], &cs[0, 0], &gates[0], &work[0]
-    ws.zyd, ws.timers = &zyd[0], NULL
+    cdef Net net = run.net
+    cdef Py_ssize_t G = max(1, min(N, 256)), Tc = max(1, min(T, (1 << 21) // (G * net.H)))
+    cdef Rows rows
+    cdef floating[:, ::1] carry = np.array(h0)
+    cdef Py_ssize_t first, t0
+    if N == 0 or T == 0:
+        return
+    if _schedule(net, 0, False, 0) == LOOPS:
+        ws = _Scratch(dtype, 1, 0, net.H, net.O, 1, cell=net.cell)
+        ws.fill(<size_t>&run.ws)
+        with nogil:
+            _forward_loops(&net, &w, &run.d, &run.ws, &h0[0, 0], &Y_out[0, 0, 0],
+                           &H_out[0, 0, 0])
+        return
+    ws = _scratch("forward", dtype, Tc, 0 if net.input_ids else net.n_in, net.H, net.O, G,
+                  cell=net.cell)
+    ws.fill(<size_t>&run.ws)
+    rows.scale = 1
     with nogil:
-        for n in range(d.N):
-            _copy(&h0[n, 0], H, &hs[1, 0])
-            if lstm:
-                _copy(&h0[n, H], H, &cs[1, 0])
-            for t in range(lengths[n]):  # h_{t-1} to row 0, so a step writes h_t to row 1
-                _copy(&hs[1, 0], H, &hs[0, 0])
-                _copy(&cs[1, 0], H, &cs[0, 0])
-                _sequence_forward(&net, &w, &d, &ws, n, t, 1, &hs[0, 0])
-                _copy(&hs[1, 0], H, &H_out[n, t, 0])
-                if lstm:
-                    _copy(&cs[1, 0], H, &H_out[n, t, H])
-                _readout(&net, &w, &hs[1, 0], &zyd[0], &Y_out[n, t, 0])
+        for first in range((N + G - 1) // G):  # groups of G sequences, chunks of Tc steps
+            rows.first, rows.count = first * G, min(G, N - first * G)
+            for t0 in range((T + Tc - 1) // Tc):
+                rows.t0, rows.t1 = t0 * Tc, (t0 + 1) * Tc
+                _batch_outputs(&net, &w, &run.d, &rows, &run.ws, &carry[rows.first, 0],
+                               &Y_out[0, 0, 0], &H_out[0, 0, 0])
 
 
 def loss_and_grads(spec, params, grads,

@@ -14,10 +14,10 @@ CELLS = ["RNN", "GRU", "LSTM"]
 TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=1e-5, atol=1e-5)}
 
 
-def pair_of_models(cell, dtype, readout, H=6, I=3, O=2, **kw):
-    kw = dict(kw, readout=readout, dtype=dtype, seed=3)
-    O = O if readout else H
-    return getattr(rnn_fast, cell)(I, H, O, **kw), getattr(ref, cell)(I, H, O, **kw)
+def pair_of_models(cell, dtype, readout, hidden=6, inputs=3, outputs=2):
+    kw = dict(readout=readout, dtype=dtype, seed=3)
+    sizes = (inputs, hidden, outputs if readout else hidden)
+    return getattr(rnn_fast, cell)(*sizes, **kw), getattr(ref, cell)(*sizes, **kw)
 
 
 def assert_forward_agrees(core, reference, X, dtype, **kw):
@@ -49,7 +49,7 @@ def test_forward_matches_reference_on_both_schedules(cell, dtype, path, rng):
 def test_forward_on_blas_in_groups_and_chunks(cell, rng):
     """300 sequences (two groups of at most 256) of 300 steps at hidden 64: chunks of
     128 steps, the states carried from chunk to chunk; padding past each length."""
-    core, reference = pair_of_models(cell, "float64", True, H=64)
+    core, reference = pair_of_models(cell, "float64", True, hidden=64)
     X = rng.standard_normal((300, 300, 3))
     lengths = rng.integers(1, 301, 300)
     with core_path("blas"):
@@ -59,7 +59,7 @@ def test_forward_on_blas_in_groups_and_chunks(cell, rng):
 @pytest.mark.parametrize("path", ["loops", "blas"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_forward_on_token_ids(cell, path, rng):
-    core, reference = pair_of_models(cell, "float64", True, I=5)
+    core, reference = pair_of_models(cell, "float64", True, inputs=5)
     ids = rng.integers(0, 5, (8, 6))
     lengths = rng.integers(1, 7, 8)
     with core_path(path):

@@ -61,8 +61,6 @@ def torch_run(rnn, linear, X, lengths, h0, many_to_one, D):
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 def test_layers_match_torch_autograd(module, cell, num_layers, bidirectional, rng):
     """Outputs, h_n (and c_n), loss and every gradient, with lengths and a given h0."""
-    if module is rnn_fast and num_layers == 3:
-        pytest.skip("the Cython backend routes to the same kernels: 1 and 2 layers suffice")
     D = 2 if bidirectional else 1
     N, T, n_in, H, n_out = 3, 5, 3, 4, 3
     model = make(module, cell, n_in, H, n_out, output_activation="softmax", loss="cross_entropy",

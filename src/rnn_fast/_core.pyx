@@ -331,6 +331,8 @@ cdef struct Data:  # a call's sequences
     const Py_ssize_t* order    # (n_order,) the sequences of the batches, in order
     Py_ssize_t N, T, T_y, n_order
     void* Y_out          # loss: OUT (N, T, O) y_t at the target steps, or NULL
+    const void* dH       # a stacked layer's BPTT: IN (N, T, H) dL/dh_t from above, or NULL
+    void* dX             # a stacked layer's BPTT: OUT (N, T, I) dL/dx_t, or NULL
 
 
 cdef struct Rows:  # a batch: rows first..first + count of the order, steps t0..t1
@@ -561,7 +563,7 @@ cdef Data _data(bint input_ids, bint target_ids, X_data, Y_data, lengths, order,
     d.lengths = <const Py_ssize_t*>_address(lengths, sizeof(Py_ssize_t))
     d.order = <const Py_ssize_t*>_address(order, sizeof(Py_ssize_t))
     d.N, d.T, d.T_y, d.n_order = len(lengths), X.shape[1], Y.shape[1], len(order)
-    d.Y_out = NULL
+    d.Y_out, d.dH, d.dX = NULL, NULL, NULL
     return d
 
 
@@ -571,8 +573,9 @@ class _Scratch:
     size; the other path's arrays are left empty, and so are the gated cells' for the
     Elman cell."""
 
-    def __init__(self, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMAN):
-        self.blas = n_hidden >= _blas_min_hidden and not pair
+    def __init__(self, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMAN,
+                 blas=None):
+        self.blas = (n_hidden >= _blas_min_hidden and not pair) if blas is None else blas
         self.block = max(1, min(T, BLOCK_ROWS // batch))
         hand, blas = not self.blas, self.blas
         B, K, H = batch, self.block, n_hidden
@@ -904,6 +907,70 @@ def loss(spec, params,
         total = _loss(run.schedule, &run.net, &w, &run.d, &rows, &run.ws, &run.second,
                       &H_last_out[0, 0])
     return total
+
+
+cdef class _Layer:
+    """One layer in one direction of a stacked model over a batch (_core_layers.py): its
+    forward sweep over steps t0..t1 (layer_forward), then its backward sweep from the
+    dL/dh_t the layers above give (layer_backward), on BLAS, the states kept between."""
+    cdef _Run run
+    cdef Rows rows
+    cdef Weights w
+    cdef Py_ssize_t n_steps
+    cdef object carry  # the last states, as the forward sweep left them
+    cdef object params
+
+    def __init__(self, spec, params, X, lengths, Py_ssize_t t0, Py_ssize_t t1):
+        dtype = np.asarray(params[1]).dtype
+        cdef Py_ssize_t N = len(lengths)
+        self.run = _Run(spec, params, X, np.zeros((0, 1, 0), dtype), lengths, np.arange(N),
+                        1, dtype)
+        self.params, self.w = params, _weights(params, dtype.itemsize)
+        self.rows.first, self.rows.count, self.rows.t0, self.rows.t1 = 0, N, t0, t1
+        self.rows.scale = 1
+        ws = _Scratch(dtype, t1 - t0, 0 if self.run.net.input_ids else self.run.net.n_in,
+                      self.run.net.H, 1, max(N, 1), cell=self.run.net.cell, blas=True)
+        ws.fill(<size_t>&self.run.ws)
+        self.run.arrays.append(ws)
+
+
+def layer_forward(_Layer layer,
+                  floating[:, ::1] carry not None,    # IN (N, S) states at t0 - 1; OUT last
+                  floating[:, :, ::1] S_out not None):  # OUT (N, T, S) states, live t0..t1
+    """The forward sweep of a _Layer."""
+    cdef Py_ssize_t kb, j, B = layer.rows.count, H = layer.run.net.H, at
+    cdef floating* hs = <floating*>layer.run.ws.Hs
+    cdef floating* cs = <floating*>layer.run.ws.Cs
+    if B == 0:
+        return
+    with nogil:
+        layer.n_steps = _batch_forward(&layer.run.net, &layer.w, &layer.run.d, &layer.rows,
+                                       &layer.run.ws, &carry[0, 0])
+        for kb in range(layer.n_steps):
+            for j in range(B):
+                if not _padded(&layer.run.d, &layer.rows, j, layer.rows.t0 + kb):
+                    at = ((kb + 1) * B + j) * H
+                    _copy(hs + at, H, &S_out[j, layer.rows.t0 + kb, 0])
+                    if layer.run.net.cell == LSTM:
+                        _copy(cs + at, H, &S_out[j, layer.rows.t0 + kb, H])
+    layer.carry = np.array(carry)
+
+
+def layer_backward(_Layer layer, grads,
+                   const floating[:, :, ::1] dH not None,  # IN (N, T, H) dL/dh_t from above
+                   floating[:, :, ::1] dX=None):   # OUT (N, T, I) dL/dx_t at live steps
+    """The backward sweep of a _Layer: adds its gradients to grads."""
+    cdef Py_ssize_t itemsize = np.asarray(dH).itemsize
+    cdef Weights g = _weights(grads, itemsize)
+    cdef floating[:, ::1] carry = layer.carry
+    if layer.rows.count == 0:
+        return
+    layer.run.d.dH = &dH[0, 0, 0]
+    layer.run.d.dX = &dX[0, 0, 0] if dX is not None else NULL
+    with nogil:
+        _batch_backward(&layer.run.net, &layer.w, &g, &layer.run.d, &layer.rows,
+                        &layer.run.ws, &carry[0, 0], layer.n_steps)
+    layer.run.d.dH, layer.run.d.dX = NULL, NULL
 
 
 def apply_update(int opt_kind, const double[::1] hyper not None,

@@ -38,6 +38,7 @@ LOSSES = {"half_sse": 0, "mse": 1, "cross_entropy": 2, "binary_cross_entropy": 3
 INITS = ("uniform", "normal", "glorot", "pytorch", "orthogonal")
 DTYPES = ("float64", "float32")
 BACKENDS = {"numpy": "rnn_fast._reference", "cython": "rnn_fast._core"}  # the kernel sets
+LAYERED = {"numpy": "rnn_fast._reference", "cython": "rnn_fast._core_layers"}  # stacked ones
 CHECKPOINT_VERSION = 1
 # Held-out data is evaluated in slices of this many sequences and (for losses summed over
 # steps) this many steps, the hidden state carried: bounded memory for a long text.
@@ -194,8 +195,8 @@ class RNN:
         (num_layers * num_directions, N, H), PyTorch's ``h_n``. Many-to-one targets
         read the last step's forward half and the first step's reverse half. A
         bidirectional model refuses ``chunk_length`` and ``bptt_steps`` (its reverse
-        direction needs each sequence whole). For now (until the Cython core has
-        layers) such a model runs on the NumPy reference kernels on either backend.
+        direction needs each sequence whole). On the Cython backend every layer in
+        every direction sweeps the batch in the core (``_core_layers``).
 
     Attributes
     ----------
@@ -341,10 +342,10 @@ class RNN:
 
     @property
     def kernels(self):
-        """The kernel set: the backend's, except that stacked or bidirectional models
-        run on the NumPy reference kernels on either backend until the Cython core has
-        layers (an interim: the same numbers, at NumPy's speed)."""
-        return importlib.import_module(BACKENDS["numpy" if self._layered else self.backend])
+        """The kernel set: the backend's; for stacked or bidirectional models its
+        layered one (``_core_layers``: every layer-direction a BLAS sweep of the core
+        over the whole batch; the reference's handles them itself)."""
+        return importlib.import_module((LAYERED if self._layered else BACKENDS)[self.backend])
 
     # The state the kernels carry from step to step is a row of S entries: h (S = H), or
     # [h | c] for the LSTM (S = 2H). These two methods translate the public h0 and final

@@ -611,18 +611,18 @@ _kept = threading.local()
 _keep_scratch = True  # False: fresh scratch every call (for measuring the difference)
 
 
-def _scratch(role, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMAN):
+def _scratch(role, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMAN, blas=None):
     """A _Scratch for these sizes: the BLAS path's (tens of MB at W3's sizes) is kept, one
     per thread and role ("first" half or whole batch, "second" half, ...), and given to
     the next call with the same sizes. Fresh arrays each call cost page faults and
     zeroing: about 4 % of a W3 call (perf: clear_page_erms, memset). Every scratch value
     is written before it is read, so what a kept one holds does not matter."""
-    key = (role, np.dtype(dtype), T, n_in, n_hidden, n_out, batch, pair, cell,
+    key = (role, np.dtype(dtype), T, n_in, n_hidden, n_out, batch, pair, cell, blas,
            _blas_min_hidden, BLOCK_ROWS)
     kept = _kept.__dict__.setdefault("scratch", {})
     if role in kept and kept[role][0] == key:
         return kept[role][1]
-    ws = _Scratch(dtype, T, n_in, n_hidden, n_out, batch, pair, cell)
+    ws = _Scratch(dtype, T, n_in, n_hidden, n_out, batch, pair, cell, blas)
     if ws.blas and _keep_scratch:
         kept[role] = (key, ws)
     return ws
@@ -912,7 +912,8 @@ def loss(spec, params,
 cdef class _Layer:
     """One layer in one direction of a stacked model over a batch (_core_layers.py): its
     forward sweep over steps t0..t1 (layer_forward), then its backward sweep from the
-    dL/dh_t the layers above give (layer_backward), on BLAS, the states kept between."""
+    dL/dh_t the layers above give (layer_backward), on BLAS, the states kept between (in
+    the scratch kept for `role`, one per layer-direction and thread)."""
     cdef _Run run
     cdef Rows rows
     cdef Weights w
@@ -920,7 +921,7 @@ cdef class _Layer:
     cdef object carry  # the last states, as the forward sweep left them
     cdef object params
 
-    def __init__(self, spec, params, X, lengths, Py_ssize_t t0, Py_ssize_t t1):
+    def __init__(self, spec, params, X, lengths, Py_ssize_t t0, Py_ssize_t t1, role):
         dtype = np.asarray(params[1]).dtype
         cdef Py_ssize_t N = len(lengths)
         self.run = _Run(spec, params, X, np.zeros((0, 1, 0), dtype), lengths, np.arange(N),
@@ -928,7 +929,7 @@ cdef class _Layer:
         self.params, self.w = params, _weights(params, dtype.itemsize)
         self.rows.first, self.rows.count, self.rows.t0, self.rows.t1 = 0, N, t0, t1
         self.rows.scale = 1
-        ws = _Scratch(dtype, t1 - t0, 0 if self.run.net.input_ids else self.run.net.n_in,
+        ws = _scratch(role, dtype, t1 - t0, 0 if self.run.net.input_ids else self.run.net.n_in,
                       self.run.net.H, 1, max(N, 1), cell=self.run.net.cell, blas=True)
         ws.fill(<size_t>&self.run.ws)
         self.run.arrays.append(ws)

@@ -65,7 +65,7 @@ def _stack_forward(spec, params, X, lengths, s0, t0, t1, masks):
             x = inputs if d == 0 else _flip(inputs, lengths)
             layer_spec = _layer_spec(spec, k)._replace(
                 target_ids=False, bptt_steps=0 if d else spec.bptt_steps)
-            layer = _core._Layer(layer_spec, params[j], x, lengths, t0, t1)
+            layer = _core._Layer(layer_spec, params[j], x, lengths, t0, t1, f"layer {j}")
             carry = np.ascontiguousarray(s0[:, j * S:(j + 1) * S])
             states = np.zeros((N, T, S), dtype)
             _core.layer_forward(layer, carry, states)

@@ -433,6 +433,17 @@ cdef extern from "_simd.h" nogil:
     bint rnn_fast_all_finite_f32(const float* x, Py_ssize_t n)
 
 
+cdef extern from *:
+    """
+    #ifndef RNN_FAST_CHECKED
+    #define RNN_FAST_CHECKED 0
+    #endif
+    """
+    # 1 in the bounds-checked build (RNN_FAST_BOUNDSCHECK): the kernels walk raw pointers,
+    # which Cython cannot check, so _Run checks the extents they will walk instead
+    const bint RNN_FAST_CHECKED
+
+
 cdef extern from "_pair.h" nogil:
     # two threads for one training run, and their progress counters: _pair.h
     int RNN_FAST_HAVE_PAIR
@@ -567,6 +578,28 @@ cdef Data _data(bint input_ids, bint target_ids, X_data, Y_data, lengths, order,
     return d
 
 
+cdef int _check_extents(Net net, X, Y, lengths, order) except -1:
+    """The bounds-checked build's check of what the kernels will walk by pointer: each
+    length within the steps of X, each row of the order a sequence, each id within its
+    vocabulary at the steps read. An IndexError, as Cython's own checks raise."""
+    X, Y = np.asarray(X), np.asarray(Y)
+    lengths, order = np.asarray(lengths), np.asarray(order)
+    T = X.shape[1]
+    if len(lengths) and (lengths.min() < 0 or lengths.max() > T):
+        raise IndexError(f"a length outside 0..{T} reached the core")
+    if len(order) and (order.min() < 0 or order.max() >= len(lengths)):
+        raise IndexError(f"a row of the order outside 0..{len(lengths) - 1} reached the core")
+    read = np.arange(T) < lengths[:, None]
+    if net.input_ids and read.any() and not np.isin(X[read], np.arange(net.n_in)).all():
+        raise IndexError(f"an input id outside 0..{net.n_in - 1} reached the core")
+    if net.target_ids and Y.shape[1] == 1:
+        read = (lengths > 0)[:, None]
+    if (net.target_ids and Y.shape[0] == len(lengths) and read.any()
+            and not np.isin(Y[read], np.arange(net.O)).all()):
+        raise IndexError(f"a class id outside 0..{net.O - 1} reached the core")
+    return 0
+
+
 class _Scratch:
     """Scratch arrays for a schedule over batches of up to ``batch`` sequences, made once
     per call (or kept: _scratch). The path (hand loops or BLAS) follows the hidden
@@ -684,6 +717,8 @@ cdef class _Run:
                  h0_dtype):
         self.net = _net(spec, params, n_out)
         self.arrays = [X_data, Y_data, lengths, order]
+        if RNN_FAST_CHECKED:
+            _check_extents(self.net, X_data, Y_data, lengths, order)
         self.d = _data(self.net.input_ids, self.net.target_ids, X_data, Y_data, lengths,
                        order, np.dtype(h0_dtype).itemsize)
 

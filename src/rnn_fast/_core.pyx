@@ -589,15 +589,21 @@ cdef int _check_extents(Net net, X, Y, lengths, order) except -1:
         raise IndexError(f"a length outside 0..{T} reached the core")
     if len(order) and (order.min() < 0 or order.max() >= len(lengths)):
         raise IndexError(f"a row of the order outside 0..{len(lengths) - 1} reached the core")
-    read = np.arange(T) < lengths[:, None]
-    if net.input_ids and read.any() and not np.isin(X[read], np.arange(net.n_in)).all():
+    if net.input_ids and not _ids_within(X, lengths, net.n_in):
         raise IndexError(f"an input id outside 0..{net.n_in - 1} reached the core")
-    if net.target_ids and Y.shape[1] == 1:
-        read = (lengths > 0)[:, None]
-    if (net.target_ids and Y.shape[0] == len(lengths) and read.any()
-            and not np.isin(Y[read], np.arange(net.O)).all()):
+    if net.target_ids and Y.shape[0] == len(lengths) and not _ids_within(
+            Y, np.minimum(lengths, Y.shape[1]), net.O):
         raise IndexError(f"a class id outside 0..{net.O - 1} reached the core")
     return 0
+
+
+def _ids_within(ids, lengths, Py_ssize_t n):
+    """Whether the ids each sequence reads (its first lengths[i]) are within 0..n - 1,
+    with no copy of them (a long text's ids may be most of the memory)."""
+    if ids.size and (lengths == ids.shape[1]).all():
+        return ids.min() >= 0 and ids.max() < n
+    return all(row[:k].min() >= 0 and row[:k].max() < n
+               for row, k in zip(ids, lengths) if k > 0)
 
 
 class _Scratch:

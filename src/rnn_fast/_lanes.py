@@ -95,13 +95,14 @@ class Lanes:
 
 def _to_lanes(a, W):
     """(n, ...) per model -> (n / W, ..., W): the model innermost, blocks of W."""
-    return np.ascontiguousarray(np.moveaxis(a.reshape(-1, W, *a.shape[1:]), 1, -1))
+    blocks = a.reshape(a.shape[0] // W, W, *a.shape[1:])
+    return np.ascontiguousarray(np.moveaxis(blocks, 1, -1))
 
 
 def _from_lanes(a):
     """The inverse of _to_lanes: (B, ..., W) -> (B W, ...)."""
     moved = np.moveaxis(a, -1, 1)
-    return moved.reshape(-1, *moved.shape[2:])
+    return moved.reshape(moved.shape[0] * moved.shape[1], *moved.shape[2:])
 
 
 def _call(models, plans, runs, lanes, orders, going, begin, end):

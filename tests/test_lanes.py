@@ -4,6 +4,8 @@ path takes, in every clone of the core's C loops; groups it does not take train 
 after another, with the same bits."""
 
 import copy
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -185,6 +187,27 @@ def test_a_stop_ends_every_lane_after_the_kernel_call(rng, packed):
         twin.fit(X, Y, optimizer=rnn_fast.SGD(lr=0.05), max_updates=3)
         np.testing.assert_array_equal(model.theta, twin.theta)
     assert packed == [4]
+
+
+def test_ctrl_c_ends_every_lane_after_the_kernel_call_under_way(rng, packed, monkeypatch):
+    X, Y = data(rng, n=300)
+    models = models_of(3)
+    twins = copy.deepcopy(models)
+    train_many = _core.train_many
+
+    def then_ctrl_c(*args):
+        train_many(*args)
+        os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(_core, "train_many", then_ctrl_c)
+    with pytest.raises(rnn_fast.TrainingInterrupted) as caught:
+        rnn_fast.fit_many(models, X, Y, optimizer=rnn_fast.Adam(lr=0.01))
+    updates = caught.value.updates
+    assert updates == [3, 3, 3] and "interrupted: 0 of 3 models finished" in str(caught.value)
+    for model, twin, history in zip(models, twins, caught.value.histories):
+        own = twin.fit(X, Y, optimizer=rnn_fast.Adam(lr=0.01), max_updates=3)
+        np.testing.assert_array_equal(model.theta, twin.theta)
+        np.testing.assert_array_equal(history["batch_loss"], own["batch_loss"])
+    assert packed == [3]
 
 
 FALLBACKS = {

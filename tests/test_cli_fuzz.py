@@ -43,6 +43,7 @@ TRAIN = {
     "--checkpoint": OUTPUT_PATHS, "--ids-file": OUTPUT_PATHS, "--file": INPUT_PATHS,
     "--resume": INPUT_PATHS + ["{model}"],
     "--shuffle": [None], "--quiet": [None],
+    "--layers": INTS, "--dropout": FLOATS, "--bidirectional": [None],
 }
 LONG_RUNS = ("--save", "--plot", "--quiet", "--validation-split", "--validate-every",
              "--max-updates", "--checkpoint", "--checkpoint-every", "--resume",

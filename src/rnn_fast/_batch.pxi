@@ -77,6 +77,45 @@ cdef Py_ssize_t _batch_forward(
     return n_steps
 
 
+cdef void _batch_outputs(
+    const Net* net, const Weights* w, const Data* d, const Rows* rows, const Scratch* ws,
+    floating* carry,         # IN the state rows at t0 - 1 (count, S); OUT the last ones
+    floating* Y_out,         # OUT (N, T, O) y_t at the live steps
+    floating* S_out,         # OUT (N, T, S) the states at the live steps
+) noexcept nogil:
+    """forward's sweep on BLAS: the states of steps t0..t1 of a batch, and the outputs
+    of every live step, the readout a GEMM over a block of steps."""
+    cdef Py_ssize_t kb, m, r, j, t, n, B = rows.count, H = net.H, n_out = net.O
+    cdef Py_ssize_t n_steps = _batch_forward(net, w, d, rows, ws, carry)
+    cdef floating* hs
+    cdef floating* z
+    cdef floating* at
+    kb = 0
+    while kb < n_steps:
+        m = min(ws.block, n_steps - kb)
+        hs = <floating*>ws.Hs + (kb + 1) * B * H
+        if net.readout:
+            _gemm(False, False, m * B, n_out, H, hs, <const floating*>w.W_hy, 0,
+                  <floating*>ws.Zb)
+        for r in range(m):
+            t = rows.t0 + kb + r
+            for j in range(B):
+                if _padded(d, rows, j, t):
+                    continue
+                n = _seq(d, rows, j)
+                at = S_out + (n * d.T + t) * net.S
+                _copy(hs + (r * B + j) * H, H, at)
+                if net.cell == LSTM:
+                    _copy(<floating*>ws.Cs + ((kb + r + 1) * B + j) * H, H, at + H)
+                if not net.readout:
+                    _copy(hs + (r * B + j) * H, n_out, Y_out + (n * d.T + t) * n_out)
+                    continue
+                z = <floating*>ws.Zb + (r * B + j) * n_out
+                _add_to(n_out, <const floating*>w.b_y, z)  # (zeros without a bias)
+                _output_activation(net, z, Y_out + (n * d.T + t) * n_out)
+        kb += m
+
+
 cdef floating _batch_loss(
     const Net* net, const Weights* w, const Data* d, const Rows* rows, const Scratch* ws,
     floating* carry,         # IN the initial state rows (count, S); OUT the last
@@ -172,33 +211,61 @@ cdef void _block_weight_grads(
                 _add_to(GH, DAb + r * GH, <floating*>g.b_hh)
 
 
-cdef floating _batch_bptt(
+cdef void _block_from_above(
+    const Net* net, const Data* d, const Rows* rows, Block blk,
+    floating* DH_out,        # OUT (m, B, H) dL/dh_t of the block, from d.dH (zeros: padded)
+) noexcept nogil:
+    """A stacked layer's dL/dh_t from the layer above (or the readout), time-major."""
+    cdef Py_ssize_t r, j, B = rows.count, H = net.H
+    for r in range(blk.m):
+        for j in range(B):
+            if _padded(d, rows, j, blk.t_begin + r):
+                _zero(DH_out + (r * B + j) * H, H)
+            else:
+                _copy(<const floating*>d.dH + (_seq(d, rows, j) * d.T + blk.t_begin + r) * H,
+                      H, DH_out + (r * B + j) * H)
+
+
+cdef void _block_to_below(
+    const Net* net, const Weights* w, const Data* d, const Rows* rows, Block blk,
+    const floating* DI,      # IN (m, B, GH) the block's da_ih
+    floating* Xb,            # scratch (m, B, I)
+) noexcept nogil:
+    """A stacked layer's dL/dx_t = da_ih W_ih^T, for the layer below, into d.dX."""
+    cdef Py_ssize_t r, j, B = rows.count, n_in = net.n_in
+    _gemm(False, True, blk.m * B, n_in, net.GH, DI, <const floating*>w.W_xh, 0, Xb)
+    for r in range(blk.m):
+        for j in range(B):
+            if not _padded(d, rows, j, blk.t_begin + r):
+                _copy(Xb + (r * B + j) * n_in, n_in,
+                      <floating*>d.dX + (_seq(d, rows, j) * d.T + blk.t_begin + r) * n_in)
+
+
+cdef floating _batch_backward(
     const Net* net, const Weights* w, Weights* g, const Data* d, const Rows* rows,
     const Scratch* ws,
-    floating* carry,         # IN the state rows at t0 - 1 (count, S); OUT the last ones
+    const floating* carry,   # IN the last state rows (count, S), as _batch_forward left them
+    Py_ssize_t kb,           # the steps _batch_forward swept
 ) noexcept nogil:
-    """BPTT over steps t0..t1 of a batch of sequences at once, on BLAS: the twin of
-    _sequence_bptt for each sequence of the batch. A sequence that ends before t1 has
-    zero rows at the remaining (padded) steps, which get no loss and pass no gradient,
-    not even a non-finite parameter's NaN * 0 (_step_back, _hide_last_states), so its
-    gradients are those of running it alone. Returns scale * the loss."""
-    cdef Py_ssize_t j, k, r, kb, B = rows.count, H = net.H, GH = net.GH
+    """The backward sweep of _batch_bptt over the states _batch_forward kept: dL/dh_t from
+    the readout, or (a stacked layer) from d.dH; dL/dx_t to d.dX if it is set. Returns
+    the readout's loss (0 with d.dH)."""
+    cdef Py_ssize_t j, k, r, B = rows.count, H = net.H, GH = net.GH
     cdef floating loss = 0
     cdef floating* dh_next = <floating*>ws.dh
     cdef floating* DH = <floating*>ws.Ex + ws.block * B * GH + B * GH  # past AX and AH
     cdef floating* DI = DH + ws.block * B * H if net.cell == GRU else <floating*>ws.DAb
     cdef Block blk
-    cdef double clock = _now() if ws.timers != NULL else 0
-    kb = _batch_forward(net, w, d, rows, ws, carry)
-    clock = _lap(ws.timers, PHASE_FORWARD, clock)
-
     _zero(dh_next, B * net.S)
-    while kb > 0:  # backward, block by block from the end
+    while kb > 0:  # block by block from the end
         blk.m = min(ws.block, kb)
         kb -= blk.m
         blk.t_begin = rows.t0 + kb
-        _block_output_grads(net, w, g, d, rows, blk, <floating*>ws.Hs + (kb + 1) * B * H,
-                            <floating*>ws.Zb, <floating*>ws.zyd, DH, &loss)
+        if d.dH != NULL:
+            _block_from_above(net, d, rows, blk, DH)
+        else:
+            _block_output_grads(net, w, g, d, rows, blk, <floating*>ws.Hs + (kb + 1) * B * H,
+                                <floating*>ws.Zb, <floating*>ws.zyd, DH, &loss)
         for r in range(blk.m - 1, -1, -1):
             k = kb + r
             _step_back(net, d, rows, ws, k, r, DH, DI)
@@ -211,7 +278,27 @@ cdef floating _batch_bptt(
                         _zero(dh_next + j * H, H)
             elif k > 0:  # the gradient stops at this bptt_steps boundary, c's too
                 _zero(dh_next, B * net.S)
+        if d.dX != NULL:
+            _block_to_below(net, w, d, rows, blk, DI, <floating*>ws.Xb)
         _block_weight_grads(net, g, d, rows, ws, blk, kb, DI, carry)
+    return loss
+
+
+cdef floating _batch_bptt(
+    const Net* net, const Weights* w, Weights* g, const Data* d, const Rows* rows,
+    const Scratch* ws,
+    floating* carry,         # IN the state rows at t0 - 1 (count, S); OUT the last ones
+) noexcept nogil:
+    """BPTT over steps t0..t1 of a batch of sequences at once, on BLAS: the twin of
+    _sequence_bptt for each sequence of the batch. A sequence that ends before t1 has
+    zero rows at the remaining (padded) steps, which get no loss and pass no gradient,
+    not even a non-finite parameter's NaN * 0 (_step_back, _hide_last_states), so its
+    gradients are those of running it alone. Returns scale * the loss."""
+    cdef double clock = _now() if ws.timers != NULL else 0
+    cdef Py_ssize_t kb = _batch_forward(net, w, d, rows, ws, carry)
+    cdef floating loss
+    clock = _lap(ws.timers, PHASE_FORWARD, clock)
+    loss = _batch_backward(net, w, g, d, rows, ws, carry, kb)
     _lap(ws.timers, PHASE_BACKWARD, clock)
     return <floating>rows.scale * loss
 

@@ -37,12 +37,10 @@
 # * Summation orders follow the reference where it is cheap; float32 models compute
 #   in float32 throughout, as NumPy does.
 
-from libc.stdint cimport INT64_MAX, int32_t, int64_t
-from libc.math cimport exp, expf, fabs, isfinite, log, log1p, sqrt
-from libc.string cimport memcpy
+from libc.stdint cimport int32_t, int64_t
+from libc.math cimport exp, expf, isfinite
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
-from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from cython cimport floating
 
@@ -333,6 +331,8 @@ cdef struct Data:  # a call's sequences
     const Py_ssize_t* order    # (n_order,) the sequences of the batches, in order
     Py_ssize_t N, T, T_y, n_order
     void* Y_out          # loss: OUT (N, T, O) y_t at the target steps, or NULL
+    const void* dH       # a stacked layer's BPTT: IN (N, T, H) dL/dh_t from above, or NULL
+    void* dX             # a stacked layer's BPTT: OUT (N, T, I) dL/dx_t, or NULL
 
 
 cdef struct Rows:  # a batch: rows first..first + count of the order, steps t0..t1
@@ -431,6 +431,17 @@ cdef extern from "_simd.h" nogil:
     bint rnn_fast_check_and_clip_f32(float* g, Py_ssize_t n, float c)
     bint rnn_fast_all_finite_f64(const double* x, Py_ssize_t n)
     bint rnn_fast_all_finite_f32(const float* x, Py_ssize_t n)
+
+
+cdef extern from *:
+    """
+    #ifndef RNN_FAST_CHECKED
+    #define RNN_FAST_CHECKED 0
+    #endif
+    """
+    # 1 in the bounds-checked build (RNN_FAST_BOUNDSCHECK): the kernels walk raw pointers,
+    # which Cython cannot check, so _Run checks the extents they will walk instead
+    const bint RNN_FAST_CHECKED
 
 
 cdef extern from "_pair.h" nogil:
@@ -564,8 +575,30 @@ cdef Data _data(bint input_ids, bint target_ids, X_data, Y_data, lengths, order,
     d.lengths = <const Py_ssize_t*>_address(lengths, sizeof(Py_ssize_t))
     d.order = <const Py_ssize_t*>_address(order, sizeof(Py_ssize_t))
     d.N, d.T, d.T_y, d.n_order = len(lengths), X.shape[1], Y.shape[1], len(order)
-    d.Y_out = NULL
+    d.Y_out, d.dH, d.dX = NULL, NULL, NULL
     return d
+
+
+cdef int _check_extents(Net net, X, Y, lengths, order) except -1:
+    """The bounds-checked build's check of what the kernels will walk by pointer: each
+    length within the steps of X, each row of the order a sequence, each id within its
+    vocabulary at the steps read. An IndexError, as Cython's own checks raise."""
+    X, Y = np.asarray(X), np.asarray(Y)
+    lengths, order = np.asarray(lengths), np.asarray(order)
+    T = X.shape[1]
+    if len(lengths) and (lengths.min() < 0 or lengths.max() > T):
+        raise IndexError(f"a length outside 0..{T} reached the core")
+    if len(order) and (order.min() < 0 or order.max() >= len(lengths)):
+        raise IndexError(f"a row of the order outside 0..{len(lengths) - 1} reached the core")
+    read = np.arange(T) < lengths[:, None]
+    if net.input_ids and read.any() and not np.isin(X[read], np.arange(net.n_in)).all():
+        raise IndexError(f"an input id outside 0..{net.n_in - 1} reached the core")
+    if net.target_ids and Y.shape[1] == 1:
+        read = (lengths > 0)[:, None]
+    if (net.target_ids and Y.shape[0] == len(lengths) and read.any()
+            and not np.isin(Y[read], np.arange(net.O)).all()):
+        raise IndexError(f"a class id outside 0..{net.O - 1} reached the core")
+    return 0
 
 
 class _Scratch:
@@ -574,14 +607,18 @@ class _Scratch:
     size; the other path's arrays are left empty, and so are the gated cells' for the
     Elman cell."""
 
-    def __init__(self, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMAN):
-        self.blas = n_hidden >= _blas_min_hidden and not pair
+    def __init__(self, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMAN,
+                 blas=None):
+        self.blas = (n_hidden >= _blas_min_hidden and not pair) if blas is None else blas
         self.block = max(1, min(T, BLOCK_ROWS // batch))
         hand, blas = not self.blas, self.blas
         B, K, H = batch, self.block, n_hidden
         GH = N_GATES[cell] * H
         gated, lstm, gru = cell != ELMAN, cell == LSTM, cell == GRU
-        z = lambda *shape: np.zeros(shape, dtype)
+
+        def z(*shape):
+            return np.zeros(shape, dtype)
+
         self.arrays = {
             "hs": z((T + 1) * hand, H), "cs": z((T + 1) * hand * lstm, H),
             "gs": z(T * hand * gated, GH + H), "das": z(T * hand, GH),
@@ -608,18 +645,18 @@ _kept = threading.local()
 _keep_scratch = True  # False: fresh scratch every call (for measuring the difference)
 
 
-def _scratch(role, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMAN):
+def _scratch(role, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMAN, blas=None):
     """A _Scratch for these sizes: the BLAS path's (tens of MB at W3's sizes) is kept, one
     per thread and role ("first" half or whole batch, "second" half, ...), and given to
     the next call with the same sizes. Fresh arrays each call cost page faults and
     zeroing: about 4 % of a W3 call (perf: clear_page_erms, memset). Every scratch value
     is written before it is read, so what a kept one holds does not matter."""
-    key = (role, np.dtype(dtype), T, n_in, n_hidden, n_out, batch, pair, cell,
+    key = (role, np.dtype(dtype), T, n_in, n_hidden, n_out, batch, pair, cell, blas,
            _blas_min_hidden, BLOCK_ROWS)
     kept = _kept.__dict__.setdefault("scratch", {})
     if role in kept and kept[role][0] == key:
         return kept[role][1]
-    ws = _Scratch(dtype, T, n_in, n_hidden, n_out, batch, pair, cell)
+    ws = _Scratch(dtype, T, n_in, n_hidden, n_out, batch, pair, cell, blas)
     if ws.blas and _keep_scratch:
         kept[role] = (key, ws)
     return ws
@@ -667,8 +704,9 @@ cdef int _schedule(Net net, Py_ssize_t rows, bint training, Py_ssize_t batch_siz
 
 
 cdef class _Run:
-    """What one kernel call holds while it runs: its structs and the arrays they point
-    to (scratch, the second half's gradients, the pair's counters)."""
+    """What one kernel call holds while it runs: its structs (the network, the data, the
+    scratch, the second half's) and the arrays they point into (the data, the scratch,
+    the second half's gradients), alive for the call."""
     cdef Net net
     cdef Data d
     cdef Scratch ws
@@ -680,6 +718,8 @@ cdef class _Run:
                  h0_dtype):
         self.net = _net(spec, params, n_out)
         self.arrays = [X_data, Y_data, lengths, order]
+        if RNN_FAST_CHECKED:
+            _check_extents(self.net, X_data, Y_data, lengths, order)
         self.d = _data(self.net.input_ids, self.net.target_ids, X_data, Y_data, lengths,
                        order, np.dtype(h0_dtype).itemsize)
 
@@ -787,41 +827,66 @@ cdef floating _loss(
 # ------------------------------------------------------------------------ entry points
 
 
+cdef void _forward_loops(const Net* net, const Weights* w, const Data* d, Scratch* ws,
+                         const floating* h0, floating* Y_out, floating* S_out) noexcept nogil:
+    """forward on the hand loops: one sequence at a time, one step at a time."""
+    cdef Py_ssize_t n, t, H = net.H
+    cdef floating* hs = <floating*>ws.hs
+    cdef floating* cs = <floating*>ws.cs
+    for n in range(d.N):
+        _copy(h0 + n * net.S, H, hs + H)
+        if net.cell == LSTM:
+            _copy(h0 + n * net.S + H, H, cs + H)
+        for t in range(d.lengths[n]):  # h_{t-1} to row 0, so a step writes h_t to row 1
+            _copy(hs + H, H, hs)
+            if net.cell == LSTM:
+                _copy(cs + H, H, cs)
+            _sequence_forward(net, w, d, ws, n, t, 1, hs)
+            _copy(hs + H, H, S_out + (n * d.T + t) * net.S)
+            if net.cell == LSTM:
+                _copy(cs + H, H, S_out + (n * d.T + t) * net.S + H)
+            _readout(net, w, hs + H, <floating*>ws.zyd, Y_out + (n * d.T + t) * net.O)
+
+
 def forward(spec, params,
             X_data not None,                          # IN (N, T, I), or (N, T) token ids
             const Py_ssize_t[::1] lengths not None,   # IN (N,)
             const floating[:, ::1] h0 not None,       # IN (N, S)
             floating[:, :, ::1] Y_out not None,       # OUT (N, T, O), zero beyond lengths
             floating[:, :, ::1] H_out not None):      # OUT (N, T, S), zero beyond lengths
-    """Run the network over a batch (see reference.forward). S, the width of a state
-    row, is H, or 2H for the LSTM: [h | c]."""
+    """Run the network over a batch (see reference.forward): the hand loops, or for large
+    networks BLAS over groups of up to 256 sequences, steps in chunks whose states fit a
+    few MB. S, the width of a state row, is H, or 2H for the LSTM: [h | c]."""
     dtype = np.asarray(h0).dtype
-    cdef Net net = _net(spec, params, Y_out.shape[2])
-    cdef Data d = _data(net.input_ids, False, X_data, np.zeros((0, 1, 0), dtype),
-                        lengths, lengths, dtype.itemsize)
+    cdef Py_ssize_t N = lengths.shape[0], T = X_data.shape[1]
+    cdef _Run run = _Run(spec, params, X_data, np.zeros((0, 1, 0), dtype), lengths,
+                         np.arange(N), Y_out.shape[2], dtype)
     cdef Weights w = _weights(params, dtype.itemsize)
-    cdef Py_ssize_t n, t, H = net.H
-    cdef bint lstm = net.cell == LSTM
-    cdef floating[:, ::1] hs = np.zeros((2, H), dtype), cs = np.zeros((2, H), dtype)
-    cdef floating[::1] gates = np.zeros(net.GH + H, dtype)
-    cdef floating[::1] work = np.zeros(3 * net.GH + H, dtype)
-    cdef floating[::1] zyd = np.zeros(3 * net.O, dtype)
-    cdef Scratch ws
-    ws.hs, ws.cs, ws.gs, ws.work = &hs[0, 0], &cs[0, 0], &gates[0], &work[0]
-    ws.zyd, ws.timers = &zyd[0], NULL
+    cdef Net net = run.net
+    cdef Py_ssize_t G = max(1, min(N, 256)), Tc = max(1, min(T, (1 << 21) // (G * net.H)))
+    cdef Rows rows
+    cdef floating[:, ::1] carry = np.array(h0)
+    cdef Py_ssize_t first, t0
+    if N == 0 or T == 0:
+        return
+    if _schedule(net, 0, False, 0) == LOOPS:
+        ws = _Scratch(dtype, 1, 0, net.H, net.O, 1, cell=net.cell)
+        ws.fill(<size_t>&run.ws)
+        with nogil:
+            _forward_loops(&net, &w, &run.d, &run.ws, &h0[0, 0], &Y_out[0, 0, 0],
+                           &H_out[0, 0, 0])
+        return
+    ws = _scratch("forward", dtype, Tc, 0 if net.input_ids else net.n_in, net.H, net.O, G,
+                  cell=net.cell)
+    ws.fill(<size_t>&run.ws)
+    rows.scale = 1
     with nogil:
-        for n in range(d.N):
-            _copy(&h0[n, 0], H, &hs[1, 0])
-            if lstm:
-                _copy(&h0[n, H], H, &cs[1, 0])
-            for t in range(lengths[n]):  # h_{t-1} to row 0, so a step writes h_t to row 1
-                _copy(&hs[1, 0], H, &hs[0, 0])
-                _copy(&cs[1, 0], H, &cs[0, 0])
-                _sequence_forward(&net, &w, &d, &ws, n, t, 1, &hs[0, 0])
-                _copy(&hs[1, 0], H, &H_out[n, t, 0])
-                if lstm:
-                    _copy(&cs[1, 0], H, &H_out[n, t, H])
-                _readout(&net, &w, &hs[1, 0], &zyd[0], &Y_out[n, t, 0])
+        for first in range((N + G - 1) // G):  # groups of G sequences, chunks of Tc steps
+            rows.first, rows.count = first * G, min(G, N - first * G)
+            for t0 in range((T + Tc - 1) // Tc):
+                rows.t0, rows.t1 = t0 * Tc, (t0 + 1) * Tc
+                _batch_outputs(&net, &w, &run.d, &rows, &run.ws, &carry[rows.first, 0],
+                               &Y_out[0, 0, 0], &H_out[0, 0, 0])
 
 
 def loss_and_grads(spec, params, grads,
@@ -834,7 +899,8 @@ def loss_and_grads(spec, params, grads,
     S as in forward."""
     dtype = np.asarray(h0).dtype
     cdef Py_ssize_t n_seq = lengths.shape[0]
-    cdef _Run run = _Run(spec, params, X_data, Y_data, lengths, np.arange(n_seq), grads[len(grads) - 1].shape[0], dtype)
+    cdef _Run run = _Run(spec, params, X_data, Y_data, lengths, np.arange(n_seq),
+                         grads[len(grads) - 1].shape[0], dtype)
     run.plan("first", dtype, X_data.shape[1], n_seq, grads=grads)
     cdef Weights w = _weights(params, dtype.itemsize), g = _weights(grads, dtype.itemsize)
     cdef Rows rows
@@ -877,6 +943,71 @@ def loss(spec, params,
         total = _loss(run.schedule, &run.net, &w, &run.d, &rows, &run.ws, &run.second,
                       &H_last_out[0, 0])
     return total
+
+
+cdef class _Layer:
+    """One layer in one direction of a stacked model over a batch (_core_layers.py): its
+    forward sweep over steps t0..t1 (layer_forward), then its backward sweep from the
+    dL/dh_t the layers above give (layer_backward), on BLAS, the states kept between (in
+    the scratch kept for `role`, one per layer-direction and thread)."""
+    cdef _Run run
+    cdef Rows rows
+    cdef Weights w
+    cdef Py_ssize_t n_steps
+    cdef object carry  # the last states, as the forward sweep left them
+    cdef object params
+
+    def __init__(self, spec, params, X, lengths, Py_ssize_t t0, Py_ssize_t t1, role):
+        dtype = np.asarray(params[1]).dtype
+        cdef Py_ssize_t N = len(lengths)
+        self.run = _Run(spec, params, X, np.zeros((0, 1, 0), dtype), lengths, np.arange(N),
+                        1, dtype)
+        self.params, self.w = params, _weights(params, dtype.itemsize)
+        self.rows.first, self.rows.count, self.rows.t0, self.rows.t1 = 0, N, t0, t1
+        self.rows.scale = 1
+        ws = _scratch(role, dtype, t1 - t0, 0 if self.run.net.input_ids else self.run.net.n_in,
+                      self.run.net.H, 1, max(N, 1), cell=self.run.net.cell, blas=True)
+        ws.fill(<size_t>&self.run.ws)
+        self.run.arrays.append(ws)
+
+
+def layer_forward(_Layer layer,
+                  floating[:, ::1] carry not None,    # IN (N, S) states at t0 - 1; OUT last
+                  floating[:, :, ::1] S_out not None):  # OUT (N, T, S) states, live t0..t1
+    """The forward sweep of a _Layer."""
+    cdef Py_ssize_t kb, j, B = layer.rows.count, H = layer.run.net.H, at
+    cdef floating* hs = <floating*>layer.run.ws.Hs
+    cdef floating* cs = <floating*>layer.run.ws.Cs
+    if B == 0:
+        return
+    with nogil:
+        layer.n_steps = _batch_forward(&layer.run.net, &layer.w, &layer.run.d, &layer.rows,
+                                       &layer.run.ws, &carry[0, 0])
+        for kb in range(layer.n_steps):
+            for j in range(B):
+                if not _padded(&layer.run.d, &layer.rows, j, layer.rows.t0 + kb):
+                    at = ((kb + 1) * B + j) * H
+                    _copy(hs + at, H, &S_out[j, layer.rows.t0 + kb, 0])
+                    if layer.run.net.cell == LSTM:
+                        _copy(cs + at, H, &S_out[j, layer.rows.t0 + kb, H])
+    layer.carry = np.array(carry)
+
+
+def layer_backward(_Layer layer, grads,
+                   const floating[:, :, ::1] dH not None,  # IN (N, T, H) dL/dh_t from above
+                   floating[:, :, ::1] dX=None):   # OUT (N, T, I) dL/dx_t at live steps
+    """The backward sweep of a _Layer: adds its gradients to grads."""
+    cdef Py_ssize_t itemsize = np.asarray(dH).itemsize
+    cdef Weights g = _weights(grads, itemsize)
+    cdef floating[:, ::1] carry = layer.carry
+    if layer.rows.count == 0:
+        return
+    layer.run.d.dH = &dH[0, 0, 0]
+    layer.run.d.dX = &dX[0, 0, 0] if dX is not None else NULL
+    with nogil:
+        _batch_backward(&layer.run.net, &layer.w, &g, &layer.run.d, &layer.rows,
+                        &layer.run.ws, &carry[0, 0], layer.n_steps)
+    layer.run.d.dH, layer.run.d.dX = NULL, NULL
 
 
 def apply_update(int opt_kind, const double[::1] hyper not None,
@@ -1020,10 +1151,11 @@ def train(spec, layout,
     copies = _kept_array("copies", (2, 1 + slots.shape[0], theta.shape[0]), dtype)
     copies[0, 0], copies[0, 1:] = theta, slots
     cdef floating[:, :, ::1] copies_view = copies
-    tr.w[0] = _weights_at(layout, <char*>&copies_view[0, 0, 0], itemsize, _address(absent, itemsize))
-    tr.w[1] = _weights_at(layout, <char*>&copies_view[1, 0, 0], itemsize, _address(absent, itemsize))
-    tr.copies, tr.cur = &copies_view[0, 0, 0], 0
-    tr.schedule, tr.net, tr.d, tr.ws, tr.second = run.schedule, &run.net, &run.d, &run.ws, &run.second
+    cdef void* zeros = _address(absent, itemsize)
+    tr.w[0] = _weights_at(layout, <char*>&copies_view[0, 0, 0], itemsize, zeros)
+    tr.w[1] = _weights_at(layout, <char*>&copies_view[1, 0, 0], itemsize, zeros)
+    tr.copies, tr.cur, tr.schedule = &copies_view[0, 0, 0], 0, run.schedule
+    tr.net, tr.d, tr.ws, tr.second = &run.net, &run.d, &run.ws, &run.second
     with nogil:
         _train_loop(&tr, &theta[0])
     np.asarray(theta)[...] = copies[tr.cur, 0]
@@ -1050,5 +1182,6 @@ cdef bint _train_pair(Train* tr, _Run run, layout, floating[::1] theta, slots, a
     p.f64 = floating is double
     with nogil:
         started = rnn_fast_run_pair(_pair_entry, &p)
-    tr.done, tr.opt.step = p.done, p.opt_step
+    if started:
+        tr.done, tr.opt.step = p.done, p.opt_step
     return started

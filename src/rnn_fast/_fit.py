@@ -110,6 +110,9 @@ class TrainSteps(NamedTuple):
     chunk_begin: int  # the first chunk of step begin: > 0 continues a batch
     max_updates: int  # stop after this many updates, mid-batch if need be
     carry: np.ndarray  # IN/OUT (batch_size, S) the batch's carried states
+    # the dropout masks of the call's updates (max_updates, batch_size, L-1, chunk_length,
+    # D*H), or None: see reference.train
+    masks: np.ndarray | None = None
 
 
 class TrainUpdate(NamedTuple):
@@ -143,6 +146,7 @@ class Plan:
     first_update: np.ndarray  # batch s makes updates first_update[s] .. [s + 1] - 1
     stop: int  # the update count where this call ends
     saved: dict | None  # a resumed checkpoint's fit state
+    dropout_key: int | None = None  # the dropout masks' key (None: no dropout)
 
     @property
     def n_updates(self):
@@ -161,6 +165,11 @@ def _plan(model, X, Y, optimizer, *, lengths, h0, validation, validation_split, 
     if validation_split is not None:  # the training part: the sequences before it
         keep = X.shape[0] - held_out[0].shape[0]
         X, Y, lengths, h0 = X[:keep], Y[:keep], lengths[:keep], h0[:keep]
+    if (model.bidirectional and options["chunk_length"] is not None
+            and options["chunk_length"] < X.shape[1]):
+        raise ValueError("chunk_length: a bidirectional model's reverse direction reads each "
+                         "sequence from its end, so its sequences cannot be cut into chunks; "
+                         "leave chunk_length out (or make the sequences shorter)")
     options = _checked(options, X.shape[:2], many_to_one, held_out is not None)
     spec = model._spec(X, Y, many_to_one, options.pop("bptt_steps"))
     record = {key: options[key] for key in ("epochs", "batch_size", "shuffle", "chunk_length",
@@ -190,6 +199,9 @@ def _plan(model, X, Y, optimizer, *, lengths, h0, validation, validation_split, 
     n, epochs, batch_size = X.shape[0], options["epochs"], options["batch_size"]
     order = (np.concatenate([rng.permutation(n) for _ in range(epochs)]) if options["shuffle"]
              else np.arange(n)).astype(np.intp)
+    # the dropout masks' key, drawn after the order (so a resumed fit draws it again)
+    dropout_key = (int(rng.integers(2**63)) if model.dropout and model.num_layers > 1
+                   else None)
     first_update = np.concatenate([[0], np.cumsum(_updates_per_batch(
         lengths, order, n, batch_size, epochs, options["chunk_length"]))])
     n_updates = int(first_update[-1])
@@ -198,7 +210,7 @@ def _plan(model, X, Y, optimizer, *, lengths, h0, validation, validation_split, 
     optimizer_args = (optimizer.kind, optimizer.hyper(), lr, optimizer.state["slots"])
     return Plan(X, Y, lengths, h0, held_out, options, record, optimizer, kernel_args,
                 optimizer_args, order, rng_state, first_update,
-                min(n_updates, options["max_updates"] or n_updates), saved)
+                min(n_updates, options["max_updates"] or n_updates), saved, dropout_key)
 
 
 def _checked(options, shape, many_to_one, held_out):
@@ -323,12 +335,39 @@ def _train(model, plan, run, begin, end):
     s_end = int(np.searchsorted(plan.first_update, end, "left"))
     before = optimizer.state["step"]
     steps = TrainSteps(o["batch_size"], o["chunk_length"], s, s_end,
-                       begin - int(plan.first_update[s]), end - begin, run.carry)
+                       begin - int(plan.first_update[s]), end - begin, run.carry,
+                       _dropout_masks(model, plan, begin, end))
     update = TrainUpdate(*plan.optimizer_args, optimizer.state["step"], o["clip_value"],
                          o["clip_norm"])
     run.done, optimizer.state["step"] = model.kernels.train(
         *plan.kernel_args, steps, update, run.losses[begin:], run.timers)
     run.updates = begin + optimizer.state["step"] - before
+
+
+def dropout_masks(key, update, shape, p, dtype):
+    """The dropout masks of one update of a fit: (batch_size, L-1, chunk_length, D*H),
+    each entry 1/(1 - p) (kept, scaled as PyTorch does) or 0 (dropped, probability p).
+
+    Drawn by numpy's default generator seeded with (key, update): a mask depends on the
+    fit's key and the update's number only, so a fit cut into any kernel calls, or
+    resumed from a checkpoint, sees the same masks, and both kernel sets are given the
+    same arrays."""
+    keep = 1.0 - p
+    uniform = np.random.default_rng([key, update]).random(shape)
+    return np.where(uniform < keep, np.dtype(dtype).type(1.0 / keep), 0).astype(dtype)
+
+
+def _dropout_masks(model, plan, begin, end):
+    """The masks of updates begin .. end - 1, or None without dropout."""
+    if plan.dropout_key is None:
+        return None
+    shape = (plan.options["batch_size"], model.num_layers - 1, plan.options["chunk_length"],
+             model.num_directions * model.hidden_size)
+    masks = np.empty((end - begin,) + shape, dtype=model.dtype)
+    for u in range(begin, end):
+        masks[u - begin] = dropout_masks(plan.dropout_key, u, shape, model.dropout,
+                                         model.dtype)
+    return masks
 
 
 def _between_blocks(model, plan, run):

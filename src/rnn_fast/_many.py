@@ -185,8 +185,12 @@ def _checked_models(models, backend, caller):
 
 
 def _architecture(model):
-    """What models trained together must share: the configuration but seed and init."""
-    return {k: v for k, v in model.config.items() if k not in ("seed", "init")}
+    """What models trained together must share: the configuration but seed and init (the
+    layers' keywords too, which config leaves out at their defaults)."""
+    shared = {k: v for k, v in model.config.items() if k not in ("seed", "init")}
+    shared.update(num_layers=model.num_layers, bidirectional=model.bidirectional,
+                  dropout=model.dropout)
+    return shared
 
 
 def _kind(model):

@@ -21,6 +21,7 @@ import inspect
 import math
 import numbers
 import secrets
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -37,6 +38,7 @@ LOSSES = {"half_sse": 0, "mse": 1, "cross_entropy": 2, "binary_cross_entropy": 3
 INITS = ("uniform", "normal", "glorot", "pytorch", "orthogonal")
 DTYPES = ("float64", "float32")
 BACKENDS = {"numpy": "rnn_fast._reference", "cython": "rnn_fast._core"}  # the kernel sets
+LAYERED = {"numpy": "rnn_fast._reference", "cython": "rnn_fast._core_layers"}  # stacked ones
 CHECKPOINT_VERSION = 1
 # Held-out data is evaluated in slices of this many sequences and (for losses summed over
 # steps) this many steps, the hidden state carried: bounded memory for a long text.
@@ -59,6 +61,16 @@ class Spec(NamedTuple):
     cell: int = 0  # CELLS: 0 Elman, 1 GRU, 2 LSTM
     input_ids: bool = False  # X holds token ids (N, T): one-hot inputs by their index
     target_ids: bool = False  # Y holds class ids (N, T or 1), for cross_entropy
+    num_layers: int = 1  # L; above 1 (or D = 2): the layered kernels (_reference_layers)
+    num_directions: int = 1  # D: 2 when bidirectional
+
+
+def layer_suffix(k, d):
+    """The suffix of layer k's parameters in direction d (1: reverse): "" for layer 0's
+    forward direction (today's names), else PyTorch's ``_l{k}`` / ``_reverse`` (``_l0``
+    left out, as our layer 0 has no suffix): ``W_hh_reverse``, ``W_hh_l1``,
+    ``W_hh_l1_reverse``."""
+    return (f"_l{k}" if k else "") + ("_reverse" if d else "")
 
 
 class Layout:
@@ -69,27 +81,40 @@ class Layout:
     ``W_hh (H, G*H)``, ``W_hy (H, O)``, ``b_ih (G*H,)``, ``b_hh (G*H,)``, ``b_y (O,)``,
     the gates' blocks of H columns side by side in PyTorch's order. Absent parts (no
     bias, no readout) are left out.
+
+    Layers (L = ``num_layers``, D = ``num_directions``): every layer k and direction d
+    has its own cell weights, named with ``layer_suffix(k, d)``; layer k > 0 reads the
+    layer below's D*H outputs (``W_ih_l1 (D*H, G*H)``), and the readout the last
+    layer's (``W_hy (D*H, O)``). In ``theta``: every layer-direction's input and
+    recurrent weights (layer by layer, forward direction first), ``W_hy``, their biases
+    in the same order, ``b_y``; one layer in one direction is the layout above.
     """
 
-    def __init__(self, input_size, hidden_size, output_size, bias, readout, cell="elman"):
+    def __init__(self, input_size, hidden_size, output_size, bias, readout, cell="elman",
+                 num_layers=1, num_directions=1):
         self.cell = cell
+        self.num_layers, self.num_directions = num_layers, num_directions
         width = GATES[cell] * hidden_size
-        if cell == "elman":
-            shapes = {"W_xh": (input_size, hidden_size), "W_hh": (hidden_size, hidden_size)}
-        else:
-            shapes = {"W_ih": (input_size, width), "W_hh": (hidden_size, width)}
+        w_in, b_in = ("W_xh", "b_h") if cell == "elman" else ("W_ih", "b_ih")
+        cells = [(k, layer_suffix(k, d)) for k in range(num_layers)
+                 for d in range(num_directions)]
+        shapes = {}
+        for k, suffix in cells:
+            shapes[w_in + suffix] = (input_size if k == 0 else num_directions * hidden_size,
+                                     width)
+            shapes["W_hh" + suffix] = (hidden_size, width)
         if readout:
-            shapes["W_hy"] = (hidden_size, output_size)
+            shapes["W_hy"] = (num_directions * hidden_size, output_size)
         if bias:
-            if cell == "elman":
-                shapes["b_h"] = (hidden_size,)
-            else:
-                shapes["b_ih"] = (width,)
-                shapes["b_hh"] = (width,)
+            for _, suffix in cells:
+                shapes[b_in + suffix] = (width,)
+                if cell != "elman":
+                    shapes["b_hh" + suffix] = (width,)
             if readout:
                 shapes["b_y"] = (output_size,)
         self.shapes = shapes
         self.output_size = output_size
+        self.suffixes = tuple(suffix for _, suffix in cells)
         self.names = tuple(shapes)
         self.slices = {}
         start = 0
@@ -105,15 +130,21 @@ class Layout:
     def kernel_args(self, views, dtype):
         """(W_xh, W_hh, W_hy, b_h, b_y), or for a gated cell (W_ih, W_hh, W_hy, b_ih,
         b_hh, b_y); zeros stand in for absent biases and an empty W_hy for an absent
-        readout, so the kernels' arithmetic needs no special case."""
+        readout, so the kernels' arithmetic needs no special case. With layers: a tuple
+        of such tuples, one per layer and direction (k * D + d), sharing the readout."""
         width, n_out = self.shapes["W_hh"][1], self.output_size
         W_hy = views.get("W_hy", np.zeros((0, 0), dtype))
         b_y = views.get("b_y", np.zeros(n_out, dtype))
-        if self.cell == "elman":
-            return (views["W_xh"], views["W_hh"], W_hy, views.get("b_h", np.zeros(width, dtype)),
-                    b_y)
-        return (views["W_ih"], views["W_hh"], W_hy, views.get("b_ih", np.zeros(width, dtype)),
-                views.get("b_hh", np.zeros(width, dtype)), b_y)
+        entries = []
+        for suffix in self.suffixes:
+            if self.cell == "elman":
+                entries.append((views["W_xh" + suffix], views["W_hh" + suffix], W_hy,
+                                views.get("b_h" + suffix, np.zeros(width, dtype)), b_y))
+            else:
+                entries.append((views["W_ih" + suffix], views["W_hh" + suffix], W_hy,
+                                views.get("b_ih" + suffix, np.zeros(width, dtype)),
+                                views.get("b_hh" + suffix, np.zeros(width, dtype)), b_y))
+        return entries[0] if len(entries) == 1 else tuple(entries)
 
 
 class RNN:
@@ -151,6 +182,21 @@ class RNN:
         Drives the initialisation and, unless ``fit`` gets its own, the shuffling.
     params : dict of arrays, optional
         Initial parameters by name (shapes as in ``params``), instead of ``init``.
+    num_layers, bidirectional, dropout : int, bool, float
+        PyTorch's: ``num_layers`` stacked layers (layer k > 0 reads the outputs of layer
+        k - 1), each with a reverse direction when ``bidirectional`` (the outputs
+        [h_fwd | h_rev], 2H wide, feed the next layer and the readout), and dropout of
+        probability ``dropout`` on the outputs of every layer but the last, during
+        ``fit`` only (``predict``, ``evaluate``, ``loss_and_grads`` and validation never
+        drop); the masks come from the fit's generator (its ``seed`` or the model's).
+        Layer k's parameters in direction d are named as layer 0's with a suffix,
+        ``_l{k}`` (k > 0) and ``_reverse``: ``W_hh_l1_reverse`` is PyTorch's
+        ``weight_hh_l1_reverse.T``. The state (``h0``, ``return_state``) is then
+        (num_layers * num_directions, N, H), PyTorch's ``h_n``. Many-to-one targets
+        read the last step's forward half and the first step's reverse half. A
+        bidirectional model refuses ``chunk_length`` and ``bptt_steps`` (its reverse
+        direction needs each sequence whole). On the Cython backend every layer in
+        every direction sweeps the batch in the core (``_core_layers``).
 
     Attributes
     ----------
@@ -168,15 +214,19 @@ class RNN:
 
     def __init__(self, input_size, hidden_size, output_size=None, hidden_activation="tanh",
                  output_activation="identity", loss="mse", bias=True, readout=True,
-                 init="pytorch", dtype="float64", seed=None, params=None):
-        self._configure(input_size, hidden_size, output_size, hidden_activation,
-                        output_activation, loss, bias, readout, init, dtype, seed, params)
+                 init="pytorch", dtype="float64", seed=None, params=None, *, num_layers=1,
+                 bidirectional=False, dropout=0.0):
+        self._configure(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
 
     def _configure(self, input_size, hidden_size, output_size, hidden_activation,
-                   output_activation, loss, bias, readout, init, dtype, seed, params):
-        """The constructor of every cell; ``hidden_activation`` is None for gated cells."""
+                   output_activation, loss, bias, readout, init, dtype, seed, params,
+                   **layers):
+        """The constructor of every cell; ``hidden_activation`` is None for gated cells,
+        ``layers``: num_layers, bidirectional, dropout."""
         self.input_size = check.check_int("input_size", input_size)
         self.hidden_size = check.check_int("hidden_size", hidden_size)
+        self._configure_layers(**layers)
+        width = self.num_directions * self.hidden_size  # the last layer's outputs
         if self.cell == "elman":
             self.hidden_activation = check.check_choice(
                 "hidden_activation", hidden_activation, HIDDEN_ACTIVATIONS)
@@ -197,14 +247,16 @@ class RNN:
         if readout:
             self.output_size = check.check_int("output_size", output_size)
         else:
-            if output_size not in (None, hidden_size):
+            if output_size not in (None, width):
+                what = ("hidden_size" if width == hidden_size else
+                        "2 * hidden_size, the two directions'")
                 raise ValueError(
                     f"without a readout the output is the hidden state: output_size must be "
-                    f"None or hidden_size ({hidden_size}), got {output_size}")
+                    f"None or {what} ({width}), got {output_size}")
             if output_activation != "identity":
                 raise ValueError("without a readout, output_activation must be 'identity', "
                                  f"got {output_activation!r}")
-            self.output_size = self.hidden_size
+            self.output_size = width
         if output_activation == "softmax" and self.output_size < 2:
             raise ValueError(
                 "output_activation='softmax' needs output_size >= 2: a softmax over one output "
@@ -221,7 +273,8 @@ class RNN:
         self.seed = seed if not isinstance(seed, np.random.Generator) else None
         self._rng = np.random.default_rng(seed)
         self._layout = Layout(self.input_size, self.hidden_size, self.output_size,
-                              self.bias, self.readout, self.cell)
+                              self.bias, self.readout, self.cell, self.num_layers,
+                              self.num_directions)
         self.theta = np.zeros(self._layout.size, dtype=self.dtype)
         self._views = self._layout.views(self.theta)
         self.params = dict(self._views)
@@ -233,6 +286,28 @@ class RNN:
         # who an optimizer bound to these parameters belongs to: this model and its copies
         self._lineage = secrets.token_hex(8)
         self._stop_requested = False
+
+    def _configure_layers(self, num_layers=1, bidirectional=False, dropout=0.0):
+        self.num_layers = check.check_int("num_layers", num_layers)
+        self.bidirectional = check.check_bool("bidirectional", bidirectional)
+        if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Real)
+                or not 0 <= dropout < 1):
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+        if self.dropout and self.num_layers == 1:
+            warnings.warn(  # PyTorch's warning: its dropout acts between layers only
+                f"dropout={self.dropout:g} with num_layers=1 does nothing: dropout acts on "
+                "the outputs of every layer but the last", UserWarning, stacklevel=4)
+
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _layered(self):
+        """More than one layer or direction: the layered kernels' layout of params and
+        state (``rnn_fast._reference_layers``)."""
+        return self.num_layers > 1 or self.bidirectional
 
     # ------------------------------------------------------------------ parameters
 
@@ -267,23 +342,53 @@ class RNN:
 
     @property
     def kernels(self):
-        return importlib.import_module(BACKENDS[self.backend])
+        """The kernel set: the backend's; for stacked or bidirectional models its
+        layered one (``_core_layers``: every layer-direction a BLAS sweep of the core
+        over the whole batch; the reference's handles them itself)."""
+        return importlib.import_module((LAYERED if self._layered else BACKENDS)[self.backend])
 
     # The state the kernels carry from step to step is a row of S entries: h (S = H), or
     # [h | c] for the LSTM (S = 2H). These two methods translate the public h0 and final
     # state to and from it; the LSTM's override them.
 
+    # With layers the kernels' row is every layer-direction's state side by side (L*D*S
+    # entries) and the public state PyTorch's h_n, (L*D, N, H).
+
+    @property
+    def _cell_state_size(self):
+        """S: the entries of one layer-direction's state."""
+        return self.hidden_size
+
     @property
     def _state_size(self):
-        return self.hidden_size
+        return self.num_layers * self.num_directions * self._cell_state_size
 
     def _prepare_state(self, h0, n):
         """The initial state (N, S) from ``h0`` as the public methods take it."""
+        if self._layered:
+            return self._layered_state(n, h0)
         return check.prepare_h0(h0, n, self.hidden_size, self.dtype)
 
+    def _layered_state(self, n, *parts):
+        """The kernels' rows (N, L*D*S) from the public (L*D, N, H) arrays (h0, and an
+        LSTM's c0), each also (L*D, H) for every sequence, None for zeros."""
+        states = self.num_layers * self.num_directions
+        blocks = [check.prepare_layered_h0(part, n, states, self.hidden_size, self.dtype,
+                                           name) for part, name in zip(parts, ("h0", "c0"))]
+        return np.ascontiguousarray(np.concatenate(blocks, axis=2).reshape(n, -1))
+
     def _public_state(self, state):
-        """The state (..., S) as the public methods return it: h (..., H)."""
-        return state
+        """The state (..., S) as the public methods return it: h (..., H); with layers
+        (L*D, ..., H), the layer-directions first, as PyTorch's h_n."""
+        if not self._layered:
+            return state
+        return self._unstacked(state)
+
+    def _unstacked(self, state):
+        """(..., L*D*S) -> (L*D, ..., S)."""
+        states = self.num_layers * self.num_directions
+        rows = state.reshape(state.shape[:-1] + (states, self._cell_state_size))
+        return np.ascontiguousarray(np.moveaxis(rows, -2, 0))
 
     def _kernel_params(self):
         self._sync()
@@ -311,10 +416,15 @@ class RNN:
         bptt_steps = check.check_int("bptt_steps", bptt_steps, allow_none=True) or 0
         if bptt_steps >= X.shape[1]:  # no boundary inside the sequences: full BPTT
             bptt_steps = 0
+        if bptt_steps and self.bidirectional:
+            raise ValueError("bptt_steps: a bidirectional model's reverse direction runs "
+                             "from each sequence's end, which truncation at steps counted "
+                             "from its start does not fit; leave bptt_steps out")
         hidden = HIDDEN_ACTIVATIONS[self.hidden_activation] if self.cell == "elman" else 0
         return Spec(hidden, output, LOSSES[self.loss], self.readout, self.bias, many_to_one,
                     bptt_steps, CELLS[self.cell], input_ids=X.ndim == 2,
-                    target_ids=Y is not None and Y.ndim == 2)
+                    target_ids=Y is not None and Y.ndim == 2, num_layers=self.num_layers,
+                    num_directions=self.num_directions)
 
     # ------------------------------------------------------------------ computing
 
@@ -348,6 +458,14 @@ class RNN:
             The hidden state after each sequence's last step, step ``lengths[n] - 1``
             (``H[n, lengths[n] - 1]``): pass it as ``h0`` to continue the sequences.
             For an LSTM, the tuple ``(h_last, c_last)``, to pass on as ``h0`` likewise.
+
+        With ``num_layers > 1`` or ``bidirectional``: ``h0`` and ``h_last`` are
+        (num_layers * num_directions, N, H) (PyTorch's ``h_n``; a reverse direction's
+        last state is the one after step 0), and H (and C) the last layer's outputs,
+        (N, T, num_directions * H), the forward direction's first. A bidirectional
+        many-to-one model's output is g(o W_hy + b_y) with
+        ``o = [H[n, lengths[n] - 1, :H] | H[n, 0, H:]]``, which ``evaluate`` uses;
+        ``Y_hat`` at step t reads step t's two halves.
         """
         X, single = check.prepare_inputs(X, self.input_size, self.dtype)
         lengths = check.prepare_lengths(lengths, X)
@@ -356,6 +474,8 @@ class RNN:
         if check.check_bool("return_cells", return_cells) and self.cell != "lstm":
             raise ValueError(f"return_cells: only an LSTM has cell states, this is a "
                              f"{type(self).__name__}")
+        if self._layered:
+            return self._forward_layered(X, single, lengths, h0, return_state, return_cells)
         n, t = X.shape[:2]
         Y_hat = np.zeros((n, t, self.output_size), dtype=self.dtype)
         S = np.zeros((n, t, self._state_size), dtype=self.dtype)
@@ -366,6 +486,25 @@ class RNN:
             result = tuple(r[0] for r in result)
         if return_state:
             last = S[np.arange(n), lengths - 1]
+            result += (self._public_state(last[0] if single else last),)
+        return result
+
+    def _forward_layered(self, X, single, lengths, h0, return_state, return_cells):
+        """``forward`` with layers: H (and C) are the last layer's, (N, T, D*H)."""
+        n, t = X.shape[:2]
+        D, H, S = self.num_directions, self.hidden_size, self._cell_state_size
+        Y_hat = np.zeros((n, t, self.output_size), dtype=self.dtype)
+        states = np.zeros((n, t, D * S), dtype=self.dtype)
+        last = np.zeros((n, self._state_size), dtype=self.dtype)
+        self.kernels.forward(self._spec(X), self._kernel_params(), X, lengths, h0, Y_hat,
+                             states, last)
+        states = states.reshape(n, t, D, S)
+        result = (Y_hat, states[..., :H].reshape(n, t, D * H))
+        if return_cells:
+            result += (states[..., H:].reshape(n, t, D * H),)
+        if single:
+            result = tuple(r[0] for r in result)
+        if return_state:
             result += (self._public_state(last[0] if single else last),)
         return result
 
@@ -485,7 +624,8 @@ class RNN:
         hidden state carried across. A long text then needs one slice's states, not
         (L, H) of them."""
         n, t = X.shape[:2]
-        steps = t if many_to_one or self.loss == "mse" else min(t, HELD_OUT_STEPS)
+        steps = (t if many_to_one or self.loss == "mse" or self.bidirectional
+                 else min(t, HELD_OUT_STEPS))  # a reverse direction reads sequences whole
         params = self._kernel_params()
         total = 0.0
         for a in range(0, n, HELD_OUT_ROWS):
@@ -714,6 +854,11 @@ class RNN:
                   "dtype": str(self.dtype), "seed": self.seed}
         if self.cell != "elman":
             del config["hidden_activation"]
+        # the layers' keywords when they differ from one layer in one direction (so
+        # configs, files and checkpoints of one-layer models stay as they were)
+        for name, default in (("num_layers", 1), ("bidirectional", False), ("dropout", 0.0)):
+            if getattr(self, name) != default:
+                config[name] = getattr(self, name)
         return config
 
     def save(self, path):
@@ -782,9 +927,8 @@ class _Gated(RNN):
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  output_activation="identity", loss="mse", bias=True, readout=True,
                  init="pytorch", dtype="float64", seed=None, params=None,
-                 hidden_activation=None):
-        self._configure(input_size, hidden_size, output_size, hidden_activation,
-                        output_activation, loss, bias, readout, init, dtype, seed, params)
+                 hidden_activation=None, num_layers=1, bidirectional=False, dropout=0.0):
+        self._configure(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
 
 
 _GATED_PARAMETERS = """
@@ -795,9 +939,9 @@ _GATED_PARAMETERS = """
     output_size : int, optional
         O, the readout's outputs (``nn.Linear(H, O)``'s ``out_features``); required
         with a readout, None or H without one.
-    output_activation, loss, readout, dtype, seed, params
-        As for ``RNN``. ``readout=False``: the output is h_t itself (what PyTorch's
-        module returns).
+    output_activation, loss, readout, dtype, seed, params, num_layers, bidirectional, dropout
+        As for ``RNN`` (PyTorch's ``num_layers``, ``bidirectional``, ``dropout``).
+        ``readout=False``: the output is h_t itself (what PyTorch's module returns).
     bias : bool
         PyTorch's ``bias``: ``b_ih``, ``b_hh`` (and the readout's ``b_y``) exist.
     init : {"pytorch", "uniform", "normal", "glorot", "orthogonal"}
@@ -832,8 +976,8 @@ _GATED_PARAMETERS = """
 
 
 class GRU(_Gated):
-    __doc__ = r"""A gated recurrent unit, PyTorch's ``torch.nn.GRU`` (one layer, one
-    direction, ``batch_first``), with an optional readout layer.
+    __doc__ = r"""A gated recurrent unit, PyTorch's ``torch.nn.GRU`` (``batch_first``;
+    stacked and bidirectional as ``RNN``), with an optional readout layer.
 
     .. math::
 
@@ -849,8 +993,9 @@ class GRU(_Gated):
 
 
 class LSTM(_Gated):
-    __doc__ = r"""A long short-term memory network, PyTorch's ``torch.nn.LSTM`` (one
-    layer, one direction, ``batch_first``, no projection), with an optional readout.
+    __doc__ = r"""A long short-term memory network, PyTorch's ``torch.nn.LSTM``
+    (``batch_first``, no projection; stacked and bidirectional as ``RNN``), with an
+    optional readout.
 
     .. math::
 
@@ -870,11 +1015,12 @@ class LSTM(_Gated):
     cell = "lstm"
 
     @property
-    def _state_size(self):
+    def _cell_state_size(self):
         return 2 * self.hidden_size
 
     def _prepare_state(self, h0, n):
-        """[h0 | c0] (N, 2H) from ``(h0, c0)`` or from h0 alone (c0 zeros)."""
+        """[h0 | c0] (N, 2H) from ``(h0, c0)`` or from h0 alone (c0 zeros); with layers
+        (N, L*D*2H), each layer-direction's [h | c] in turn."""
         if isinstance(h0, tuple):
             if len(h0) != 2:
                 raise ValueError(f"an LSTM's h0 is an array (h0) or a tuple (h0, c0), got a "
@@ -882,11 +1028,15 @@ class LSTM(_Gated):
             h0, c0 = h0
         else:
             c0 = None
+        if self._layered:
+            return self._layered_state(n, h0, c0)
         h = check.prepare_h0(h0, n, self.hidden_size, self.dtype)
         c = check.prepare_h0(c0, n, self.hidden_size, self.dtype, name="c0")
         return np.concatenate([h, c], axis=1)
 
     def _public_state(self, state):
+        if self._layered:
+            state = self._unstacked(state)
         return state[..., :self.hidden_size], state[..., self.hidden_size:]
 
 
@@ -936,8 +1086,9 @@ def _initialise(views, init, rng):
             value = rng.uniform(-1, 1, view.shape) if name[0] == "W" else 0
         elif init == "normal":
             value = rng.standard_normal(view.shape)
-        elif init == "pytorch":
-            value = rng.uniform(-1, 1, view.shape) / math.sqrt(H)
+        elif init == "pytorch":  # nn.Linear's bound for the readout: its fan-in, D*H
+            fan_in = views["W_hy"].shape[0] if name in ("W_hy", "b_y") else H
+            value = rng.uniform(-1, 1, view.shape) / math.sqrt(fan_in)
         elif name[0] == "b":
             value = 0
         elif name == "W_hy":  # the readout: one layer
@@ -945,7 +1096,7 @@ def _initialise(views, init, rng):
         else:  # W_xh / W_ih and W_hh: gate by gate (the Elman cell has one "gate")
             blocks = []
             for _ in range(view.shape[1] // H):
-                if init == "orthogonal" and name == "W_hh":
+                if init == "orthogonal" and name.startswith("W_hh"):
                     q, r = np.linalg.qr(rng.standard_normal((H, H)))
                     blocks.append(q * np.sign(np.diag(r)))  # sign fix: uniform over O(H)
                 else:  # glorot, and orthogonal's input weights

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validation as check
+from ._model import layer_suffix
 
 OPSET = 17
 # our gate blocks in the order ONNX's operators read them
@@ -56,6 +57,11 @@ def to_onnx(model, path=None, *, dtype=None, input_ids=False, lengths=False,
     onnx.ModelProto
         Inputs ``X`` (and ``lengths``, ``h0``, ``c0`` as asked); outputs ``Y`` (N, T, O),
         ``h_last`` (N, H) (and ``c_last`` for an LSTM). N and T are dynamic.
+
+    Notes
+    -----
+    Layers: one operator per layer (``direction="bidirectional"`` for two directions);
+    the states are then (num_layers * num_directions, N, H), as ``predict``'s. No dropout.
     """
     try:
         import onnx
@@ -87,9 +93,6 @@ def to_onnx(model, path=None, *, dtype=None, input_ids=False, lengths=False,
         nodes.append(helper.make_node(op, inputs, outputs, **attrs))
         return outputs[0]
 
-    weights = _cell_weights(model, dtype)
-    W, R = constant("W", weights["W"]), constant("R", weights["R"])
-    B = constant("B", weights["B"]) if "B" in weights else ""
     # the data, time-major: (T, N, I)
     if input_ids:
         inputs = [helper.make_tensor_value_info("X", TensorProto.INT64, ["N", "T"])]
@@ -102,30 +105,22 @@ def to_onnx(model, path=None, *, dtype=None, input_ids=False, lengths=False,
     if lengths:
         inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT32, ["N"]))
         seq_lens = "lengths"
-    axis0 = constant("axis0", np.array([0], dtype=np.int64))
+    axis0 = None if model._layered else constant("axis0", np.array([0], dtype=np.int64))
+    state_shape = ([model.num_layers * model.num_directions, "N", H] if model._layered
+                   else ["N", H])
     if initial_state:
-        inputs.append(helper.make_tensor_value_info("h0", float_type, ["N", H]))
-        initial_h = node("Unsqueeze", ["h0", axis0], ["initial_h"])
-        if lstm:
-            inputs.append(helper.make_tensor_value_info("c0", float_type, ["N", H]))
-            initial_c = node("Unsqueeze", ["c0", axis0], ["initial_c"])
+        for name in ("h0", "c0") if lstm else ("h0",):
+            inputs.append(helper.make_tensor_value_info(name, float_type, state_shape))
+        if not model._layered:
+            initial_h = node("Unsqueeze", ["h0", axis0], ["initial_h"])
+            initial_c = node("Unsqueeze", ["c0", axis0], ["initial_c"]) if lstm else ""
 
-    attrs = {"hidden_size": H}
-    if cell == "elman":
-        attrs["activations"] = [HIDDEN_ACTIVATIONS[model.hidden_activation]]
-        if model.hidden_activation == "identity":
-            attrs.update(activation_alpha=[1.0], activation_beta=[0.0])
-    elif cell == "gru":
-        attrs["linear_before_reset"] = 1
-    cell_inputs = [x, W, R, B, seq_lens, initial_h] + ([initial_c] if lstm else [])
-    cell_outputs = ["y_t1nh", "h_1nh"] + (["c_1nh"] if lstm else [])
-    node(OPERATORS[cell], cell_inputs, cell_outputs, **attrs)
-    axis1 = constant("axis1", np.array([1], dtype=np.int64))
-    hs = node("Squeeze", ["y_t1nh", axis1], ["h_tnh"])
-    hs = node("Transpose", [hs], ["h_nth"], perm=[1, 0, 2])
-    node("Squeeze", ["h_1nh", axis0], ["h_last"])
-    if lstm:
-        node("Squeeze", ["c_1nh", axis0], ["c_last"])
+    attrs = _cell_attributes(model)
+    if model._layered:
+        hs = _layers(model, dtype, x, seq_lens, initial_state, attrs, node, constant)
+    else:
+        hs = _one_layer(model, dtype, [x, seq_lens, initial_h, initial_c], attrs, node,
+                        constant)
 
     y = _readout(model, dtype, hs, node, constant)
     if lengths:  # zero beyond each sequence's length, as predict gives
@@ -133,9 +128,9 @@ def to_onnx(model, path=None, *, dtype=None, input_ids=False, lengths=False,
     node("Identity", [y], ["Y"])
 
     outputs = [helper.make_tensor_value_info("Y", float_type, ["N", "T", model.output_size]),
-               helper.make_tensor_value_info("h_last", float_type, ["N", H])]
+               helper.make_tensor_value_info("h_last", float_type, state_shape)]
     if lstm:
-        outputs.append(helper.make_tensor_value_info("c_last", float_type, ["N", H]))
+        outputs.append(helper.make_tensor_value_info("c_last", float_type, state_shape))
     graph = helper.make_graph(nodes, f"rnn_fast_{cell}", inputs, outputs, inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="rnn_fast",
@@ -146,8 +141,21 @@ def to_onnx(model, path=None, *, dtype=None, input_ids=False, lengths=False,
     return proto
 
 
-def _cell_weights(model, dtype):
-    """W (1, G*H, I), R (1, G*H, H) and B (1, 2*G*H) in ONNX's gate order."""
+def _cell_attributes(model):
+    """The recurrent operator's attributes (one direction's)."""
+    attrs = {"hidden_size": model.hidden_size}
+    if model.cell == "elman":
+        attrs["activations"] = [HIDDEN_ACTIVATIONS[model.hidden_activation]]
+        if model.hidden_activation == "identity":
+            attrs.update(activation_alpha=[1.0], activation_beta=[0.0])
+    elif model.cell == "gru":
+        attrs["linear_before_reset"] = 1
+    return attrs
+
+
+def _cell_weights(model, dtype, layer=0):
+    """W (D, G*H, I), R (D, G*H, H) and B (D, 2*G*H) of one layer in ONNX's gate order,
+    the forward direction first."""
     p, H, cell = model.params, model.hidden_size, model.cell
     order = GATE_ORDER[cell]
 
@@ -156,12 +164,75 @@ def _cell_weights(model, dtype):
         return np.concatenate(blocks, axis=-1).T.astype(dtype)
 
     input_weights, input_bias = ("W_xh", "b_h") if cell == "elman" else ("W_ih", "b_ih")
-    weights = {"W": gates(p[input_weights])[None], "R": gates(p["W_hh"])[None]}
+    suffixes = [layer_suffix(layer, d) for d in range(model.num_directions)]
+    weights = {"W": np.stack([gates(p[input_weights + s]) for s in suffixes]),
+               "R": np.stack([gates(p["W_hh" + s]) for s in suffixes])}
     if model.bias:
-        recurrent_bias = p["b_hh"] if cell != "elman" else np.zeros(H, dtype)
-        weights["B"] = np.concatenate([gates(p[input_bias][None]).ravel(),
-                                       gates(recurrent_bias[None]).ravel()])[None]
+        biases = []
+        for s in suffixes:
+            recurrent_bias = p["b_hh" + s] if cell != "elman" else np.zeros(H, dtype)
+            biases.append(np.concatenate([gates(p[input_bias + s][None]).ravel(),
+                                          gates(recurrent_bias[None]).ravel()]))
+        weights["B"] = np.stack(biases)
     return weights
+
+
+def _one_layer(model, dtype, data, attrs, node, constant):
+    """The cell's operator for one layer in one direction; data: the names of x,
+    sequence_lens, initial_h and initial_c ("" when absent). Writes h_last (and c_last);
+    returns the outputs (N, T, H)."""
+    x, seq_lens, initial_h, initial_c = data
+    lstm = model.cell == "lstm"
+    weights = _cell_weights(model, dtype)
+    W, R = constant("W", weights["W"]), constant("R", weights["R"])
+    B = constant("B", weights["B"]) if "B" in weights else ""
+    cell_inputs = [x, W, R, B, seq_lens, initial_h] + ([initial_c] if lstm else [])
+    cell_outputs = ["y_t1nh", "h_1nh"] + (["c_1nh"] if lstm else [])
+    node(OPERATORS[model.cell], cell_inputs, cell_outputs, **attrs)
+    axis0 = "axis0"  # made by to_onnx
+    axis1 = constant("axis1", np.array([1], dtype=np.int64))
+    hs = node("Squeeze", ["y_t1nh", axis1], ["h_tnh"])
+    hs = node("Transpose", [hs], ["h_nth"], perm=[1, 0, 2])
+    node("Squeeze", ["h_1nh", axis0], ["h_last"])
+    if lstm:
+        node("Squeeze", ["c_1nh", axis0], ["c_last"])
+    return hs
+
+
+def _layers(model, dtype, x, seq_lens, initial_state, attrs, node, constant):
+    """One ONNX operator per layer (direction "bidirectional" for two directions), each
+    reading the layer below's (T, N, D*H) outputs; h_last (and c_last) the layers' final
+    states, concatenated as PyTorch's h_n. Returns the last layer's outputs (N, T, D*H)."""
+    D, H, L = model.num_directions, model.hidden_size, model.num_layers
+    lstm = model.cell == "lstm"
+    attrs = dict(attrs, direction="bidirectional" if D == 2 else "forward")
+    for key in ("activations", "activation_alpha", "activation_beta"):
+        if key in attrs:
+            attrs[key] = attrs[key] * D  # one per direction
+    axis0 = constant("axis_states", np.array([0], dtype=np.int64))
+    flat = constant("shape_tn_dh", np.array([0, 0, D * H], dtype=np.int64))
+    finals = {"h": [], "c": []}
+    for k in range(L):
+        weights = _cell_weights(model, dtype, k)
+        W, R = constant(f"W_l{k}", weights["W"]), constant(f"R_l{k}", weights["R"])
+        B = constant(f"B_l{k}", weights["B"]) if "B" in weights else ""
+        initial = ["", ""]
+        if initial_state:  # this layer's D rows of h0 (and c0)
+            bounds = [constant(f"rows_l{k}_{end}", np.array([k * D + end * D], dtype=np.int64))
+                      for end in (0, 1)]
+            initial = [node("Slice", [name, *bounds, axis0], [f"{name}_l{k}"])
+                       for name in (("h0", "c0") if lstm else ("h0",))] + [""]
+        inputs = [x, W, R, B, seq_lens, initial[0]] + ([initial[1]] if lstm else [])
+        outputs = [f"y_l{k}", f"h_l{k}"] + ([f"c_l{k}"] if lstm else [])
+        node(OPERATORS[model.cell], inputs, outputs, **attrs)
+        finals["h"].append(f"h_l{k}")
+        finals["c"].append(f"c_l{k}")
+        y = node("Transpose", [f"y_l{k}"], [f"y_l{k}_tndh"], perm=[0, 2, 1, 3])  # (T, N, D, H)
+        x = node("Reshape", [y, flat], [f"o_l{k}"])  # (T, N, D*H): [h_fwd | h_rev]
+    node("Concat", finals["h"], ["h_last"], axis=0)
+    if lstm:
+        node("Concat", finals["c"], ["c_last"], axis=0)
+    return node("Transpose", [x], ["h_nth"], perm=[1, 0, 2])
 
 
 def _readout(model, dtype, hs, node, constant):

@@ -2,6 +2,8 @@
 # readout y_t = g(h_t W_hy + b_y) (or y_t = h_t), each target step's loss and dL/dz, and
 # their gradients, for one step (the hand loops) or a block of steps (BLAS).
 
+from libc.math cimport fabs, log, log1p
+
 
 cdef inline void _exp_shifted(
     const floating* z, floating top, floating* out, Py_ssize_t n,  # out = exp(z - top)
@@ -77,7 +79,8 @@ cdef inline Target _target(const Net* net, const Data* d, Py_ssize_t n) noexcept
     return tg
 
 
-cdef inline bint _has_target(const Net* net, const Data* d, Target* tg, Py_ssize_t t) noexcept nogil:
+cdef inline bint _has_target(const Net* net, const Data* d, Target* tg,
+                             Py_ssize_t t) noexcept nogil:
     """Whether step t of tg's sequence has a target; if so, points tg at its row."""
     cdef Py_ssize_t length = d.lengths[tg.n]
     if t >= length or (net.many_to_one and t != length - 1):

@@ -32,6 +32,12 @@ Each cell (``_reference_cells``: Elman, and PyTorch's GRU and LSTM, which replac
 first two lines) is a forward step and a backward step, carrying a state s_t: h_t, or
 [h_t | c_t] for the LSTM; the readout, the losses and the bookkeeping of BPTT
 (``sequence_loss_and_grads``) are the same code for every cell.
+
+Stacked and bidirectional models (``spec.num_layers`` or ``spec.num_directions`` above
+1) go to ``rnn_fast._reference_layers``, which runs these cells layer by layer and
+direction by direction; the kernels below hand them over, with their extra arguments
+(``forward``'s ``H_last_out``, the dropout ``masks`` of ``loss_and_grads`` and
+``train``). One layer in one direction never goes there.
 """
 
 from __future__ import annotations
@@ -41,9 +47,18 @@ import time
 
 import numpy as np
 
-from ._reference_cells import IDENTITY, SOFTMAX, activate, cell_steps, derivative_from_output
+from . import _reference_layers as layers
+from ._reference_cells import (  # noqa: F401  (the loss codes: read from here too)
+    BINARY_CROSS_ENTROPY,
+    CROSS_ENTROPY,
+    HALF_SSE,
+    MSE,
+    activate,
+    cell_steps,
+    output_loss,
+    output_loss_and_delta,
+)
 
-HALF_SSE, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2, 3
 FORWARD, BACKWARD, UPDATE = 0, 1, 2  # phases of the timers
 
 
@@ -54,46 +69,6 @@ def _lap(timers, phase, since):
     now = time.perf_counter()
     timers[phase] += now - since
     return now
-
-
-def output_loss(spec, z, y, target, norm):
-    """One target step's loss (the forward-only loss path).
-
-    ``target`` is a row (O,), or with ``spec.target_ids`` a class id."""
-    if spec.loss == CROSS_ENTROPY:  # softmax output
-        log_y = z - z.max() - np.log(np.sum(np.exp(z - z.max())))
-        if spec.target_ids:  # a one-hot target row given by its index
-            return -log_y[target]
-        return -np.sum(target * log_y)
-    if spec.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form avoids log(0)
-        return np.sum(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z))))
-    d = y - target
-    if spec.loss == HALF_SSE:
-        return 0.5 * np.sum(d * d)
-    return np.sum(d * d) / norm  # MSE: the mean over the sequence's target values
-
-
-def output_loss_and_delta(spec, z, y, target, norm):
-    """One target step: the loss and dL/dz, the gradient at the output's pre-activation.
-
-    ``target`` is a row (O,), or with ``spec.target_ids`` a class id."""
-    loss = output_loss(spec, z, y, target, norm)
-    if spec.loss == CROSS_ENTROPY:  # softmax output
-        if spec.target_ids:  # a one-hot target row given by its index
-            dz = y.copy()
-            dz[target] = y[target] - 1
-            return loss, dz
-        return loss, y * target.sum() - target
-    if spec.loss == BINARY_CROSS_ENTROPY:
-        return loss, y - target
-    d = y - target  # dL/dy
-    if spec.loss == MSE:
-        d = d * (2 / norm)
-    if not spec.readout or spec.output_activation == IDENTITY:
-        return loss, d
-    if spec.output_activation == SOFTMAX:  # through softmax's Jacobian
-        return loss, y * (d - np.dot(d, y))
-    return loss, d * derivative_from_output(spec.output_activation, y)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -113,12 +88,17 @@ def like_c(kernel):
 
 
 @like_c
-def forward(spec, params, X, lengths, h0, Y_out, H_out):
+def forward(spec, params, X, lengths, h0, Y_out, H_out, H_last_out=None):
     """Run the network over a batch: fill Y_out (N, T, O) and H_out (N, T, S).
 
     The state has S = H entries, or 2H for the LSTM (h_t, then c_t). Steps at or beyond
-    a sequence's length are left zero.
+    a sequence's length are left zero. Layers (``spec.num_layers`` or
+    ``spec.num_directions`` above 1; ``_reference_layers`` has their layout): H_out is
+    (N, T, D*S), the last layer's states, and ``H_last_out`` (N, L*D*S) gets every
+    layer's state after its last step.
     """
+    if layers.layered(spec):
+        return layers.forward(spec, params, X, lengths, h0, Y_out, H_out, H_last_out)
     step = cell_steps(spec)[0]
     W_hy, b_y = params[2], params[-1]
     n_hidden = params[1].shape[0]
@@ -225,16 +205,25 @@ def sequence_loss_and_grads(spec, params, grads, x, target, length, h0, t0, t1, 
 
 
 @like_c
-def loss_and_grads(spec, params, grads, X, Y, lengths, h0, H_last_out):
-    """Mean loss over the batch and its gradients (written into ``grads``)."""
-    for g in grads:
+def loss_and_grads(spec, params, grads, X, Y, lengths, h0, H_last_out, masks=None):
+    """Mean loss over the batch and its gradients (written into ``grads``).
+
+    Layers: ``masks`` (N, L-1, T, D*H), if given, are sequence i's dropout masks
+    ``masks[i]`` (scaled: 0 or 1/(1 - p)); None: no dropout."""
+    layered = layers.layered(spec)
+    for g in (g for entry in grads for g in entry) if layered else grads:
         g[...] = 0
     n = X.shape[0]
     loss = 0.0
     for i in range(n):
-        step_loss, H_last_out[i] = sequence_loss_and_grads(
-            spec, params, grads, X[i], Y[i], lengths[i], h0[i], 0, X.shape[1], 1.0 / n
-        )
+        if layered:
+            step_loss, H_last_out[i] = layers.sequence_loss_and_grads(
+                spec, params, grads, X[i], Y[i], lengths[i], h0[i], 0, X.shape[1], 1.0 / n,
+                None if masks is None else masks[i])
+        else:
+            step_loss, H_last_out[i] = sequence_loss_and_grads(
+                spec, params, grads, X[i], Y[i], lengths[i], h0[i], 0, X.shape[1], 1.0 / n
+            )
         loss += step_loss
     return loss
 
@@ -246,9 +235,10 @@ def loss(spec, params, X, Y, lengths, h0, H_last_out, Y_out=None):
     given, gets the outputs y_t of the steps with a target (the rest left as it was)."""
     n = X.shape[0]
     total = 0.0
+    sequence = layers.sequence_loss if layers.layered(spec) else sequence_loss
     for i in range(n):
-        seq_loss, H_last_out[i] = sequence_loss(spec, params, X[i], Y[i], lengths[i], h0[i],
-                                                1.0 / n, None if Y_out is None else Y_out[i])
+        seq_loss, H_last_out[i] = sequence(spec, params, X[i], Y[i], lengths[i], h0[i],
+                                           1.0 / n, None if Y_out is None else Y_out[i])
         total += seq_loss
     return total
 
@@ -325,6 +315,11 @@ def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out
     of ``step_end`` when the call stopped after ``max_updates`` updates, or when a loss, a
     gradient or an update stopped being finite, with the model and optimizer left as
     they were after the last finite update.
+
+    Layers (``_reference_layers``): ``h0`` and ``carry`` hold every layer's state (rows
+    of L*D*S); ``steps.masks`` (max_updates, batch_size, L-1, chunk_length, D*H), if set,
+    are the dropout masks of this call's updates: ``masks[u, j]`` for the j-th sequence
+    of the u-th update (its steps from the chunk's start).
     """
     timers = timers_out if len(timers_out) == 3 else None
     X, Y, lengths, h0, order = data
@@ -333,6 +328,7 @@ def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out
     batch_size, chunk_length, carry = steps.batch_size, steps.chunk_length, steps.carry
     step_begin, step_end, chunk_begin = steps.begin, steps.end, steps.chunk_begin
     opt_step = update.step
+    layered, masks = layers.layered(spec), steps.masks
     n_samples = X.shape[0]
     n_batches = -(-n_samples // batch_size)
     n_updates = 0
@@ -352,9 +348,15 @@ def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out
             grad[...] = 0
             update_loss = 0.0
             for j, i in enumerate(batch):
-                chunk_loss, h[j] = sequence_loss_and_grads(
-                    spec, params, grads, X[i], Y[i], lengths[i], h[j],
-                    c * chunk_length, (c + 1) * chunk_length, scale, timers)
+                if layered:
+                    chunk_loss, h[j] = layers.sequence_loss_and_grads(
+                        spec, params, grads, X[i], Y[i], lengths[i], h[j],
+                        c * chunk_length, (c + 1) * chunk_length, scale,
+                        None if masks is None else masks[n_updates, j], timers)
+                else:
+                    chunk_loss, h[j] = sequence_loss_and_grads(
+                        spec, params, grads, X[i], Y[i], lengths[i], h[j],
+                        c * chunk_length, (c + 1) * chunk_length, scale, timers)
                 update_loss += chunk_loss
             clock = time.perf_counter()
             if not (np.isfinite(update_loss) and np.all(np.isfinite(grad))):

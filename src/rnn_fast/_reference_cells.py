@@ -30,6 +30,8 @@ import numpy as np
 
 # Activation codes, shared with the Cython core (see _model.HIDDEN_ACTIVATIONS).
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
+# Loss codes (_model.LOSSES)
+HALF_SSE, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY = 0, 1, 2, 3
 
 
 def sigmoid(a):
@@ -75,13 +77,60 @@ def add_input_gradient(spec, dW, x, da):
         dW += np.outer(x, da)
 
 
+# ----------------------------------------------------------------------------- the readout's losses
+# (used by every cell's and every layer stack's BPTT: rnn_fast._reference and
+# rnn_fast._reference_layers)
+
+
+def output_loss(spec, z, y, target, norm):
+    """One target step's loss (the forward-only loss path).
+
+    ``target`` is a row (O,), or with ``spec.target_ids`` a class id."""
+    if spec.loss == CROSS_ENTROPY:  # softmax output
+        log_y = z - z.max() - np.log(np.sum(np.exp(z - z.max())))
+        if spec.target_ids:  # a one-hot target row given by its index
+            return -log_y[target]
+        return -np.sum(target * log_y)
+    if spec.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form avoids log(0)
+        return np.sum(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z))))
+    d = y - target
+    if spec.loss == HALF_SSE:
+        return 0.5 * np.sum(d * d)
+    return np.sum(d * d) / norm  # MSE: the mean over the sequence's target values
+
+
+def output_loss_and_delta(spec, z, y, target, norm):
+    """One target step: the loss and dL/dz, the gradient at the output's pre-activation.
+
+    ``target`` is a row (O,), or with ``spec.target_ids`` a class id."""
+    loss = output_loss(spec, z, y, target, norm)
+    if spec.loss == CROSS_ENTROPY:  # softmax output
+        if spec.target_ids:  # a one-hot target row given by its index
+            dz = y.copy()
+            dz[target] = y[target] - 1
+            return loss, dz
+        return loss, y * target.sum() - target
+    if spec.loss == BINARY_CROSS_ENTROPY:
+        return loss, y - target
+    d = y - target  # dL/dy
+    if spec.loss == MSE:
+        d = d * (2 / norm)
+    if not spec.readout or spec.output_activation == IDENTITY:
+        return loss, d
+    if spec.output_activation == SOFTMAX:  # through softmax's Jacobian
+        return loss, y * (d - np.dot(d, y))
+    return loss, d * derivative_from_output(spec.output_activation, y)
+
+
 # ----------------------------------------------------------------------------- cells
 # A cell is two functions. ``step`` maps an input x_t and the state s_{t-1} to s_t (and a
 # cache of what its backward step needs); it takes one row or a batch of rows.
 # ``step_backward`` takes dL/ds_t for one sequence, adds this step's share into the
-# gradients and returns dL/ds_{t-1}. The state is h for the Elman cell and the GRU and
-# [h | c] for the LSTM; the readout, the losses and BPTT's bookkeeping act on h, the
-# state's first H entries, and are written once, below, for every cell.
+# gradients and returns dL/ds_{t-1}; given ``dx_out`` (a stacked layer's input row), it
+# also writes dL/dx_t there, the gradient passed down to the layer below. The state is h
+# for the Elman cell and the GRU and [h | c] for the LSTM; the readout, the losses and
+# BPTT's bookkeeping act on h, the state's first H entries, and are written once, in
+# rnn_fast._reference, for every cell.
 
 
 def elman_step(spec, params, x, h_prev):
@@ -91,14 +140,16 @@ def elman_step(spec, params, x, h_prev):
     return h, (x, h_prev, h)
 
 
-def elman_step_backward(spec, params, grads, cache, dh):
-    W_hh = params[1]
+def elman_step_backward(spec, params, grads, cache, dh, dx_out=None):
+    W_xh, W_hh = params[0], params[1]
     dW_xh, dW_hh, _, db_h, _ = grads
     x, h_prev, h = cache
     da = dh * derivative_from_output(spec.hidden_activation, h)  # through f
     add_input_gradient(spec, dW_xh, x, da)  # a = x W_xh + h_prev W_hh + b_h
     dW_hh += np.outer(h_prev, da)
     db_h += da
+    if dx_out is not None:
+        dx_out[...] = W_xh @ da  # back into x_t: the layer below's output
     return W_hh @ da  # back into h_{t-1} through the recurrence
 
 
@@ -118,9 +169,10 @@ def gru_step(spec, params, x, h_prev):
     return h, (x, h_prev, r, z, n, hw[..., 2 * H:])
 
 
-def gru_step_backward(spec, params, grads, cache, dh):
-    """Add step t's share of the gradients, given dh = dL/dh_t; return dL/dh_{t-1}."""
-    W_hh = params[1]
+def gru_step_backward(spec, params, grads, cache, dh, dx_out=None):
+    """Add step t's share of the gradients, given dh = dL/dh_t; return dL/dh_{t-1}
+    (and write dL/dx_t into ``dx_out`` if given)."""
+    W_ih, W_hh = params[0], params[1]
     dW_ih, dW_hh, _, db_ih, db_hh, _ = grads
     x, h_prev, r, z, n, hw_n = cache
     dn = dh * (1 - z)  # h = (1 - z) n + z h_prev
@@ -136,6 +188,8 @@ def gru_step_backward(spec, params, grads, cache, dh):
     db_ih += dxw
     dW_hh += np.outer(h_prev, dhw)  # hw = h_prev W_hh + b_hh
     db_hh += dhw
+    if dx_out is not None:
+        dx_out[...] = W_ih @ dxw  # back into x_t: the layer below's output
     return dh_prev + W_hh @ dhw  # ... plus the path through the gates
 
 
@@ -159,10 +213,11 @@ def lstm_step(spec, params, x, s_prev):
     return np.concatenate([h, c], axis=-1), (x, h_prev, c_prev, i, f, g, o, tanh_c)
 
 
-def lstm_step_backward(spec, params, grads, cache, ds):
+def lstm_step_backward(spec, params, grads, cache, ds, dx_out=None):
     """Add step t's share of the gradients, given ds = [dL/dh_t | dL/dc_t] (the second
-    half: the gradient reaching c_t from step t + 1); return [dL/dh_{t-1} | dL/dc_{t-1}]."""
-    W_hh = params[1]
+    half: the gradient reaching c_t from step t + 1); return [dL/dh_{t-1} | dL/dc_{t-1}]
+    (and write dL/dx_t into ``dx_out`` if given)."""
+    W_ih, W_hh = params[0], params[1]
     dW_ih, dW_hh, _, db_ih, db_hh, _ = grads
     x, h_prev, c_prev, i, f, g, o, tanh_c = cache
     H = W_hh.shape[0]
@@ -181,6 +236,8 @@ def lstm_step_backward(spec, params, grads, cache, ds):
     db_ih += da
     dW_hh += np.outer(h_prev, da)
     db_hh += da
+    if dx_out is not None:
+        dx_out[...] = W_ih @ da  # back into x_t: the layer below's output
     return np.concatenate([W_hh @ da, dc_prev])  # into h_{t-1} through every gate
 
 

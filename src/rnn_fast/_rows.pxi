@@ -3,6 +3,8 @@
 # block of steps (gathered, projected, their gradient). Pointers to row-major arrays; the
 # caller passes sizes.
 
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+
 
 cdef inline void _add_vecmat(
     const floating* v,                # IN (K,)
@@ -165,7 +167,8 @@ cdef inline Py_ssize_t _seq(const Data* d, const Rows* rows, Py_ssize_t j) noexc
     return d.order[rows.first + j]
 
 
-cdef inline bint _padded(const Data* d, const Rows* rows, Py_ssize_t j, Py_ssize_t t) noexcept nogil:
+cdef inline bint _padded(const Data* d, const Rows* rows, Py_ssize_t j,
+                         Py_ssize_t t) noexcept nogil:
     """Whether step t of row j is past its sequence's end."""
     return t >= d.lengths[d.order[rows.first + j]]
 
@@ -176,17 +179,17 @@ cdef inline bint _gather_inputs(
 ) noexcept nogil:
     """Copy a block's inputs; returns whether at most one in eight of them is nonzero
     (one-hot characters, say), for which row gathers beat a GEMM."""
-    cdef Py_ssize_t r, j, c, I = net.n_in, B = rows.count, nonzero = 0
+    cdef Py_ssize_t r, j, c, n_in = net.n_in, B = rows.count, nonzero = 0
     cdef const floating* x
     cdef floating xc
     for r in range(n_steps):
         for j in range(B):
-            x = <const floating*>d.X + (_seq(d, rows, j) * d.T + t_begin + r) * I
-            for c in range(I):
+            x = <const floating*>d.X + (_seq(d, rows, j) * d.T + t_begin + r) * n_in
+            for c in range(n_in):
                 xc = x[c]
-                Xb_out[(r * B + j) * I + c] = xc
+                Xb_out[(r * B + j) * n_in + c] = xc
                 nonzero += xc != 0
-    return 8 * nonzero <= n_steps * B * I
+    return 8 * nonzero <= n_steps * B * n_in
 
 
 cdef void _project_block(
@@ -221,7 +224,7 @@ cdef void _add_block_input_gradient(
 ) noexcept nogil:
     """dW_ih += x^T da over a block: a GEMM, or row updates for sparse inputs and token
     ids, last step first as BPTT meets them; padded steps' inputs add nothing."""
-    cdef Py_ssize_t r, j, c, B = rows.count, GH = net.GH, I = net.n_in
+    cdef Py_ssize_t r, j, c, B = rows.count, GH = net.GH, n_in = net.n_in
     cdef bint sparse
     if net.input_ids:
         for r in range(n_steps - 1, -1, -1):
@@ -234,9 +237,9 @@ cdef void _add_block_input_gradient(
     for r in range(n_steps):
         for j in range(B):
             if _padded(d, rows, j, t_begin + r):
-                _zero(Xb + (r * B + j) * I, I)
+                _zero(Xb + (r * B + j) * n_in, n_in)
     if not sparse:
-        _gemm(True, False, I, GH, n_steps * B, Xb, DI, 1, dW_ih)
+        _gemm(True, False, n_in, GH, n_steps * B, Xb, DI, 1, dW_ih)
         return
     for c in range(n_steps * B - 1, -1, -1):  # last step first, as BPTT meets them
-        _add_sparse_outer(Xb + c * I, DI + c * GH, I, GH, dW_ih)
+        _add_sparse_outer(Xb + c * n_in, DI + c * GH, n_in, GH, dW_ih)

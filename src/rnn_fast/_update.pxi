@@ -2,6 +2,9 @@
 # rules of _simd.h, staged so that a step that would leave a non-finite value changes
 # nothing.
 
+from libc.math cimport sqrt
+from libc.string cimport memcpy
+
 
 cdef struct Opt:  # an optimizer: its kind, constants, learning rates and progress
     int kind             # OPT_SGD, ...

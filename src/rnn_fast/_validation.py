@@ -302,3 +302,19 @@ def prepare_h0(h0, n, hidden_size, dtype, name="h0"):
         raise ValueError(
             f"{name} must have shape ({hidden_size},) or ({n}, {hidden_size}), got {h0.shape}")
     return h0
+
+
+def prepare_layered_h0(h0, n, states, hidden_size, dtype, name="h0"):
+    """A stacked or bidirectional model's initial state as (N, L*D, H), from PyTorch's
+    h_0 layout (L*D, N, H), or (L*D, H) shared by every sequence; None means zeros."""
+    if h0 is None:
+        return np.zeros((n, states, hidden_size), dtype=dtype)
+    h0 = as_float_array(h0, name, dtype)
+    if h0.shape == (states, hidden_size):
+        return np.ascontiguousarray(np.broadcast_to(h0[None], (n, states, hidden_size)))
+    if h0.shape != (states, n, hidden_size):
+        raise ValueError(
+            f"{name} must have shape ({states}, {n}, {hidden_size}) (num_layers * "
+            f"num_directions, N, H, as PyTorch's h_0) or ({states}, {hidden_size}) (one for "
+            f"every sequence), got {h0.shape}")
+    return np.ascontiguousarray(h0.transpose(1, 0, 2))

@@ -57,6 +57,9 @@ TASK_OPTIONS = {
     "shuffle": ("binary-addition", "mod", "count-ones"),  # text: one sequence, no order
     "sample_every": ("text",),
     "ids_file": ("text",),
+    "layers": ("binary-addition", "mod", "text"),
+    "dropout": ("binary-addition", "mod", "text"),
+    "bidirectional": ("binary-addition", "mod"),  # text: a generator reads left to right
 }
 
 
@@ -64,8 +67,9 @@ TASK_OPTIONS = {
 # bounds are the tasks' own (--bits), memory's, and NumPy's integers' (64 bits).
 LEAST = {"samples": 1, "epochs": 1, "batch_size": 1, "hidden": 1, "bits": 1, "k": 2,
          "length": 1, "seed": 0, "chunk": 1, "validate_every": 1, "max_updates": 1,
-         "checkpoint_every": 1, "sample_every": 1, "seeds": 1, "jobs": 1}
+         "checkpoint_every": 1, "sample_every": 1, "seeds": 1, "jobs": 1, "layers": 1}
 MOST = 2**63 - 1
+MAX_LAYERS = 1024  # a deeper stack is a typo here (each layer is a Python-level loop)
 MAX_BITS = 11  # binary-addition's test set is every pair of numbers: 4**(bits - 1) rows
 DEFAULT_CHECKPOINT = "rnn-fast-checkpoint.npz"
 # the options whose numbers size a run's arrays, named when memory runs out
@@ -86,7 +90,7 @@ def _binary_addition(args, backend):
     X, Y = tasks.binary_addition(args.samples, bits=args.bits, seed=args.seed)
     model = backend.RNN(2, args.hidden, 1, hidden_activation="sigmoid",
                         output_activation="sigmoid", loss="half_sse", bias=False,
-                        init="uniform", dtype=args.dtype, seed=args.seed)
+                        init="uniform", dtype=args.dtype, seed=args.seed, **_layers(args))
     test = tasks.binary_addition_all(bits=args.bits)
     return model, (X, Y), backend.SGD(lr=args.lr), test
 
@@ -95,7 +99,7 @@ def _mod(args, backend):
     X, Y = tasks.next_mod(args.samples, length=args.length, k=args.k, seed=args.seed)
     model = backend.RNN(args.k, args.hidden, args.k, hidden_activation="tanh",
                         output_activation="softmax", loss="cross_entropy", init="glorot",
-                        dtype=args.dtype, seed=args.seed)
+                        dtype=args.dtype, seed=args.seed, **_layers(args))
     test = tasks.next_mod(1000, length=args.length, k=args.k, seed=args.seed + 1)
     return model, (X, Y), backend.SGD(lr=args.lr), test
 
@@ -139,8 +143,22 @@ def _text(args, backend):
         args.fit_options["validation"] = text.text_dataset(held_out, args.vocab)
     X, Y = text.text_dataset(ids, args.vocab)
     model = text.char_model(len(args.vocab), args.hidden, seed=args.seed,
-                            backend=backend, dtype=args.dtype, cell=args.cell or "elman")
+                            backend=backend, dtype=args.dtype, cell=args.cell or "elman",
+                            **_layers(args))
     return model, (X, Y), backend.Adagrad(lr=args.lr), (X, Y)
+
+
+def _layers(args):
+    """The model's layer keywords from --layers, --dropout and --bidirectional (those
+    given)."""
+    keywords = {}
+    if getattr(args, "layers", None) is not None:
+        keywords["num_layers"] = args.layers
+    if getattr(args, "dropout", None) is not None:
+        keywords["dropout"] = args.dropout
+    if getattr(args, "bidirectional", False):
+        keywords["bidirectional"] = True
+    return keywords
 
 
 TASKS = {"binary-addition": _binary_addition, "mod": _mod, "count-ones": _count_ones,
@@ -155,6 +173,10 @@ def _setup(args, quiet=False):
         from . import reference as backend
     else:
         import rnn_fast as backend
+    if getattr(args, "bidirectional", False) and args.task == "text":
+        raise CommandError("--bidirectional does not apply to task text: a character model "
+                           "generates text left to right, and a reverse direction would "
+                           "read characters not yet written")
     for name, tasks_ in TASK_OPTIONS.items():
         value = getattr(args, name, None)
         if value is not None and value is not False and args.task not in tasks_:
@@ -188,6 +210,12 @@ def _header(args, model, X, held, hidden):
     """'binary-addition: 9000 sequences of 8 steps (1000 more held out), hidden 16, ...'"""
     n = X.shape[0]
     cell = "" if model.cell == "elman" else f"{model.cell.upper()} cell, "
+    if model.num_layers > 1:
+        cell += f"{model.num_layers} layers, "
+    if model.bidirectional:
+        cell += "bidirectional, "
+    if model.dropout:
+        cell += f"dropout {model.dropout:g}, "
     if args.task == "text" and "validation" in args.fit_options:
         held_out = (f" (then {args.fit_options['validation'][0].shape[1] + 1} characters "
                     "held out)")
@@ -231,6 +259,13 @@ def _check_numbers(args):
         value = getattr(args, name, None)
         if isinstance(value, float) and not (math.isfinite(value) and value > 0):
             raise CommandError(f"--{name} must be a finite number > 0, got {value:g}")
+    if (getattr(args, "layers", None) or 1) > MAX_LAYERS:
+        raise CommandError(f"--layers must be at most {MAX_LAYERS}, got {args.layers}")
+    dropout = getattr(args, "dropout", None)
+    if dropout is not None and not 0 <= dropout < 1:  # (NaN fails both)
+        raise CommandError(f"--dropout must be a probability in [0, 1), got {dropout:g}")
+    if dropout and (getattr(args, "layers", None) or 1) == 1:
+        raise CommandError("--dropout acts between layers: it needs --layers 2 or more")
     split = getattr(args, "validation_split", None)
     if split is not None and not 0 < split < 1:  # (NaN fails both)
         raise CommandError(f"--validation-split must be a fraction between 0 and 1, got "
@@ -826,6 +861,14 @@ def build_parser():
                    "rather than in memory (for corpora larger than the memory to spare)")
     p.add_argument("--cell", choices=["elman", "gru", "lstm"],
                    help="text: the recurrent cell (default: elman, min-char-rnn's)")
+    p.add_argument("--layers", type=int, metavar="L",
+                   help="stacked recurrent layers, as PyTorch's num_layers (default: 1)")
+    p.add_argument("--dropout", type=float, metavar="P",
+                   help="dropout between layers during training, as PyTorch's (needs "
+                   "--layers 2 or more; default: 0)")
+    p.add_argument("--bidirectional", action="store_true", default=None,
+                   help="binary-addition, mod: a reverse direction in every layer (not for "
+                   "text, which is generated left to right)")
     p.set_defaults(run=train)
 
     q = commands.add_parser("profile", help="time the phases of a training run in the core",

@@ -317,7 +317,7 @@ CELLS = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
 
 
 def char_model(vocab_size, hidden_size=100, seed=None, backend=None, init="pytorch",
-               dtype="float64", cell="elman"):
+               dtype="float64", cell="elman", num_layers=1, dropout=0.0):
     """A character model: ``RNN(V, H, V)`` with tanh hidden units (min-char-rnn's
     network), or ``GRU(V, H, V)`` / ``LSTM(V, H, V)``, with a softmax output trained with
     cross-entropy.
@@ -335,13 +335,17 @@ def char_model(vocab_size, hidden_size=100, seed=None, backend=None, init="pytor
         As for ``RNN``.
     cell : {"elman", "gru", "lstm"}
         The recurrent cell.
+    num_layers, dropout : int, float
+        Stacked layers and dropout between them, as for ``RNN`` (one direction: a
+        character model generates text left to right).
     """
     module = _backend_module(backend)
     check.check_choice("cell", cell, CELLS)
     keywords = {"hidden_activation": "tanh"} if cell == "elman" else {}
     return getattr(module, CELLS[cell])(vocab_size, hidden_size, vocab_size,
                                         output_activation="softmax", loss="cross_entropy",
-                                        init=init, dtype=dtype, seed=seed, **keywords)
+                                        init=init, dtype=dtype, seed=seed,
+                                        num_layers=num_layers, dropout=dropout, **keywords)
 
 
 def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
@@ -369,7 +373,8 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
         The draws' seed; pass one Generator to successive calls to continue its stream.
     h0 : array (H,), optional
         The hidden state to start from, e.g. the state returned by an earlier call; for
-        an LSTM also the pair ``(h, c)`` (which is what it returns).
+        an LSTM also the pair ``(h, c)`` (which is what it returns). A stacked model's
+        is (num_layers, H) (each of the pair's too). A bidirectional model is refused.
     return_state : bool
         Also return the hidden state after reading ``prime`` and every generated
         character, so that ``sample(model, vocab, "", n, h0=state)`` continues the text
@@ -402,15 +407,19 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=None, h0=None,
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if not isinstance(return_state, bool):
         raise TypeError(f"return_state must be True or False, got {return_state!r}")
+    if model.bidirectional:
+        raise ValueError("a bidirectional model cannot generate text: its reverse direction "
+                         "reads each sequence from its end, which has not been written yet")
     rng = np.random.default_rng(seed)
 
     if prime:  # warm up on prime
         Y_hat, _, h = model.forward(vocab.encode(prime), h0=h0, return_state=True)
         p = Y_hat[-1]
     else:  # the output of the state given: what the model predicts after it
-        state = model._prepare_state(h0, 1)[0]  # h, or the LSTM's [h | c]
+        state = model._prepare_state(h0, 1)[0]  # h, or the LSTM's [h | c] (every layer's)
         h = model._public_state(state)
-        p = _readout(model, state[:model.hidden_size])
+        top = state[-model._cell_state_size:]  # the last layer's
+        p = _readout(model, top[:model.hidden_size])
     out = []
     step = _Stepper(model, h)
     for k in range(int(length)):
@@ -436,13 +445,18 @@ class _Stepper:
         self.lengths = np.ones(1, dtype=np.intp)
         self.state = np.array(model._prepare_state(h, 1))  # (1, S): h, or an LSTM's [h | c]
         self.Y = np.zeros((1, 1, model.output_size), dtype=model.dtype)
-        self.S = np.zeros((1, 1, model._state_size), dtype=model.dtype)
+        # with layers the kernel gives the last layer's states in S, every layer's in last
+        self.layered = model._layered
+        self.S = np.zeros((1, 1, model._cell_state_size if self.layered else model._state_size),
+                          dtype=model.dtype)
+        self.last = (np.zeros((1, model._state_size), dtype=model.dtype),) if self.layered else ()
 
     def __call__(self, i):
         """Read token i; return the output (V,), the next token's probabilities."""
         self.X[0, 0] = i
-        self.kernel(self.spec, self.params, self.X, self.lengths, self.state, self.Y, self.S)
-        self.state[...] = self.S[:, 0]
+        self.kernel(self.spec, self.params, self.X, self.lengths, self.state, self.Y, self.S,
+                    *self.last)
+        self.state[...] = self.last[0] if self.layered else self.S[:, 0]
         return self.Y[0, 0]
 
     def public_state(self):

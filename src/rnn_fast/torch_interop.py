@@ -11,11 +11,19 @@ and the same readout. Their parameters map one to one, transposed: ``W_ih`` is
 ``weight_ih_l0.T``, ``W_hh`` is ``weight_hh_l0.T``, ``b_ih`` and ``b_hh`` are
 ``bias_ih_l0`` and ``bias_hh_l0`` (kept apart: the GRU's reset gate multiplies
 ``h W_hn + b_hn`` alone).
+
+Stacked and bidirectional modules (``num_layers``, ``bidirectional``, ``dropout``) map
+onto the same keywords: PyTorch's ``weight_ih_l{k}{_reverse}`` is our ``W_ih`` (or
+``W_xh``) with the suffix ``_l{k}`` for k > 0 and ``_reverse`` for the reverse direction
+(``weight_hh_l0_reverse`` is ``W_hh_reverse``, ``weight_ih_l2`` is ``W_ih_l2``), and
+the readout ``nn.Linear`` reads the last layer's ``D * H`` outputs.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from ._model import layer_suffix
 
 __all__ = ["to_torch", "from_torch"]
 
@@ -36,24 +44,34 @@ def to_torch(model):
     torch = _torch()
     dtype = getattr(torch, str(model.dtype))
     p = model.params
+    layers = dict(num_layers=model.num_layers, bidirectional=model.bidirectional,
+                  dropout=model.dropout)
     if model.cell == "elman":
         if model.hidden_activation not in ("tanh", "relu"):
             raise ValueError("torch.nn.RNN has only tanh and relu hidden units, the model has "
                              f"{model.hidden_activation!r}")
         rnn = torch.nn.RNN(model.input_size, model.hidden_size,
                            nonlinearity=model.hidden_activation, bias=model.bias,
-                           batch_first=True, dtype=dtype)
-        weights = {"weight_ih_l0": p["W_xh"].T, "weight_hh_l0": p["W_hh"].T}
-        if model.bias:  # rnn_fast's one hidden bias is PyTorch's two summed
-            weights.update(bias_ih_l0=p["b_h"], bias_hh_l0=np.zeros_like(p["b_h"]))
+                           batch_first=True, dtype=dtype, **layers)
     else:
         module = torch.nn.GRU if model.cell == "gru" else torch.nn.LSTM
         rnn = module(model.input_size, model.hidden_size, bias=model.bias, batch_first=True,
-                     dtype=dtype)
-        weights = {"weight_ih_l0": p["W_ih"].T, "weight_hh_l0": p["W_hh"].T}
-        if model.bias:
-            weights.update(bias_ih_l0=p["b_ih"], bias_hh_l0=p["b_hh"])
-    linear = (torch.nn.Linear(model.hidden_size, model.output_size, bias=model.bias, dtype=dtype)
+                     dtype=dtype, **layers)
+    w_in = "W_xh" if model.cell == "elman" else "W_ih"
+    weights = {}
+    for k in range(model.num_layers):
+        for d in range(model.num_directions):
+            ours, theirs = layer_suffix(k, d), f"_l{k}" + ("_reverse" if d else "")
+            weights["weight_ih" + theirs] = p[w_in + ours].T
+            weights["weight_hh" + theirs] = p["W_hh" + ours].T
+            if model.bias and model.cell == "elman":  # our one bias is their two summed
+                weights["bias_ih" + theirs] = p["b_h" + ours]
+                weights["bias_hh" + theirs] = np.zeros_like(p["b_h" + ours])
+            elif model.bias:
+                weights["bias_ih" + theirs] = p["b_ih" + ours]
+                weights["bias_hh" + theirs] = p["b_hh" + ours]
+    linear = (torch.nn.Linear(model.num_directions * model.hidden_size, model.output_size,
+                              bias=model.bias, dtype=dtype)
               if model.readout else None)
     with torch.no_grad():
         for name, value in weights.items():
@@ -66,8 +84,9 @@ def to_torch(model):
 
 
 def from_torch(rnn, linear=None, output_activation="identity", loss="mse", backend=None):
-    """An rnn_fast model with the weights of a one-layer, one-direction ``torch.nn.RNN``,
-    ``torch.nn.GRU`` or ``torch.nn.LSTM`` (an ``RNN``, ``GRU`` or ``LSTM``), and a
+    """An rnn_fast model with the weights of a ``torch.nn.RNN``, ``torch.nn.GRU`` or
+    ``torch.nn.LSTM`` (an ``RNN``, ``GRU`` or ``LSTM``; any ``num_layers``,
+    ``bidirectional`` and ``dropout``, no ``proj_size``), and a
     ``torch.nn.Linear`` readout, or none. ``backend``: ``rnn_fast`` (default) or
     ``rnn_fast.reference``."""
     torch = _torch()
@@ -76,13 +95,13 @@ def from_torch(rnn, linear=None, output_activation="identity", loss="mse", backe
     if kind is None:
         raise TypeError(f"rnn must be a torch.nn.RNN, torch.nn.GRU or torch.nn.LSTM, got "
                         f"{type(rnn).__name__}")
-    if rnn.num_layers != 1 or rnn.bidirectional:
-        raise ValueError(f"only a one-layer, one-direction torch.nn.{kind} maps onto rnn_fast")
     if kind == "LSTM" and rnn.proj_size:
         raise ValueError("an LSTM with proj_size has no rnn_fast counterpart")
-    if linear is not None and linear.in_features != rnn.hidden_size:
-        raise ValueError(f"linear takes {linear.in_features} features, the RNN has "
-                         f"{rnn.hidden_size} hidden units")
+    directions = 2 if rnn.bidirectional else 1
+    if linear is not None and linear.in_features != directions * rnn.hidden_size:
+        raise ValueError(f"linear takes {linear.in_features} features, the RNN gives "
+                         f"{directions * rnn.hidden_size} ({directions} direction(s) of "
+                         f"{rnn.hidden_size} hidden units)")
     if linear is not None and (linear.bias is not None) != rnn.bias:
         raise ValueError("rnn_fast has biases on both layers or on neither")
     if backend is None:
@@ -92,12 +111,19 @@ def from_torch(rnn, linear=None, output_activation="identity", loss="mse", backe
         return tensor.detach().cpu().numpy()
 
     gated = kind != "RNN"
-    params = {"W_ih" if gated else "W_xh": numpy(rnn.weight_ih_l0).T,
-              "W_hh": numpy(rnn.weight_hh_l0).T}
-    if rnn.bias and gated:
-        params.update(b_ih=numpy(rnn.bias_ih_l0), b_hh=numpy(rnn.bias_hh_l0))
-    elif rnn.bias:
-        params["b_h"] = numpy(rnn.bias_ih_l0) + numpy(rnn.bias_hh_l0)
+    params = {}
+    for k in range(rnn.num_layers):
+        for d in range(directions):
+            ours, theirs = layer_suffix(k, d), f"_l{k}" + ("_reverse" if d else "")
+            params[("W_ih" if gated else "W_xh") + ours] = numpy(
+                getattr(rnn, "weight_ih" + theirs)).T
+            params["W_hh" + ours] = numpy(getattr(rnn, "weight_hh" + theirs)).T
+            b_ih, b_hh = (numpy(getattr(rnn, name + theirs)) if rnn.bias else None
+                          for name in ("bias_ih", "bias_hh"))
+            if rnn.bias and gated:
+                params.update({"b_ih" + ours: b_ih, "b_hh" + ours: b_hh})
+            elif rnn.bias:
+                params["b_h" + ours] = b_ih + b_hh
     if linear is not None:
         params["W_hy"] = numpy(linear.weight).T
         if rnn.bias:
@@ -108,4 +134,5 @@ def from_torch(rnn, linear=None, output_activation="identity", loss="mse", backe
                                   linear.out_features if linear is not None else None,
                                   output_activation=output_activation, loss=loss, bias=rnn.bias,
                                   readout=linear is not None, dtype=dtype, params=params,
-                                  **keywords)
+                                  num_layers=rnn.num_layers, bidirectional=rnn.bidirectional,
+                                  dropout=float(rnn.dropout), **keywords)

@@ -1,0 +1,274 @@
+"""Stacked and bidirectional layers on the Cython core: the kernel set of layered models.
+
+The twin of ``_reference_layers`` (whose docstring has the network, the arguments' layout
+and the orders a twin keeps) with the same five entry points as ``_core``. Each layer in
+each direction sweeps the whole batch at once in the core (``_core._Layer``: BLAS, the
+states kept between its forward and its backward sweep, dL/dx_t passed down); the
+reverse direction sweeps each sequence flipped within its length, so padding never
+enters; the readout, the losses, dropout and the stacking are NumPy over whole arrays.
+Sums are taken in other orders than the reference's loops: the two agree within the
+usual tolerances, not to the bit.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import _core
+from ._core import apply_update  # noqa: F401  (the kernel set's fifth entry point)
+from ._reference_cells import (
+    BINARY_CROSS_ENTROPY,
+    CROSS_ENTROPY,
+    IDENTITY,
+    MSE,
+    SOFTMAX,
+    activate,
+    derivative_from_output,
+)
+from ._reference_layers import _layer_spec
+
+FORWARD, BACKWARD, UPDATE = 0, 1, 2  # phases of the timers
+
+
+def _flip(A, lengths):
+    """Each sequence's live steps in reverse order, padding left in place: A[n, t] ->
+    A[n, len_n - 1 - t] for t < len_n (an involution)."""
+    T = A.shape[1]
+    t = np.arange(T)[None, :]
+    index = np.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return np.ascontiguousarray(np.take_along_axis(A, index.reshape(index.shape + (1,) *
+                                                                    (A.ndim - 2)), axis=1))
+
+
+def _sizes(spec, params):
+    L, D = spec.num_layers, spec.num_directions
+    H = params[0][1].shape[0]
+    return L, D, H, (2 * H if spec.cell == 2 else H)
+
+
+def _stack_forward(spec, params, X, lengths, s0, t0, t1, masks):
+    """Every layer and direction over steps t0..t1 of the batch. Returns (layers, states,
+    top, s_last): the _Layer of each layer-direction (k * D + d), the last layer's states
+    (N, T, D*S) and outputs o_t (N, T, D*H), every layer-direction's state after the call
+    (N, L*D*S)."""
+    L, D, H, S = _sizes(spec, params)
+    N, T = X.shape[:2]
+    dtype = s0.dtype
+    s_last = np.array(s0)
+    inputs, layers = X, []
+    for k in range(L):
+        outs = np.zeros((N, T, D * S), dtype)
+        for d in range(D):
+            j = k * D + d
+            x = inputs if d == 0 else _flip(inputs, lengths)
+            layer_spec = _layer_spec(spec, k)._replace(
+                target_ids=False, bptt_steps=0 if d else spec.bptt_steps)
+            layer = _core._Layer(layer_spec, params[j], x, lengths, t0, t1, f"layer {j}")
+            carry = np.ascontiguousarray(s0[:, j * S:(j + 1) * S])
+            states = np.zeros((N, T, S), dtype)
+            _core.layer_forward(layer, carry, states)
+            s_last[:, j * S:(j + 1) * S] = carry
+            outs[:, :, d * S:(d + 1) * S] = _flip(states, lengths) if d else states
+            layers.append(layer)
+        inputs = np.ascontiguousarray(np.concatenate([outs[:, :, d * S:d * S + H]
+                                                      for d in range(D)], axis=2))
+        if masks is not None and k < L - 1:  # dropout between layers
+            inputs[:, t0:t1] *= masks[:, k, :min(t1, T) - t0]
+    return layers, outs, inputs, s_last
+
+
+def _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1):
+    """BPTT through every layer, top first, from dtop (N, T, D*H) = dL/do_t."""
+    L, D, H, _ = _sizes(spec, params)
+    dout = dtop
+    for k in reversed(range(L)):
+        dx = None
+        for d in range(D):
+            j = k * D + d
+            dh = np.ascontiguousarray(dout[:, :, d * H:(d + 1) * H])
+            dx_d = (np.zeros(dh.shape[:2] + (params[j][0].shape[0],), dtop.dtype) if k > 0
+                    else None)
+            _core.layer_backward(layers[j], grads[j], _flip(dh, lengths) if d else dh, dx_d)
+            if dx_d is not None:
+                dx_d = _flip(dx_d, lengths) if d else dx_d
+                dx = dx_d if dx is None else dx + dx_d  # the forward direction's first
+        if k > 0:
+            dout = dx
+            if masks is not None:  # through dropout
+                dout[:, t0:t1] *= masks[:, k - 1, :min(t1, dout.shape[1]) - t0]
+
+
+def _targets(spec, top, lengths, t0, t1, H):
+    """The rows the targets read: (seq, step, row of Y, o (R, D*H)); many-to-one the last
+    step's forward half and the first step's reverse half."""
+    N, T = top.shape[:2]
+    if spec.many_to_one:
+        seq = np.nonzero((lengths - 1 >= t0) & (lengths - 1 < t1))[0]
+        step = lengths[seq] - 1
+        o = top[seq, step] if spec.num_directions == 1 else \
+            np.concatenate([top[seq, step, :H], top[seq, 0, H:]], axis=1)
+        return seq, step, np.zeros_like(seq), np.ascontiguousarray(o)
+    t = np.arange(T)[None, :]
+    seq, step = np.nonzero((t >= t0) & (t < np.minimum(t1, lengths)[:, None]))
+    return seq, step, step, top[seq, step]
+
+
+def _losses(spec, z, y, target, norm):
+    """Each target row's loss and dL/dz (R, O), as _reference_cells.output_loss_and_delta
+    computes one row's."""
+    if spec.loss == CROSS_ENTROPY:  # softmax output
+        top = z.max(axis=1, keepdims=True)
+        log_total = np.log(np.exp(z - top).sum(axis=1, keepdims=True))
+        if spec.target_ids:
+            rows = np.arange(len(z))
+            loss = -(z[rows, target] - top[:, 0] - log_total[:, 0])
+            dz = y.copy()
+            dz[rows, target] -= 1
+            return loss, dz
+        loss = -(target * (z - top - log_total)).sum(axis=1)
+        return loss, y * target.sum(axis=1, keepdims=True) - target
+    if spec.loss == BINARY_CROSS_ENTROPY:  # sigmoid output; softplus form
+        loss = (np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))).sum(axis=1)
+        return loss, y - target
+    diff = y - target
+    loss = (diff * diff).sum(axis=1)
+    if spec.loss == MSE:
+        loss, diff = loss / norm, diff * (2 / norm)[:, None]
+    else:
+        loss = 0.5 * loss
+    if not spec.readout or spec.output_activation == IDENTITY:
+        return loss, diff
+    if spec.output_activation == SOFTMAX:
+        return loss, y * (diff - (diff * y).sum(axis=1, keepdims=True))
+    return loss, diff * derivative_from_output(spec.output_activation, y)
+
+
+def _readout(spec, params, grads, top, Y, lengths, t0, t1, scale, Y_out=None):
+    """The targets' losses from the last layer's outputs; with grads, the readout's
+    gradients and dL/dtop (N, T, D*H). Returns (scale * loss, dtop or None)."""
+    D, H = spec.num_directions, params[0][1].shape[0]
+    W_hy, b_y = params[-1][2], params[-1][-1]
+    seq, step, row, o = _targets(spec, top, lengths, t0, t1, H)
+    z = o @ W_hy + b_y if spec.readout else o
+    y = activate(spec.output_activation, z) if spec.readout else z
+    if Y_out is not None:
+        Y_out[seq, step] = y
+    norm = (np.ones(len(seq), z.dtype) if spec.many_to_one else
+            lengths[seq].astype(z.dtype)) * b_y.shape[0]
+    loss, dz = _losses(spec, z, y, Y[seq, row], norm)
+    if grads is None:
+        return scale * loss.sum(), None
+    dz = scale * dz
+    dtop = np.zeros(top.shape[:2] + (D * H,), top.dtype)
+    if spec.readout:
+        grads[-1][2][...] += o.T @ dz
+        grads[-1][-1][...] += dz.sum(axis=0)
+        do = dz @ W_hy.T
+    else:
+        do = dz
+    if spec.many_to_one and D == 2:
+        np.add.at(dtop, (seq, step, slice(0, H)), do[:, :H])
+        np.add.at(dtop, (seq, np.zeros_like(seq), slice(H, 2 * H)), do[:, H:])
+    else:
+        dtop[seq, step] += do
+    return scale * loss.sum(), dtop
+
+
+def _as_rows(h0):
+    return np.ascontiguousarray(h0)
+
+
+def loss_and_grads(spec, params, grads, X, Y, lengths, h0, H_last_out, masks=None):
+    """See ``reference.loss_and_grads``; ``masks`` (N, L-1, T, D*H) or None."""
+    for cell in grads:
+        for g in cell:
+            g[...] = 0
+    loss = _chunk(spec, params, grads, X, Y, lengths, _as_rows(h0), (0, X.shape[1]),
+                  1.0 / len(lengths), masks, H_last_out)
+    return loss
+
+
+def _chunk(spec, params, grads, X, Y, lengths, s0, span, scale, masks, s_out, timers=None):
+    """BPTT over steps span = (t0, t1) of a batch through every layer; adds scale * its
+    gradients to grads, writes the states after it into s_out; returns scale * its loss."""
+    t0, t1 = span
+    clock = time.perf_counter()
+    layers, _, top, s_last = _stack_forward(spec, params, X, lengths, s0, t0, t1, masks)
+    clock = _lap(timers, FORWARD, clock)
+    loss, dtop = _readout(spec, params, grads, top, Y, lengths, t0, t1, scale)
+    _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1)
+    _lap(timers, BACKWARD, clock)
+    s_out[...] = s_last
+    return loss
+
+
+def _lap(timers, phase, since):
+    if timers is None:
+        return since
+    now = time.perf_counter()
+    timers[phase] += now - since
+    return now
+
+
+def loss(spec, params, X, Y, lengths, h0, H_last_out, Y_out=None):
+    """See ``reference.loss``."""
+    _, _, top, s_last = _stack_forward(spec, params, X, lengths, _as_rows(h0), 0,
+                                       X.shape[1], None)
+    H_last_out[...] = s_last
+    return _readout(spec, params, None, top, Y, lengths, 0, X.shape[1], 1.0 / len(lengths),
+                    Y_out)[0]
+
+
+def forward(spec, params, X, lengths, h0, Y_out, H_out, H_last_out=None):
+    """See ``reference.forward``: Y_out (N, T, O), H_out (N, T, D*S) the last layer's
+    states, H_last_out (N, L*D*S); zero beyond each sequence's length."""
+    _, states, o, s_last = _stack_forward(spec, params, X, lengths, _as_rows(h0), 0,
+                                          X.shape[1], None)
+    live = np.arange(X.shape[1])[None, :] < lengths[:, None]
+    H_out[...] = np.where(live[..., None], states, 0)
+    W_hy, b_y = params[-1][2], params[-1][-1]
+    y = activate(spec.output_activation, o @ W_hy + b_y) if spec.readout else o
+    Y_out[...] = np.where(live[..., None], y, 0)
+    if H_last_out is not None:
+        H_last_out[...] = s_last
+
+
+def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out):
+    """See ``reference.train``: the same steps, chunks and updates, each update's BPTT
+    over the whole batch at once (_chunk), the optimizer the core's."""
+    timers = timers_out if len(timers_out) == 3 else None
+    X, Y, lengths, h0, order = data
+    params = layout.kernel_args(layout.views(theta), theta.dtype)
+    grads = layout.kernel_args(layout.views(grad), theta.dtype)
+    n_samples, batch_size, chunk = X.shape[0], steps.batch_size, steps.chunk_length
+    n_batches = -(-n_samples // batch_size)
+    n_updates, opt_step = 0, update.step
+    for s in range(steps.begin, steps.end):
+        epoch, b = divmod(s, n_batches)
+        start = (epoch * n_samples if len(order) > n_samples else 0) + b * batch_size
+        batch = order[start:start + min(batch_size, n_samples - b * batch_size)]
+        c_first = steps.chunk_begin if s == steps.begin else 0
+        carry = steps.carry[:len(batch)]
+        if c_first == 0:
+            carry[...] = h0[batch]
+        Xb, Yb, lb = X[batch], Y[batch], lengths[batch]
+        for c in range(c_first, -(-int(lb.max()) // chunk)):
+            if n_updates == steps.max_updates:  # stop here, mid-batch maybe
+                return s, opt_step
+            grad[...] = 0
+            masks = None if steps.masks is None else steps.masks[n_updates, :len(batch)]
+            update_loss = _chunk(spec, params, grads, Xb, Yb, lb, np.array(carry),
+                                 (c * chunk, (c + 1) * chunk), 1.0 / len(batch), masks, carry,
+                                 timers)
+            clock = time.perf_counter()
+            if not (np.isfinite(update_loss) and apply_update(
+                    update.kind, update.hyper, theta, grad, update.lr, update.slots, opt_step,
+                    update.clip_value, update.clip_norm)):
+                return s, opt_step
+            losses_out[n_updates] = update_loss
+            n_updates += 1
+            opt_step += 1
+            _lap(timers, UPDATE, clock)
+    return steps.end, opt_step

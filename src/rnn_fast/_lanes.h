@@ -84,6 +84,7 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #define TANH_ROW rnn_fast_tanh_row_f64_body
 #define SQRT sqrt
 #define F64 1
+#define TI int64_t
 #include "_lanes_body.h"
 #undef T
 #undef W
@@ -91,6 +92,7 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #undef TANH_ROW
 #undef SQRT
 #undef F64
+#undef TI
 
 #define T float
 #define W RNN_FAST_LANES_F32
@@ -98,6 +100,7 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #define TANH_ROW rnn_fast_tanh_row_f32_body
 #define SQRT sqrtf
 #define F64 0
+#define TI int32_t
 #include "_lanes_body.h"
 #undef T
 #undef W
@@ -105,6 +108,7 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #undef TANH_ROW
 #undef SQRT
 #undef F64
+#undef TI
 
 /* ---- clones and dispatch, as _simd.h's kernels ------------------------------------- */
 

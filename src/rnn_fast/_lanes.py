@@ -61,6 +61,11 @@ def packable(models, plans):
     return True
 
 
+def min_models(plans):
+    """The fewest models worth packing: half a block of lanes of their dtype."""
+    return max(2, _core.lanes(plans[0].kernel_args[2].dtype) // 2)
+
+
 @dataclasses.dataclass
 class Lanes:
     """The models packed for train_many: every per-model array with the model innermost,

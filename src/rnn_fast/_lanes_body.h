@@ -6,48 +6,78 @@
 #define LN(name) RNN_FAST_LANES_CAT(name, SFX)
 #define LANES(l) for (l = 0; l < W; l++)
 
+/* The W lanes of a row as one vector: each operation on it is the scalar one in every
+ * lane (IEEE, no contraction), so the bits are the loops' over l, and the compiler
+ * never reshuffles the lanes across rows as its loop vectoriser did. Unaligned, and may
+ * alias T, as the rows of the arrays it reads. */
+typedef T LN(vec) __attribute__((vector_size(W * sizeof(T)), aligned(sizeof(T)), may_alias));
+typedef TI LN(ivec) __attribute__((vector_size(W * sizeof(T)))); /* lane masks: 0 or -1 */
+#define V(p) (*(LN(vec) *)(p))
+#define CV(p) (*(const LN(vec) *)(p))
+
+/* where m: a, elsewhere b, bit for bit (C has no ?: on vectors) */
+RNN_FAST_BODY LN(vec) LN(lv_select)(LN(ivec) m, LN(vec) a, LN(vec) b)
+{
+    return (LN(vec))(((LN(ivec))a & m) | ((LN(ivec))b & ~m));
+}
+
+/* the mask of the lanes where flags[l] is nonzero */
+RNN_FAST_BODY LN(ivec) LN(lv_mask)(const int *flags)
+{
+    LN(ivec) m;
+    ptrdiff_t l;
+    LANES(l) m[l] = flags[l] ? -1 : 0;
+    return m;
+}
+
+/* bad[l] set where m[l] is */
+RNN_FAST_BODY void LN(lv_flag)(LN(ivec) m, int *bad)
+{
+    ptrdiff_t l;
+    LANES(l) bad[l] |= m[l] != 0;
+}
+
 /* out += v @ M (v: K rows, M: K x n_cols, out: n_cols rows), four rows of M per pass,
  * added left to right: _simd.h's add_vecmat */
-RNN_FAST_BODY void LN(lv_vecmat)(const T *v, const T *M, ptrdiff_t K, ptrdiff_t n_cols,
-                                 T *out)
+RNN_FAST_BODY void LN(lv_vecmat)(const T *restrict v, const T *restrict M, ptrdiff_t K,
+                                 ptrdiff_t n_cols, T *restrict out)
 {
-    ptrdiff_t i = 0, j, l;
+    ptrdiff_t i = 0, j;
     for (; i + 4 <= K; i += 4) {
-        const T *v0 = v + i * W, *v1 = v0 + W, *v2 = v1 + W, *v3 = v2 + W;
+        const LN(vec) v0 = CV(v + i * W), v1 = CV(v + (i + 1) * W);
+        const LN(vec) v2 = CV(v + (i + 2) * W), v3 = CV(v + (i + 3) * W);
         const T *r0 = M + i * n_cols * W, *r1 = r0 + n_cols * W;
         const T *r2 = r1 + n_cols * W, *r3 = r2 + n_cols * W;
         for (j = 0; j < n_cols; j++) {
-            T *o = out + j * W;
             const ptrdiff_t at = j * W;
-            LANES(l) o[l] = (((o[l] + v0[l] * r0[at + l]) + v1[l] * r1[at + l])
-                             + v2[l] * r2[at + l]) + v3[l] * r3[at + l];
+            V(out + at) = (((CV(out + at) + v0 * CV(r0 + at)) + v1 * CV(r1 + at))
+                           + v2 * CV(r2 + at)) + v3 * CV(r3 + at);
         }
     }
     for (; i < K; i++) {
-        const T *v0 = v + i * W, *r0 = M + i * n_cols * W;
-        for (j = 0; j < n_cols; j++) {
-            T *o = out + j * W;
-            LANES(l) o[l] = o[l] + v0[l] * r0[j * W + l];
-        }
+        const LN(vec) v0 = CV(v + i * W);
+        const T *r0 = M + i * n_cols * W;
+        for (j = 0; j < n_cols; j++)
+            V(out + j * W) = CV(out + j * W) + v0 * CV(r0 + j * W);
     }
 }
 
 /* out = sum of a[i] b[i], four running sums, then (s0 + s1) + (s2 + s3): _simd.h's dot */
-RNN_FAST_BODY void LN(lv_dot)(const T *a, const T *b, ptrdiff_t n, T *out)
+RNN_FAST_BODY void LN(lv_dot)(const T *restrict a, const T *restrict b, ptrdiff_t n,
+                              T *restrict out)
 {
-    T s0[W], s1[W], s2[W], s3[W];
-    ptrdiff_t i = 0, l;
-    LANES(l) s0[l] = s1[l] = s2[l] = s3[l] = 0;
+    LN(vec) s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    ptrdiff_t i = 0;
     for (; i + 4 <= n; i += 4) {
         const T *x = a + i * W, *y = b + i * W;
-        LANES(l) s0[l] += x[l] * y[l];
-        LANES(l) s1[l] += x[W + l] * y[W + l];
-        LANES(l) s2[l] += x[2 * W + l] * y[2 * W + l];
-        LANES(l) s3[l] += x[3 * W + l] * y[3 * W + l];
+        s0 += CV(x) * CV(y);
+        s1 += CV(x + W) * CV(y + W);
+        s2 += CV(x + 2 * W) * CV(y + 2 * W);
+        s3 += CV(x + 3 * W) * CV(y + 3 * W);
     }
     for (; i < n; i++)
-        LANES(l) s0[l] += a[i * W + l] * b[i * W + l];
-    LANES(l) out[l] = (s0[l] + s1[l]) + (s2[l] + s3[l]);
+        s0 += CV(a + i * W) * CV(b + i * W);
+    V(out) = (s0 + s1) + (s2 + s3);
 }
 
 /* h = f(h + b_h) over H rows: _cells.pxi's _activate_row (elementwise: the row
@@ -252,10 +282,12 @@ RNN_FAST_BODY void LN(lv_add_input)(LN(lv_ctx) *c, ptrdiff_t t, T *out)
             c->x[i * W + l] = x[i];
     }
     for (i = 0; i < I; i++) { /* the rows of zeros in x skipped: _add_sparse_vecmat */
-        const T *xi = c->x + i * W, *r = W_xh + i * H * W;
-        for (k = 0; k < H; k++)
-            LANES(l) out[k * W + l] = xi[l] != 0 ? out[k * W + l] + xi[l] * r[k * W + l]
-                                                 : out[k * W + l];
+        const LN(vec) xi = CV(c->x + i * W), zero = {0};
+        const LN(ivec) on = xi != zero;
+        const T *restrict r = W_xh + i * H * W;
+        for (k = 0; k < H; k++)  /* both computed, one kept: a select, not a branch */
+            V(out + k * W) = LN(lv_select)(on, CV(out + k * W) + xi * CV(r + k * W),
+                                           CV(out + k * W));
     }
 }
 
@@ -280,11 +312,12 @@ RNN_FAST_BODY void LN(lv_add_input_outer)(LN(lv_ctx) *c, ptrdiff_t t, const T *d
             c->x[i * W + l] = x[i];
     }
     for (i = 0; i < I; i++) { /* _add_sparse_outer */
-        const T *xi = c->x + i * W;
-        T *r = dW + i * H * W;
+        const LN(vec) xi = CV(c->x + i * W), zero = {0};
+        const LN(ivec) on = xi != zero;
+        T *restrict r = dW + i * H * W;
         for (k = 0; k < H; k++)
-            LANES(l) r[k * W + l] = xi[l] != 0 ? r[k * W + l] + xi[l] * da[k * W + l]
-                                               : r[k * W + l];
+            V(r + k * W) = LN(lv_select)(on, CV(r + k * W) + xi * CV(da + k * W),
+                                         CV(r + k * W));
     }
 }
 
@@ -362,12 +395,12 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
         return;
     }
     {
-        T *dW_hy = c->grad + j->at_W_hy * W, *db_y = c->grad + j->at_b_y * W;
-        const T *W_hy = c->theta + j->at_W_hy * W;
+        T *restrict dW_hy = c->grad + j->at_W_hy * W, *db_y = c->grad + j->at_b_y * W;
+        const T *restrict W_hy = c->theta + j->at_W_hy * W, *restrict hr = h;
         for (k = 0; k < H; k++)
             for (o = 0; o < O; o++)
                 LANES(l) dW_hy[(k * O + o) * W + l] = dW_hy[(k * O + o) * W + l]
-                                                      + h[k * W + l] * dz[o * W + l];
+                                                      + hr[k * W + l] * dz[o * W + l];
         if (j->bias)
             for (o = 0; o < O * W; o++)
                 db_y[o] = db_y[o] + dz[o];
@@ -383,27 +416,29 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
 
 /* dW += sum over steps of outer(hs[k], das[k]), last step first, four per pass:
  * _simd.h's add_outer_products */
-RNN_FAST_BODY void LN(lv_outer_products)(const T *hs, const T *das, ptrdiff_t n_steps,
-                                         ptrdiff_t n_rows, ptrdiff_t n_cols, T *dW)
+RNN_FAST_BODY void LN(lv_outer_products)(const T *restrict hs, const T *restrict das,
+                                         ptrdiff_t n_steps, ptrdiff_t n_rows,
+                                         ptrdiff_t n_cols, T *restrict dW)
 {
-    ptrdiff_t i, k, c, l;
+    ptrdiff_t i, k, c;
     for (i = 0; i < n_rows; i++) {
         T *w = dW + i * n_cols * W;
         for (k = n_steps - 1; k >= 3; k -= 4) {
-            const T *a0 = hs + (k * n_rows + i) * W, *a1 = hs + ((k - 1) * n_rows + i) * W;
-            const T *a2 = hs + ((k - 2) * n_rows + i) * W;
-            const T *a3 = hs + ((k - 3) * n_rows + i) * W;
+            const LN(vec) a0 = CV(hs + (k * n_rows + i) * W);
+            const LN(vec) a1 = CV(hs + ((k - 1) * n_rows + i) * W);
+            const LN(vec) a2 = CV(hs + ((k - 2) * n_rows + i) * W);
+            const LN(vec) a3 = CV(hs + ((k - 3) * n_rows + i) * W);
             const T *d0 = das + k * n_cols * W, *d1 = d0 - n_cols * W;
             const T *d2 = d1 - n_cols * W, *d3 = d2 - n_cols * W;
             for (c = 0; c < n_cols; c++)
-                LANES(l) w[c * W + l] = (((w[c * W + l] + a0[l] * d0[c * W + l])
-                                          + a1[l] * d1[c * W + l]) + a2[l] * d2[c * W + l])
-                                        + a3[l] * d3[c * W + l];
+                V(w + c * W) = (((CV(w + c * W) + a0 * CV(d0 + c * W)) + a1 * CV(d1 + c * W))
+                                + a2 * CV(d2 + c * W)) + a3 * CV(d3 + c * W);
         }
         for (; k >= 0; k--) {
-            const T *a0 = hs + (k * n_rows + i) * W, *d0 = das + k * n_cols * W;
+            const LN(vec) a0 = CV(hs + (k * n_rows + i) * W);
+            const T *d0 = das + k * n_cols * W;
             for (c = 0; c < n_cols; c++)
-                LANES(l) w[c * W + l] = w[c * W + l] + a0[l] * d0[c * W + l];
+                V(w + c * W) = CV(w + c * W) + a0 * CV(d0 + c * W);
         }
     }
 }
@@ -470,8 +505,11 @@ RNN_FAST_BODY void LN(lv_clip)(const rnn_fast_lanes *j, T *g, int *bad)
     const ptrdiff_t P = j->P;
     ptrdiff_t i, l;
     if (j->clip_value <= 0) {
+        const LN(vec) zero = {0};
+        LN(ivec) off = {0};
         for (i = 0; i < P; i++)
-            LANES(l) bad[l] |= g[i * W + l] - g[i * W + l] != 0;
+            off |= (CV(g + i * W) - CV(g + i * W)) != zero;
+        LN(lv_flag)(off, bad);
     } else {
         const T c = (T)j->clip_value;
         for (i = 0; i < P; i++)
@@ -496,20 +534,23 @@ RNN_FAST_BODY void LN(lv_clip)(const rnn_fast_lanes *j, T *g, int *bad)
 /* The optimizer's new parameters and state in staged ((1 + n_slots) rows of P W), bad[l]
  * set where one is not finite: _simd.h's RNN_FAST_UPDATE, lane by lane */
 RNN_FAST_BODY void LN(lv_update)(const rnn_fast_lanes *j, const ptrdiff_t *lane_step,
-                                 const double *hyper, const T *theta, const T *g,
-                                 const T *lr, const T *slots, T *staged, int *bad)
+                                 const double *hyper, const T *restrict theta,
+                                 const T *restrict g, const T *restrict lr,
+                                 const T *restrict slots, T *restrict staged, int *bad)
 {
     const ptrdiff_t P = j->P, PW = j->P * W;
     const T *s0 = slots, *s1 = slots + PW;
     T *p_out = staged, *s0_out = staged + PW, *s1_out = staged + 2 * PW;
     ptrdiff_t i, l, at;
     if (j->kind == 0 && j->n_slots == 0) {
-        for (at = 0; at < PW; at += W)
-            LANES(l) {
-                T p = theta[at + l] - lr[at + l] * g[at + l];
-                p_out[at + l] = p;
-                bad[l] |= p - p != 0;
-            }
+        const LN(vec) zero = {0};
+        LN(ivec) off = {0};
+        for (at = 0; at < PW; at += W) {
+            const LN(vec) p = CV(theta + at) - CV(lr + at) * CV(g + at);
+            V(p_out + at) = p;
+            off |= (p - p) != zero;
+        }
+        LN(lv_flag)(off, bad);
     } else if (j->kind == 0) {
         T mu[W];
         int nesterov[W];
@@ -585,8 +626,9 @@ RNN_FAST_BODY void LN(lv_update)(const rnn_fast_lanes *j, const ptrdiff_t *lane_
 
 /* One update of every live lane: clip, update, and commit where every new value is
  * finite (ok[l]); _update.pxi's _optimizer_step and _train_loop's staging */
-RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *theta,
-                               T *slots, T *grad, T *staged, int *ok)
+RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *restrict theta,
+                               T *restrict slots, T *restrict grad, T *restrict staged,
+                               int *ok)
 {
     const ptrdiff_t PW = j->P * W;
     const T *lr = (const T *)j->lr + block * PW;
@@ -597,12 +639,15 @@ RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *thet
     LN(lv_update)(j, j->step + block * W, j->hyper + 3 * block * W, theta, grad, lr, slots,
                   staged, bad);
     LANES(l) ok[l] = !bad[l];
-    for (at = 0; at < PW; at += W)
-        LANES(l) theta[at + l] = ok[l] ? staged[at + l] : theta[at + l];
-    for (r = 0; r < j->n_slots; r++)
+    {
+        const LN(ivec) m = LN(lv_mask)(ok);
         for (at = 0; at < PW; at += W)
-            LANES(l) slots[r * PW + at + l] = ok[l] ? staged[(r + 1) * PW + at + l]
-                                                    : slots[r * PW + at + l];
+            V(theta + at) = LN(lv_select)(m, CV(staged + at), CV(theta + at));
+        for (r = 0; r < j->n_slots; r++)
+            for (at = 0; at < PW; at += W)
+                V(slots + r * PW + at) = LN(lv_select)(m, CV(staged + (r + 1) * PW + at),
+                                                       CV(slots + r * PW + at));
+    }
 }
 
 /* A block's share of a call: steps begin..end of every live lane, as _core.pyx's
@@ -710,3 +755,5 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
 
 #undef LN
 #undef LANES
+#undef V
+#undef CV

@@ -38,8 +38,9 @@ REFUSED = ("callback", "callback_every", "checkpoint", "checkpoint_every",
            "checkpoint_extra", "resume")
 PUBLIC = {"cython": "rnn_fast", "numpy": "rnn_fast.reference"}
 # Groups of at least this many models train packed in SIMD lanes where they qualify
-# (_packable); one model alone trains faster on its own fit's kernel.
-PACK_MIN_MODELS = 2
+# (_lanes.packable). None: half a block of lanes (_lanes.min_models), below which the
+# block costs more than the models' own fits (bench/ensembles.py).
+PACK_MIN_MODELS = None
 
 
 def fit_many(models, X, Y, optimizer=None, **fit_options):
@@ -351,11 +352,12 @@ def _train_group(models, plans, watch):
         started with no updates. ``_outcome_group`` makes the histories from them.
 
     Elman models on the core's hand loops whose batches step together
-    (``_lanes.packable``) train packed, a model per SIMD lane (``_lanes.run``); any other
-    group trains one model
+    (``_lanes.packable``) train packed, a model per SIMD lane (``_lanes.run``), when
+    there are enough of them (``PACK_MIN_MODELS``); any other group trains one model
     after another through the single-model run.
     """
-    if len(models) >= PACK_MIN_MODELS and _lanes.packable(models, plans):
+    least = PACK_MIN_MODELS or _lanes.min_models(plans)
+    if len(models) >= least and _lanes.packable(models, plans):
         return _lanes.run(models, plans, watch)
     return _one_after_another(models, plans, watch)
 

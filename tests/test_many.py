@@ -22,7 +22,7 @@ from conftest import (
 
 import rnn_fast
 import rnn_fast.reference
-from rnn_fast import _fit
+from rnn_fast import _fit, _many
 
 SIZES = dict(input_size=2, hidden_size=3, output_size=2)
 BASE = {"hidden_activation": "tanh", "output_activation": "identity", "loss": "mse",
@@ -254,7 +254,10 @@ def _stop_at(monkeypatch, models, when, action):
 @pytest.mark.parametrize("how", ["stop", "Ctrl-C"])
 def test_stop_or_ctrl_c_ends_the_call_with_what_finished(backend, how, rng, monkeypatch):
     """Another model's stop() (or Ctrl-C) while models[1] trains: models[0] finished,
-    models[1] stopped after its kernel call, the rest not started and unchanged."""
+    models[1] stopped after its kernel call, the rest not started and unchanged. (The
+    one-after-another run: packed in lanes, every model stops after the same kernel
+    call, tests/test_lanes.py.)"""
+    monkeypatch.setattr(_many, "PACK_MIN_MODELS", 10**9)
     X, Y = data(rng, n=300)
     models = models_of(backend, "elman", 4)
     before = [model.theta.copy() for model in models]

@@ -96,3 +96,13 @@ def train(
 ) -> tuple[int, int]: ...
 def _hidden_values(x: Floats, activation: int) -> Floats: ...  # activation: a code, as in Net
 def _exp_values(x: Floats) -> Floats: ...
+def lanes(dtype: object) -> int: ...  # models per block of train_many: 8 float64, 16 float32
+def train_many(
+    spec: object,
+    layout: object,
+    data: tuple,  # X, Y, lengths, h0, orders (n_lanes, n_order): each lane's order
+    pack: object,  # theta, slots, lr, hyper, step, done, alive, carry: the lanes (IN/OUT)
+    steps: object,  # batch_size, chunk_length, begin, end, chunk_begin, max_updates
+    update: object,  # kind, clip_value, clip_norm
+    losses_out: Floats,  # OUT (n_lanes, n_updates)
+) -> None: ...

@@ -468,6 +468,7 @@ include "_loops.pxi"    # schedule 1: one sequence at a time, hand loops
 include "_batch.pxi"    # schedule 2: a batch at once on BLAS, maybe as two halves
 include "_update.pxi"   # the optimizer step
 include "_pair.pxi"     # schedule 3: batch size 1 on two threads (training, Elman)
+include "_lanes.pxi"    # schedule 4: many models, a model per SIMD lane (fit_many, Elman)
 
 
 def _hidden_values(floating[::1] x not None, int activation):

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from . import _fit
+from . import _fit, _lanes
 from ._fit import DivergenceError, TrainingInterrupted
 from ._model import CLASS_NAMES, RNN
 from .optimizers import SGD, Optimizer
@@ -37,6 +37,10 @@ from .optimizers import SGD, Optimizer
 REFUSED = ("callback", "callback_every", "checkpoint", "checkpoint_every",
            "checkpoint_extra", "resume")
 PUBLIC = {"cython": "rnn_fast", "numpy": "rnn_fast.reference"}
+# Groups of at least this many models train packed in SIMD lanes where they qualify
+# (_lanes.packable). None: half a block of lanes (_lanes.min_models), below which the
+# block costs more than the models' own fits (bench/ensembles.py).
+PACK_MIN_MODELS = None
 
 
 def fit_many(models, X, Y, optimizer=None, **fit_options):
@@ -347,8 +351,14 @@ def _train_group(models, plans, watch):
         call under way with ``interrupted`` set ("Ctrl-C" or "stop"), a model not
         started with no updates. ``_outcome_group`` makes the histories from them.
 
-    For now the models train one after another through the single-model run.
+    Elman models on the core's hand loops whose batches step together
+    (``_lanes.packable``) train packed, a model per SIMD lane (``_lanes.run``), when
+    there are enough of them (``PACK_MIN_MODELS``); any other group trains one model
+    after another through the single-model run.
     """
+    least = PACK_MIN_MODELS or _lanes.min_models(plans)
+    if len(models) >= least and _lanes.packable(models, plans):
+        return _lanes.run(models, plans, watch)
     return _one_after_another(models, plans, watch)
 
 

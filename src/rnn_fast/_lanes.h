@@ -1,0 +1,162 @@
+/* Many models in one call, a model per SIMD lane (fit_many): the hand loops' training
+ * run (_core.pyx's _train_loop over _loops.pxi's _sequence_bptt, _cells.pxi's Elman step,
+ * _outputs.pxi's readout and losses, _update.pxi's optimizer step) with every scalar
+ * operation made a loop over RNN_FAST_LANES_W lanes, each lane one model, in the same
+ * order as the single-model kernel: a packed model ends with the bits of its own fit.
+ *
+ * Layout. Models are packed in blocks of W lanes (W = 8 float64, 16 float32, whatever
+ * the clone: lanes never mix, so the width changes no bit). Every per-model array has
+ * the lane innermost: a block's parameters are (P, W), row i the parameter i of the W
+ * models; states (H, W); and so on. The data (X, Y, lengths, h0) are shared; each lane
+ * reads its own order of the sequences, so a lane's step t reads its own x_t.
+ *
+ * What it covers: the Elman cell with every activation, loss, readout or none, bias or
+ * none, dense inputs or token ids, class ids, chunks, bptt_steps, clipping, SGD (with
+ * momentum, Nesterov), Adagrad, RMSprop and Adam, float64 and float32. The caller
+ * (_lanes.pxi, _many.py) sends only such runs, and only where every lane's batch holds
+ * sequences of one length at each step (no shuffle, or sequences of one length), so the
+ * lanes step together. A lane whose loss, gradient or update is not finite stops
+ * there, as a single fit does, and keeps its last finite update; the others go on.
+ *
+ * The scalar arithmetic copies the single-model kernel's C, as Cython writes it
+ * (float32 expressions with double constants and libm calls promote to double and
+ * round back, as there). Compiled per clone like _simd.h's kernels (its machinery), with
+ * -ffp-contract=off: no FMA, the same bits in every clone. */
+#ifndef RNN_FAST_LANES_H
+#define RNN_FAST_LANES_H
+
+#include <stdint.h>
+#include "_simd.h"
+
+/* One packed call: what _core.pyx's Net, Data, Steps and Opt hold, for W-lane blocks. */
+typedef struct {
+    /* the network (Elman) */
+    int hidden, output, loss, readout, many_to_one, bias, input_ids, target_ids;
+    ptrdiff_t bptt_steps, n_in, H, O, P;
+    ptrdiff_t at_W_xh, at_W_hh, at_W_hy, at_b_h, at_b_y; /* offsets in theta, -1: absent */
+    /* the data, shared */
+    const void *X;          /* (N, T, I), or NULL with token ids */
+    const int32_t *X_ids;   /* (N, T) */
+    const void *Y;          /* (N, T_y, O), or NULL with class ids */
+    const int32_t *Y_ids;   /* (N, T_y) */
+    const ptrdiff_t *lengths; /* (N,) */
+    const void *h0;         /* (N, H) */
+    ptrdiff_t N, n_T, T_y, n_order;
+    const ptrdiff_t *orders; /* (n_blocks W, n_order) each lane's order */
+    /* the steps */
+    ptrdiff_t batch_size, chunk_length, begin, end, chunk_begin, max_updates;
+    /* the optimizer */
+    int kind;
+    ptrdiff_t n_slots;
+    double clip_value, clip_norm;
+    const double *hyper;    /* (n_blocks W, 3) each lane's constants */
+    /* per block of lanes */
+    void *theta;            /* IN/OUT (n_blocks, P, W) */
+    void *slots;            /* IN/OUT (n_blocks, n_slots, P, W) */
+    const void *lr;         /* (n_blocks, P, W) */
+    void *carry;            /* IN/OUT (n_blocks, batch_size, H, W) */
+    ptrdiff_t *step;        /* IN/OUT (n_blocks W,) each lane's optimizer step */
+    ptrdiff_t *done;        /* OUT (n_blocks W,) its finished steps */
+    int *alive;             /* IN/OUT (n_blocks W,) 0: a lane that diverged, frozen */
+    double *losses;         /* OUT (n_blocks W, n_losses) each update's loss */
+    ptrdiff_t n_losses;
+    void *scratch;          /* rnn_fast_lanes_scratch_size(job) entries of the dtype */
+} rnn_fast_lanes;
+
+#define RNN_FAST_LANES_F64 8
+#define RNN_FAST_LANES_F32 16
+
+/* The scratch a block needs, in entries of the models' dtype (W lanes each). */
+static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t W)
+{
+    ptrdiff_t H = j->H, O = j->O, I = j->n_in, P = j->P, T = j->n_T;
+    ptrdiff_t wide = H > O ? H : O;
+    return W * ((T + 1) * H + T * H + H * H + H + 4 * O + I + O + P
+                + (1 + j->n_slots) * P + wide + 8);
+}
+
+#define RNN_FAST_LANES_CAT2(a, b) a##_##b
+#define RNN_FAST_LANES_CAT(a, b) RNN_FAST_LANES_CAT2(a, b)
+
+#define T double
+#define W RNN_FAST_LANES_F64
+#define SFX f64
+#define TANH_ROW rnn_fast_tanh_row_f64_body
+#define SQRT sqrt
+#define F64 1
+#define TI int64_t
+#include "_lanes_body.h"
+#undef T
+#undef W
+#undef SFX
+#undef TANH_ROW
+#undef SQRT
+#undef F64
+#undef TI
+
+#define T float
+#define W RNN_FAST_LANES_F32
+#define SFX f32
+#define TANH_ROW rnn_fast_tanh_row_f32_body
+#define SQRT sqrtf
+#define F64 0
+#define TI int32_t
+#include "_lanes_body.h"
+#undef T
+#undef W
+#undef SFX
+#undef TANH_ROW
+#undef SQRT
+#undef F64
+#undef TI
+
+/* ---- clones and dispatch, as _simd.h's kernels ------------------------------------- */
+
+#define RNN_FAST_LANE_KERNELS(X)                                                       \
+    X(lanes_train_f64, void, (const rnn_fast_lanes *job, ptrdiff_t block), (job, block)) \
+    X(lanes_train_f32, void, (const rnn_fast_lanes *job, ptrdiff_t block), (job, block))
+
+typedef struct {
+    RNN_FAST_LANE_KERNELS(RNN_FAST_TABLE_FIELD)
+} rnn_fast_lane_clone;
+
+#define RNN_FAST_LANE_BASELINE_ENTRY(NAME, R, PARAMS, ARGS) rnn_fast_##NAME##_baseline,
+RNN_FAST_LANE_KERNELS(RNN_FAST_BASELINE_FUNCTION)
+static const rnn_fast_lane_clone rnn_fast_lane_clone_baseline = {
+    RNN_FAST_LANE_KERNELS(RNN_FAST_LANE_BASELINE_ENTRY)};
+
+#if RNN_FAST_HAVE_AVX2_CLONE
+RNN_FAST_LANE_KERNELS(RNN_FAST_AVX2_FUNCTION)
+static const rnn_fast_lane_clone rnn_fast_lane_clone_avx2 = {
+    RNN_FAST_LANE_KERNELS(RNN_FAST_AVX2_ENTRY)};
+RNN_FAST_LANE_KERNELS(RNN_FAST_AVX512_FUNCTION)
+static const rnn_fast_lane_clone rnn_fast_lane_clone_avx512 = {
+    RNN_FAST_LANE_KERNELS(RNN_FAST_AVX512_ENTRY)};
+#endif
+
+/* the lane kernels of the active clone (_simd.h's rnn_fast_use_clone) */
+static const rnn_fast_lane_clone *rnn_fast_lane_active(void)
+{
+#if RNN_FAST_HAVE_AVX2_CLONE
+    if (rnn_fast_active_clone == &rnn_fast_clone_avx512)
+        return &rnn_fast_lane_clone_avx512;
+    if (rnn_fast_active_clone == &rnn_fast_clone_avx2)
+        return &rnn_fast_lane_clone_avx2;
+#endif
+    return &rnn_fast_lane_clone_baseline;
+}
+
+/* Every block of the call, one after the other. */
+static void rnn_fast_lanes_train(const rnn_fast_lanes *job, int f64, ptrdiff_t n_blocks)
+{
+    const rnn_fast_lane_clone *c = rnn_fast_lane_active();
+    ptrdiff_t b;
+    for (b = 0; b < n_blocks; b++) {
+        if (f64)
+            c->lanes_train_f64(job, b);
+        else
+            c->lanes_train_f32(job, b);
+    }
+}
+
+#endif

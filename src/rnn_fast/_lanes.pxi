@@ -1,0 +1,117 @@
+# Many models in one call, a model per SIMD lane, included from _core.pyx: the entry
+# point train_many over _lanes.h's kernels (the hand loops' training run, each scalar
+# operation a loop over W lanes in the single-model kernel's order, so each lane ends
+# with the bits of its model's own fit). Python (_many.py) packs the models: every
+# per-model array with the lane innermost, in blocks of lanes(dtype) models.
+
+
+cdef extern from "_lanes.h" nogil:
+    ctypedef struct rnn_fast_lanes:
+        int hidden, output, loss, readout, many_to_one, bias, input_ids, target_ids
+        Py_ssize_t bptt_steps, n_in, H, O, P
+        Py_ssize_t at_W_xh, at_W_hh, at_W_hy, at_b_h, at_b_y
+        const void* X
+        const int32_t* X_ids
+        const void* Y
+        const int32_t* Y_ids
+        const Py_ssize_t* lengths
+        const void* h0
+        Py_ssize_t N, n_T, T_y, n_order
+        const Py_ssize_t* orders
+        Py_ssize_t batch_size, chunk_length, begin, end, chunk_begin, max_updates
+        int kind
+        Py_ssize_t n_slots
+        double clip_value, clip_norm
+        const double* hyper
+        void* theta
+        void* slots
+        const void* lr
+        void* carry
+        Py_ssize_t* step
+        Py_ssize_t* done
+        int* alive
+        double* losses
+        Py_ssize_t n_losses
+        void* scratch
+    Py_ssize_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes* job, Py_ssize_t W)
+    void rnn_fast_lanes_train(const rnn_fast_lanes* job, int f64, Py_ssize_t n_blocks)
+    int RNN_FAST_LANES_F64, RNN_FAST_LANES_F32
+
+
+def lanes(dtype):
+    """Models per block of train_many's lanes: 8 float64, 16 float32 (every clone: lanes
+    never mix, so the block's width changes no bit, only the speed)."""
+    return RNN_FAST_LANES_F64 if np.dtype(dtype) == np.float64 else RNN_FAST_LANES_F32
+
+
+cdef void _lanes_net(rnn_fast_lanes* j, spec, layout) except *:
+    """The network's options and the parameters' offsets in theta (0 where absent:
+    never read, as the options say)."""
+    if spec.cell != ELMAN:
+        raise ValueError("train_many runs the Elman cell")
+    j.hidden, j.output, j.loss = spec.hidden_activation, spec.output_activation, spec.loss
+    j.readout, j.many_to_one, j.bias = spec.readout, spec.many_to_one, spec.bias
+    j.input_ids, j.target_ids, j.bptt_steps = spec.input_ids, spec.target_ids, spec.bptt_steps
+    shape = layout.slices["W_hh"][2]
+    j.n_in, j.H = layout.slices["W_xh"][2][0], shape[0]
+    j.O, j.P = layout.output_size, layout.size
+    at = {name: layout.slices[name][0] if name in layout.slices else 0
+          for name in ("W_xh", "W_hh", "W_hy", "b_h", "b_y")}
+    j.at_W_xh, j.at_W_hh, j.at_W_hy = at["W_xh"], at["W_hh"], at["W_hy"]
+    j.at_b_h, j.at_b_y = at["b_h"], at["b_y"]
+
+
+def train_many(spec, layout,
+               data,       # X (N, T, I) or (N, T) ids, Y (N, T or 1, O) or ids, lengths (N,),
+                           # h0 (N, H), orders (n_lanes, n_order): each lane's order
+               pack,       # IN/OUT the lanes: theta (B, P, W), slots (B, n_slots, P, W),
+                           # lr (B, P, W), hyper (n_lanes, 3), step, done (n_lanes,) intp,
+                           # alive (n_lanes,) int32, carry (B, batch_size, H, W)
+               steps,      # batch_size, chunk_length, begin, end, chunk_begin, max_updates
+               update,     # kind, clip_value, clip_norm
+               double[:, ::1] losses_out not None):  # OUT (n_lanes, n_updates)
+    """Training steps steps.begin..steps.end of n_lanes Elman models on the hand loops,
+    in one nogil call: train's loop for each lane, B = n_lanes / lanes(dtype) blocks one
+    after the other. A lane whose loss, gradient or update is not finite stops there
+    (done[l] its step, alive[l] 0) with its last finite update; the others go on.
+    Every lane's batches must hold sequences of one length at each position (the
+    caller checks). losses_out[l, u] gets lane l's u-th update's loss."""
+    dtype = np.asarray(pack.theta).dtype
+    cdef Py_ssize_t W = lanes(dtype), itemsize = dtype.itemsize
+    cdef Py_ssize_t n_lanes = pack.step.shape[0], n_blocks = n_lanes // W
+    X, Y, lengths, h0, orders = data
+    cdef rnn_fast_lanes j
+    _lanes_net(&j, spec, layout)
+    cdef Data d = _data(j.input_ids, j.target_ids, X, Y, lengths, orders[0], itemsize)
+    j.X, j.X_ids, j.Y, j.Y_ids, j.lengths = d.X, d.X_ids, d.Y, d.Y_ids, d.lengths
+    j.N, j.n_T, j.T_y, j.n_order = d.N, d.T, d.T_y, orders.shape[1]
+    j.h0 = _address(h0, itemsize)
+    j.orders = <const Py_ssize_t*>_address(orders, sizeof(Py_ssize_t))
+    j.batch_size, j.chunk_length = steps.batch_size, steps.chunk_length
+    j.begin, j.end, j.chunk_begin = steps.begin, steps.end, steps.chunk_begin
+    j.max_updates = steps.max_updates
+    j.kind, j.n_slots = update.kind, pack.slots.shape[1]
+    j.clip_value, j.clip_norm = update.clip_value, update.clip_norm
+    j.hyper = <const double*>_address(pack.hyper, 8)
+    j.theta, j.slots = _address(pack.theta, itemsize), _address(pack.slots, itemsize)
+    j.lr, j.carry = _address(pack.lr, itemsize), _address(pack.carry, itemsize)
+    j.step = <Py_ssize_t*>_address(pack.step, sizeof(Py_ssize_t))
+    j.done = <Py_ssize_t*>_address(pack.done, sizeof(Py_ssize_t))
+    j.alive = <int*>_address(pack.alive, sizeof(int))
+    j.losses, j.n_losses = &losses_out[0, 0], losses_out.shape[1]
+    shapes = {"theta": (n_blocks, j.P, W), "slots": (n_blocks, j.n_slots, j.P, W),
+              "lr": (n_blocks, j.P, W), "hyper": (n_lanes, 3), "done": (n_lanes,),
+              "alive": (n_lanes,), "carry": (n_blocks, j.batch_size, j.H, W),
+              "orders": (n_lanes, j.n_order)}
+    given = dict(vars(pack), orders=orders)
+    for name, shape in shapes.items():
+        if tuple(np.shape(given[name])) != shape:
+            raise ValueError(f"train_many: {name} of shape {np.shape(given[name])}, "
+                             f"expected {shape}")
+    if n_lanes % W or losses_out.shape[0] != n_lanes or h0.shape[1] != j.H:
+        raise ValueError("train_many: lanes, losses or h0 of the wrong shape")
+    scratch = np.empty(rnn_fast_lanes_scratch_size(&j, W), dtype)
+    j.scratch = _address(scratch, itemsize)
+    cdef int f64 = dtype == np.float64
+    with nogil:
+        rnn_fast_lanes_train(&j, f64, n_blocks)

@@ -1,0 +1,759 @@
+/* The lane kernels' body for one dtype, included twice by _lanes.h with T (double or
+ * float), W (lanes), SFX (f64 or f32), F64, TANH_ROW and SQRT defined. Each function
+ * names, in its comment, the single-model code whose operations it repeats per lane.
+ * Row i of a lane array is p + i * W. */
+
+#define LN(name) RNN_FAST_LANES_CAT(name, SFX)
+#define LANES(l) for (l = 0; l < W; l++)
+
+/* The W lanes of a row as one vector: each operation on it is the scalar one in every
+ * lane (IEEE, no contraction), so the bits are the loops' over l, and the compiler
+ * never reshuffles the lanes across rows as its loop vectoriser did. Unaligned, and may
+ * alias T, as the rows of the arrays it reads. */
+typedef T LN(vec) __attribute__((vector_size(W * sizeof(T)), aligned(sizeof(T)), may_alias));
+typedef TI LN(ivec) __attribute__((vector_size(W * sizeof(T)))); /* lane masks: 0 or -1 */
+#define V(p) (*(LN(vec) *)(p))
+#define CV(p) (*(const LN(vec) *)(p))
+
+/* where m: a, elsewhere b, bit for bit (C has no ?: on vectors) */
+RNN_FAST_BODY LN(vec) LN(lv_select)(LN(ivec) m, LN(vec) a, LN(vec) b)
+{
+    return (LN(vec))(((LN(ivec))a & m) | ((LN(ivec))b & ~m));
+}
+
+/* the mask of the lanes where flags[l] is nonzero */
+RNN_FAST_BODY LN(ivec) LN(lv_mask)(const int *flags)
+{
+    LN(ivec) m;
+    ptrdiff_t l;
+    LANES(l) m[l] = flags[l] ? -1 : 0;
+    return m;
+}
+
+/* bad[l] set where m[l] is */
+RNN_FAST_BODY void LN(lv_flag)(LN(ivec) m, int *bad)
+{
+    ptrdiff_t l;
+    LANES(l) bad[l] |= m[l] != 0;
+}
+
+/* out += v @ M (v: K rows, M: K x n_cols, out: n_cols rows), four rows of M per pass,
+ * added left to right: _simd.h's add_vecmat */
+RNN_FAST_BODY void LN(lv_vecmat)(const T *restrict v, const T *restrict M, ptrdiff_t K,
+                                 ptrdiff_t n_cols, T *restrict out)
+{
+    ptrdiff_t i = 0, j;
+    for (; i + 4 <= K; i += 4) {
+        const LN(vec) v0 = CV(v + i * W), v1 = CV(v + (i + 1) * W);
+        const LN(vec) v2 = CV(v + (i + 2) * W), v3 = CV(v + (i + 3) * W);
+        const T *r0 = M + i * n_cols * W, *r1 = r0 + n_cols * W;
+        const T *r2 = r1 + n_cols * W, *r3 = r2 + n_cols * W;
+        for (j = 0; j < n_cols; j++) {
+            const ptrdiff_t at = j * W;
+            V(out + at) = (((CV(out + at) + v0 * CV(r0 + at)) + v1 * CV(r1 + at))
+                           + v2 * CV(r2 + at)) + v3 * CV(r3 + at);
+        }
+    }
+    for (; i < K; i++) {
+        const LN(vec) v0 = CV(v + i * W);
+        const T *r0 = M + i * n_cols * W;
+        for (j = 0; j < n_cols; j++)
+            V(out + j * W) = CV(out + j * W) + v0 * CV(r0 + j * W);
+    }
+}
+
+/* out = sum of a[i] b[i], four running sums, then (s0 + s1) + (s2 + s3): _simd.h's dot */
+RNN_FAST_BODY void LN(lv_dot)(const T *restrict a, const T *restrict b, ptrdiff_t n,
+                              T *restrict out)
+{
+    LN(vec) s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const T *x = a + i * W, *y = b + i * W;
+        s0 += CV(x) * CV(y);
+        s1 += CV(x + W) * CV(y + W);
+        s2 += CV(x + 2 * W) * CV(y + 2 * W);
+        s3 += CV(x + 3 * W) * CV(y + 3 * W);
+    }
+    for (; i < n; i++)
+        s0 += CV(a + i * W) * CV(b + i * W);
+    V(out) = (s0 + s1) + (s2 + s3);
+}
+
+/* h = f(h + b_h) over H rows: _cells.pxi's _activate_row (elementwise: the row
+ * functions of _simd.h over H W entries give each entry its bits) */
+RNN_FAST_BODY void LN(lv_activate)(int hidden, T *h, const T *b, ptrdiff_t n)
+{
+    ptrdiff_t c;
+    if (hidden == 1) { /* TANH */
+        TANH_ROW(h, b, n);
+        return;
+    }
+#if F64
+    if (hidden == 0) { /* SIGMOID */
+        rnn_fast_sigmoid_row_f64_body(h, b, n);
+        return;
+    }
+#endif
+    for (c = 0; c < n; c++) {
+        T a = h[c] + b[c];
+        if (hidden == 0)
+            h[c] = ((T)1) / (((T)1) + expf(-a));
+        else if (hidden == 2)
+            h[c] = (a < 0.0) ? (T)0.0 : a;
+        else
+            h[c] = a;
+    }
+}
+
+/* f'(a) from h = f(a): _core.pyx's _derivative */
+RNN_FAST_BODY T LN(lv_derivative)(int code, T h)
+{
+    if (code == 0)
+        return h * (((T)1) - h);
+    if (code == 1)
+        return ((T)1) - (h * h);
+    if (code == 2)
+        return (h > 0.0) ? (T)1.0 : (T)0.0;
+    return (T)1;
+}
+
+/* exp(z - top) as a softmax's exponentials: _outputs.pxi's _exp_shifted */
+RNN_FAST_BODY T LN(lv_exp_shifted)(T z, T top)
+{
+#if F64
+    double x = z - top;
+    x = x > RNN_FAST_EXP_HI ? RNN_FAST_EXP_HI : x;
+    x = x < RNN_FAST_EXP_LO ? RNN_FAST_EXP_LO : x;
+    return rnn_fast_exp_clipped(x);
+#else
+    return expf(z - top);
+#endif
+}
+
+/* y = g(z) of lane l (rows W apart): _outputs.pxi's _output_activation */
+RNN_FAST_BODY void LN(lv_output_activation)(const rnn_fast_lanes *j, const T *z, T *y)
+{
+    ptrdiff_t o, n_out = j->O;
+    T top, total;
+    if (j->output == 4) { /* SOFTMAX */
+        top = z[0];
+        for (o = 1; o < n_out; o++)
+            top = (z[o * W] > top) ? z[o * W] : top;
+        for (o = 0; o < n_out; o++)
+            y[o * W] = LN(lv_exp_shifted)(z[o * W], top);
+        total = 0.0;
+        for (o = 0; o < n_out; o++)
+            total = total + y[o * W];
+        for (o = 0; o < n_out; o++)
+            y[o * W] = y[o * W] / total;
+        return;
+    }
+    for (o = 0; o < n_out; o++) {
+        T a = z[o * W];
+        if (j->output == 0)
+#if F64
+            y[o * W] = ((T)1) / (((T)1) + exp(-a));
+#else
+            y[o * W] = ((T)1) / (((T)1) + expf(-a));
+#endif
+        else if (j->output == 2)
+            y[o * W] = (a < 0.0) ? (T)0.0 : a;
+        else
+            y[o * W] = a;
+    }
+}
+
+/* One target step's loss of lane l (z, y, scratch rows W apart; target: its row of Y, or
+ * NULL and the class id): _outputs.pxi's _output_loss */
+RNN_FAST_BODY T LN(lv_output_loss)(const rnn_fast_lanes *j, const T *z, const T *y,
+                                   T *scratch, const T *target, ptrdiff_t target_id,
+                                   double norm)
+{
+    ptrdiff_t o, n_out = j->O;
+    T loss = 0.0, top, total, diff, t5;
+    if (j->loss == 2) { /* CROSS_ENTROPY */
+        top = z[0];
+        for (o = 1; o < n_out; o++)
+            top = (z[o * W] > top) ? z[o * W] : top;
+        for (o = 0; o < n_out; o++)
+            scratch[o * W] = LN(lv_exp_shifted)(z[o * W], top);
+        total = 0.0;
+        for (o = 0; o < n_out; o++)
+            total = total + scratch[o * W];
+        total = log(total);
+        if (target == NULL)
+            return -((z[target_id * W] - top) - total);
+        for (o = 0; o < n_out; o++)
+            loss = loss + target[o] * ((z[o * W] - top) - total);
+        return -loss;
+    }
+    if (j->loss == 3) { /* BINARY_CROSS_ENTROPY */
+        for (o = 0; o < n_out; o++) {
+            t5 = (z[o * W] > 0.0) ? z[o * W] : (T)0.0;
+            loss = loss + ((t5 - z[o * W] * target[o]) + log1p(exp(-fabs(z[o * W]))));
+        }
+        return loss;
+    }
+    for (o = 0; o < n_out; o++) {
+        diff = y[o * W] - target[o];
+        loss = loss + diff * diff;
+    }
+    if (j->loss == 0) /* HALF_SSE */
+        return ((T)0.5) * loss;
+    return loss / ((T)norm);
+}
+
+/* _output_loss and dL/dz of lane l: _outputs.pxi's _output_loss_and_delta */
+RNN_FAST_BODY T LN(lv_loss_and_delta)(const rnn_fast_lanes *j, const T *z, const T *y,
+                                      T *dz, const T *target, ptrdiff_t target_id,
+                                      double norm)
+{
+    ptrdiff_t o, n_out = j->O;
+    T loss, d_dot_y, target_sum, two_over_norm;
+    loss = LN(lv_output_loss)(j, z, y, dz, target, target_id, norm);
+    if (target == NULL) {
+        for (o = 0; o < n_out; o++)
+            dz[o * W] = y[o * W];
+        dz[target_id * W] = y[target_id * W] - 1.0;
+        return loss;
+    }
+    if (j->loss == 2) {
+        target_sum = 0.0;
+        for (o = 0; o < n_out; o++)
+            target_sum = target_sum + target[o];
+        for (o = 0; o < n_out; o++)
+            dz[o * W] = y[o * W] * target_sum - target[o];
+        return loss;
+    }
+    for (o = 0; o < n_out; o++)
+        dz[o * W] = y[o * W] - target[o];
+    if (j->loss == 3)
+        return loss;
+    if (j->loss == 1) { /* MSE */
+        two_over_norm = 2.0 / ((T)norm);
+        for (o = 0; o < n_out; o++)
+            dz[o * W] = dz[o * W] * two_over_norm;
+    }
+    if (!j->readout || j->output == 3)
+        return loss;
+    if (j->output == 4) {
+        d_dot_y = 0.0;
+        for (o = 0; o < n_out; o++)
+            d_dot_y = d_dot_y + dz[o * W] * y[o * W];
+        for (o = 0; o < n_out; o++)
+            dz[o * W] = y[o * W] * (dz[o * W] - d_dot_y);
+    } else {
+        for (o = 0; o < n_out; o++)
+            dz[o * W] = dz[o * W] * LN(lv_derivative)(j->output, y[o * W]);
+    }
+    return loss;
+}
+
+/* What a block's call works on: the parameters, gradients and scratch rows. */
+typedef struct {
+    const rnn_fast_lanes *j;
+    const T *theta;
+    T *grad;
+    const T *b_h;            /* (H, W) the bias, or zeros */
+    T *hs, *das, *W_hh_T, *dh, *z, *y, *dz, *x, *zeros;
+    ptrdiff_t seq[W];        /* each lane's sequence in the batch row at hand */
+    T loss[W];               /* the row's loss so far, per lane */
+} LN(lv_ctx);
+
+/* The step's input x_t W_xh added to out (H rows): _rows.pxi's _add_input */
+RNN_FAST_BODY void LN(lv_add_input)(LN(lv_ctx) *c, ptrdiff_t t, T *out)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t H = j->H, I = j->n_in;
+    const T *W_xh = c->theta + j->at_W_xh * W;
+    ptrdiff_t i, k, l;
+    if (j->input_ids) {
+        LANES(l) {
+            const T *row = W_xh + (ptrdiff_t)j->X_ids[c->seq[l] * j->n_T + t] * H * W;
+            for (k = 0; k < H; k++)
+                out[k * W + l] += row[k * W + l];
+        }
+        return;
+    }
+    LANES(l) {
+        const T *x = (const T *)j->X + (c->seq[l] * j->n_T + t) * I;
+        for (i = 0; i < I; i++)
+            c->x[i * W + l] = x[i];
+    }
+    for (i = 0; i < I; i++) { /* the rows of zeros in x skipped: _add_sparse_vecmat */
+        const LN(vec) xi = CV(c->x + i * W), zero = {0};
+        const LN(ivec) on = xi != zero;
+        const T *restrict r = W_xh + i * H * W;
+        for (k = 0; k < H; k++)  /* both computed, one kept: a select, not a branch */
+            V(out + k * W) = LN(lv_select)(on, CV(out + k * W) + xi * CV(r + k * W),
+                                           CV(out + k * W));
+    }
+}
+
+/* dW_xh += outer(x_t, da): _rows.pxi's _add_input_outer */
+RNN_FAST_BODY void LN(lv_add_input_outer)(LN(lv_ctx) *c, ptrdiff_t t, const T *da)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t H = j->H, I = j->n_in;
+    T *dW = c->grad + j->at_W_xh * W;
+    ptrdiff_t i, k, l;
+    if (j->input_ids) {
+        LANES(l) {
+            T *row = dW + (ptrdiff_t)j->X_ids[c->seq[l] * j->n_T + t] * H * W;
+            for (k = 0; k < H; k++)
+                row[k * W + l] += da[k * W + l];
+        }
+        return;
+    }
+    LANES(l) {
+        const T *x = (const T *)j->X + (c->seq[l] * j->n_T + t) * I;
+        for (i = 0; i < I; i++)
+            c->x[i * W + l] = x[i];
+    }
+    for (i = 0; i < I; i++) { /* _add_sparse_outer */
+        const LN(vec) xi = CV(c->x + i * W), zero = {0};
+        const LN(ivec) on = xi != zero;
+        T *restrict r = dW + i * H * W;
+        for (k = 0; k < H; k++)
+            V(r + k * W) = LN(lv_select)(on, CV(r + k * W) + xi * CV(da + k * W),
+                                         CV(r + k * W));
+    }
+}
+
+/* The forward sweep over n_steps steps from t0: _loops.pxi's _sequence_forward, Elman */
+RNN_FAST_BODY void LN(lv_forward)(LN(lv_ctx) *c, ptrdiff_t t0, ptrdiff_t n_steps)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t H = j->H;
+    ptrdiff_t k, i;
+    for (k = 0; k < n_steps; k++) {
+        T *h = c->hs + (k + 1) * H * W;
+        for (i = 0; i < H * W; i++)
+            h[i] = 0;
+        LN(lv_add_input)(c, t0 + k, h);
+        LN(lv_vecmat)(h - H * W, c->theta + j->at_W_hh * W, H, H, h);
+        LN(lv_activate)(j->hidden, h, c->b_h, H * W);
+    }
+}
+
+/* z_t = h_t W_hy + b_y (or h_t): _outputs.pxi's _readout before its activation */
+RNN_FAST_BODY void LN(lv_readout)(LN(lv_ctx) *c, const T *h)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t O = j->O;
+    ptrdiff_t o, l;
+    if (!j->readout) {
+        for (o = 0; o < O * W; o++)
+            c->z[o] = h[o];
+        return;
+    }
+    if (O == 1) {
+        LN(lv_dot)(h, c->theta + j->at_W_hy * W, j->H, c->z);
+    } else {
+        for (o = 0; o < O * W; o++)
+            c->z[o] = 0;
+        LN(lv_vecmat)(h, c->theta + j->at_W_hy * W, j->H, O, c->z);
+    }
+    if (j->bias) {
+        const T *b_y = c->theta + j->at_b_y * W;
+        for (o = 0; o < O; o++)
+            LANES(l) c->z[o * W + l] = c->z[o * W + l] + b_y[o * W + l];
+    }
+}
+
+/* The output side of target step t: _outputs.pxi's _output_grads, adds to c->loss */
+RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row, T scale)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t O = j->O, H = j->H;
+    T *z = c->z, *y = c->y, *dz = c->dz;
+    ptrdiff_t o, k, l;
+    LN(lv_readout)(c, h);
+    LANES(l) {
+        ptrdiff_t n = c->seq[l], id = 0;
+        const T *target = NULL;
+        double norm = j->many_to_one ? (double)O : (double)(j->lengths[n] * O);
+        if (j->target_ids)
+            id = j->Y_ids[n * j->T_y + row];
+        else
+            target = (const T *)j->Y + (n * j->T_y + row) * O;
+        if (!j->readout) {
+            for (o = 0; o < O; o++)
+                y[o * W + l] = z[o * W + l];
+        } else {
+            LN(lv_output_activation)(j, z + l, y + l);
+        }
+        c->loss[l] = c->loss[l] + LN(lv_loss_and_delta)(j, z + l, y + l, dz + l, target,
+                                                         id, norm);
+    }
+    for (o = 0; o < O * W; o++)
+        dz[o] = scale * dz[o];
+    if (!j->readout) {
+        for (k = 0; k < H * W; k++)
+            c->dh[k] = c->dh[k] + dz[k];
+        return;
+    }
+    {
+        T *restrict dW_hy = c->grad + j->at_W_hy * W, *db_y = c->grad + j->at_b_y * W;
+        const T *restrict W_hy = c->theta + j->at_W_hy * W, *restrict hr = h;
+        for (k = 0; k < H; k++)
+            for (o = 0; o < O; o++)
+                LANES(l) dW_hy[(k * O + o) * W + l] = dW_hy[(k * O + o) * W + l]
+                                                      + hr[k * W + l] * dz[o * W + l];
+        if (j->bias)
+            for (o = 0; o < O * W; o++)
+                db_y[o] = db_y[o] + dz[o];
+        for (k = 0; k < H; k++) {
+            T hi[W];
+            LANES(l) hi[l] = 0;
+            for (o = 0; o < O; o++)
+                LANES(l) hi[l] = hi[l] + W_hy[(k * O + o) * W + l] * dz[o * W + l];
+            LANES(l) c->dh[k * W + l] = c->dh[k * W + l] + hi[l];
+        }
+    }
+}
+
+/* dW += sum over steps of outer(hs[k], das[k]), last step first, four per pass:
+ * _simd.h's add_outer_products */
+RNN_FAST_BODY void LN(lv_outer_products)(const T *restrict hs, const T *restrict das,
+                                         ptrdiff_t n_steps, ptrdiff_t n_rows,
+                                         ptrdiff_t n_cols, T *restrict dW)
+{
+    ptrdiff_t i, k, c;
+    for (i = 0; i < n_rows; i++) {
+        T *w = dW + i * n_cols * W;
+        for (k = n_steps - 1; k >= 3; k -= 4) {
+            const LN(vec) a0 = CV(hs + (k * n_rows + i) * W);
+            const LN(vec) a1 = CV(hs + ((k - 1) * n_rows + i) * W);
+            const LN(vec) a2 = CV(hs + ((k - 2) * n_rows + i) * W);
+            const LN(vec) a3 = CV(hs + ((k - 3) * n_rows + i) * W);
+            const T *d0 = das + k * n_cols * W, *d1 = d0 - n_cols * W;
+            const T *d2 = d1 - n_cols * W, *d3 = d2 - n_cols * W;
+            for (c = 0; c < n_cols; c++)
+                V(w + c * W) = (((CV(w + c * W) + a0 * CV(d0 + c * W)) + a1 * CV(d1 + c * W))
+                                + a2 * CV(d2 + c * W)) + a3 * CV(d3 + c * W);
+        }
+        for (; k >= 0; k--) {
+            const LN(vec) a0 = CV(hs + (k * n_rows + i) * W);
+            const T *d0 = das + k * n_cols * W;
+            for (c = 0; c < n_cols; c++)
+                V(w + c * W) = CV(w + c * W) + a0 * CV(d0 + c * W);
+        }
+    }
+}
+
+/* BPTT over steps t0..t1 of each lane's sequence (one length for all lanes): adds
+ * scale * dL/dparams to the gradient and scale * the loss to c->loss:
+ * _loops.pxi's _sequence_bptt, Elman */
+RNN_FAST_BODY void LN(lv_bptt)(LN(lv_ctx) *c, ptrdiff_t length, ptrdiff_t t0, ptrdiff_t t1,
+                               T scale)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t H = j->H;
+    ptrdiff_t k, t, i, l, n_steps = (t1 < length ? t1 : length) - t0;
+    T loss[W], *db_h = c->grad + j->at_b_h * W;
+    LANES(l) loss[l] = 0;
+    if (n_steps <= 0) {
+        LANES(l) c->loss[l] = c->loss[l] + (T)0;  /* _loops_bptt's loss += 0 */
+        return;
+    }
+    LN(lv_forward)(c, t0, n_steps);
+    for (i = 0; i < H * W; i++)
+        c->dh[i] = 0;
+    {
+        T keep[W];  /* lv_output_grads adds to c->loss: this sequence's own sum first */
+        LANES(l) keep[l] = c->loss[l];
+        LANES(l) c->loss[l] = loss[l];
+        for (k = n_steps - 1; k >= 0; k--) {
+            T *h = c->hs + (k + 1) * H * W, *da = c->das + k * H * W;
+            t = t0 + k;
+            if (!j->many_to_one || t == length - 1)
+                LN(lv_output_grads)(c, h, j->many_to_one ? 0 : t, scale);
+            if (j->hidden == 1) {  /* _cells.pxi's _elman_backward */
+                for (i = 0; i < H * W; i++)
+                    da[i] = c->dh[i] * (((T)1) - (h[i] * h[i]));
+            } else if (j->hidden == 0) {
+                for (i = 0; i < H * W; i++)
+                    da[i] = c->dh[i] * (h[i] * (((T)1) - h[i]));
+            } else {
+                for (i = 0; i < H * W; i++)
+                    da[i] = c->dh[i] * LN(lv_derivative)(j->hidden, h[i]);
+            }
+            LN(lv_add_input_outer)(c, t, da);
+            if (j->bias)
+                for (i = 0; i < H * W; i++)
+                    db_h[i] = db_h[i] + da[i];
+            if (k > 0) {
+                for (i = 0; i < H * W; i++)
+                    c->dh[i] = 0;
+                if (j->bptt_steps == 0 || t % j->bptt_steps != 0)
+                    LN(lv_vecmat)(da, c->W_hh_T, H, H, c->dh);
+            }
+        }
+        LANES(l) loss[l] = c->loss[l];
+        LANES(l) c->loss[l] = keep[l] + scale * loss[l];
+    }
+    LN(lv_outer_products)(c->hs, c->das, n_steps, H, H, c->grad + j->at_W_hh * W);
+}
+
+/* Whether each lane's gradient is finite (bad[l] set if not), clipped to
+ * [-clip_value, clip_value] if that is > 0, then scaled by clip_norm's factor where it
+ * is below 1: _update.pxi's _check_and_clip and _norm_coefficient */
+RNN_FAST_BODY void LN(lv_clip)(const rnn_fast_lanes *j, T *g, int *bad)
+{
+    const ptrdiff_t P = j->P;
+    ptrdiff_t i, l;
+    if (j->clip_value <= 0) {
+        const LN(vec) zero = {0};
+        LN(ivec) off = {0};
+        for (i = 0; i < P; i++)
+            off |= (CV(g + i * W) - CV(g + i * W)) != zero;
+        LN(lv_flag)(off, bad);
+    } else {
+        const T c = (T)j->clip_value;
+        for (i = 0; i < P; i++)
+            LANES(l) {
+                T x = g[i * W + l];
+                bad[l] |= x - x != 0;
+                x = x > c ? c : x;
+                g[i * W + l] = x < -c ? -c : x;
+            }
+    }
+    if (j->clip_norm > 0) {
+        T total[W], coef[W];
+        LANES(l) total[l] = 0;
+        for (i = 0; i < P; i++)
+            LANES(l) total[l] += g[i * W + l] * g[i * W + l];
+        LANES(l) coef[l] = (T)(j->clip_norm / (sqrt(total[l]) + 1e-6));
+        for (i = 0; i < P; i++)
+            LANES(l) g[i * W + l] = coef[l] < 1 ? g[i * W + l] * coef[l] : g[i * W + l];
+    }
+}
+
+/* The optimizer's new parameters and state in staged ((1 + n_slots) rows of P W), bad[l]
+ * set where one is not finite: _simd.h's RNN_FAST_UPDATE, lane by lane */
+RNN_FAST_BODY void LN(lv_update)(const rnn_fast_lanes *j, const ptrdiff_t *lane_step,
+                                 const double *hyper, const T *restrict theta,
+                                 const T *restrict g, const T *restrict lr,
+                                 const T *restrict slots, T *restrict staged, int *bad)
+{
+    const ptrdiff_t P = j->P, PW = j->P * W;
+    const T *s0 = slots, *s1 = slots + PW;
+    T *p_out = staged, *s0_out = staged + PW, *s1_out = staged + 2 * PW;
+    ptrdiff_t i, l, at;
+    if (j->kind == 0 && j->n_slots == 0) {
+        const LN(vec) zero = {0};
+        LN(ivec) off = {0};
+        for (at = 0; at < PW; at += W) {
+            const LN(vec) p = CV(theta + at) - CV(lr + at) * CV(g + at);
+            V(p_out + at) = p;
+            off |= (p - p) != zero;
+        }
+        LN(lv_flag)(off, bad);
+    } else if (j->kind == 0) {
+        T mu[W];
+        int nesterov[W];
+        LANES(l) mu[l] = (T)hyper[3 * l], nesterov[l] = hyper[3 * l + 1] != 0;
+        for (at = 0; at < PW; at += W)
+            LANES(l) {
+                T a = mu[l] * s0[at + l] + g[at + l];
+                T b = nesterov[l] ? g[at + l] + mu[l] * a : a;
+                T p = theta[at + l] - lr[at + l] * b;
+                p_out[at + l] = p;
+                s0_out[at + l] = a;
+                bad[l] |= (p - p != 0) | (a - a != 0);
+            }
+    } else if (j->kind == 1) { /* Adagrad: its all-zero blocks of RNN_FAST_SKIP copied */
+        T eps[W];
+        ptrdiff_t k, end;
+        LANES(l) eps[l] = (T)hyper[3 * l];
+        for (k = 0; k < P; k = end) {
+            int any[W];
+            end = k + RNN_FAST_SKIP < P ? k + RNN_FAST_SKIP : P;
+            LANES(l) any[l] = !(eps[l] > 0);
+            for (i = k; i < end; i++)
+                LANES(l) any[l] |= (g[i * W + l] != 0) | (lr[i * W + l] - lr[i * W + l] != 0);
+            for (i = k; i < end; i++)
+                LANES(l) {
+                    at = i * W + l;
+                    if (any[l]) {
+                        T a = s0[at] + g[at] * g[at];
+                        T p = theta[at] - lr[at] * g[at] / SQRT(a + eps[l]);
+                        p_out[at] = p;
+                        s0_out[at] = a;
+                        bad[l] |= (p - p != 0) | (a - a != 0);
+                    } else {
+                        p_out[at] = theta[at];
+                        s0_out[at] = s0[at];
+                        bad[l] |= theta[at] - theta[at] != 0;
+                    }
+                }
+        }
+    } else if (j->kind == 2) { /* RMSprop */
+        T alpha[W], eps[W], oma[W];
+        LANES(l) alpha[l] = (T)hyper[3 * l], eps[l] = (T)hyper[3 * l + 1],
+                 oma[l] = (T)(1 - hyper[3 * l]);
+        for (at = 0; at < PW; at += W)
+            LANES(l) {
+                T a = alpha[l] * s0[at + l] + oma[l] * (g[at + l] * g[at + l]);
+                T p = theta[at + l] - lr[at + l] * g[at + l] / (SQRT(a) + eps[l]);
+                p_out[at + l] = p;
+                s0_out[at + l] = a;
+                bad[l] |= (p - p != 0) | (a - a != 0);
+            }
+    } else { /* Adam */
+        T b1[W], b2[W], eps[W], bc1[W], bc2[W], omb1[W], omb2[W];
+        LANES(l) {
+            const double *h = hyper + 3 * l;
+            b1[l] = (T)h[0], b2[l] = (T)h[1], eps[l] = (T)h[2];
+            bc1[l] = (T)(1.0 - pow((double)h[0], (double)(lane_step[l] + 1)));
+            bc2[l] = (T)(1.0 - pow((double)h[1], (double)(lane_step[l] + 1)));
+            omb1[l] = (T)(1 - h[0]), omb2[l] = (T)(1 - h[1]);
+        }
+        for (at = 0; at < PW; at += W)
+            LANES(l) {
+                T a = b1[l] * s0[at + l] + omb1[l] * g[at + l];
+                T b = b2[l] * s1[at + l] + omb2[l] * (g[at + l] * g[at + l]);
+                T p = theta[at + l] - lr[at + l] * (a / bc1[l]) / (SQRT(b / bc2[l]) + eps[l]);
+                p_out[at + l] = p;
+                s0_out[at + l] = a;
+                s1_out[at + l] = b;
+                bad[l] |= (p - p != 0) | (a - a != 0) | (b - b != 0);
+            }
+    }
+}
+
+/* One update of every live lane: clip, update, and commit where every new value is
+ * finite (ok[l]); _update.pxi's _optimizer_step and _train_loop's staging */
+RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *restrict theta,
+                               T *restrict slots, T *restrict grad, T *restrict staged,
+                               int *ok)
+{
+    const ptrdiff_t PW = j->P * W;
+    const T *lr = (const T *)j->lr + block * PW;
+    int bad[W];
+    ptrdiff_t l, r, at;
+    LANES(l) bad[l] = !ok[l];
+    LN(lv_clip)(j, grad, bad);
+    LN(lv_update)(j, j->step + block * W, j->hyper + 3 * block * W, theta, grad, lr, slots,
+                  staged, bad);
+    LANES(l) ok[l] = !bad[l];
+    {
+        const LN(ivec) m = LN(lv_mask)(ok);
+        for (at = 0; at < PW; at += W)
+            V(theta + at) = LN(lv_select)(m, CV(staged + at), CV(theta + at));
+        for (r = 0; r < j->n_slots; r++)
+            for (at = 0; at < PW; at += W)
+                V(slots + r * PW + at) = LN(lv_select)(m, CV(staged + (r + 1) * PW + at),
+                                                       CV(slots + r * PW + at));
+    }
+}
+
+/* A block's share of a call: steps begin..end of every live lane, as _core.pyx's
+ * _train_loop runs them for one model on the hand loops (_loops_bptt per chunk). */
+RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, SFX), body)(
+    const rnn_fast_lanes *j, ptrdiff_t block)
+{
+    const ptrdiff_t H = j->H, P = j->P, PW = j->P * W, N = j->N;
+    const ptrdiff_t n_batches = (N + j->batch_size - 1) / j->batch_size;
+    T *theta = (T *)j->theta + block * PW;
+    T *slots = (T *)j->slots + block * j->n_slots * PW;
+    T *carry = (T *)j->carry + block * j->batch_size * H * W;
+    const ptrdiff_t *orders = j->orders + block * W * j->n_order;
+    ptrdiff_t *step = j->step + block * W, *done = j->done + block * W;
+    int *alive = j->alive + block * W;
+    double *losses = j->losses + block * W * j->n_losses;
+    T *s = (T *)j->scratch, *staged;
+    LN(lv_ctx) c;
+    ptrdiff_t st, b, first, count, ch, n_chunks, max_len, u = 0, i, k, l, r, len;
+    int stopped = 0, any = 0, ok[W];
+    c.j = j;
+    c.theta = theta;
+    c.hs = s, s += (j->n_T + 1) * H * W;
+    c.das = s, s += j->n_T * H * W;
+    c.W_hh_T = s, s += H * H * W;
+    c.dh = s, s += H * W;
+    c.z = s, s += j->O * W;
+    c.y = s, s += j->O * W;
+    c.dz = s, s += 2 * j->O * W;
+    c.x = s, s += (j->n_in + j->O) * W;
+    c.grad = s, s += PW;
+    staged = s, s += (1 + j->n_slots) * PW;
+    c.zeros = s;
+    for (i = 0; i < (H > j->O ? H : j->O) * W; i++)
+        c.zeros[i] = 0;
+    c.b_h = j->bias ? theta + j->at_b_h * W : c.zeros;
+    LANES(l) any |= alive[l];
+    for (st = j->begin; st < j->end && any; st++) {
+        b = st % n_batches;
+        first = (st / n_batches) * N * (j->n_order > N) + b * j->batch_size;
+        count = j->batch_size < N - b * j->batch_size ? j->batch_size : N - b * j->batch_size;
+        ch = st == j->begin ? j->chunk_begin : 0;
+        max_len = 0;
+        for (r = 0; r < count; r++) {  /* lane 0's lengths: every lane's (the caller's check) */
+            len = j->lengths[orders[first + r]];
+            max_len = len > max_len ? len : max_len;
+            if (ch == 0)
+                LANES(l) if (alive[l]) for (k = 0; k < H; k++)
+                    carry[(r * H + k) * W + l] =
+                        ((const T *)j->h0)[orders[l * j->n_order + first + r] * H + k];
+        }
+        n_chunks = (max_len + j->chunk_length - 1) / j->chunk_length;
+        for (; ch < n_chunks; ch++) {
+            T chunk_loss[W];
+            ptrdiff_t t0 = ch * j->chunk_length, t1 = t0 + j->chunk_length;
+            if (u == j->max_updates) {
+                stopped = 1;
+                break;
+            }
+            for (i = 0; i < PW; i++)
+                c.grad[i] = 0;
+            LANES(l) c.loss[l] = 0;
+            for (i = 0; i < H; i++)  /* _loops_bptt: W_hh^T, once per chunk */
+                for (k = 0; k < H; k++)
+                    LANES(l) c.W_hh_T[(k * H + i) * W + l] =
+                        theta[(j->at_W_hh + i * H + k) * W + l];
+            for (r = 0; r < count; r++) {
+                LANES(l) c.seq[l] = orders[l * j->n_order + first + r];
+                len = j->lengths[c.seq[0]];
+                for (i = 0; i < H * W; i++)
+                    c.hs[i] = carry[r * H * W + i];
+                LN(lv_bptt)(&c, len, t0, t1, (T)(1.0 / count));
+                k = (t1 < len ? t1 : len) - t0;
+                k = k > 0 ? k : 0;
+                LANES(l) if (alive[l]) for (i = 0; i < H; i++)
+                    carry[(r * H + i) * W + l] = c.hs[(k * H + i) * W + l];
+            }
+            LANES(l) {
+                chunk_loss[l] = 0;
+                chunk_loss[l] += c.loss[l];
+                ok[l] = alive[l] && isfinite(chunk_loss[l]);
+            }
+            LN(lv_step)(j, block, theta, slots, c.grad, staged, ok);
+            any = 0;
+            LANES(l) {
+                if (alive[l] && !ok[l]) {  /* stops here, with its last finite update */
+                    alive[l] = 0;
+                    done[l] = st;
+                } else if (alive[l]) {
+                    losses[l * j->n_losses + u] = chunk_loss[l];
+                    step[l] += 1;
+                }
+                any |= alive[l];
+            }
+            u += 1;
+            if (!any)
+                break;
+        }
+        if (stopped)
+            break;
+    }
+    LANES(l) if (alive[l]) done[l] = stopped ? st : j->end;
+    (void)P;
+}
+
+#undef LN
+#undef LANES
+#undef V
+#undef CV

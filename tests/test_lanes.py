@@ -1,0 +1,237 @@
+"""fit_many's packed kernel (models in SIMD lanes, _lanes.h): every packed model, its
+optimizer and its history end with the bits of its own fit, for every option the packed
+path takes, in every clone of the core's C loops; groups it does not take train one
+after another, with the same bits."""
+
+import copy
+import os
+import signal
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, core_clone, make_data
+
+import rnn_fast
+from rnn_fast import _core, _lanes, _many
+
+SIZES = dict(input_size=3, hidden_size=5, output_size=2)
+BASE = {"hidden_activation": "tanh", "output_activation": "identity", "loss": "mse",
+        "bias": True, "readout": True}
+W = {"float64": _core.lanes("float64"), "float32": _core.lanes("float32")}
+OPTIMIZERS = {
+    "sgd": lambda k: rnn_fast.SGD(lr=0.05 + 0.01 * k),
+    "momentum": lambda k: rnn_fast.SGD(lr=0.05, momentum=0.1 * (k % 5 + 1),
+                                       nesterov=k % 2 == 0),
+    "adagrad": lambda k: rnn_fast.Adagrad(lr=0.02 + 0.005 * k, eps=1e-8 * (k + 1)),
+    "rmsprop": lambda k: rnn_fast.RMSprop(lr=0.01, alpha=0.9 + 0.002 * k),
+    "adam": lambda k: rnn_fast.Adam(lr=0.01 + 0.001 * k, beta1=0.9 - 0.01 * (k % 3)),
+}
+
+
+@pytest.fixture
+def packed(monkeypatch):
+    """Counts the packed runs, and packs a single model too (M = 1)."""
+    calls = []
+    run = _lanes.run
+    monkeypatch.setattr(_lanes, "run", lambda *a: calls.append(len(a[0])) or run(*a))
+    monkeypatch.setattr(_many, "PACK_MIN_MODELS", 1)
+    return calls
+
+
+def models_of(m, config=BASE, dtype="float64", sizes=SIZES):
+    sizes = {**sizes, "output_size": sizes["output_size"] if config["readout"] else None}
+    return [rnn_fast.RNN(**sizes, **config, dtype=dtype, seed=k) for k in range(m)]
+
+
+def data(rng, config=BASE, n=6, t=4, many_to_one=False, dtype="float64", sizes=SIZES):
+    return make_data(rng, config, n, t, sizes["input_size"],
+                     sizes["output_size"] if config["readout"] else sizes["hidden_size"],
+                     many_to_one, dtype)
+
+
+def assert_packed_is_own_fits(models, optimizers, X, Y, **options):
+    """fit_many against each model's own fit: parameters, optimizer state, histories
+    (or DivergenceError), bit for bit."""
+    twins = copy.deepcopy(models)
+    expected = []
+    for twin, optimizer in zip(twins, copy.deepcopy(optimizers)):
+        try:
+            expected.append(twin.fit(X, Y, optimizer=optimizer, **copy.deepcopy(options)))
+        except rnn_fast.DivergenceError as exc:
+            expected.append(exc.history)
+    try:
+        histories = rnn_fast.fit_many(models, X, Y, optimizer=optimizers, **options)
+    except rnn_fast.DivergenceError as exc:
+        histories = exc.histories
+    for k, (model, twin) in enumerate(zip(models, twins)):
+        np.testing.assert_array_equal(model.theta, twin.theta, err_msg=f"theta of {k}")
+        assert model.optimizer.state["step"] == twin.optimizer.state["step"], k
+        np.testing.assert_array_equal(model.optimizer.state["slots"],
+                                      twin.optimizer.state["slots"], err_msg=f"slots {k}")
+        assert set(histories[k]) == set(expected[k]), k
+        for key, value in expected[k].items():
+            if key not in ("profile", "val_seconds"):
+                np.testing.assert_array_equal(histories[k][key], value,
+                                              err_msg=f"{key} of {k}")
+    return histories
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(map(str, c.values())))
+def test_every_activation_loss_readout_and_bias(config, dtype, rng, packed):
+    models = models_of(5, config, dtype)
+    X, Y = data(rng, config, dtype=dtype)
+    assert_packed_is_own_fits(models, [rnn_fast.SGD(lr=0.05 * (k + 1)) for k in range(5)],
+                              X, Y, epochs=2, batch_size=2)
+    assert packed == [5]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("lanes", ["1", "2", "W-1", "W+1", "37"])
+def test_every_optimizer_and_group_size(name, lanes, dtype, rng, packed):
+    m = {"W-1": W[dtype] - 1, "W+1": W[dtype] + 1}.get(lanes) or int(lanes)
+    models = models_of(m, dtype=dtype)
+    X, Y = data(rng, dtype=dtype)
+    assert_packed_is_own_fits(models, [OPTIMIZERS[name](k) for k in range(m)], X, Y,
+                              epochs=2)
+    assert packed == [m]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("clone", _core.clones())
+def test_every_clone(clone, dtype, rng, packed):
+    config = {**BASE, "hidden_activation": "sigmoid", "output_activation": "softmax",
+              "loss": "cross_entropy"}
+    X, Y = data(rng, config, n=8, t=5, dtype=dtype)
+    for name in ("adam", "momentum"):
+        models = models_of(W[dtype] + 3, config, dtype)
+        with core_clone(clone):
+            assert_packed_is_own_fits(models, [OPTIMIZERS[name](k) for k in range(len(models))],
+                                      X, Y, epochs=2, batch_size=3, clip_norm=0.5)
+    assert packed == [W[dtype] + 3] * 2
+
+
+OPTIONS = {
+    "chunk_length": dict(chunk_length=3, batch_size=2),
+    "bptt_steps": dict(bptt_steps=2, epochs=2),
+    "clip_value": dict(clip_value=0.01, batch_size=3),
+    "clip_norm": dict(clip_norm=0.05),
+    "max_updates": dict(max_updates=7, epochs=3),
+    "lengths, in order": dict(lengths=[4, 1, 3, 2, 4, 3], batch_size=2, chunk_length=2),
+    "shuffle, one length": dict(shuffle=True, epochs=3, batch_size=4),
+    "shuffle, one seed": dict(shuffle=True, seed=3, lengths=[4, 1, 3, 2, 4, 3]),
+    "h0": dict(h0="per sequence", batch_size=2),
+    "validation": dict(validation="held out", validate_every=4, epochs=2),
+    "validation_split": dict(validation_split=0.34, epochs=3, max_updates=5),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_every_training_option(name, dtype, rng, packed):
+    options = dict(OPTIONS[name])
+    X, Y = data(rng, dtype=dtype)
+    if options.get("h0") == "per sequence":
+        options["h0"] = (0.5 * rng.standard_normal((6, 5))).astype(dtype)
+    if options.get("validation") == "held out":
+        options["validation"] = data(rng, n=3, dtype=dtype)
+    models = models_of(W[dtype] + 1, dtype=dtype)
+    assert_packed_is_own_fits(models, [OPTIMIZERS["adam"](k) for k in range(len(models))],
+                              X, Y, **options)
+    assert packed == [len(models)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_many_to_one_token_ids_and_class_ids(dtype, rng, packed):
+    config = {**BASE, "output_activation": "softmax", "loss": "cross_entropy"}
+    sizes = dict(input_size=4, hidden_size=6, output_size=3)
+    X_ids = rng.integers(0, 4, (7, 5)).astype(np.int32)
+    Y_ids = rng.integers(0, 3, (7, 5)).astype(np.int32)
+    models = models_of(11, config, dtype, sizes)
+    assert_packed_is_own_fits(models, [OPTIMIZERS["rmsprop"](k) for k in range(11)],
+                              X_ids, Y_ids, epochs=2, batch_size=2)
+    X, Y = data(rng, config, n=7, t=5, many_to_one=True, dtype=dtype, sizes=sizes)
+    models = models_of(11, config, dtype, sizes)
+    assert_packed_is_own_fits(models, [OPTIMIZERS["adagrad"](k) for k in range(11)],
+                              X, Y, epochs=2, batch_size=3)
+    assert packed == [11, 11]
+
+
+def test_a_model_that_diverges_stops_alone_in_its_lane(rng, packed):
+    config = {**BASE, "hidden_activation": "relu"}
+    X, Y = data(rng, config, n=8)
+    models = models_of(10, config)
+    optimizers = [rnn_fast.SGD(lr=1e30 if k == 3 else 0.01 * (k + 1)) for k in range(10)]
+    with pytest.raises(rnn_fast.DivergenceError) as caught:
+        rnn_fast.fit_many(copy.deepcopy(models), X, Y, optimizer=copy.deepcopy(optimizers),
+                          epochs=3)
+    assert caught.value.diverged == [3]
+    histories = assert_packed_is_own_fits(models, optimizers, X, Y, epochs=3)
+    assert len(histories[3]["batch_loss"]) < 24 and len(histories[0]["batch_loss"]) == 24
+    assert np.isfinite(models[3].theta).all()
+    assert packed == [10, 10]
+
+
+def test_a_stop_ends_every_lane_after_the_kernel_call(rng, packed):
+    """stop() before the call: the packed call makes one kernel call (3 of 300 updates)
+    for every model, each then where its own fit with max_updates=3 ends."""
+    X, Y = data(rng, n=300)
+    models = models_of(4)
+    twins = copy.deepcopy(models)
+    models[1].stop()
+    with pytest.raises(rnn_fast.TrainingInterrupted) as caught:
+        rnn_fast.fit_many(models, X, Y, optimizer=rnn_fast.SGD(lr=0.05))
+    assert caught.value.updates == [3, 3, 3, 3]
+    for model, twin in zip(models, twins):
+        twin.fit(X, Y, optimizer=rnn_fast.SGD(lr=0.05), max_updates=3)
+        np.testing.assert_array_equal(model.theta, twin.theta)
+    assert packed == [4]
+
+
+def test_ctrl_c_ends_every_lane_after_the_kernel_call_under_way(rng, packed, monkeypatch):
+    X, Y = data(rng, n=300)
+    models = models_of(3)
+    twins = copy.deepcopy(models)
+    train_many = _core.train_many
+
+    def then_ctrl_c(*args):
+        train_many(*args)
+        os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(_core, "train_many", then_ctrl_c)
+    with pytest.raises(rnn_fast.TrainingInterrupted) as caught:
+        rnn_fast.fit_many(models, X, Y, optimizer=rnn_fast.Adam(lr=0.01))
+    updates = caught.value.updates
+    assert updates == [3, 3, 3] and "interrupted: 0 of 3 models finished" in str(caught.value)
+    for model, twin, history in zip(models, twins, caught.value.histories):
+        own = twin.fit(X, Y, optimizer=rnn_fast.Adam(lr=0.01), max_updates=3)
+        np.testing.assert_array_equal(model.theta, twin.theta)
+        np.testing.assert_array_equal(history["batch_loss"], own["batch_loss"])
+    assert packed == [3]
+
+
+FALLBACKS = {
+    "gru": dict(cell="gru"),
+    "hidden size on BLAS": dict(hidden_size=_core.blas_min_hidden()),
+    "shuffle with lengths": dict(options=dict(shuffle=True, lengths=[4, 1, 3, 2, 4, 3])),
+    "profile": dict(options=dict(profile=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(FALLBACKS))
+def test_groups_the_lanes_do_not_take_train_one_after_another(name, rng, packed):
+    case = FALLBACKS[name]
+    sizes = {**SIZES, "hidden_size": case.get("hidden_size", 5)}
+    kwargs = dict(sizes, **{k: v for k, v in BASE.items()}, seed=0)
+    X, Y = data(rng)
+    models = []
+    for k in range(5):
+        kwargs["seed"] = k
+        if case.get("cell") == "gru":
+            models.append(rnn_fast.GRU(**{k2: v for k2, v in kwargs.items()
+                                          if k2 != "hidden_activation"}))
+        else:
+            models.append(rnn_fast.RNN(**kwargs))
+    assert_packed_is_own_fits(models, [OPTIMIZERS["adam"](k) for k in range(5)], X, Y,
+                              epochs=2, **case.get("options", {}))
+    assert packed == []

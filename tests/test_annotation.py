@@ -41,8 +41,11 @@ def test_no_python_interaction_in_nogil_code(tmp_path):
     for source in [CORE, *sorted(CORE.parent.glob("*.pxi"))]:
         scores = {int(n): int(s) for s, n in LINE.findall(html.unescape(
             (tmp_path / f"{source.stem}.html").read_text()))}
-        hot = nogil_lines(source.read_text())
-        assert len(hot) > (150 if source == CORE else 10), \
-            f"the nogil regions of {source.name} were not found"
+        text = source.read_text()
+        hot = nogil_lines(text)
+        # the core and the Cython kernels hold many; a wrapper of a C kernel (_lanes.pxi)
+        # holds its one nogil call
+        least = 150 if source == CORE else 10 if "noexcept nogil" in text else 0
+        assert len(hot) > least, f"the nogil regions of {source.name} were not found"
         yellow = sorted(n for n in hot if scores.get(n, 0) > 0)
         assert not yellow, f"lines of {source.name} touching Python inside nogil code: {yellow}"

@@ -11,10 +11,10 @@ A call is a fit cut in the same three parts as ``RNN.fit`` (``_fit``):
 - the outcome (``_outcome_group``): each model's history, made by ``_fit._outcome``
   from its plan and run, and the group's exception if some model did not end.
 
-``_train_group`` is where the Cython core's packed kernel (models in SIMD lanes, a lane
-a model) goes; for now it trains the models one after another through the single-model
-run, ``_one_after_another``, which is also ``rnn_fast.reference.fit_many``'s: the
-specification, the loop over ``fit``. See ``_train_group`` for the contract.
+``_train_group`` sends the groups that can to the Cython core's packed kernel (``_lanes``:
+models in SIMD lanes, a lane a model) and the others through the single-model run one
+after another, ``_one_after_another``, which is also ``rnn_fast.reference.fit_many``'s:
+the specification, the loop over ``fit``. See ``_train_group`` for the contract.
 """
 
 from __future__ import annotations
@@ -103,10 +103,12 @@ def fit_many(models, X, Y, optimizer=None, **fit_options):
     Notes
     -----
     ``rnn_fast.reference.fit_many`` is the specification: the loop over the models'
-    fits, on NumPy. ``rnn_fast.fit_many`` trains them one after another on the Cython
-    core for now (the same numbers as the loop, bit for bit); packing the models into
-    the SIMD lanes of one kernel call is coming, with the same results where a single
-    fit runs the core's hand-written loops.
+    fits, on NumPy. ``rnn_fast.fit_many`` packs Elman models whose own fits run the
+    core's hand-written loops (hidden size below ``blas_min_hidden()``) and whose
+    batches step together (no shuffle, or sequences of one length) into the SIMD lanes
+    of one kernel call, a lane per model (8 float64 or 16 float32 lanes on AVX-512), with
+    the bits of their own fits; any other group trains one model after another on the
+    core (the same bits as the loop of fits).
     """
     return _fit_group(models, X, Y, optimizer, fit_options, "cython")
 

@@ -57,10 +57,9 @@ cdef inline void _activate_row(
     if hidden == TANH:
         _tanh_row(a, b_h, n_hidden)
         return
-    if floating is double:
-        if hidden == SIGMOID:
-            rnn_fast_sigmoid_row_f64(a, b_h, n_hidden)
-            return
+    if hidden == SIGMOID:  # float32 as the gated cells' gates: in float64, rounded once
+        _sigmoid_row(a, b_h, n_hidden)
+        return
     for c in range(n_hidden):
         a[c] = _activate(hidden, a[c] + b_h[c])
 

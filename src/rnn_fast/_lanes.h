@@ -82,6 +82,7 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #define W RNN_FAST_LANES_F64
 #define SFX f64
 #define TANH_ROW rnn_fast_tanh_row_f64_body
+#define SIGMOID_ROW rnn_fast_sigmoid_row_f64_body
 #define SQRT sqrt
 #define F64 1
 #define TI int64_t
@@ -90,6 +91,7 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #undef W
 #undef SFX
 #undef TANH_ROW
+#undef SIGMOID_ROW
 #undef SQRT
 #undef F64
 #undef TI
@@ -98,6 +100,7 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #define W RNN_FAST_LANES_F32
 #define SFX f32
 #define TANH_ROW rnn_fast_tanh_row_f32_body
+#define SIGMOID_ROW rnn_fast_sigmoid_row_f32_body
 #define SQRT sqrtf
 #define F64 0
 #define TI int32_t
@@ -106,6 +109,7 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #undef W
 #undef SFX
 #undef TANH_ROW
+#undef SIGMOID_ROW
 #undef SQRT
 #undef F64
 #undef TI

@@ -89,20 +89,13 @@ RNN_FAST_BODY void LN(lv_activate)(int hidden, T *h, const T *b, ptrdiff_t n)
         TANH_ROW(h, b, n);
         return;
     }
-#if F64
     if (hidden == 0) { /* SIGMOID */
-        rnn_fast_sigmoid_row_f64_body(h, b, n);
+        SIGMOID_ROW(h, b, n);
         return;
     }
-#endif
     for (c = 0; c < n; c++) {
         T a = h[c] + b[c];
-        if (hidden == 0)
-            h[c] = ((T)1) / (((T)1) + expf(-a));
-        else if (hidden == 2)
-            h[c] = (a < 0.0) ? (T)0.0 : a;
-        else
-            h[c] = a;
+        h[c] = (hidden == 2 && a < 0.0) ? (T)0.0 : a; /* RELU, or the identity */
     }
 }
 

@@ -96,6 +96,7 @@ def train(
 ) -> tuple[int, int]: ...
 def _hidden_values(x: Floats, activation: int) -> Floats: ...  # activation: a code, as in Net
 def _exp_values(x: Floats) -> Floats: ...
+def block_aligned(shape: object, dtype: object) -> np.ndarray: ...  # data on 64 bytes
 def lanes(dtype: object) -> int: ...  # models per block of train_many: 8 float64, 16 float32
 def train_many(
     spec: object,

@@ -44,6 +44,16 @@ def lanes(dtype):
     return RNN_FAST_LANES_F64 if np.dtype(dtype) == np.float64 else RNN_FAST_LANES_F32
 
 
+def block_aligned(shape, dtype):
+    """An empty array whose data start on a 64-byte boundary: a block's W lanes are one
+    64-byte vector, and a load that straddles two cache lines costs two."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
 cdef void _lanes_net(rnn_fast_lanes* j, spec, layout) except *:
     """The network's options and the parameters' offsets in theta (0 where absent:
     never read, as the options say)."""
@@ -110,7 +120,7 @@ def train_many(spec, layout,
                              f"expected {shape}")
     if n_lanes % W or losses_out.shape[0] != n_lanes or h0.shape[1] != j.H:
         raise ValueError("train_many: lanes, losses or h0 of the wrong shape")
-    scratch = np.empty(rnn_fast_lanes_scratch_size(&j, W), dtype)
+    scratch = block_aligned(rnn_fast_lanes_scratch_size(&j, W), dtype)
     j.scratch = _address(scratch, itemsize)
     cdef int f64 = dtype == np.float64
     with nogil:

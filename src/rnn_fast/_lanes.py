@@ -100,8 +100,10 @@ class Lanes:
 
 def _to_lanes(a, W):
     """(n, ...) per model -> (n / W, ..., W): the model innermost, blocks of W."""
-    blocks = a.reshape(a.shape[0] // W, W, *a.shape[1:])
-    return np.ascontiguousarray(np.moveaxis(blocks, 1, -1))
+    blocks = np.moveaxis(a.reshape(a.shape[0] // W, W, *a.shape[1:]), 1, -1)
+    out = _core.block_aligned(blocks.shape, a.dtype)
+    out[...] = blocks
+    return out
 
 
 def _from_lanes(a):

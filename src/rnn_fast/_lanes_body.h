@@ -621,7 +621,7 @@ RNN_FAST_BODY void LN(lv_update)(const rnn_fast_lanes *j, const ptrdiff_t *lane_
  * finite (ok[l]); _update.pxi's _optimizer_step and _train_loop's staging */
 RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *restrict theta,
                                T *restrict slots, T *restrict grad, T *restrict staged,
-                               int *ok)
+                               const ptrdiff_t *lane_step, int *ok)
 {
     const ptrdiff_t PW = j->P * W;
     const T *lr = (const T *)j->lr + block * PW;
@@ -629,8 +629,8 @@ RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *rest
     ptrdiff_t l, r, at;
     LANES(l) bad[l] = !ok[l];
     LN(lv_clip)(j, grad, bad);
-    LN(lv_update)(j, j->step + block * W, j->hyper + 3 * block * W, theta, grad, lr, slots,
-                  staged, bad);
+    LN(lv_update)(j, lane_step, j->hyper + 3 * block * W, theta, grad, lr, slots, staged,
+                  bad);
     LANES(l) ok[l] = !bad[l];
     {
         const LN(ivec) m = LN(lv_mask)(ok);
@@ -654,8 +654,10 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     T *slots = (T *)j->slots + block * j->n_slots * PW;
     T *carry = (T *)j->carry + block * j->batch_size * H * W;
     const ptrdiff_t *orders = j->orders + block * W * j->n_order;
-    ptrdiff_t *step = j->step + block * W, *done = j->done + block * W;
-    int *alive = j->alive + block * W;
+    /* the lanes' counters live here during the call and are written back once: another
+     * thread's block may share their cache lines */
+    ptrdiff_t step[W], done[W];
+    int alive[W];
     double *losses = j->losses + block * W * j->n_losses;
     T *s = (T *)j->scratch, *staged;
     LN(lv_ctx) c;
@@ -677,7 +679,12 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     for (i = 0; i < (H > j->O ? H : j->O) * W; i++)
         c.zeros[i] = 0;
     c.b_h = j->bias ? theta + j->at_b_h * W : c.zeros;
-    LANES(l) any |= alive[l];
+    LANES(l) {
+        step[l] = j->step[block * W + l];
+        done[l] = j->done[block * W + l];
+        alive[l] = j->alive[block * W + l];
+        any |= alive[l];
+    }
     for (st = j->begin; st < j->end && any; st++) {
         b = st % n_batches;
         first = (st / n_batches) * N * (j->n_order > N) + b * j->batch_size;
@@ -723,7 +730,7 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
                 chunk_loss[l] += c.loss[l];
                 ok[l] = alive[l] && isfinite(chunk_loss[l]);
             }
-            LN(lv_step)(j, block, theta, slots, c.grad, staged, ok);
+            LN(lv_step)(j, block, theta, slots, c.grad, staged, step, ok);
             any = 0;
             LANES(l) {
                 if (alive[l] && !ok[l]) {  /* stops here, with its last finite update */
@@ -742,7 +749,13 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
         if (stopped)
             break;
     }
-    LANES(l) if (alive[l]) done[l] = stopped ? st : j->end;
+    LANES(l) {
+        if (alive[l])
+            done[l] = stopped ? st : j->end;
+        j->step[block * W + l] = step[l];
+        j->done[block * W + l] = done[l];
+        j->alive[block * W + l] = alive[l];
+    }
     (void)P;
 }
 

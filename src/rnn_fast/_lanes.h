@@ -66,12 +66,16 @@ typedef struct {
 #define RNN_FAST_LANES_F64 8
 #define RNN_FAST_LANES_F32 16
 
+/* Columns of a vector-matrix product summed in registers at once: 8 vectors of 64 bytes
+ * are all of AVX-512's 32 registers a tile needs with its rows (AVX2 spills some) */
+#define LV_TILE 8
+
 /* The scratch a block needs, in entries of the models' dtype (W lanes each). */
 static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t W)
 {
     ptrdiff_t H = j->H, O = j->O, I = j->n_in, P = j->P, T = j->n_T;
     ptrdiff_t wide = H > O ? H : O;
-    return W * ((T + 1) * H + T * H + H * H + H + 4 * O + I + O + P
+    return W * ((T + 1) * H + T * H + H + 4 * O + I + O + P
                 + (1 + j->n_slots) * P + wide + 8);
 }
 

@@ -37,29 +37,54 @@ RNN_FAST_BODY void LN(lv_flag)(LN(ivec) m, int *bad)
     LANES(l) bad[l] |= m[l] != 0;
 }
 
-/* out += v @ M (v: K rows, M: K x n_cols, out: n_cols rows), four rows of M per pass,
- * added left to right: _simd.h's add_vecmat */
-RNN_FAST_BODY void LN(lv_vecmat)(const T *restrict v, const T *restrict M, ptrdiff_t K,
-                                 ptrdiff_t n_cols, T *restrict out)
+/* out += v @ M over the columns c0 .. c0 + n - 1 (n <= LV_TILE), M's entry (i, c) at
+ * (i rs + c cs) W: the tile's sums stay in registers across all K rows, each entry added
+ * in add_vecmat's order (four rows per pass, left to right) */
+RNN_FAST_BODY void LN(lv_vecmat_tile)(const T *restrict v, const T *restrict M, ptrdiff_t K,
+                                      ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t c0, ptrdiff_t n,
+                                      T *restrict out)
 {
-    ptrdiff_t i = 0, j;
+    LN(vec) acc[LV_TILE];
+    ptrdiff_t i = 0, c;
+#pragma GCC unroll 16
+    for (c = 0; c < LV_TILE; c++)
+        if (c < n)
+            acc[c] = CV(out + (c0 + c) * W);
     for (; i + 4 <= K; i += 4) {
         const LN(vec) v0 = CV(v + i * W), v1 = CV(v + (i + 1) * W);
         const LN(vec) v2 = CV(v + (i + 2) * W), v3 = CV(v + (i + 3) * W);
-        const T *r0 = M + i * n_cols * W, *r1 = r0 + n_cols * W;
-        const T *r2 = r1 + n_cols * W, *r3 = r2 + n_cols * W;
-        for (j = 0; j < n_cols; j++) {
-            const ptrdiff_t at = j * W;
-            V(out + at) = (((CV(out + at) + v0 * CV(r0 + at)) + v1 * CV(r1 + at))
-                           + v2 * CV(r2 + at)) + v3 * CV(r3 + at);
-        }
+#pragma GCC unroll 16
+        for (c = 0; c < LV_TILE; c++)
+            if (c < n) {
+                const T *m = M + (i * rs + (c0 + c) * cs) * W;
+                acc[c] = (((acc[c] + v0 * CV(m)) + v1 * CV(m + rs * W))
+                          + v2 * CV(m + 2 * rs * W)) + v3 * CV(m + 3 * rs * W);
+            }
     }
     for (; i < K; i++) {
         const LN(vec) v0 = CV(v + i * W);
-        const T *r0 = M + i * n_cols * W;
-        for (j = 0; j < n_cols; j++)
-            V(out + j * W) = CV(out + j * W) + v0 * CV(r0 + j * W);
+#pragma GCC unroll 16
+        for (c = 0; c < LV_TILE; c++)
+            if (c < n)
+                acc[c] = acc[c] + v0 * CV(M + (i * rs + (c0 + c) * cs) * W);
     }
+#pragma GCC unroll 16
+    for (c = 0; c < LV_TILE; c++)
+        if (c < n)
+            V(out + (c0 + c) * W) = acc[c];
+}
+
+/* out += v @ M (v: K rows, out: n_cols rows; M's entry (i, c) at (i rs + c cs) W, so
+ * M may be read transposed in place): _simd.h's add_vecmat */
+RNN_FAST_BODY void LN(lv_vecmat)(const T *restrict v, const T *restrict M, ptrdiff_t K,
+                                 ptrdiff_t n_cols, ptrdiff_t rs, ptrdiff_t cs,
+                                 T *restrict out)
+{
+    ptrdiff_t c0;
+    for (c0 = 0; c0 + LV_TILE <= n_cols; c0 += LV_TILE)
+        LN(lv_vecmat_tile)(v, M, K, rs, cs, c0, LV_TILE, out);
+    if (c0 < n_cols)
+        LN(lv_vecmat_tile)(v, M, K, rs, cs, c0, n_cols - c0, out);
 }
 
 /* out = sum of a[i] b[i], four running sums, then (s0 + s1) + (s2 + s3): _simd.h's dot */
@@ -249,7 +274,7 @@ typedef struct {
     const T *theta;
     T *grad;
     const T *b_h;            /* (H, W) the bias, or zeros */
-    T *hs, *das, *W_hh_T, *dh, *z, *y, *dz, *x, *zeros;
+    T *hs, *das, *dh, *z, *y, *dz, *x, *zeros;
     ptrdiff_t seq[W];        /* each lane's sequence in the batch row at hand */
     T loss[W];               /* the row's loss so far, per lane */
 } LN(lv_ctx);
@@ -325,7 +350,7 @@ RNN_FAST_BODY void LN(lv_forward)(LN(lv_ctx) *c, ptrdiff_t t0, ptrdiff_t n_steps
         for (i = 0; i < H * W; i++)
             h[i] = 0;
         LN(lv_add_input)(c, t0 + k, h);
-        LN(lv_vecmat)(h - H * W, c->theta + j->at_W_hh * W, H, H, h);
+        LN(lv_vecmat)(h - H * W, c->theta + j->at_W_hh * W, H, H, H, 1, h);
         LN(lv_activate)(j->hidden, h, c->b_h, H * W);
     }
 }
@@ -346,12 +371,64 @@ RNN_FAST_BODY void LN(lv_readout)(LN(lv_ctx) *c, const T *h)
     } else {
         for (o = 0; o < O * W; o++)
             c->z[o] = 0;
-        LN(lv_vecmat)(h, c->theta + j->at_W_hy * W, j->H, O, c->z);
+        LN(lv_vecmat)(h, c->theta + j->at_W_hy * W, j->H, O, O, 1, c->z);
     }
     if (j->bias) {
         const T *b_y = c->theta + j->at_b_y * W;
         for (o = 0; o < O; o++)
             LANES(l) c->z[o * W + l] = c->z[o * W + l] + b_y[o * W + l];
+    }
+}
+
+/* lv_output_grads' per-lane activation, loss and dL/dz as vectors, for dense targets, a
+ * half SSE or MSE loss and a sigmoid or identity output: every operation elementwise,
+ * in lv_loss_and_delta's order (a lane's exp is still libm's, as the single kernel's) */
+RNN_FAST_BODY void LN(lv_dense_output)(LN(lv_ctx) *c, ptrdiff_t row)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t O = j->O;
+    const int sigmoid = j->readout && j->output == 0;
+    T *z = c->z, *y = c->y, *dz = c->dz, *target = c->x + j->n_in * W;
+    LN(vec) loss = {0}, one = {0}, two_over_norm, norm_t;
+    ptrdiff_t o, l;
+    LANES(l) {
+        const ptrdiff_t n = c->seq[l];
+        const T *row_y = (const T *)j->Y + (n * j->T_y + row) * O;
+        const double norm = j->many_to_one ? (double)O : (double)(j->lengths[n] * O);
+        one[l] = 1;
+        norm_t[l] = (T)norm;
+        two_over_norm[l] = 2.0 / ((T)norm);
+        for (o = 0; o < O; o++)
+            target[o * W + l] = row_y[o];
+        if (sigmoid)
+            for (o = 0; o < O; o++)
+#if F64
+                y[o * W + l] = exp(-z[o * W + l]);
+#else
+                y[o * W + l] = expf(-z[o * W + l]);
+#endif
+    }
+    for (o = 0; o < O; o++) {
+        LN(vec) yo = CV(z + o * W), diff;
+        if (sigmoid)
+            yo = one / (one + CV(y + o * W));
+        diff = yo - CV(target + o * W);
+        V(y + o * W) = yo;
+        loss = loss + diff * diff;
+        V(dz + o * W) = diff;
+    }
+    if (j->loss == 0)
+        loss = loss * (T)0.5;
+    else
+        loss = loss / norm_t;
+    V(c->loss) = CV(c->loss) + loss;
+    for (o = 0; o < O; o++) {
+        LN(vec) d = CV(dz + o * W);
+        if (j->loss == 1)
+            d = d * two_over_norm;
+        if (sigmoid)
+            d = d * (CV(y + o * W) * (one - CV(y + o * W)));
+        V(dz + o * W) = d;
     }
 }
 
@@ -363,7 +440,9 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
     T *z = c->z, *y = c->y, *dz = c->dz;
     ptrdiff_t o, k, l;
     LN(lv_readout)(c, h);
-    LANES(l) {
+    if (!j->target_ids && j->loss <= 1 && (!j->readout || j->output == 0 || j->output == 3))
+        LN(lv_dense_output)(c, row);
+    else LANES(l) {
         ptrdiff_t n = c->seq[l], id = 0;
         const T *target = NULL;
         double norm = j->many_to_one ? (double)O : (double)(j->lengths[n] * O);
@@ -481,7 +560,7 @@ RNN_FAST_BODY void LN(lv_bptt)(LN(lv_ctx) *c, ptrdiff_t length, ptrdiff_t t0, pt
                 for (i = 0; i < H * W; i++)
                     c->dh[i] = 0;
                 if (j->bptt_steps == 0 || t % j->bptt_steps != 0)
-                    LN(lv_vecmat)(da, c->W_hh_T, H, H, c->dh);
+                    LN(lv_vecmat)(da, c->theta + j->at_W_hh * W, H, H, 1, H, c->dh);  /* W_hh^T */
             }
         }
         LANES(l) loss[l] = c->loss[l];
@@ -667,7 +746,6 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     c.theta = theta;
     c.hs = s, s += (j->n_T + 1) * H * W;
     c.das = s, s += j->n_T * H * W;
-    c.W_hh_T = s, s += H * H * W;
     c.dh = s, s += H * W;
     c.z = s, s += j->O * W;
     c.y = s, s += j->O * W;
@@ -710,10 +788,6 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
             for (i = 0; i < PW; i++)
                 c.grad[i] = 0;
             LANES(l) c.loss[l] = 0;
-            for (i = 0; i < H; i++)  /* _loops_bptt: W_hh^T, once per chunk */
-                for (k = 0; k < H; k++)
-                    LANES(l) c.W_hh_T[(k * H + i) * W + l] =
-                        theta[(j->at_W_hh + i * H + k) * W + l];
             for (r = 0; r < count; r++) {
                 LANES(l) c.seq[l] = orders[l * j->n_order + first + r];
                 len = j->lengths[c.seq[0]];

@@ -204,6 +204,32 @@ def test_a_stack_carries_every_layers_state(cell, rng):
                                atol=1e-15)
 
 
+@pytest.mark.parametrize("cell", list(CLASSES))
+@pytest.mark.parametrize("bptt_steps", [None, 2])
+def test_a_chunk_sweeps_its_own_steps(cell, bptt_steps, rng, monkeypatch):
+    """Chunked training of a stack sweeps each chunk's steps (from the last multiple of
+    bptt_steps before it), not the whole sequences: a long text's chunks cost their own
+    length. Ragged lengths, dropout and a bptt_steps that does not divide chunk_length
+    train to the reference's numbers."""
+    swept = []
+    forward = rnn_fast._core.layer_forward
+
+    def recorded(layer, carry, states):
+        swept.append(states.shape[1])
+        return forward(layer, carry, states)
+    monkeypatch.setattr(rnn_fast._core, "layer_forward", recorded)
+    X, Y = rng.standard_normal((3, 40, 2)), rng.random((3, 40, 2))
+    lengths = np.array([40, 23, 5])
+    thetas = []
+    for module in (rnn_fast, rnn_fast.reference):
+        model = make(module, cell, 2, 4, 2, num_layers=2, dropout=0.25, seed=2, loss="mse")
+        model.fit(X, Y, lengths=lengths, optimizer=module.SGD(lr=0.1), batch_size=2,
+                  chunk_length=5, bptt_steps=bptt_steps, epochs=2)
+        thetas.append(model.theta)
+    assert swept and max(swept) <= (6 if bptt_steps else 5)
+    np.testing.assert_allclose(thetas[0], thetas[1], rtol=1e-12, atol=1e-14)
+
+
 def test_bidirectional_many_to_one_reads_both_ends(rng):
     """The output of a many-to-one target: the last step's forward half and the first
     step's reverse half of the last layer, each sequence at its own length."""

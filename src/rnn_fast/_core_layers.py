@@ -100,18 +100,19 @@ def _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1):
                 dout[:, t0:t1] *= masks[:, k - 1, :min(t1, dout.shape[1]) - t0]
 
 
-def _targets(spec, top, lengths, t0, t1, H):
+def _targets(spec, top, ends, t0, t1, H):
     """The rows the targets read: (seq, step, row of Y, o (R, D*H)); many-to-one the last
-    step's forward half and the first step's reverse half."""
+    step's forward half and the first step's reverse half. ``ends``: each sequence's
+    length counted from top's first step."""
     N, T = top.shape[:2]
     if spec.many_to_one:
-        seq = np.nonzero((lengths - 1 >= t0) & (lengths - 1 < t1))[0]
-        step = lengths[seq] - 1
+        seq = np.nonzero((ends - 1 >= t0) & (ends - 1 < t1))[0]
+        step = ends[seq] - 1
         o = top[seq, step] if spec.num_directions == 1 else \
             np.concatenate([top[seq, step, :H], top[seq, 0, H:]], axis=1)
         return seq, step, np.zeros_like(seq), np.ascontiguousarray(o)
     t = np.arange(T)[None, :]
-    seq, step = np.nonzero((t >= t0) & (t < np.minimum(t1, lengths)[:, None]))
+    seq, step = np.nonzero((t >= t0) & (t < np.minimum(t1, ends)[:, None]))
     return seq, step, step, top[seq, step]
 
 
@@ -145,12 +146,13 @@ def _losses(spec, z, y, target, norm):
     return loss, diff * derivative_from_output(spec.output_activation, y)
 
 
-def _readout(spec, params, grads, top, Y, lengths, t0, t1, scale, Y_out=None):
-    """The targets' losses from the last layer's outputs; with grads, the readout's
-    gradients and dL/dtop (N, T, D*H). Returns (scale * loss, dtop or None)."""
+def _readout(spec, params, grads, top, Y, lengths, t0, t1, scale, Y_out=None, w0=0):
+    """The targets' losses from the last layer's outputs (top's step 0 the sequences'
+    step w0, as Y's unless many-to-one); with grads, the readout's gradients and dL/dtop
+    (N, T, D*H). Returns (scale * loss, dtop or None)."""
     D, H = spec.num_directions, params[0][1].shape[0]
     W_hy, b_y = params[-1][2], params[-1][-1]
-    seq, step, row, o = _targets(spec, top, lengths, t0, t1, H)
+    seq, step, row, o = _targets(spec, top, lengths - w0, t0, t1, H)
     z = o @ W_hy + b_y if spec.readout else o
     y = activate(spec.output_activation, z) if spec.readout else z
     if Y_out is not None:
@@ -195,10 +197,18 @@ def _chunk(spec, params, grads, X, Y, lengths, s0, span, scale, masks, s_out, ti
     gradients to grads, writes the states after it into s_out; returns scale * its loss."""
     t0, t1 = span
     clock = time.perf_counter()
-    layers, _, top, s_last = _stack_forward(spec, params, X, lengths, s0, t0, t1, masks)
+    # The steps from w0 only, so that a chunk costs its own length, not its sequences':
+    # w0 is t0 back to a multiple of bptt_steps, where the truncation counts from.
+    w0 = t0 - t0 % spec.bptt_steps if spec.bptt_steps else t0
+    T = min(t1, X.shape[1]) - w0
+    X = np.ascontiguousarray(X[:, w0:w0 + T])
+    Y = Y if spec.many_to_one else Y[:, w0:w0 + T]
+    live = np.clip(lengths - w0, 0, T)  # the steps the layers sweep
+    t0, t1 = t0 - w0, t1 - w0
+    layers, _, top, s_last = _stack_forward(spec, params, X, live, s0, t0, t1, masks)
     clock = _lap(timers, FORWARD, clock)
-    loss, dtop = _readout(spec, params, grads, top, Y, lengths, t0, t1, scale)
-    _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1)
+    loss, dtop = _readout(spec, params, grads, top, Y, lengths, t0, t1, scale, w0=w0)
+    _stack_backward(spec, params, grads, layers, dtop, live, masks, t0, t1)
     _lap(timers, BACKWARD, clock)
     s_out[...] = s_last
     return loss

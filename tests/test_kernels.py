@@ -311,3 +311,23 @@ def test_update_rules_give_the_reference_s_bits(kind, hyper, n_slots, dtype, clo
     assert rnn_fast._reference.apply_update(kind, np.array(hyper), *theirs, 4, 0.0, 0.0)
     np.testing.assert_array_equal(mine[0], theirs[0])
     np.testing.assert_array_equal(mine[3], theirs[3])
+
+
+def test_update_with_kept_scratch(rng):
+    """apply_update's staged_out (the layered kernels keep one across steps) gives the
+    fresh scratch's bits, and one of the wrong shape is refused before anything changes."""
+    theta, grad, lr, _ = adagrad_case(rng, "float64")
+    slots = np.abs(rng.standard_normal((2, theta.size)))
+    hyper = np.array([0.9, 0.999, 1e-8])
+    fresh = [theta.copy(), grad.copy(), lr, slots.copy()]
+    kept = [theta.copy(), grad.copy(), lr, slots.copy()]
+    staged = np.full((3, theta.size), np.nan)
+    assert _core.apply_update(3, hyper, *fresh, 4, 0.0, 0.0)
+    assert _core.apply_update(3, hyper, *kept, 4, 0.0, 0.0, staged)
+    for a, b in zip(fresh, kept):
+        np.testing.assert_array_equal(a, b)
+    before = [a.copy() for a in kept]
+    with pytest.raises(ValueError, match="staged_out of shape"):
+        _core.apply_update(3, hyper, *kept, 5, 0.0, 0.0, staged[:2])
+    for a, b in zip(before, kept):
+        np.testing.assert_array_equal(a, b)

@@ -79,6 +79,7 @@ def apply_update(
     step: int,
     clip_value: float,
     clip_norm: float,
+    staged_out: Floats | None = None,  # (1 + n_slots, P) scratch kept by the caller
 ) -> bool: ...
 def train(
     spec: Any,

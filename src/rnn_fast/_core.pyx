@@ -1019,10 +1019,18 @@ def layer_backward(_Layer layer, grads,
 def apply_update(int opt_kind, const double[::1] hyper not None,
                  floating[::1] theta not None, floating[::1] grad not None,
                  const floating[::1] lr not None, floating[:, ::1] slots not None,
-                 Py_ssize_t step, double clip_value, double clip_norm):
-    """One optimizer step (see reference.apply_update); clips ``grad`` in place."""
-    cdef floating[:, ::1] staged = np.empty((slots.shape[0] + 1, theta.shape[0]),
-                                            dtype=np.asarray(theta).dtype)
+                 Py_ssize_t step, double clip_value, double clip_norm, staged_out=None):
+    """One optimizer step (see reference.apply_update); clips ``grad`` in place.
+    ``staged_out``: scratch (1 + n_slots, P) of theta's dtype for the new values, or None
+    for a fresh one (a caller stepping many times keeps one: a fresh one of a large model
+    is mapped and faulted in at every step)."""
+    shape = (slots.shape[0] + 1, theta.shape[0])
+    if staged_out is None:
+        staged_out = np.empty(shape, dtype=np.asarray(theta).dtype)
+    elif np.shape(staged_out) != shape:
+        raise ValueError(f"apply_update: staged_out of shape {np.shape(staged_out)}, "
+                         f"expected {shape}")
+    cdef floating[:, ::1] staged = staged_out
     cdef Opt opt = _opt(opt_kind, hyper, lr, slots.shape[0], theta.shape[0], step, clip_value,
                         clip_norm)
     cdef bint finite

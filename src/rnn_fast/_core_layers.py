@@ -255,6 +255,7 @@ def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out
     n_samples, batch_size, chunk = X.shape[0], steps.batch_size, steps.chunk_length
     n_batches = -(-n_samples // batch_size)
     n_updates, opt_step = 0, update.step
+    staged = np.empty((len(update.slots) + 1, len(theta)), theta.dtype)
     for s in range(steps.begin, steps.end):
         epoch, b = divmod(s, n_batches)
         start = (epoch * n_samples if len(order) > n_samples else 0) + b * batch_size
@@ -275,7 +276,7 @@ def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out
             clock = time.perf_counter()
             if not (np.isfinite(update_loss) and apply_update(
                     update.kind, update.hyper, theta, grad, update.lr, update.slots, opt_step,
-                    update.clip_value, update.clip_norm)):
+                    update.clip_value, update.clip_norm, staged)):
                 return s, opt_step
             losses_out[n_updates] = update_loss
             n_updates += 1

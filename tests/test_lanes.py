@@ -235,3 +235,23 @@ def test_groups_the_lanes_do_not_take_train_one_after_another(name, rng, packed)
     assert_packed_is_own_fits(models, [OPTIMIZERS["adam"](k) for k in range(5)], X, Y,
                               epochs=2, **case.get("options", {}))
     assert packed == []
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_lanes_start_on_64_bytes(dtype, rng, monkeypatch):
+    """Every per-lane array the kernel reads as 64-byte vectors starts on a 64-byte
+    boundary (the packed models' arrays, the kernel's scratch), whatever malloc gives."""
+    seen = []
+    train = _core.train_many
+
+    def recorded(spec, layout, data, pack, *rest):
+        seen.extend(getattr(pack, name) for name in ("theta", "slots", "lr", "carry"))
+        return train(spec, layout, data, pack, *rest)
+    monkeypatch.setattr(_core, "train_many", recorded)
+    models = models_of(W[dtype] + 3, dtype=dtype)
+    X, Y = data(rng, dtype=dtype)
+    rnn_fast.fit_many(models, X, Y, optimizer=rnn_fast.Adam(lr=0.01), batch_size=2)
+    assert seen and all(a.ctypes.data % 64 == 0 and a.flags.c_contiguous for a in seen)
+    for shape in [(3,), (2, 5, 7), (1, 16, 304)]:
+        a = _core.block_aligned(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.ctypes.data % 64 == 0

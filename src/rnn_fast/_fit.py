@@ -158,13 +158,20 @@ class Plan:
 
 
 def _plan(model, X, Y, optimizer, *, lengths, h0, validation, validation_split, resume,
-          **options):
-    X, Y, lengths, many_to_one = model._prepare(X, Y, lengths)
-    h0 = model._prepare_state(h0, X.shape[0])
-    held_out = model._held_out(validation, validation_split, X, Y, lengths, h0, many_to_one)
-    if validation_split is not None:  # the training part: the sequences before it
-        keep = X.shape[0] - held_out[0].shape[0]
-        X, Y, lengths, h0 = X[:keep], Y[:keep], lengths[:keep], h0[:keep]
+          like=None, **options):
+    """The fit's Plan; ``like``: a plan made for a model of the same architecture from the
+    same data and options, whose checked and prepared data this one shares (fit_many)."""
+    if like is None:
+        X, Y, lengths, many_to_one = model._prepare(X, Y, lengths)
+        h0 = model._prepare_state(h0, X.shape[0])
+        held_out = model._held_out(validation, validation_split, X, Y, lengths, h0,
+                                   many_to_one)
+        if validation_split is not None:  # the training part: the sequences before it
+            keep = X.shape[0] - held_out[0].shape[0]
+            X, Y, lengths, h0 = X[:keep], Y[:keep], lengths[:keep], h0[:keep]
+    else:
+        X, Y, lengths, h0, held_out = like.X, like.Y, like.lengths, like.h0, like.held_out
+        many_to_one = like.kernel_args[0].many_to_one
     if (model.bidirectional and options["chunk_length"] is not None
             and options["chunk_length"] < X.shape[1]):
         raise ValueError("chunk_length: a bidirectional model's reverse direction reads each "
@@ -197,13 +204,20 @@ def _plan(model, X, Y, optimizer, *, lengths, h0, validation, validation_split, 
         rng.bit_generator.state = saved["rng"]
     rng_state = rng.bit_generator.state  # a checkpoint redraws the order from here
     n, epochs, batch_size = X.shape[0], options["epochs"], options["batch_size"]
-    order = (np.concatenate([rng.permutation(n) for _ in range(epochs)]) if options["shuffle"]
-             else np.arange(n)).astype(np.intp)
+    if options["shuffle"]:
+        order = np.concatenate([rng.permutation(n) for _ in range(epochs)]).astype(np.intp)
+    elif like is None:
+        order = np.arange(n, dtype=np.intp)
+    else:  # the same order as the model like this one, and so the same updates
+        order = like.order
     # the dropout masks' key, drawn after the order (so a resumed fit draws it again)
     dropout_key = (int(rng.integers(2**63)) if model.dropout and model.num_layers > 1
                    else None)
-    first_update = np.concatenate([[0], np.cumsum(_updates_per_batch(
-        lengths, order, n, batch_size, epochs, options["chunk_length"]))])
+    if like is not None and order is like.order:
+        first_update = like.first_update
+    else:
+        first_update = np.concatenate([[0], np.cumsum(_updates_per_batch(
+            lengths, order, n, batch_size, epochs, options["chunk_length"]))])
     n_updates = int(first_update[-1])
     grad = np.zeros_like(model.theta)
     kernel_args = (spec, model._layout, model.theta, grad, (X, Y, lengths, h0, order))

@@ -174,11 +174,13 @@ def _checked_models(models, backend, caller):
         raise TypeError(f"{PUBLIC[backend]}.{caller} takes {PUBLIC[backend]}'s models; these "
                         f"are {PUBLIC[first.backend]} models: use "
                         f"{PUBLIC[first.backend]}.{caller}")
+    architecture = _architecture(first)
     for m, model in enumerate(models[1:], 1):
         if type(model) is not type(first):
             raise ValueError(f"{caller} takes models of one architecture: models[{m}] is "
                              f"{_kind(model)}, models[0] {_kind(first)}")
-        differ = [k for k, v in _architecture(first).items() if _architecture(model)[k] != v]
+        mine = _architecture(model)
+        differ = [k for k, v in architecture.items() if mine[k] != v]
         if differ:
             what = ", ".join(f"{k} ({getattr(model, k)!r}, not {getattr(first, k)!r})"
                              for k in differ)
@@ -267,8 +269,9 @@ def plan_group(models, X, Y, optimizers, options):
     try:
         for m, (model, optimizer) in enumerate(zip(models, optimizers)):
             undo.remember(model, optimizer)
-            try:
-                plans.append(_fit._plan(model, X, Y, optimizer, **options))
+            try:  # the others share the first plan's checked and prepared data
+                plans.append(_fit._plan(model, X, Y, optimizer, **options,
+                                        like=plans[0] if plans else None))
             except (TypeError, ValueError) as exc:
                 if len(models) == 1:
                     raise

@@ -32,11 +32,12 @@ from ._reference_layers import _layer_spec
 FORWARD, BACKWARD, UPDATE = 0, 1, 2  # phases of the timers
 
 
-def _flip(A, lengths):
+def _flip(A, lengths, out=None):
     """Each sequence's live steps in reverse order, padding left in place: A[n, t] ->
-    A[n, len_n - 1 - t] for t < len_n (an involution). A strided copy per distinct
-    length: a gather of every entry by index is ten times slower on W3's arrays."""
-    out = np.empty_like(A)
+    A[n, len_n - 1 - t] for t < len_n (an involution), into ``out`` if given. A strided
+    copy per distinct length: a gather of every entry by index is ten times slower on
+    W3's arrays."""
+    out = np.empty(A.shape, A.dtype) if out is None else out
     for length in np.unique(lengths):
         rows = slice(None) if lengths[0] == length and (lengths == length).all() else \
             np.nonzero(lengths == length)[0]
@@ -62,7 +63,7 @@ def _stack_forward(spec, params, X, lengths, s0, t0, t1, masks):
     s_last = np.array(s0)
     inputs, layers = X, []
     for k in range(L):
-        outs = np.zeros((N, T, D * S), dtype)
+        outs = None if D == 1 else np.empty((N, T, D * S), dtype)
         for d in range(D):
             j = k * D + d
             x = inputs if d == 0 else _flip(inputs, lengths)
@@ -73,10 +74,16 @@ def _stack_forward(spec, params, X, lengths, s0, t0, t1, masks):
             states = np.zeros((N, T, S), dtype)
             _core.layer_forward(layer, carry, states)
             s_last[:, j * S:(j + 1) * S] = carry
-            outs[:, :, d * S:(d + 1) * S] = _flip(states, lengths) if d else states
+            if D == 1:
+                outs = states
+            elif d:
+                _flip(states, lengths, out=outs[:, :, S:])
+            else:
+                outs[:, :, :S] = states
             layers.append(layer)
-        inputs = np.ascontiguousarray(np.concatenate([outs[:, :, d * S:d * S + H]
-                                                      for d in range(D)], axis=2))
+        # the outputs h_t of each direction (a GRU's or Elman's states are their outputs)
+        inputs = outs if S == H else np.ascontiguousarray(np.concatenate(
+            [outs[:, :, d * S:d * S + H] for d in range(D)], axis=2))
         if masks is not None and k < L - 1:  # dropout between layers
             inputs[:, t0:t1] *= masks[:, k, :min(t1, T) - t0]
     return layers, outs, inputs, s_last
@@ -90,13 +97,17 @@ def _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1):
         dx = None
         for d in range(D):
             j = k * D + d
-            dh = np.ascontiguousarray(dout[:, :, d * H:(d + 1) * H])
+            part = dout[:, :, d * H:(d + 1) * H]
+            dh = _flip(part, lengths) if d else np.ascontiguousarray(part)
             dx_d = (np.zeros(dh.shape[:2] + (params[j][0].shape[0],), dtop.dtype) if k > 0
                     else None)
-            _core.layer_backward(layers[j], grads[j], _flip(dh, lengths) if d else dh, dx_d)
-            if dx_d is not None:
-                dx_d = _flip(dx_d, lengths) if d else dx_d
-                dx = dx_d if dx is None else dx + dx_d  # the forward direction's first
+            _core.layer_backward(layers[j], grads[j], dh, dx_d)
+            if dx_d is None:
+                continue
+            if d:  # the reverse direction's, added to the forward direction's
+                dx += _flip(dx_d, lengths)
+            else:
+                dx = dx_d
         if k > 0:
             dout = dx
             if masks is not None:  # through dropout

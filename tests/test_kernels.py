@@ -331,3 +331,22 @@ def test_update_with_kept_scratch(rng):
         _core.apply_update(3, hyper, *kept, 5, 0.0, 0.0, staged[:2])
     for a, b in zip(before, kept):
         np.testing.assert_array_equal(a, b)
+
+
+def test_update_without_commit_leaves_the_new_values_in_the_scratch(rng):
+    """commit=False (the layered kernels' two copies): theta and slots as they were, the
+    committed step's values in staged_out; without staged_out it is refused."""
+    theta, grad, lr, _ = adagrad_case(rng, "float64")
+    slots = np.abs(rng.standard_normal((1, theta.size)))
+    hyper = np.array([1e-8])
+    committed = [theta.copy(), grad.copy(), lr, slots.copy()]
+    staged = [theta.copy(), grad.copy(), lr, slots.copy()]
+    out = np.empty((2, theta.size))
+    assert _core.apply_update(ADAGRAD, hyper, *committed, 4, 0.0, 0.0)
+    assert _core.apply_update(ADAGRAD, hyper, *staged, 4, 0.0, 0.0, out, commit=False)
+    np.testing.assert_array_equal(staged[0], theta)
+    np.testing.assert_array_equal(staged[3], slots)
+    np.testing.assert_array_equal(out[0], committed[0])
+    np.testing.assert_array_equal(out[1:], committed[3])
+    with pytest.raises(ValueError, match="commit=False needs staged_out"):
+        _core.apply_update(ADAGRAD, hyper, *staged, 4, 0.0, 0.0, commit=False)

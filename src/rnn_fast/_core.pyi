@@ -80,6 +80,7 @@ def apply_update(
     clip_value: float,
     clip_norm: float,
     staged_out: Floats | None = None,  # (1 + n_slots, P) scratch kept by the caller
+    commit: bool = True,  # False: the new values stay in staged_out
 ) -> bool: ...
 def train(
     spec: Any,

@@ -1019,12 +1019,17 @@ def layer_backward(_Layer layer, grads,
 def apply_update(int opt_kind, const double[::1] hyper not None,
                  floating[::1] theta not None, floating[::1] grad not None,
                  const floating[::1] lr not None, floating[:, ::1] slots not None,
-                 Py_ssize_t step, double clip_value, double clip_norm, staged_out=None):
+                 Py_ssize_t step, double clip_value, double clip_norm, staged_out=None,
+                 bint commit=True):
     """One optimizer step (see reference.apply_update); clips ``grad`` in place.
     ``staged_out``: scratch (1 + n_slots, P) of theta's dtype for the new values, or None
     for a fresh one (a caller stepping many times keeps one: a fresh one of a large model
-    is mapped and faulted in at every step)."""
+    is mapped and faulted in at every step). ``commit`` False leaves theta and slots as
+    they were and the new values in staged_out (a caller keeping two copies swaps them)."""
     shape = (slots.shape[0] + 1, theta.shape[0])
+    if staged_out is None and not commit:
+        raise ValueError("apply_update: commit=False needs staged_out, where the new "
+                         "values stay")
     if staged_out is None:
         staged_out = np.empty(shape, dtype=np.asarray(theta).dtype)
     elif np.shape(staged_out) != shape:
@@ -1037,7 +1042,7 @@ def apply_update(int opt_kind, const double[::1] hyper not None,
     with nogil:
         finite = _optimizer_step(&opt, &theta[0], &grad[0],
                                  &slots[0, 0] if slots.shape[0] else &theta[0], &staged[0, 0],
-                                 True)
+                                 commit)
     return finite
 
 

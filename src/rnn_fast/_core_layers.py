@@ -274,15 +274,31 @@ def forward(spec, params, X, lengths, h0, Y_out, H_out, H_last_out=None):
 
 def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out):
     """See ``reference.train``: the same steps, chunks and updates, each update's BPTT
-    over the whole batch at once (_chunk), the optimizer the core's."""
+    over the whole batch at once (_chunk), the optimizer the core's. The parameters and
+    the optimizer's state live in two copies during the call, an update writing the
+    other one (the fused core's train loop does the same: no copy back per update of a
+    model that may not fit in the cache), and are written back when the call ends."""
+    copies = np.empty((2, 1 + len(update.slots), len(theta)), theta.dtype)
+    copies[0, 0], copies[0, 1:] = theta, update.slots
+    cur = [0]  # the copy in use
+    try:
+        return _train_steps(spec, layout, copies, cur, grad, data, steps, update, losses_out,
+                            timers_out)
+    finally:
+        theta[...], update.slots[...] = copies[cur[0], 0], copies[cur[0], 1:]
+
+
+def _train_steps(spec, layout, copies, cur, grad, data, steps, update, losses_out,
+                 timers_out):
+    """train's loop over its steps, on copies[cur[0]]."""
     timers = timers_out if len(timers_out) == 3 else None
     X, Y, lengths, h0, order = data
-    params = layout.kernel_args(layout.views(theta), theta.dtype)
-    grads = layout.kernel_args(layout.views(grad), theta.dtype)
+    dtype = copies.dtype
+    params = layout.kernel_args(layout.views(copies[cur[0], 0]), dtype)
+    grads = layout.kernel_args(layout.views(grad), dtype)
     n_samples, batch_size, chunk = X.shape[0], steps.batch_size, steps.chunk_length
     n_batches = -(-n_samples // batch_size)
     n_updates, opt_step = 0, update.step
-    staged = np.empty((len(update.slots) + 1, len(theta)), theta.dtype)
     for s in range(steps.begin, steps.end):
         epoch, b = divmod(s, n_batches)
         start = (epoch * n_samples if len(order) > n_samples else 0) + b * batch_size
@@ -301,10 +317,13 @@ def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out
                                  (c * chunk, (c + 1) * chunk), 1.0 / len(batch), masks, carry,
                                  timers)
             clock = time.perf_counter()
+            now = copies[cur[0]]
             if not (np.isfinite(update_loss) and apply_update(
-                    update.kind, update.hyper, theta, grad, update.lr, update.slots, opt_step,
-                    update.clip_value, update.clip_norm, staged)):
+                    update.kind, update.hyper, now[0], grad, update.lr, now[1:], opt_step,
+                    update.clip_value, update.clip_norm, copies[1 - cur[0]], commit=False)):
                 return s, opt_step
+            cur[0] = 1 - cur[0]
+            params = layout.kernel_args(layout.views(copies[cur[0], 0]), dtype)
             losses_out[n_updates] = update_loss
             n_updates += 1
             opt_step += 1

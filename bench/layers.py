@@ -20,6 +20,7 @@ char-LM's second layer reads 128 dense inputs, not 63 one-hot ones; the bidirect
 GRU's second layer 2H = 1024), and give the stack's time over 1.1 times their sum
 (<= 1 meets it).
 
+    pip install ".[bench,torch]"
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/layers.py [--rounds 5]
 """
 

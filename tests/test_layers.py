@@ -6,6 +6,7 @@ PyTorch's autograd is the other witness: tests/test_layers_torch.py."""
 
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -228,6 +229,20 @@ def test_a_chunk_sweeps_its_own_steps(cell, bptt_steps, rng, monkeypatch):
         thetas.append(model.theta)
     assert swept and max(swept) <= (6 if bptt_steps else 5)
     np.testing.assert_allclose(thetas[0], thetas[1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("module", [rnn_fast, rnn_fast.reference], ids=["core", "reference"])
+def test_a_diverging_stack_stops_without_warnings(module, rng):
+    """A stack whose updates overflow stops with DivergenceError, as a one-layer model
+    does, and NumPy's overflow warnings never reach the user (the C core has none)."""
+    X, Y = rng.standard_normal((6, 5, 2)), rng.random((6, 5, 2)) * 1e100
+    model = module.LSTM(2, 8, 2, num_layers=2, seed=1, init="normal", loss="half_sse",
+                        output_activation="identity")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(rnn_fast.DivergenceError):
+            model.fit(X, Y, optimizer=module.SGD(lr=1e7), epochs=50, batch_size=2)
+    assert np.isfinite(model.theta).all()
 
 
 def test_bidirectional_many_to_one_reads_both_ends(rng):

@@ -27,6 +27,7 @@ from ._reference_cells import (
     activate,
     derivative_from_output,
 )
+from ._reference import like_c
 from ._reference_layers import _layer_spec
 
 FORWARD, BACKWARD, UPDATE = 0, 1, 2  # phases of the timers
@@ -209,6 +210,7 @@ def _as_rows(h0):
     return np.ascontiguousarray(h0)
 
 
+@like_c
 def loss_and_grads(spec, params, grads, X, Y, lengths, h0, H_last_out, masks=None):
     """See ``reference.loss_and_grads``; ``masks`` (N, L-1, T, D*H) or None."""
     for cell in grads:
@@ -249,6 +251,7 @@ def _lap(timers, phase, since):
     return now
 
 
+@like_c
 def loss(spec, params, X, Y, lengths, h0, H_last_out, Y_out=None):
     """See ``reference.loss``."""
     _, _, top, s_last = _stack_forward(spec, params, X, lengths, _as_rows(h0), 0,
@@ -258,6 +261,7 @@ def loss(spec, params, X, Y, lengths, h0, H_last_out, Y_out=None):
                     Y_out)[0]
 
 
+@like_c
 def forward(spec, params, X, lengths, h0, Y_out, H_out, H_last_out=None):
     """See ``reference.forward``: Y_out (N, T, O), H_out (N, T, D*S) the last layer's
     states, H_last_out (N, L*D*S); zero beyond each sequence's length."""
@@ -272,6 +276,7 @@ def forward(spec, params, X, lengths, h0, Y_out, H_out, H_last_out=None):
         H_last_out[...] = s_last
 
 
+@like_c
 def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out):
     """See ``reference.train``: the same steps, chunks and updates, each update's BPTT
     over the whole batch at once (_chunk), the optimizer the core's. The parameters and

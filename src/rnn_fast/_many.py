@@ -285,7 +285,8 @@ def plan_group(models, X, Y, optimizers, options):
 
 def _shared_data(model, X, Y, options):
     """Float data of another precision than the models' converted once for them all,
-    not once per model (the checks stay each plan's)."""
+    not once per model (the first plan checks it; the others, of the same architecture,
+    share what it prepared)."""
     def converted(a):
         if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.dtype != model.dtype:
             with np.errstate(over="ignore"):  # an overflow is reported by the plan's check

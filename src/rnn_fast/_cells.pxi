@@ -28,6 +28,28 @@
 
 cdef extern from "_simd.h" nogil:
     void rnn_fast_sigmoid_row_f32(float* a, const float* b, Py_ssize_t n)
+    # the gated cells' steps in the clones (_cells.h): the loops they replaced, bit for bit
+    void rnn_fast_gru_forward_f64(const double* ax, double* ah, const double* b_ih,
+                                  const double* b_hh, const double* h_prev, double* g,
+                                  double* h_out, Py_ssize_t H)
+    void rnn_fast_gru_forward_f32(const float* ax, float* ah, const float* b_ih,
+                                  const float* b_hh, const float* h_prev, float* g,
+                                  float* h_out, Py_ssize_t H)
+    void rnn_fast_lstm_forward_f64(const double* ax, const double* ah, const double* b_ih,
+                                   const double* b_hh, const double* c_prev, double* g,
+                                   double* h_out, double* c_out, Py_ssize_t H)
+    void rnn_fast_lstm_forward_f32(const float* ax, const float* ah, const float* b_ih,
+                                   const float* b_hh, const float* c_prev, float* g,
+                                   float* h_out, float* c_out, Py_ssize_t H)
+    void rnn_fast_gru_backward_f64(const double* dh, const double* gates,
+                                   const double* h_prev, double* da_hh, double* da_ih,
+                                   double* dh_skip, Py_ssize_t H)
+    void rnn_fast_gru_backward_f32(const float* dh, const float* gates, const float* h_prev,
+                                   float* da_hh, float* da_ih, float* dh_skip, Py_ssize_t H)
+    void rnn_fast_lstm_backward_f64(const double* dh, double* dc, const double* gates,
+                                    const double* c_prev, double* da_hh, Py_ssize_t H)
+    void rnn_fast_lstm_backward_f32(const float* dh, float* dc, const float* gates,
+                                    const float* c_prev, float* da_hh, Py_ssize_t H)
 
 
 cdef inline void _sigmoid_row(floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
@@ -76,41 +98,22 @@ cdef inline void _cell_forward(
     floating* h_out,             # OUT (H,) h_t
     floating* c_out,             # OUT (H,) LSTM: c_t
 ) noexcept nogil:
-    """One step of a cell, given its products. The gates' sigmoids and tanhs go through
-    the vectorised rows of _simd.h (a = f(a + b)), with the sums arranged as the
-    reference's."""
-    cdef Py_ssize_t j, H = net.H
-    cdef floating z, one = 1  # a bare 1 is written 1.0 in C: float32 would round as float64
-    cdef floating* g = gates_out
+    """One step of a cell, given its products; the gated cells' in the clones (_cells.h),
+    the gates' sigmoids and tanhs through _simd.h's rows (a = f(a + b)), with the sums
+    arranged as the reference's."""
+    cdef Py_ssize_t H = net.H
     if net.cell == ELMAN:
         _activate_row(net.hidden, h_out, b_ih, H)
         return
     if net.cell == GRU:
-        for j in range(3 * H):  # hw = h W_hh + b_hh
-            ah[j] = ah[j] + b_hh[j]
-        for j in range(2 * H):  # xw = x W_ih + b_ih, of r and z
-            g[j] = ax[j] + b_ih[j]
-        _sigmoid_row(g, ah, 2 * H)  # r, z = sigmoid(xw + hw)
-        for j in range(H):
-            g[3 * H + j] = ah[2 * H + j]  # hn = hw_n
-            ah[2 * H + j] = g[j] * ah[2 * H + j]  # r hn
-            g[2 * H + j] = ax[2 * H + j] + b_ih[2 * H + j]
-        _tanh_row(g + 2 * H, ah + 2 * H, H)  # n = tanh(xw_n + r hn)
-        for j in range(H):
-            z = g[H + j]
-            h_out[j] = (one - z) * g[2 * H + j] + z * h_prev[j]
-        return
-    for j in range(4 * H):  # a = x W_ih + b_ih + h W_hh (+ b_hh in the rows below)
-        g[j] = ax[j] + b_ih[j] + ah[j]
-    _sigmoid_row(g, b_hh, 2 * H)  # i, f
-    _tanh_row(g + 2 * H, b_hh + 2 * H, H)  # g
-    _sigmoid_row(g + 3 * H, b_hh + 3 * H, H)  # o
-    for j in range(H):
-        c_out[j] = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]  # c = f c_prev + i g
-        g[4 * H + j] = 0
-    _tanh_row(g + 4 * H, c_out, H)  # tanh(0 + c)
-    for j in range(H):
-        h_out[j] = g[3 * H + j] * g[4 * H + j]  # h = o tanh(c)
+        if floating is double:
+            rnn_fast_gru_forward_f64(ax, ah, b_ih, b_hh, h_prev, gates_out, h_out, H)
+        else:
+            rnn_fast_gru_forward_f32(ax, ah, b_ih, b_hh, h_prev, gates_out, h_out, H)
+    elif floating is double:
+        rnn_fast_lstm_forward_f64(ax, ah, b_ih, b_hh, c_prev, gates_out, h_out, c_out, H)
+    else:
+        rnn_fast_lstm_forward_f32(ax, ah, b_ih, b_hh, c_prev, gates_out, h_out, c_out, H)
 
 
 cdef inline void _elman_backward(
@@ -143,39 +146,20 @@ cdef inline void _cell_backward(
     floating* da_ih,             # OUT (GH,) GRU: dL/d(x_t W_ih + b_ih) (the others: da_hh)
     floating* dh_skip,           # OUT (H,) GRU: dL/dh_{t-1} past W_hh (z dh)
 ) noexcept nogil:
-    """BPTT through one step of a cell, to its pre-activations."""
-    cdef Py_ssize_t j, H = net.H
-    cdef floating r, z, n, hn, i, f, g, o, tc, d, dn, dz, dr, dcj, dan
-    cdef floating one = 1  # as in _cell_forward: float32 rounds in float32, as NumPy does
+    """BPTT through one step of a cell, to its pre-activations (gated cells: _cells.h)."""
+    cdef Py_ssize_t H = net.H
     if net.cell == ELMAN:
         _elman_backward(net.hidden, H, dh, gates, da_hh)
         return
     if net.cell == GRU:
-        for j in range(H):
-            r, z, n, hn = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
-            d = dh[j]
-            dn = d * (one - z)                       # h_t = (1 - z) n + z h_{t-1}
-            dz = d * (h_prev[j] - n)
-            dh_skip[j] = d * z
-            dan = dn * (one - n * n)                 # through tanh
-            dr = dan * hn                            # n's argument: ... + r hn
-            da_ih[j] = dr * r * (one - r)            # through the sigmoids
-            da_ih[H + j] = dz * z * (one - z)
-            da_ih[2 * H + j] = dan
-            da_hh[j] = da_ih[j]
-            da_hh[H + j] = da_ih[H + j]
-            da_hh[2 * H + j] = dan * r               # hn = h_{t-1} W_hn + b_hn
-        return
-    for j in range(H):
-        i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
-        tc = gates[4 * H + j]
-        d = dh[j]
-        dcj = dc[j] + d * o * (one - tc * tc)        # h_t = o tanh(c_t)
-        da_hh[3 * H + j] = d * tc * o * (one - o)
-        da_hh[j] = dcj * g * i * (one - i)           # c_t = f c_{t-1} + i g
-        da_hh[H + j] = dcj * c_prev[j] * f * (one - f)
-        da_hh[2 * H + j] = dcj * i * (one - g * g)
-        dc[j] = dcj * f                              # back into c_{t-1}
+        if floating is double:
+            rnn_fast_gru_backward_f64(dh, gates, h_prev, da_hh, da_ih, dh_skip, H)
+        else:
+            rnn_fast_gru_backward_f32(dh, gates, h_prev, da_hh, da_ih, dh_skip, H)
+    elif floating is double:
+        rnn_fast_lstm_backward_f64(dh, dc, gates, c_prev, da_hh, H)
+    else:
+        rnn_fast_lstm_backward_f32(dh, dc, gates, c_prev, da_hh, H)
 
 
 cdef Net _gated_net(int cell, Py_ssize_t H):

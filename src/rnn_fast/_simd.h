@@ -176,13 +176,37 @@ RNN_FAST_BODY void rnn_fast_sigmoid_row_f64_body(double *a, const double *b, ptr
         a[c] = 1.0 / (1.0 + rnn_fast_exp_clipped(a[c]));
 }
 
-/* a[c] = sigmoid(a[c] + b[c]) for c < n, float32 (the gated cells' gates): the sum in
- * float32, as NumPy adds, the sigmoid in float64 with rnn_fast_exp_clipped, rounded once
- * to float32, so within an ulp of the true value where NumPy's float32 1 / (1 + exp(-x))
- * is within a few; and exactly 1 or 0 where that is, so that a saturated gate passes
- * exactly no gradient, as the reference's does: where exp(-x) in float32 is too small to
- * change 1 + exp(-x), or overflows (thresholds found with NumPy's float32 exp). (The
- * Elman cell's float32 sigmoid units keep libm's expf.) */
+/* exp(x) for x in [-40, 110], in float64 to about 2^-32 (the float32 sigmoid's: ample
+ * before its one rounding to float32): rnn_fast_exp_clipped's reduction with a Taylor
+ * polynomial to r^8 (the next term is below 2e-10 for |r| <= 0.347) and one scale 2^k,
+ * which is a normal number for every k of that range (-58 .. 159). Half the operations
+ * of the full-range exp: the gates of a float32 LSTM are a third of its forward step. */
+RNN_FAST_BODY double rnn_fast_exp_f32_range(double x)
+{
+    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
+    const double log2e = 1.44269504088896338700e+00;
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    double kd = x * log2e + shifter, k = kd - shifter, r, r2, r4, p, scale;
+    unsigned long long bits;
+    r = (x - k * ln2_hi) - k * ln2_lo;
+    r2 = r * r;
+    r4 = r2 * r2;
+    p = ((1.0 / 2 + r * (1.0 / 6)) + r2 * (1.0 / 24 + r * (1.0 / 120)))
+        + r4 * ((1.0 / 720 + r * (1.0 / 5040)) + r2 * (1.0 / 40320));
+    p = 1.0 + (r + r2 * p);
+    memcpy(&bits, &kd, sizeof bits); /* the low bits hold k */
+    bits = (bits + 1023) << 52;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* a[c] = sigmoid(a[c] + b[c]) for c < n, float32 (the gated cells' gates, and the Elman
+ * cell's sigmoid units): the sum in float32, as NumPy adds, the sigmoid in float64 with
+ * rnn_fast_exp_f32_range, rounded once to float32, so within an ulp of the true value
+ * where NumPy's float32 1 / (1 + exp(-x)) is within a few; and exactly 1 or 0 where that
+ * is, so that a saturated gate passes exactly no gradient, as the reference's does: where
+ * exp(-x) in float32 is too small to change 1 + exp(-x), or overflows (thresholds found
+ * with NumPy's float32 exp). */
 #define RNN_FAST_SIGMOID_ONE_F32 (-16.635532f) /* at and below: 1 + expf(x) rounds to 1 */
 #define RNN_FAST_SIGMOID_ZERO_F32 88.72284f    /* at and above: expf(x) overflows */
 RNN_FAST_BODY void rnn_fast_sigmoid_row_f32_body(float *a, const float *b, ptrdiff_t n)
@@ -194,7 +218,7 @@ RNN_FAST_BODY void rnn_fast_sigmoid_row_f32_body(float *a, const float *b, ptrdi
         a[c] = x <= RNN_FAST_SIGMOID_ONE_F32 ? -40.0f : x; /* NaN passes through */
     }
     for (c = 0; c < n; c++)
-        a[c] = (float)(1.0 / (1.0 + rnn_fast_exp_clipped((double)a[c])));
+        a[c] = (float)(1.0 / (1.0 + rnn_fast_exp_f32_range((double)a[c])));
 }
 
 /* out[c] = exp(z[c] - top) for c < n, float64 (top is a softmax's shift, its largest z) */
@@ -437,6 +461,8 @@ RNN_FAST_ALL_FINITE(rnn_fast_all_finite_f32, float)
 RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f64, double)
 RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
 
+#include "_cells.h" /* the gated cells' steps, over the rows above */
+
 /* ---- clones and dispatch ---------------------------------------------------------- */
 
 /* Every kernel: X(NAME, return type, (parameters), (arguments)). */
@@ -476,7 +502,9 @@ RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
     X(all_finite_f64, int, (const double *x, ptrdiff_t n), (x, n))                     \
     X(all_finite_f32, int, (const float *x, ptrdiff_t n), (x, n))                      \
     X(check_and_clip_f64, int, (double *g, ptrdiff_t n, double c), (g, n, c))          \
-    X(check_and_clip_f32, int, (float *g, ptrdiff_t n, float c), (g, n, c))
+    X(check_and_clip_f32, int, (float *g, ptrdiff_t n, float c), (g, n, c))            \
+    RNN_FAST_CELL_KERNELS(X, f64, double)                                              \
+    RNN_FAST_CELL_KERNELS(X, f32, float)
 
 /* `return` before a call, or nothing for a void one (ISO C has no `return f()` there) */
 #define RNN_FAST_RETURN_void

@@ -9,6 +9,7 @@ checked against NumPy: the bound of the function, NaN in and NaN out, exactly th
 """
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -350,3 +351,61 @@ def test_update_without_commit_leaves_the_new_values_in_the_scratch(rng):
     np.testing.assert_array_equal(out[1:], committed[3])
     with pytest.raises(ValueError, match="commit=False needs staged_out"):
         _core.apply_update(ADAGRAD, hyper, *staged, 4, 0.0, 0.0, commit=False)
+
+
+def fma_chain(v, M, start):
+    """v @ M as _gemv.h defines it: each column one chain of fused multiply-adds down
+    the rows from `start`, every step rounded once (exact rational arithmetic, then one
+    correctly rounded conversion)."""
+    out = np.array(start, dtype=np.float64)
+    for j in range(M.shape[1]):
+        s = float(out[j])
+        for i in range(M.shape[0]):
+            s = float(Fraction(float(v[i])) * Fraction(float(M[i, j])) + Fraction(s))
+        out[j] = s
+    return out
+
+
+@pytest.mark.parametrize("K, L", [(1, 1), (2, 7), (5, 8), (3, 13), (17, 100), (6, 130),
+                                  (4, 257)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_row_times_matrix_is_one_fma_chain_per_column(K, L, accumulate, clone, rng):
+    """The batch-of-one forward product (_gemv.h) rounds each column's sum once per row,
+    in row order, in every clone: tiles of vectors, their last one partial, and the
+    last row, which may end the matrix, all give the chain's bits."""
+    v, M = rng.standard_normal(K), rng.standard_normal((K, L))
+    start = rng.standard_normal(L) if accumulate else np.zeros(L)
+    out = start.copy() if accumulate else np.full(L, np.nan)
+    _core._row_times_matrix(v, M, out, accumulate)
+    np.testing.assert_array_equal(out, fma_chain(v, M, start))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_times_matrix_is_the_same_in_every_clone(dtype, rng):
+    """float32 too: the clones' products are bit for bit one another's, and within
+    float32 rounding of NumPy's; inf and NaN stay in their own columns."""
+    K, L = 64, 16 * 13 + 5
+    v = rng.standard_normal(K).astype(dtype)
+    M = rng.standard_normal((K, L)).astype(dtype)
+    M[3, 7], M[-1, -1] = np.inf, np.nan
+    results = []
+    for name in _core.clones():
+        old = _core.set_clone(name)
+        try:
+            out = np.zeros(L, dtype)
+            _core._row_times_matrix(v, M, out, False)
+        finally:
+            _core.set_clone(old)
+        results.append(out)
+    for out in results[1:]:
+        np.testing.assert_array_equal(out, results[0])
+    expected = v.astype(np.float64) @ M.astype(np.float64)
+    np.testing.assert_allclose(results[0], expected, rtol=1e-4 if dtype == "float32" else 1e-12,
+                               atol=1e-4 if dtype == "float32" else 1e-12)
+    assert np.isinf(results[0][7]) and np.isnan(results[0][-1])
+    assert np.isfinite(np.delete(results[0], [7, L - 1])).all()
+
+
+def test_row_times_matrix_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="does not give"):
+        _core._row_times_matrix(np.zeros(3), np.zeros((4, 5)), np.zeros(5), False)

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _core
 from ._core import apply_update  # noqa: F401  (the kernel set's fifth entry point)
+from ._reference import like_c
 from ._reference_cells import (
     BINARY_CROSS_ENTROPY,
     CROSS_ENTROPY,
@@ -27,7 +28,6 @@ from ._reference_cells import (
     activate,
     derivative_from_output,
 )
-from ._reference import like_c
 from ._reference_layers import _layer_spec
 
 FORWARD, BACKWARD, UPDATE = 0, 1, 2  # phases of the timers

@@ -6,6 +6,14 @@
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 
+cdef extern from "_simd.h" nogil:
+    # one row times a matrix, with fused multiply-adds in a fixed order (_gemv.h)
+    void rnn_fast_gemv_n_f64(const double* v, const double* M, Py_ssize_t K, Py_ssize_t L,
+                             int accumulate, double* out)
+    void rnn_fast_gemv_n_f32(const float* v, const float* M, Py_ssize_t K, Py_ssize_t L,
+                             int accumulate, float* out)
+
+
 cdef inline void _add_vecmat(
     const floating* v,                # IN (K,)
     const floating* M,                # IN (K, L) row-major
@@ -90,24 +98,27 @@ cdef inline void _gemm(
     floating beta,
     floating* C,             # IN/OUT (m, n): C = op(A) @ op(B) + beta * C
 ) noexcept nogil:
-    """Row-major GEMM. BLAS is column-major, where a row-major matrix reads as its
-    transpose: so ask it for C^T = op(B)^T @ op(A)^T. One row (m = 1: a batch of one
-    sequence) is a GEMV, which BLAS does without packing B first."""
+    """Row-major GEMM (beta 0 or 1). BLAS is column-major, where a row-major matrix reads
+    as its transpose: so ask it for C^T = op(B)^T @ op(A)^T. One row (m = 1: a batch of
+    one sequence) is a GEMV: a B @ a row is _gemv.h's (the same bits on every CPU, and
+    faster at a character model's sizes), a B^T BLAS's, which does not pack B first."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef int mm = <int>m, nn = <int>n, kk = <int>k
     cdef int lda = <int>(m if trans_a else k), ldb = <int>(k if trans_b else n), ldc = nn
     cdef int inc = 1
     cdef floating one = 1
-    if m == 1:  # c = a op(B): a is one contiguous row either way; B read column-major
-        if trans_b:  # B (n, k) row-major is (k, n) column-major: c = (k, n)^T a
-            mm, nn = kk, nn
-        else:  # B (k, n) row-major is (n, k) column-major: c = (n, k) a
-            mm, nn = nn, kk
+    if m == 1 and not trans_b:  # c = a B, B (k, n)
         if floating is double:
-            dgemv(&tb, &mm, &nn, &one, <double*>B, &ldb, <double*>A, &inc, &beta, C, &inc)
+            rnn_fast_gemv_n_f64(A, B, k, n, beta != 0, C)
         else:
-            sgemv(&tb, &mm, &nn, &one, <float*>B, &ldb, <float*>A, &inc, &beta, C, &inc)
+            rnn_fast_gemv_n_f32(A, B, k, n, beta != 0, C)
+        return
+    if m == 1:  # c = a B^T, B (n, k) row-major: (k, n) column-major, so c = (k, n)^T a
+        if floating is double:
+            dgemv(&tb, &kk, &nn, &one, <double*>B, &ldb, <double*>A, &inc, &beta, C, &inc)
+        else:
+            sgemv(&tb, &kk, &nn, &one, <float*>B, &ldb, <float*>A, &inc, &beta, C, &inc)
         return
     if floating is double:
         dgemm(&tb, &ta, &nn, &mm, &kk, &one, <double*>B, &ldb, <double*>A, &lda,

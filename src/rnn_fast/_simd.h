@@ -4,14 +4,15 @@
  *
  * Clones. Each kernel is written once, as an always-inline body (rnn_fast_NAME_body);
  * RNN_FAST_CLONE_LIST, at the end of this file, instantiates every body once per
- * instruction set (rnn_fast_NAME_avx2 under __attribute__((target("avx2"))),
+ * instruction set (rnn_fast_NAME_avx2 under __attribute__((target("avx2,fma"))),
  * rnn_fast_NAME_baseline with the build's flags) and gathers each set in a table. The
  * core calls rnn_fast_NAME, which goes through the active table: the best one this CPU
  * runs, picked when the module loads (rnn_fast_use_clone), or the one named by
  * RNN_FAST_CLONE in the environment (e.g. RNN_FAST_CLONE=baseline), or set by
  * rnn_fast._core.set_clone (for tests: not while a fit runs). All clones do the same
  * additions and multiplications in the same order, with no FMA contraction
- * (-ffp-contract=off), so they give the same bits; only the vector width differs.
+ * (-ffp-contract=off): a fused multiply-add is written out (fma()), the same in every
+ * clone (_gemv.h). So they give the same bits; only the vector width differs.
  * Other compilers and platforms get the baseline alone.
  *
  * rnn_fast_tanh_row: tanh in plain arithmetic, so the loops vectorise (libm's tanh is a
@@ -462,6 +463,7 @@ RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f64, double)
 RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
 
 #include "_cells.h" /* the gated cells' steps, over the rows above */
+#include "_gemv.h"  /* one row times a matrix, with fused multiply-adds */
 
 /* ---- clones and dispatch ---------------------------------------------------------- */
 
@@ -504,7 +506,9 @@ RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
     X(check_and_clip_f64, int, (double *g, ptrdiff_t n, double c), (g, n, c))          \
     X(check_and_clip_f32, int, (float *g, ptrdiff_t n, float c), (g, n, c))            \
     RNN_FAST_CELL_KERNELS(X, f64, double)                                              \
-    RNN_FAST_CELL_KERNELS(X, f32, float)
+    RNN_FAST_CELL_KERNELS(X, f32, float)                                               \
+    RNN_FAST_GEMV_KERNELS(X, f64, double)                                              \
+    RNN_FAST_GEMV_KERNELS(X, f32, float)
 
 /* `return` before a call, or nothing for a void one (ISO C has no `return f()` there) */
 #define RNN_FAST_RETURN_void
@@ -534,7 +538,8 @@ static const rnn_fast_clone rnn_fast_clone_baseline = {
 
 #if RNN_FAST_HAVE_AVX2_CLONE
 #define RNN_FAST_AVX2_FUNCTION(NAME, R, PARAMS, ARGS)                                  \
-    RNN_FAST_CLONE_FUNCTION(avx2, __attribute__((target("avx2"))), NAME, R, PARAMS, ARGS)
+    RNN_FAST_CLONE_FUNCTION(avx2, __attribute__((target("avx2,fma"))), NAME, R, PARAMS,   \
+                            ARGS)
 #define RNN_FAST_AVX2_ENTRY(NAME, R, PARAMS, ARGS) rnn_fast_##NAME##_avx2,
 RNN_FAST_KERNELS(RNN_FAST_AVX2_FUNCTION)
 static const rnn_fast_clone rnn_fast_clone_avx2 = {
@@ -570,7 +575,7 @@ static int rnn_fast_cpu_has_avx2(void)
 {
 #if RNN_FAST_HAVE_AVX2_CLONE
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
     return 0;
 #endif

@@ -353,59 +353,83 @@ def test_update_without_commit_leaves_the_new_values_in_the_scratch(rng):
         _core.apply_update(ADAGRAD, hyper, *staged, 4, 0.0, 0.0, commit=False)
 
 
-def fma_chain(v, M, start):
-    """v @ M as _gemv.h defines it: each column one chain of fused multiply-adds down
-    the rows from `start`, every step rounded once (exact rational arithmetic, then one
-    correctly rounded conversion)."""
+def fma(a, b, c):
+    """a * b + c rounded once (exact rational arithmetic, one correctly rounded
+    conversion)."""
+    return float(Fraction(a) * Fraction(b) + Fraction(c))
+
+
+def one_row_product(v, M, start, transpose):
+    """_gemv.h's float64 sums, written out: v @ M, each column one chain of fused
+    multiply-adds down the rows from start; M @ v, each row's 8 partial sums (entries j
+    with j % 8 = l, from +0) added in a halving tree, then added to start."""
     out = np.array(start, dtype=np.float64)
-    for j in range(M.shape[1]):
-        s = float(out[j])
-        for i in range(M.shape[0]):
-            s = float(Fraction(float(v[i])) * Fraction(float(M[i, j])) + Fraction(s))
-        out[j] = s
+    if not transpose:
+        for j in range(M.shape[1]):
+            s = float(out[j])
+            for i in range(M.shape[0]):
+                s = fma(float(v[i]), float(M[i, j]), s)
+            out[j] = s
+        return out
+    for i in range(M.shape[0]):
+        s = [0.0] * 8
+        for j in range(M.shape[1]):
+            s[j % 8] = fma(float(M[i, j]), float(v[j]), s[j % 8])
+        for h in (4, 2, 1):
+            s = [s[k] + s[k + h] for k in range(h)]
+        out[i] = out[i] + s[0]
     return out
 
 
 @pytest.mark.parametrize("K, L", [(1, 1), (2, 7), (5, 8), (3, 13), (17, 100), (6, 130),
-                                  (4, 257)])
+                                  (4, 257), (9, 3)])
 @pytest.mark.parametrize("accumulate", [False, True])
-def test_row_times_matrix_is_one_fma_chain_per_column(K, L, accumulate, clone, rng):
-    """The batch-of-one forward product (_gemv.h) rounds each column's sum once per row,
-    in row order, in every clone: tiles of vectors, their last one partial, and the
-    last row, which may end the matrix, all give the chain's bits."""
-    v, M = rng.standard_normal(K), rng.standard_normal((K, L))
-    start = rng.standard_normal(L) if accumulate else np.zeros(L)
-    out = start.copy() if accumulate else np.full(L, np.nan)
-    _core._row_times_matrix(v, M, out, accumulate)
-    np.testing.assert_array_equal(out, fma_chain(v, M, start))
+@pytest.mark.parametrize("transpose", [False, True])
+def test_one_row_product_is_its_fma_sums(K, L, accumulate, transpose, clone, rng):
+    """The batch-of-one products (_gemv.h) round as their definition says, in every
+    clone: tiles of vectors or rows of every count, a last vector of a row cut short
+    (read on into the next row, or lane by lane in the last one), all give its bits."""
+    v, M = rng.standard_normal(L if transpose else K), rng.standard_normal((K, L))
+    n_out = K if transpose else L
+    start = rng.standard_normal(n_out) if accumulate else np.zeros(n_out)
+    out = start.copy() if accumulate else np.full(n_out, np.nan)
+    _core._one_row_product(v, M, out, accumulate, transpose)
+    np.testing.assert_array_equal(out, one_row_product(v, M, start, transpose))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_row_times_matrix_is_the_same_in_every_clone(dtype, rng):
+@pytest.mark.parametrize("transpose", [False, True])
+def test_one_row_product_is_the_same_in_every_clone(dtype, transpose, rng):
     """float32 too: the clones' products are bit for bit one another's, and within
-    float32 rounding of NumPy's; inf and NaN stay in their own columns."""
-    K, L = 64, 16 * 13 + 5
-    v = rng.standard_normal(K).astype(dtype)
-    M = rng.standard_normal((K, L)).astype(dtype)
+    float32 rounding of NumPy's; inf and NaN stay in their own outputs (past a row's
+    end, the next row's inf is not read into it)."""
+    R, C = 16 * 13 + 5, 61
+    v = rng.standard_normal(C if transpose else R).astype(dtype)
+    M = rng.standard_normal((R, C)).astype(dtype)
     M[3, 7], M[-1, -1] = np.inf, np.nan
+    M[4, 0] = np.inf  # just past row 3's last vector
     results = []
     for name in _core.clones():
         old = _core.set_clone(name)
         try:
-            out = np.zeros(L, dtype)
-            _core._row_times_matrix(v, M, out, False)
+            out = np.zeros(R if transpose else C, dtype)
+            _core._one_row_product(v, M, out, False, transpose)
         finally:
             _core.set_clone(old)
         results.append(out)
     for out in results[1:]:
         np.testing.assert_array_equal(out, results[0])
-    expected = v.astype(np.float64) @ M.astype(np.float64)
-    np.testing.assert_allclose(results[0], expected, rtol=1e-4 if dtype == "float32" else 1e-12,
-                               atol=1e-4 if dtype == "float32" else 1e-12)
-    assert np.isinf(results[0][7]) and np.isnan(results[0][-1])
-    assert np.isfinite(np.delete(results[0], [7, L - 1])).all()
+    bad = [3, 4, R - 1] if transpose else [0, 7, C - 1]
+    A = M.astype(np.float64)
+    expected = A @ v.astype(np.float64) if transpose else v.astype(np.float64) @ A
+    keep = np.setdiff1d(np.arange(out.size), bad)
+    tol = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(results[0][keep], expected[keep], rtol=tol, atol=tol)
+    assert not np.isfinite(results[0][bad]).any()
 
 
-def test_row_times_matrix_refuses_mismatched_shapes():
+def test_one_row_product_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="does not give"):
-        _core._row_times_matrix(np.zeros(3), np.zeros((4, 5)), np.zeros(5), False)
+        _core._one_row_product(np.zeros(3), np.zeros((4, 5)), np.zeros(5), False)
+    with pytest.raises(ValueError, match="does not give"):
+        _core._one_row_product(np.zeros(4), np.zeros((4, 5)), np.zeros(4), False, True)

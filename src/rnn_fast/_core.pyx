@@ -491,16 +491,18 @@ def _exp_values(floating[::1] x not None):
     return out
 
 
-def _row_times_matrix(const floating[::1] v not None, const floating[:, ::1] M not None,
-                      floating[::1] out not None, bint accumulate):
-    """out = v @ M, or out += v @ M (accumulate), as a batch of one sequence's forward
-    step computes it (_gemv.h, for tests); out is written in place."""
-    if v.shape[0] != M.shape[0] or out.shape[0] != M.shape[1]:
-        raise ValueError(f"v ({v.shape[0]},) @ M ({M.shape[0]}, {M.shape[1]}) does not "
-                         f"give out ({out.shape[0]},)")
-    if out.shape[0]:
-        _gemm(False, False, 1, M.shape[1], M.shape[0], &v[0] if v.shape[0] else NULL,
-              &M[0, 0] if M.shape[0] else NULL, accumulate, &out[0])
+def _one_row_product(const floating[::1] v not None, const floating[:, ::1] M not None,
+                     floating[::1] out not None, bint accumulate, bint transpose=False):
+    """out = v @ M (or M @ v, transpose), or out += it (accumulate), as a batch of one
+    sequence's steps compute it (_gemv.h, for tests); out is written in place."""
+    cdef Py_ssize_t K = M.shape[1] if transpose else M.shape[0]
+    cdef Py_ssize_t L = M.shape[0] if transpose else M.shape[1]
+    if v.shape[0] != K or out.shape[0] != L:
+        raise ValueError(f"{'M @ v' if transpose else 'v @ M'} with v ({v.shape[0]},), "
+                         f"M ({M.shape[0]}, {M.shape[1]}) does not give out ({out.shape[0]},)")
+    if L:
+        _gemm(False, transpose, 1, L, K, &v[0] if K else NULL, &M[0, 0] if K else NULL,
+              accumulate, &out[0])
 
 
 # ------------------------------------------------------ the kernels' arguments, in structs

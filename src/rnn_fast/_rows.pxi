@@ -3,7 +3,7 @@
 # block of steps (gathered, projected, their gradient). Pointers to row-major arrays; the
 # caller passes sizes.
 
-from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 
 cdef extern from "_simd.h" nogil:
@@ -11,6 +11,10 @@ cdef extern from "_simd.h" nogil:
     void rnn_fast_gemv_n_f64(const double* v, const double* M, Py_ssize_t K, Py_ssize_t L,
                              int accumulate, double* out)
     void rnn_fast_gemv_n_f32(const float* v, const float* M, Py_ssize_t K, Py_ssize_t L,
+                             int accumulate, float* out)
+    void rnn_fast_gemv_t_f64(const double* v, const double* M, Py_ssize_t R, Py_ssize_t C,
+                             int accumulate, double* out)
+    void rnn_fast_gemv_t_f32(const float* v, const float* M, Py_ssize_t R, Py_ssize_t C,
                              int accumulate, float* out)
 
 
@@ -100,25 +104,23 @@ cdef inline void _gemm(
 ) noexcept nogil:
     """Row-major GEMM (beta 0 or 1). BLAS is column-major, where a row-major matrix reads
     as its transpose: so ask it for C^T = op(B)^T @ op(A)^T. One row (m = 1: a batch of
-    one sequence) is a GEMV: a B @ a row is _gemv.h's (the same bits on every CPU, and
-    faster at a character model's sizes), a B^T BLAS's, which does not pack B first."""
+    one sequence) is _gemv.h's: the same bits on every CPU, and at a character model's
+    sizes faster than BLAS's GEMV."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef int mm = <int>m, nn = <int>n, kk = <int>k
     cdef int lda = <int>(m if trans_a else k), ldb = <int>(k if trans_b else n), ldc = nn
-    cdef int inc = 1
     cdef floating one = 1
-    if m == 1 and not trans_b:  # c = a B, B (k, n)
-        if floating is double:
+    if m == 1:  # c = a op(B): a is one contiguous row either way
+        if trans_b:  # B (n, k): c = B a
+            if floating is double:
+                rnn_fast_gemv_t_f64(A, B, n, k, beta != 0, C)
+            else:
+                rnn_fast_gemv_t_f32(A, B, n, k, beta != 0, C)
+        elif floating is double:  # B (k, n): c = a B
             rnn_fast_gemv_n_f64(A, B, k, n, beta != 0, C)
         else:
             rnn_fast_gemv_n_f32(A, B, k, n, beta != 0, C)
-        return
-    if m == 1:  # c = a B^T, B (n, k) row-major: (k, n) column-major, so c = (k, n)^T a
-        if floating is double:
-            dgemv(&tb, &kk, &nn, &one, <double*>B, &ldb, <double*>A, &inc, &beta, C, &inc)
-        else:
-            sgemv(&tb, &kk, &nn, &one, <float*>B, &ldb, <float*>A, &inc, &beta, C, &inc)
         return
     if floating is double:
         dgemm(&tb, &ta, &nn, &mm, &kk, &one, <double*>B, &ldb, <double*>A, &lda,

@@ -428,6 +428,22 @@ def test_one_row_product_is_the_same_in_every_clone(dtype, transpose, rng):
     assert not np.isfinite(results[0][bad]).any()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("transpose", [False, True])
+def test_a_large_one_row_product_is_blas_s(dtype, transpose, rng):
+    """Beyond 512 KiB the product is BLAS's GEMV (faster there, on its threads): the same
+    values within rounding, accumulating or not."""
+    M = rng.standard_normal((300, 500)).astype(dtype)  # 600 KB in float32, 1200 in float64
+    v = rng.standard_normal(500 if transpose else 300).astype(dtype)
+    start = rng.standard_normal(300 if transpose else 500).astype(dtype)
+    A, x = M.astype(np.float64), v.astype(np.float64)
+    expected = (A @ x if transpose else x @ A) + start
+    out = start.copy()
+    _core._one_row_product(v, M, out, True, transpose)
+    tol = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+
+
 def test_one_row_product_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="does not give"):
         _core._one_row_product(np.zeros(3), np.zeros((4, 5)), np.zeros(5), False)

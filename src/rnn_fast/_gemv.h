@@ -14,12 +14,19 @@
  * fma rounds once: the clones with FMA in an instruction, the baseline with C's fma()
  * (correctly rounded in glibc; in software where the CPU has no FMA unit). Many sums at
  * once (16 vectors of out, 8 rows) hide the fma's latency. Against the OpenBLAS GEMV
- * they replace (0.3.30, SkylakeX kernels, Zen 5): bench/README.md. */
+ * they replace (0.3.30, SkylakeX kernels, Zen 5): bench/README.md. Matrices larger than
+ * RNN_FAST_GEMV_MAX_BYTES stay with BLAS. */
 #ifndef RNN_FAST_GEMV_H
 #define RNN_FAST_GEMV_H
 
 #define RNN_FAST_FMA_f64 __builtin_fma
 #define RNN_FAST_FMA_f32 __builtin_fmaf
+
+/* The largest matrix these take (_rows.pxi's _gemm): one the size of an L2 cache or
+ * less. Beyond, the rows stream from L3 or memory, where OpenBLAS's GEMV on two threads
+ * is faster (a batch-of-one LSTM BPTT at H 1024 float32: 56 ms against 152, at H 512 16
+ * against 28; at H 128 float64, 512 KiB, 3.3 against 2.6 ms; Zen 5). */
+#define RNN_FAST_GEMV_MAX_BYTES ((ptrdiff_t)512 * 1024)
 
 #define RNN_FAST_GEMV_TILE 16 /* gemv_n: vectors of out summed at once, at most */
 #define RNN_FAST_GEMV_ROWS 8  /* gemv_t: rows summed at once, at most */

@@ -3,11 +3,13 @@
 # block of steps (gathered, projected, their gradient). Pointers to row-major arrays; the
 # caller passes sizes.
 
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 
 cdef extern from "_simd.h" nogil:
-    # one row times a matrix, with fused multiply-adds in a fixed order (_gemv.h)
+    # one row times a matrix, with fused multiply-adds in a fixed order (_gemv.h), for
+    # matrices up to RNN_FAST_GEMV_MAX_BYTES
+    const Py_ssize_t RNN_FAST_GEMV_MAX_BYTES
     void rnn_fast_gemv_n_f64(const double* v, const double* M, Py_ssize_t K, Py_ssize_t L,
                              int accumulate, double* out)
     void rnn_fast_gemv_n_f32(const float* v, const float* M, Py_ssize_t K, Py_ssize_t L,
@@ -104,14 +106,15 @@ cdef inline void _gemm(
 ) noexcept nogil:
     """Row-major GEMM (beta 0 or 1). BLAS is column-major, where a row-major matrix reads
     as its transpose: so ask it for C^T = op(B)^T @ op(A)^T. One row (m = 1: a batch of
-    one sequence) is _gemv.h's: the same bits on every CPU, and at a character model's
-    sizes faster than BLAS's GEMV."""
+    one sequence) is a GEMV: _gemv.h's where B fits in L2 (the same bits on every CPU,
+    and faster at a character model's sizes), BLAS's (on its threads) beyond."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef int mm = <int>m, nn = <int>n, kk = <int>k
     cdef int lda = <int>(m if trans_a else k), ldb = <int>(k if trans_b else n), ldc = nn
+    cdef int inc = 1
     cdef floating one = 1
-    if m == 1:  # c = a op(B): a is one contiguous row either way
+    if m == 1 and n * k * <Py_ssize_t>sizeof(floating) <= RNN_FAST_GEMV_MAX_BYTES:
         if trans_b:  # B (n, k): c = B a
             if floating is double:
                 rnn_fast_gemv_t_f64(A, B, n, k, beta != 0, C)
@@ -121,6 +124,16 @@ cdef inline void _gemm(
             rnn_fast_gemv_n_f64(A, B, k, n, beta != 0, C)
         else:
             rnn_fast_gemv_n_f32(A, B, k, n, beta != 0, C)
+        return
+    if m == 1:  # c = a op(B), B read column-major: (k, n) row-major is (n, k) there
+        if trans_b:
+            mm, nn = kk, nn
+        else:
+            mm, nn = nn, kk
+        if floating is double:
+            dgemv(&tb, &mm, &nn, &one, <double*>B, &ldb, <double*>A, &inc, &beta, C, &inc)
+        else:
+            sgemv(&tb, &mm, &nn, &one, <float*>B, &ldb, <float*>A, &inc, &beta, C, &inc)
         return
     if floating is double:
         dgemm(&tb, &ta, &nn, &mm, &kk, &one, <double*>B, &ldb, <double*>A, &lda,

@@ -188,7 +188,7 @@ cdef floating _output_grads(
     """The output side of one target step of the hand loops: returns its loss; adds
     scale * its gradients to dW_hy, db_y and dh."""
     cdef Py_ssize_t j, o, n_out = net.O
-    cdef floating loss, hi
+    cdef floating loss, hi, dz0, zero = 0
     cdef floating* z = zyd
     cdef floating* y = zyd + n_out
     cdef floating* dz = zyd + 2 * n_out
@@ -202,6 +202,15 @@ cdef floating _output_grads(
     if not net.readout:  # the output is h_t itself
         for j in range(net.H):
             dh[j] += dz[j]
+        return loss
+    if n_out == 1:  # the seeds' one output: the same sums as below, in loops that vectorise
+        dz0 = dz[0]
+        for j in range(net.H):
+            dW_hy[j] += h[j] * dz0
+        if net.bias:
+            db_y[0] += dz0
+        for j in range(net.H):
+            dh[j] += zero + W_hy[j] * dz0  # (hi = 0, then hi += ...: 0 + -0 is +0)
         return loss
     for j in range(net.H):  # z = h W_hy + b_y
         hi = h[j]

@@ -121,27 +121,37 @@ RNN_FAST_BODY void rnn_fast_tanh_row_f32_body(float *a, const float *b, ptrdiff_
 #define RNN_FAST_EXP_LO (-746.0)
 #define RNN_FAST_EXP_HI 710.0
 
+/* exp's range reduction, shared by the two exps below: x = k ln 2 + r, |r| <= 0.347, with
+ * k = round(x / ln 2) (the 1.5 * 2^52 shifter leaves k in the low bits of *kd) and r in
+ * two parts (fdlibm's ln2_hi has trailing zeros, so k * ln2_hi is exact). */
+#define RNN_FAST_EXP_SHIFTER 6755399441055744.0 /* 1.5 * 2^52 */
+RNN_FAST_BODY double rnn_fast_exp_reduce(double x, double *kd)
+{
+    const double log2e = 1.44269504088896338700e+00;
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    double k;
+    *kd = x * log2e + RNN_FAST_EXP_SHIFTER;
+    k = *kd - RNN_FAST_EXP_SHIFTER;
+    return (x - k * ln2_hi) - k * ln2_lo;
+}
+
 /* exp in plain arithmetic, for loops that vectorise (libm's exp is a call per element):
- * exp(x) = 2^k exp(r) with k = round(x / ln 2) (the 1.5 * 2^52 shifter leaves k in the
- * low bits), r = x - k ln 2 in two parts (fdlibm's ln2_hi has trailing zeros, so
- * k * ln2_hi is exact), exp(r) from its Taylor series to r^13 (|r| <= 0.347: the next
- * term is below 2e-16), and 2^k as 2^k1 2^k2 with k1 = round(k / 2), each built from its
- * exponent bits: both factors are normal numbers for every k in [-1076, 1024], exp(r) 2^k1
- * is exact, and the one rounding is the last product's, so a result below 2^-1022 rounds
- * once to its subnormal (or to 0), one above the largest double is inf, and any other is
- * exp(r) 2^k exactly. x must lie in [RNN_FAST_EXP_LO, RNN_FAST_EXP_HI] or be NaN (NaN
- * gives NaN); the callers clip it in a loop of their own (a clip inside the arithmetic
- * stops GCC from vectorising it). Within a few ulp of libm's exp:
+ * exp(x) = 2^k exp(r) (rnn_fast_exp_reduce), exp(r) from its Taylor series to r^13 (the
+ * next term is below 2e-16), and 2^k as 2^k1 2^k2 with k1 = round(k / 2), each built from
+ * its exponent bits: both factors are normal numbers for every k in [-1076, 1024],
+ * exp(r) 2^k1 is exact, and the one rounding is the last product's, so a result below
+ * 2^-1022 rounds once to its subnormal (or to 0), one above the largest double is inf,
+ * and any other is exp(r) 2^k exactly. x must lie in [RNN_FAST_EXP_LO, RNN_FAST_EXP_HI]
+ * or be NaN (NaN gives NaN); the callers clip it in a loop of their own (a clip inside
+ * the arithmetic stops GCC from vectorising it). Within a few ulp of libm's exp:
  * tests/test_kernels.py. */
 RNN_FAST_BODY double rnn_fast_exp_clipped(double x)
 {
-    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
-    const double log2e = 1.44269504088896338700e+00;
-    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    double kd = x * log2e + shifter, k = kd - shifter, k1d, k2d, r, r2, r4, p;
+    const double shifter = RNN_FAST_EXP_SHIFTER;
+    double kd, k, k1d, k2d, r = rnn_fast_exp_reduce(x, &kd), r2, r4, p;
     double scale1, scale2;
     unsigned long long bits1, bits2;
-    r = (x - k * ln2_hi) - k * ln2_lo;
+    k = kd - shifter;
     /* 1 + r + r^2 q(r), q's twelve terms in Estrin's scheme (pairs, then pairs of pairs
      * with r^2 and r^4, r^8): ten operations deep where Horner's rule is 26, which a row
      * of a few vectors (16 sigmoid units) waits for */
@@ -178,18 +188,14 @@ RNN_FAST_BODY void rnn_fast_sigmoid_row_f64_body(double *a, const double *b, ptr
 }
 
 /* exp(x) for x in [-40, 110], in float64 to about 2^-32 (the float32 sigmoid's: ample
- * before its one rounding to float32): rnn_fast_exp_clipped's reduction with a Taylor
+ * before its one rounding to float32): rnn_fast_exp_reduce's reduction with a Taylor
  * polynomial to r^8 (the next term is below 2e-10 for |r| <= 0.347) and one scale 2^k,
  * which is a normal number for every k of that range (-58 .. 159). Half the operations
  * of the full-range exp: the gates of a float32 LSTM are a third of its forward step. */
 RNN_FAST_BODY double rnn_fast_exp_f32_range(double x)
 {
-    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
-    const double log2e = 1.44269504088896338700e+00;
-    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    double kd = x * log2e + shifter, k = kd - shifter, r, r2, r4, p, scale;
+    double kd, r = rnn_fast_exp_reduce(x, &kd), r2, r4, p, scale;
     unsigned long long bits;
-    r = (x - k * ln2_hi) - k * ln2_lo;
     r2 = r * r;
     r4 = r2 * r2;
     p = ((1.0 / 2 + r * (1.0 / 6)) + r2 * (1.0 / 24 + r * (1.0 / 120)))

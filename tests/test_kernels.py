@@ -8,7 +8,9 @@ checked against NumPy: the bound of the function, NaN in and NaN out, exactly th
 (+-1, 0, inf) wherever NumPy's result is, and the distance in ulp (adjacent floats apart).
 """
 
+import ctypes
 import math
+import mmap
 from fractions import Fraction
 
 import numpy as np
@@ -359,93 +361,144 @@ def fma(a, b, c):
     return float(Fraction(a) * Fraction(b) + Fraction(c))
 
 
-def one_row_product(v, M, start, transpose):
-    """_gemv.h's float64 sums, written out: v @ M, each column one chain of fused
-    multiply-adds down the rows from start; M @ v, each row's 8 partial sums (entries j
-    with j % 8 = l, from +0) added in a halving tree, then added to start."""
+def small_product(A, B, start, trans_a, trans_b):
+    """_products.h's float64 sums, written out: op(A) @ B, each entry one chain of fused
+    multiply-adds down B's rows from start; A @ B^T, each entry's 8 partial sums (k with
+    k % 8 = l, from +0) added in a halving tree, then added to start."""
+    A = A.T if trans_a else A
     out = np.array(start, dtype=np.float64)
-    if not transpose:
-        for j in range(M.shape[1]):
-            s = float(out[j])
-            for i in range(M.shape[0]):
-                s = fma(float(v[i]), float(M[i, j]), s)
-            out[j] = s
-        return out
-    for i in range(M.shape[0]):
+    for i, j in np.ndindex(*out.shape):
+        if not trans_b:
+            s = float(out[i, j])
+            for k in range(A.shape[1]):
+                s = fma(float(A[i, k]), float(B[k, j]), s)
+            out[i, j] = s
+            continue
         s = [0.0] * 8
-        for j in range(M.shape[1]):
-            s[j % 8] = fma(float(M[i, j]), float(v[j]), s[j % 8])
+        for k in range(A.shape[1]):
+            s[k % 8] = fma(float(B[j, k]), float(A[i, k]), s[k % 8])
         for h in (4, 2, 1):
-            s = [s[k] + s[k + h] for k in range(h)]
-        out[i] = out[i] + s[0]
+            s = [s[q] + s[q + h] for q in range(h)]
+        out[i, j] = out[i, j] + s[0]
     return out
 
 
-@pytest.mark.parametrize("K, L", [(1, 1), (2, 7), (5, 8), (3, 13), (17, 100), (6, 130),
-                                  (4, 257), (9, 3)])
+def operands(rng, m, k, n, trans_a, trans_b, dtype=np.float64):
+    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    return A, B
+
+
+TRANSPOSES = [(False, False), (True, False), (False, True)]
+
+
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (1, 2, 7), (1, 5, 8), (1, 3, 13), (1, 17, 100),
+                                     (1, 6, 130), (1, 4, 257), (1, 9, 3), (2, 7, 9),
+                                     (3, 5, 17), (4, 9, 33), (5, 4, 70), (7, 13, 130),
+                                     (9, 2, 3), (6, 17, 8), (11, 6, 40)])
 @pytest.mark.parametrize("accumulate", [False, True])
-@pytest.mark.parametrize("transpose", [False, True])
-def test_one_row_product_is_its_fma_sums(K, L, accumulate, transpose, clone, rng):
-    """The batch-of-one products (_gemv.h) round as their definition says, in every
-    clone: tiles of vectors or rows of every count, a last vector of a row cut short
-    (read on into the next row, or lane by lane in the last one), all give its bits."""
-    v, M = rng.standard_normal(L if transpose else K), rng.standard_normal((K, L))
-    n_out = K if transpose else L
-    start = rng.standard_normal(n_out) if accumulate else np.zeros(n_out)
-    out = start.copy() if accumulate else np.full(n_out, np.nan)
-    _core._one_row_product(v, M, out, accumulate, transpose)
-    np.testing.assert_array_equal(out, one_row_product(v, M, start, transpose))
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES)
+def test_small_product_is_its_fma_sums(m, k, n, accumulate, trans_a, trans_b, clone, rng):
+    """The small products (_products.h) round as their definition says, in every clone:
+    tiles of rows and vectors of every count, a last vector of a row cut short (read on
+    into the next row, or lane by lane in the last one), A transposed or not, all give
+    its bits."""
+    A, B = operands(rng, m, k, n, trans_a, trans_b)
+    start = rng.standard_normal((m, n)) if accumulate else np.zeros((m, n))
+    out = start.copy() if accumulate else np.full((m, n), np.nan)
+    _core._product(A, B, out, accumulate, trans_a, trans_b)
+    np.testing.assert_array_equal(out, small_product(A, B, start, trans_a, trans_b))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("transpose", [False, True])
-def test_one_row_product_is_the_same_in_every_clone(dtype, transpose, rng):
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES)
+@pytest.mark.parametrize("m", [1, 6])
+def test_small_product_is_the_same_in_every_clone(dtype, trans_a, trans_b, m, rng):
     """float32 too: the clones' products are bit for bit one another's, and within
     float32 rounding of NumPy's; inf and NaN stay in their own outputs (past a row's
     end, the next row's inf is not read into it)."""
-    R, C = 16 * 13 + 5, 61
-    v = rng.standard_normal(C if transpose else R).astype(dtype)
-    M = rng.standard_normal((R, C)).astype(dtype)
-    M[3, 7], M[-1, -1] = np.inf, np.nan
-    M[4, 0] = np.inf  # just past row 3's last vector
+    k, n = (61, 16 * 13 + 5) if trans_b else (16 * 13 + 5, 61)
+    A, B = operands(rng, m, k, n, trans_a, trans_b, dtype)
+    B[3, 7], B[-1, -1] = np.inf, np.nan
+    B[4, 0] = np.inf  # just past row 3's last vector
     results = []
     for name in _core.clones():
         old = _core.set_clone(name)
         try:
-            out = np.zeros(R if transpose else C, dtype)
-            _core._one_row_product(v, M, out, False, transpose)
+            out = np.zeros((m, n), dtype)
+            _core._product(A, B, out, False, trans_a, trans_b)
         finally:
             _core.set_clone(old)
         results.append(out)
     for out in results[1:]:
         np.testing.assert_array_equal(out, results[0])
-    bad = [3, 4, R - 1] if transpose else [0, 7, C - 1]
-    A = M.astype(np.float64)
-    expected = A @ v.astype(np.float64) if transpose else v.astype(np.float64) @ A
-    keep = np.setdiff1d(np.arange(out.size), bad)
+    bad = [3, 4, n - 1] if trans_b else [0, 7, n - 1]
+    a, b = A.astype(np.float64), B.astype(np.float64)
+    expected = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    keep = np.setdiff1d(np.arange(n), bad)
     tol = 1e-4 if dtype == "float32" else 1e-12
-    np.testing.assert_allclose(results[0][keep], expected[keep], rtol=tol, atol=tol)
-    assert not np.isfinite(results[0][bad]).any()
+    np.testing.assert_allclose(results[0][:, keep], expected[:, keep], rtol=tol, atol=tol)
+    assert not np.isfinite(results[0][:, bad]).any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("transpose", [False, True])
-def test_a_large_one_row_product_is_blas_s(dtype, transpose, rng):
-    """Beyond 512 KiB the product is BLAS's GEMV (faster there, on its threads): the same
-    values within rounding, accumulating or not."""
-    M = rng.standard_normal((300, 500)).astype(dtype)  # 600 KB in float32, 1200 in float64
-    v = rng.standard_normal(500 if transpose else 300).astype(dtype)
-    start = rng.standard_normal(300 if transpose else 500).astype(dtype)
-    A, x = M.astype(np.float64), v.astype(np.float64)
-    expected = (A @ x if transpose else x @ A) + start
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES)
+@pytest.mark.parametrize("m, k, n", [(1, 300, 500), (40, 200, 300)])
+def test_a_large_product_is_blas_s(dtype, trans_a, trans_b, m, k, n, rng):
+    """Beyond 512 KiB of B (one row), or 2^21 multiply-adds (more rows), the product is
+    BLAS's (faster there, on its threads): the same values within rounding,
+    accumulating or not."""
+    A, B = operands(rng, m, k, n, trans_a, trans_b, dtype)
+    start = rng.standard_normal((m, n)).astype(dtype)
+    a, b = A.astype(np.float64), B.astype(np.float64)
+    expected = (a.T if trans_a else a) @ (b.T if trans_b else b) + start
     out = start.copy()
-    _core._one_row_product(v, M, out, True, transpose)
+    _core._product(A, B, out, True, trans_a, trans_b)
     tol = 1e-4 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
 
 
-def test_one_row_product_refuses_mismatched_shapes():
+def at_a_page_end(values):
+    """A copy of values ending where a page that may not be read begins: a read past
+    its end is a segmentation fault, not a silent read of whatever lies there."""
+    page = mmap.PAGESIZE
+    pages = -(-values.nbytes // page) + 1
+    memory = mmap.mmap(-1, pages * page)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(start + (pages - 1) * page),
+                                      ctypes.c_size_t(page), 0) == 0  # PROT_NONE
+    out = np.frombuffer(memory, values.dtype, values.size,
+                        (pages - 1) * page - values.nbytes).reshape(values.shape)
+    out[...] = values
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES)
+@pytest.mark.parametrize("m, k, n", [(1, 9, 3), (5, 9, 3), (6, 4, 13), (3, 3, 30), (2, 17, 1)])
+def test_small_product_reads_nothing_past_its_arrays(dtype, trans_a, trans_b, m, k, n,
+                                                      clone, rng):
+    """Rows shorter than a vector, near a matrix's end: each array ends where a page that
+    may not be read begins, in every clone (the one-row kernels used to read up to a
+    vector past B's end there, and the garbage's denormals made them slow)."""
+    A, B = (at_a_page_end(x) for x in operands(rng, m, k, n, trans_a, trans_b, dtype))
+    out = at_a_page_end(rng.standard_normal((m, n)).astype(dtype))
+    start = out.astype(np.float64)
+    _core._product(A, B, out, True, trans_a, trans_b)
+    a, b = A.astype(np.float64), B.astype(np.float64)
+    expected = (a.T if trans_a else a) @ (b.T if trans_b else b) + start
+    tol = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+
+
+def test_small_product_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="does not give"):
-        _core._one_row_product(np.zeros(3), np.zeros((4, 5)), np.zeros(5), False)
+        _core._product(np.zeros((1, 3)), np.zeros((4, 5)), np.zeros((1, 5)), False)
     with pytest.raises(ValueError, match="does not give"):
-        _core._one_row_product(np.zeros(4), np.zeros((4, 5)), np.zeros(4), False, True)
+        _core._product(np.zeros((1, 4)), np.zeros((4, 5)), np.zeros((1, 4)), False, False,
+                       True)
+    with pytest.raises(ValueError, match="two transposes"):
+        _core._product(np.zeros((4, 1)), np.zeros((5, 4)), np.zeros((1, 5)), False, True,
+                       True)
+
+

@@ -53,7 +53,8 @@ cdef Py_ssize_t _batch_forward(
         for r in range(m):
             k = kb + r
             ah = hs + (k + 1) * B * H if elman else <floating*>ws.Ex + ws.block * B * GH
-            _gemm(False, False, B, GH, H, hs + k * B * H, <const floating*>w.W_hh, elman, ah)
+            _gemm(False, False, B, GH, H, hs + k * B * H, <const floating*>w.W_hh, elman, ah,
+                  B == 1)
             for j in range(B):
                 row = hs + ((k + 1) * B + j) * H
                 if _padded(d, rows, j, rows.t0 + k):  # ended: a padded step's zeros
@@ -96,7 +97,7 @@ cdef void _batch_outputs(
         hs = <floating*>ws.Hs + (kb + 1) * B * H
         if net.readout:
             _gemm(False, False, m * B, n_out, H, hs, <const floating*>w.W_hy, 0,
-                  <floating*>ws.Zb)
+                  <floating*>ws.Zb, B == 1)
         for r in range(m):
             t = rows.t0 + kb + r
             for j in range(B):
@@ -201,7 +202,7 @@ cdef void _block_weight_grads(
     _add_block_input_gradient(net, d, rows, blk.t_begin, blk.m, DI, <floating*>ws.Xb,
                               <floating*>g.W_xh)
     _hide_last_states(net, d, rows, blk, hs_prev, carry, True)
-    _gemm(True, False, net.H, GH, n_rows, hs_prev, DAb, 1, <floating*>g.W_hh)
+    _gemm(True, False, net.H, GH, n_rows, hs_prev, DAb, 1, <floating*>g.W_hh, rows.count == 1)
     _hide_last_states(net, d, rows, blk, hs_prev, carry, False)
     if net.bias:
         for r in range(n_rows - 1, -1, -1):
@@ -233,7 +234,7 @@ cdef void _block_to_below(
 ) noexcept nogil:
     """A stacked layer's dL/dx_t = da_ih W_ih^T, for the layer below, into d.dX."""
     cdef Py_ssize_t r, j, B = rows.count, n_in = net.n_in
-    _gemm(False, True, blk.m * B, n_in, net.GH, DI, <const floating*>w.W_xh, 0, Xb)
+    _gemm(False, True, blk.m * B, n_in, net.GH, DI, <const floating*>w.W_xh, 0, Xb, B == 1)
     for r in range(blk.m):
         for j in range(B):
             if not _padded(d, rows, j, blk.t_begin + r):
@@ -255,7 +256,11 @@ cdef floating _batch_backward(
     cdef floating* dh_next = <floating*>ws.dh
     cdef floating* DH = <floating*>ws.Ex + ws.block * B * GH + B * GH  # past AX and AH
     cdef floating* DI = DH + ws.block * B * H if net.cell == GRU else <floating*>ws.DAb
+    cdef floating* W_hy_T = NULL
     cdef Block blk
+    if B == 1 and net.readout and d.dH == NULL:  # for dz W_hy^T, in _products.h's order
+        W_hy_T = <floating*>ws.W_hy_T
+        _transpose(<const floating*>w.W_hy, H, net.O, W_hy_T)
     _zero(dh_next, B * net.S)
     while kb > 0:  # block by block from the end
         blk.m = min(ws.block, kb)
@@ -265,14 +270,14 @@ cdef floating _batch_backward(
             _block_from_above(net, d, rows, blk, DH)
         else:
             _block_output_grads(net, w, g, d, rows, blk, <floating*>ws.Hs + (kb + 1) * B * H,
-                                <floating*>ws.Zb, <floating*>ws.zyd, DH, &loss)
+                                <floating*>ws.Zb, <floating*>ws.zyd, DH, &loss, W_hy_T)
         for r in range(blk.m - 1, -1, -1):
             k = kb + r
             _step_back(net, d, rows, ws, k, r, DH, DI)
             if k > 0 and (net.bptt_steps == 0 or (rows.t0 + k) % net.bptt_steps != 0):
                 # back into h_{t-1}: dh = da_hh W_hh^T (+ z dh for the GRU, there already)
                 _gemm(False, True, B, H, GH, <floating*>ws.DAb + r * B * GH,
-                      <const floating*>w.W_hh, net.cell == GRU, dh_next)
+                      <const floating*>w.W_hh, net.cell == GRU, dh_next, B == 1)
                 for j in range(B):
                     if _padded(d, rows, j, rows.t0 + k):
                         _zero(dh_next + j * H, H)

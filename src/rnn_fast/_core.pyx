@@ -349,7 +349,7 @@ cdef struct Scratch:  # a schedule's scratch arrays (_Scratch); NULL where it ha
     void* W_hh_T         # loops: (GH, H)
     void* dzs            # pair: (T, O) dL/dz rows
     void* step_losses    # pair: (T,)
-    void* W_hy_T         # pair: (O, H)
+    void* W_hy_T         # pair, BLAS: (O, H)
     void* Hs             # BLAS, and the rest: see _batch.pxi
     void* Cs
     void* Gs
@@ -491,18 +491,23 @@ def _exp_values(floating[::1] x not None):
     return out
 
 
-def _one_row_product(const floating[::1] v not None, const floating[:, ::1] M not None,
-                     floating[::1] out not None, bint accumulate, bint transpose=False):
-    """out = v @ M (or M @ v, transpose), or out += it (accumulate), as a batch of one
-    sequence's steps compute it (_gemv.h, for tests); out is written in place."""
-    cdef Py_ssize_t K = M.shape[1] if transpose else M.shape[0]
-    cdef Py_ssize_t L = M.shape[0] if transpose else M.shape[1]
-    if v.shape[0] != K or out.shape[0] != L:
-        raise ValueError(f"{'M @ v' if transpose else 'v @ M'} with v ({v.shape[0]},), "
-                         f"M ({M.shape[0]}, {M.shape[1]}) does not give out ({out.shape[0]},)")
-    if L:
-        _gemm(False, transpose, 1, L, K, &v[0] if K else NULL, &M[0, 0] if K else NULL,
-              accumulate, &out[0])
+def _product(const floating[:, ::1] A not None, const floating[:, ::1] B not None,
+             floating[:, ::1] out not None, bint accumulate, bint trans_a=False,
+             bint trans_b=False):
+    """out = op(A) @ op(B), or out += it (accumulate), as the core computes a batch of one
+    sequence's products (small ones: _products.h; for tests); out is written in place."""
+    cdef Py_ssize_t m = A.shape[1] if trans_a else A.shape[0]
+    cdef Py_ssize_t k = A.shape[0] if trans_a else A.shape[1]
+    cdef Py_ssize_t n = B.shape[0] if trans_b else B.shape[1]
+    if trans_a and trans_b:
+        raise ValueError("the core has no product of two transposes")
+    if (B.shape[1] if trans_b else B.shape[0]) != k or out.shape[0] != m or out.shape[1] != n:
+        raise ValueError(f"A ({A.shape[0]}, {A.shape[1]}), B ({B.shape[0]}, {B.shape[1]}), "
+                         f"trans_a {trans_a}, trans_b {trans_b} does not give out "
+                         f"({out.shape[0]}, {out.shape[1]})")
+    if m and n:
+        _gemm(trans_a, trans_b, m, n, k, &A[0, 0] if k else NULL, &B[0, 0] if k else NULL,
+              accumulate, &out[0, 0], True)
 
 
 # ------------------------------------------------------ the kernels' arguments, in structs
@@ -643,7 +648,8 @@ class _Scratch:
             "hs": z((T + 1) * hand, H), "cs": z((T + 1) * hand * lstm, H),
             "gs": z(T * hand * gated, GH + H), "das": z(T * hand, GH),
             "work": z((3 * GH + H) * hand * gated), "W_hh_T": z(GH * hand, H),
-            "dzs": z(T * pair, n_out), "step_losses": z(T * pair), "W_hy_T": z(n_out * pair, H),
+            "dzs": z(T * pair, n_out), "step_losses": z(T * pair),
+            "W_hy_T": z(n_out * (pair or blas), H),
             "Hs": z((T + 1) * B * H * blas), "Cs": z((T + 1) * B * H * blas * lstm),
             "Gs": z(T * B * (GH + H) * blas * gated), "Xb": z(K * B * n_in * blas),
             "Zb": z(K * B * n_out * blas), "DAb": z(K * B * GH * blas),

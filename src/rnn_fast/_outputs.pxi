@@ -255,7 +255,7 @@ cdef void _block_outputs(
     cdef floating scale = <floating>rows.scale
     cdef Target tg
     if net.readout:
-        _gemm(False, False, blk.m * B, n_out, H, hs, <const floating*>w.W_hy, 0, Zb)
+        _gemm(False, False, blk.m * B, n_out, H, hs, <const floating*>w.W_hy, 0, Zb, B == 1)
     for r in range(blk.m):
         t = blk.t_begin + r
         for j in range(B):
@@ -290,16 +290,22 @@ cdef void _block_output_grads(
     floating* zyd,           # scratch (3 O,)
     floating* DH_out,        # OUT (m, B, H) dL/dh_t through the outputs (0 without a target)
     floating* loss,          # IN/OUT += the block's loss, row by row
+    const floating* W_hy_T,  # IN (O, H) W_hy transposed (a batch of one sequence), or NULL
 ) noexcept nogil:
-    """_block_outputs with deltas, then dW_hy, db_y and dL/dh as GEMMs."""
+    """_block_outputs with deltas, then dW_hy, db_y and dL/dh as GEMMs (dL/dh = dz W_hy^T:
+    for one sequence, one chain of fused multiply-adds per entry down W_hy_T's rows)."""
     cdef Py_ssize_t o, r, n_rows = blk.m * rows.count, n_out = net.O
     cdef floating* db_y = <floating*>g.b_y
     _block_outputs(net, w, d, rows, blk, hs, Zb, zyd, DH_out, True, loss)
     if net.readout:
         # dW_hy += h^T dz and db_y += dz over the block; dL/dh = dz W_hy^T
-        _gemm(True, False, net.H, n_out, n_rows, hs, Zb, 1, <floating*>g.W_hy)
+        _gemm(True, False, net.H, n_out, n_rows, hs, Zb, 1, <floating*>g.W_hy, rows.count == 1)
         if net.bias:  # last step first, as the reference (and BPTT) meets them
             for r in range(n_rows - 1, -1, -1):
                 for o in range(n_out):
                     db_y[o] += Zb[r * n_out + o]
-        _gemm(False, True, n_rows, net.H, n_out, Zb, <const floating*>w.W_hy, 0, DH_out)
+        if W_hy_T != NULL:
+            _gemm(False, False, n_rows, net.H, n_out, Zb, W_hy_T, 0, DH_out, True)
+        else:
+            _gemm(False, True, n_rows, net.H, n_out, Zb, <const floating*>w.W_hy, 0, DH_out,
+                  False)

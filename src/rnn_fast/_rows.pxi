@@ -7,17 +7,18 @@ from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 
 cdef extern from "_simd.h" nogil:
-    # one row times a matrix, with fused multiply-adds in a fixed order (_gemv.h), for
-    # matrices up to RNN_FAST_GEMV_MAX_BYTES
-    const Py_ssize_t RNN_FAST_GEMV_MAX_BYTES
-    void rnn_fast_gemv_n_f64(const double* v, const double* M, Py_ssize_t K, Py_ssize_t L,
-                             int accumulate, double* out)
-    void rnn_fast_gemv_n_f32(const float* v, const float* M, Py_ssize_t K, Py_ssize_t L,
-                             int accumulate, float* out)
-    void rnn_fast_gemv_t_f64(const double* v, const double* M, Py_ssize_t R, Py_ssize_t C,
-                             int accumulate, double* out)
-    void rnn_fast_gemv_t_f32(const float* v, const float* M, Py_ssize_t R, Py_ssize_t C,
-                             int accumulate, float* out)
+    # small products, with fused multiply-adds in a fixed order (_products.h)
+    const Py_ssize_t RNN_FAST_GEMV_MAX_BYTES, RNN_FAST_SMALL_GEMM_MACS
+    void rnn_fast_gemm_n_f64(const double* A, Py_ssize_t sa_i, Py_ssize_t sa_k, Py_ssize_t m,
+                             const double* M, Py_ssize_t K, Py_ssize_t L, int accumulate,
+                             double* C)
+    void rnn_fast_gemm_n_f32(const float* A, Py_ssize_t sa_i, Py_ssize_t sa_k, Py_ssize_t m,
+                             const float* M, Py_ssize_t K, Py_ssize_t L, int accumulate,
+                             float* C)
+    void rnn_fast_gemm_t_f64(const double* A, Py_ssize_t m, const double* M, Py_ssize_t R,
+                             Py_ssize_t C, int accumulate, double* Out)
+    void rnn_fast_gemm_t_f32(const float* A, Py_ssize_t m, const float* M, Py_ssize_t R,
+                             Py_ssize_t C, int accumulate, float* Out)
 
 
 cdef inline void _add_vecmat(
@@ -103,27 +104,33 @@ cdef inline void _gemm(
     const floating* B,       # IN (k, n), or (n, k) if trans_b
     floating beta,
     floating* C,             # IN/OUT (m, n): C = op(A) @ op(B) + beta * C
+    bint one_sequence,       # the products of a batch of one sequence
 ) noexcept nogil:
-    """Row-major GEMM (beta 0 or 1). BLAS is column-major, where a row-major matrix reads
-    as its transpose: so ask it for C^T = op(B)^T @ op(A)^T. One row (m = 1: a batch of
-    one sequence) is a GEMV: _gemv.h's where B fits in L2 (the same bits on every CPU,
-    and faster at a character model's sizes), BLAS's (on its threads) beyond."""
+    """Row-major GEMM (beta 0 or 1; not both transposed). A batch of one sequence's
+    small products are _products.h's, the same bits on every CPU (a character model's:
+    its per-step products, and its readout and weight gradients over a chunk), where B
+    fits in L2 and the product is at most RNN_FAST_SMALL_GEMM_MACS. The rest is BLAS's
+    (on its threads: faster for more rows). BLAS is column-major, where a row-major
+    matrix reads as its transpose: so ask it for C^T = op(B)^T @ op(A)^T."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     cdef int mm = <int>m, nn = <int>n, kk = <int>k
     cdef int lda = <int>(m if trans_a else k), ldb = <int>(k if trans_b else n), ldc = nn
     cdef int inc = 1
     cdef floating one = 1
-    if m == 1 and n * k * <Py_ssize_t>sizeof(floating) <= RNN_FAST_GEMV_MAX_BYTES:
-        if trans_b:  # B (n, k): c = B a
+    if (one_sequence and n * k * <Py_ssize_t>sizeof(floating) <= RNN_FAST_GEMV_MAX_BYTES
+            and m * n * k <= RNN_FAST_SMALL_GEMM_MACS):
+        if trans_b:  # B (n, k): C = A B^T
             if floating is double:
-                rnn_fast_gemv_t_f64(A, B, n, k, beta != 0, C)
+                rnn_fast_gemm_t_f64(A, m, B, n, k, beta != 0, C)
             else:
-                rnn_fast_gemv_t_f32(A, B, n, k, beta != 0, C)
-        elif floating is double:  # B (k, n): c = a B
-            rnn_fast_gemv_n_f64(A, B, k, n, beta != 0, C)
+                rnn_fast_gemm_t_f32(A, m, B, n, k, beta != 0, C)
+        elif floating is double:  # B (k, n): C = op(A) B
+            rnn_fast_gemm_n_f64(A, 1 if trans_a else k, m if trans_a else 1, m, B, k, n,
+                                beta != 0, C)
         else:
-            rnn_fast_gemv_n_f32(A, B, k, n, beta != 0, C)
+            rnn_fast_gemm_n_f32(A, 1 if trans_a else k, m if trans_a else 1, m, B, k, n,
+                                beta != 0, C)
         return
     if m == 1:  # c = a op(B), B read column-major: (k, n) row-major is (n, k) there
         if trans_b:
@@ -230,7 +237,7 @@ cdef void _project_block(
     cdef Py_ssize_t r, j, n_rows = n_steps * rows.count, GH = net.GH
     cdef floating* row
     if not net.input_ids and not _gather_inputs(net, d, rows, t_begin, n_steps, Xb):
-        _gemm(False, False, n_rows, GH, net.n_in, Xb, W_ih, 0, A_out)
+        _gemm(False, False, n_rows, GH, net.n_in, Xb, W_ih, 0, A_out, rows.count == 1)
         return
     for r in range(n_steps):
         for j in range(rows.count):
@@ -265,7 +272,7 @@ cdef void _add_block_input_gradient(
             if _padded(d, rows, j, t_begin + r):
                 _zero(Xb + (r * B + j) * n_in, n_in)
     if not sparse:
-        _gemm(True, False, n_in, GH, n_steps * B, Xb, DI, 1, dW_ih)
+        _gemm(True, False, n_in, GH, n_steps * B, Xb, DI, 1, dW_ih, B == 1)
         return
     for c in range(n_steps * B - 1, -1, -1):  # last step first, as BPTT meets them
         _add_sparse_outer(Xb + c * n_in, DI + c * GH, n_in, GH, dW_ih)

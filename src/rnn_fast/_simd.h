@@ -12,7 +12,7 @@
  * rnn_fast._core.set_clone (for tests: not while a fit runs). All clones do the same
  * additions and multiplications in the same order, with no FMA contraction
  * (-ffp-contract=off): a fused multiply-add is written out (fma()), the same in every
- * clone (_gemv.h). So they give the same bits; only the vector width differs.
+ * clone (_products.h). So they give the same bits; only the vector width differs.
  * Other compilers and platforms get the baseline alone.
  *
  * rnn_fast_tanh_row: tanh in plain arithmetic, so the loops vectorise (libm's tanh is a
@@ -469,7 +469,7 @@ RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f64, double)
 RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
 
 #include "_cells.h" /* the gated cells' steps, over the rows above */
-#include "_gemv.h"  /* one row times a matrix, with fused multiply-adds */
+#include "_products.h" /* small matrix products, with fused multiply-adds */
 
 /* ---- clones and dispatch ---------------------------------------------------------- */
 

@@ -1,0 +1,329 @@
+/* Small matrix products on the BLAS path, in _simd.h's clones, with fused multiply-adds
+ * in an order no vector width or tiling changes, so that every clone, and every machine,
+ * gives the same bits: a batch of one sequence's products (a character model's: h_{t-1}
+ * W_hh forward and da W_hh^T back at each step, and its readout and weight gradients
+ * over a chunk, where Adagrad amplifies any rounding into a different model):
+ *
+ *   rnn_fast_gemm_n: C[i, j] (+)= sum over k of A[i, k] M[k, j]   (M: K x L, row-major;
+ *     A or its transpose row-major) each C[i, j] one chain down M's rows,
+ *     s = fma(A[i, k], M[k, j], s) for k = 0 .. K-1, from s = C[i, j] (accumulate) or +0;
+ *     a vector holds neighbouring j, a tile several rows i.
+ *   rnn_fast_gemm_t: C[i, j] (+)= sum over k of A[i, k] M[j, k]   (M: R x Cc, row-major)
+ *     P partial sums (P = 64 bytes of T: 8 float64, 16 float32), s_l = fma(M[j, k],
+ *     A[i, k], s_l) over the k = l (mod P) in order from +0, added in a halving tree
+ *     (lanes l and l + P/2, then l and l + P/4, ..., to one), then C[i, j] + that
+ *     (accumulate) or that.
+ *
+ * fma rounds once: the clones with FMA in an instruction, the baseline with C's fma()
+ * (correctly rounded in glibc; in software where the CPU has no FMA unit). Many sums at
+ * once (16 vectors of C, 8 rows of M) hide the fma's latency. Against the OpenBLAS
+ * calls they replace: bench/README.md. Larger products stay with BLAS (_rows.pxi's
+ * _gemm: RNN_FAST_GEMV_MAX_BYTES, RNN_FAST_SMALL_GEMM_MACS). */
+#ifndef RNN_FAST_PRODUCTS_H
+#define RNN_FAST_PRODUCTS_H
+
+#define RNN_FAST_FMA_f64 __builtin_fma
+#define RNN_FAST_FMA_f32 __builtin_fmaf
+
+/* The largest M these take (_rows.pxi's _gemm): one the size of an L2 cache or
+ * less. Beyond, the rows stream from L3 or memory, where OpenBLAS's GEMV on two threads
+ * is faster (a batch-of-one LSTM BPTT at H 1024 float32: 56 ms against 152, at H 512 16
+ * against 28; at H 128 float64, 512 KiB, 3.3 against 2.6 ms; Zen 5). */
+#define RNN_FAST_GEMV_MAX_BYTES ((ptrdiff_t)512 * 1024)
+
+/* and the largest product, in multiply-adds (m n k): a character model's readout and
+ * weight gradients over a chunk of 25 steps (an LSTM of hidden 128: 1.6 M). Batches of
+ * more sequences stay with BLAS, faster there (a cognitive-task batch's da W_hh^T, 16 x
+ * 256 by 256 x 64 float32: 19 us here, 6 us OpenBLAS's SkylakeX kernel, Sapphire
+ * Rapids). */
+#define RNN_FAST_SMALL_GEMM_MACS ((ptrdiff_t)1 << 21)
+
+#define RNN_FAST_GEMV_TILE 16 /* gemm_n: vectors of C summed at once, at most */
+#define RNN_FAST_GEMM_ROWS 4  /* gemm_n: rows of C summed at once, at most */
+#define RNN_FAST_GEMV_ROWS 8  /* gemm_t: rows of M summed at once, at most */
+
+/* the tile and row calls of the kernels below, with a constant count */
+#define RNN_FAST_GEMM_N_TILE(SFX, NR, N)                                               \
+    rnn_fast_gemm_n_tile_##SFX(a, sa_i, sa_k, NR, M, K, L, j, N, (int)rem, accumulate, c)
+#define RNN_FAST_GEMV_T_ROWS(SFX, N)                                                   \
+    rnn_fast_gemv_t_rows_##SFX(v, M, R, C, i, N, x_end, accumulate, out)
+
+/* gemm_n_tile's row i of M: its vectors (where a whole last vector would read past M's
+ * end, LAST, just its `rem` lanes), each times row r's A[r, i] added to the row's sums */
+#define RNN_FAST_GEMM_N_STEP(SFX, T, LAST)                                             \
+    do {                                                                               \
+        const T *row = M + i * L + j0;                                                 \
+        _Pragma("GCC unroll 16")                                                       \
+        for (c = 0; c < RNN_FAST_GEMV_TILE; c++)                                       \
+            if (c < n)                                                                 \
+                b[c] = LAST && c == n - 1 ? rnn_fast_load_part_##SFX(row + c * V, rem) \
+                                          : *(const rnn_fast_vec_##SFX *)(row + c * V);\
+        _Pragma("GCC unroll 4")                                                        \
+        for (r = 0; r < RNN_FAST_GEMM_ROWS; r++)                                       \
+            if (r < nr) {                                                              \
+                const rnn_fast_vec_##SFX x                                             \
+                    = rnn_fast_broadcast_##SFX(A[r * sa_i + i * sa_k]);                \
+                _Pragma("GCC unroll 16")                                               \
+                for (c = 0; c < RNN_FAST_GEMV_TILE; c++)                               \
+                    if (c < n)                                                         \
+                        acc[r][c] = rnn_fast_vfma_##SFX(x, b[c], acc[r][c]);           \
+            }                                                                          \
+    } while (0)
+
+/* The first row of M (K x L) whose vector of columns L - rem .. L - rem + V - 1 would
+ * read past M's end (K: none): M's last row if rem < V, and more if a row is shorter
+ * than a vector. */
+static inline ptrdiff_t rnn_fast_first_short_row(ptrdiff_t K, ptrdiff_t L, ptrdiff_t V,
+                                                 ptrdiff_t rem)
+{
+    const ptrdiff_t i = K - (V - rem + L - 1) / L;
+    return rem == V ? K : i < 0 ? 0 : i;
+}
+
+#define RNN_FAST_GEMV(SFX, T, TI)                                                      \
+    typedef T rnn_fast_vec_##SFX                                                       \
+        __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));               \
+    typedef TI rnn_fast_ivec_##SFX __attribute__((vector_size(64)));                   \
+                                                                                       \
+    /* a b + c in each lane, rounded once */                                           \
+    RNN_FAST_BODY rnn_fast_vec_##SFX rnn_fast_vfma_##SFX(                              \
+        rnn_fast_vec_##SFX a, rnn_fast_vec_##SFX b, rnn_fast_vec_##SFX c)              \
+    {                                                                                  \
+        rnn_fast_vec_##SFX r;                                                          \
+        int l;                                                                         \
+        for (l = 0; l < (int)(64 / sizeof(T)); l++)                                    \
+            r[l] = RNN_FAST_FMA_##SFX(a[l], b[l], c[l]);                               \
+        return r;                                                                      \
+    }                                                                                  \
+                                                                                       \
+    RNN_FAST_BODY rnn_fast_vec_##SFX rnn_fast_broadcast_##SFX(T x)                     \
+    {                                                                                  \
+        rnn_fast_vec_##SFX r;                                                          \
+        int l;                                                                         \
+        for (l = 0; l < (int)(64 / sizeof(T)); l++)                                    \
+            r[l] = x;                                                                  \
+        return r;                                                                      \
+    }                                                                                  \
+                                                                                       \
+    /* the first `rem` lanes from p, zeros after them (the end of an array); through   \
+     * memory: built lane by lane, GCC would split every sum it enters into lanes */   \
+    RNN_FAST_BODY rnn_fast_vec_##SFX rnn_fast_load_part_##SFX(const T *p, int rem)     \
+    {                                                                                  \
+        rnn_fast_vec_##SFX x = rnn_fast_broadcast_##SFX(0);                            \
+        __builtin_memcpy(&x, p, (size_t)rem * sizeof(T));                              \
+        return x;                                                                      \
+    }                                                                                  \
+                                                                                       \
+    /* the first `rem` lanes of x to p */                                              \
+    RNN_FAST_BODY void rnn_fast_store_part_##SFX(T *p, rnn_fast_vec_##SFX x, int rem)  \
+    {                                                                                  \
+        __builtin_memcpy(p, &x, (size_t)rem * sizeof(T));                              \
+    }                                                                                  \
+                                                                                       \
+    /* rows i0 .. i0 + nr - 1 of gemm_n (nr <= RNN_FAST_GEMM_ROWS, A already at row    \
+     * i0, C at its row i0) over n vectors of C from column j0 (nr n <= 16), the last  \
+     * with `rem` columns: its loads read on into M's next row (lanes never stored,    \
+     * and lanes never mix), but where a whole vector would read past M's end */       \
+    RNN_FAST_BODY void rnn_fast_gemm_n_tile_##SFX(                                     \
+        const T *restrict A, ptrdiff_t sa_i, ptrdiff_t sa_k, int nr,                   \
+        const T *restrict M, ptrdiff_t K, ptrdiff_t L, ptrdiff_t j0, int n, int rem,   \
+        int accumulate, T *restrict C)                                                 \
+    {                                                                                  \
+        const int V = (int)(64 / sizeof(T));                                           \
+        const ptrdiff_t i_short = rnn_fast_first_short_row(K, L, V, rem);              \
+        rnn_fast_vec_##SFX acc[RNN_FAST_GEMM_ROWS][RNN_FAST_GEMV_TILE], b[RNN_FAST_GEMV_TILE];\
+        ptrdiff_t i;                                                                   \
+        int r, c;                                                                      \
+        _Pragma("GCC unroll 4")                                                        \
+        for (r = 0; r < RNN_FAST_GEMM_ROWS; r++)                                       \
+            _Pragma("GCC unroll 16")                                                   \
+            for (c = 0; c < RNN_FAST_GEMV_TILE; c++)                                   \
+                if (r < nr && c < n) {                                                 \
+                    const T *o = C + r * L + j0 + c * V;                               \
+                    acc[r][c] = !accumulate ? rnn_fast_broadcast_##SFX(0)              \
+                                : c == n - 1 ? rnn_fast_load_part_##SFX(o, rem)        \
+                                             : *(const rnn_fast_vec_##SFX *)o;         \
+                }                                                                      \
+        for (i = 0; i < i_short; i++)                                                  \
+            RNN_FAST_GEMM_N_STEP(SFX, T, 0);                                           \
+        for (; i < K; i++)                                                             \
+            RNN_FAST_GEMM_N_STEP(SFX, T, 1);                                           \
+        _Pragma("GCC unroll 4")                                                        \
+        for (r = 0; r < RNN_FAST_GEMM_ROWS; r++)                                       \
+            if (r < nr) {                                                              \
+                _Pragma("GCC unroll 16")                                               \
+                for (c = 0; c < RNN_FAST_GEMV_TILE; c++)                               \
+                    if (c < n - 1)                                                     \
+                        *(rnn_fast_vec_##SFX *)(C + r * L + j0 + c * V) = acc[r][c];   \
+                rnn_fast_store_part_##SFX(C + r * L + j0 + (n - 1) * V, acc[r][n - 1], rem);\
+            }                                                                          \
+    }                                                                                  \
+                                                                                       \
+    /* C (m x L) (+)= A M: A's entry (i, k) at A[i sa_i + k sa_k] (A or its transpose  \
+     * row-major), M (K x L) and C row-major. Tiles of 4 rows x 4 vectors, 2 x 8 or    \
+     * 1 x 16: 16 sums in registers, each M vector loaded once for the tile's rows. */ \
+    RNN_FAST_BODY void rnn_fast_gemm_n_##SFX##_body(                                   \
+        const T *A, ptrdiff_t sa_i, ptrdiff_t sa_k, ptrdiff_t m, const T *M,           \
+        ptrdiff_t K, ptrdiff_t L, int accumulate, T *C)                                \
+    {                                                                                  \
+        const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T));                               \
+        ptrdiff_t i, j, n, nr, rem;                                                    \
+        if (K == 0) {                                                                  \
+            for (j = 0; j < m * L && !accumulate; j++)                                 \
+                C[j] = 0;                                                              \
+            return;                                                                    \
+        }                                                                              \
+        for (i = 0; i < m; i += nr) {                                                  \
+            const T *a = A + i * sa_i;                                                 \
+            T *c = C + i * L;                                                          \
+            nr = m - i >= 4 ? 4 : m - i >= 2 ? 2 : 1;                                  \
+            for (j = 0; j < L; j += n * V) {                                           \
+                const ptrdiff_t left = (L - j + V - 1) / V; /* vectors of C left */    \
+                n = nr == 4 ? (left >= 4 ? 4 : left)                                   \
+                    : nr == 2 ? (left >= 8 ? 8 : left >= 4 ? 4 : left)                 \
+                    : (left >= 16 ? 16 : left >= 12 ? 12 : left >= 8 ? 8               \
+                       : left >= 4 ? 4 : left);                                        \
+                rem = n == left ? L - j - (n - 1) * V : V; /* the last vector's */     \
+                switch (nr * 32 + n) { /* constant counts: the sums stay in registers */\
+                case 4 * 32 + 4: RNN_FAST_GEMM_N_TILE(SFX, 4, 4); break;               \
+                case 4 * 32 + 3: RNN_FAST_GEMM_N_TILE(SFX, 4, 3); break;               \
+                case 4 * 32 + 2: RNN_FAST_GEMM_N_TILE(SFX, 4, 2); break;               \
+                case 4 * 32 + 1: RNN_FAST_GEMM_N_TILE(SFX, 4, 1); break;               \
+                case 2 * 32 + 8: RNN_FAST_GEMM_N_TILE(SFX, 2, 8); break;               \
+                case 2 * 32 + 4: RNN_FAST_GEMM_N_TILE(SFX, 2, 4); break;               \
+                case 2 * 32 + 3: RNN_FAST_GEMM_N_TILE(SFX, 2, 3); break;               \
+                case 2 * 32 + 2: RNN_FAST_GEMM_N_TILE(SFX, 2, 2); break;               \
+                case 2 * 32 + 1: RNN_FAST_GEMM_N_TILE(SFX, 2, 1); break;               \
+                case 32 + 16: RNN_FAST_GEMM_N_TILE(SFX, 1, 16); break;                 \
+                case 32 + 12: RNN_FAST_GEMM_N_TILE(SFX, 1, 12); break;                 \
+                case 32 + 8: RNN_FAST_GEMM_N_TILE(SFX, 1, 8); break;                   \
+                case 32 + 4: RNN_FAST_GEMM_N_TILE(SFX, 1, 4); break;                   \
+                case 32 + 3: RNN_FAST_GEMM_N_TILE(SFX, 1, 3); break;                   \
+                case 32 + 2: RNN_FAST_GEMM_N_TILE(SFX, 1, 2); break;                   \
+                default: RNN_FAST_GEMM_N_TILE(SFX, 1, 1);                              \
+                }                                                                      \
+            }                                                                          \
+        }                                                                              \
+    }
+
+#define RNN_FAST_GEMV_T(SFX, T)                                                        \
+    /* the lanes where mask is set, +0 elsewhere (bits, not arithmetic: inf and NaN    \
+     * outside the mask are gone too) */                                               \
+    RNN_FAST_BODY rnn_fast_vec_##SFX rnn_fast_keep_##SFX(rnn_fast_vec_##SFX x,         \
+                                                         rnn_fast_ivec_##SFX mask)     \
+    {                                                                                  \
+        return (rnn_fast_vec_##SFX)((rnn_fast_ivec_##SFX)x & mask);                    \
+    }                                                                                  \
+                                                                                       \
+    /* one row of gemm_t, M's rows i0 .. i0 + n - 1 (n <= RNN_FAST_GEMV_ROWS); x_end: v's last       \
+     * C % P entries, zeros after them. A row's last entries are read as a whole       \
+     * vector (on into the next row), its lanes past the row kept as +0: fma(+0, 0, s) \
+     * is s, as no partial sum is ever -0 (they start at +0, and x + y = 0 rounds to   \
+     * +0). Where a whole vector would read past M's end (its last row, and more of   \
+     * them if a row is shorter than a vector), the row is read lane by lane. */                    \
+    RNN_FAST_BODY void rnn_fast_gemv_t_rows_##SFX(                                     \
+        const T *restrict v, const T *restrict M, ptrdiff_t R, ptrdiff_t C,            \
+        ptrdiff_t i0, int n, rnn_fast_vec_##SFX x_end, int accumulate, T *restrict out)\
+    {                                                                                  \
+        const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T)), j_end = C - C % V;            \
+        const ptrdiff_t r_short = rnn_fast_first_short_row(R, C, V, C - j_end);        \
+        rnn_fast_vec_##SFX s[RNN_FAST_GEMV_ROWS];                                      \
+        rnn_fast_ivec_##SFX mask;                                                      \
+        ptrdiff_t j;                                                                   \
+        int r, l;                                                                      \
+        _Pragma("GCC unroll 8")                                                        \
+        for (r = 0; r < RNN_FAST_GEMV_ROWS; r++)                                       \
+            s[r] = rnn_fast_broadcast_##SFX(0);                                        \
+        for (j = 0; j < j_end; j += V) {                                               \
+            const rnn_fast_vec_##SFX x = *(const rnn_fast_vec_##SFX *)(v + j);         \
+            _Pragma("GCC unroll 8")                                                    \
+            for (r = 0; r < RNN_FAST_GEMV_ROWS; r++)                                   \
+                if (r < n)                                                             \
+                    s[r] = rnn_fast_vfma_##SFX(                                        \
+                        *(const rnn_fast_vec_##SFX *)(M + (i0 + r) * C + j), x, s[r]); \
+        }                                                                              \
+        if (j_end < C) {                                                               \
+            _Pragma("GCC unroll 16")                                                   \
+            for (l = 0; l < (int)V; l++)                                               \
+                mask[l] = l < C - j_end ? -1 : 0;                                      \
+            _Pragma("GCC unroll 8")                                                    \
+            for (r = 0; r < RNN_FAST_GEMV_ROWS; r++)                                   \
+                if (r < n) {                                                           \
+                    const T *end = M + (i0 + r) * C + j_end;                           \
+                    s[r] = rnn_fast_vfma_##SFX(                                        \
+                        i0 + r < r_short                                               \
+                            ? rnn_fast_keep_##SFX(*(const rnn_fast_vec_##SFX *)end, mask)\
+                            : rnn_fast_load_part_##SFX(end, (int)(C - j_end)),         \
+                        x_end, s[r]);                                                  \
+                }                                                                      \
+        }                                                                              \
+        _Pragma("GCC unroll 8")                                                        \
+        for (r = 0; r < RNN_FAST_GEMV_ROWS; r++)                                       \
+            if (r < n) {                                                               \
+                const T sum = rnn_fast_tree_##SFX(s[r]);                               \
+                out[i0 + r] = accumulate ? out[i0 + r] + sum : sum;                    \
+            }                                                                          \
+    }                                                                                  \
+                                                                                       \
+    /* C (m x R) (+)= A M^T, row by row (A: m x Cc, M: R x Cc, C row-major) */         \
+    RNN_FAST_BODY void rnn_fast_gemm_t_##SFX##_body(                                   \
+        const T *A, ptrdiff_t m, const T *M, ptrdiff_t R, ptrdiff_t C, int accumulate, \
+        T *Out)                                                                        \
+    {                                                                                  \
+        const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T));                               \
+        ptrdiff_t i, n, row;                                                           \
+        for (row = 0; row < m; row++) {                                                \
+            const T *v = A + row * C;                                                  \
+            T *out = Out + row * R;                                                    \
+            const rnn_fast_vec_##SFX x_end = rnn_fast_load_part_##SFX(v + C - C % V,   \
+                                                                       (int)(C % V));  \
+            for (i = 0; i < R; i += n) {                                               \
+                n = R - i >= 8 ? 8 : R - i >= 4 ? 4 : R - i >= 2 ? 2 : 1;              \
+                switch (n) { /* a constant count: the sums stay in registers */        \
+                case 8: RNN_FAST_GEMV_T_ROWS(SFX, 8); break;                           \
+                case 4: RNN_FAST_GEMV_T_ROWS(SFX, 4); break;                           \
+                case 2: RNN_FAST_GEMV_T_ROWS(SFX, 2); break;                           \
+                default: RNN_FAST_GEMV_T_ROWS(SFX, 1);                                 \
+                }                                                                      \
+            }                                                                          \
+        }                                                                              \
+    }
+
+RNN_FAST_GEMV(f64, double, long long)
+RNN_FAST_GEMV(f32, float, int)
+
+/* gemv_t's halving trees, in registers (through memory, the partial loads of a vector
+ * just stored wait on the store) */
+RNN_FAST_BODY double rnn_fast_tree_f64(rnn_fast_vec_f64 s)
+{
+    typedef double v4 __attribute__((vector_size(32)));
+    typedef double v2 __attribute__((vector_size(16)));
+    v4 a = __builtin_shufflevector(s, s, 0, 1, 2, 3) + __builtin_shufflevector(s, s, 4, 5, 6, 7);
+    v2 b = __builtin_shufflevector(a, a, 0, 1) + __builtin_shufflevector(a, a, 2, 3);
+    return b[0] + b[1];
+}
+
+RNN_FAST_BODY float rnn_fast_tree_f32(rnn_fast_vec_f32 s)
+{
+    typedef float v8 __attribute__((vector_size(32)));
+    typedef float v4 __attribute__((vector_size(16)));
+    typedef float v2 __attribute__((vector_size(8)));
+    v8 a = __builtin_shufflevector(s, s, 0, 1, 2, 3, 4, 5, 6, 7)
+           + __builtin_shufflevector(s, s, 8, 9, 10, 11, 12, 13, 14, 15);
+    v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    v2 c = __builtin_shufflevector(b, b, 0, 1) + __builtin_shufflevector(b, b, 2, 3);
+    return c[0] + c[1];
+}
+
+RNN_FAST_GEMV_T(f64, double)
+RNN_FAST_GEMV_T(f32, float)
+
+#define RNN_FAST_GEMV_KERNELS(X, SFX, T)                                               \
+    X(gemm_n_##SFX, void, (const T *A, ptrdiff_t sa_i, ptrdiff_t sa_k, ptrdiff_t m,    \
+                           const T *M, ptrdiff_t K, ptrdiff_t L, int accumulate, T *C),\
+      (A, sa_i, sa_k, m, M, K, L, accumulate, C))                                      \
+    X(gemm_t_##SFX, void, (const T *A, ptrdiff_t m, const T *M, ptrdiff_t R,           \
+                           ptrdiff_t C, int accumulate, T *Out),                       \
+      (A, m, M, R, C, accumulate, Out))
+
+#endif

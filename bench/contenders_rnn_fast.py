@@ -96,7 +96,33 @@ def w3_contenders(problem, reference=True):
 
         contenders.append(Contender(name=name, setup=setup, finish=_batched_finish,
                                     warmup=name == "rnn_fast"))
+        if name == "rnn_fast" and _two_threads_available(rnn_fast._core):
+            contenders.append(Contender(
+                name="rnn_fast, 2 threads", setup=_halves_on_two_threads(setup),
+                finish=_batched_finish, warmup=True,
+                note="RNN_FAST_NUM_THREADS=2, BLAS on one thread: the batch's halves on two "
+                     "threads, their steps on W_hh packed once"))
     return contenders
+
+
+def _halves_on_two_threads(setup):
+    """setup, its calls run with the core on two threads and BLAS on one (threadpoolctl),
+    as the README advises for a batch's halves."""
+    import threadpoolctl
+    from rnn_fast import _core
+
+    def two_threaded_setup():
+        run = setup()
+
+        def timed():
+            old = _core.set_num_threads(2)
+            try:
+                with threadpoolctl.threadpool_limits(1, user_api="blas"):
+                    return run()
+            finally:
+                _core.set_num_threads(old)
+        return timed
+    return two_threaded_setup
 
 
 def w2_contenders(problem, reference_chunks=None):

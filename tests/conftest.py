@@ -7,6 +7,7 @@ import signal
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 import rnn_fast
 import rnn_fast.reference
@@ -40,29 +41,35 @@ def backend(request):
     return BACKENDS[request.param]
 
 
-PATHS = ["loops", "blas", "halves", "pair"]
+PATHS = ["loops", "blas", "halves", "pair", "packed"]
 
 
 @contextlib.contextmanager
 def core_path(name):
     """Run the Cython core's BPTT on one path whatever the hidden size: "loops" or "blas"
     on one thread, "halves" (BLAS, every batch of 2 or more as two halves, on two threads
-    when BLAS has two), or "pair", batch size 1 on two threads (other batch sizes take
-    loops)."""
+    when BLAS has two), "pair", batch size 1 on two threads (other batch sizes take
+    loops), or "packed", BLAS with every batch of 2 or more stepping on W_hh packed once
+    per call (BLAS on one thread, as the packed steps are)."""
     _core = rnn_fast._core
-    old_blas = _core.set_blas_min_hidden(0 if name in ("blas", "halves") else 2**62)
+    old_blas = _core.set_blas_min_hidden(0 if name in ("blas", "halves", "packed") else 2**62)
+    old_packed = _core.set_packed_min_macs(0 if name == "packed" else 2**62)
     old_pair = _core.set_pair_min_hidden(0 if name == "pair" else 2**62)
     old_threads = _core.set_num_threads(2 if name == "pair" else _core.num_threads())
     old_rows = _core.set_halves_min_rows(2 if name == "halves" else 2**62)
     old_hidden = _core.set_halves_min_hidden(0 if name == "halves" else 2**62)
+    one_blas_thread = (threadpoolctl.threadpool_limits(1, user_api="blas") if name == "packed"
+                       else contextlib.nullcontext())
     try:
-        yield
+        with one_blas_thread:
+            yield
     finally:
         _core.set_blas_min_hidden(old_blas)
         _core.set_pair_min_hidden(old_pair)
         _core.set_num_threads(old_threads)
         _core.set_halves_min_rows(old_rows)
         _core.set_halves_min_hidden(old_hidden)
+        _core.set_packed_min_macs(old_packed)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from rnn_fast import _reference_cells as reference_cells
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 CLASSES = {"gru": "GRU", "lstm": "LSTM"}
-CORE_PATHS = ["loops", "blas", "halves"]
+CORE_PATHS = ["loops", "blas", "halves", "packed"]
 
 
 def twins(cell, config, sizes, dtype, seed, init="pytorch"):

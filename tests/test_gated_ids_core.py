@@ -15,7 +15,7 @@ from rnn_fast._fit import TrainSteps, TrainUpdate
 from rnn_fast._model import Layout, Spec
 
 CELLS = {"gru": (1, 3), "lstm": (2, 4)}
-PATHS = ["loops", "blas", "halves"]
+PATHS = ["loops", "blas", "halves", "packed"]
 
 
 def problem(rng, G, cell):

@@ -491,6 +491,46 @@ def test_small_product_reads_nothing_past_its_arrays(dtype, trans_a, trans_b, m,
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("m, K, L", [(1, 3, 5), (2, 7, 33), (13, 5, 70), (12, 9, 64),
+                                     (7, 260, 40), (25, 4, 31), (6, 2, 1)])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_packed_product_is_gemm_ns_sums(m, K, L, accumulate, transpose, clone, rng):
+    """A large batch's per-step product on W_hh packed in panels (_products.h's
+    gemm_packed) has the small product's bits: each entry one chain of fused
+    multiply-adds down k, through tiles of every row count, a last panel cut short and
+    K split in passes of 256 rows (the partial sums stored and reloaded exactly)."""
+    A = rng.standard_normal((m, K))
+    M = rng.standard_normal((L, K) if transpose else (K, L))
+    start = rng.standard_normal((m, L)) if accumulate else np.zeros((m, L))
+    out = start.copy() if accumulate else np.full((m, L), np.nan)
+    _core._packed_product(A, M, out, accumulate, transpose)
+    B = np.ascontiguousarray(M.T) if transpose else M
+    np.testing.assert_array_equal(out, small_product(A, B, start, False, False))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_packed_product_is_the_same_in_every_clone(dtype, rng):
+    A = rng.standard_normal((29, 300)).astype(dtype)
+    M = rng.standard_normal((300, 77)).astype(dtype)
+    results = []
+    for name in _core.clones():
+        old = _core.set_clone(name)
+        try:
+            out = np.zeros((29, 77), dtype)
+            _core._packed_product(A, M, out, False)
+        finally:
+            _core.set_clone(old)
+        results.append(out)
+    for out in results[1:]:
+        np.testing.assert_array_equal(out, results[0])
+    tol = 1e-3 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(results[0], A.astype(np.float64) @ M.astype(np.float64),
+                               rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="does not give"):
+        _core._packed_product(A, M, np.zeros((29, 76), dtype), False)
+
+
 def test_small_product_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="does not give"):
         _core._product(np.zeros((1, 3)), np.zeros((4, 5)), np.zeros((1, 5)), False)

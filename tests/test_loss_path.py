@@ -32,7 +32,7 @@ from rnn_fast import _reference as reference_kernels
 
 SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
-CORE_PATHS = ["loops", "blas", "halves"]
+CORE_PATHS = ["loops", "blas", "halves", "packed"]
 
 problems = st.fixed_dictionaries({
     "cell": st.sampled_from(["elman", "gru", "lstm"]),

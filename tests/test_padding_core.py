@@ -24,7 +24,7 @@ from rnn_fast import _core
 from rnn_fast._model import Spec
 
 CELLS = {"elman": (0, 1), "gru": (1, 3), "lstm": (2, 4)}
-PATHS = ["loops", "blas", "halves"]
+PATHS = ["loops", "blas", "halves", "packed"]
 N, T, N_IN, H, N_OUT = 4, 6, 5, 3, 2
 LENGTHS = np.array([6, 3, 1, 4], dtype=np.intp)
 PARAMS = {"elman": ["W_xh", "W_hh", "W_hy", "b_h", "b_y"],

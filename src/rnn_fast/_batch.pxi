@@ -34,6 +34,7 @@ cdef Py_ssize_t _batch_forward(
     cdef Py_ssize_t j, r, k, kb, m, B = rows.count, H = net.H, GH = net.GH, GW = GH + H
     cdef Py_ssize_t n_steps = 0
     cdef bint elman = net.cell == ELMAN, lstm = net.cell == LSTM
+    cdef bint packed = ws.pack and _packs(B, H, GH) and ws.Wp != NULL
     cdef floating* hs = <floating*>ws.Hs
     cdef floating* cs = <floating*>ws.Cs
     cdef floating* gs = <floating*>ws.Gs
@@ -43,6 +44,8 @@ cdef Py_ssize_t _batch_forward(
     for j in range(B):
         n_steps = max(n_steps, min(rows.t1, d.lengths[_seq(d, rows, j)]) - rows.t0)
     _rows_to_states(net, rows, carry, hs, cs)
+    if packed:
+        _pack(<const floating*>w.W_hh, H, GH, False, <floating*>ws.Wp)
     kb = 0
     while kb < n_steps:  # a block of steps at a time
         m = min(ws.block, n_steps - kb)
@@ -53,8 +56,11 @@ cdef Py_ssize_t _batch_forward(
         for r in range(m):
             k = kb + r
             ah = hs + (k + 1) * B * H if elman else <floating*>ws.Ex + ws.block * B * GH
-            _gemm(False, False, B, GH, H, hs + k * B * H, <const floating*>w.W_hh, elman, ah,
-                  B == 1)
+            if packed:
+                _gemm_packed(B, H, GH, hs + k * B * H, <const floating*>ws.Wp, elman, ah)
+            else:
+                _gemm(False, False, B, GH, H, hs + k * B * H, <const floating*>w.W_hh, elman,
+                      ah, B == 1)
             for j in range(B):
                 row = hs + ((k + 1) * B + j) * H
                 if _padded(d, rows, j, rows.t0 + k):  # ended: a padded step's zeros
@@ -257,7 +263,10 @@ cdef floating _batch_backward(
     cdef floating* DH = <floating*>ws.Ex + ws.block * B * GH + B * GH  # past AX and AH
     cdef floating* DI = DH + ws.block * B * H if net.cell == GRU else <floating*>ws.DAb
     cdef floating* W_hy_T = NULL
+    cdef bint packed = ws.pack and _packs(B, H, GH) and ws.WpT != NULL
     cdef Block blk
+    if packed:  # W_hh^T, for da W_hh^T at each step
+        _pack(<const floating*>w.W_hh, GH, H, True, <floating*>ws.WpT)
     if B == 1 and net.readout and d.dH == NULL:  # for dz W_hy^T, in _products.h's order
         W_hy_T = <floating*>ws.W_hy_T
         _transpose(<const floating*>w.W_hy, H, net.O, W_hy_T)
@@ -276,8 +285,12 @@ cdef floating _batch_backward(
             _step_back(net, d, rows, ws, k, r, DH, DI)
             if k > 0 and (net.bptt_steps == 0 or (rows.t0 + k) % net.bptt_steps != 0):
                 # back into h_{t-1}: dh = da_hh W_hh^T (+ z dh for the GRU, there already)
-                _gemm(False, True, B, H, GH, <floating*>ws.DAb + r * B * GH,
-                      <const floating*>w.W_hh, net.cell == GRU, dh_next, B == 1)
+                if packed:
+                    _gemm_packed(B, GH, H, <floating*>ws.DAb + r * B * GH,
+                                 <const floating*>ws.WpT, net.cell == GRU, dh_next)
+                else:
+                    _gemm(False, True, B, H, GH, <floating*>ws.DAb + r * B * GH,
+                          <const floating*>w.W_hh, net.cell == GRU, dh_next, B == 1)
                 for j in range(B):
                     if _padded(d, rows, j, rows.t0 + k):
                         _zero(dh_next + j * H, H)

@@ -87,6 +87,13 @@ cdef Py_ssize_t _blas_min_hidden = 24
 cdef Py_ssize_t BLOCK_ROWS = 512
 
 
+# A batch of two or more sequences steps on W_hh packed once per call (_products.h's
+# gemm_packed) where a step's product has more multiply-adds (batch x H x GH) than this:
+# there BLAS's packing of W_hh at every step costs more than our tiles lose to its
+# kernels; below, BLAS's small GEMMs are faster. (RNN_FAST_SMALL_GEMM_MACS, 2^21.)
+cdef Py_ssize_t _packed_min_macs = 1 << 21
+
+
 # Batch size 1 trains on two threads from this hidden size on, when _threads (set from
 # RNN_FAST_NUM_THREADS, default 1) is 2 or more: below it the per-step handovers cost more
 # than the second core gives (hidden 8-24 at batch 1: 0.5-0.9x one thread's speed).
@@ -214,6 +221,19 @@ def set_block_rows(Py_ssize_t n):
     """Set the rows per GEMM block on the BLAS path; returns the old value."""
     global BLOCK_ROWS
     old, BLOCK_ROWS = BLOCK_ROWS, max(1, n)
+    return old
+
+
+def packed_min_macs():
+    """The multiply-adds of a batch's step from which W_hh is packed once per call."""
+    return _packed_min_macs
+
+
+def set_packed_min_macs(Py_ssize_t n):
+    """Pack W_hh once per call for steps of more than n multiply-adds (0: every batch of
+    two or more, a huge n: never); returns the old value."""
+    global _packed_min_macs
+    old, _packed_min_macs = _packed_min_macs, n
     return old
 
 
@@ -359,8 +379,11 @@ cdef struct Scratch:  # a schedule's scratch arrays (_Scratch); NULL where it ha
     void* Ex
     void* dh             # dL/dh (and an LSTM's dL/dc) flowing back: (H or B H [x 2],)
     void* zyd            # (3 O,) a step's z, y and dz
+    void* Wp             # BLAS, large batches (_packs): W_hh packed in panels (_pack)
+    void* WpT            # and W_hh^T
     Py_ssize_t block     # BLAS: steps per GEMM block
     double* timers       # IN/OUT seconds per phase, or NULL
+    bint pack            # BLAS: a large batch's steps may use W_hh packed once (Wp, WpT)
 
 
 cdef struct Steps:  # what a train call covers
@@ -510,6 +533,24 @@ def _product(const floating[:, ::1] A not None, const floating[:, ::1] B not Non
               accumulate, &out[0, 0], True)
 
 
+def _packed_product(const floating[:, ::1] A not None, const floating[:, ::1] M not None,
+                    floating[:, ::1] out not None, bint accumulate, bint transpose=False):
+    """out = A @ M (or A @ M^T, transpose), or out += it (accumulate), as a large batch
+    steps: M packed in panels, then gemm_packed (_products.h; for tests)."""
+    cdef Py_ssize_t m = A.shape[0], K = A.shape[1]
+    cdef Py_ssize_t L = M.shape[0] if transpose else M.shape[1]
+    if (M.shape[1] if transpose else M.shape[0]) != K or out.shape[0] != m or out.shape[1] != L:
+        raise ValueError(f"A ({m}, {K}), M ({M.shape[0]}, {M.shape[1]}), transpose "
+                         f"{transpose} does not give out ({out.shape[0]}, {out.shape[1]})")
+    packed = np.zeros(rnn_fast_packed_size(K, L), np.asarray(A).dtype)
+    cdef floating[::1] P = packed
+    if m and L and K:
+        _pack(&M[0, 0], K, L, transpose, &P[0])
+        _gemm_packed(m, K, L, &A[0, 0], &P[0], accumulate, &out[0, 0])
+    elif m and L and not accumulate:
+        out[:, :] = 0
+
+
 # ------------------------------------------------------ the kernels' arguments, in structs
 
 
@@ -640,6 +681,7 @@ class _Scratch:
         B, K, H = batch, self.block, n_hidden
         GH = N_GATES[cell] * H
         gated, lstm, gru = cell != ELMAN, cell == LSTM, cell == GRU
+        packs = blas and _packs(B, H, GH)
 
         def z(*shape):
             return np.zeros(shape, dtype)
@@ -655,7 +697,9 @@ class _Scratch:
             "Zb": z(K * B * n_out * blas), "DAb": z(K * B * GH * blas),
             # AX and AH (read by the gated cells), DH, the GRU's DI: _batch.pxi
             "Ex": z((K * B * GH + B * GH + K * B * H + K * B * GH * gru) * blas),
-            "dh": z(H * (B if blas else 1) * (2 if lstm else 1)), "zyd": z(3 * n_out)}
+            "dh": z(H * (B if blas else 1) * (2 if lstm else 1)), "zyd": z(3 * n_out),
+            "Wp": z(rnn_fast_packed_size(H, GH) * packs),
+            "WpT": z(rnn_fast_packed_size(GH, H) * packs)}
         self.itemsize = np.dtype(dtype).itemsize
 
     def fill(self, size_t address):
@@ -664,7 +708,7 @@ class _Scratch:
         cdef void** parts = <void**>ws
         for i, a in enumerate(self.arrays.values()):  # in the order of Scratch's fields
             parts[i] = _address(a, self.itemsize)
-        ws.block, ws.timers = self.block, NULL
+        ws.block, ws.timers, ws.pack = self.block, NULL, False
 
 
 _kept = threading.local()
@@ -678,7 +722,7 @@ def _scratch(role, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMA
     zeroing: about 4 % of a W3 call (perf: clear_page_erms, memset). Every scratch value
     is written before it is read, so what a kept one holds does not matter."""
     key = (role, np.dtype(dtype), T, n_in, n_hidden, n_out, batch, pair, cell, blas,
-           _blas_min_hidden, BLOCK_ROWS)
+           _blas_min_hidden, BLOCK_ROWS, _packed_min_macs)
     kept = _kept.__dict__.setdefault("scratch", {})
     if role in kept and kept[role][0] == key:
         return kept[role][1]
@@ -761,11 +805,15 @@ cdef class _Run:
             (rows + 1) // 2 if halves else max(rows, batch_size))
         ws = _scratch(role, dtype, T, n_in, net.H, net.O, batch, self.schedule == PAIR, cell)
         ws.fill(<size_t>&self.ws)
+        # the packed steps run on the calling thread: where BLAS's would run on more
+        # (its threads, the halves one after the other), BLAS's are faster
+        self.ws.pack = self.schedule == HALVES_PARALLEL or rnn_fast_blas_threads() == 1
         self.arrays.append(ws)
         if halves:
             ws_2 = _scratch(role + ", second half", dtype, T, n_in, net.H, net.O,
                             max(1, (batch_size if training else rows) // 2), cell=cell)
             ws_2.fill(<size_t>&self.second.ws)
+            self.second.ws.pack = self.ws.pack
             self.arrays.append(ws_2)
             if grads is not None:  # the second half's own gradients (zeroed by the half)
                 shapes = tuple(np.asarray(g).shape for g in grads)

@@ -318,12 +318,143 @@ RNN_FAST_BODY float rnn_fast_tree_f32(rnn_fast_vec_f32 s)
 RNN_FAST_GEMV_T(f64, double)
 RNN_FAST_GEMV_T(f32, float)
 
+/* ---- a batch's per-step products, with the recurrent matrix packed once per call ----
+ *
+ * rnn_fast_gemm_packed: C (m x L) (+)= A (m x K) M (K x L), A and C row-major, M packed
+ * by rnn_fast_pack_panels: panels of RNN_FAST_PANEL columns (2 vectors), each K rows of
+ * them in a row, so a tile reads them in order (the persistent packed weights of
+ * oneDNN's RNNs and of "Persistent RNNs", Diamos et al. 2016: BLAS packs its operand
+ * again at every call, 24 % of an LSTM's BPTT at hidden 512). Each C[i, j] is
+ * gemm_n's one chain of fma down k, blocked by RNN_FAST_PACKED_KC rows of the panel (in
+ * L1) with the partial sums stored and reloaded exactly: gemm_n's bits. Tiles of 24
+ * vectors (12 rows x 2 float32 vectors, 6 x 4 float64) where the clone has 32 vector
+ * registers (AVX-512), else 8. */
+#define RNN_FAST_PANEL 32      /* columns of a panel: 2 vectors of float32, 4 of float64 */
+#define RNN_FAST_PACKED_KC(T) ((ptrdiff_t)(32768 / (RNN_FAST_PANEL * sizeof(T)))) /* panel\
+    rows per pass: 32 KB, in L1 (256 float32, 128 float64) */
+
+static int rnn_fast_wide_registers = 0; /* the active clone has 32 vector registers */
+
+/* the entries of a panel-packed (K x L) matrix */
+static inline ptrdiff_t rnn_fast_packed_size(ptrdiff_t K, ptrdiff_t L)
+{
+    return (L + RNN_FAST_PANEL - 1) / RNN_FAST_PANEL * RNN_FAST_PANEL * K;
+}
+
+#define RNN_FAST_PACKED_TILE(SFX, MR)                                                  \
+    rnn_fast_packed_tile_##SFX(A + i * K, K, MR, panel, k0, k1, C + i * L + j0, L, load, \
+                               cols)
+
+#define RNN_FAST_PACKED(SFX, T)                                                        \
+    /* P (rnn_fast_packed_size(K, L)) = M (K x L), or the transpose of M (L x K) */    \
+    static void rnn_fast_pack_panels_##SFX(const T *M, ptrdiff_t K, ptrdiff_t L,       \
+                                           int transpose, T *P)                        \
+    {                                                                                  \
+        ptrdiff_t j0, j, k;                                                            \
+        for (j0 = 0; j0 < L; j0 += RNN_FAST_PANEL) {                                   \
+            T *panel = P + j0 * K;                                                     \
+            for (j = j0; j < j0 + RNN_FAST_PANEL; j++)                                 \
+                for (k = 0; k < K; k++)                                                \
+                    panel[k * RNN_FAST_PANEL + j - j0]                                 \
+                        = j >= L ? 0 : transpose ? M[j * K + k] : M[k * L + j];        \
+        }                                                                              \
+    }                                                                                  \
+                                                                                       \
+    /* rows i .. i + mr - 1 of C, the panel's columns j0 .. j0 + cols - 1, panel rows  \
+     * k0 .. k1 - 1, from C's values (load) or +0 */                                   \
+    RNN_FAST_BODY void rnn_fast_packed_tile_##SFX(                                     \
+        const T *restrict A, ptrdiff_t lda, int mr, const T *restrict panel,           \
+        ptrdiff_t k0, ptrdiff_t k1, T *restrict C, ptrdiff_t ldc, int load, int cols)  \
+    {                                                                                  \
+        enum { V = 64 / sizeof(T), NV = RNN_FAST_PANEL / V };                          \
+        rnn_fast_vec_##SFX acc[12][NV], b[NV];                                         \
+        ptrdiff_t k;                                                                   \
+        int r, c;                                                                      \
+        _Pragma("GCC unroll 12")                                                       \
+        for (r = 0; r < 12; r++)                                                       \
+            _Pragma("GCC unroll 4")                                                    \
+            for (c = 0; c < NV; c++)                                                   \
+                if (r < mr) {                                                          \
+                    const int lanes = cols - c * V < 0 ? 0 : cols - c * V > V ? V : cols - c * V;\
+                    acc[r][c] = !load ? rnn_fast_broadcast_##SFX(0)                    \
+                                : cols == RNN_FAST_PANEL                               \
+                                    ? *(const rnn_fast_vec_##SFX *)(C + r * ldc + c * V)\
+                                    : rnn_fast_load_part_##SFX(C + r * ldc + c * V, lanes);\
+                }                                                                      \
+        for (k = k0; k < k1; k++) {                                                    \
+            _Pragma("GCC unroll 4")                                                    \
+            for (c = 0; c < NV; c++)                                                   \
+                b[c] = *(const rnn_fast_vec_##SFX *)(panel + k * RNN_FAST_PANEL + c * V);\
+            _Pragma("GCC unroll 12")                                                   \
+            for (r = 0; r < 12; r++)                                                   \
+                if (r < mr) {                                                          \
+                    const rnn_fast_vec_##SFX x = rnn_fast_broadcast_##SFX(A[r * lda + k]);\
+                    _Pragma("GCC unroll 4")                                            \
+                    for (c = 0; c < NV; c++)                                           \
+                        acc[r][c] = rnn_fast_vfma_##SFX(x, b[c], acc[r][c]);           \
+                }                                                                      \
+        }                                                                              \
+        _Pragma("GCC unroll 12")                                                       \
+        for (r = 0; r < 12; r++)                                                       \
+            _Pragma("GCC unroll 4")                                                    \
+            for (c = 0; c < NV; c++)                                                   \
+                if (r < mr) {                                                          \
+                    const int lanes = cols - c * V < 0 ? 0 : cols - c * V > V ? V : cols - c * V;\
+                    if (cols == RNN_FAST_PANEL)                                        \
+                        *(rnn_fast_vec_##SFX *)(C + r * ldc + c * V) = acc[r][c];      \
+                    else                                                               \
+                        rnn_fast_store_part_##SFX(C + r * ldc + c * V, acc[r][c], lanes);\
+                }                                                                      \
+    }                                                                                  \
+                                                                                       \
+    RNN_FAST_BODY void rnn_fast_gemm_packed_##SFX##_body(                              \
+        const T *A, ptrdiff_t m, ptrdiff_t K, const T *P, ptrdiff_t L, int accumulate, \
+        T *C)                                                                          \
+    {                                                                                  \
+        /* 24 sums in registers with 32 (12 rows of 2 float32 vectors, 6 of 4 float64),\
+         * 8 with 16 */                                                                \
+        const ptrdiff_t NV = RNN_FAST_PANEL / (64 / sizeof(T));                        \
+        const ptrdiff_t max_rows = (rnn_fast_wide_registers ? 24 : 8) / NV;            \
+        ptrdiff_t k0, k1, j0, i, mr, n;                                                \
+        if (K == 0) {                                                                  \
+            for (n = 0; n < m * L && !accumulate; n++)                                 \
+                C[n] = 0;                                                              \
+            return;                                                                    \
+        }                                                                              \
+        for (k0 = 0; k0 < K; k0 += RNN_FAST_PACKED_KC(T)) {                            \
+            const int load = accumulate || k0 > 0;                                     \
+            k1 = k0 + RNN_FAST_PACKED_KC(T) < K ? k0 + RNN_FAST_PACKED_KC(T) : K;      \
+            for (j0 = 0; j0 < L; j0 += RNN_FAST_PANEL) {                               \
+                const T *panel = P + j0 * K;                                           \
+                const int cols = L - j0 < RNN_FAST_PANEL ? (int)(L - j0) : RNN_FAST_PANEL;\
+                for (i = 0; i < m; i += mr) {                                          \
+                    mr = m - i >= max_rows ? max_rows : m - i >= 8 && max_rows > 8 ? 8 \
+                         : m - i >= 4 ? 4 : m - i >= 2 ? 2 : 1;                        \
+                    switch (mr) { /* constant counts: the sums stay in registers */    \
+                    case 12: RNN_FAST_PACKED_TILE(SFX, 12); break;                     \
+                    case 8: RNN_FAST_PACKED_TILE(SFX, 8); break;                       \
+                    case 6: RNN_FAST_PACKED_TILE(SFX, 6); break;                       \
+                    case 4: RNN_FAST_PACKED_TILE(SFX, 4); break;                       \
+                    case 2: RNN_FAST_PACKED_TILE(SFX, 2); break;                       \
+                    default: RNN_FAST_PACKED_TILE(SFX, 1);                             \
+                    }                                                                  \
+                }                                                                      \
+            }                                                                          \
+        }                                                                              \
+    }
+
+RNN_FAST_PACKED(f64, double)
+RNN_FAST_PACKED(f32, float)
+
 #define RNN_FAST_GEMV_KERNELS(X, SFX, T)                                               \
     X(gemm_n_##SFX, void, (const T *A, ptrdiff_t sa_i, ptrdiff_t sa_k, ptrdiff_t m,    \
                            const T *M, ptrdiff_t K, ptrdiff_t L, int accumulate, T *C),\
       (A, sa_i, sa_k, m, M, K, L, accumulate, C))                                      \
     X(gemm_t_##SFX, void, (const T *A, ptrdiff_t m, const T *M, ptrdiff_t R,           \
                            ptrdiff_t C, int accumulate, T *Out),                       \
-      (A, m, M, R, C, accumulate, Out))
+      (A, m, M, R, C, accumulate, Out))                                                \
+    X(gemm_packed_##SFX, void, (const T *A, ptrdiff_t m, ptrdiff_t K, const T *P,      \
+                                ptrdiff_t L, int accumulate, T *C),                    \
+      (A, m, K, P, L, accumulate, C))
 
 #endif

@@ -19,6 +19,16 @@ cdef extern from "_simd.h" nogil:
                              Py_ssize_t C, int accumulate, double* Out)
     void rnn_fast_gemm_t_f32(const float* A, Py_ssize_t m, const float* M, Py_ssize_t R,
                              Py_ssize_t C, int accumulate, float* Out)
+    # a batch's per-step products, the recurrent matrix packed in panels once per call
+    Py_ssize_t rnn_fast_packed_size(Py_ssize_t K, Py_ssize_t L)
+    void rnn_fast_pack_panels_f64(const double* M, Py_ssize_t K, Py_ssize_t L, int transpose,
+                                  double* P)
+    void rnn_fast_pack_panels_f32(const float* M, Py_ssize_t K, Py_ssize_t L, int transpose,
+                                  float* P)
+    void rnn_fast_gemm_packed_f64(const double* A, Py_ssize_t m, Py_ssize_t K, const double* P,
+                                  Py_ssize_t L, int accumulate, double* C)
+    void rnn_fast_gemm_packed_f32(const float* A, Py_ssize_t m, Py_ssize_t K, const float* P,
+                                  Py_ssize_t L, int accumulate, float* C)
 
 
 cdef inline void _add_vecmat(
@@ -148,6 +158,34 @@ cdef inline void _gemm(
     else:
         sgemm(&tb, &ta, &nn, &mm, &kk, &one, <float*>B, &ldb, <float*>A, &lda,
               &beta, C, &ldc)
+
+
+cdef inline bint _packs(Py_ssize_t B, Py_ssize_t H, Py_ssize_t GH) noexcept nogil:
+    """Whether a batch of B sequences steps on a recurrent matrix packed once per call
+    (_products.h's gemm_packed; _packed_min_macs)."""
+    return B >= 2 and B * H * GH > _packed_min_macs
+
+
+cdef inline void _pack(const floating* M, Py_ssize_t K, Py_ssize_t L, bint transpose,
+                       floating* P) noexcept nogil:
+    """P = M (K, L) in gemm_packed's panels, or M^T for M (L, K) (transpose)."""
+    if floating is double:
+        rnn_fast_pack_panels_f64(M, K, L, transpose, P)
+    else:
+        rnn_fast_pack_panels_f32(M, K, L, transpose, P)
+
+
+cdef inline void _gemm_packed(
+    Py_ssize_t m, Py_ssize_t K, Py_ssize_t L,
+    const floating* A,       # IN (m, K)
+    const floating* P,       # IN (K, L) packed by _pack
+    bint accumulate,
+    floating* C,             # IN/OUT (m, L): C (+)= A @ the packed matrix
+) noexcept nogil:
+    if floating is double:
+        rnn_fast_gemm_packed_f64(A, m, K, P, L, accumulate, C)
+    else:
+        rnn_fast_gemm_packed_f32(A, m, K, P, L, accumulate, C)
 
 
 cdef inline void _add_outer_products(

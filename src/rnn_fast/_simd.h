@@ -621,6 +621,7 @@ static const char *rnn_fast_use_clone(const char *name)
             continue;
         if (name == NULL || name[0] == '\0' || strcmp(name, rnn_fast_clone_name(i)) == 0) {
             rnn_fast_active_clone = rnn_fast_clone_list[i].clone;
+            rnn_fast_wide_registers = strcmp(rnn_fast_active_clone->name, "avx512") == 0;
             return rnn_fast_active_clone->name;
         }
     }

@@ -109,6 +109,7 @@ def _halves_on_two_threads(setup):
     """setup, its calls run with the core on two threads and BLAS on one (threadpoolctl),
     as the README advises for a batch's halves."""
     import threadpoolctl
+
     from rnn_fast import _core
 
     def two_threaded_setup():

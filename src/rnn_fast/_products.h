@@ -350,13 +350,18 @@ static inline ptrdiff_t rnn_fast_packed_size(ptrdiff_t K, ptrdiff_t L)
     static void rnn_fast_pack_panels_##SFX(const T *M, ptrdiff_t K, ptrdiff_t L,       \
                                            int transpose, T *P)                        \
     {                                                                                  \
-        ptrdiff_t j0, j, k;                                                            \
+        ptrdiff_t j0, c, k;                                                            \
         for (j0 = 0; j0 < L; j0 += RNN_FAST_PANEL) {                                   \
             T *panel = P + j0 * K;                                                     \
-            for (j = j0; j < j0 + RNN_FAST_PANEL; j++)                                 \
+            const ptrdiff_t cols = L - j0 < RNN_FAST_PANEL ? L - j0 : RNN_FAST_PANEL;  \
+            if (transpose) /* M's rows j0 .. j0 + cols - 1, each read along k */       \
+                for (c = 0; c < RNN_FAST_PANEL; c++)                                   \
+                    for (k = 0; k < K; k++)                                            \
+                        panel[k * RNN_FAST_PANEL + c] = c < cols ? M[(j0 + c) * K + k] : 0;\
+            else /* a row segment of M at a time */                                    \
                 for (k = 0; k < K; k++)                                                \
-                    panel[k * RNN_FAST_PANEL + j - j0]                                 \
-                        = j >= L ? 0 : transpose ? M[j * K + k] : M[k * L + j];        \
+                    for (c = 0; c < RNN_FAST_PANEL; c++)                               \
+                        panel[k * RNN_FAST_PANEL + c] = c < cols ? M[k * L + j0 + c] : 0;\
         }                                                                              \
     }                                                                                  \
                                                                                        \

@@ -21,6 +21,15 @@ RNN_FAST_BODY LN(vec) LN(lv_select)(LN(ivec) m, LN(vec) a, LN(vec) b)
     return (LN(vec))(((LN(ivec))a & m) | ((LN(ivec))b & ~m));
 }
 
+/* a b + c in every lane, rounded once (fma in every clone: the single model's too) */
+RNN_FAST_BODY LN(vec) LN(lv_fma)(LN(vec) a, LN(vec) b, LN(vec) c)
+{
+    LN(vec) r;
+    ptrdiff_t l;
+    LANES(l) r[l] = FMA(a[l], b[l], c[l]);
+    return r;
+}
+
 /* the mask of the lanes where flags[l] is nonzero */
 RNN_FAST_BODY LN(ivec) LN(lv_mask)(const int *flags)
 {
@@ -57,8 +66,8 @@ RNN_FAST_BODY void LN(lv_vecmat_tile)(const T *restrict v, const T *restrict M, 
         for (c = 0; c < LV_TILE; c++)
             if (c < n) {
                 const T *m = M + (i * rs + (c0 + c) * cs) * W;
-                acc[c] = (((acc[c] + v0 * CV(m)) + v1 * CV(m + rs * W))
-                          + v2 * CV(m + 2 * rs * W)) + v3 * CV(m + 3 * rs * W);
+                acc[c] = LN(lv_fma)(v3, CV(m + 3 * rs * W), LN(lv_fma)(v2, CV(m + 2 * rs * W),
+                         LN(lv_fma)(v1, CV(m + rs * W), LN(lv_fma)(v0, CV(m), acc[c]))));
             }
     }
     for (; i < K; i++) {
@@ -66,7 +75,7 @@ RNN_FAST_BODY void LN(lv_vecmat_tile)(const T *restrict v, const T *restrict M, 
 #pragma GCC unroll 16
         for (c = 0; c < LV_TILE; c++)
             if (c < n)
-                acc[c] = acc[c] + v0 * CV(M + (i * rs + (c0 + c) * cs) * W);
+                acc[c] = LN(lv_fma)(v0, CV(M + (i * rs + (c0 + c) * cs) * W), acc[c]);
     }
 #pragma GCC unroll 16
     for (c = 0; c < LV_TILE; c++)
@@ -471,8 +480,8 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
         const T *restrict W_hy = c->theta + j->at_W_hy * W, *restrict hr = h;
         for (k = 0; k < H; k++)
             for (o = 0; o < O; o++)
-                LANES(l) dW_hy[(k * O + o) * W + l] = dW_hy[(k * O + o) * W + l]
-                                                      + hr[k * W + l] * dz[o * W + l];
+                LANES(l) dW_hy[(k * O + o) * W + l] = FMA(hr[k * W + l], dz[o * W + l],
+                                                          dW_hy[(k * O + o) * W + l]);
         if (j->bias)
             for (o = 0; o < O * W; o++)
                 db_y[o] = db_y[o] + dz[o];
@@ -480,7 +489,7 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
             T hi[W];
             LANES(l) hi[l] = 0;
             for (o = 0; o < O; o++)
-                LANES(l) hi[l] = hi[l] + W_hy[(k * O + o) * W + l] * dz[o * W + l];
+                LANES(l) hi[l] = FMA(W_hy[(k * O + o) * W + l], dz[o * W + l], hi[l]);
             LANES(l) c->dh[k * W + l] = c->dh[k * W + l] + hi[l];
         }
     }
@@ -503,14 +512,15 @@ RNN_FAST_BODY void LN(lv_outer_products)(const T *restrict hs, const T *restrict
             const T *d0 = das + k * n_cols * W, *d1 = d0 - n_cols * W;
             const T *d2 = d1 - n_cols * W, *d3 = d2 - n_cols * W;
             for (c = 0; c < n_cols; c++)
-                V(w + c * W) = (((CV(w + c * W) + a0 * CV(d0 + c * W)) + a1 * CV(d1 + c * W))
-                                + a2 * CV(d2 + c * W)) + a3 * CV(d3 + c * W);
+                V(w + c * W) = LN(lv_fma)(a3, CV(d3 + c * W), LN(lv_fma)(a2, CV(d2 + c * W),
+                               LN(lv_fma)(a1, CV(d1 + c * W), LN(lv_fma)(a0, CV(d0 + c * W),
+                                                                        CV(w + c * W)))));
         }
         for (; k >= 0; k--) {
             const LN(vec) a0 = CV(hs + (k * n_rows + i) * W);
             const T *d0 = das + k * n_cols * W;
             for (c = 0; c < n_cols; c++)
-                V(w + c * W) = CV(w + c * W) + a0 * CV(d0 + c * W);
+                V(w + c * W) = LN(lv_fma)(a0, CV(d0 + c * W), CV(w + c * W));
         }
     }
 }
@@ -696,6 +706,35 @@ RNN_FAST_BODY void LN(lv_update)(const rnn_fast_lanes *j, const ptrdiff_t *lane_
     }
 }
 
+/* Plain SGD, unclipped: lv_step's check, update and commit in one pass over the
+ * parameters (three were a fifth of a W1 block's time). Each live lane's new values are
+ * written in place, its old ones kept in staged, and put back where the gradient or a
+ * new value is not finite: the same verdict and bits as staging first. */
+RNN_FAST_BODY void LN(lv_sgd_step)(T *restrict theta, const T *restrict g,
+                                   const T *restrict lr, ptrdiff_t PW, T *restrict staged,
+                                   int *ok)
+{
+    const LN(vec) zero = {0};
+    const LN(ivec) live = LN(lv_mask)(ok);
+    LN(ivec) off = {0}, lost;
+    ptrdiff_t at, l;
+    for (at = 0; at < PW; at += W) {
+        const LN(vec) old = CV(theta + at), grad = CV(g + at);
+        const LN(vec) p = old - CV(lr + at) * grad;
+        V(staged + at) = old;
+        V(theta + at) = LN(lv_select)(live, p, old);
+        off |= ((grad - grad) + (p - p)) != zero;  /* NaN where either is not finite */
+    }
+    lost = live & off;
+    LANES(l) ok[l] = ok[l] && !lost[l];
+    for (l = 0; l < W; l++)
+        if (lost[l]) {  /* rare: a lane diverging, once */
+            for (at = 0; at < PW; at += W)
+                V(theta + at) = LN(lv_select)(lost, CV(staged + at), CV(theta + at));
+            break;
+        }
+}
+
 /* One update of every live lane: clip, update, and commit where every new value is
  * finite (ok[l]); _update.pxi's _optimizer_step and _train_loop's staging */
 RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *restrict theta,
@@ -706,6 +745,10 @@ RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *rest
     const T *lr = (const T *)j->lr + block * PW;
     int bad[W];
     ptrdiff_t l, r, at;
+    if (j->kind == 0 && j->n_slots == 0 && j->clip_value <= 0 && j->clip_norm <= 0) {
+        LN(lv_sgd_step)(theta, grad, lr, PW, staged, ok);
+        return;
+    }
     LANES(l) bad[l] = !ok[l];
     LN(lv_clip)(j, grad, bad);
     LN(lv_update)(j, lane_step, j->hyper + 3 * block * W, theta, grad, lr, slots, staged,

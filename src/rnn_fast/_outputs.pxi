@@ -188,7 +188,7 @@ cdef floating _output_grads(
     """The output side of one target step of the hand loops: returns its loss; adds
     scale * its gradients to dW_hy, db_y and dh."""
     cdef Py_ssize_t j, o, n_out = net.O
-    cdef floating loss, hi, dz0, zero = 0
+    cdef floating loss, dz0, zero = 0
     cdef floating* z = zyd
     cdef floating* y = zyd + n_out
     cdef floating* dz = zyd + 2 * n_out
@@ -203,27 +203,21 @@ cdef floating _output_grads(
         for j in range(net.H):
             dh[j] += dz[j]
         return loss
+    # fused multiply-adds, as the two-thread schedule's products (_pair.pxi) and the lanes
     if n_out == 1:  # the seeds' one output: the same sums as below, in loops that vectorise
         dz0 = dz[0]
-        for j in range(net.H):
-            dW_hy[j] += h[j] * dz0
+        _add_scaled(h, dz0, net.H, dW_hy)
         if net.bias:
             db_y[0] += dz0
-        for j in range(net.H):
-            dh[j] += zero + W_hy[j] * dz0  # (hi = 0, then hi += ...: 0 + -0 is +0)
+        for j in range(net.H):  # fma(W_hy[j], dz0, +0) is the product, rounded once
+            dh[j] += zero + W_hy[j] * dz0  # (0 + -0 is +0)
         return loss
     for j in range(net.H):  # z = h W_hy + b_y
-        hi = h[j]
-        for o in range(n_out):
-            dW_hy[j * n_out + o] += hi * dz[o]
+        _add_scaled(dz, h[j], n_out, dW_hy + j * n_out)
     if net.bias:
         for o in range(n_out):
             db_y[o] += dz[o]
-    for j in range(net.H):  # back into h_t through the readout
-        hi = 0
-        for o in range(n_out):
-            hi += W_hy[j * n_out + o] * dz[o]
-        dh[j] += hi
+    _add_row_dots(W_hy, dz, net.H, n_out, dh)  # back into h_t through the readout
     return loss
 
 

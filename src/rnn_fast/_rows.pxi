@@ -44,6 +44,31 @@ cdef inline void _add_vecmat(
         rnn_fast_add_vecmat_f32(v, M, n_rows, n_cols, out)
 
 
+cdef inline void _add_row_dots(
+    const floating* M,                # IN (K, L) row-major
+    const floating* v,                # IN (L,)
+    Py_ssize_t n_rows, Py_ssize_t n_cols,
+    floating* out,                    # IN/OUT (K,) out += M @ v
+) noexcept nogil:
+    """out += M @ v, each row's sum one fma chain from +0 (see _simd.h): v @ M^T's bits."""
+    if floating is double:
+        rnn_fast_add_row_dots_f64(M, v, n_rows, n_cols, out)
+    else:
+        rnn_fast_add_row_dots_f32(M, v, n_rows, n_cols, out)
+
+
+cdef inline void _add_scaled(
+    const floating* x,                # IN (n,)
+    floating a,
+    Py_ssize_t n,
+    floating* out,                    # IN/OUT (n,) out += a x, a fused multiply-add each
+) noexcept nogil:
+    if floating is double:
+        rnn_fast_add_scaled_f64(x, a, n, out)
+    else:
+        rnn_fast_add_scaled_f32(x, a, n, out)
+
+
 cdef inline void _add_sparse_vecmat(
     const floating* x,                # IN (I,)
     const floating* W,                # IN (I, L)

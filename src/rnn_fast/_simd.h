@@ -11,8 +11,8 @@
  * RNN_FAST_CLONE in the environment (e.g. RNN_FAST_CLONE=baseline), or set by
  * rnn_fast._core.set_clone (for tests: not while a fit runs). All clones do the same
  * additions and multiplications in the same order, with no FMA contraction
- * (-ffp-contract=off): a fused multiply-add is written out (fma()), the same in every
- * clone (_products.h). So they give the same bits; only the vector width differs.
+ * (-ffp-contract=off): a fused multiply-add is written out (fma(): the products here
+ * and in _products.h), the same in every clone. So they give the same bits; only the vector width differs.
  * Other compilers and platforms get the baseline alone.
  *
  * rnn_fast_tanh_row: tanh in plain arithmetic, so the loops vectorise (libm's tanh is a
@@ -242,10 +242,11 @@ RNN_FAST_BODY void rnn_fast_exp_shifted_row_f64_body(const double *z, double top
         out[c] = rnn_fast_exp_clipped(out[c]);
 }
 
-/* out += v @ M (v: K, M: K x L row-major, out: L), adding M's rows in order. Four rows
- * per pass over out cut its loads and stores fourfold; the additions stay left to right,
- * so the rounding is that of adding one row at a time. */
-#define RNN_FAST_ADD_VECMAT(name, T)                                                   \
+/* out += v @ M (v: K, M: K x L row-major, out: L), adding M's rows in order, each with a
+ * fused multiply-add (FMA: fma or fmaf): out[j] = fma(v[i], M[i, j], out[j]) for i = 0
+ * .. K-1. Four rows per pass over out cut its loads and stores fourfold; the chain stays
+ * in row order, so the rounding is that of adding one row at a time. */
+#define RNN_FAST_ADD_VECMAT(name, T, FMA)                                              \
     RNN_FAST_BODY void name##_body(const T *v, const T *M, ptrdiff_t n_rows,           \
                                      ptrdiff_t n_cols, T *out)                         \
     {                                                                                  \
@@ -254,19 +255,50 @@ RNN_FAST_BODY void rnn_fast_exp_shifted_row_f64_body(const double *z, double top
             const T v0 = v[i], v1 = v[i + 1], v2 = v[i + 2], v3 = v[i + 3];            \
             const T *r = M + i * n_cols;                                               \
             for (j = 0; j < n_cols; j++)                                               \
-                out[j] = (((out[j] + v0 * r[j]) + v1 * r[n_cols + j])                  \
-                          + v2 * r[2 * n_cols + j]) + v3 * r[3 * n_cols + j];          \
+                out[j] = FMA(v3, r[3 * n_cols + j], FMA(v2, r[2 * n_cols + j],         \
+                             FMA(v1, r[n_cols + j], FMA(v0, r[j], out[j]))));          \
         }                                                                              \
         for (; i < n_rows; i++) {                                                      \
             const T v0 = v[i];                                                         \
             const T *r = M + i * n_cols;                                               \
             for (j = 0; j < n_cols; j++)                                               \
-                out[j] = out[j] + v0 * r[j];                                           \
+                out[j] = FMA(v0, r[j], out[j]);                                        \
         }                                                                              \
     }
 
-RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f64, double)
-RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f32, float)
+RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f64, double, __builtin_fma)
+RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f32, float, __builtin_fmaf)
+
+/* out[r] += the sum of M[r, c] v[c] over c < n_cols, one fma chain per row from +0 in
+ * column order (M: n_rows x n_cols row-major): the add_vecmat of v by M^T, without M^T
+ * (the hand loops' dL/dh through W_hy). */
+#define RNN_FAST_ADD_ROW_DOTS(name, T, FMA)                                            \
+    RNN_FAST_BODY void name##_body(const T *M, const T *v, ptrdiff_t n_rows,           \
+                                     ptrdiff_t n_cols, T *out)                         \
+    {                                                                                  \
+        ptrdiff_t r, c;                                                                \
+        for (r = 0; r < n_rows; r++) {                                                 \
+            T s = 0;                                                                   \
+            for (c = 0; c < n_cols; c++)                                               \
+                s = FMA(M[r * n_cols + c], v[c], s);                                   \
+            out[r] = out[r] + s;                                                       \
+        }                                                                              \
+    }
+
+RNN_FAST_ADD_ROW_DOTS(rnn_fast_add_row_dots_f64, double, __builtin_fma)
+RNN_FAST_ADD_ROW_DOTS(rnn_fast_add_row_dots_f32, float, __builtin_fmaf)
+
+/* out[j] = fma(x[j], a, out[j]) for j < n: a step's outer product row by row */
+#define RNN_FAST_ADD_SCALED(name, T, FMA)                                              \
+    RNN_FAST_BODY void name##_body(const T *x, T a, ptrdiff_t n, T *out)               \
+    {                                                                                  \
+        ptrdiff_t j;                                                                   \
+        for (j = 0; j < n; j++)                                                        \
+            out[j] = FMA(x[j], a, out[j]);                                             \
+    }
+
+RNN_FAST_ADD_SCALED(rnn_fast_add_scaled_f64, double, __builtin_fma)
+RNN_FAST_ADD_SCALED(rnn_fast_add_scaled_f32, float, __builtin_fmaf)
 
 /* sum of a[i] b[i] for i < n, in four running sums (a single one is a chain of n
  * dependent additions): a readout with one output, as in the seeds. */
@@ -288,9 +320,10 @@ RNN_FAST_DOT(rnn_fast_dot_f32, float)
 
 /* dW += sum over k < n_steps of outer(hs[k], das[k]) (hs: n_steps x H' rows of h_{t-1},
  * das: n_steps x H rows of dL/da, dW: H' x H; row strides H' and H), the steps taken
- * last to first as BPTT meets them, four per pass over dW: the same additions in the
- * same order as adding each step's outer product when it comes. */
-#define RNN_FAST_ADD_OUTER_PRODUCTS(name, T)                                           \
+ * last to first as BPTT meets them, a fused multiply-add each, four per pass over dW:
+ * the same roundings in the same order as adding each step's outer product when it
+ * comes (add_scaled row by row). */
+#define RNN_FAST_ADD_OUTER_PRODUCTS(name, T, FMA)                                      \
     RNN_FAST_BODY void name##_body(const T *hs, const T *das, ptrdiff_t n_steps,       \
                                      ptrdiff_t n_rows, ptrdiff_t n_cols, T *dW)        \
     {                                                                                  \
@@ -303,19 +336,19 @@ RNN_FAST_DOT(rnn_fast_dot_f32, float)
                 const T *d0 = das + k * n_cols, *d1 = d0 - n_cols;                     \
                 const T *d2 = d1 - n_cols, *d3 = d2 - n_cols;                          \
                 for (j = 0; j < n_cols; j++)                                           \
-                    w[j] = (((w[j] + a0 * d0[j]) + a1 * d1[j]) + a2 * d2[j])           \
-                           + a3 * d3[j];                                               \
+                    w[j] = FMA(a3, d3[j], FMA(a2, d2[j], FMA(a1, d1[j],                \
+                                                             FMA(a0, d0[j], w[j]))));  \
             }                                                                          \
             for (; k >= 0; k--) {                                                      \
                 const T a0 = hs[k * n_rows + i], *d0 = das + k * n_cols;               \
                 for (j = 0; j < n_cols; j++)                                           \
-                    w[j] = w[j] + a0 * d0[j];                                          \
+                    w[j] = FMA(a0, d0[j], w[j]);                                       \
             }                                                                          \
         }                                                                              \
     }
 
-RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f64, double)
-RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float)
+RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f64, double, __builtin_fma)
+RNN_FAST_ADD_OUTER_PRODUCTS(rnn_fast_add_outer_products_f32, float, __builtin_fmaf)
 
 /* Adagrad's blocks: a block whose gradient is all zero leaves its parameters and state
  * exactly as they were (s + 0 * 0 = s; theta - lr * 0 / sqrt(s + eps) = theta, as
@@ -487,6 +520,16 @@ RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
     X(add_vecmat_f32, void, (const float *v, const float *M, ptrdiff_t n_rows,         \
                              ptrdiff_t n_cols, float *out),                            \
       (v, M, n_rows, n_cols, out))                                                     \
+    X(add_row_dots_f64, void, (const double *M, const double *v, ptrdiff_t n_rows,     \
+                               ptrdiff_t n_cols, double *out),                         \
+      (M, v, n_rows, n_cols, out))                                                     \
+    X(add_row_dots_f32, void, (const float *M, const float *v, ptrdiff_t n_rows,       \
+                               ptrdiff_t n_cols, float *out),                          \
+      (M, v, n_rows, n_cols, out))                                                     \
+    X(add_scaled_f64, void, (const double *x, double a, ptrdiff_t n, double *out),     \
+      (x, a, n, out))                                                                  \
+    X(add_scaled_f32, void, (const float *x, float a, ptrdiff_t n, float *out),        \
+      (x, a, n, out))                                                                  \
     X(dot_f64, double, (const double *a, const double *b, ptrdiff_t n), (a, b, n))     \
     X(dot_f32, float, (const float *a, const float *b, ptrdiff_t n), (a, b, n))        \
     X(add_outer_products_f64, void, (const double *hs, const double *das,              \

@@ -7,7 +7,7 @@ from test_many import assert_same_history
 
 import rnn_fast
 import rnn_fast.reference
-from rnn_fast import _many, _sweep, tasks
+from rnn_fast import _core, _many, _sweep, tasks
 
 X, Y = tasks.binary_addition(40, bits=5, seed=0)
 X_VAL, Y_VAL = tasks.binary_addition(10, bits=5, seed=1)
@@ -131,6 +131,29 @@ def test_tasks_group_compatible_runs_and_split_them_over_the_workers():
     assert [len(t) for t in _sweep._tasks(arrays, 1)] == [2, 1]
     called_back = runs(3, {"hidden_size": 4}, rnn_fast.SGD(), {"callback": print})
     assert [len(t) for t in _sweep._tasks(called_back, 1)] == [1, 1, 1]
+
+
+def test_tasks_split_groups_for_lanes_in_whole_blocks():
+    """On the core, a group that trains in lanes is split into whole blocks: a block half
+    empty costs a full one's time, so two half blocks on two workers gain nothing."""
+    def runs(n, **model):
+        return [_sweep.Run(k, k, model, rnn_fast.SGD(lr=0.1), {}) for k in range(n)]
+
+    W64, W32 = _core.lanes("float64"), _core.lanes("float32")
+
+    def sizes(group, workers, backend="cython"):
+        return [len(t) for t in _sweep._tasks(group, workers, backend)]
+
+    assert sizes(runs(W64, hidden_size=16), 2) == [W64]  # one block: one task
+    assert sizes(runs(2 * W64, hidden_size=16), 2) == [W64, W64]
+    assert sizes(runs(3 * W64, hidden_size=16), 2) == [2 * W64, W64]
+    assert sizes(runs(W32, hidden_size=16, dtype="float32"), 2) == [W32]
+    assert sizes(runs(2 * W32 + 1, hidden_size=16, dtype="float32"), 2) == [2 * W32, 1]
+    # the reference backend, the gated cells, and the BLAS path's sizes have no lanes
+    assert sizes(runs(W64, hidden_size=16), 2, "numpy") == [W64 // 2] * 2
+    assert sizes(runs(W64, hidden_size=16, cell="gru"), 2) == [W64 // 2] * 2
+    big = _core.blas_min_hidden()
+    assert sizes(runs(W64, hidden_size=big), 2) == [W64 // 2] * 2
 
 
 def test_pack_must_be_a_bool():

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _many, _model
+from . import _core, _many, _model
 from ._model import CLASS_NAMES, RNN, DivergenceError, TrainingInterrupted, _Gated
 from .optimizers import OPTIMIZERS, Optimizer
 
@@ -136,7 +136,8 @@ def sweep(X, Y, grid, *, seeds=(0,), validation=None, lengths=None, backend="cyt
     keep = (bool(return_models), bool(return_params))
     if not isinstance(pack, (bool, np.bool_)):
         raise TypeError(f"pack must be True or False, got {type(pack).__name__}")
-    tasks = _tasks(runs, _workers(executor, n_jobs)) if pack else [[run] for run in runs]
+    tasks = (_tasks(runs, _workers(executor, n_jobs), backend) if pack
+             else [[run] for run in runs])
     finished = _execute(executor, n_jobs, data, tasks, backend, keep)
     return _collect(finished, len(runs), progress)
 
@@ -299,10 +300,12 @@ def _check_seed(seed):
 
 # ---------------------------------------------------------------------- packing
 
-def _tasks(runs, workers):
+def _tasks(runs, workers, backend="numpy"):
     """The runs as tasks: lists of runs that ``fit_many`` can train together (in the
     order of the runs), each split into pieces of at most the runs over the workers
-    (rounded up), so that a few large groups still keep every worker busy."""
+    (rounded up), so that a few large groups still keep every worker busy; in whole
+    blocks of lanes where the group will train in them (``_block``): a block half empty
+    costs as much as a full one, so 8 float64 models on two workers stay one task."""
     groups = {}
     for run in runs:
         packable = not any(run.fit.get(name) is not None for name in _many.REFUSED)
@@ -312,10 +315,28 @@ def _tasks(runs, workers):
     largest = max(1, -(-len(runs) // max(1, workers)))
     tasks = []
     for group in groups.values():
-        pieces = -(-len(group) // largest)
-        bounds = np.linspace(0, len(group), pieces + 1).round().astype(int)
+        block = _block(group[0], backend) if len(group) > 1 else 1
+        if block > 1:
+            step = -(-largest // block) * block
+            bounds = list(range(0, len(group), step)) + [len(group)]
+        else:
+            pieces = -(-len(group) // largest)
+            bounds = np.linspace(0, len(group), pieces + 1).round().astype(int)
         tasks += [group[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     return tasks
+
+
+def _block(run, backend):
+    """The models in a block of lanes, if ``fit_many`` will likely train the run's group
+    in them (Elman on the core's hand loops: ``_lanes.packable`` has the last word),
+    else 1."""
+    model = run.model
+    if backend != "cython" or model.get("cell", "elman") != "elman":
+        return 1
+    hidden = model.get("hidden_size")
+    if not isinstance(hidden, (int, np.integer)) or hidden >= _core.blas_min_hidden():
+        return 1
+    return _core.lanes(model.get("dtype", "float64"))
 
 
 def _key(value):

@@ -134,8 +134,9 @@ def test_tasks_group_compatible_runs_and_split_them_over_the_workers():
 
 
 def test_tasks_split_groups_for_lanes_in_whole_blocks():
-    """On the core, a group that trains in lanes is split into whole blocks: a block half
-    empty costs a full one's time, so two half blocks on two workers gain nothing."""
+    """On the core, a group that fills a block of lanes is split into whole blocks: a
+    block half empty costs a full one's time, so two half blocks on two workers gain
+    nothing."""
     def runs(n, **model):
         return [_sweep.Run(k, k, model, rnn_fast.SGD(lr=0.1), {}) for k in range(n)]
 
@@ -149,6 +150,8 @@ def test_tasks_split_groups_for_lanes_in_whole_blocks():
     assert sizes(runs(3 * W64, hidden_size=16), 2) == [2 * W64, W64]
     assert sizes(runs(W32, hidden_size=16, dtype="float32"), 2) == [W32]
     assert sizes(runs(2 * W32 + 1, hidden_size=16, dtype="float32"), 2) == [2 * W32, 1]
+    # less than a block: one model per worker at a time beats a block partly empty
+    assert sizes(runs(W64 // 2, hidden_size=16), 2) == [W64 // 4] * 2
     # the reference backend, the gated cells, and the BLAS path's sizes have no lanes
     assert sizes(runs(W64, hidden_size=16), 2, "numpy") == [W64 // 2] * 2
     assert sizes(runs(W64, hidden_size=16, cell="gru"), 2) == [W64 // 2] * 2

@@ -159,6 +159,24 @@ def test_tasks_split_groups_for_lanes_in_whole_blocks():
     assert sizes(runs(W64, hidden_size=big), 2) == [W64 // 2] * 2
 
 
+def test_a_sweep_in_whole_blocks_gives_the_one_at_a_time_rows(monkeypatch):
+    """Two blocks and one run over two workers: fit_many gets the 2 W models (the lanes
+    path; the lone run trains by fit), and every row is the row of its run alone."""
+    W = _core.lanes("float64")
+    grid = {"model": ADDER, "optimizer": {"name": "SGD", "lr": 0.1}}
+    seeds = range(2 * W + 1)
+    alone = rnn_fast.sweep(X, Y, grid, seeds=seeds, pack=False, executor="serial",
+                           return_params=True)
+    groups = []
+    train_group = _many._train_group
+    monkeypatch.setattr(_many, "_train_group", lambda models, plans, watch: (
+        groups.append(len(models)) or train_group(models, plans, watch)))
+    packed = rnn_fast.sweep(X, Y, grid, seeds=seeds, pack=True, executor="threads",
+                            n_jobs=2, return_params=True)
+    assert groups == [2 * W]
+    assert_same_rows(packed, alone)
+
+
 def test_pack_must_be_a_bool():
     with pytest.raises(TypeError, match="pack must be True or False"):
         rnn_fast.sweep(X, Y, {"model": ADDER}, pack="yes")

@@ -444,8 +444,6 @@ cdef extern from "_simd.h" nogil:
                                    Py_ssize_t n_cols, double* out)
     void rnn_fast_add_row_dots_f32(const float* M, const float* v, Py_ssize_t n_rows,
                                    Py_ssize_t n_cols, float* out)
-    void rnn_fast_add_scaled_f64(const double* x, double a, Py_ssize_t n, double* out)
-    void rnn_fast_add_scaled_f32(const float* x, float a, Py_ssize_t n, float* out)
     bint rnn_fast_update_f64(int kind, const double* hyper, double bc1, double bc2,
                              const double* theta, const double* g, const double* lr,
                              const double* slots, Py_ssize_t n, Py_ssize_t stride,

@@ -20,8 +20,8 @@
  *
  * The scalar arithmetic copies the single-model kernel's C, as Cython writes it
  * (float32 expressions with double constants and libm calls promote to double and
- * round back, as there), and its fused multiply-adds where that has them (the products,
- * FMA: fma or fmaf). Compiled per clone like _simd.h's kernels (its machinery), with
+ * round back, as there), and its fused multiply-adds where that has them (the products:
+ * _products.h's fma, scalar and vector). Compiled per clone like _simd.h's kernels (its machinery), with
  * -ffp-contract=off: no other contraction, the same bits in every clone. */
 #ifndef RNN_FAST_LANES_H
 #define RNN_FAST_LANES_H
@@ -89,7 +89,6 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #define TANH_ROW rnn_fast_tanh_row_f64_body
 #define SIGMOID_ROW rnn_fast_sigmoid_row_f64_body
 #define SQRT sqrt
-#define FMA __builtin_fma
 #define F64 1
 #define TI int64_t
 #include "_lanes_body.h"
@@ -99,7 +98,6 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #undef TANH_ROW
 #undef SIGMOID_ROW
 #undef SQRT
-#undef FMA
 #undef F64
 #undef TI
 
@@ -109,7 +107,6 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #define TANH_ROW rnn_fast_tanh_row_f32_body
 #define SIGMOID_ROW rnn_fast_sigmoid_row_f32_body
 #define SQRT sqrtf
-#define FMA __builtin_fmaf
 #define F64 0
 #define TI int32_t
 #include "_lanes_body.h"
@@ -119,7 +116,6 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #undef TANH_ROW
 #undef SIGMOID_ROW
 #undef SQRT
-#undef FMA
 #undef F64
 #undef TI
 

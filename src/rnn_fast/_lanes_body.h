@@ -21,14 +21,9 @@ RNN_FAST_BODY LN(vec) LN(lv_select)(LN(ivec) m, LN(vec) a, LN(vec) b)
     return (LN(vec))(((LN(ivec))a & m) | ((LN(ivec))b & ~m));
 }
 
-/* a b + c in every lane, rounded once (fma in every clone: the single model's too) */
-RNN_FAST_BODY LN(vec) LN(lv_fma)(LN(vec) a, LN(vec) b, LN(vec) c)
-{
-    LN(vec) r;
-    ptrdiff_t l;
-    LANES(l) r[l] = FMA(a[l], b[l], c[l]);
-    return r;
-}
+/* a b + c rounded once, in a scalar and in every lane (_products.h's, every clone) */
+#define FMA RNN_FAST_LANES_CAT(RNN_FAST_FMA, SFX)
+#define LV_FMA RNN_FAST_LANES_CAT(rnn_fast_vfma, SFX)
 
 /* the mask of the lanes where flags[l] is nonzero */
 RNN_FAST_BODY LN(ivec) LN(lv_mask)(const int *flags)
@@ -66,8 +61,8 @@ RNN_FAST_BODY void LN(lv_vecmat_tile)(const T *restrict v, const T *restrict M, 
         for (c = 0; c < LV_TILE; c++)
             if (c < n) {
                 const T *m = M + (i * rs + (c0 + c) * cs) * W;
-                acc[c] = LN(lv_fma)(v3, CV(m + 3 * rs * W), LN(lv_fma)(v2, CV(m + 2 * rs * W),
-                         LN(lv_fma)(v1, CV(m + rs * W), LN(lv_fma)(v0, CV(m), acc[c]))));
+                acc[c] = LV_FMA(v3, CV(m + 3 * rs * W), LV_FMA(v2, CV(m + 2 * rs * W),
+                         LV_FMA(v1, CV(m + rs * W), LV_FMA(v0, CV(m), acc[c]))));
             }
     }
     for (; i < K; i++) {
@@ -75,7 +70,7 @@ RNN_FAST_BODY void LN(lv_vecmat_tile)(const T *restrict v, const T *restrict M, 
 #pragma GCC unroll 16
         for (c = 0; c < LV_TILE; c++)
             if (c < n)
-                acc[c] = LN(lv_fma)(v0, CV(M + (i * rs + (c0 + c) * cs) * W), acc[c]);
+                acc[c] = LV_FMA(v0, CV(M + (i * rs + (c0 + c) * cs) * W), acc[c]);
     }
 #pragma GCC unroll 16
     for (c = 0; c < LV_TILE; c++)
@@ -512,15 +507,15 @@ RNN_FAST_BODY void LN(lv_outer_products)(const T *restrict hs, const T *restrict
             const T *d0 = das + k * n_cols * W, *d1 = d0 - n_cols * W;
             const T *d2 = d1 - n_cols * W, *d3 = d2 - n_cols * W;
             for (c = 0; c < n_cols; c++)
-                V(w + c * W) = LN(lv_fma)(a3, CV(d3 + c * W), LN(lv_fma)(a2, CV(d2 + c * W),
-                               LN(lv_fma)(a1, CV(d1 + c * W), LN(lv_fma)(a0, CV(d0 + c * W),
+                V(w + c * W) = LV_FMA(a3, CV(d3 + c * W), LV_FMA(a2, CV(d2 + c * W),
+                               LV_FMA(a1, CV(d1 + c * W), LV_FMA(a0, CV(d0 + c * W),
                                                                         CV(w + c * W)))));
         }
         for (; k >= 0; k--) {
             const LN(vec) a0 = CV(hs + (k * n_rows + i) * W);
             const T *d0 = das + k * n_cols * W;
             for (c = 0; c < n_cols; c++)
-                V(w + c * W) = LN(lv_fma)(a0, CV(d0 + c * W), CV(w + c * W));
+                V(w + c * W) = LV_FMA(a0, CV(d0 + c * W), CV(w + c * W));
         }
     }
 }
@@ -877,6 +872,8 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
 }
 
 #undef LN
+#undef FMA
+#undef LV_FMA
 #undef LANES
 #undef V
 #undef CV

@@ -206,14 +206,13 @@ cdef floating _output_grads(
     # fused multiply-adds, as the two-thread schedule's products (_pair.pxi) and the lanes
     if n_out == 1:  # the seeds' one output: the same sums as below, in loops that vectorise
         dz0 = dz[0]
-        _add_scaled(h, dz0, net.H, dW_hy)
+        _add_outer_products(dz, h, 1, 1, net.H, dW_hy)  # dW_hy^T, one row: vectorises
         if net.bias:
             db_y[0] += dz0
         for j in range(net.H):  # fma(W_hy[j], dz0, +0) is the product, rounded once
             dh[j] += zero + W_hy[j] * dz0  # (0 + -0 is +0)
         return loss
-    for j in range(net.H):  # z = h W_hy + b_y
-        _add_scaled(dz, h[j], n_out, dW_hy + j * n_out)
+    _add_outer_products(h, dz, 1, net.H, n_out, dW_hy)  # z = h W_hy + b_y
     if net.bias:
         for o in range(n_out):
             db_y[o] += dz[o]

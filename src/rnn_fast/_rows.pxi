@@ -57,18 +57,6 @@ cdef inline void _add_row_dots(
         rnn_fast_add_row_dots_f32(M, v, n_rows, n_cols, out)
 
 
-cdef inline void _add_scaled(
-    const floating* x,                # IN (n,)
-    floating a,
-    Py_ssize_t n,
-    floating* out,                    # IN/OUT (n,) out += a x, a fused multiply-add each
-) noexcept nogil:
-    if floating is double:
-        rnn_fast_add_scaled_f64(x, a, n, out)
-    else:
-        rnn_fast_add_scaled_f32(x, a, n, out)
-
-
 cdef inline void _add_sparse_vecmat(
     const floating* x,                # IN (I,)
     const floating* W,                # IN (I, L)

@@ -288,18 +288,6 @@ RNN_FAST_ADD_VECMAT(rnn_fast_add_vecmat_f32, float, __builtin_fmaf)
 RNN_FAST_ADD_ROW_DOTS(rnn_fast_add_row_dots_f64, double, __builtin_fma)
 RNN_FAST_ADD_ROW_DOTS(rnn_fast_add_row_dots_f32, float, __builtin_fmaf)
 
-/* out[j] = fma(x[j], a, out[j]) for j < n: a step's outer product row by row */
-#define RNN_FAST_ADD_SCALED(name, T, FMA)                                              \
-    RNN_FAST_BODY void name##_body(const T *x, T a, ptrdiff_t n, T *out)               \
-    {                                                                                  \
-        ptrdiff_t j;                                                                   \
-        for (j = 0; j < n; j++)                                                        \
-            out[j] = FMA(x[j], a, out[j]);                                             \
-    }
-
-RNN_FAST_ADD_SCALED(rnn_fast_add_scaled_f64, double, __builtin_fma)
-RNN_FAST_ADD_SCALED(rnn_fast_add_scaled_f32, float, __builtin_fmaf)
-
 /* sum of a[i] b[i] for i < n, in four running sums (a single one is a chain of n
  * dependent additions): a readout with one output, as in the seeds. */
 #define RNN_FAST_DOT(name, T)                                                          \
@@ -322,7 +310,7 @@ RNN_FAST_DOT(rnn_fast_dot_f32, float)
  * das: n_steps x H rows of dL/da, dW: H' x H; row strides H' and H), the steps taken
  * last to first as BPTT meets them, a fused multiply-add each, four per pass over dW:
  * the same roundings in the same order as adding each step's outer product when it
- * comes (add_scaled row by row). */
+ * comes. */
 #define RNN_FAST_ADD_OUTER_PRODUCTS(name, T, FMA)                                      \
     RNN_FAST_BODY void name##_body(const T *hs, const T *das, ptrdiff_t n_steps,       \
                                      ptrdiff_t n_rows, ptrdiff_t n_cols, T *dW)        \
@@ -526,10 +514,6 @@ RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
     X(add_row_dots_f32, void, (const float *M, const float *v, ptrdiff_t n_rows,       \
                                ptrdiff_t n_cols, float *out),                          \
       (M, v, n_rows, n_cols, out))                                                     \
-    X(add_scaled_f64, void, (const double *x, double a, ptrdiff_t n, double *out),     \
-      (x, a, n, out))                                                                  \
-    X(add_scaled_f32, void, (const float *x, float a, ptrdiff_t n, float *out),        \
-      (x, a, n, out))                                                                  \
     X(dot_f64, double, (const double *a, const double *b, ptrdiff_t n), (a, b, n))     \
     X(dot_f32, float, (const float *a, const float *b, ptrdiff_t n), (a, b, n))        \
     X(add_outer_products_f64, void, (const double *hs, const double *das,              \

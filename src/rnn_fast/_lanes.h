@@ -21,8 +21,9 @@
  * The scalar arithmetic copies the single-model kernel's C, as Cython writes it
  * (float32 expressions with double constants and libm calls promote to double and
  * round back, as there), and its fused multiply-adds where that has them (the products:
- * _products.h's fma, scalar and vector). Compiled per clone like _simd.h's kernels (its machinery), with
- * -ffp-contract=off: no other contraction, the same bits in every clone. */
+ * _products.h's fma, scalar and vector). Compiled per clone like _simd.h's kernels (its
+ * machinery), with -ffp-contract=off: no other contraction, the same bits in every
+ * clone. */
 #ifndef RNN_FAST_LANES_H
 #define RNN_FAST_LANES_H
 

@@ -12,8 +12,8 @@
  * rnn_fast._core.set_clone (for tests: not while a fit runs). All clones do the same
  * additions and multiplications in the same order, with no FMA contraction
  * (-ffp-contract=off): a fused multiply-add is written out (fma(): the products here
- * and in _products.h), the same in every clone. So they give the same bits; only the vector width differs.
- * Other compilers and platforms get the baseline alone.
+ * and in _products.h), the same in every clone. So they give the same bits; only the
+ * vector width differs. Other compilers and platforms get the baseline alone.
  *
  * rnn_fast_tanh_row: tanh in plain arithmetic, so the loops vectorise (libm's tanh is a
  * call per element): the odd Taylor series of tanh on y = |x| / 64, then six doublings

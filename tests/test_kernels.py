@@ -1,11 +1,11 @@
 """Pieces of the Cython core checked on their own.
 
-The core's tanh, sigmoid and exp (its own vectorisable arithmetic in _simd.h, libm's expf
-for float32 sigmoid and softmax) and the gated cells' sigmoid (float32: through float64)
-are swept over the whole float range, in every clone of
-the C loops this machine runs (rnn_fast._core.clones(): AVX2 and baseline on x86-64), and
-checked against NumPy: the bound of the function, NaN in and NaN out, exactly the limit
-(+-1, 0, inf) wherever NumPy's result is, and the distance in ulp (adjacent floats apart).
+The core's tanh, sigmoid and exp (its own vectorisable arithmetic in _simd.h; libm's expf
+for the float32 softmax) and the gated cells' sigmoid (the same row) are swept over the
+whole float range, in every clone of the C loops this machine runs (rnn_fast._core.clones():
+AVX2 and baseline on x86-64), and checked against NumPy: the bound of the function, NaN in
+and NaN out, exactly the limit (+-1, 0, inf) wherever NumPy's result is, and the distance
+in ulp (adjacent floats apart).
 """
 
 import ctypes
@@ -98,8 +98,8 @@ def numpy_exp(x):
 
 
 def gate_sigmoid(x):
-    """The gated cells' sigmoid (float32: its own row, through float64): an LSTM step's
-    input gate, whose pre-activation is x alone (x + 0 + 0 + 0: every product and bias 0)."""
+    """The gated cells' sigmoid (_simd.h's sigmoid row): an LSTM step's input gate, whose
+    pre-activation is x alone (x + 0 + 0 + 0: every product and bias 0)."""
     n = x.shape[0]
     ax, zeros = np.zeros(4 * n, x.dtype), np.zeros(4 * n, x.dtype)
     ax[:n] = x

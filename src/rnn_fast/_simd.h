@@ -29,6 +29,7 @@
 
 #include <stddef.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* The x86 clones: GCC on x86-64 Linux, unless the build leaves them out
@@ -187,45 +188,45 @@ RNN_FAST_BODY void rnn_fast_sigmoid_row_f64_body(double *a, const double *b, ptr
         a[c] = 1.0 / (1.0 + rnn_fast_exp_clipped(a[c]));
 }
 
-/* exp(x) for x in [-40, 110], in float64 to about 2^-32 (the float32 sigmoid's: ample
- * before its one rounding to float32): rnn_fast_exp_reduce's reduction with a Taylor
- * polynomial to r^8 (the next term is below 2e-10 for |r| <= 0.347) and one scale 2^k,
- * which is a normal number for every k of that range (-58 .. 159). Half the operations
- * of the full-range exp: the gates of a float32 LSTM are a third of its forward step. */
-RNN_FAST_BODY double rnn_fast_exp_f32_range(double x)
-{
-    double kd, r = rnn_fast_exp_reduce(x, &kd), r2, r4, p, scale;
-    unsigned long long bits;
-    r2 = r * r;
-    r4 = r2 * r2;
-    p = ((1.0 / 2 + r * (1.0 / 6)) + r2 * (1.0 / 24 + r * (1.0 / 120)))
-        + r4 * ((1.0 / 720 + r * (1.0 / 5040)) + r2 * (1.0 / 40320));
-    p = 1.0 + (r + r2 * p);
-    memcpy(&bits, &kd, sizeof bits); /* the low bits hold k */
-    bits = (bits + 1023) << 52;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
 /* a[c] = sigmoid(a[c] + b[c]) for c < n, float32 (the gated cells' gates, and the Elman
- * cell's sigmoid units): the sum in float32, as NumPy adds, the sigmoid in float64 with
- * rnn_fast_exp_f32_range, rounded once to float32, so within an ulp of the true value
- * where NumPy's float32 1 / (1 + exp(-x)) is within a few; and exactly 1 or 0 where that
- * is, so that a saturated gate passes exactly no gradient, as the reference's does: where
- * exp(-x) in float32 is too small to change 1 + exp(-x), or overflows (thresholds found
- * with NumPy's float32 exp). */
+ * cell's sigmoid units), in float32 arithmetic as NumPy's float32 1 / (1 + exp(-x)):
+ * 16 values a vector, and float32's division, about a third of float64's. exp(x) for x in
+ * (-16.7, 88.73) as rnn_fast_exp_reduce's in float32: k = round(x / ln 2) (the 1.5 * 2^23
+ * shifter), r = x - k ln 2 in two parts (ln2_hi's 15 bits times k's 8 are exact), exp(r)
+ * from its Taylor series to r^7 (the next term is below 0.1 ulp for |r| <= 0.347), then
+ * times 2^(k - 1) and 2 (2^128 is no float32; both factors are). Within 4 ulp of NumPy
+ * (tests/test_kernels.py). The result is exactly 1 or 0 where NumPy's is, so that a
+ * saturated gate passes exactly no gradient, as the reference's does: where exp(-x) in
+ * float32 is too small to change 1 + exp(-x), or overflows (thresholds found with NumPy's
+ * float32 exp). */
 #define RNN_FAST_SIGMOID_ONE_F32 (-16.635532f) /* at and below: 1 + expf(x) rounds to 1 */
 #define RNN_FAST_SIGMOID_ZERO_F32 88.72284f    /* at and above: expf(x) overflows */
 RNN_FAST_BODY void rnn_fast_sigmoid_row_f32_body(float *a, const float *b, ptrdiff_t n)
 {
+    const float log2e = 1.44269504f, shifter = 12582912.0f; /* 1.5 * 2^23 */
+    const float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860677e-6f;
     ptrdiff_t c;
-    for (c = 0; c < n; c++) { /* x = -(a + b), moved where the formula gives 0 or 1 */
+    for (c = 0; c < n; c++) { /* x = -(a + b); 100 marks a 0, -20 a 1 (neither is one) */
         float x = -(a[c] + b[c]);
-        x = x >= RNN_FAST_SIGMOID_ZERO_F32 ? 110.0f : x; /* 1 / (1 + e^110): 0 in float32 */
-        a[c] = x <= RNN_FAST_SIGMOID_ONE_F32 ? -40.0f : x; /* NaN passes through */
+        x = x >= RNN_FAST_SIGMOID_ZERO_F32 ? 100.0f : x;
+        a[c] = x <= RNN_FAST_SIGMOID_ONE_F32 ? -20.0f : x; /* NaN passes through */
     }
-    for (c = 0; c < n; c++)
-        a[c] = (float)(1.0 / (1.0 + rnn_fast_exp_f32_range((double)a[c])));
+    for (c = 0; c < n; c++) {
+        float x = a[c], kd = x * log2e + shifter, k = kd - shifter, r, r2, r4, p, scale, y;
+        uint32_t bits;
+        r = (x - k * ln2_hi) - k * ln2_lo;
+        r2 = r * r;
+        r4 = r2 * r2;
+        p = ((0.5f + r * (1.0f / 6)) + r2 * (1.0f / 24 + r * (1.0f / 120)))
+            + r4 * (1.0f / 720 + r * (1.0f / 5040));
+        p = 1.0f + (r + r2 * p);
+        memcpy(&bits, &kd, sizeof bits); /* the low bits hold k */
+        bits = (bits + 126) << 23;
+        memcpy(&scale, &bits, sizeof scale);
+        y = 1.0f / (1.0f + (p * scale) * 2.0f);
+        y = x == 100.0f ? 0.0f : y;
+        a[c] = x == -20.0f ? 1.0f : y;
+    }
 }
 
 /* out[c] = exp(z[c] - top) for c < n, float64 (top is a softmax's shift, its largest z) */

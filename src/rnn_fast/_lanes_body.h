@@ -475,17 +475,16 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
         const T *restrict W_hy = c->theta + j->at_W_hy * W, *restrict hr = h;
         for (k = 0; k < H; k++)
             for (o = 0; o < O; o++)
-                LANES(l) dW_hy[(k * O + o) * W + l] = FMA(hr[k * W + l], dz[o * W + l],
-                                                          dW_hy[(k * O + o) * W + l]);
+                V(dW_hy + (k * O + o) * W) = LV_FMA(CV(hr + k * W), CV(dz + o * W),
+                                                    CV(dW_hy + (k * O + o) * W));
         if (j->bias)
             for (o = 0; o < O * W; o++)
                 db_y[o] = db_y[o] + dz[o];
         for (k = 0; k < H; k++) {
-            T hi[W];
-            LANES(l) hi[l] = 0;
+            LN(vec) hi = {0};
             for (o = 0; o < O; o++)
-                LANES(l) hi[l] = FMA(W_hy[(k * O + o) * W + l], dz[o * W + l], hi[l]);
-            LANES(l) c->dh[k * W + l] = c->dh[k * W + l] + hi[l];
+                hi = LV_FMA(CV(W_hy + (k * O + o) * W), CV(dz + o * W), hi);
+            V(c->dh + k * W) = CV(c->dh + k * W) + hi;
         }
     }
 }
@@ -702,11 +701,13 @@ RNN_FAST_BODY void LN(lv_update)(const rnn_fast_lanes *j, const ptrdiff_t *lane_
 }
 
 /* Plain SGD, unclipped: lv_step's check, update and commit in one pass over the
- * parameters instead of three (a W1 block updates every 8 steps). Each live lane's new
- * values are written in place, its old ones kept in staged, and put back where the
- * gradient or a new value is not finite: the same verdict and bits as staging first. */
-RNN_FAST_BODY void LN(lv_sgd_step)(T *restrict theta, const T *restrict g,
-                                   const T *restrict lr, ptrdiff_t PW, T *restrict staged,
+ * parameters instead of three (a W1 block updates every 8 steps), into the other of the
+ * block's two copies of theta (the caller swaps them): each live lane's new values, each
+ * other lane's old ones, and the old ones again where the gradient or a new value is not
+ * finite (p - p is NaN then: a gradient that is not finite makes p so too, as old and lr
+ * are finite): the same verdict and bits as staging first. */
+RNN_FAST_BODY void LN(lv_sgd_step)(const T *restrict theta, const T *restrict g,
+                                   const T *restrict lr, ptrdiff_t PW, T *restrict out,
                                    int *ok)
 {
     const LN(vec) zero = {0};
@@ -714,24 +715,23 @@ RNN_FAST_BODY void LN(lv_sgd_step)(T *restrict theta, const T *restrict g,
     LN(ivec) off = {0}, lost;
     ptrdiff_t at, l;
     for (at = 0; at < PW; at += W) {
-        const LN(vec) old = CV(theta + at), grad = CV(g + at);
-        const LN(vec) p = old - CV(lr + at) * grad;
-        V(staged + at) = old;
-        V(theta + at) = LN(lv_select)(live, p, old);
-        off |= ((grad - grad) + (p - p)) != zero;  /* NaN where either is not finite */
+        const LN(vec) old = CV(theta + at), p = old - CV(lr + at) * CV(g + at);
+        V(out + at) = LN(lv_select)(live, p, old);
+        off |= (p - p) != zero;
     }
     lost = live & off;
     LANES(l) ok[l] = ok[l] && !lost[l];
     for (l = 0; l < W; l++)
         if (lost[l]) {  /* rare: a lane diverging, once */
             for (at = 0; at < PW; at += W)
-                V(theta + at) = LN(lv_select)(lost, CV(staged + at), CV(theta + at));
+                V(out + at) = LN(lv_select)(lost, CV(theta + at), CV(out + at));
             break;
         }
 }
 
 /* One update of every live lane: clip, update, and commit where every new value is
- * finite (ok[l]); _update.pxi's _optimizer_step and _train_loop's staging */
+ * finite (ok[l]); _update.pxi's _optimizer_step and _train_loop's staging (plain SGD
+ * goes through lv_sgd_step instead) */
 RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *restrict theta,
                                T *restrict slots, T *restrict grad, T *restrict staged,
                                const ptrdiff_t *lane_step, int *ok)
@@ -740,10 +740,6 @@ RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *rest
     const T *lr = (const T *)j->lr + block * PW;
     int bad[W];
     ptrdiff_t l, r, at;
-    if (j->kind == 0 && j->n_slots == 0 && j->clip_value <= 0 && j->clip_norm <= 0) {
-        LN(lv_sgd_step)(theta, grad, lr, PW, staged, ok);
-        return;
-    }
     LANES(l) bad[l] = !ok[l];
     LN(lv_clip)(j, grad, bad);
     LN(lv_update)(j, lane_step, j->hyper + 3 * block * W, theta, grad, lr, slots, staged,
@@ -777,6 +773,9 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     int alive[W];
     double *losses = j->losses + block * W * j->n_losses;
     T *s = (T *)j->scratch, *staged;
+    const T *lr = (const T *)j->lr + block * PW;
+    const int plain_sgd = j->kind == 0 && j->n_slots == 0 && j->clip_value <= 0
+                          && j->clip_norm <= 0;
     LN(lv_ctx) c;
     ptrdiff_t st, b, first, count, ch, n_chunks, max_len, u = 0, i, k, l, r, len;
     int stopped = 0, any = 0, ok[W];
@@ -842,7 +841,15 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
                 chunk_loss[l] += c.loss[l];
                 ok[l] = alive[l] && isfinite(chunk_loss[l]);
             }
-            LN(lv_step)(j, block, theta, slots, c.grad, staged, step, ok);
+            if (plain_sgd) {  /* into staged, then the two copies swap */
+                T *was = (T *)c.theta;
+                LN(lv_sgd_step)(c.theta, c.grad, lr, PW, staged, ok);
+                c.theta = staged;
+                staged = was;
+                c.b_h = j->bias ? c.theta + j->at_b_h * W : c.zeros;
+            } else {
+                LN(lv_step)(j, block, theta, slots, c.grad, staged, step, ok);
+            }
             any = 0;
             LANES(l) {
                 if (alive[l] && !ok[l]) {  /* stops here, with its last finite update */
@@ -861,6 +868,8 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
         if (stopped)
             break;
     }
+    if (c.theta != theta)
+        memcpy(theta, c.theta, PW * sizeof(T));
     LANES(l) {
         if (alive[l])
             done[l] = stopped ? st : j->end;

@@ -79,7 +79,7 @@ cdef inline void _activate_row(
     if hidden == TANH:
         _tanh_row(a, b_h, n_hidden)
         return
-    if hidden == SIGMOID:  # float32 as the gated cells' gates: in float64, rounded once
+    if hidden == SIGMOID:
         _sigmoid_row(a, b_h, n_hidden)
         return
     for c in range(n_hidden):

@@ -368,6 +368,7 @@ cdef struct Scratch:  # a schedule's scratch arrays (_Scratch); NULL where it ha
     void* work           # loops: (3 GH + H,) ax, ah, the GRU's da_ih and dh_skip
     void* W_hh_T         # loops: (GH, H)
     void* dzs            # pair: (T, O) dL/dz rows
+    void* zys            # loops: (T, 2 O) the target steps' z and y rows
     void* step_losses    # pair: (T,)
     void* W_hy_T         # pair, BLAS: (O, H)
     void* Hs             # BLAS, and the rest: see _batch.pxi
@@ -404,10 +405,8 @@ cdef inline floating _exp(floating a) noexcept nogil:
 
 
 cdef inline floating _activate(int code, floating a) noexcept nogil:
-    """f(a) for one unit and an activation code other than tanh (rows of hidden units go
-    through _activate_row, which has its own tanh and float64 sigmoid)."""
-    if code == SIGMOID:
-        return <floating>1 / (<floating>1 + _exp(-a))
+    """f(a) for one unit, ReLU or the identity (tanh and sigmoid go through _simd.h's rows:
+    _activate_row, _output_activation)."""
     if code == RELU:
         return 0 if a < 0 else a  # NaN stays NaN, as with np.maximum
     return a
@@ -429,6 +428,10 @@ cdef extern from "_simd.h" nogil:
     void rnn_fast_tanh_row_f64(double* a, const double* b, Py_ssize_t n)
     void rnn_fast_tanh_row_f32(float* a, const float* b, Py_ssize_t n)
     void rnn_fast_sigmoid_row_f64(double* a, const double* b, Py_ssize_t n)
+    # the same rows inlined in Cython's code (the same bits): a few outputs' sigmoid,
+    # which a call through the clones' table would cost more than it computes
+    void rnn_fast_sigmoid_row_f64_body(double* a, const double* b, Py_ssize_t n)
+    void rnn_fast_sigmoid_row_f32_body(float* a, const float* b, Py_ssize_t n)
     void rnn_fast_exp_shifted_row_f64(const double* z, double top, double* out, Py_ssize_t n)
     void rnn_fast_add_outer_products_f64(const double* hs, const double* das,
                                          Py_ssize_t n_steps, Py_ssize_t n_rows,
@@ -694,7 +697,8 @@ class _Scratch:
             "hs": z((T + 1) * hand, H), "cs": z((T + 1) * hand * lstm, H),
             "gs": z(T * hand * gated, GH + H), "das": z(T * hand, GH),
             "work": z((3 * GH + H) * hand * gated), "W_hh_T": z(GH * hand, H),
-            "dzs": z(T * pair, n_out), "step_losses": z(T * pair),
+            "dzs": z(T * pair, n_out), "zys": z(T * hand, 2 * n_out),
+            "step_losses": z(T * pair),
             "W_hy_T": z(n_out * (pair or blas), H),
             "Hs": z((T + 1) * B * H * blas), "Cs": z((T + 1) * B * H * blas * lstm),
             "Gs": z(T * B * (GH + H) * blas * gated), "Xb": z(K * B * n_in * blas),

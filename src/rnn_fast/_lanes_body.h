@@ -173,13 +173,10 @@ RNN_FAST_BODY void LN(lv_output_activation)(const rnn_fast_lanes *j, const T *z,
     }
     for (o = 0; o < n_out; o++) {
         T a = z[o * W];
-        if (j->output == 0)
-#if F64
-            y[o * W] = ((T)1) / (((T)1) + exp(-a));
-#else
-            y[o * W] = ((T)1) / (((T)1) + expf(-a));
-#endif
-        else if (j->output == 2)
+        if (j->output == 0) {
+            y[o * W] = a;
+            SIGMOID_ROW(y + o * W, NULL, 1);
+        } else if (j->output == 2)
             y[o * W] = (a < 0.0) ? (T)0.0 : a;
         else
             y[o * W] = a;
@@ -386,7 +383,7 @@ RNN_FAST_BODY void LN(lv_readout)(LN(lv_ctx) *c, const T *h)
 
 /* lv_output_grads' per-lane activation, loss and dL/dz as vectors, for dense targets, a
  * half SSE or MSE loss and a sigmoid or identity output: every operation elementwise,
- * in lv_loss_and_delta's order (a lane's exp is still libm's, as the single kernel's) */
+ * in lv_loss_and_delta's order */
 RNN_FAST_BODY void LN(lv_dense_output)(LN(lv_ctx) *c, ptrdiff_t row)
 {
     const rnn_fast_lanes *j = c->j;
@@ -404,18 +401,14 @@ RNN_FAST_BODY void LN(lv_dense_output)(LN(lv_ctx) *c, ptrdiff_t row)
         two_over_norm[l] = 2.0 / ((T)norm);
         for (o = 0; o < O; o++)
             target[o * W + l] = row_y[o];
-        if (sigmoid)
-            for (o = 0; o < O; o++)
-#if F64
-                y[o * W + l] = exp(-z[o * W + l]);
-#else
-                y[o * W + l] = expf(-z[o * W + l]);
-#endif
     }
     for (o = 0; o < O; o++) {
         LN(vec) yo = CV(z + o * W), diff;
-        if (sigmoid)
-            yo = one / (one + CV(y + o * W));
+        if (sigmoid) {  /* output o of every lane: W values in a row */
+            V(y + o * W) = yo;
+            SIGMOID_ROW(y + o * W, NULL, W);
+            yo = CV(y + o * W);
+        }
         diff = yo - CV(target + o * W);
         V(y + o * W) = yo;
         loss = loss + diff * diff;

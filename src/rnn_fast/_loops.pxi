@@ -66,12 +66,13 @@ cdef floating _sequence_bptt(
     Returns scale * (the loss of those steps); the last state is left in
     hs[min(t1, length) - t0] (and an LSTM's cell state in the same row of cs).
     """
-    cdef Py_ssize_t j, k, t, H = net.H, GH = net.GH, GW = net.GH + net.H
+    cdef Py_ssize_t j, k, t, H = net.H, GH = net.GH, GW = net.GH + net.H, n_out = net.O
     cdef Py_ssize_t n_steps = min(t1, d.lengths[n]) - t0
     cdef bint gated = net.cell != ELMAN, lstm = net.cell == LSTM
     cdef floating loss = 0
     cdef floating* cs = <floating*>ws.cs
     cdef floating* das = <floating*>ws.das
+    cdef floating* zys = <floating*>ws.zys
     cdef floating* dh = <floating*>ws.dh
     cdef floating* dc = dh + H if lstm else NULL
     cdef floating* work = <floating*>ws.work
@@ -85,12 +86,15 @@ cdef floating _sequence_bptt(
     _sequence_forward(net, w, d, ws, n, t0, n_steps, hs)
     clock = _lap(ws.timers, PHASE_FORWARD, clock)
 
+    for k in range(n_steps):  # the outputs first, where their exps wait on no gradient
+        if _has_target(net, d, &tg, t0 + k):
+            _readout(net, w, hs + (k + 1) * H, zys + 2 * k * n_out, zys + (2 * k + 1) * n_out)
     _zero(dh, 2 * H if lstm else H)  # dL/dh_t (and dL/dc_t), flowing back from step t + 1
     for k in range(n_steps - 1, -1, -1):
         t = t0 + k
         if _has_target(net, d, &tg, t):
             loss += _output_grads(net, w, g, d, &tg, hs + (k + 1) * H, scale,
-                                  <floating*>ws.zyd, dh)
+                                  zys + 2 * k * n_out, <floating*>ws.zyd, dh)
         da_ih = work + 2 * GH if net.cell == GRU else das + k * GH
         _cell_backward(net, dh, dc, <floating*>ws.gs + k * GW if gated else hs + (k + 1) * H,
                        hs + k * H, cs + k * H if lstm else NULL, das + k * GH, da_ih,

@@ -32,6 +32,13 @@ cdef inline void _output_activation(
             total += y_out[o]
         for o in range(n_out):
             y_out[o] = y_out[o] / total
+    elif net.output == SIGMOID:  # _simd.h's row, as the hidden units' (and the lanes')
+        for o in range(n_out):
+            y_out[o] = z[o]
+        if floating is double:
+            rnn_fast_sigmoid_row_f64_body(y_out, NULL, n_out)
+        else:
+            rnn_fast_sigmoid_row_f32_body(y_out, NULL, n_out)
     else:
         for o in range(n_out):
             y_out[o] = _activate(net.output, z[o])
@@ -182,21 +189,18 @@ cdef floating _output_grads(
     const Net* net, const Weights* w, Weights* g, const Data* d, const Target* tg,
     const floating* h,                # IN (H,) h_t, a step with a target
     floating scale,
-    floating* zyd,                    # scratch (3 O,): z, y, dz
+    const floating* zy,               # IN (2 O,) its z and y (_readout)
+    floating* dz,                     # scratch (O,)
     floating* dh,                     # IN/OUT (H,) += dL/dh_t through the output
 ) noexcept nogil:
     """The output side of one target step of the hand loops: returns its loss; adds
     scale * its gradients to dW_hy, db_y and dh."""
     cdef Py_ssize_t j, o, n_out = net.O
     cdef floating loss, dz0, zero = 0
-    cdef floating* z = zyd
-    cdef floating* y = zyd + n_out
-    cdef floating* dz = zyd + 2 * n_out
     cdef const floating* W_hy = <const floating*>w.W_hy
     cdef floating* dW_hy = <floating*>g.W_hy
     cdef floating* db_y = <floating*>g.b_y
-    _readout(net, w, h, z, y)
-    loss = _output_loss_and_delta(net, d, tg, z, y, dz)
+    loss = _output_loss_and_delta(net, d, tg, zy, zy + n_out, dz)
     for o in range(n_out):
         dz[o] = scale * dz[o]
     if not net.readout:  # the output is h_t itself

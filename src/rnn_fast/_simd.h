@@ -174,13 +174,14 @@ RNN_FAST_BODY double rnn_fast_exp_clipped(double x)
     return (p * scale1) * scale2;
 }
 
-/* a[c] = sigmoid(a[c] + b[c]) = 1 / (1 + exp(-(a[c] + b[c]))) for c < n, float64, as
- * NumPy computes it: 0 where exp overflows, 1 where it is below half an ulp of 1. */
+/* a[c] = sigmoid(a[c] + b[c]) = 1 / (1 + exp(-(a[c] + b[c]))) for c < n (b NULL: no
+ * b), float64, as NumPy computes it: 0 where exp overflows, 1 where it is below half an
+ * ulp of 1. */
 RNN_FAST_BODY void rnn_fast_sigmoid_row_f64_body(double *a, const double *b, ptrdiff_t n)
 {
     ptrdiff_t c;
     for (c = 0; c < n; c++) {
-        double x = -(a[c] + b[c]);
+        double x = -(b ? a[c] + b[c] : a[c]);
         x = x > RNN_FAST_EXP_HI ? RNN_FAST_EXP_HI : x; /* NaN passes through */
         a[c] = x < RNN_FAST_EXP_LO ? RNN_FAST_EXP_LO : x;
     }
@@ -188,8 +189,8 @@ RNN_FAST_BODY void rnn_fast_sigmoid_row_f64_body(double *a, const double *b, ptr
         a[c] = 1.0 / (1.0 + rnn_fast_exp_clipped(a[c]));
 }
 
-/* a[c] = sigmoid(a[c] + b[c]) for c < n, float32 (the gated cells' gates, and the Elman
- * cell's sigmoid units), in float32 arithmetic as NumPy's float32 1 / (1 + exp(-x)):
+/* a[c] = sigmoid(a[c] + b[c]) for c < n (b NULL: no b), float32 (the gated cells' gates,
+ * the Elman cell's sigmoid units, the outputs), in float32 arithmetic as NumPy's float32 1 / (1 + exp(-x)):
  * 16 values a vector, and float32's division, about a third of float64's. exp(x) for x in
  * (-16.7, 88.73) as rnn_fast_exp_reduce's in float32: k = round(x / ln 2) (the 1.5 * 2^23
  * shifter), r = x - k ln 2 in two parts (ln2_hi's 15 bits times k's 8 are exact), exp(r)
@@ -207,7 +208,7 @@ RNN_FAST_BODY void rnn_fast_sigmoid_row_f32_body(float *a, const float *b, ptrdi
     const float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860677e-6f;
     ptrdiff_t c;
     for (c = 0; c < n; c++) { /* x = -(a + b); 100 marks a 0, -20 a 1 (neither is one) */
-        float x = -(a[c] + b[c]);
+        float x = -(b ? a[c] + b[c] : a[c]);
         x = x >= RNN_FAST_SIGMOID_ZERO_F32 ? 100.0f : x;
         a[c] = x <= RNN_FAST_SIGMOID_ONE_F32 ? -20.0f : x; /* NaN passes through */
     }

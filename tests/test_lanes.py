@@ -99,6 +99,19 @@ def test_every_optimizer_and_group_size(name, lanes, dtype, rng, packed):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_learning_rates_per_parameter(dtype, rng, packed):
+    """Plain SGD reads one rate a lane where each lane has one, else each parameter's:
+    lanes of both kinds in one block, and a block of the second kind alone."""
+    X, Y = data(rng, dtype=dtype)
+    rates = [{"W_hh": 0.02, "default": 0.05}, {"b_h": 0.2, "default": 0.05}]
+    for m in (W[dtype] + 1, 2):
+        optimizers = [rnn_fast.SGD(lr=rates[k] if k < 2 else 0.05 + 0.01 * k)
+                      for k in range(m)]
+        assert_packed_is_own_fits(models_of(m, dtype=dtype), optimizers, X, Y, epochs=2)
+    assert packed
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("clone", _core.clones())
 def test_every_clone(clone, dtype, rng, packed):
     config = {**BASE, "hidden_activation": "sigmoid", "output_activation": "softmax",

@@ -698,19 +698,32 @@ RNN_FAST_BODY void LN(lv_update)(const rnn_fast_lanes *j, const ptrdiff_t *lane_
  * block's two copies of theta (the caller swaps them): each live lane's new values, each
  * other lane's old ones, and the old ones again where the gradient or a new value is not
  * finite (p - p is NaN then: a gradient that is not finite makes p so too, as old and lr
- * are finite): the same verdict and bits as staging first. */
-RNN_FAST_BODY void LN(lv_sgd_step)(const T *restrict theta, const T *restrict g,
-                                   const T *restrict lr, ptrdiff_t PW, T *restrict out,
-                                   int *ok)
+ * are finite): the same verdict and bits as staging first. The pass also zeroes g for
+ * the next update, and reads one learning rate a lane where each lane has one (lr0,
+ * else NULL). */
+RNN_FAST_BODY void LN(lv_sgd_step)(const T *restrict theta, T *restrict g,
+                                   const T *restrict lr, const T *lr0, ptrdiff_t PW,
+                                   T *restrict out, int *ok)
 {
     const LN(vec) zero = {0};
     const LN(ivec) live = LN(lv_mask)(ok);
     LN(ivec) off = {0}, lost;
     ptrdiff_t at, l;
-    for (at = 0; at < PW; at += W) {
-        const LN(vec) old = CV(theta + at), p = old - CV(lr + at) * CV(g + at);
-        V(out + at) = LN(lv_select)(live, p, old);
-        off |= (p - p) != zero;
+    if (lr0) {
+        const LN(vec) rate = CV(lr0);
+        for (at = 0; at < PW; at += W) {
+            const LN(vec) old = CV(theta + at), p = old - rate * CV(g + at);
+            V(out + at) = LN(lv_select)(live, p, old);
+            V(g + at) = zero;
+            off |= (p - p) != zero;
+        }
+    } else {
+        for (at = 0; at < PW; at += W) {
+            const LN(vec) old = CV(theta + at), p = old - CV(lr + at) * CV(g + at);
+            V(out + at) = LN(lv_select)(live, p, old);
+            V(g + at) = zero;
+            off |= (p - p) != zero;
+        }
     }
     lost = live & off;
     LANES(l) ok[l] = ok[l] && !lost[l];
@@ -769,6 +782,7 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     const T *lr = (const T *)j->lr + block * PW;
     const int plain_sgd = j->kind == 0 && j->n_slots == 0 && j->clip_value <= 0
                           && j->clip_norm <= 0;
+    const T *lr0 = lr;  /* lr's first row, if every parameter of a lane has that rate */
     LN(lv_ctx) c;
     ptrdiff_t st, b, first, count, ch, n_chunks, max_len, u = 0, i, k, l, r, len;
     int stopped = 0, any = 0, ok[W];
@@ -787,6 +801,10 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     for (i = 0; i < (H > j->O ? H : j->O) * W; i++)
         c.zeros[i] = 0;
     c.b_h = j->bias ? theta + j->at_b_h * W : c.zeros;
+    for (i = 0; i < PW; i++)  /* then zeroed after each update */
+        c.grad[i] = 0;
+    for (i = W; i < PW && lr0; i++)
+        lr0 = lr[i] == lr[i % W] ? lr0 : NULL;
     LANES(l) {
         step[l] = j->step[block * W + l];
         done[l] = j->done[block * W + l];
@@ -815,8 +833,6 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
                 stopped = 1;
                 break;
             }
-            for (i = 0; i < PW; i++)
-                c.grad[i] = 0;
             LANES(l) c.loss[l] = 0;
             for (r = 0; r < count; r++) {
                 LANES(l) c.seq[l] = orders[l * j->n_order + first + r];
@@ -836,12 +852,14 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
             }
             if (plain_sgd) {  /* into staged, then the two copies swap */
                 T *was = (T *)c.theta;
-                LN(lv_sgd_step)(c.theta, c.grad, lr, PW, staged, ok);
+                LN(lv_sgd_step)(c.theta, c.grad, lr, lr0, PW, staged, ok);
                 c.theta = staged;
                 staged = was;
                 c.b_h = j->bias ? c.theta + j->at_b_h * W : c.zeros;
             } else {
                 LN(lv_step)(j, block, theta, slots, c.grad, staged, step, ok);
+                for (i = 0; i < PW; i++)
+                    c.grad[i] = 0;
             }
             any = 0;
             LANES(l) {

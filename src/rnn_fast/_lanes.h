@@ -43,8 +43,9 @@ typedef struct {
     const int32_t *Y_ids;   /* (N, T_y) */
     const ptrdiff_t *lengths; /* (N,) */
     const void *h0;         /* (N, H) */
-    ptrdiff_t N, n_T, T_y, n_order;
-    const ptrdiff_t *orders; /* (n_blocks W, n_order) each lane's order */
+    ptrdiff_t N, n_T, T_y, n_order, order_stride;
+    const ptrdiff_t *orders; /* (n_blocks W, n_order) each lane's order (order_stride
+                              * n_order), or (1, n_order) every lane's (order_stride 0) */
     /* the steps */
     ptrdiff_t batch_size, chunk_length, begin, end, chunk_begin, max_updates;
     /* the optimizer */

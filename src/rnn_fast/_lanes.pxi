@@ -16,7 +16,7 @@ cdef extern from "_lanes.h" nogil:
         const int32_t* Y_ids
         const Py_ssize_t* lengths
         const void* h0
-        Py_ssize_t N, n_T, T_y, n_order
+        Py_ssize_t N, n_T, T_y, n_order, order_stride
         const Py_ssize_t* orders
         Py_ssize_t batch_size, chunk_length, begin, end, chunk_begin, max_updates
         int kind
@@ -73,7 +73,8 @@ cdef void _lanes_net(rnn_fast_lanes* j, spec, layout) except *:
 
 def train_many(spec, layout,
                data,       # X (N, T, I) or (N, T) ids, Y (N, T or 1, O) or ids, lengths (N,),
-                           # h0 (N, H), orders (n_lanes, n_order): each lane's order
+                           # h0 (N, H), orders (n_lanes, n_order): each lane's order,
+                           # or (1, n_order): every lane's
                pack,       # IN/OUT the lanes: theta (B, P, W), slots (B, n_slots, P, W),
                            # lr (B, P, W), hyper (n_lanes, 3), step, done (n_lanes,) intp,
                            # alive (n_lanes,) int32, carry (B, batch_size, H, W)
@@ -95,6 +96,7 @@ def train_many(spec, layout,
     cdef Data d = _data(j.input_ids, j.target_ids, X, Y, lengths, orders[0], itemsize)
     j.X, j.X_ids, j.Y, j.Y_ids, j.lengths = d.X, d.X_ids, d.Y, d.Y_ids, d.lengths
     j.N, j.n_T, j.T_y, j.n_order = d.N, d.T, d.T_y, orders.shape[1]
+    j.order_stride = 0 if orders.shape[0] == 1 else j.n_order
     j.h0 = _address(h0, itemsize)
     j.orders = <const Py_ssize_t*>_address(orders, sizeof(Py_ssize_t))
     j.batch_size, j.chunk_length = steps.batch_size, steps.chunk_length
@@ -112,7 +114,7 @@ def train_many(spec, layout,
     shapes = {"theta": (n_blocks, j.P, W), "slots": (n_blocks, j.n_slots, j.P, W),
               "lr": (n_blocks, j.P, W), "hyper": (n_lanes, 3), "done": (n_lanes,),
               "alive": (n_lanes,), "carry": (n_blocks, j.batch_size, j.H, W),
-              "orders": (n_lanes, j.n_order)}
+              "orders": (n_lanes if len(orders) > 1 else 1, j.n_order)}
     given = dict(vars(pack), orders=orders)
     for name, shape in shapes.items():
         if tuple(np.shape(given[name])) != shape:

@@ -146,8 +146,11 @@ def run(models, plans, watch):
     plan, o = plans[0], plans[0].options
     runs = [_fit._new_run(model, p) for model, p in zip(models, plans)]
     lanes = Lanes.of(plans, runs)
-    orders = np.stack([plans[min(k, len(plans) - 1)].order
-                       for k in range(len(lanes.step))]).astype(np.intp)
+    if all(p.order is plan.order for p in plans):  # one row for all (no shuffle)
+        orders = np.ascontiguousarray(plan.order[None], dtype=np.intp)
+    else:
+        orders = np.stack([plans[min(k, len(plans) - 1)].order
+                           for k in range(len(lanes.step))]).astype(np.intp, copy=False)
     stops = [_fit._epoch_ends(plan)] if plan.held_out is not None else []
     if o["validate_every"]:
         stops.append(np.arange(o["validate_every"], plan.n_updates, o["validate_every"]))

@@ -772,7 +772,7 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     T *theta = (T *)j->theta + block * PW;
     T *slots = (T *)j->slots + block * j->n_slots * PW;
     T *carry = (T *)j->carry + block * j->batch_size * H * W;
-    const ptrdiff_t *orders = j->orders + block * W * j->n_order;
+    const ptrdiff_t *orders = j->orders + block * W * j->order_stride;
     /* the lanes' counters live here during the call and are written back once: another
      * thread's block may share their cache lines */
     ptrdiff_t step[W], done[W];
@@ -823,7 +823,7 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
             if (ch == 0)
                 LANES(l) if (alive[l]) for (k = 0; k < H; k++)
                     carry[(r * H + k) * W + l] =
-                        ((const T *)j->h0)[orders[l * j->n_order + first + r] * H + k];
+                        ((const T *)j->h0)[orders[l * j->order_stride + first + r] * H + k];
         }
         n_chunks = (max_len + j->chunk_length - 1) / j->chunk_length;
         for (; ch < n_chunks; ch++) {
@@ -835,7 +835,7 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
             }
             LANES(l) c.loss[l] = 0;
             for (r = 0; r < count; r++) {
-                LANES(l) c.seq[l] = orders[l * j->n_order + first + r];
+                LANES(l) c.seq[l] = orders[l * j->order_stride + first + r];
                 len = j->lengths[c.seq[0]];
                 for (i = 0; i < H * W; i++)
                     c.hs[i] = carry[r * H * W + i];

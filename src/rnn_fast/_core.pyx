@@ -368,7 +368,7 @@ cdef struct Scratch:  # a schedule's scratch arrays (_Scratch); NULL where it ha
     void* work           # loops: (3 GH + H,) ax, ah, the GRU's da_ih and dh_skip
     void* W_hh_T         # loops: (GH, H)
     void* dzs            # pair: (T, O) dL/dz rows
-    void* zys            # loops: (T, 2 O) the target steps' z and y rows
+    void* zys            # loops: (2 T, O) the target steps' z rows, then their y rows
     void* step_losses    # pair: (T,)
     void* W_hy_T         # pair, BLAS: (O, H)
     void* Hs             # BLAS, and the rest: see _batch.pxi

@@ -73,6 +73,9 @@ cdef floating _sequence_bptt(
     cdef floating* cs = <floating*>ws.cs
     cdef floating* das = <floating*>ws.das
     cdef floating* zys = <floating*>ws.zys
+    cdef floating* ys = zys + n_steps * net.O
+    cdef Py_ssize_t k0 = n_steps
+    cdef bint sigmoid = net.readout and net.output == SIGMOID
     cdef floating* dh = <floating*>ws.dh
     cdef floating* dc = dh + H if lstm else NULL
     cdef floating* work = <floating*>ws.work
@@ -86,15 +89,27 @@ cdef floating _sequence_bptt(
     _sequence_forward(net, w, d, ws, n, t0, n_steps, hs)
     clock = _lap(ws.timers, PHASE_FORWARD, clock)
 
-    for k in range(n_steps):  # the outputs first, where their exps wait on no gradient
+    # the outputs first, where their exps wait on no gradient: z rows, then y rows (the
+    # target steps are k0 .. n_steps - 1, so sigmoids are one row; the same bits)
+    for k in range(n_steps):
         if _has_target(net, d, &tg, t0 + k):
-            _readout(net, w, hs + (k + 1) * H, zys + 2 * k * n_out, zys + (2 * k + 1) * n_out)
+            k0 = min(k0, k)
+            if sigmoid:
+                _readout_z(net, w, hs + (k + 1) * H, zys + k * n_out)
+            else:
+                _readout(net, w, hs + (k + 1) * H, zys + k * n_out, ys + k * n_out)
+    if sigmoid and k0 < n_steps:
+        _copy(zys + k0 * n_out, (n_steps - k0) * n_out, ys + k0 * n_out)
+        if floating is double:
+            rnn_fast_sigmoid_row_f64_body(ys + k0 * n_out, NULL, (n_steps - k0) * n_out)
+        else:
+            rnn_fast_sigmoid_row_f32_body(ys + k0 * n_out, NULL, (n_steps - k0) * n_out)
     _zero(dh, 2 * H if lstm else H)  # dL/dh_t (and dL/dc_t), flowing back from step t + 1
     for k in range(n_steps - 1, -1, -1):
         t = t0 + k
         if _has_target(net, d, &tg, t):
             loss += _output_grads(net, w, g, d, &tg, hs + (k + 1) * H, scale,
-                                  zys + 2 * k * n_out, <floating*>ws.zyd, dh)
+                                  zys + k * n_out, ys + k * n_out, <floating*>ws.zyd, dh)
         da_ih = work + 2 * GH if net.cell == GRU else das + k * GH
         _cell_backward(net, dh, dc, <floating*>ws.gs + k * GW if gated else hs + (k + 1) * H,
                        hs + k * H, cs + k * H if lstm else NULL, das + k * GH, da_ih,

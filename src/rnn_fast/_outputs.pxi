@@ -50,13 +50,27 @@ cdef inline void _readout(
     floating* z_out, floating* y_out,  # OUT (O,) z_t = h_t W_hy + b_y (or h_t), y_t = g(z_t)
 ) noexcept nogil:
     """z_t and y_t of one step: the readout, or h_t itself."""
+    cdef Py_ssize_t o
+    _readout_z(net, w, h, z_out)
+    if not net.readout:
+        for o in range(net.O):
+            y_out[o] = z_out[o]
+        return
+    _output_activation(net, z_out, y_out)
+
+
+cdef inline void _readout_z(
+    const Net* net, const Weights* w,
+    const floating* h,                # IN (H,) h_t
+    floating* z_out,                  # OUT (O,) z_t = h_t W_hy + b_y (or h_t)
+) noexcept nogil:
+    """_readout's z_t alone."""
     cdef Py_ssize_t o, n_out = net.O
     cdef const floating* W_hy = <const floating*>w.W_hy
     cdef const floating* b_y = <const floating*>w.b_y
     if not net.readout:
         for o in range(n_out):
             z_out[o] = h[o]
-            y_out[o] = z_out[o]
         return
     if n_out == 1:  # one output (the seeds'): a dot product, off one chain of additions
         if floating is double:
@@ -69,7 +83,6 @@ cdef inline void _readout(
     if net.bias:
         for o in range(n_out):
             z_out[o] += b_y[o]
-    _output_activation(net, z_out, y_out)
 
 
 cdef struct Target:  # one target step of a sequence
@@ -189,7 +202,8 @@ cdef floating _output_grads(
     const Net* net, const Weights* w, Weights* g, const Data* d, const Target* tg,
     const floating* h,                # IN (H,) h_t, a step with a target
     floating scale,
-    const floating* zy,               # IN (2 O,) its z and y (_readout)
+    const floating* z,                # IN (O,) its z and y (_readout)
+    const floating* y,
     floating* dz,                     # scratch (O,)
     floating* dh,                     # IN/OUT (H,) += dL/dh_t through the output
 ) noexcept nogil:
@@ -200,7 +214,7 @@ cdef floating _output_grads(
     cdef const floating* W_hy = <const floating*>w.W_hy
     cdef floating* dW_hy = <floating*>g.W_hy
     cdef floating* db_y = <floating*>g.b_y
-    loss = _output_loss_and_delta(net, d, tg, zy, zy + n_out, dz)
+    loss = _output_loss_and_delta(net, d, tg, z, y, dz)
     for o in range(n_out):
         dz[o] = scale * dz[o]
     if not net.readout:  # the output is h_t itself

@@ -90,7 +90,8 @@ cdef Py_ssize_t BLOCK_ROWS = 512
 # A batch of two or more sequences steps on W_hh packed once per call (_products.h's
 # gemm_packed) where a step's product has more multiply-adds (batch x H x GH) than this:
 # there BLAS's packing of W_hh at every step costs more than our tiles lose to its
-# kernels; below, BLAS's small GEMMs are faster. (RNN_FAST_SMALL_GEMM_MACS, 2^21.)
+# kernels; below, BLAS's small GEMMs are faster. (RNN_FAST_SMALL_GEMM_MACS, 2^21.) A
+# batch of 16 rows or more at H >= 64 packs from 1/32 of it (_rows.pxi's _packs).
 cdef Py_ssize_t _packed_min_macs = 1 << 21
 
 

@@ -166,6 +166,18 @@ def assert_close(actual, desired, dtype, what, scale=None, rtol=None):
     np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), desired,
                                rtol=rtol, atol=rtol * scale, err_msg=what)
 
+def readout_scale(model, H, Y):
+    """The size of the readout's terms, |h| |W_hy| + |b_y|, at its largest (or of Y
+    itself): a readout that cancels to a small z is held to rounding of its terms, not
+    of z (an LSTM float32 output of -1.8e-4 from terms of ~0.05 was 2e-5 apart)."""
+    if "W_hy" not in model.params:
+        return None
+    terms = np.abs(H.astype(np.float64)) @ np.abs(model.params["W_hy"].astype(np.float64))
+    if "b_y" in model.params:
+        terms = terms + np.abs(model.params["b_y"].astype(np.float64))
+    return max(float(np.max(terms, initial=0.0)), float(np.max(np.abs(Y), initial=1e-300)))
+
+
 # Configurations whose units can saturate (tanh or sigmoid hidden units, a sigmoid or
 # softmax readout), for the equivalence tests with large inputs and readout weights.
 SATURATING_CONFIGS = [c for c in CONFIGS if c["hidden_activation"] in ("tanh", "sigmoid")

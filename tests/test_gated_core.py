@@ -16,7 +16,15 @@ import types
 
 import numpy as np
 import pytest
-from conftest import GATED_CONFIGS, assert_close, core_clone, core_path, make_data, twin_models
+from conftest import (
+    GATED_CONFIGS,
+    assert_close,
+    core_clone,
+    core_path,
+    make_data,
+    readout_scale,
+    twin_models,
+)
 from conftest import initial_state as _initial_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -103,18 +111,6 @@ def test_loss_and_grads_match_reference(path, p):
     for name in grads_ref:
         assert grads_fast[name].dtype == np.dtype(p["dtype"])
         assert_close(grads_fast[name], grads_ref[name], p["dtype"], f"d{name}, {p}", scale)
-
-
-def readout_scale(model, H, Y):
-    """The size of the readout's terms, |h| |W_hy| + |b_y|, at its largest (or of Y
-    itself): a readout that cancels to a small z is held to rounding of its terms, not
-    of z (an LSTM float32 output of -1.8e-4 from terms of ~0.05 was 2e-5 apart)."""
-    if "W_hy" not in model.params:
-        return None
-    terms = np.abs(H.astype(np.float64)) @ np.abs(model.params["W_hy"].astype(np.float64))
-    if "b_y" in model.params:
-        terms = terms + np.abs(model.params["b_y"].astype(np.float64))
-    return max(float(np.max(terms, initial=0.0)), float(np.max(np.abs(Y), initial=1e-300)))
 
 
 @SETTINGS

@@ -380,7 +380,7 @@ cdef struct Scratch:  # a schedule's scratch arrays (_Scratch); NULL where it ha
     void* DAb
     void* Ex
     void* dh             # dL/dh (and an LSTM's dL/dc) flowing back: (H or B H [x 2],)
-    void* zyd            # (3 O,) a step's z, y and dz
+    void* zyd            # (3 O,) a step's z, y and dz (the hand loops' BPTT: dz alone)
     void* Wp             # BLAS, large batches (_packs): W_hh packed in panels (_pack)
     void* WpT            # and W_hh^T
     Py_ssize_t block     # BLAS: steps per GEMM block

@@ -73,7 +73,7 @@ cdef floating _sequence_bptt(
     cdef floating* cs = <floating*>ws.cs
     cdef floating* das = <floating*>ws.das
     cdef floating* zys = <floating*>ws.zys
-    cdef floating* ys = zys + n_steps * net.O
+    cdef floating* ys = zys + n_steps * n_out
     cdef Py_ssize_t k0 = n_steps
     cdef bint sigmoid = net.readout and net.output == SIGMOID
     cdef floating* dh = <floating*>ws.dh

@@ -65,6 +65,27 @@ def test_ctrl_c_stops_a_fit_with_the_default_options(backend):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_ctrl_c_in_the_last_kernel_call_is_raised(backend):
+    """A loop of one-update fits (batches streamed from a task) spends its time inside
+    them: a Ctrl-C in a fit's last kernel call must stop the loop, not vanish because
+    the fit had no update left to make."""
+    X, Y = tasks.binary_addition(50, bits=4, seed=0)
+    model = adder(backend, hidden=8)
+
+    def callback(model, info):  # after the last update, inside the fit
+        if info["update"] == info["updates"]:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted, match="had made all its updates") as info:
+        model.fit(X, Y, optimizer=backend.SGD(lr=0.1), callback=callback)
+    assert info.value.updates == 50 and len(info.value.history["batch_loss"]) == 50
+    assert len(info.value.history["loss"]) == 1  # the history of a whole fit
+    whole = adder(backend, hidden=8)
+    whole.fit(X, Y, optimizer=backend.SGD(lr=0.1))
+    np.testing.assert_array_equal(model.theta, whole.theta)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_stop_ends_a_fit_in_another_thread(backend):
     X, Y = long_fit_data(backend)
     model = adder(backend)

@@ -551,12 +551,16 @@ def _outcome(plan, run, start):
             f"{first}): the loss, a gradient or an update is not finite. The model holds "
             "the parameters of the last finite update; try a smaller learning rate or "
             "clip_norm.", epoch=epoch, sample=int(first), history=history)
-    if run.interrupted and u < plan.stop:
+    # Ctrl-C in the last kernel call is still raised, though the fit is whole: a loop
+    # of short fits (one update per batch of a stream) spends its time in them
+    if run.interrupted == "Ctrl-C" or (run.interrupted and u < plan.stop):
         checkpoint = o["checkpoint"]
         where = f"; checkpoint written to {checkpoint}" if checkpoint is not None else ""
         how = "stopped by model.stop()" if run.interrupted == "stop" else "interrupted"
-        raise TrainingInterrupted(f"training {how} after update {u} of {plan.n_updates}{where}",
-                                  updates=u, history=history, checkpoint=checkpoint)
+        whole = " (the fit had made all its updates)" if u == plan.stop else ""
+        raise TrainingInterrupted(f"training {how} after update {u} of {plan.n_updates}"
+                                  f"{whole}{where}", updates=u, history=history,
+                                  checkpoint=checkpoint)
     return history
 
 

@@ -814,7 +814,9 @@ class RNN:
             the last finite update.
         TrainingInterrupted
             On Ctrl-C (in the main thread) or ``stop()``; the model keeps the state of
-            the last update made.
+            the last update made. Ctrl-C during the fit's last kernel call raises it
+            too, after the fit has made all its updates (``.history`` is whole), so a
+            loop of short fits stops.
 
         Notes
         -----

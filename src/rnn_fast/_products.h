@@ -80,45 +80,55 @@ static inline ptrdiff_t rnn_fast_first_short_row(ptrdiff_t K, ptrdiff_t L, ptrdi
     return rem == V ? K : i < 0 ? 0 : i;
 }
 
-#define RNN_FAST_GEMV(SFX, T, TI)                                                      \
-    typedef T rnn_fast_vec_##SFX                                                       \
-        __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));               \
-    typedef TI rnn_fast_ivec_##SFX __attribute__((vector_size(64)));                   \
+/* A vector of VB bytes of T (rnn_fast_vec_VFX), and what the kernels do with it: the
+ * products' 64-byte vectors (one register with AVX-512, two with AVX2), and gemm_packed's
+ * 32-byte ones for the clones with 16 vector registers */
+#define RNN_FAST_VECTOR(VFX, SFX, T, VB)                                               \
+    typedef T rnn_fast_vec_##VFX                                                       \
+        __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias));               \
                                                                                        \
     /* a b + c in each lane, rounded once */                                           \
-    RNN_FAST_BODY rnn_fast_vec_##SFX rnn_fast_vfma_##SFX(                              \
-        rnn_fast_vec_##SFX a, rnn_fast_vec_##SFX b, rnn_fast_vec_##SFX c)              \
+    RNN_FAST_BODY rnn_fast_vec_##VFX rnn_fast_vfma_##VFX(                              \
+        rnn_fast_vec_##VFX a, rnn_fast_vec_##VFX b, rnn_fast_vec_##VFX c)              \
     {                                                                                  \
-        rnn_fast_vec_##SFX r;                                                          \
+        rnn_fast_vec_##VFX r;                                                          \
         int l;                                                                         \
-        for (l = 0; l < (int)(64 / sizeof(T)); l++)                                    \
+        for (l = 0; l < (int)(VB / sizeof(T)); l++)                                    \
             r[l] = RNN_FAST_FMA_##SFX(a[l], b[l], c[l]);                               \
         return r;                                                                      \
     }                                                                                  \
                                                                                        \
-    RNN_FAST_BODY rnn_fast_vec_##SFX rnn_fast_broadcast_##SFX(T x)                     \
+    RNN_FAST_BODY rnn_fast_vec_##VFX rnn_fast_broadcast_##VFX(T x)                     \
     {                                                                                  \
-        rnn_fast_vec_##SFX r;                                                          \
+        rnn_fast_vec_##VFX r;                                                          \
         int l;                                                                         \
-        for (l = 0; l < (int)(64 / sizeof(T)); l++)                                    \
+        for (l = 0; l < (int)(VB / sizeof(T)); l++)                                    \
             r[l] = x;                                                                  \
         return r;                                                                      \
     }                                                                                  \
                                                                                        \
     /* the first `rem` lanes from p, zeros after them (the end of an array); through   \
      * memory: built lane by lane, GCC would split every sum it enters into lanes */   \
-    RNN_FAST_BODY rnn_fast_vec_##SFX rnn_fast_load_part_##SFX(const T *p, int rem)     \
+    RNN_FAST_BODY rnn_fast_vec_##VFX rnn_fast_load_part_##VFX(const T *p, int rem)     \
     {                                                                                  \
-        rnn_fast_vec_##SFX x = rnn_fast_broadcast_##SFX(0);                            \
+        rnn_fast_vec_##VFX x = rnn_fast_broadcast_##VFX(0);                            \
         __builtin_memcpy(&x, p, (size_t)rem * sizeof(T));                              \
         return x;                                                                      \
     }                                                                                  \
                                                                                        \
     /* the first `rem` lanes of x to p */                                              \
-    RNN_FAST_BODY void rnn_fast_store_part_##SFX(T *p, rnn_fast_vec_##SFX x, int rem)  \
+    RNN_FAST_BODY void rnn_fast_store_part_##VFX(T *p, rnn_fast_vec_##VFX x, int rem)  \
     {                                                                                  \
         __builtin_memcpy(p, &x, (size_t)rem * sizeof(T));                              \
-    }                                                                                  \
+    }
+
+RNN_FAST_VECTOR(f64, f64, double, 64)
+RNN_FAST_VECTOR(f32, f32, float, 64)
+RNN_FAST_VECTOR(f64x4, f64, double, 32)
+RNN_FAST_VECTOR(f32x8, f32, float, 32)
+
+#define RNN_FAST_GEMV(SFX, T, TI)                                                      \
+    typedef TI rnn_fast_ivec_##SFX __attribute__((vector_size(64)));                   \
                                                                                        \
     /* rows i0 .. i0 + nr - 1 of gemm_n (nr <= RNN_FAST_GEMM_ROWS, A already at row    \
      * i0, C at its row i0) over n vectors of C from column j0 (nr n <= 16), the last  \
@@ -326,9 +336,8 @@ RNN_FAST_GEMV_T(f32, float)
  * oneDNN's RNNs and of "Persistent RNNs", Diamos et al. 2016: BLAS packs its operand
  * again at every call, 24 % of an LSTM's BPTT at hidden 512). Each C[i, j] is
  * gemm_n's one chain of fma down k, blocked by RNN_FAST_PACKED_KC rows of the panel (in
- * L1) with the partial sums stored and reloaded exactly: gemm_n's bits. Tiles of 24
- * vectors (12 rows x 2 float32 vectors, 6 x 4 float64) where the clone has 32 vector
- * registers (AVX-512), else 8. */
+ * L1) with the partial sums stored and reloaded exactly: gemm_n's bits, whatever the
+ * tile (rnn_fast_packed_tile_*, below). */
 #define RNN_FAST_PANEL 32      /* columns of a panel: 2 vectors of float32, 4 of float64 */
 #define RNN_FAST_PACKED_KC(T) ((ptrdiff_t)(32768 / (RNN_FAST_PANEL * sizeof(T)))) /* panel\
     rows per pass: 32 KB, in L1 (256 float32, 128 float64) */
@@ -341,11 +350,70 @@ static inline ptrdiff_t rnn_fast_packed_size(ptrdiff_t K, ptrdiff_t L)
     return (L + RNN_FAST_PANEL - 1) / RNN_FAST_PANEL * RNN_FAST_PANEL * K;
 }
 
-#define RNN_FAST_PACKED_TILE(SFX, MR)                                                  \
-    rnn_fast_packed_tile_##SFX(A + i * K, K, MR, panel, k0, k1, C + i * L + j0, L, load, \
-                               cols)
+/* a tile of `NAME`'s MR rows at row i, the columns c0 .. of panel j0 */
+#define RNN_FAST_PACKED_TILE(NAME, MR)                                                 \
+    NAME(A + i * K, K, MR, panel + c0, k0, k1, C + i * L + j0 + c0, L, load, cols - c0)
 
-#define RNN_FAST_PACKED(SFX, T)                                                        \
+/* rnn_fast_packed_tile_VFX: rows 0 .. mr - 1 (mr <= MAXR) of C (ldc apart), NV vectors
+ * of VB bytes of its columns from where C and `panel` (a panel's column, rows
+ * RNN_FAST_PANEL apart) point, `cols` of them C's (the rest the panel's padding), sums
+ * over panel rows k0 .. k1 - 1 from C's values (load) or +0 */
+#define RNN_FAST_PACKED_TILE_KERNEL(VFX, T, VB, NV, MAXR)                              \
+    RNN_FAST_BODY void rnn_fast_packed_tile_##VFX(                                     \
+        const T *restrict A, ptrdiff_t lda, int mr, const T *restrict panel,           \
+        ptrdiff_t k0, ptrdiff_t k1, T *restrict C, ptrdiff_t ldc, int load, int cols)  \
+    {                                                                                  \
+        enum { V = VB / sizeof(T) };                                                   \
+        const int whole = cols >= NV * V;                                              \
+        rnn_fast_vec_##VFX acc[MAXR][NV], b[NV];                                       \
+        ptrdiff_t k;                                                                   \
+        int r, c;                                                                      \
+        _Pragma("GCC unroll 12")                                                       \
+        for (r = 0; r < MAXR; r++)                                                     \
+            _Pragma("GCC unroll 4")                                                    \
+            for (c = 0; c < NV; c++)                                                   \
+                if (r < mr) {                                                          \
+                    const int lanes = cols - c * V < 0 ? 0 : cols - c * V > V ? V : cols - c * V;\
+                    acc[r][c] = !load ? rnn_fast_broadcast_##VFX(0)                    \
+                                : whole ? *(const rnn_fast_vec_##VFX *)(C + r * ldc + c * V)\
+                                        : rnn_fast_load_part_##VFX(C + r * ldc + c * V, lanes);\
+                }                                                                      \
+        for (k = k0; k < k1; k++) {                                                    \
+            _Pragma("GCC unroll 4")                                                    \
+            for (c = 0; c < NV; c++)                                                   \
+                b[c] = *(const rnn_fast_vec_##VFX *)(panel + k * RNN_FAST_PANEL + c * V);\
+            _Pragma("GCC unroll 12")                                                   \
+            for (r = 0; r < MAXR; r++)                                                 \
+                if (r < mr) {                                                          \
+                    const rnn_fast_vec_##VFX x = rnn_fast_broadcast_##VFX(A[r * lda + k]);\
+                    _Pragma("GCC unroll 4")                                            \
+                    for (c = 0; c < NV; c++)                                           \
+                        acc[r][c] = rnn_fast_vfma_##VFX(x, b[c], acc[r][c]);           \
+                }                                                                      \
+        }                                                                              \
+        _Pragma("GCC unroll 12")                                                       \
+        for (r = 0; r < MAXR; r++)                                                     \
+            _Pragma("GCC unroll 4")                                                    \
+            for (c = 0; c < NV; c++)                                                   \
+                if (r < mr) {                                                          \
+                    const int lanes = cols - c * V < 0 ? 0 : cols - c * V > V ? V : cols - c * V;\
+                    if (whole)                                                         \
+                        *(rnn_fast_vec_##VFX *)(C + r * ldc + c * V) = acc[r][c];      \
+                    else                                                               \
+                        rnn_fast_store_part_##VFX(C + r * ldc + c * V, acc[r][c], lanes);\
+                }                                                                      \
+    }
+
+/* 24 sums of 64 bytes in registers where the clone has 32 (the whole panel: 12 rows x
+ * 2 float32 vectors, 6 x 4 float64), else 12 of 32 bytes (6 rows x 2 vectors, a half or
+ * a quarter of the panel; as many 64-byte sums would spill out of 16 registers, and
+ * did: 2.5-3x slower than BLAS on Zen 3) */
+RNN_FAST_PACKED_TILE_KERNEL(f32, float, 64, 2, 12)
+RNN_FAST_PACKED_TILE_KERNEL(f64, double, 64, 4, 6)
+RNN_FAST_PACKED_TILE_KERNEL(f32x8, float, 32, 2, 6)
+RNN_FAST_PACKED_TILE_KERNEL(f64x4, double, 32, 2, 6)
+
+#define RNN_FAST_PACKED(SFX, T, NARROW)                                                \
     /* P (rnn_fast_packed_size(K, L)) = M (K x L), or the transpose of M (L x K) */    \
     static void rnn_fast_pack_panels_##SFX(const T *M, ptrdiff_t K, ptrdiff_t L,       \
                                            int transpose, T *P)                        \
@@ -365,62 +433,14 @@ static inline ptrdiff_t rnn_fast_packed_size(ptrdiff_t K, ptrdiff_t L)
         }                                                                              \
     }                                                                                  \
                                                                                        \
-    /* rows i .. i + mr - 1 of C, the panel's columns j0 .. j0 + cols - 1, panel rows  \
-     * k0 .. k1 - 1, from C's values (load) or +0 */                                   \
-    RNN_FAST_BODY void rnn_fast_packed_tile_##SFX(                                     \
-        const T *restrict A, ptrdiff_t lda, int mr, const T *restrict panel,           \
-        ptrdiff_t k0, ptrdiff_t k1, T *restrict C, ptrdiff_t ldc, int load, int cols)  \
-    {                                                                                  \
-        enum { V = 64 / sizeof(T), NV = RNN_FAST_PANEL / V };                          \
-        rnn_fast_vec_##SFX acc[12][NV], b[NV];                                         \
-        ptrdiff_t k;                                                                   \
-        int r, c;                                                                      \
-        _Pragma("GCC unroll 12")                                                       \
-        for (r = 0; r < 12; r++)                                                       \
-            _Pragma("GCC unroll 4")                                                    \
-            for (c = 0; c < NV; c++)                                                   \
-                if (r < mr) {                                                          \
-                    const int lanes = cols - c * V < 0 ? 0 : cols - c * V > V ? V : cols - c * V;\
-                    acc[r][c] = !load ? rnn_fast_broadcast_##SFX(0)                    \
-                                : cols == RNN_FAST_PANEL                               \
-                                    ? *(const rnn_fast_vec_##SFX *)(C + r * ldc + c * V)\
-                                    : rnn_fast_load_part_##SFX(C + r * ldc + c * V, lanes);\
-                }                                                                      \
-        for (k = k0; k < k1; k++) {                                                    \
-            _Pragma("GCC unroll 4")                                                    \
-            for (c = 0; c < NV; c++)                                                   \
-                b[c] = *(const rnn_fast_vec_##SFX *)(panel + k * RNN_FAST_PANEL + c * V);\
-            _Pragma("GCC unroll 12")                                                   \
-            for (r = 0; r < 12; r++)                                                   \
-                if (r < mr) {                                                          \
-                    const rnn_fast_vec_##SFX x = rnn_fast_broadcast_##SFX(A[r * lda + k]);\
-                    _Pragma("GCC unroll 4")                                            \
-                    for (c = 0; c < NV; c++)                                           \
-                        acc[r][c] = rnn_fast_vfma_##SFX(x, b[c], acc[r][c]);           \
-                }                                                                      \
-        }                                                                              \
-        _Pragma("GCC unroll 12")                                                       \
-        for (r = 0; r < 12; r++)                                                       \
-            _Pragma("GCC unroll 4")                                                    \
-            for (c = 0; c < NV; c++)                                                   \
-                if (r < mr) {                                                          \
-                    const int lanes = cols - c * V < 0 ? 0 : cols - c * V > V ? V : cols - c * V;\
-                    if (cols == RNN_FAST_PANEL)                                        \
-                        *(rnn_fast_vec_##SFX *)(C + r * ldc + c * V) = acc[r][c];      \
-                    else                                                               \
-                        rnn_fast_store_part_##SFX(C + r * ldc + c * V, acc[r][c], lanes);\
-                }                                                                      \
-    }                                                                                  \
-                                                                                       \
     RNN_FAST_BODY void rnn_fast_gemm_packed_##SFX##_body(                              \
         const T *A, ptrdiff_t m, ptrdiff_t K, const T *P, ptrdiff_t L, int accumulate, \
         T *C)                                                                          \
     {                                                                                  \
-        /* 24 sums in registers with 32 (12 rows of 2 float32 vectors, 6 of 4 float64),\
-         * 8 with 16 */                                                                \
-        const ptrdiff_t NV = RNN_FAST_PANEL / (64 / sizeof(T));                        \
-        const ptrdiff_t max_rows = (rnn_fast_wide_registers ? 24 : 8) / NV;            \
-        ptrdiff_t k0, k1, j0, i, mr, n;                                                \
+        const int wide = rnn_fast_wide_registers;                                      \
+        const ptrdiff_t max_rows = wide ? 24 / (RNN_FAST_PANEL / (64 / sizeof(T))) : 6;\
+        const ptrdiff_t tile_cols = wide ? RNN_FAST_PANEL : 64 / sizeof(T);            \
+        ptrdiff_t k0, k1, j0, c0, i, mr, n;                                            \
         if (K == 0) {                                                                  \
             for (n = 0; n < m * L && !accumulate; n++)                                 \
                 C[n] = 0;                                                              \
@@ -432,24 +452,35 @@ static inline ptrdiff_t rnn_fast_packed_size(ptrdiff_t K, ptrdiff_t L)
             for (j0 = 0; j0 < L; j0 += RNN_FAST_PANEL) {                               \
                 const T *panel = P + j0 * K;                                           \
                 const int cols = L - j0 < RNN_FAST_PANEL ? (int)(L - j0) : RNN_FAST_PANEL;\
-                for (i = 0; i < m; i += mr) {                                          \
-                    mr = m - i >= max_rows ? max_rows : m - i >= 8 && max_rows > 8 ? 8 \
-                         : m - i >= 4 ? 4 : m - i >= 2 ? 2 : 1;                        \
-                    switch (mr) { /* constant counts: the sums stay in registers */    \
-                    case 12: RNN_FAST_PACKED_TILE(SFX, 12); break;                     \
-                    case 8: RNN_FAST_PACKED_TILE(SFX, 8); break;                       \
-                    case 6: RNN_FAST_PACKED_TILE(SFX, 6); break;                       \
-                    case 4: RNN_FAST_PACKED_TILE(SFX, 4); break;                       \
-                    case 2: RNN_FAST_PACKED_TILE(SFX, 2); break;                       \
-                    default: RNN_FAST_PACKED_TILE(SFX, 1);                             \
+                for (c0 = 0; c0 < cols; c0 += tile_cols)                               \
+                    for (i = 0; i < m; i += mr) {                                      \
+                        mr = m - i >= max_rows ? max_rows                              \
+                             : m - i >= 8 && max_rows > 8 ? 8                          \
+                             : m - i >= 4 ? 4 : m - i >= 2 ? 2 : 1;                    \
+                        /* constant counts: the sums stay in registers */              \
+                        if (wide)                                                      \
+                            switch (mr) {                                              \
+                            case 12: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 12); break;\
+                            case 8: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 8); break;\
+                            case 6: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 6); break;\
+                            case 4: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 4); break;\
+                            case 2: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 2); break;\
+                            default: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 1);\
+                            }                                                          \
+                        else                                                           \
+                            switch (mr) {                                              \
+                            case 6: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##NARROW, 6); break;\
+                            case 4: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##NARROW, 4); break;\
+                            case 2: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##NARROW, 2); break;\
+                            default: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##NARROW, 1);\
+                            }                                                          \
                     }                                                                  \
-                }                                                                      \
             }                                                                          \
         }                                                                              \
     }
 
-RNN_FAST_PACKED(f64, double)
-RNN_FAST_PACKED(f32, float)
+RNN_FAST_PACKED(f64, double, f64x4)
+RNN_FAST_PACKED(f32, float, f32x8)
 
 #define RNN_FAST_GEMV_KERNELS(X, SFX, T)                                               \
     X(gemm_n_##SFX, void, (const T *A, ptrdiff_t sa_i, ptrdiff_t sa_k, ptrdiff_t m,    \

@@ -38,35 +38,39 @@
  * Rapids). */
 #define RNN_FAST_SMALL_GEMM_MACS ((ptrdiff_t)1 << 21)
 
+/* the active clone has 32 vector registers (AVX-512), where tiles of 64-byte vectors
+ * fit; else 16 (set with the clone, by _simd.h's rnn_fast_use_clone) */
+static int rnn_fast_wide_registers = 0;
+
 #define RNN_FAST_GEMV_TILE 16 /* gemm_n: vectors of C summed at once, at most */
 #define RNN_FAST_GEMM_ROWS 4  /* gemm_n: rows of C summed at once, at most */
 #define RNN_FAST_GEMV_ROWS 8  /* gemm_t: rows of M summed at once, at most */
 
 /* the tile and row calls of the kernels below, with a constant count */
-#define RNN_FAST_GEMM_N_TILE(SFX, NR, N)                                               \
-    rnn_fast_gemm_n_tile_##SFX(a, sa_i, sa_k, NR, M, K, L, j, N, (int)rem, accumulate, c)
+#define RNN_FAST_GEMM_N_TILE(VFX, NR, N)                                               \
+    rnn_fast_gemm_n_tile_##VFX(a, sa_i, sa_k, NR, M, K, L, j, N, (int)rem, accumulate, c)
 #define RNN_FAST_GEMV_T_ROWS(SFX, N)                                                   \
     rnn_fast_gemv_t_rows_##SFX(v, M, R, C, i, N, x_end, accumulate, out)
 
 /* gemm_n_tile's row i of M: its vectors (where a whole last vector would read past M's
  * end, LAST, just its `rem` lanes), each times row r's A[r, i] added to the row's sums */
-#define RNN_FAST_GEMM_N_STEP(SFX, T, LAST)                                             \
+#define RNN_FAST_GEMM_N_STEP(VFX, T, LAST)                                             \
     do {                                                                               \
         const T *row = M + i * L + j0;                                                 \
         _Pragma("GCC unroll 16")                                                       \
         for (c = 0; c < RNN_FAST_GEMV_TILE; c++)                                       \
             if (c < n)                                                                 \
-                b[c] = LAST && c == n - 1 ? rnn_fast_load_part_##SFX(row + c * V, rem) \
-                                          : *(const rnn_fast_vec_##SFX *)(row + c * V);\
+                b[c] = LAST && c == n - 1 ? rnn_fast_load_part_##VFX(row + c * V, rem) \
+                                          : *(const rnn_fast_vec_##VFX *)(row + c * V);\
         _Pragma("GCC unroll 4")                                                        \
         for (r = 0; r < RNN_FAST_GEMM_ROWS; r++)                                       \
             if (r < nr) {                                                              \
-                const rnn_fast_vec_##SFX x                                             \
-                    = rnn_fast_broadcast_##SFX(A[r * sa_i + i * sa_k]);                \
+                const rnn_fast_vec_##VFX x                                             \
+                    = rnn_fast_broadcast_##VFX(A[r * sa_i + i * sa_k]);                \
                 _Pragma("GCC unroll 16")                                               \
                 for (c = 0; c < RNN_FAST_GEMV_TILE; c++)                               \
                     if (c < n)                                                         \
-                        acc[r][c] = rnn_fast_vfma_##SFX(x, b[c], acc[r][c]);           \
+                        acc[r][c] = rnn_fast_vfma_##VFX(x, b[c], acc[r][c]);           \
             }                                                                          \
     } while (0)
 
@@ -127,21 +131,20 @@ RNN_FAST_VECTOR(f32, f32, float, 64)
 RNN_FAST_VECTOR(f64x4, f64, double, 32)
 RNN_FAST_VECTOR(f32x8, f32, float, 32)
 
-#define RNN_FAST_GEMV(SFX, T, TI)                                                      \
-    typedef TI rnn_fast_ivec_##SFX __attribute__((vector_size(64)));                   \
-                                                                                       \
+/* rnn_fast_gemm_n_tile_VFX: gemm_n's tiles in vectors of VB bytes */
+#define RNN_FAST_GEMM_N_TILE_KERNEL(VFX, T, VB)                                        \
     /* rows i0 .. i0 + nr - 1 of gemm_n (nr <= RNN_FAST_GEMM_ROWS, A already at row    \
      * i0, C at its row i0) over n vectors of C from column j0 (nr n <= 16), the last  \
      * with `rem` columns: its loads read on into M's next row (lanes never stored,    \
      * and lanes never mix), but where a whole vector would read past M's end */       \
-    RNN_FAST_BODY void rnn_fast_gemm_n_tile_##SFX(                                     \
+    RNN_FAST_BODY void rnn_fast_gemm_n_tile_##VFX(                                     \
         const T *restrict A, ptrdiff_t sa_i, ptrdiff_t sa_k, int nr,                   \
         const T *restrict M, ptrdiff_t K, ptrdiff_t L, ptrdiff_t j0, int n, int rem,   \
         int accumulate, T *restrict C)                                                 \
     {                                                                                  \
-        const int V = (int)(64 / sizeof(T));                                           \
+        const int V = (int)(VB / sizeof(T));                                           \
         const ptrdiff_t i_short = rnn_fast_first_short_row(K, L, V, rem);              \
-        rnn_fast_vec_##SFX acc[RNN_FAST_GEMM_ROWS][RNN_FAST_GEMV_TILE], b[RNN_FAST_GEMV_TILE];\
+        rnn_fast_vec_##VFX acc[RNN_FAST_GEMM_ROWS][RNN_FAST_GEMV_TILE], b[RNN_FAST_GEMV_TILE];\
         ptrdiff_t i;                                                                   \
         int r, c;                                                                      \
         _Pragma("GCC unroll 4")                                                        \
@@ -150,33 +153,44 @@ RNN_FAST_VECTOR(f32x8, f32, float, 32)
             for (c = 0; c < RNN_FAST_GEMV_TILE; c++)                                   \
                 if (r < nr && c < n) {                                                 \
                     const T *o = C + r * L + j0 + c * V;                               \
-                    acc[r][c] = !accumulate ? rnn_fast_broadcast_##SFX(0)              \
-                                : c == n - 1 ? rnn_fast_load_part_##SFX(o, rem)        \
-                                             : *(const rnn_fast_vec_##SFX *)o;         \
+                    acc[r][c] = !accumulate ? rnn_fast_broadcast_##VFX(0)              \
+                                : c == n - 1 ? rnn_fast_load_part_##VFX(o, rem)        \
+                                             : *(const rnn_fast_vec_##VFX *)o;         \
                 }                                                                      \
         for (i = 0; i < i_short; i++)                                                  \
-            RNN_FAST_GEMM_N_STEP(SFX, T, 0);                                           \
+            RNN_FAST_GEMM_N_STEP(VFX, T, 0);                                           \
         for (; i < K; i++)                                                             \
-            RNN_FAST_GEMM_N_STEP(SFX, T, 1);                                           \
+            RNN_FAST_GEMM_N_STEP(VFX, T, 1);                                           \
         _Pragma("GCC unroll 4")                                                        \
         for (r = 0; r < RNN_FAST_GEMM_ROWS; r++)                                       \
             if (r < nr) {                                                              \
                 _Pragma("GCC unroll 16")                                               \
                 for (c = 0; c < RNN_FAST_GEMV_TILE; c++)                               \
                     if (c < n - 1)                                                     \
-                        *(rnn_fast_vec_##SFX *)(C + r * L + j0 + c * V) = acc[r][c];   \
-                rnn_fast_store_part_##SFX(C + r * L + j0 + (n - 1) * V, acc[r][n - 1], rem);\
+                        *(rnn_fast_vec_##VFX *)(C + r * L + j0 + c * V) = acc[r][c];   \
+                rnn_fast_store_part_##VFX(C + r * L + j0 + (n - 1) * V, acc[r][n - 1], rem);\
             }                                                                          \
-    }                                                                                  \
+    }
+
+RNN_FAST_GEMM_N_TILE_KERNEL(f64, double, 64)
+RNN_FAST_GEMM_N_TILE_KERNEL(f32, float, 64)
+RNN_FAST_GEMM_N_TILE_KERNEL(f64x4, double, 32)
+RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
+
+#define RNN_FAST_GEMV(SFX, T, TI, NARROW)                                                      \
+    typedef TI rnn_fast_ivec_##SFX __attribute__((vector_size(64)));                   \
                                                                                        \
     /* C (m x L) (+)= A M: A's entry (i, k) at A[i sa_i + k sa_k] (A or its transpose  \
-     * row-major), M (K x L) and C row-major. Tiles of 4 rows x 4 vectors, 2 x 8 or    \
-     * 1 x 16: 16 sums in registers, each M vector loaded once for the tile's rows. */ \
+     * row-major), M (K x L) and C row-major. With 32 vector registers, tiles of 4 rows \
+     * x 4 vectors of 64 bytes, 2 x 8 or 1 x 16: 16 sums in registers, each M vector   \
+     * loaded once for the tile's rows; with 16 (AVX2, baseline), 8 sums of 32 bytes   \
+     * (4 x 2, 2 x 4, 1 x 8): 16 of 64 bytes spilled, 3x slower on Zen 3. */           \
     RNN_FAST_BODY void rnn_fast_gemm_n_##SFX##_body(                                   \
         const T *A, ptrdiff_t sa_i, ptrdiff_t sa_k, ptrdiff_t m, const T *M,           \
         ptrdiff_t K, ptrdiff_t L, int accumulate, T *C)                                \
     {                                                                                  \
-        const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T));                               \
+        const int wide = rnn_fast_wide_registers;                                      \
+        const ptrdiff_t V = (ptrdiff_t)((wide ? 64 : 32) / sizeof(T));                 \
         ptrdiff_t i, j, n, nr, rem;                                                    \
         if (K == 0) {                                                                  \
             for (j = 0; j < m * L && !accumulate; j++)                                 \
@@ -189,29 +203,43 @@ RNN_FAST_VECTOR(f32x8, f32, float, 32)
             nr = m - i >= 4 ? 4 : m - i >= 2 ? 2 : 1;                                  \
             for (j = 0; j < L; j += n * V) {                                           \
                 const ptrdiff_t left = (L - j + V - 1) / V; /* vectors of C left */    \
-                n = nr == 4 ? (left >= 4 ? 4 : left)                                   \
-                    : nr == 2 ? (left >= 8 ? 8 : left >= 4 ? 4 : left)                 \
-                    : (left >= 16 ? 16 : left >= 12 ? 12 : left >= 8 ? 8               \
-                       : left >= 4 ? 4 : left);                                        \
+                const ptrdiff_t most = (wide ? 16 : 8) / nr;                           \
+                n = left >= most ? most : nr == 1 && left >= 12 && wide ? 12          \
+                    : nr == 1 && left >= 8 && wide ? 8 : nr <= 2 && left >= 4 ? 4 : left;\
                 rem = n == left ? L - j - (n - 1) * V : V; /* the last vector's */     \
-                switch (nr * 32 + n) { /* constant counts: the sums stay in registers */\
-                case 4 * 32 + 4: RNN_FAST_GEMM_N_TILE(SFX, 4, 4); break;               \
-                case 4 * 32 + 3: RNN_FAST_GEMM_N_TILE(SFX, 4, 3); break;               \
-                case 4 * 32 + 2: RNN_FAST_GEMM_N_TILE(SFX, 4, 2); break;               \
-                case 4 * 32 + 1: RNN_FAST_GEMM_N_TILE(SFX, 4, 1); break;               \
-                case 2 * 32 + 8: RNN_FAST_GEMM_N_TILE(SFX, 2, 8); break;               \
-                case 2 * 32 + 4: RNN_FAST_GEMM_N_TILE(SFX, 2, 4); break;               \
-                case 2 * 32 + 3: RNN_FAST_GEMM_N_TILE(SFX, 2, 3); break;               \
-                case 2 * 32 + 2: RNN_FAST_GEMM_N_TILE(SFX, 2, 2); break;               \
-                case 2 * 32 + 1: RNN_FAST_GEMM_N_TILE(SFX, 2, 1); break;               \
-                case 32 + 16: RNN_FAST_GEMM_N_TILE(SFX, 1, 16); break;                 \
-                case 32 + 12: RNN_FAST_GEMM_N_TILE(SFX, 1, 12); break;                 \
-                case 32 + 8: RNN_FAST_GEMM_N_TILE(SFX, 1, 8); break;                   \
-                case 32 + 4: RNN_FAST_GEMM_N_TILE(SFX, 1, 4); break;                   \
-                case 32 + 3: RNN_FAST_GEMM_N_TILE(SFX, 1, 3); break;                   \
-                case 32 + 2: RNN_FAST_GEMM_N_TILE(SFX, 1, 2); break;                   \
-                default: RNN_FAST_GEMM_N_TILE(SFX, 1, 1);                              \
-                }                                                                      \
+                if (wide)                                                              \
+                    switch (nr * 32 + n) { /* constant counts: sums in registers */    \
+                    case 4 * 32 + 4: RNN_FAST_GEMM_N_TILE(SFX, 4, 4); break;           \
+                    case 4 * 32 + 3: RNN_FAST_GEMM_N_TILE(SFX, 4, 3); break;           \
+                    case 4 * 32 + 2: RNN_FAST_GEMM_N_TILE(SFX, 4, 2); break;           \
+                    case 4 * 32 + 1: RNN_FAST_GEMM_N_TILE(SFX, 4, 1); break;           \
+                    case 2 * 32 + 8: RNN_FAST_GEMM_N_TILE(SFX, 2, 8); break;           \
+                    case 2 * 32 + 4: RNN_FAST_GEMM_N_TILE(SFX, 2, 4); break;           \
+                    case 2 * 32 + 3: RNN_FAST_GEMM_N_TILE(SFX, 2, 3); break;           \
+                    case 2 * 32 + 2: RNN_FAST_GEMM_N_TILE(SFX, 2, 2); break;           \
+                    case 2 * 32 + 1: RNN_FAST_GEMM_N_TILE(SFX, 2, 1); break;           \
+                    case 32 + 16: RNN_FAST_GEMM_N_TILE(SFX, 1, 16); break;             \
+                    case 32 + 12: RNN_FAST_GEMM_N_TILE(SFX, 1, 12); break;             \
+                    case 32 + 8: RNN_FAST_GEMM_N_TILE(SFX, 1, 8); break;               \
+                    case 32 + 4: RNN_FAST_GEMM_N_TILE(SFX, 1, 4); break;               \
+                    case 32 + 3: RNN_FAST_GEMM_N_TILE(SFX, 1, 3); break;               \
+                    case 32 + 2: RNN_FAST_GEMM_N_TILE(SFX, 1, 2); break;               \
+                    default: RNN_FAST_GEMM_N_TILE(SFX, 1, 1);                          \
+                    }                                                                  \
+                else                                                                   \
+                    switch (nr * 32 + n) {                                             \
+                    case 4 * 32 + 2: RNN_FAST_GEMM_N_TILE(NARROW, 4, 2); break;        \
+                    case 4 * 32 + 1: RNN_FAST_GEMM_N_TILE(NARROW, 4, 1); break;        \
+                    case 2 * 32 + 4: RNN_FAST_GEMM_N_TILE(NARROW, 2, 4); break;        \
+                    case 2 * 32 + 3: RNN_FAST_GEMM_N_TILE(NARROW, 2, 3); break;        \
+                    case 2 * 32 + 2: RNN_FAST_GEMM_N_TILE(NARROW, 2, 2); break;        \
+                    case 2 * 32 + 1: RNN_FAST_GEMM_N_TILE(NARROW, 2, 1); break;        \
+                    case 32 + 8: RNN_FAST_GEMM_N_TILE(NARROW, 1, 8); break;            \
+                    case 32 + 4: RNN_FAST_GEMM_N_TILE(NARROW, 1, 4); break;            \
+                    case 32 + 3: RNN_FAST_GEMM_N_TILE(NARROW, 1, 3); break;            \
+                    case 32 + 2: RNN_FAST_GEMM_N_TILE(NARROW, 1, 2); break;            \
+                    default: RNN_FAST_GEMM_N_TILE(NARROW, 1, 1);                       \
+                    }                                                                  \
             }                                                                          \
         }                                                                              \
     }
@@ -275,12 +303,14 @@ RNN_FAST_VECTOR(f32x8, f32, float, 32)
             }                                                                          \
     }                                                                                  \
                                                                                        \
-    /* C (m x R) (+)= A M^T, row by row (A: m x Cc, M: R x Cc, C row-major) */         \
+    /* C (m x R) (+)= A M^T, row by row (A: m x Cc, M: R x Cc, C row-major); rows of  \
+     * M 8 at a time with 32 vector registers, 4 with 16 (8 rows' sums spilled) */    \
     RNN_FAST_BODY void rnn_fast_gemm_t_##SFX##_body(                                   \
         const T *A, ptrdiff_t m, const T *M, ptrdiff_t R, ptrdiff_t C, int accumulate, \
         T *Out)                                                                        \
     {                                                                                  \
         const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T));                               \
+        const ptrdiff_t most = rnn_fast_wide_registers ? 8 : 4;                        \
         ptrdiff_t i, n, row;                                                           \
         for (row = 0; row < m; row++) {                                                \
             const T *v = A + row * C;                                                  \
@@ -288,7 +318,7 @@ RNN_FAST_VECTOR(f32x8, f32, float, 32)
             const rnn_fast_vec_##SFX x_end = rnn_fast_load_part_##SFX(v + C - C % V,   \
                                                                        (int)(C % V));  \
             for (i = 0; i < R; i += n) {                                               \
-                n = R - i >= 8 ? 8 : R - i >= 4 ? 4 : R - i >= 2 ? 2 : 1;              \
+                n = R - i >= most ? most : R - i >= 4 ? 4 : R - i >= 2 ? 2 : 1;        \
                 switch (n) { /* a constant count: the sums stay in registers */        \
                 case 8: RNN_FAST_GEMV_T_ROWS(SFX, 8); break;                           \
                 case 4: RNN_FAST_GEMV_T_ROWS(SFX, 4); break;                           \
@@ -299,8 +329,8 @@ RNN_FAST_VECTOR(f32x8, f32, float, 32)
         }                                                                              \
     }
 
-RNN_FAST_GEMV(f64, double, long long)
-RNN_FAST_GEMV(f32, float, int)
+RNN_FAST_GEMV(f64, double, long long, f64x4)
+RNN_FAST_GEMV(f32, float, int, f32x8)
 
 /* gemv_t's halving trees, in registers (through memory, the partial loads of a vector
  * just stored wait on the store) */
@@ -341,8 +371,6 @@ RNN_FAST_GEMV_T(f32, float)
 #define RNN_FAST_PANEL 32      /* columns of a panel: 2 vectors of float32, 4 of float64 */
 #define RNN_FAST_PACKED_KC(T) ((ptrdiff_t)(32768 / (RNN_FAST_PANEL * sizeof(T)))) /* panel\
     rows per pass: 32 KB, in L1 (256 float32, 128 float64) */
-
-static int rnn_fast_wide_registers = 0; /* the active clone has 32 vector registers */
 
 /* the entries of a panel-packed (K x L) matrix */
 static inline ptrdiff_t rnn_fast_packed_size(ptrdiff_t K, ptrdiff_t L)

@@ -4,8 +4,8 @@
  * operation made a loop over RNN_FAST_LANES_W lanes, each lane one model, in the same
  * order as the single-model kernel: a packed model ends with the bits of its own fit.
  *
- * Layout. Models are packed in blocks of W lanes (W = 8 float64, 16 float32, whatever
- * the clone: lanes never mix, so the width changes no bit). Every per-model array has
+ * Layout. Models are packed in blocks of W lanes (W = 8 float64, 16 float32 with
+ * AVX-512; 4 and 8 with AVX2 and baseline: lanes never mix, so the width changes no bit). Every per-model array has
  * the lane innermost: a block's parameters are (P, W), row i the parameter i of the W
  * models; states (H, W); and so on. The data (X, Y, lengths, h0) are shared; each lane
  * reads its own order of the sequences, so a lane's step t reads its own x_t.
@@ -85,6 +85,11 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #define RNN_FAST_LANES_CAT2(a, b) a##_##b
 #define RNN_FAST_LANES_CAT(a, b) RNN_FAST_LANES_CAT2(a, b)
 
+/* each dtype twice: blocks of one 64-byte vector (AVX-512) and of one 32-byte vector
+ * (16 registers: 64-byte lanes spilled, fit_many 0.74x one fit at a time on Zen 3) */
+#define RNN_FAST_FMA_f64x4 __builtin_fma
+#define RNN_FAST_FMA_f32x8 __builtin_fmaf
+
 #define T double
 #define W RNN_FAST_LANES_F64
 #define SFX f64
@@ -121,11 +126,49 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #undef F64
 #undef TI
 
+#define T double
+#define W (RNN_FAST_LANES_F64 / 2)
+#define SFX f64x4
+#define TANH_ROW rnn_fast_tanh_row_f64_body
+#define SIGMOID_ROW rnn_fast_sigmoid_row_f64_body
+#define SQRT sqrt
+#define F64 1
+#define TI int64_t
+#include "_lanes_body.h"
+#undef T
+#undef W
+#undef SFX
+#undef TANH_ROW
+#undef SIGMOID_ROW
+#undef SQRT
+#undef F64
+#undef TI
+
+#define T float
+#define W (RNN_FAST_LANES_F32 / 2)
+#define SFX f32x8
+#define TANH_ROW rnn_fast_tanh_row_f32_body
+#define SIGMOID_ROW rnn_fast_sigmoid_row_f32_body
+#define SQRT sqrtf
+#define F64 0
+#define TI int32_t
+#include "_lanes_body.h"
+#undef T
+#undef W
+#undef SFX
+#undef TANH_ROW
+#undef SIGMOID_ROW
+#undef SQRT
+#undef F64
+#undef TI
+
 /* ---- clones and dispatch, as _simd.h's kernels ------------------------------------- */
 
 #define RNN_FAST_LANE_KERNELS(X)                                                       \
     X(lanes_train_f64, void, (const rnn_fast_lanes *job, ptrdiff_t block), (job, block)) \
-    X(lanes_train_f32, void, (const rnn_fast_lanes *job, ptrdiff_t block), (job, block))
+    X(lanes_train_f32, void, (const rnn_fast_lanes *job, ptrdiff_t block), (job, block)) \
+    X(lanes_train_f64x4, void, (const rnn_fast_lanes *job, ptrdiff_t block), (job, block)) \
+    X(lanes_train_f32x8, void, (const rnn_fast_lanes *job, ptrdiff_t block), (job, block))
 
 typedef struct {
     RNN_FAST_LANE_KERNELS(RNN_FAST_TABLE_FIELD)
@@ -157,16 +200,27 @@ static const rnn_fast_lane_clone *rnn_fast_lane_active(void)
     return &rnn_fast_lane_clone_baseline;
 }
 
-/* Every block of the call, one after the other. */
-static void rnn_fast_lanes_train(const rnn_fast_lanes *job, int f64, ptrdiff_t n_blocks)
+/* The models in a block of lanes: one vector of 64 bytes where the active clone has 32
+ * vector registers, else of 32 (lanes never mix: the width changes no bit) */
+static ptrdiff_t rnn_fast_lanes_width(int f64)
+{
+    const ptrdiff_t W = f64 ? RNN_FAST_LANES_F64 : RNN_FAST_LANES_F32;
+    return rnn_fast_wide_registers ? W : W / 2;
+}
+
+/* Every block of the call, one after the other, in blocks of W lanes (as the call's
+ * arrays were laid out: rnn_fast_lanes_width when they were) */
+static void rnn_fast_lanes_train(const rnn_fast_lanes *job, int f64, ptrdiff_t W,
+                                 ptrdiff_t n_blocks)
 {
     const rnn_fast_lane_clone *c = rnn_fast_lane_active();
+    const int wide = W == (f64 ? RNN_FAST_LANES_F64 : RNN_FAST_LANES_F32);
     ptrdiff_t b;
     for (b = 0; b < n_blocks; b++) {
         if (f64)
-            c->lanes_train_f64(job, b);
+            (wide ? c->lanes_train_f64 : c->lanes_train_f64x4)(job, b);
         else
-            c->lanes_train_f32(job, b);
+            (wide ? c->lanes_train_f32 : c->lanes_train_f32x8)(job, b);
     }
 }
 

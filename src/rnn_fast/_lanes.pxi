@@ -34,14 +34,16 @@ cdef extern from "_lanes.h" nogil:
         Py_ssize_t n_losses
         void* scratch
     Py_ssize_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes* job, Py_ssize_t W)
-    void rnn_fast_lanes_train(const rnn_fast_lanes* job, int f64, Py_ssize_t n_blocks)
-    int RNN_FAST_LANES_F64, RNN_FAST_LANES_F32
+    void rnn_fast_lanes_train(const rnn_fast_lanes* job, int f64, Py_ssize_t W,
+                              Py_ssize_t n_blocks)
+    Py_ssize_t rnn_fast_lanes_width(int f64)
 
 
 def lanes(dtype):
-    """Models per block of train_many's lanes: 8 float64, 16 float32 (every clone: lanes
-    never mix, so the block's width changes no bit, only the speed)."""
-    return RNN_FAST_LANES_F64 if np.dtype(dtype) == np.float64 else RNN_FAST_LANES_F32
+    """Models per block of train_many's lanes in the active clone: a vector of them, 8
+    float64 or 16 float32 with AVX-512, 4 or 8 with AVX2 and the baseline (lanes never
+    mix, so the block's width changes no bit, only the speed)."""
+    return rnn_fast_lanes_width(np.dtype(dtype) == np.float64)
 
 
 def block_aligned(shape, dtype):
@@ -126,4 +128,4 @@ def train_many(spec, layout,
     j.scratch = _address(scratch, itemsize)
     cdef int f64 = dtype == np.float64
     with nogil:
-        rnn_fast_lanes_train(&j, f64, n_blocks)
+        rnn_fast_lanes_train(&j, f64, W, n_blocks)

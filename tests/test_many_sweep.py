@@ -150,13 +150,25 @@ def test_tasks_split_groups_for_lanes_in_whole_blocks():
     assert sizes(runs(3 * W64, hidden_size=16), 2) == [2 * W64, W64]
     assert sizes(runs(W32, hidden_size=16, dtype="float32"), 2) == [W32]
     assert sizes(runs(2 * W32 + 1, hidden_size=16, dtype="float32"), 2) == [2 * W32, 1]
-    # less than a block: one model per worker at a time beats a block partly empty
+    # less than a block: one model per worker at a time beats a block partly empty,
+    # unless each worker's share of fits costs more than a block (16 float32 lanes)
     assert sizes(runs(W64 // 2, hidden_size=16), 2) == [W64 // 4] * 2
+    half = runs(W32 // 2, hidden_size=16, dtype="float32")
+    assert sizes(half, 2) == ([W32 // 2] if W32 == 16 else [W32 // 4] * 2)
     # the reference backend, the gated cells, and the BLAS path's sizes have no lanes
     assert sizes(runs(W64, hidden_size=16), 2, "numpy") == [W64 // 2] * 2
     assert sizes(runs(W64, hidden_size=16, cell="gru"), 2) == [W64 // 2] * 2
     big = _core.blas_min_hidden()
     assert sizes(runs(W64, hidden_size=big), 2) == [W64 // 2] * 2
+
+
+def test_groups_pack_where_a_block_costs_less_than_the_workers_share():
+    assert _sweep.BLOCK_FITS == 3.5  # the figures below assume it
+    assert _sweep._in_blocks(16, 16, 2) and _sweep._in_blocks(4, 4, 2)  # a full block
+    assert _sweep._in_blocks(8, 16, 2)  # half a block: 3.5 fits, against 4 per worker
+    assert not _sweep._in_blocks(12, 16, 4)  # 3 per worker
+    assert not _sweep._in_blocks(7, 16, 1)  # below half a block: fit_many would not pack
+    assert not _sweep._in_blocks(4, 8, 2) and not _sweep._in_blocks(5, 1, 1)  # no lanes
 
 
 def test_a_sweep_in_whole_blocks_gives_the_one_at_a_time_rows(monkeypatch):

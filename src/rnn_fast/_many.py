@@ -106,7 +106,8 @@ def fit_many(models, X, Y, optimizer=None, **fit_options):
     fits, on NumPy. ``rnn_fast.fit_many`` packs Elman models whose own fits run the
     core's hand-written loops (hidden size below ``blas_min_hidden()``) and whose
     batches step together (no shuffle, or sequences of one length) into the SIMD lanes
-    of one kernel call, a lane per model (8 float64 or 16 float32 lanes on AVX-512), with
+    of one kernel call, a lane per model (8 float64 or 16 float32 lanes on AVX-512, 4 or
+    8 on AVX2), with
     the bits of their own fits; any other group trains one model after another on the
     core (the same bits as the loop of fits).
     """

@@ -304,10 +304,10 @@ def _tasks(runs, workers, backend="numpy"):
     """The runs as tasks: lists of runs that ``fit_many`` can train together (in the
     order of the runs), each split into pieces of at most the runs over the workers
     (rounded up), so that a few large groups still keep every worker busy; in whole
-    blocks of lanes where the group fills one and will train in them (``_block``): a
-    block half empty costs as much as a full one, so 8 float64 models on two workers stay
-    one task (W1: 88 models/s, against 77 as two half blocks), while 4 are split (two
-    fits at once beat a block a quarter full)."""
+    blocks of lanes where the group will train in them (``_block``, ``_in_blocks``): a
+    block half empty costs as much as a full one, so 8 float64 models on two AVX-512
+    workers stay one task (W1: 88 models/s, against 77 as two half blocks), while 4 are
+    split (two fits at once beat a block half full)."""
     groups = {}
     for run in runs:
         packable = not any(run.fit.get(name) is not None for name in _many.REFUSED)
@@ -318,7 +318,7 @@ def _tasks(runs, workers, backend="numpy"):
     tasks = []
     for group in groups.values():
         block = _block(group[0], backend)
-        if 1 < block <= len(group):  # below a block, one fit per worker beats half a block
+        if _in_blocks(len(group), block, workers):
             step = -(-largest // block) * block
             bounds = list(range(0, len(group), step)) + [len(group)]
         else:
@@ -326,6 +326,24 @@ def _tasks(runs, workers, backend="numpy"):
             bounds = np.linspace(0, len(group), pieces + 1).round().astype(int)
         tasks += [group[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     return tasks
+
+
+# What a block of lanes costs, in fits of one model at a time: W1, one thread, a full
+# block (lanes over fit_many's speed-up): 3.5 float32 and 3.2 float64 on Sapphire Rapids
+# (16 and 8 lanes), 2.2 and 1.8 on Zen 3 (8 and 4); the largest, so that a group packs
+# where it gains on every machine.
+BLOCK_FITS = 3.5
+
+
+def _in_blocks(size, block, workers):
+    """Whether a group of ``size`` runs trains in blocks of lanes (else one fit per
+    worker at a time): where it fills one, or where each worker's share of fits costs
+    more than a block (8 float32 models on two workers: half a block of 16 lanes, 116
+    models/s against 92 one at a time, Sapphire Rapids); never below half a block,
+    which fit_many trains one model after another (``_lanes.min_models``)."""
+    if block <= 1 or size < max(2, block // 2):
+        return False
+    return size >= block or -(-size // max(1, workers)) > BLOCK_FITS
 
 
 def _block(run, backend):

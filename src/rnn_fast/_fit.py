@@ -470,7 +470,7 @@ def _blocks(n, stops=(), begin=0, seconds=0.1):
     model.stop() and the progress bar are answered between calls, and a short fit makes
     a few calls, not a hundred."""
     cuts = np.unique(np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1)
-                                     for a in (*stops, [n])]))
+                                     for a in (*stops, [n])])) if stops else np.array([n])
     cuts = cuts[(cuts > begin) & (cuts <= n)]
     first, start, k = begin, time.perf_counter(), 0
     size = max(1, min(FIRST_BLOCK, (n - begin) // 100))
@@ -517,6 +517,9 @@ def _fingerprint(*arrays):
 def _updates_per_batch(lengths, order, n, batch_size, epochs, chunk_length):
     """(epochs * n_batches,) the number of updates (chunks) of each training step: its
     batch's longest sequence over chunk_length, rounded up."""
+    n_batches = -(-n // batch_size)
+    if chunk_length >= lengths.max(initial=0):  # one update a batch (lengths are >= 1)
+        return np.ones(epochs * n_batches, dtype=np.intp)
     lens = lengths[order].reshape(-1, n)  # one row per epoch, or one row for every epoch
     longest = np.maximum.reduceat(lens, np.arange(0, n, batch_size), axis=1)
     chunks = -(-longest // chunk_length)

@@ -244,7 +244,7 @@ RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
         }                                                                              \
     }
 
-#define RNN_FAST_GEMV_T(SFX, T)                                                        \
+#define RNN_FAST_GEMV_T(SFX, T, HALF)                                                      \
     /* the lanes where mask is set, +0 elsewhere (bits, not arithmetic: inf and NaN    \
      * outside the mask are gone too) */                                               \
     RNN_FAST_BODY rnn_fast_vec_##SFX rnn_fast_keep_##SFX(rnn_fast_vec_##SFX x,         \
@@ -303,22 +303,87 @@ RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
             }                                                                          \
     }                                                                                  \
                                                                                        \
+    /* gemv_t_rows with each row's P partial sums as two 32-byte halves (lanes 0 ..   \
+     * P/2 - 1 and P/2 .. P - 1), for clones with 16 vector registers, where GCC moved \
+     * 64-byte sums through the stack: the same fma in every lane, the same tree (its \
+     * first sums are the halves' sum), so the same bits; n <= 4 */                   \
+    RNN_FAST_BODY void rnn_fast_gemv_t_half_rows_##SFX(                                \
+        const T *restrict v, const T *restrict M, ptrdiff_t C, ptrdiff_t i0, int n,    \
+        rnn_fast_vec_##HALF x_lo, rnn_fast_vec_##HALF x_hi, int accumulate,            \
+        T *restrict out)                                                               \
+    {                                                                                  \
+        const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T)), h = V / 2, j_end = C - C % V; \
+        const int rem = (int)(C - j_end);                                              \
+        rnn_fast_vec_##HALF lo[4], hi[4];                                              \
+        ptrdiff_t j;                                                                   \
+        int r;                                                                         \
+        _Pragma("GCC unroll 4")                                                        \
+        for (r = 0; r < 4; r++)                                                        \
+            lo[r] = hi[r] = rnn_fast_broadcast_##HALF(0);                              \
+        for (j = 0; j < j_end; j += V) {                                               \
+            const rnn_fast_vec_##HALF a = *(const rnn_fast_vec_##HALF *)(v + j);       \
+            const rnn_fast_vec_##HALF b = *(const rnn_fast_vec_##HALF *)(v + j + h);   \
+            _Pragma("GCC unroll 4")                                                    \
+            for (r = 0; r < 4; r++)                                                    \
+                if (r < n) {                                                           \
+                    const T *row = M + (i0 + r) * C + j;                               \
+                    lo[r] = rnn_fast_vfma_##HALF(*(const rnn_fast_vec_##HALF *)row, a, lo[r]);\
+                    hi[r] = rnn_fast_vfma_##HALF(*(const rnn_fast_vec_##HALF *)(row + h), \
+                                                 b, hi[r]);                            \
+                }                                                                      \
+        }                                                                              \
+        if (rem) /* the row's last entries, +0 after them, as gemv_t_rows reads them */\
+            _Pragma("GCC unroll 4")                                                    \
+            for (r = 0; r < 4; r++)                                                    \
+                if (r < n) {                                                           \
+                    const T *end = M + (i0 + r) * C + j_end;                           \
+                    lo[r] = rnn_fast_vfma_##HALF(                                      \
+                        rnn_fast_load_part_##HALF(end, rem < h ? rem : (int)h), x_lo, lo[r]);\
+                    hi[r] = rnn_fast_vfma_##HALF(                                      \
+                        rnn_fast_load_part_##HALF(end + h, rem > h ? rem - (int)h : 0),\
+                        x_hi, hi[r]);                                                  \
+                }                                                                      \
+        _Pragma("GCC unroll 4")                                                        \
+        for (r = 0; r < 4; r++)                                                        \
+            if (r < n) {                                                               \
+                const T sum = rnn_fast_tree_half_##SFX(lo[r] + hi[r]);                 \
+                out[i0 + r] = accumulate ? out[i0 + r] + sum : sum;                    \
+            }                                                                          \
+    }                                                                                  \
+                                                                                       \
     /* C (m x R) (+)= A M^T, row by row (A: m x Cc, M: R x Cc, C row-major); rows of  \
-     * M 8 at a time with 32 vector registers, 4 with 16 (8 rows' sums spilled) */    \
+     * M 8 at a time with 32 vector registers, else 4 in halves (gemv_t_half_rows) */ \
     RNN_FAST_BODY void rnn_fast_gemm_t_##SFX##_body(                                   \
         const T *A, ptrdiff_t m, const T *M, ptrdiff_t R, ptrdiff_t C, int accumulate, \
         T *Out)                                                                        \
     {                                                                                  \
-        const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T));                               \
-        const ptrdiff_t most = rnn_fast_wide_registers ? 8 : 4;                        \
+        const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T)), h = V / 2;                    \
         ptrdiff_t i, n, row;                                                           \
         for (row = 0; row < m; row++) {                                                \
-            const T *v = A + row * C;                                                  \
+            const T *v = A + row * C, *tail = v + C - C % V;                           \
+            const int rem = (int)(C % V);                                              \
             T *out = Out + row * R;                                                    \
-            const rnn_fast_vec_##SFX x_end = rnn_fast_load_part_##SFX(v + C - C % V,   \
-                                                                       (int)(C % V));  \
+            if (!rnn_fast_wide_registers) {                                            \
+                const rnn_fast_vec_##HALF x_lo = rnn_fast_load_part_##HALF(            \
+                    tail, rem < h ? rem : (int)h);                                     \
+                const rnn_fast_vec_##HALF x_hi = rnn_fast_load_part_##HALF(            \
+                    tail + h, rem > h ? rem - (int)h : 0);                             \
+                for (i = 0; i < R; i += n) {                                           \
+                    n = R - i >= 4 ? 4 : R - i >= 2 ? 2 : 1;                           \
+                    switch (n) { /* constant counts: the sums stay in registers */     \
+                    case 4: rnn_fast_gemv_t_half_rows_##SFX(v, M, C, i, 4, x_lo, x_hi, \
+                                                            accumulate, out); break;   \
+                    case 2: rnn_fast_gemv_t_half_rows_##SFX(v, M, C, i, 2, x_lo, x_hi, \
+                                                            accumulate, out); break;   \
+                    default: rnn_fast_gemv_t_half_rows_##SFX(v, M, C, i, 1, x_lo, x_hi,\
+                                                             accumulate, out);         \
+                    }                                                                  \
+                }                                                                      \
+                continue;                                                              \
+            }                                                                          \
+            const rnn_fast_vec_##SFX x_end = rnn_fast_load_part_##SFX(tail, rem);      \
             for (i = 0; i < R; i += n) {                                               \
-                n = R - i >= most ? most : R - i >= 4 ? 4 : R - i >= 2 ? 2 : 1;        \
+                n = R - i >= 8 ? 8 : R - i >= 4 ? 4 : R - i >= 2 ? 2 : 1;              \
                 switch (n) { /* a constant count: the sums stay in registers */        \
                 case 8: RNN_FAST_GEMV_T_ROWS(SFX, 8); break;                           \
                 case 4: RNN_FAST_GEMV_T_ROWS(SFX, 4); break;                           \
@@ -355,8 +420,26 @@ RNN_FAST_BODY float rnn_fast_tree_f32(rnn_fast_vec_f32 s)
     return c[0] + c[1];
 }
 
-RNN_FAST_GEMV_T(f64, double)
-RNN_FAST_GEMV_T(f32, float)
+/* the same trees after their first sums (lanes l and l + P/2: the two halves of the
+ * 64-byte sums, added), for gemv_t's rows that hold the sums as two 32-byte halves */
+RNN_FAST_BODY double rnn_fast_tree_half_f64(rnn_fast_vec_f64x4 a)
+{
+    typedef double v2 __attribute__((vector_size(16)));
+    v2 b = __builtin_shufflevector(a, a, 0, 1) + __builtin_shufflevector(a, a, 2, 3);
+    return b[0] + b[1];
+}
+
+RNN_FAST_BODY float rnn_fast_tree_half_f32(rnn_fast_vec_f32x8 a)
+{
+    typedef float v4 __attribute__((vector_size(16)));
+    typedef float v2 __attribute__((vector_size(8)));
+    v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    v2 c = __builtin_shufflevector(b, b, 0, 1) + __builtin_shufflevector(b, b, 2, 3);
+    return c[0] + c[1];
+}
+
+RNN_FAST_GEMV_T(f64, double, f64x4)
+RNN_FAST_GEMV_T(f32, float, f32x8)
 
 /* ---- a batch's per-step products, with the recurrent matrix packed once per call ----
  *

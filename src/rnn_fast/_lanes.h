@@ -5,9 +5,9 @@
  * order as the single-model kernel: a packed model ends with the bits of its own fit.
  *
  * Layout. Models are packed in blocks of W lanes (W = 8 float64, 16 float32 with
- * AVX-512; 4 and 8 with AVX2 and baseline: lanes never mix, so the width changes no bit). Every per-model array has
- * the lane innermost: a block's parameters are (P, W), row i the parameter i of the W
- * models; states (H, W); and so on. The data (X, Y, lengths, h0) are shared; each lane
+ * AVX-512; 4 and 8 with AVX2 and the baseline: lanes never mix, so the width changes no
+ * bit). Every per-model array has the lane innermost: a block's parameters are (P, W),
+ * row i the parameter i of the W models; states (H, W); and so on. The data (X, Y, lengths, h0) are shared; each lane
  * reads its own order of the sequences, so a lane's step t reads its own x_t.
  *
  * What it covers: the Elman cell with every activation, loss, readout or none, bias or

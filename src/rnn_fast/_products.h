@@ -16,7 +16,8 @@
  *
  * fma rounds once: the clones with FMA in an instruction, the baseline with C's fma()
  * (correctly rounded in glibc; in software where the CPU has no FMA unit). Many sums at
- * once (16 vectors of C, 8 rows of M) hide the fma's latency. Against the OpenBLAS
+ * once (16 vectors of C, 8 rows of M; with 16 registers 8 of 32 bytes, 4 rows) hide the
+ * fma's latency. Against the OpenBLAS
  * calls they replace: bench/README.md. Larger products stay with BLAS (_rows.pxi's
  * _gemm: RNN_FAST_GEMV_MAX_BYTES, RNN_FAST_SMALL_GEMM_MACS). */
 #ifndef RNN_FAST_PRODUCTS_H
@@ -84,9 +85,9 @@ static inline ptrdiff_t rnn_fast_first_short_row(ptrdiff_t K, ptrdiff_t L, ptrdi
     return rem == V ? K : i < 0 ? 0 : i;
 }
 
-/* A vector of VB bytes of T (rnn_fast_vec_VFX), and what the kernels do with it: the
- * products' 64-byte vectors (one register with AVX-512, two with AVX2), and gemm_packed's
- * 32-byte ones for the clones with 16 vector registers */
+/* A vector of VB bytes of T (rnn_fast_vec_VFX), and what the kernels do with it: 64
+ * bytes (one register with AVX-512, two with AVX2), and 32 for the tiles of the clones
+ * with 16 vector registers (rnn_fast_wide_registers 0), where GCC spills 64-byte sums */
 #define RNN_FAST_VECTOR(VFX, SFX, T, VB)                                               \
     typedef T rnn_fast_vec_##VFX                                                       \
         __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias));               \
@@ -177,7 +178,7 @@ RNN_FAST_GEMM_N_TILE_KERNEL(f32, float, 64)
 RNN_FAST_GEMM_N_TILE_KERNEL(f64x4, double, 32)
 RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
 
-#define RNN_FAST_GEMV(SFX, T, TI, NARROW)                                                      \
+#define RNN_FAST_GEMV(SFX, T, TI, NARROW)                                              \
     typedef TI rnn_fast_ivec_##SFX __attribute__((vector_size(64)));                   \
                                                                                        \
     /* C (m x L) (+)= A M: A's entry (i, k) at A[i sa_i + k sa_k] (A or its transpose  \
@@ -244,7 +245,7 @@ RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
         }                                                                              \
     }
 
-#define RNN_FAST_GEMV_T(SFX, T, HALF)                                                      \
+#define RNN_FAST_GEMV_T(SFX, T, HALF)                                                  \
     /* the lanes where mask is set, +0 elsewhere (bits, not arithmetic: inf and NaN    \
      * outside the mask are gone too) */                                               \
     RNN_FAST_BODY rnn_fast_vec_##SFX rnn_fast_keep_##SFX(rnn_fast_vec_##SFX x,         \
@@ -327,7 +328,8 @@ RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
             for (r = 0; r < 4; r++)                                                    \
                 if (r < n) {                                                           \
                     const T *row = M + (i0 + r) * C + j;                               \
-                    lo[r] = rnn_fast_vfma_##HALF(*(const rnn_fast_vec_##HALF *)row, a, lo[r]);\
+                    lo[r] = rnn_fast_vfma_##HALF(*(const rnn_fast_vec_##HALF *)row, a,  \
+                                                 lo[r]);                               \
                     hi[r] = rnn_fast_vfma_##HALF(*(const rnn_fast_vec_##HALF *)(row + h), \
                                                  b, hi[r]);                            \
                 }                                                                      \
@@ -338,7 +340,8 @@ RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
                 if (r < n) {                                                           \
                     const T *end = M + (i0 + r) * C + j_end;                           \
                     lo[r] = rnn_fast_vfma_##HALF(                                      \
-                        rnn_fast_load_part_##HALF(end, rem < h ? rem : (int)h), x_lo, lo[r]);\
+                        rnn_fast_load_part_##HALF(end, rem < h ? rem : (int)h), x_lo,  \
+                        lo[r]);                                                        \
                     hi[r] = rnn_fast_vfma_##HALF(                                      \
                         rnn_fast_load_part_##HALF(end + h, rem > h ? rem - (int)h : 0),\
                         x_hi, hi[r]);                                                  \
@@ -415,7 +418,8 @@ RNN_FAST_BODY float rnn_fast_tree_f32(rnn_fast_vec_f32 s)
     typedef float v2 __attribute__((vector_size(8)));
     v8 a = __builtin_shufflevector(s, s, 0, 1, 2, 3, 4, 5, 6, 7)
            + __builtin_shufflevector(s, s, 8, 9, 10, 11, 12, 13, 14, 15);
-    v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3)
+           + __builtin_shufflevector(a, a, 4, 5, 6, 7);
     v2 c = __builtin_shufflevector(b, b, 0, 1) + __builtin_shufflevector(b, b, 2, 3);
     return c[0] + c[1];
 }
@@ -433,7 +437,8 @@ RNN_FAST_BODY float rnn_fast_tree_half_f32(rnn_fast_vec_f32x8 a)
 {
     typedef float v4 __attribute__((vector_size(16)));
     typedef float v2 __attribute__((vector_size(8)));
-    v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3)
+           + __builtin_shufflevector(a, a, 4, 5, 6, 7);
     v2 c = __builtin_shufflevector(b, b, 0, 1) + __builtin_shufflevector(b, b, 2, 3);
     return c[0] + c[1];
 }
@@ -461,9 +466,10 @@ static inline ptrdiff_t rnn_fast_packed_size(ptrdiff_t K, ptrdiff_t L)
     return (L + RNN_FAST_PANEL - 1) / RNN_FAST_PANEL * RNN_FAST_PANEL * K;
 }
 
-/* a tile of `NAME`'s MR rows at row i, the columns c0 .. of panel j0 */
-#define RNN_FAST_PACKED_TILE(NAME, MR)                                                 \
-    NAME(A + i * K, K, MR, panel + c0, k0, k1, C + i * L + j0 + c0, L, load, cols - c0)
+/* a tile of MR rows (rnn_fast_packed_tile_VFX) at row i, columns c0 .. of panel j0 */
+#define RNN_FAST_PACKED_TILE(VFX, MR)                                                  \
+    rnn_fast_packed_tile_##VFX(A + i * K, K, MR, panel + c0, k0, k1, C + i * L + j0 + c0, \
+                               L, load, cols - c0)
 
 /* rnn_fast_packed_tile_VFX: rows 0 .. mr - 1 (mr <= MAXR) of C (ldc apart), NV vectors
  * of VB bytes of its columns from where C and `panel` (a panel's column, rows
@@ -571,19 +577,19 @@ RNN_FAST_PACKED_TILE_KERNEL(f64x4, double, 32, 2, 6)
                         /* constant counts: the sums stay in registers */              \
                         if (wide)                                                      \
                             switch (mr) {                                              \
-                            case 12: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 12); break;\
-                            case 8: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 8); break;\
-                            case 6: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 6); break;\
-                            case 4: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 4); break;\
-                            case 2: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 2); break;\
-                            default: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##SFX, 1);\
+                            case 12: RNN_FAST_PACKED_TILE(SFX, 12); break;             \
+                            case 8: RNN_FAST_PACKED_TILE(SFX, 8); break;               \
+                            case 6: RNN_FAST_PACKED_TILE(SFX, 6); break;               \
+                            case 4: RNN_FAST_PACKED_TILE(SFX, 4); break;               \
+                            case 2: RNN_FAST_PACKED_TILE(SFX, 2); break;               \
+                            default: RNN_FAST_PACKED_TILE(SFX, 1);                     \
                             }                                                          \
                         else                                                           \
                             switch (mr) {                                              \
-                            case 6: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##NARROW, 6); break;\
-                            case 4: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##NARROW, 4); break;\
-                            case 2: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##NARROW, 2); break;\
-                            default: RNN_FAST_PACKED_TILE(rnn_fast_packed_tile_##NARROW, 1);\
+                            case 6: RNN_FAST_PACKED_TILE(NARROW, 6); break;            \
+                            case 4: RNN_FAST_PACKED_TILE(NARROW, 4); break;            \
+                            case 2: RNN_FAST_PACKED_TILE(NARROW, 2); break;            \
+                            default: RNN_FAST_PACKED_TILE(NARROW, 1);                  \
                             }                                                          \
                     }                                                                  \
             }                                                                          \

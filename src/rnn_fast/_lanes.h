@@ -90,77 +90,25 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #define RNN_FAST_FMA_f64x4 __builtin_fma
 #define RNN_FAST_FMA_f32x8 __builtin_fmaf
 
-#define T double
 #define W RNN_FAST_LANES_F64
 #define SFX f64
-#define TANH_ROW rnn_fast_tanh_row_f64_body
-#define SIGMOID_ROW rnn_fast_sigmoid_row_f64_body
-#define SQRT sqrt
 #define F64 1
-#define TI int64_t
 #include "_lanes_body.h"
-#undef T
-#undef W
-#undef SFX
-#undef TANH_ROW
-#undef SIGMOID_ROW
-#undef SQRT
-#undef F64
-#undef TI
 
-#define T float
 #define W RNN_FAST_LANES_F32
 #define SFX f32
-#define TANH_ROW rnn_fast_tanh_row_f32_body
-#define SIGMOID_ROW rnn_fast_sigmoid_row_f32_body
-#define SQRT sqrtf
 #define F64 0
-#define TI int32_t
 #include "_lanes_body.h"
-#undef T
-#undef W
-#undef SFX
-#undef TANH_ROW
-#undef SIGMOID_ROW
-#undef SQRT
-#undef F64
-#undef TI
 
-#define T double
 #define W (RNN_FAST_LANES_F64 / 2)
 #define SFX f64x4
-#define TANH_ROW rnn_fast_tanh_row_f64_body
-#define SIGMOID_ROW rnn_fast_sigmoid_row_f64_body
-#define SQRT sqrt
 #define F64 1
-#define TI int64_t
 #include "_lanes_body.h"
-#undef T
-#undef W
-#undef SFX
-#undef TANH_ROW
-#undef SIGMOID_ROW
-#undef SQRT
-#undef F64
-#undef TI
 
-#define T float
 #define W (RNN_FAST_LANES_F32 / 2)
 #define SFX f32x8
-#define TANH_ROW rnn_fast_tanh_row_f32_body
-#define SIGMOID_ROW rnn_fast_sigmoid_row_f32_body
-#define SQRT sqrtf
 #define F64 0
-#define TI int32_t
 #include "_lanes_body.h"
-#undef T
-#undef W
-#undef SFX
-#undef TANH_ROW
-#undef SIGMOID_ROW
-#undef SQRT
-#undef F64
-#undef TI
 
 /* ---- clones and dispatch, as _simd.h's kernels ------------------------------------- */
 

@@ -1,7 +1,22 @@
-/* The lane kernels' body for one dtype, included twice by _lanes.h with T (double or
- * float), W (lanes), SFX (f64 or f32), F64, TANH_ROW and SQRT defined. Each function
- * names, in its comment, the single-model code whose operations it repeats per lane.
- * Row i of a lane array is p + i * W. */
+/* The lane kernels' body for one dtype and block width, included by _lanes.h with W
+ * (lanes), SFX (the vector's suffix: f64, f32, f64x4, f32x8) and F64 (1: double, 0:
+ * float) defined; it undefines them at its end. Each function names, in its comment, the
+ * single-model code whose operations it repeats per lane. Row i of a lane array is
+ * p + i * W. */
+
+#if F64
+#define T double
+#define TI int64_t
+#define TANH_ROW rnn_fast_tanh_row_f64_body
+#define SIGMOID_ROW rnn_fast_sigmoid_row_f64_body
+#define SQRT sqrt
+#else
+#define T float
+#define TI int32_t
+#define TANH_ROW rnn_fast_tanh_row_f32_body
+#define SIGMOID_ROW rnn_fast_sigmoid_row_f32_body
+#define SQRT sqrtf
+#endif
 
 #define LN(name) RNN_FAST_LANES_CAT(name, SFX)
 #define LANES(l) for (l = 0; l < W; l++)
@@ -897,3 +912,11 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
 #undef LANES
 #undef V
 #undef CV
+#undef T
+#undef TI
+#undef TANH_ROW
+#undef SIGMOID_ROW
+#undef SQRT
+#undef W
+#undef SFX
+#undef F64

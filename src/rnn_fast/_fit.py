@@ -517,9 +517,8 @@ def _fingerprint(*arrays):
 def _updates_per_batch(lengths, order, n, batch_size, epochs, chunk_length):
     """(epochs * n_batches,) the number of updates (chunks) of each training step: its
     batch's longest sequence over chunk_length, rounded up."""
-    n_batches = -(-n // batch_size)
     if chunk_length >= lengths.max(initial=0):  # one update a batch (lengths are >= 1)
-        return np.ones(epochs * n_batches, dtype=np.intp)
+        return np.ones(epochs * -(-n // batch_size), dtype=np.intp)
     lens = lengths[order].reshape(-1, n)  # one row per epoch, or one row for every epoch
     longest = np.maximum.reduceat(lens, np.arange(0, n, batch_size), axis=1)
     chunks = -(-longest // chunk_length)

@@ -584,18 +584,23 @@ cdef void* _address(a, Py_ssize_t itemsize) except? NULL:
     return data
 
 
-cdef Net _net(spec, params, Py_ssize_t n_out):
-    """The network of a kernel call: spec's options, the parameters' sizes."""
+cdef tuple _shapes(arrays):
+    return tuple(np.shape(a) for a in arrays)
+
+
+cdef Net _net(spec, tuple shapes, Py_ssize_t n_out):
+    """The network of a kernel call: spec's options, the parameters' sizes (the shapes of
+    the parameter arrays, as _shapes gives them)."""
     cdef Net net
-    if len(params) != (5 if spec.cell == ELMAN else 6):  # a mix-up would read past arrays
+    if len(shapes) != (5 if spec.cell == ELMAN else 6):  # a mix-up would read past arrays
         raise ValueError(f"cell {spec.cell} takes {5 if spec.cell == ELMAN else 6} "
-                         f"parameter arrays, got {len(params)}")
+                         f"parameter arrays, got {len(shapes)}")
     net.cell, net.hidden, net.output = spec.cell, spec.hidden_activation, spec.output_activation
     net.loss, net.readout, net.many_to_one = spec.loss, spec.readout, spec.many_to_one
     net.bias, net.bptt_steps = spec.bias, spec.bptt_steps
     net.input_ids, net.target_ids = spec.input_ids, spec.target_ids
-    net.n_in, net.H, net.GH = params[0].shape[0], params[1].shape[0], params[1].shape[1]
-    net.O, net.S = n_out, params[1].shape[0] * (2 if spec.cell == LSTM else 1)
+    net.n_in, net.H, net.GH = shapes[0][0], shapes[1][0], shapes[1][1]
+    net.O, net.S = n_out, net.H * (2 if spec.cell == LSTM else 1)
     return net
 
 
@@ -710,13 +715,18 @@ class _Scratch:
             "Wp": z(rnn_fast_packed_size(H, GH) * packs),
             "WpT": z(rnn_fast_packed_size(GH, H) * packs)}
         self.itemsize = np.dtype(dtype).itemsize
+        self.addresses = None
 
     def fill(self, size_t address):
-        """Point the Scratch at `address` to these arrays."""
+        """Point the Scratch at `address` to these arrays (their addresses taken once: a
+        kept scratch fills a struct at every call, and a buffer export per array costs a
+        short fit 10 us)."""
         cdef Scratch* ws = <Scratch*>address
         cdef void** parts = <void**>ws
-        for i, a in enumerate(self.arrays.values()):  # in the order of Scratch's fields
-            parts[i] = _address(a, self.itemsize)
+        if self.addresses is None:  # in the order of Scratch's fields
+            self.addresses = [<size_t>_address(a, self.itemsize) for a in self.arrays.values()]
+        for i, a in enumerate(self.addresses):
+            parts[i] = <void*><size_t>a
         ws.block, ws.timers, ws.pack = self.block, NULL, False
 
 
@@ -793,9 +803,9 @@ cdef class _Run:
     cdef int schedule
     cdef object arrays  # what the structs point into, alive for the call
 
-    def __init__(self, spec, params, X_data, Y_data, lengths, order, Py_ssize_t n_out,
+    def __init__(self, spec, tuple shapes, X_data, Y_data, lengths, order, Py_ssize_t n_out,
                  h0_dtype):
-        self.net = _net(spec, params, n_out)
+        self.net = _net(spec, shapes, n_out)
         self.arrays = [X_data, Y_data, lengths, order]
         if RNN_FAST_CHECKED:
             _check_extents(self.net, X_data, Y_data, lengths, order)
@@ -803,7 +813,7 @@ cdef class _Run:
                        order, np.dtype(h0_dtype).itemsize)
 
     def plan(self, role, dtype, Py_ssize_t T, Py_ssize_t rows, bint training=False,
-             Py_ssize_t batch_size=0, grads=None):
+             Py_ssize_t batch_size=0, tuple grad_shapes=None):
         """Choose the schedule, and make (or take the kept) scratch for it."""
         net = self.net
         self.schedule = _schedule(net, rows, training, batch_size)
@@ -824,12 +834,11 @@ cdef class _Run:
             ws_2.fill(<size_t>&self.second.ws)
             self.second.ws.pack = self.ws.pack
             self.arrays.append(ws_2)
-            if grads is not None:  # the second half's own gradients (zeroed by the half)
-                shapes = tuple(np.asarray(g).shape for g in grads)
+            if grad_shapes is not None:  # the second half's own gradients (zeroed by it)
                 kept = _kept.__dict__.setdefault("grads", {})
-                if kept.get("key") != (np.dtype(dtype), shapes):
-                    kept["key"] = (np.dtype(dtype), shapes)
-                    kept["grads"] = tuple(np.zeros(shape, dtype) for shape in shapes)
+                if kept.get("key") != (np.dtype(dtype), grad_shapes):
+                    kept["key"] = (np.dtype(dtype), grad_shapes)
+                    kept["grads"] = tuple(np.zeros(shape, dtype) for shape in grad_shapes)
                 self.second.g = _weights(kept["grads"], np.dtype(dtype).itemsize)
                 self.arrays.append(kept["grads"])
             self.second.f64 = np.dtype(dtype) == np.float64
@@ -942,7 +951,7 @@ def forward(spec, params,
     few MB. S, the width of a state row, is H, or 2H for the LSTM: [h | c]."""
     dtype = np.asarray(h0).dtype
     cdef Py_ssize_t N = lengths.shape[0], T = X_data.shape[1]
-    cdef _Run run = _Run(spec, params, X_data, np.zeros((0, 1, 0), dtype), lengths,
+    cdef _Run run = _Run(spec, _shapes(params), X_data, np.zeros((0, 1, 0), dtype), lengths,
                          np.arange(N), Y_out.shape[2], dtype)
     cdef Weights w = _weights(params, dtype.itemsize)
     cdef Net net = run.net
@@ -982,9 +991,9 @@ def loss_and_grads(spec, params, grads,
     S as in forward."""
     dtype = np.asarray(h0).dtype
     cdef Py_ssize_t n_seq = lengths.shape[0]
-    cdef _Run run = _Run(spec, params, X_data, Y_data, lengths, np.arange(n_seq),
+    cdef _Run run = _Run(spec, _shapes(params), X_data, Y_data, lengths, np.arange(n_seq),
                          grads[len(grads) - 1].shape[0], dtype)
-    run.plan("first", dtype, X_data.shape[1], n_seq, grads=grads)
+    run.plan("first", dtype, X_data.shape[1], n_seq, grad_shapes=_shapes(grads))
     cdef Weights w = _weights(params, dtype.itemsize), g = _weights(grads, dtype.itemsize)
     cdef Rows rows
     rows.first, rows.count, rows.t0, rows.t1, rows.scale = 0, n_seq, 0, X_data.shape[1], 1.0 / n_seq
@@ -1012,7 +1021,7 @@ def loss(spec, params,
     steps with a target (the rest is left as it was). S as in forward."""
     dtype = np.asarray(h0).dtype
     cdef Py_ssize_t n_seq = lengths.shape[0]
-    cdef _Run run = _Run(spec, params, X_data, Y_data, lengths, np.arange(n_seq),
+    cdef _Run run = _Run(spec, _shapes(params), X_data, Y_data, lengths, np.arange(n_seq),
                          params[len(params) - 1].shape[0], dtype)
     run.plan("loss", dtype, X_data.shape[1], n_seq)
     cdef Weights w = _weights(params, dtype.itemsize)
@@ -1043,8 +1052,8 @@ cdef class _Layer:
     def __init__(self, spec, params, X, lengths, Py_ssize_t t0, Py_ssize_t t1, role):
         dtype = np.asarray(params[1]).dtype
         cdef Py_ssize_t N = len(lengths)
-        self.run = _Run(spec, params, X, np.zeros((0, 1, 0), dtype), lengths, np.arange(N),
-                        1, dtype)
+        self.run = _Run(spec, _shapes(params), X, np.zeros((0, 1, 0), dtype), lengths,
+                        np.arange(N), 1, dtype)
         self.params, self.w = params, _weights(params, dtype.itemsize)
         self.rows.first, self.rows.count, self.rows.t0, self.rows.t1 = 0, N, t0, t1
         self.rows.scale = 1
@@ -1221,13 +1230,12 @@ def train(spec, layout,
     global _last_schedule
     dtype = np.asarray(theta).dtype
     X, Y, lengths, h0, order = data
-    params = layout.kernel_args(layout.views(np.asarray(theta)), dtype)
-    grads = layout.kernel_args(layout.views(np.asarray(grad)), dtype)
-    cdef _Run run = _Run(spec, params, X, Y, lengths, order, layout.output_size, dtype)
+    shapes = layout.kernel_shapes  # of the parameters' arrays, and so of the gradients'
+    cdef _Run run = _Run(spec, shapes, X, Y, lengths, order, layout.output_size, dtype)
     cdef Py_ssize_t n_samples = len(lengths), itemsize = dtype.itemsize
     _last_schedule = run.plan("whole", dtype, min(X.shape[1], steps.chunk_length),
                               min(steps.batch_size, n_samples), steps.end > steps.begin,
-                              steps.batch_size, grads)
+                              steps.batch_size, shapes)
     slots = update.slots
     cdef Train tr
     tr.st.batch_size, tr.st.chunk_length = steps.batch_size, steps.chunk_length

@@ -29,9 +29,10 @@ def as_float_array(value, name, dtype):
         raise TypeError(
             f"{name} must hold real numbers (bool, int or float), got dtype {array.dtype}"
         )
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow: reported just below
-        array = np.ascontiguousarray(array, dtype=dtype)
-    if array.size and not np.all(np.isfinite(array)):
+    if array.dtype != dtype or not array.flags.c_contiguous:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: reported just below
+            array = np.ascontiguousarray(array, dtype=dtype)
+    if array.size and not np.isfinite(array).all():
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
         raise ValueError(f"{name} contains NaN or infinity (first at index {where}); "
                          f"its values must be finite as {np.dtype(dtype)}")
@@ -96,6 +97,7 @@ def check_nonnegative(name, value):
 # Token and class ids reach the kernels as int32: 4 bytes a step, half of int64, and any
 # vocabulary a weight matrix can hold fits.
 IDS_DTYPE = np.int32
+IDS_MAX = int(np.iinfo(IDS_DTYPE).max)
 
 
 def is_ids(value):
@@ -109,7 +111,7 @@ def as_ids(array, name, size, what):
     Every entry is checked, padding beyond a sequence's length too: the kernels gather
     rows by these indices without bounds checks.
     """
-    if size > np.iinfo(IDS_DTYPE).max:
+    if size > IDS_MAX:
         raise ValueError(f"{name} holds {what} ids, which must fit int32: {size} is too many")
     if array.size:
         low, high = array.min(), array.max()

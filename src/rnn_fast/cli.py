@@ -941,7 +941,7 @@ def main(argv=None):
 
 
 # NumPy's words for an array beyond memory or indexing
-TOO_LARGE = (r"array is too big|[Mm]aximum allowed dimension|Unable to allocate|"
+TOO_LARGE = (r"array is too big|[Mm]aximum allowed (dimension|size)|Unable to allocate|"
              r"iterator is too large")
 
 

@@ -44,9 +44,10 @@ def trials(rng, n=BATCH, dtype="float32"):
     return X.astype(dtype), Y
 
 
-def rnn_fast_contender(cell, dtype):
-    model = getattr(rnn_fast, cell)(N_IN, HIDDEN, N_OUT, loss="cross_entropy",
-                                    output_activation="softmax", dtype=dtype, seed=0)
+def rnn_fast_contender(cell, dtype, num_layers=1):
+    model = getattr(rnn_fast, cell)(N_IN, HIDDEN, N_OUT, num_layers=num_layers,
+                                    loss="cross_entropy", output_activation="softmax",
+                                    dtype=dtype, seed=0)
     optimizer = rnn_fast.Adam(lr=1e-3)
 
     def update(X, Y):
@@ -56,12 +57,13 @@ def rnn_fast_contender(cell, dtype):
     return update
 
 
-def torch_contender(cell, dtype):
+def torch_contender(cell, dtype, num_layers=1):
     import torch
     torch.set_num_threads(1)
     torch.manual_seed(0)
     torch_dtype = getattr(torch, dtype)
-    rnn = getattr(torch.nn, cell)(N_IN, HIDDEN, batch_first=True).to(torch_dtype)
+    rnn = getattr(torch.nn, cell)(N_IN, HIDDEN, num_layers=num_layers,
+                                  batch_first=True).to(torch_dtype)
     readout = torch.nn.Linear(HIDDEN, N_OUT).to(torch_dtype)
     optimizer = torch.optim.Adam([*rnn.parameters(), *readout.parameters()], lr=1e-3)
 

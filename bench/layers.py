@@ -8,6 +8,11 @@ Two cases, each contender's rounds interleaved, medians:
   updates in one ``fit`` (PyTorch: nn.LSTM + nn.Linear, the loop of chunks with the
   state detached, ``clip_grad_value_``, torch.optim.Adagrad), one thread each; one and
   two layers.
+- ``cognitive``: bench/cognitive.py's task and sizes (input 3, hidden 64, batches of 16
+  trials of 100 steps, float32, Adam, one update per ``fit`` call) with two layers, GRU
+  and LSTM, against PyTorch's 2-layer modules, one thread each; the one-layer models of
+  the layers' sizes are cognitive.py's and one reading 64 inputs (the trials' 3 features
+  tiled), as the second layer does.
 - ``W3 bi-GRU``: one forward and backward of W3's sizes (N=64 T=100 I=128 H=512 O=128,
   linear readout, biases, MSE) through a 2-layer bidirectional GRU (``loss_and_grads``;
   PyTorch: nn.GRU(bidirectional=True) + nn.Linear, backward), float64 and float32, both
@@ -97,6 +102,39 @@ def w3_torch(dtype, X, Y):
     return run
 
 
+def wide_contender(cognitive, cell):
+    """A one-layer model of the cognitive case's second layer: 64 inputs (the trials' 3
+    features tiled, made once per batch in the warm-up calls, untimed after)."""
+    model = getattr(rnn_fast, cell)(cognitive.HIDDEN, cognitive.HIDDEN, cognitive.N_OUT,
+                                    loss="cross_entropy", output_activation="softmax",
+                                    dtype="float32", seed=0)
+    optimizer, inputs = rnn_fast.Adam(lr=1e-3), {}
+
+    def update(X, Y):
+        if id(X) not in inputs:
+            reps = -(-cognitive.HIDDEN // X.shape[2])
+            inputs[id(X)] = np.ascontiguousarray(np.tile(X, (1, 1, reps))[..., :cognitive.HIDDEN])
+        model.fit(inputs[id(X)], Y, optimizer=optimizer, batch_size=cognitive.BATCH)
+    return update
+
+
+def cognitive_rows(cognitive, rounds, updates, rng):
+    """The cognitive-task case: a table row per cell, milliseconds an update."""
+    rows = []
+    for cell in ("GRU", "LSTM"):
+        contenders = {"ours": cognitive.rnn_fast_contender(cell, "float32", num_layers=2),
+                      "torch": cognitive.torch_contender(cell, "float32", num_layers=2),
+                      "one": cognitive.rnn_fast_contender(cell, "float32"),
+                      "wide": wide_contender(cognitive, cell)}
+        with threadpool_limits(1):
+            got, _ = cognitive.measure(contenders, "float32", updates, rounds, rng)
+        ms = {name: 1e3 * t for name, t in got.items()}
+        rows.append(row(f"cognitive task {cell} H={cognitive.HIDDEN}, 2 layers, float32, "
+                        "1 thread, ms an update", ms["ours"], ms["torch"],
+                        [ms["one"], ms["wide"]]))
+    return rows
+
+
 def medians(contenders, rounds):
     """Median seconds of each contender, rounds interleaved (after one warm-up call)."""
     for run in contenders.values():
@@ -121,6 +159,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--chunks", type=int, default=200)
+    parser.add_argument("--updates", type=int, default=100,
+                        help="cognitive-task updates a round (default 100)")
     args = parser.parse_args()
     import cognitive  # after NumPy: its one-thread default must not reach BLAS here
     import torch
@@ -141,6 +181,8 @@ def main():
               "float64, 1 thread", got["ours 1"], got["torch 1"]))
     print(row("the same, 2 layers", got["ours 2"], got["torch 2"],
               [got["ours 1"], got["dense 1"]]))
+    for line in cognitive_rows(cognitive, args.rounds, args.updates, rng):
+        print(line)
     torch.set_num_threads(2)
     for dtype in ("float64", "float32"):
         X = rng.standard_normal((N, T, N_IN)).astype(dtype)

@@ -332,6 +332,10 @@ def test_update_with_kept_scratch(rng):
     before = [a.copy() for a in kept]
     with pytest.raises(ValueError, match="staged_out of shape"):
         _core.apply_update(3, hyper, *kept, 5, 0.0, 0.0, staged[:2])
+    # the update's loops read theta, grad, lr and slots while they write staged_out
+    copies = np.concatenate([kept[0][None], kept[3]])
+    with pytest.raises(ValueError, match="must not overlap"):
+        _core.apply_update(3, hyper, copies[0], kept[1], lr, copies[1:], 5, 0.0, 0.0, copies)
     for a, b in zip(before, kept):
         np.testing.assert_array_equal(a, b)
 

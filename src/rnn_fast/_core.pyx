@@ -1060,6 +1060,9 @@ cdef class _Layer:
         ws = _scratch(role, dtype, t1 - t0, 0 if self.run.net.input_ids else self.run.net.n_in,
                       self.run.net.H, 1, max(N, 1), cell=self.run.net.cell, blas=True)
         ws.fill(<size_t>&self.run.ws)
+        # the per-step products on the packed recurrent matrix where one layer's would be
+        # (_Run.plan's rule, on the calling thread: a layer sweeps the batch whole)
+        self.run.ws.pack = rnn_fast_blas_threads() == 1
         self.run.arrays.append(ws)
 
 
@@ -1121,6 +1124,13 @@ def apply_update(int opt_kind, const double[::1] hyper not None,
     elif np.shape(staged_out) != shape:
         raise ValueError(f"apply_update: staged_out of shape {np.shape(staged_out)}, "
                          f"expected {shape}")
+    elif (np.may_share_memory(staged_out, np.asarray(theta))
+          or np.may_share_memory(staged_out, np.asarray(grad))
+          or np.may_share_memory(staged_out, np.asarray(lr))
+          or np.may_share_memory(staged_out, np.asarray(slots))):
+        # the update's loops read them while they write it (restrict, _simd.h)
+        raise ValueError("apply_update: staged_out must not overlap theta, grad, lr or "
+                         "slots")
     cdef floating[:, ::1] staged = staged_out
     cdef Opt opt = _opt(opt_kind, hyper, lr, slots.shape[0], theta.shape[0], step, clip_value,
                         clip_norm)

@@ -299,7 +299,8 @@ def _train_steps(spec, layout, copies, cur, grad, data, steps, update, losses_ou
     timers = timers_out if len(timers_out) == 3 else None
     X, Y, lengths, h0, order = data
     dtype = copies.dtype
-    params = layout.kernel_args(layout.views(copies[cur[0], 0]), dtype)
+    copy_params = [layout.kernel_args(layout.views(copy[0]), dtype) for copy in copies]
+    params = copy_params[cur[0]]
     grads = layout.kernel_args(layout.views(grad), dtype)
     n_samples, batch_size, chunk = X.shape[0], steps.batch_size, steps.chunk_length
     n_batches = -(-n_samples // batch_size)
@@ -328,7 +329,7 @@ def _train_steps(spec, layout, copies, cur, grad, data, steps, update, losses_ou
                     update.clip_value, update.clip_norm, copies[1 - cur[0]], commit=False)):
                 return s, opt_step
             cur[0] = 1 - cur[0]
-            params = layout.kernel_args(layout.views(copies[cur[0], 0]), dtype)
+            params = copy_params[cur[0]]
             losses_out[n_updates] = update_loss
             n_updates += 1
             opt_step += 1

@@ -354,8 +354,69 @@ RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
             }                                                                          \
     }                                                                                  \
                                                                                        \
+    /* gemv_t_half_rows for two rows of A (v and w) at once, M's rows i0 .. i0 + n - 1 \
+     * (n <= 2) read once for both: each sum the one gemv_t_half_rows makes, so the    \
+     * same bits; a product over many rows of A (a chunk's dL/dh from its outputs, a   \
+     * stacked layer's dL/dx) streams M from L2 half as often */                       \
+    RNN_FAST_BODY void rnn_fast_gemv_t_half_pair_##SFX(                                \
+        const T *restrict v, const T *restrict w, const T *restrict M, ptrdiff_t C,    \
+        ptrdiff_t i0, int n, rnn_fast_vec_##HALF x_lo, rnn_fast_vec_##HALF x_hi,       \
+        rnn_fast_vec_##HALF y_lo, rnn_fast_vec_##HALF y_hi, int accumulate,            \
+        T *restrict out_v, T *restrict out_w)                                          \
+    {                                                                                  \
+        const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T)), h = V / 2, j_end = C - C % V; \
+        const int rem = (int)(C - j_end);                                              \
+        rnn_fast_vec_##HALF lo[2], hi[2], lo_w[2], hi_w[2];                            \
+        ptrdiff_t j;                                                                   \
+        int r;                                                                         \
+        _Pragma("GCC unroll 2")                                                        \
+        for (r = 0; r < 2; r++)                                                        \
+            lo[r] = hi[r] = lo_w[r] = hi_w[r] = rnn_fast_broadcast_##HALF(0);          \
+        for (j = 0; j < j_end; j += V) {                                               \
+            const rnn_fast_vec_##HALF a = *(const rnn_fast_vec_##HALF *)(v + j);       \
+            const rnn_fast_vec_##HALF b = *(const rnn_fast_vec_##HALF *)(v + j + h);   \
+            const rnn_fast_vec_##HALF c = *(const rnn_fast_vec_##HALF *)(w + j);       \
+            const rnn_fast_vec_##HALF d = *(const rnn_fast_vec_##HALF *)(w + j + h);   \
+            _Pragma("GCC unroll 2")                                                    \
+            for (r = 0; r < 2; r++)                                                    \
+                if (r < n) {                                                           \
+                    const T *row = M + (i0 + r) * C + j;                               \
+                    const rnn_fast_vec_##HALF m_lo = *(const rnn_fast_vec_##HALF *)row;\
+                    const rnn_fast_vec_##HALF m_hi =                                   \
+                        *(const rnn_fast_vec_##HALF *)(row + h);                       \
+                    lo[r] = rnn_fast_vfma_##HALF(m_lo, a, lo[r]);                      \
+                    hi[r] = rnn_fast_vfma_##HALF(m_hi, b, hi[r]);                      \
+                    lo_w[r] = rnn_fast_vfma_##HALF(m_lo, c, lo_w[r]);                  \
+                    hi_w[r] = rnn_fast_vfma_##HALF(m_hi, d, hi_w[r]);                  \
+                }                                                                      \
+        }                                                                              \
+        if (rem) /* the rows' last entries, +0 after them, as gemv_t_half_rows */      \
+            _Pragma("GCC unroll 2")                                                    \
+            for (r = 0; r < 2; r++)                                                    \
+                if (r < n) {                                                           \
+                    const T *end = M + (i0 + r) * C + j_end;                           \
+                    const rnn_fast_vec_##HALF m_lo =                                   \
+                        rnn_fast_load_part_##HALF(end, rem < h ? rem : (int)h);        \
+                    const rnn_fast_vec_##HALF m_hi = rnn_fast_load_part_##HALF(        \
+                        end + h, rem > h ? rem - (int)h : 0);                          \
+                    lo[r] = rnn_fast_vfma_##HALF(m_lo, x_lo, lo[r]);                   \
+                    hi[r] = rnn_fast_vfma_##HALF(m_hi, x_hi, hi[r]);                   \
+                    lo_w[r] = rnn_fast_vfma_##HALF(m_lo, y_lo, lo_w[r]);               \
+                    hi_w[r] = rnn_fast_vfma_##HALF(m_hi, y_hi, hi_w[r]);               \
+                }                                                                      \
+        _Pragma("GCC unroll 2")                                                        \
+        for (r = 0; r < 2; r++)                                                        \
+            if (r < n) {                                                               \
+                const T sum_v = rnn_fast_tree_half_##SFX(lo[r] + hi[r]);               \
+                const T sum_w = rnn_fast_tree_half_##SFX(lo_w[r] + hi_w[r]);           \
+                out_v[i0 + r] = accumulate ? out_v[i0 + r] + sum_v : sum_v;            \
+                out_w[i0 + r] = accumulate ? out_w[i0 + r] + sum_w : sum_w;            \
+            }                                                                          \
+    }                                                                                  \
+                                                                                       \
     /* C (m x R) (+)= A M^T, row by row (A: m x Cc, M: R x Cc, C row-major); rows of  \
-     * M 8 at a time with 32 vector registers, else 4 in halves (gemv_t_half_rows) */ \
+     * M 8 at a time with 32 vector registers, else in halves: 2 at a time for two    \
+     * rows of A (gemv_t_half_pair), 4 for a last single row (gemv_t_half_rows) */    \
     RNN_FAST_BODY void rnn_fast_gemm_t_##SFX##_body(                                   \
         const T *A, ptrdiff_t m, const T *M, ptrdiff_t R, ptrdiff_t C, int accumulate, \
         T *Out)                                                                        \
@@ -371,6 +432,25 @@ RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
                     tail, rem < h ? rem : (int)h);                                     \
                 const rnn_fast_vec_##HALF x_hi = rnn_fast_load_part_##HALF(            \
                     tail + h, rem > h ? rem - (int)h : 0);                             \
+                if (row + 1 < m) { /* with the next row of A (gemv_t_half_pair) */     \
+                    const rnn_fast_vec_##HALF y_lo = rnn_fast_load_part_##HALF(        \
+                        tail + C, rem < h ? rem : (int)h);                             \
+                    const rnn_fast_vec_##HALF y_hi = rnn_fast_load_part_##HALF(        \
+                        tail + C + h, rem > h ? rem - (int)h : 0);                     \
+                    for (i = 0; i < R; i += n) {                                       \
+                        n = R - i >= 2 ? 2 : 1;                                        \
+                        if (n == 2) /* constant counts: the sums stay in registers */  \
+                            rnn_fast_gemv_t_half_pair_##SFX(v, v + C, M, C, i, 2, x_lo,\
+                                                            x_hi, y_lo, y_hi,          \
+                                                            accumulate, out, out + R); \
+                        else                                                           \
+                            rnn_fast_gemv_t_half_pair_##SFX(v, v + C, M, C, i, 1, x_lo,\
+                                                            x_hi, y_lo, y_hi,          \
+                                                            accumulate, out, out + R); \
+                    }                                                                  \
+                    row++;                                                             \
+                    continue;                                                          \
+                }                                                                      \
                 for (i = 0; i < R; i += n) {                                           \
                     n = R - i >= 4 ? 4 : R - i >= 2 ? 2 : 1;                           \
                     switch (n) { /* constant counts: the sums stay in registers */     \

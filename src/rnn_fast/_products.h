@@ -52,6 +52,8 @@ static int rnn_fast_wide_registers = 0;
     rnn_fast_gemm_n_tile_##VFX(a, sa_i, sa_k, NR, M, K, L, j, N, (int)rem, accumulate, c)
 #define RNN_FAST_GEMV_T_ROWS(SFX, N)                                                   \
     rnn_fast_gemv_t_rows_##SFX(v, M, R, C, i, N, x_end, accumulate, out)
+#define RNN_FAST_GEMV_T_HALF_ROWS(SFX, NA, N)                                          \
+    rnn_fast_gemv_t_half_rows_##SFX(v, NA, M, C, i, N, x_lo, x_hi, accumulate, out, R)
 
 /* gemm_n_tile's row i of M: its vectors (where a whole last vector would read past M's
  * end, LAST, just its `rem` lanes), each times row r's A[r, i] added to the row's sums */
@@ -304,119 +306,81 @@ RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
             }                                                                          \
     }                                                                                  \
                                                                                        \
-    /* gemv_t_rows with each row's P partial sums as two 32-byte halves (lanes 0 ..   \
-     * P/2 - 1 and P/2 .. P - 1), for clones with 16 vector registers, where GCC moved \
-     * 64-byte sums through the stack: the same fma in every lane, the same tree (its \
-     * first sums are the halves' sum), so the same bits; n <= 4 */                   \
+    /* gemv_t_rows for na rows of A (v, and v + C for na = 2), each sum's P partial sums \
+     * as two 32-byte halves (lanes 0 .. P/2 - 1 and P/2 .. P - 1), for clones with 16  \
+     * vector registers, where GCC moved 64-byte sums through the stack: the same fma  \
+     * in every lane, the same tree (its first sums are the halves' sum), so the same   \
+     * bits. M's rows i0 .. i0 + n - 1 (n <= 4 / na) are read once for the na rows: a   \
+     * product over many rows of A (a chunk's dL/dh from its outputs, a stacked layer's \
+     * dL/dx) streams M from L2 half as often. x_lo, x_hi: each row of A's last C % P   \
+     * entries, +0 after them; out's rows R apart. */                                  \
     RNN_FAST_BODY void rnn_fast_gemv_t_half_rows_##SFX(                                \
-        const T *restrict v, const T *restrict M, ptrdiff_t C, ptrdiff_t i0, int n,    \
-        rnn_fast_vec_##HALF x_lo, rnn_fast_vec_##HALF x_hi, int accumulate,            \
-        T *restrict out)                                                               \
+        const T *restrict v, int na, const T *restrict M, ptrdiff_t C, ptrdiff_t i0,   \
+        int n, const rnn_fast_vec_##HALF *x_lo, const rnn_fast_vec_##HALF *x_hi,       \
+        int accumulate, T *restrict out, ptrdiff_t R)                                  \
     {                                                                                  \
         const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T)), h = V / 2, j_end = C - C % V; \
         const int rem = (int)(C - j_end);                                              \
-        rnn_fast_vec_##HALF lo[4], hi[4];                                              \
+        rnn_fast_vec_##HALF lo[2][4], hi[2][4], a[2], b[2];                            \
         ptrdiff_t j;                                                                   \
-        int r;                                                                         \
-        _Pragma("GCC unroll 4")                                                        \
-        for (r = 0; r < 4; r++)                                                        \
-            lo[r] = hi[r] = rnn_fast_broadcast_##HALF(0);                              \
-        for (j = 0; j < j_end; j += V) {                                               \
-            const rnn_fast_vec_##HALF a = *(const rnn_fast_vec_##HALF *)(v + j);       \
-            const rnn_fast_vec_##HALF b = *(const rnn_fast_vec_##HALF *)(v + j + h);   \
-            _Pragma("GCC unroll 4")                                                    \
-            for (r = 0; r < 4; r++)                                                    \
-                if (r < n) {                                                           \
-                    const T *row = M + (i0 + r) * C + j;                               \
-                    lo[r] = rnn_fast_vfma_##HALF(*(const rnn_fast_vec_##HALF *)row, a,  \
-                                                 lo[r]);                               \
-                    hi[r] = rnn_fast_vfma_##HALF(*(const rnn_fast_vec_##HALF *)(row + h), \
-                                                 b, hi[r]);                            \
-                }                                                                      \
-        }                                                                              \
-        if (rem) /* the row's last entries, +0 after them, as gemv_t_rows reads them */\
-            _Pragma("GCC unroll 4")                                                    \
-            for (r = 0; r < 4; r++)                                                    \
-                if (r < n) {                                                           \
-                    const T *end = M + (i0 + r) * C + j_end;                           \
-                    lo[r] = rnn_fast_vfma_##HALF(                                      \
-                        rnn_fast_load_part_##HALF(end, rem < h ? rem : (int)h), x_lo,  \
-                        lo[r]);                                                        \
-                    hi[r] = rnn_fast_vfma_##HALF(                                      \
-                        rnn_fast_load_part_##HALF(end + h, rem > h ? rem - (int)h : 0),\
-                        x_hi, hi[r]);                                                  \
-                }                                                                      \
-        _Pragma("GCC unroll 4")                                                        \
-        for (r = 0; r < 4; r++)                                                        \
-            if (r < n) {                                                               \
-                const T sum = rnn_fast_tree_half_##SFX(lo[r] + hi[r]);                 \
-                out[i0 + r] = accumulate ? out[i0 + r] + sum : sum;                    \
-            }                                                                          \
-    }                                                                                  \
-                                                                                       \
-    /* gemv_t_half_rows for two rows of A (v and w) at once, M's rows i0 .. i0 + n - 1 \
-     * (n <= 2) read once for both: each sum the one gemv_t_half_rows makes, so the    \
-     * same bits; a product over many rows of A (a chunk's dL/dh from its outputs, a   \
-     * stacked layer's dL/dx) streams M from L2 half as often */                       \
-    RNN_FAST_BODY void rnn_fast_gemv_t_half_pair_##SFX(                                \
-        const T *restrict v, const T *restrict w, const T *restrict M, ptrdiff_t C,    \
-        ptrdiff_t i0, int n, rnn_fast_vec_##HALF x_lo, rnn_fast_vec_##HALF x_hi,       \
-        rnn_fast_vec_##HALF y_lo, rnn_fast_vec_##HALF y_hi, int accumulate,            \
-        T *restrict out_v, T *restrict out_w)                                          \
-    {                                                                                  \
-        const ptrdiff_t V = (ptrdiff_t)(64 / sizeof(T)), h = V / 2, j_end = C - C % V; \
-        const int rem = (int)(C - j_end);                                              \
-        rnn_fast_vec_##HALF lo[2], hi[2], lo_w[2], hi_w[2];                            \
-        ptrdiff_t j;                                                                   \
-        int r;                                                                         \
+        int r, k;                                                                      \
         _Pragma("GCC unroll 2")                                                        \
-        for (r = 0; r < 2; r++)                                                        \
-            lo[r] = hi[r] = lo_w[r] = hi_w[r] = rnn_fast_broadcast_##HALF(0);          \
+        for (k = 0; k < 2; k++)                                                        \
+            _Pragma("GCC unroll 4")                                                    \
+            for (r = 0; r < 4; r++)                                                    \
+                lo[k][r] = hi[k][r] = rnn_fast_broadcast_##HALF(0);                    \
         for (j = 0; j < j_end; j += V) {                                               \
-            const rnn_fast_vec_##HALF a = *(const rnn_fast_vec_##HALF *)(v + j);       \
-            const rnn_fast_vec_##HALF b = *(const rnn_fast_vec_##HALF *)(v + j + h);   \
-            const rnn_fast_vec_##HALF c = *(const rnn_fast_vec_##HALF *)(w + j);       \
-            const rnn_fast_vec_##HALF d = *(const rnn_fast_vec_##HALF *)(w + j + h);   \
             _Pragma("GCC unroll 2")                                                    \
-            for (r = 0; r < 2; r++)                                                    \
+            for (k = 0; k < 2; k++)                                                    \
+                if (k < na) {                                                          \
+                    a[k] = *(const rnn_fast_vec_##HALF *)(v + k * C + j);              \
+                    b[k] = *(const rnn_fast_vec_##HALF *)(v + k * C + j + h);          \
+                }                                                                      \
+            _Pragma("GCC unroll 4")                                                    \
+            for (r = 0; r < 4; r++)                                                    \
                 if (r < n) {                                                           \
                     const T *row = M + (i0 + r) * C + j;                               \
                     const rnn_fast_vec_##HALF m_lo = *(const rnn_fast_vec_##HALF *)row;\
                     const rnn_fast_vec_##HALF m_hi =                                   \
                         *(const rnn_fast_vec_##HALF *)(row + h);                       \
-                    lo[r] = rnn_fast_vfma_##HALF(m_lo, a, lo[r]);                      \
-                    hi[r] = rnn_fast_vfma_##HALF(m_hi, b, hi[r]);                      \
-                    lo_w[r] = rnn_fast_vfma_##HALF(m_lo, c, lo_w[r]);                  \
-                    hi_w[r] = rnn_fast_vfma_##HALF(m_hi, d, hi_w[r]);                  \
+                    _Pragma("GCC unroll 2")                                            \
+                    for (k = 0; k < 2; k++)                                            \
+                        if (k < na) {                                                  \
+                            lo[k][r] = rnn_fast_vfma_##HALF(m_lo, a[k], lo[k][r]);     \
+                            hi[k][r] = rnn_fast_vfma_##HALF(m_hi, b[k], hi[k][r]);     \
+                        }                                                              \
                 }                                                                      \
         }                                                                              \
-        if (rem) /* the rows' last entries, +0 after them, as gemv_t_half_rows */      \
-            _Pragma("GCC unroll 2")                                                    \
-            for (r = 0; r < 2; r++)                                                    \
+        if (rem) /* the rows' last entries, +0 after them, as gemv_t_rows reads them */\
+            _Pragma("GCC unroll 4")                                                    \
+            for (r = 0; r < 4; r++)                                                    \
                 if (r < n) {                                                           \
                     const T *end = M + (i0 + r) * C + j_end;                           \
                     const rnn_fast_vec_##HALF m_lo =                                   \
                         rnn_fast_load_part_##HALF(end, rem < h ? rem : (int)h);        \
                     const rnn_fast_vec_##HALF m_hi = rnn_fast_load_part_##HALF(        \
                         end + h, rem > h ? rem - (int)h : 0);                          \
-                    lo[r] = rnn_fast_vfma_##HALF(m_lo, x_lo, lo[r]);                   \
-                    hi[r] = rnn_fast_vfma_##HALF(m_hi, x_hi, hi[r]);                   \
-                    lo_w[r] = rnn_fast_vfma_##HALF(m_lo, y_lo, lo_w[r]);               \
-                    hi_w[r] = rnn_fast_vfma_##HALF(m_hi, y_hi, hi_w[r]);               \
+                    _Pragma("GCC unroll 2")                                            \
+                    for (k = 0; k < 2; k++)                                            \
+                        if (k < na) {                                                  \
+                            lo[k][r] = rnn_fast_vfma_##HALF(m_lo, x_lo[k], lo[k][r]);  \
+                            hi[k][r] = rnn_fast_vfma_##HALF(m_hi, x_hi[k], hi[k][r]);  \
+                        }                                                              \
                 }                                                                      \
         _Pragma("GCC unroll 2")                                                        \
-        for (r = 0; r < 2; r++)                                                        \
-            if (r < n) {                                                               \
-                const T sum_v = rnn_fast_tree_half_##SFX(lo[r] + hi[r]);               \
-                const T sum_w = rnn_fast_tree_half_##SFX(lo_w[r] + hi_w[r]);           \
-                out_v[i0 + r] = accumulate ? out_v[i0 + r] + sum_v : sum_v;            \
-                out_w[i0 + r] = accumulate ? out_w[i0 + r] + sum_w : sum_w;            \
-            }                                                                          \
+        for (k = 0; k < 2; k++)                                                        \
+            _Pragma("GCC unroll 4")                                                    \
+            for (r = 0; r < 4; r++)                                                    \
+                if (k < na && r < n) {                                                 \
+                    const T sum = rnn_fast_tree_half_##SFX(lo[k][r] + hi[k][r]);       \
+                    T *o = out + k * R + i0 + r;                                       \
+                    *o = accumulate ? *o + sum : sum;                                  \
+                }                                                                      \
     }                                                                                  \
                                                                                        \
     /* C (m x R) (+)= A M^T, row by row (A: m x Cc, M: R x Cc, C row-major); rows of  \
-     * M 8 at a time with 32 vector registers, else in halves: 2 at a time for two    \
-     * rows of A (gemv_t_half_pair), 4 for a last single row (gemv_t_half_rows) */    \
+     * M 8 at a time with 32 vector registers, else in halves (gemv_t_half_rows): 2 \
+     * at a time for two rows of A, 4 for a last single row */                        \
     RNN_FAST_BODY void rnn_fast_gemm_t_##SFX##_body(                                   \
         const T *A, ptrdiff_t m, const T *M, ptrdiff_t R, ptrdiff_t C, int accumulate, \
         T *Out)                                                                        \
@@ -427,41 +391,28 @@ RNN_FAST_GEMM_N_TILE_KERNEL(f32x8, float, 32)
             const T *v = A + row * C, *tail = v + C - C % V;                           \
             const int rem = (int)(C % V);                                              \
             T *out = Out + row * R;                                                    \
-            if (!rnn_fast_wide_registers) {                                            \
-                const rnn_fast_vec_##HALF x_lo = rnn_fast_load_part_##HALF(            \
-                    tail, rem < h ? rem : (int)h);                                     \
-                const rnn_fast_vec_##HALF x_hi = rnn_fast_load_part_##HALF(            \
-                    tail + h, rem > h ? rem - (int)h : 0);                             \
-                if (row + 1 < m) { /* with the next row of A (gemv_t_half_pair) */     \
-                    const rnn_fast_vec_##HALF y_lo = rnn_fast_load_part_##HALF(        \
-                        tail + C, rem < h ? rem : (int)h);                             \
-                    const rnn_fast_vec_##HALF y_hi = rnn_fast_load_part_##HALF(        \
-                        tail + C + h, rem > h ? rem - (int)h : 0);                     \
-                    for (i = 0; i < R; i += n) {                                       \
-                        n = R - i >= 2 ? 2 : 1;                                        \
-                        if (n == 2) /* constant counts: the sums stay in registers */  \
-                            rnn_fast_gemv_t_half_pair_##SFX(v, v + C, M, C, i, 2, x_lo,\
-                                                            x_hi, y_lo, y_hi,          \
-                                                            accumulate, out, out + R); \
-                        else                                                           \
-                            rnn_fast_gemv_t_half_pair_##SFX(v, v + C, M, C, i, 1, x_lo,\
-                                                            x_hi, y_lo, y_hi,          \
-                                                            accumulate, out, out + R); \
-                    }                                                                  \
-                    row++;                                                             \
-                    continue;                                                          \
+            if (!rnn_fast_wide_registers) { /* two rows of A at a time, a last alone */ \
+                const int na = row + 1 < m ? 2 : 1;                                    \
+                rnn_fast_vec_##HALF x_lo[2], x_hi[2];                                  \
+                int k;                                                                 \
+                for (k = 0; k < 2; k++) {                                              \
+                    x_lo[k] = k < na ? rnn_fast_load_part_##HALF(                      \
+                        tail + k * C, rem < h ? rem : (int)h) : rnn_fast_broadcast_##HALF(0);\
+                    x_hi[k] = k < na ? rnn_fast_load_part_##HALF(                      \
+                        tail + k * C + h, rem > h ? rem - (int)h : 0)                  \
+                                     : rnn_fast_broadcast_##HALF(0);                   \
                 }                                                                      \
                 for (i = 0; i < R; i += n) {                                           \
-                    n = R - i >= 4 ? 4 : R - i >= 2 ? 2 : 1;                           \
-                    switch (n) { /* constant counts: the sums stay in registers */     \
-                    case 4: rnn_fast_gemv_t_half_rows_##SFX(v, M, C, i, 4, x_lo, x_hi, \
-                                                            accumulate, out); break;   \
-                    case 2: rnn_fast_gemv_t_half_rows_##SFX(v, M, C, i, 2, x_lo, x_hi, \
-                                                            accumulate, out); break;   \
-                    default: rnn_fast_gemv_t_half_rows_##SFX(v, M, C, i, 1, x_lo, x_hi,\
-                                                             accumulate, out);         \
+                    n = R - i >= 4 / na ? 4 / na : R - i >= 2 ? 2 : 1;                 \
+                    switch (8 * na + n) { /* constant counts: sums stay in registers */\
+                    case 8 + 4: RNN_FAST_GEMV_T_HALF_ROWS(SFX, 1, 4); break;           \
+                    case 8 + 2: RNN_FAST_GEMV_T_HALF_ROWS(SFX, 1, 2); break;           \
+                    case 8 + 1: RNN_FAST_GEMV_T_HALF_ROWS(SFX, 1, 1); break;           \
+                    case 16 + 2: RNN_FAST_GEMV_T_HALF_ROWS(SFX, 2, 2); break;          \
+                    default: RNN_FAST_GEMV_T_HALF_ROWS(SFX, 2, 1);                     \
                     }                                                                  \
                 }                                                                      \
+                row += na - 1;                                                         \
                 continue;                                                              \
             }                                                                          \
             const rnn_fast_vec_##SFX x_end = rnn_fast_load_part_##SFX(tail, rem);      \

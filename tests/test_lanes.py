@@ -228,6 +228,8 @@ FALLBACKS = {
     "hidden size on BLAS": dict(hidden_size=_core.blas_min_hidden()),
     "shuffle with lengths": dict(options=dict(shuffle=True, lengths=[4, 1, 3, 2, 4, 3])),
     "profile": dict(options=dict(profile=True)),
+    "stacked": dict(layers=dict(num_layers=2)),
+    "bidirectional": dict(layers=dict(bidirectional=True)),
 }
 
 
@@ -235,7 +237,7 @@ FALLBACKS = {
 def test_groups_the_lanes_do_not_take_train_one_after_another(name, rng, packed):
     case = FALLBACKS[name]
     sizes = {**SIZES, "hidden_size": case.get("hidden_size", 5)}
-    kwargs = dict(sizes, **{k: v for k, v in BASE.items()}, seed=0)
+    kwargs = dict(sizes, **BASE, **case.get("layers", {}), seed=0)
     X, Y = data(rng)
     models = []
     for k in range(5):

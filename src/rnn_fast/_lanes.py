@@ -1,8 +1,8 @@
 """fit_many's packed run: a group of Elman models in one kernel call, a model per SIMD lane.
 
-``packable`` says whether a group can train so: Elman models whose single fits run the
-core's hand loops (hidden size below ``blas_min_hidden()``, not the two-thread pair),
-without ``profile``, on the same data, whose batches hold sequences of one length at
+``packable`` says whether a group can train so: Elman models of one layer and one
+direction whose single fits run the core's hand loops (hidden size below
+``blas_min_hidden()``, not the two-thread pair), without ``profile``, on the same data, whose batches hold sequences of one length at
 each position in every model's order (no shuffle, or sequences of one length), so that
 every lane makes the same updates. ``run`` trains them: the packed arrays (``Lanes``:
 parameters, optimizer state and carried states with the model innermost, in blocks of
@@ -38,7 +38,8 @@ def packable(models, plans):
     first, plan = models[0], plans[0]
     o = plan.options
     hidden = first.hidden_size
-    if first.cell != "elman" or first.backend != "cython" or o["profile"]:
+    if (first.cell != "elman" or first.backend != "cython" or o["profile"]
+            or first.num_layers > 1 or first.bidirectional):  # the kernel runs one layer
         return False
     if hidden >= _core.blas_min_hidden() or (
             o["batch_size"] == 1 and _core.num_threads() >= 2

@@ -17,10 +17,13 @@ in float64 and float32, repeats interleaved (the first contender rotating), medi
 Every packed run's weights must equal its model's own fit bit for bit. A second table
 is issue 24's neuroscience-sized case: GRUs of hidden 64 on a perceptual-decision task
 (``--neuro-models``, T 100, batches of 16, Adam, 200 updates), ``fit_many`` against one
-at a time. ``--plot FILE`` draws models/s against M.
+at a time, and the same with other cells and hidden sizes (``--neuro-cells``,
+``--neuro-hidden``: 16 is on the hand loops, packed in lanes). ``--plot FILE`` draws
+models/s against M.
 
     python bench/ensembles.py [--models 1,8,64,256] [--samples 2000] [--repeat 3]
-                              [--neuro-models 256] [--plot bench/results/ensembles.png]
+                              [--neuro-models 256] [--neuro-cells gru,lstm]
+                              [--neuro-hidden 64,16] [--plot bench/results/ensembles.png]
 
 For reference (issue 24, measured by the team on an H200 machine with 16 CPU cores, W1
 with 10 000 steps): JAX vmap(lax.scan) on the H200 GPU trained 3 000 models/s at 1 024
@@ -197,25 +200,29 @@ def ensembles(args, jax_train):
 
 
 def neuroscience(args):
-    """GRUs of hidden 64 on bench/cognitive.py's perceptual decision (T 100, batches of
-    16), Adam, 200 updates: (one at a time, fit_many) models/s per dtype."""
+    """Gated models (GRU: issue 24's hidden 64) on bench/cognitive.py's perceptual
+    decision (T 100, batches of 16), Adam, 200 updates: (one at a time, fit_many)
+    models/s per (cell, hidden size, dtype)."""
     import cognitive
     M, updates = args.neuro_models, 200
     results = {}
-    for dtype in ("float32", "float64"):
-        X, Y = cognitive.trials(np.random.default_rng(0), 16 * updates, dtype)
-        (t_one, a), (t_many, b) = (_gru_fits(cognitive, M, X, Y, dtype, packed)
-                                   for packed in (False, True))
-        assert all(np.array_equal(x.theta, y.theta) for x, y in zip(a, b))
-        results[dtype] = (M / t_one, M / t_many)
+    for cell in args.neuro_cells:
+        for hidden in args.neuro_hidden:
+            for dtype in ("float32", "float64"):
+                X, Y = cognitive.trials(np.random.default_rng(0), 16 * updates, dtype)
+                (t_one, a), (t_many, b) = (
+                    _gated_fits(cognitive, cell, hidden, M, X, Y, dtype, packed)
+                    for packed in (False, True))
+                assert all(np.array_equal(x.theta, y.theta) for x, y in zip(a, b))
+                results[cell, hidden, dtype] = (M / t_one, M / t_many)
     return results
 
 
-def _gru_fits(cognitive, M, X, Y, dtype, packed):
-    """M GRUs trained one epoch, by fit_many or one fit each: seconds, the models."""
-    models = [rnn_fast.GRU(cognitive.N_IN, cognitive.HIDDEN, cognitive.N_OUT,
-                           loss="cross_entropy", output_activation="softmax", dtype=dtype,
-                           seed=s) for s in range(M)]
+def _gated_fits(cognitive, cell, hidden, M, X, Y, dtype, packed):
+    """M models trained one epoch, by fit_many or one fit each: seconds, the models."""
+    cls = {"gru": rnn_fast.GRU, "lstm": rnn_fast.LSTM}[cell]
+    models = [cls(cognitive.N_IN, hidden, cognitive.N_OUT, loss="cross_entropy",
+                  output_activation="softmax", dtype=dtype, seed=s) for s in range(M)]
     start = time.perf_counter()
     if packed:
         rnn_fast.fit_many(models, X, Y, optimizer=rnn_fast.Adam(lr=1e-3), batch_size=16)
@@ -232,6 +239,9 @@ def main():
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--neuro-models", type=int, default=256)
+    parser.add_argument("--neuro-cells", default="gru", type=lambda s: s.split(","))
+    parser.add_argument("--neuro-hidden", default="64,16",
+                        type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
 
@@ -261,12 +271,14 @@ def main():
               "arithmetic); every rnn_fast contender's equal to the own fits' bit for bit")
     if args.neuro_models:
         neuro = neuroscience(args)
-        print(f"\nGRU ensembles: {args.neuro_models} GRUs, hidden 64, perceptual decision "
-              "(T 100, batches of 16), Adam, 200 updates: models/s\n")
-        print("| dtype | one at a time | fit_many | ratio |")
-        print("|---|---:|---:|---:|")
-        for dtype, (one, many) in neuro.items():
-            print(f"| {dtype} | {one:.2f} | {many:.2f} | {many / one:.2f}x |")
+        print(f"\nGated ensembles: {args.neuro_models} models, perceptual decision "
+              "(T 100, batches of 16), Adam, 200 updates: models/s (every fit_many "
+              "model equal to its own fit bit for bit)\n")
+        print("| cell | hidden | dtype | one at a time | fit_many | ratio |")
+        print("|---|---:|---|---:|---:|---:|")
+        for (cell, hidden, dtype), (one, many) in neuro.items():
+            print(f"| {cell} | {hidden} | {dtype} | {one:.2f} | {many:.2f} | "
+                  f"{many / one:.2f}x |")
     blas = "unknown"
     try:
         import threadpoolctl

@@ -9,7 +9,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, core_clone, make_data
+from conftest import CELLS, CONFIGS, GATED_CONFIGS, core_clone, make_data, make_model
 
 import rnn_fast
 from rnn_fast import _core, _lanes, _many
@@ -38,9 +38,10 @@ def packed(monkeypatch):
     return calls
 
 
-def models_of(m, config=BASE, dtype="float64", sizes=SIZES):
+def models_of(m, config=BASE, dtype="float64", sizes=SIZES, cell="elman"):
     sizes = {**sizes, "output_size": sizes["output_size"] if config["readout"] else None}
-    return [rnn_fast.RNN(**sizes, **config, dtype=dtype, seed=k) for k in range(m)]
+    return [make_model(rnn_fast, cell, **sizes, **config, dtype=dtype, seed=k)
+            for k in range(m)]
 
 
 def data(rng, config=BASE, n=6, t=4, many_to_one=False, dtype="float64", sizes=SIZES):
@@ -76,10 +77,16 @@ def assert_packed_is_own_fits(models, optimizers, X, Y, **options):
     return histories
 
 
+CELL_CONFIGS = [("elman", c) for c in CONFIGS] + [
+    (cell, c) for cell in ("gru", "lstm") for c in GATED_CONFIGS]
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(map(str, c.values())))
-def test_every_activation_loss_readout_and_bias(config, dtype, rng, packed):
-    models = models_of(5, config, dtype)
+@pytest.mark.parametrize("cell, config", CELL_CONFIGS,
+                         ids=lambda c: "-".join(map(str, c.values())) if isinstance(c, dict)
+                         else c)
+def test_every_cell_activation_loss_readout_and_bias(cell, config, dtype, rng, packed):
+    models = models_of(5, config, dtype, cell=cell)
     X, Y = data(rng, config, dtype=dtype)
     assert_packed_is_own_fits(models, [rnn_fast.SGD(lr=0.05 * (k + 1)) for k in range(5)],
                               X, Y, epochs=2, batch_size=2)
@@ -89,9 +96,10 @@ def test_every_activation_loss_readout_and_bias(config, dtype, rng, packed):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 @pytest.mark.parametrize("lanes", ["1", "2", "W-1", "W+1", "37"])
-def test_every_optimizer_and_group_size(name, lanes, dtype, rng, packed):
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_optimizer_and_group_size(cell, name, lanes, dtype, rng, packed):
     m = {"W-1": W[dtype] - 1, "W+1": W[dtype] + 1}.get(lanes) or int(lanes)
-    models = models_of(m, dtype=dtype)
+    models = models_of(m, dtype=dtype, cell=cell)
     X, Y = data(rng, dtype=dtype)
     assert_packed_is_own_fits(models, [OPTIMIZERS[name](k) for k in range(m)], X, Y,
                               epochs=2)
@@ -113,12 +121,13 @@ def test_learning_rates_per_parameter(dtype, rng, packed):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("clone", _core.clones())
-def test_every_clone(clone, dtype, rng, packed):
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_clone(cell, clone, dtype, rng, packed):
     config = {**BASE, "hidden_activation": "sigmoid", "output_activation": "softmax",
               "loss": "cross_entropy"}
     X, Y = data(rng, config, n=8, t=5, dtype=dtype)
     for name in ("adam", "momentum"):
-        models = models_of(W[dtype] + 3, config, dtype)
+        models = models_of(W[dtype] + 3, config, dtype, cell=cell)
         with core_clone(clone):
             assert_packed_is_own_fits(models, [OPTIMIZERS[name](k) for k in range(len(models))],
                                       X, Y, epochs=2, batch_size=3, clip_norm=0.5)
@@ -142,39 +151,44 @@ OPTIONS = {
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(OPTIONS))
-def test_every_training_option(name, dtype, rng, packed):
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_training_option(cell, name, dtype, rng, packed):
     options = dict(OPTIONS[name])
     X, Y = data(rng, dtype=dtype)
-    if options.get("h0") == "per sequence":
-        options["h0"] = (0.5 * rng.standard_normal((6, 5))).astype(dtype)
+    if options.get("h0") == "per sequence":  # an LSTM's: h0 and c0
+        options["h0"] = tuple((0.5 * rng.standard_normal((6, 5))).astype(dtype)
+                              for _ in range(2 if cell == "lstm" else 1))
+        options["h0"] = options["h0"] if cell == "lstm" else options["h0"][0]
     if options.get("validation") == "held out":
         options["validation"] = data(rng, n=3, dtype=dtype)
-    models = models_of(W[dtype] + 1, dtype=dtype)
+    models = models_of(W[dtype] + 1, dtype=dtype, cell=cell)
     assert_packed_is_own_fits(models, [OPTIMIZERS["adam"](k) for k in range(len(models))],
                               X, Y, **options)
     assert packed == [len(models)]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_many_to_one_token_ids_and_class_ids(dtype, rng, packed):
+@pytest.mark.parametrize("cell", CELLS)
+def test_many_to_one_token_ids_and_class_ids(cell, dtype, rng, packed):
     config = {**BASE, "output_activation": "softmax", "loss": "cross_entropy"}
     sizes = dict(input_size=4, hidden_size=6, output_size=3)
     X_ids = rng.integers(0, 4, (7, 5)).astype(np.int32)
     Y_ids = rng.integers(0, 3, (7, 5)).astype(np.int32)
-    models = models_of(11, config, dtype, sizes)
+    models = models_of(11, config, dtype, sizes, cell)
     assert_packed_is_own_fits(models, [OPTIMIZERS["rmsprop"](k) for k in range(11)],
                               X_ids, Y_ids, epochs=2, batch_size=2)
     X, Y = data(rng, config, n=7, t=5, many_to_one=True, dtype=dtype, sizes=sizes)
-    models = models_of(11, config, dtype, sizes)
+    models = models_of(11, config, dtype, sizes, cell)
     assert_packed_is_own_fits(models, [OPTIMIZERS["adagrad"](k) for k in range(11)],
                               X, Y, epochs=2, batch_size=3)
     assert packed == [11, 11]
 
 
-def test_a_model_that_diverges_stops_alone_in_its_lane(rng, packed):
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_model_that_diverges_stops_alone_in_its_lane(cell, rng, packed):
     config = {**BASE, "hidden_activation": "relu"}
     X, Y = data(rng, config, n=8)
-    models = models_of(10, config)
+    models = models_of(10, config, cell=cell)
     optimizers = [rnn_fast.SGD(lr=1e30 if k == 3 else 0.01 * (k + 1)) for k in range(10)]
     with pytest.raises(rnn_fast.DivergenceError) as caught:
         rnn_fast.fit_many(copy.deepcopy(models), X, Y, optimizer=copy.deepcopy(optimizers),
@@ -224,8 +238,8 @@ def test_ctrl_c_ends_every_lane_after_the_kernel_call_under_way(rng, packed, mon
 
 
 FALLBACKS = {
-    "gru": dict(cell="gru"),
     "hidden size on BLAS": dict(hidden_size=_core.blas_min_hidden()),
+    "LSTM on BLAS": dict(cell="lstm", hidden_size=_core.blas_min_hidden()),
     "shuffle with lengths": dict(options=dict(shuffle=True, lengths=[4, 1, 3, 2, 4, 3])),
     "profile": dict(options=dict(profile=True)),
     "stacked": dict(layers=dict(num_layers=2)),
@@ -237,16 +251,10 @@ FALLBACKS = {
 def test_groups_the_lanes_do_not_take_train_one_after_another(name, rng, packed):
     case = FALLBACKS[name]
     sizes = {**SIZES, "hidden_size": case.get("hidden_size", 5)}
-    kwargs = dict(sizes, **BASE, **case.get("layers", {}), seed=0)
+    kwargs = dict(sizes, **BASE, **case.get("layers", {}))
     X, Y = data(rng)
-    models = []
-    for k in range(5):
-        kwargs["seed"] = k
-        if case.get("cell") == "gru":
-            models.append(rnn_fast.GRU(**{k2: v for k2, v in kwargs.items()
-                                          if k2 != "hidden_activation"}))
-        else:
-            models.append(rnn_fast.RNN(**kwargs))
+    models = [make_model(rnn_fast, case.get("cell", "elman"), **kwargs, seed=k)
+              for k in range(5)]
     assert_packed_is_own_fits(models, [OPTIMIZERS["adam"](k) for k in range(5)], X, Y,
                               epochs=2, **case.get("options", {}))
     assert packed == []

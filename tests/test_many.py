@@ -286,9 +286,11 @@ def test_stop_or_ctrl_c_ends_the_call_with_what_finished(backend, how, rng, monk
 
 def test_a_stop_asked_before_the_call_ends_it_after_one_kernel_call(backend, rng):
     """As for fit: stop() before the call is for the call; the first model makes one
-    kernel call (3 of its 300 updates), the others none, and the request is spent."""
+    kernel call (3 of its 300 updates), the others none, and the request is spent. (A
+    group trained one model after another: stacked GRUs have no lanes; test_lanes has
+    the packed run's stop, after the one call of every lane.)"""
     X, Y = data(rng, n=300)
-    models = models_of(backend, "gru", 3)
+    models = models_of(backend, "gru", 3, num_layers=2)
     models[2].stop()
     with pytest.raises(rnn_fast.TrainingInterrupted) as caught:
         backend.fit_many(models, X, Y)

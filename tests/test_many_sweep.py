@@ -155,11 +155,13 @@ def test_tasks_split_groups_for_lanes_in_whole_blocks():
     assert sizes(runs(W64 // 2, hidden_size=16), 2) == [W64 // 4] * 2
     half = runs(W32 // 2, hidden_size=16, dtype="float32")
     assert sizes(half, 2) == ([W32 // 2] if W32 == 16 else [W32 // 4] * 2)
-    # the reference backend, the gated cells, and the BLAS path's sizes have no lanes
+    assert sizes(runs(W64, hidden_size=16, cell="gru"), 2) == [W64]  # every cell
+    # the reference backend, the BLAS path's sizes and stacked layers have no lanes
     assert sizes(runs(W64, hidden_size=16), 2, "numpy") == [W64 // 2] * 2
-    assert sizes(runs(W64, hidden_size=16, cell="gru"), 2) == [W64 // 2] * 2
     big = _core.blas_min_hidden()
     assert sizes(runs(W64, hidden_size=big), 2) == [W64 // 2] * 2
+    assert sizes(runs(W64, hidden_size=16, num_layers=2), 2) == [W64 // 2] * 2
+    assert sizes(runs(W64, hidden_size=16, bidirectional=True), 2) == [W64 // 2] * 2
 
 
 def test_groups_pack_where_a_block_costs_less_than_the_workers_share():

@@ -1,5 +1,5 @@
 /* Many models in one call, a model per SIMD lane (fit_many): the hand loops' training
- * run (_core.pyx's _train_loop over _loops.pxi's _sequence_bptt, _cells.pxi's Elman step,
+ * run (_core.pyx's _train_loop over _loops.pxi's _sequence_bptt, _cells.pxi's steps,
  * _outputs.pxi's readout and losses, _update.pxi's optimizer step) with every scalar
  * operation made a loop over RNN_FAST_LANES_W lanes, each lane one model, in the same
  * order as the single-model kernel: a packed model ends with the bits of its own fit.
@@ -10,8 +10,8 @@
  * row i the parameter i of the W models; states (H, W); and so on. The data (X, Y, lengths, h0) are shared; each lane
  * reads its own order of the sequences, so a lane's step t reads its own x_t.
  *
- * What it covers: the Elman cell with every activation, loss, readout or none, bias or
- * none, dense inputs or token ids, class ids, chunks, bptt_steps, clipping, SGD (with
+ * What it covers: the Elman cell with every activation, the GRU and the LSTM (_cells.h's
+ * steps, elementwise, on the lanes' rows), every loss, readout or none, bias or none, dense inputs or token ids, class ids, chunks, bptt_steps, clipping, SGD (with
  * momentum, Nesterov), Adagrad, RMSprop and Adam, float64 and float32. The caller
  * (_lanes.pxi, _many.py) sends only such runs, and only where every lane's batch holds
  * sequences of one length at each step (no shuffle, or sequences of one length), so the
@@ -32,17 +32,19 @@
 
 /* One packed call: what _core.pyx's Net, Data, Steps and Opt hold, for W-lane blocks. */
 typedef struct {
-    /* the network (Elman) */
-    int hidden, output, loss, readout, many_to_one, bias, input_ids, target_ids;
-    ptrdiff_t bptt_steps, n_in, H, O, P;
-    ptrdiff_t at_W_xh, at_W_hh, at_W_hy, at_b_h, at_b_y; /* offsets in theta, -1: absent */
+    /* the network: cell 0 Elman, 1 GRU, 2 LSTM; GH = G H gate columns, S the state
+     * row's size (2 H: an LSTM's [h | c]) */
+    int cell, hidden, output, loss, readout, many_to_one, bias, input_ids, target_ids;
+    ptrdiff_t bptt_steps, n_in, H, GH, S, O, P;
+    /* offsets in theta (W_xh, b_h: a gated cell's W_ih, b_ih), 0 where absent */
+    ptrdiff_t at_W_xh, at_W_hh, at_W_hy, at_b_h, at_b_hh, at_b_y;
     /* the data, shared */
     const void *X;          /* (N, T, I), or NULL with token ids */
     const int32_t *X_ids;   /* (N, T) */
     const void *Y;          /* (N, T_y, O), or NULL with class ids */
     const int32_t *Y_ids;   /* (N, T_y) */
     const ptrdiff_t *lengths; /* (N,) */
-    const void *h0;         /* (N, H) */
+    const void *h0;         /* (N, S) */
     ptrdiff_t N, n_T, T_y, n_order, order_stride;
     const ptrdiff_t *orders; /* (n_blocks W, n_order) each lane's order (order_stride
                               * n_order), or (1, n_order) every lane's (order_stride 0) */
@@ -57,7 +59,7 @@ typedef struct {
     void *theta;            /* IN/OUT (n_blocks, P, W) */
     void *slots;            /* IN/OUT (n_blocks, n_slots, P, W) */
     const void *lr;         /* (n_blocks, P, W) */
-    void *carry;            /* IN/OUT (n_blocks, batch_size, H, W) */
+    void *carry;            /* IN/OUT (n_blocks, batch_size, S, W) */
     ptrdiff_t *step;        /* IN/OUT (n_blocks W,) each lane's optimizer step */
     ptrdiff_t *done;        /* OUT (n_blocks W,) its finished steps */
     int *alive;             /* IN/OUT (n_blocks W,) 0: a lane that diverged, frozen */
@@ -76,10 +78,10 @@ typedef struct {
 /* The scratch a block needs, in entries of the models' dtype (W lanes each). */
 static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t W)
 {
-    ptrdiff_t H = j->H, O = j->O, I = j->n_in, P = j->P, T = j->n_T;
-    ptrdiff_t wide = H > O ? H : O;
-    return W * ((T + 1) * H + T * H + H + 4 * O + I + O + P
-                + (1 + j->n_slots) * P + wide + 8);
+    ptrdiff_t H = j->H, GH = j->GH, O = j->O, I = j->n_in, P = j->P, T = j->n_T;
+    ptrdiff_t wide = GH > O ? GH : O;
+    return W * (2 * (T + 1) * H + T * (GH + H) + T * GH + 2 * H + 4 * O + I + O
+                + 3 * GH + H + P + (1 + j->n_slots) * P + wide + 8);
 }
 
 #define RNN_FAST_LANES_CAT2(a, b) a##_##b

@@ -7,9 +7,9 @@
 
 cdef extern from "_lanes.h" nogil:
     ctypedef struct rnn_fast_lanes:
-        int hidden, output, loss, readout, many_to_one, bias, input_ids, target_ids
-        Py_ssize_t bptt_steps, n_in, H, O, P
-        Py_ssize_t at_W_xh, at_W_hh, at_W_hy, at_b_h, at_b_y
+        int cell, hidden, output, loss, readout, many_to_one, bias, input_ids, target_ids
+        Py_ssize_t bptt_steps, n_in, H, GH, S, O, P
+        Py_ssize_t at_W_xh, at_W_hh, at_W_hy, at_b_h, at_b_hh, at_b_y
         const void* X
         const int32_t* X_ids
         const void* Y
@@ -59,18 +59,22 @@ def block_aligned(shape, dtype):
 cdef void _lanes_net(rnn_fast_lanes* j, spec, layout) except *:
     """The network's options and the parameters' offsets in theta (0 where absent:
     never read, as the options say)."""
-    if spec.cell != ELMAN:
-        raise ValueError("train_many runs the Elman cell")
-    j.hidden, j.output, j.loss = spec.hidden_activation, spec.output_activation, spec.loss
+    if layout.num_layers != 1 or layout.num_directions != 1:
+        raise ValueError("train_many runs one layer in one direction")
+    j.cell, j.hidden = spec.cell, spec.hidden_activation
+    j.output, j.loss = spec.output_activation, spec.loss
     j.readout, j.many_to_one, j.bias = spec.readout, spec.many_to_one, spec.bias
     j.input_ids, j.target_ids, j.bptt_steps = spec.input_ids, spec.target_ids, spec.bptt_steps
-    shape = layout.slices["W_hh"][2]
-    j.n_in, j.H = layout.slices["W_xh"][2][0], shape[0]
+    j.H, j.GH = layout.slices["W_hh"][2]
+    j.S = j.H * (2 if spec.cell == LSTM else 1)
     j.O, j.P = layout.output_size, layout.size
-    at = {name: layout.slices[name][0] if name in layout.slices else 0
-          for name in ("W_xh", "W_hh", "W_hy", "b_h", "b_y")}
+    names = {"W_xh": ("W_xh", "W_ih"), "b_h": ("b_h", "b_ih"), "W_hh": ("W_hh",),
+             "W_hy": ("W_hy",), "b_hh": ("b_hh",), "b_y": ("b_y",)}
+    at = {key: next((layout.slices[n][0] for n in found if n in layout.slices), 0)
+          for key, found in names.items()}
+    j.n_in = layout.slices["W_ih" if spec.cell != ELMAN else "W_xh"][2][0]
     j.at_W_xh, j.at_W_hh, j.at_W_hy = at["W_xh"], at["W_hh"], at["W_hy"]
-    j.at_b_h, j.at_b_y = at["b_h"], at["b_y"]
+    j.at_b_h, j.at_b_hh, j.at_b_y = at["b_h"], at["b_hh"], at["b_y"]
 
 
 def train_many(spec, layout,
@@ -83,7 +87,7 @@ def train_many(spec, layout,
                steps,      # batch_size, chunk_length, begin, end, chunk_begin, max_updates
                update,     # kind, clip_value, clip_norm
                double[:, ::1] losses_out not None):  # OUT (n_lanes, n_updates)
-    """Training steps steps.begin..steps.end of n_lanes Elman models on the hand loops,
+    """Training steps steps.begin..steps.end of n_lanes one-layer models on the hand loops,
     in one nogil call: train's loop for each lane, B = n_lanes / lanes(dtype) blocks one
     after the other. A lane whose loss, gradient or update is not finite stops there
     (done[l] its step, alive[l] 0) with its last finite update; the others go on.
@@ -115,14 +119,14 @@ def train_many(spec, layout,
     j.losses, j.n_losses = &losses_out[0, 0], losses_out.shape[1]
     shapes = {"theta": (n_blocks, j.P, W), "slots": (n_blocks, j.n_slots, j.P, W),
               "lr": (n_blocks, j.P, W), "hyper": (n_lanes, 3), "done": (n_lanes,),
-              "alive": (n_lanes,), "carry": (n_blocks, j.batch_size, j.H, W),
+              "alive": (n_lanes,), "carry": (n_blocks, j.batch_size, j.S, W),
               "orders": (n_lanes if len(orders) > 1 else 1, j.n_order)}
     given = dict(vars(pack), orders=orders)
     for name, shape in shapes.items():
         if tuple(np.shape(given[name])) != shape:
             raise ValueError(f"train_many: {name} of shape {np.shape(given[name])}, "
                              f"expected {shape}")
-    if n_lanes % W or losses_out.shape[0] != n_lanes or h0.shape[1] != j.H:
+    if n_lanes % W or losses_out.shape[0] != n_lanes or h0.shape[1] != j.S:
         raise ValueError("train_many: lanes, losses or h0 of the wrong shape")
     scratch = block_aligned(rnn_fast_lanes_scratch_size(&j, W), dtype)
     j.scratch = _address(scratch, itemsize)

@@ -1,15 +1,16 @@
-"""fit_many's packed run: a group of Elman models in one kernel call, a model per SIMD lane.
+"""fit_many's packed run: a group of models in one kernel call, a model per SIMD lane.
 
-``packable`` says whether a group can train so: Elman models of one layer and one
-direction whose single fits run the core's hand loops (hidden size below
-``blas_min_hidden()``, not the two-thread pair), without ``profile``, on the same data, whose batches hold sequences of one length at
-each position in every model's order (no shuffle, or sequences of one length), so that
-every lane makes the same updates. ``run`` trains them: the packed arrays (``Lanes``:
-parameters, optimizer state and carried states with the model innermost, in blocks of
-``_core.lanes(dtype)``), one ``_core.train_many`` call per block of updates of
-``_fit._blocks`` (about 0.1 s), and between two calls what ``_fit._run`` does for each
-model: its parameters and optimizer state written back, its losses and counts, its
-held-out loss, divergence (that model stops alone), Ctrl-C and ``stop()`` for all.
+``packable`` says whether a group can train so: models (Elman, GRU or LSTM) of one
+layer and one direction whose single fits run the core's hand loops (hidden size below
+``blas_min_hidden()``, not the two-thread pair), without ``profile``, on the same data,
+whose batches hold sequences of one length at each position in every model's order (no
+shuffle, or sequences of one length), so that every lane makes the same updates.
+``run`` trains them: the packed arrays (``Lanes``: parameters, optimizer state and
+carried states with the model innermost, in blocks of ``_core.lanes(dtype)``), one
+``_core.train_many`` call per block of updates of ``_fit._blocks`` (about 0.1 s), and
+between two calls what ``_fit._run`` does for each model: its parameters and optimizer
+state written back, its losses and counts, its held-out loss, divergence (that model
+stops alone), Ctrl-C and ``stop()`` for all.
 Each lane computes its model's scalar arithmetic in the single-model kernel's order:
 every model, optimizer and history ends with the bits of its own fit.
 """
@@ -38,7 +39,7 @@ def packable(models, plans):
     first, plan = models[0], plans[0]
     o = plan.options
     hidden = first.hidden_size
-    if (first.cell != "elman" or first.backend != "cython" or o["profile"]
+    if (first.backend != "cython" or o["profile"]
             or first.num_layers > 1 or first.bidirectional):  # the kernel runs one layer
         return False
     if hidden >= _core.blas_min_hidden() or (

@@ -2,19 +2,29 @@
  * (lanes), SFX (the vector's suffix: f64, f32, f64x4, f32x8) and F64 (1: double, 0:
  * float) defined; it undefines them at its end. Each function names, in its comment, the
  * single-model code whose operations it repeats per lane. Row i of a lane array is
- * p + i * W. */
+ * p + i * W. The gated cells' steps (_cells.h) are elementwise over their rows, so they
+ * run on a lane array's H W entries as they do on a model's H: entry (i, l) of every
+ * row is lane l's entry i, and its arithmetic is the single model's. */
 
 #if F64
 #define T double
 #define TI int64_t
 #define TANH_ROW rnn_fast_tanh_row_f64_body
 #define SIGMOID_ROW rnn_fast_sigmoid_row_f64_body
+#define GRU_FORWARD rnn_fast_gru_forward_f64_body
+#define GRU_BACKWARD rnn_fast_gru_backward_f64_body
+#define LSTM_FORWARD rnn_fast_lstm_forward_f64_body
+#define LSTM_BACKWARD rnn_fast_lstm_backward_f64_body
 #define SQRT sqrt
 #else
 #define T float
 #define TI int32_t
 #define TANH_ROW rnn_fast_tanh_row_f32_body
 #define SIGMOID_ROW rnn_fast_sigmoid_row_f32_body
+#define GRU_FORWARD rnn_fast_gru_forward_f32_body
+#define GRU_BACKWARD rnn_fast_gru_backward_f32_body
+#define LSTM_FORWARD rnn_fast_lstm_forward_f32_body
+#define LSTM_BACKWARD rnn_fast_lstm_backward_f32_body
 #define SQRT sqrtf
 #endif
 
@@ -289,17 +299,17 @@ typedef struct {
     const rnn_fast_lanes *j;
     const T *theta;
     T *grad;
-    const T *b_h;            /* (H, W) the bias, or zeros */
-    T *hs, *das, *dh, *z, *y, *dz, *x, *zeros;
+    const T *b_h, *b_hh;     /* (GH, W) the biases (b_h: Elman's, or b_ih), or zeros */
+    T *hs, *cs, *gs, *das, *dh, *z, *y, *dz, *x, *work, *zeros;
     ptrdiff_t seq[W];        /* each lane's sequence in the batch row at hand */
     T loss[W];               /* the row's loss so far, per lane */
 } LN(lv_ctx);
 
-/* The step's input x_t W_xh added to out (H rows): _rows.pxi's _add_input */
+/* The step's input x_t W_xh added to out (GH rows): _rows.pxi's _add_input */
 RNN_FAST_BODY void LN(lv_add_input)(LN(lv_ctx) *c, ptrdiff_t t, T *out)
 {
     const rnn_fast_lanes *j = c->j;
-    const ptrdiff_t H = j->H, I = j->n_in;
+    const ptrdiff_t H = j->GH, I = j->n_in;  /* GH columns */
     const T *W_xh = c->theta + j->at_W_xh * W;
     ptrdiff_t i, k, l;
     if (j->input_ids) {
@@ -325,11 +335,11 @@ RNN_FAST_BODY void LN(lv_add_input)(LN(lv_ctx) *c, ptrdiff_t t, T *out)
     }
 }
 
-/* dW_xh += outer(x_t, da): _rows.pxi's _add_input_outer */
+/* dW_xh += outer(x_t, da) (GH columns): _rows.pxi's _add_input_outer */
 RNN_FAST_BODY void LN(lv_add_input_outer)(LN(lv_ctx) *c, ptrdiff_t t, const T *da)
 {
     const rnn_fast_lanes *j = c->j;
-    const ptrdiff_t H = j->H, I = j->n_in;
+    const ptrdiff_t H = j->GH, I = j->n_in;  /* GH columns */
     T *dW = c->grad + j->at_W_xh * W;
     ptrdiff_t i, k, l;
     if (j->input_ids) {
@@ -355,19 +365,35 @@ RNN_FAST_BODY void LN(lv_add_input_outer)(LN(lv_ctx) *c, ptrdiff_t t, const T *d
     }
 }
 
-/* The forward sweep over n_steps steps from t0: _loops.pxi's _sequence_forward, Elman */
+/* The forward sweep over n_steps steps from t0: _loops.pxi's _sequence_forward (the
+ * Elman cell sums both products in h_t's row; a gated one in ax and ah, then its step
+ * keeps the gate row in gs[k] and, the LSTM, c_t in cs[k + 1]) */
 RNN_FAST_BODY void LN(lv_forward)(LN(lv_ctx) *c, ptrdiff_t t0, ptrdiff_t n_steps)
 {
     const rnn_fast_lanes *j = c->j;
-    const ptrdiff_t H = j->H;
+    const ptrdiff_t H = j->H, GH = j->GH, HW = H * W;
+    const T *W_hh = c->theta + j->at_W_hh * W;
+    T *ax = c->work, *ah = c->work + GH * W;
     ptrdiff_t k, i;
     for (k = 0; k < n_steps; k++) {
-        T *h = c->hs + (k + 1) * H * W;
-        for (i = 0; i < H * W; i++)
-            h[i] = 0;
-        LN(lv_add_input)(c, t0 + k, h);
-        LN(lv_vecmat)(h - H * W, c->theta + j->at_W_hh * W, H, H, H, 1, h);
-        LN(lv_activate)(j->hidden, h, c->b_h, H * W);
+        T *h = c->hs + (k + 1) * HW, *gates = c->gs + k * (GH + H) * W;
+        if (j->cell == 0) {
+            for (i = 0; i < HW; i++)
+                h[i] = 0;
+            LN(lv_add_input)(c, t0 + k, h);
+            LN(lv_vecmat)(h - HW, W_hh, H, H, H, 1, h);
+            LN(lv_activate)(j->hidden, h, c->b_h, HW);
+            continue;
+        }
+        for (i = 0; i < 2 * GH * W; i++)
+            ax[i] = 0;  /* and ah */
+        LN(lv_add_input)(c, t0 + k, ax);
+        LN(lv_vecmat)(h - HW, W_hh, H, GH, GH, 1, ah);
+        if (j->cell == 1)
+            GRU_FORWARD(ax, ah, c->b_h, c->b_hh, h - HW, gates, h, HW);
+        else
+            LSTM_FORWARD(ax, ah, c->b_h, c->b_hh, c->cs + k * HW, gates, h,
+                         c->cs + (k + 1) * HW, HW);
     }
 }
 
@@ -529,56 +555,74 @@ RNN_FAST_BODY void LN(lv_outer_products)(const T *restrict hs, const T *restrict
 
 /* BPTT over steps t0..t1 of each lane's sequence (one length for all lanes): adds
  * scale * dL/dparams to the gradient and scale * the loss to c->loss:
- * _loops.pxi's _sequence_bptt, Elman */
+ * _loops.pxi's _sequence_bptt */
 RNN_FAST_BODY void LN(lv_bptt)(LN(lv_ctx) *c, ptrdiff_t length, ptrdiff_t t0, ptrdiff_t t1,
                                T scale)
 {
     const rnn_fast_lanes *j = c->j;
-    const ptrdiff_t H = j->H;
+    const ptrdiff_t H = j->H, GH = j->GH, HW = H * W, GHW = GH * W;
     ptrdiff_t k, t, i, l, n_steps = (t1 < length ? t1 : length) - t0;
-    T loss[W], *db_h = c->grad + j->at_b_h * W;
+    T loss[W], *db_h = c->grad + j->at_b_h * W, *db_hh = c->grad + j->at_b_hh * W;
+    T *dc = c->dh + HW, *skip = c->work + 3 * GHW;  /* the LSTM's dL/dc, the GRU's z dh */
     LANES(l) loss[l] = 0;
     if (n_steps <= 0) {
         LANES(l) c->loss[l] = c->loss[l] + (T)0;  /* _loops_bptt's loss += 0 */
         return;
     }
     LN(lv_forward)(c, t0, n_steps);
-    for (i = 0; i < H * W; i++)
+    for (i = 0; i < (j->cell == 2 ? 2 : 1) * HW; i++)
         c->dh[i] = 0;
     {
         T keep[W];  /* lv_output_grads adds to c->loss: this sequence's own sum first */
         LANES(l) keep[l] = c->loss[l];
         LANES(l) c->loss[l] = loss[l];
         for (k = n_steps - 1; k >= 0; k--) {
-            T *h = c->hs + (k + 1) * H * W, *da = c->das + k * H * W;
+            T *h = c->hs + (k + 1) * HW, *da = c->das + k * GHW, *da_ih = da;
+            const T *gates = c->gs + k * (GH + H) * W;
             t = t0 + k;
             if (!j->many_to_one || t == length - 1)
                 LN(lv_output_grads)(c, h, j->many_to_one ? 0 : t, scale);
-            if (j->hidden == 1) {  /* _cells.pxi's _elman_backward */
-                for (i = 0; i < H * W; i++)
+            if (j->cell == 1) {  /* _cells.pxi's _cell_backward */
+                da_ih = c->work + 2 * GHW;
+                GRU_BACKWARD(c->dh, gates, h - HW, da, da_ih, skip, HW);
+            } else if (j->cell == 2) {
+                LSTM_BACKWARD(c->dh, dc, gates, c->cs + k * HW, da, HW);
+            } else if (j->hidden == 1) {  /* _elman_backward */
+                for (i = 0; i < HW; i++)
                     da[i] = c->dh[i] * (((T)1) - (h[i] * h[i]));
             } else if (j->hidden == 0) {
-                for (i = 0; i < H * W; i++)
+                for (i = 0; i < HW; i++)
                     da[i] = c->dh[i] * (h[i] * (((T)1) - h[i]));
             } else {
-                for (i = 0; i < H * W; i++)
+                for (i = 0; i < HW; i++)
                     da[i] = c->dh[i] * LN(lv_derivative)(j->hidden, h[i]);
             }
-            LN(lv_add_input_outer)(c, t, da);
-            if (j->bias)
-                for (i = 0; i < H * W; i++)
-                    db_h[i] = db_h[i] + da[i];
-            if (k > 0) {
-                for (i = 0; i < H * W; i++)
+            LN(lv_add_input_outer)(c, t, da_ih);
+            if (j->bias) {
+                for (i = 0; i < GHW; i++)
+                    db_h[i] = db_h[i] + da_ih[i];
+                if (j->cell)
+                    for (i = 0; i < GHW; i++)
+                        db_hh[i] = db_hh[i] + da[i];
+            }
+            if (k > 0) {  /* back into h_{t-1}: dh = da W_hh^T (+ z dh for the GRU) */
+                for (i = 0; i < HW; i++)
                     c->dh[i] = 0;
-                if (j->bptt_steps == 0 || t % j->bptt_steps != 0)
-                    LN(lv_vecmat)(da, c->theta + j->at_W_hh * W, H, H, 1, H, c->dh);  /* W_hh^T */
+                if (j->bptt_steps == 0 || t % j->bptt_steps != 0) {
+                    LN(lv_vecmat)(da, c->theta + j->at_W_hh * W, GH, H, 1, GH, c->dh);
+                    if (j->cell == 1)
+                        for (i = 0; i < HW; i++)
+                            c->dh[i] = c->dh[i] + skip[i];
+                } else if (j->cell == 2) {  /* c's gradient stops there too */
+                    for (i = 0; i < HW; i++)
+                        dc[i] = 0;
+                }
             }
         }
         LANES(l) loss[l] = c->loss[l];
         LANES(l) c->loss[l] = keep[l] + scale * loss[l];
     }
-    LN(lv_outer_products)(c->hs, c->das, n_steps, H, H, c->grad + j->at_W_hh * W);
+    LN(lv_outer_products)(c->hs, c->das, n_steps, H, GH, c->grad + j->at_W_hh * W);
 }
 
 /* Whether each lane's gradient is finite (bad[l] set if not), clipped to
@@ -782,11 +826,11 @@ RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *rest
 RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, SFX), body)(
     const rnn_fast_lanes *j, ptrdiff_t block)
 {
-    const ptrdiff_t H = j->H, P = j->P, PW = j->P * W, N = j->N;
+    const ptrdiff_t H = j->H, GH = j->GH, S = j->S, P = j->P, PW = j->P * W, N = j->N;
     const ptrdiff_t n_batches = (N + j->batch_size - 1) / j->batch_size;
     T *theta = (T *)j->theta + block * PW;
     T *slots = (T *)j->slots + block * j->n_slots * PW;
-    T *carry = (T *)j->carry + block * j->batch_size * H * W;
+    T *carry = (T *)j->carry + block * j->batch_size * S * W;  /* rows [h | c] */
     const ptrdiff_t *orders = j->orders + block * W * j->order_stride;
     /* the lanes' counters live here during the call and are written back once: another
      * thread's block may share their cache lines */
@@ -804,18 +848,22 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     c.j = j;
     c.theta = theta;
     c.hs = s, s += (j->n_T + 1) * H * W;
-    c.das = s, s += j->n_T * H * W;
-    c.dh = s, s += H * W;
+    c.cs = s, s += (j->n_T + 1) * H * W;
+    c.gs = s, s += j->n_T * (GH + H) * W;
+    c.das = s, s += j->n_T * GH * W;
+    c.dh = s, s += 2 * H * W;
     c.z = s, s += j->O * W;
     c.y = s, s += j->O * W;
     c.dz = s, s += 2 * j->O * W;
     c.x = s, s += (j->n_in + j->O) * W;
+    c.work = s, s += (3 * GH + H) * W;
     c.grad = s, s += PW;
     staged = s, s += (1 + j->n_slots) * PW;
     c.zeros = s;
-    for (i = 0; i < (H > j->O ? H : j->O) * W; i++)
+    for (i = 0; i < (GH > j->O ? GH : j->O) * W; i++)
         c.zeros[i] = 0;
     c.b_h = j->bias ? theta + j->at_b_h * W : c.zeros;
+    c.b_hh = j->bias && j->cell ? theta + j->at_b_hh * W : c.zeros;
     for (i = 0; i < PW; i++)  /* then zeroed after each update */
         c.grad[i] = 0;
     for (i = W; i < PW && lr0; i++)
@@ -836,9 +884,9 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
             len = j->lengths[orders[first + r]];
             max_len = len > max_len ? len : max_len;
             if (ch == 0)
-                LANES(l) if (alive[l]) for (k = 0; k < H; k++)
-                    carry[(r * H + k) * W + l] =
-                        ((const T *)j->h0)[orders[l * j->order_stride + first + r] * H + k];
+                LANES(l) if (alive[l]) for (k = 0; k < S; k++)
+                    carry[(r * S + k) * W + l] =
+                        ((const T *)j->h0)[orders[l * j->order_stride + first + r] * S + k];
         }
         n_chunks = (max_len + j->chunk_length - 1) / j->chunk_length;
         for (; ch < n_chunks; ch++) {
@@ -853,12 +901,17 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
                 LANES(l) c.seq[l] = orders[l * j->order_stride + first + r];
                 len = j->lengths[c.seq[0]];
                 for (i = 0; i < H * W; i++)
-                    c.hs[i] = carry[r * H * W + i];
+                    c.hs[i] = carry[r * S * W + i];
+                for (i = 0; i < (S - H) * W; i++)  /* an LSTM's c */
+                    c.cs[i] = carry[(r * S + H) * W + i];
                 LN(lv_bptt)(&c, len, t0, t1, (T)(1.0 / count));
                 k = (t1 < len ? t1 : len) - t0;
                 k = k > 0 ? k : 0;
-                LANES(l) if (alive[l]) for (i = 0; i < H; i++)
-                    carry[(r * H + i) * W + l] = c.hs[(k * H + i) * W + l];
+                LANES(l) if (alive[l]) for (i = 0; i < H; i++) {
+                    carry[(r * S + i) * W + l] = c.hs[(k * H + i) * W + l];
+                    if (S > H)
+                        carry[(r * S + H + i) * W + l] = c.cs[(k * H + i) * W + l];
+                }
             }
             LANES(l) {
                 chunk_loss[l] = 0;
@@ -871,6 +924,7 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
                 c.theta = staged;
                 staged = was;
                 c.b_h = j->bias ? c.theta + j->at_b_h * W : c.zeros;
+                c.b_hh = j->bias && j->cell ? c.theta + j->at_b_hh * W : c.zeros;
             } else {
                 LN(lv_step)(j, block, theta, slots, c.grad, staged, step, ok);
                 for (i = 0; i < PW; i++)
@@ -916,6 +970,10 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
 #undef TI
 #undef TANH_ROW
 #undef SIGMOID_ROW
+#undef GRU_FORWARD
+#undef GRU_BACKWARD
+#undef LSTM_FORWARD
+#undef LSTM_BACKWARD
 #undef SQRT
 #undef W
 #undef SFX

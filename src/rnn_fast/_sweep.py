@@ -348,10 +348,10 @@ def _in_blocks(size, block, workers):
 
 def _block(run, backend):
     """The models in a block of lanes, if ``fit_many`` will likely train the run's group
-    in them (Elman on the core's hand loops: ``_lanes.packable`` has the last word),
-    else 1."""
+    in them (one layer, one direction, on the core's hand loops: ``_lanes.packable``
+    has the last word), else 1."""
     model = run.model
-    if backend != "cython" or model.get("cell", "elman") != "elman":
+    if backend != "cython" or model.get("num_layers", 1) != 1 or model.get("bidirectional"):
         return 1
     hidden = model.get("hidden_size")
     if not isinstance(hidden, (int, np.integer)) or hidden >= _core.blas_min_hidden():

@@ -213,8 +213,11 @@ def neuroscience(args):
                 (t_one, a), (t_many, b) = (
                     _gated_fits(cognitive, cell, hidden, M, X, Y, dtype, packed)
                     for packed in (False, True))
-                assert all(np.array_equal(x.theta, y.theta) for x, y in zip(a, b))
-                results[cell, hidden, dtype] = (M / t_one, M / t_many)
+                gap = max(np.abs(x.theta - y.theta).max() for x, y in zip(a, b))
+                # the same bits on the hand loops; from blas_min_hidden(), where one fit
+                # sums on BLAS and the lanes step a batch's rows together, close
+                assert gap == 0 or hidden >= rnn_fast._core.blas_min_hidden()
+                results[cell, hidden, dtype] = (M / t_one, M / t_many, gap)
     return results
 
 
@@ -272,13 +275,13 @@ def main():
     if args.neuro_models:
         neuro = neuroscience(args)
         print(f"\nGated ensembles: {args.neuro_models} models, perceptual decision "
-              "(T 100, batches of 16), Adam, 200 updates: models/s (every fit_many "
-              "model equal to its own fit bit for bit)\n")
-        print("| cell | hidden | dtype | one at a time | fit_many | ratio |")
-        print("|---|---:|---|---:|---:|---:|")
-        for (cell, hidden, dtype), (one, many) in neuro.items():
+              "(T 100, batches of 16), Adam, 200 updates: models/s; the largest "
+              "difference of a fit_many model's weights from its own fit's\n")
+        print("| cell | hidden | dtype | one at a time | fit_many | ratio | weights |")
+        print("|---|---:|---|---:|---:|---:|---:|")
+        for (cell, hidden, dtype), (one, many, gap) in neuro.items():
             print(f"| {cell} | {hidden} | {dtype} | {one:.2f} | {many:.2f} | "
-                  f"{many / one:.2f}x |")
+                  f"{many / one:.2f}x | {gap:.1e} |")
     blas = "unknown"
     try:
         import threadpoolctl

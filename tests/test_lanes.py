@@ -30,11 +30,13 @@ OPTIMIZERS = {
 
 @pytest.fixture
 def packed(monkeypatch):
-    """Counts the packed runs, and packs a single model too (M = 1)."""
+    """Counts the packed runs, and packs a single model too (M = 1), and hidden sizes on
+    BLAS in blocks of any width."""
     calls = []
     run = _lanes.run
     monkeypatch.setattr(_lanes, "run", lambda *a: calls.append(len(a[0])) or run(*a))
     monkeypatch.setattr(_many, "PACK_MIN_MODELS", 1)
+    monkeypatch.setattr(_lanes, "TOGETHER_MIN_LANES", 1)
     return calls
 
 
@@ -237,9 +239,14 @@ def test_ctrl_c_ends_every_lane_after_the_kernel_call_under_way(rng, packed, mon
     assert packed == [3]
 
 
+SEVERAL_LENGTHS = dict(lengths=[4, 1, 3, 2, 4, 3])
 FALLBACKS = {
-    "hidden size on BLAS": dict(hidden_size=_core.blas_min_hidden()),
-    "LSTM on BLAS": dict(cell="lstm", hidden_size=_core.blas_min_hidden()),
+    "hidden size on BLAS, several lengths": dict(hidden_size=_core.blas_min_hidden(),
+                                                 options=SEVERAL_LENGTHS),
+    "LSTM on BLAS, several lengths": dict(cell="lstm", hidden_size=_core.blas_min_hidden(),
+                                          options=SEVERAL_LENGTHS),
+    "hidden size on BLAS, narrow blocks": dict(hidden_size=_core.blas_min_hidden(),
+                                               min_lanes=10**6),
     "shuffle with lengths": dict(options=dict(shuffle=True, lengths=[4, 1, 3, 2, 4, 3])),
     "profile": dict(options=dict(profile=True)),
     "stacked": dict(layers=dict(num_layers=2)),
@@ -248,8 +255,10 @@ FALLBACKS = {
 
 
 @pytest.mark.parametrize("name", list(FALLBACKS))
-def test_groups_the_lanes_do_not_take_train_one_after_another(name, rng, packed):
+def test_groups_the_lanes_do_not_take_train_one_after_another(name, rng, packed,
+                                                             monkeypatch):
     case = FALLBACKS[name]
+    monkeypatch.setattr(_lanes, "TOGETHER_MIN_LANES", case.get("min_lanes", 1))
     sizes = {**SIZES, "hidden_size": case.get("hidden_size", 5)}
     kwargs = dict(sizes, **BASE, **case.get("layers", {}))
     X, Y = data(rng)
@@ -258,6 +267,52 @@ def test_groups_the_lanes_do_not_take_train_one_after_another(name, rng, packed)
     assert_packed_is_own_fits(models, [OPTIMIZERS["adam"](k) for k in range(5)], X, Y,
                               epochs=2, **case.get("options", {}))
     assert packed == []
+
+
+TOGETHER = {
+    "batches": dict(batch_size=4, epochs=2),
+    "chunks, bptt_steps": dict(batch_size=2, chunk_length=3, bptt_steps=2),
+    "many to one": dict(batch_size=3, many_to_one=True),
+    "h0": dict(batch_size=5, h0="per sequence"),
+    "clip_norm, max_updates": dict(batch_size=6, clip_norm=0.05, max_updates=3, epochs=5),
+    "token ids": dict(batch_size=3, ids=True),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(TOGETHER))
+@pytest.mark.parametrize("cell", CELLS)
+def test_hidden_sizes_on_blas_step_a_batch_s_rows_together(cell, name, dtype, rng, packed):
+    """From blas_min_hidden() a single fit's bits are BLAS's: the lanes step a batch's
+    rows together, within the dtype's tolerance of each model's own fit (plain SGD:
+    Adam's step would amplify float32's roundings)."""
+    options = dict(TOGETHER[name])
+    sizes = {**SIZES, "hidden_size": _core.blas_min_hidden()}
+    config = {**BASE, "output_activation": "softmax", "loss": "cross_entropy"}
+    if options.pop("ids", False):
+        X = rng.integers(0, 3, (6, 5)).astype(np.int32)
+        Y = rng.integers(0, 2, (6, 5)).astype(np.int32)
+    else:
+        X, Y = data(rng, config, t=5, many_to_one=options.pop("many_to_one", False),
+                    dtype=dtype, sizes=sizes)
+    if options.get("h0") == "per sequence":
+        states = [(0.5 * rng.standard_normal((6, sizes["hidden_size"]))).astype(dtype)
+                  for _ in range(2)]
+        options["h0"] = tuple(states) if cell == "lstm" else states[0]
+    models = models_of(W[dtype] + 1, config, dtype, sizes, cell)
+    twins = copy.deepcopy(models)
+    optimizers = [rnn_fast.SGD(lr=0.1 + 0.02 * k) for k in range(len(models))]
+    histories = rnn_fast.fit_many(models, X, Y, optimizer=copy.deepcopy(optimizers),
+                                  **options)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    for k, (model, twin, history) in enumerate(zip(models, twins, histories)):
+        own = twin.fit(X, Y, optimizer=optimizers[k], **options)
+        np.testing.assert_allclose(model.theta, twin.theta, rtol=tol, atol=tol,
+                                   err_msg=f"theta of {k}")
+        np.testing.assert_allclose(history["batch_loss"], own["batch_loss"], rtol=tol,
+                                   atol=tol, err_msg=f"losses of {k}")
+        assert model.optimizer.state["step"] == twin.optimizer.state["step"]
+    assert packed == [len(models)]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

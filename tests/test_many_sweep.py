@@ -7,7 +7,7 @@ from test_many import assert_same_history
 
 import rnn_fast
 import rnn_fast.reference
-from rnn_fast import _core, _many, _sweep, tasks
+from rnn_fast import _core, _lanes, _many, _sweep, tasks
 
 X, Y = tasks.binary_addition(40, bits=5, seed=0)
 X_VAL, Y_VAL = tasks.binary_addition(10, bits=5, seed=1)
@@ -156,10 +156,12 @@ def test_tasks_split_groups_for_lanes_in_whole_blocks():
     half = runs(W32 // 2, hidden_size=16, dtype="float32")
     assert sizes(half, 2) == ([W32 // 2] if W32 == 16 else [W32 // 4] * 2)
     assert sizes(runs(W64, hidden_size=16, cell="gru"), 2) == [W64]  # every cell
-    # the reference backend, the BLAS path's sizes and stacked layers have no lanes
+    big = _core.blas_min_hidden()  # a batch's rows together, in blocks wide enough
+    wide = W64 >= _lanes.TOGETHER_MIN_LANES
+    assert sizes(runs(W64, hidden_size=big), 2) == ([W64] if wide else [W64 // 2] * 2)
+    assert sizes(runs(W32, hidden_size=big, dtype="float32"), 2) == [W32]
+    # the reference backend and stacked layers have no lanes
     assert sizes(runs(W64, hidden_size=16), 2, "numpy") == [W64 // 2] * 2
-    big = _core.blas_min_hidden()
-    assert sizes(runs(W64, hidden_size=big), 2) == [W64 // 2] * 2
     assert sizes(runs(W64, hidden_size=16, num_layers=2), 2) == [W64 // 2] * 2
     assert sizes(runs(W64, hidden_size=16, bidirectional=True), 2) == [W64 // 2] * 2
 

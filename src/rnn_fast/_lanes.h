@@ -7,15 +7,21 @@
  * Layout. Models are packed in blocks of W lanes (W = 8 float64, 16 float32 with
  * AVX-512; 4 and 8 with AVX2 and the baseline: lanes never mix, so the width changes no
  * bit). Every per-model array has the lane innermost: a block's parameters are (P, W),
- * row i the parameter i of the W models; states (H, W); and so on. The data (X, Y, lengths, h0) are shared; each lane
- * reads its own order of the sequences, so a lane's step t reads its own x_t.
+ * row i the parameter i of the W models; states (H, W); and so on. The data (X, Y,
+ * lengths, h0) are shared; each lane reads its own order of the sequences, so a lane's
+ * step t reads its own x_t.
  *
  * What it covers: the Elman cell with every activation, the GRU and the LSTM (_cells.h's
- * steps, elementwise, on the lanes' rows), every loss, readout or none, bias or none, dense inputs or token ids, class ids, chunks, bptt_steps, clipping, SGD (with
+ * steps, elementwise, on the lanes' rows), every loss, readout or none, bias or none,
+ * dense inputs or token ids, class ids, chunks, bptt_steps, clipping, SGD (with
  * momentum, Nesterov), Adagrad, RMSprop and Adam, float64 and float32. The caller
  * (_lanes.pxi, _many.py) sends only such runs, and only where every lane's batch holds
  * sequences of one length at each step (no shuffle, or sequences of one length), so the
- * lanes step together. A lane whose loss, gradient or update is not finite stops
+ * lanes step together. Where a single fit leaves the hand loops for BLAS (hidden sizes
+ * from blas_min_hidden()), its bits are BLAS's, not the loops': there (together) the
+ * rows of a batch step together, their products one lv_gemm whose every weight loaded
+ * serves several rows, within the float tolerance of the single fit; this needs every
+ * sequence of one length. A lane whose loss, gradient or update is not finite stops
  * there, as a single fit does, and keeps its last finite update; the others go on.
  *
  * The scalar arithmetic copies the single-model kernel's C, as Cython writes it
@@ -35,6 +41,7 @@ typedef struct {
     /* the network: cell 0 Elman, 1 GRU, 2 LSTM; GH = G H gate columns, S the state
      * row's size (2 H: an LSTM's [h | c]) */
     int cell, hidden, output, loss, readout, many_to_one, bias, input_ids, target_ids;
+    int together;           /* 1: a batch's rows step together (sequences of one length) */
     ptrdiff_t bptt_steps, n_in, H, GH, S, O, P;
     /* offsets in theta (W_xh, b_h: a gated cell's W_ih, b_ih), 0 where absent */
     ptrdiff_t at_W_xh, at_W_hh, at_W_hy, at_b_h, at_b_hh, at_b_y;
@@ -79,9 +86,9 @@ typedef struct {
 static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t W)
 {
     ptrdiff_t H = j->H, GH = j->GH, O = j->O, I = j->n_in, P = j->P, T = j->n_T;
-    ptrdiff_t wide = GH > O ? GH : O;
-    return W * (2 * (T + 1) * H + T * (GH + H) + T * GH + 2 * H + 4 * O + I + O
-                + 3 * GH + H + P + (1 + j->n_slots) * P + wide + 8);
+    ptrdiff_t wide = GH > O ? GH : O, R = j->together ? j->batch_size : 1;
+    return W * (R * (2 * (T + 1) * H + T * (GH + H) + T * GH + 3 * H + 2 * GH + 2)
+                + GH + 5 * O + I + P + (1 + j->n_slots) * P + wide + 8);
 }
 
 #define RNN_FAST_LANES_CAT2(a, b) a##_##b

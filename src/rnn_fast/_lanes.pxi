@@ -8,6 +8,7 @@
 cdef extern from "_lanes.h" nogil:
     ctypedef struct rnn_fast_lanes:
         int cell, hidden, output, loss, readout, many_to_one, bias, input_ids, target_ids
+        int together
         Py_ssize_t bptt_steps, n_in, H, GH, S, O, P
         Py_ssize_t at_W_xh, at_W_hh, at_W_hy, at_b_h, at_b_hh, at_b_y
         const void* X
@@ -66,15 +67,17 @@ cdef void _lanes_net(rnn_fast_lanes* j, spec, layout) except *:
     j.readout, j.many_to_one, j.bias = spec.readout, spec.many_to_one, spec.bias
     j.input_ids, j.target_ids, j.bptt_steps = spec.input_ids, spec.target_ids, spec.bptt_steps
     j.H, j.GH = layout.slices["W_hh"][2]
+    # where a single fit leaves the hand loops for BLAS, its bits are not the loops' any
+    # more: the rows of a batch step together, each weight loaded serving several rows
+    j.together = j.H >= _blas_min_hidden
     j.S = j.H * (2 if spec.cell == LSTM else 1)
     j.O, j.P = layout.output_size, layout.size
-    names = {"W_xh": ("W_xh", "W_ih"), "b_h": ("b_h", "b_ih"), "W_hh": ("W_hh",),
-             "W_hy": ("W_hy",), "b_hh": ("b_hh",), "b_y": ("b_y",)}
-    at = {key: next((layout.slices[n][0] for n in found if n in layout.slices), 0)
-          for key, found in names.items()}
-    j.n_in = layout.slices["W_ih" if spec.cell != ELMAN else "W_xh"][2][0]
-    j.at_W_xh, j.at_W_hh, j.at_W_hy = at["W_xh"], at["W_hh"], at["W_hy"]
-    j.at_b_h, j.at_b_hh, j.at_b_y = at["b_h"], at["b_hh"], at["b_y"]
+    w_in, b_in = ("W_xh", "b_h") if spec.cell == ELMAN else ("W_ih", "b_ih")
+    at = {name: layout.slices[name][0] if name in layout.slices else 0
+          for name in (w_in, "W_hh", "W_hy", b_in, "b_hh", "b_y")}
+    j.n_in = layout.slices[w_in][2][0]
+    j.at_W_xh, j.at_W_hh, j.at_W_hy = at[w_in], at["W_hh"], at["W_hy"]
+    j.at_b_h, j.at_b_hh, j.at_b_y = at[b_in], at["b_hh"], at["b_y"]
 
 
 def train_many(spec, layout,
@@ -87,9 +90,11 @@ def train_many(spec, layout,
                steps,      # batch_size, chunk_length, begin, end, chunk_begin, max_updates
                update,     # kind, clip_value, clip_norm
                double[:, ::1] losses_out not None):  # OUT (n_lanes, n_updates)
-    """Training steps steps.begin..steps.end of n_lanes one-layer models on the hand loops,
-    in one nogil call: train's loop for each lane, B = n_lanes / lanes(dtype) blocks one
-    after the other. A lane whose loss, gradient or update is not finite stops there
+    """Training steps steps.begin..steps.end of n_lanes one-layer models in one nogil
+    call: train's loop for each lane on the hand loops (hidden sizes below
+    blas_min_hidden(), each lane's bits its own fit's), or with a batch's rows together
+    (larger ones, sequences of one length), B = n_lanes / lanes(dtype) blocks one after
+    the other. A lane whose loss, gradient or update is not finite stops there
     (done[l] its step, alive[l] 0) with its last finite update; the others go on.
     Every lane's batches must hold sequences of one length at each position (the
     caller checks). losses_out[l, u] gets lane l's u-th update's loss."""
@@ -128,6 +133,9 @@ def train_many(spec, layout,
                              f"expected {shape}")
     if n_lanes % W or losses_out.shape[0] != n_lanes or h0.shape[1] != j.S:
         raise ValueError("train_many: lanes, losses or h0 of the wrong shape")
+    if j.together and len(lengths) and np.min(lengths) != np.max(lengths):
+        raise ValueError(f"train_many: a hidden size of {j.H} (the batch's rows together) "
+                         "takes sequences of one length")
     scratch = block_aligned(rnn_fast_lanes_scratch_size(&j, W), dtype)
     j.scratch = _address(scratch, itemsize)
     cdef int f64 = dtype == np.float64

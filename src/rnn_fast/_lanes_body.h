@@ -116,6 +116,67 @@ RNN_FAST_BODY void LN(lv_vecmat)(const T *restrict v, const T *restrict M, ptrdi
         LN(lv_vecmat_tile)(v, M, K, rs, cs, c0, n_cols - c0, out);
 }
 
+/* Rows of a batch at once (the rows-together schedule): out[r] += A[r] @ M for
+ * LV_GR rows and LV_GC columns, the tile in registers over all K: each entry of M
+ * loaded feeds LV_GR rows, where a vector-matrix product streams all of M (L2's
+ * bandwidth) once per row. A: rows K vectors apart; out: rows n_out vectors apart. */
+#define LV_GR 3  /* 9 sums, 3 + 1 operands: AVX2's 16 registers without a spill */
+#define LV_GC 3
+RNN_FAST_BODY void LN(lv_gemm_tile)(const T *restrict A, ptrdiff_t K, const T *restrict M,
+                                    ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n_out,
+                                    ptrdiff_t r0, ptrdiff_t nr, ptrdiff_t c0, ptrdiff_t nc,
+                                    T *restrict out)
+{
+    LN(vec) acc[LV_GR][LV_GC];
+    ptrdiff_t i, r, c;
+#pragma GCC unroll 16
+    for (r = 0; r < LV_GR; r++)
+#pragma GCC unroll 16
+        for (c = 0; c < LV_GC; c++)
+            if (r < nr && c < nc)
+                acc[r][c] = CV(out + ((r0 + r) * n_out + c0 + c) * W);
+    for (i = 0; i < K; i++) {
+        LN(vec) b[LV_GC];
+#pragma GCC unroll 16
+        for (c = 0; c < LV_GC; c++)
+            if (c < nc)
+                b[c] = CV(M + (i * rs + (c0 + c) * cs) * W);
+#pragma GCC unroll 16
+        for (r = 0; r < LV_GR; r++)
+            if (r < nr) {
+                const LN(vec) a = CV(A + ((r0 + r) * K + i) * W);
+#pragma GCC unroll 16
+                for (c = 0; c < LV_GC; c++)
+                    if (c < nc)
+                        acc[r][c] = LV_FMA(a, b[c], acc[r][c]);
+            }
+    }
+#pragma GCC unroll 16
+    for (r = 0; r < LV_GR; r++)
+#pragma GCC unroll 16
+        for (c = 0; c < LV_GC; c++)
+            if (r < nr && c < nc)
+                V(out + ((r0 + r) * n_out + c0 + c) * W) = acc[r][c];
+}
+
+RNN_FAST_BODY void LN(lv_gemm)(const T *restrict A, ptrdiff_t n_rows, ptrdiff_t K,
+                               const T *restrict M, ptrdiff_t rs, ptrdiff_t cs,
+                               ptrdiff_t n_out, T *restrict out)
+{
+    ptrdiff_t r0, c0;
+    for (r0 = 0; r0 < n_rows; r0 += LV_GR) {
+        const ptrdiff_t nr = n_rows - r0 < LV_GR ? n_rows - r0 : LV_GR;
+        for (c0 = 0; c0 + LV_GC <= n_out; c0 += LV_GC) {
+            if (nr == LV_GR)  /* constants: the tile unrolled whole, in registers */
+                LN(lv_gemm_tile)(A, K, M, rs, cs, n_out, r0, LV_GR, c0, LV_GC, out);
+            else
+                LN(lv_gemm_tile)(A, K, M, rs, cs, n_out, r0, nr, c0, LV_GC, out);
+        }
+        if (c0 < n_out)
+            LN(lv_gemm_tile)(A, K, M, rs, cs, n_out, r0, nr, c0, n_out - c0, out);
+    }
+}
+
 /* out = sum of a[i] b[i], four running sums, then (s0 + s1) + (s2 + s3): _simd.h's dot */
 RNN_FAST_BODY void LN(lv_dot)(const T *restrict a, const T *restrict b, ptrdiff_t n,
                               T *restrict out)
@@ -300,7 +361,10 @@ typedef struct {
     const T *theta;
     T *grad;
     const T *b_h, *b_hh;     /* (GH, W) the biases (b_h: Elman's, or b_ih), or zeros */
-    T *hs, *cs, *gs, *das, *dh, *z, *y, *dz, *x, *work, *zeros;
+    /* per row of the rows stepped together (one, on the hand loops' schedule): hs, cs
+     * (n_T + 1, R, H), gs (n_T, R, GH + H), das (n_T, R, GH), dh, dc, skip (R, H), ax
+     * and ah (R, GH); da_ih (GH) */
+    T *hs, *cs, *gs, *das, *dh, *dc, *skip, *ax, *ah, *da_ih, *z, *y, *dz, *x, *zeros;
     ptrdiff_t seq[W];        /* each lane's sequence in the batch row at hand */
     T loss[W];               /* the row's loss so far, per lane */
 } LN(lv_ctx);
@@ -365,35 +429,56 @@ RNN_FAST_BODY void LN(lv_add_input_outer)(LN(lv_ctx) *c, ptrdiff_t t, const T *d
     }
 }
 
-/* The forward sweep over n_steps steps from t0: _loops.pxi's _sequence_forward (the
- * Elman cell sums both products in h_t's row; a gated one in ax and ah, then its step
- * keeps the gate row in gs[k] and, the LSTM, c_t in cs[k + 1]) */
-RNN_FAST_BODY void LN(lv_forward)(LN(lv_ctx) *c, ptrdiff_t t0, ptrdiff_t n_steps)
+/* Lane sequences of row r of the rows stepped together into c->seq */
+RNN_FAST_BODY void LN(lv_row)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_t r)
+{
+    ptrdiff_t l;
+    LANES(l) c->seq[l] = seqs[r * W + l];
+}
+
+/* One row's step from its products (the Elman cell's in h_t's row, a gated cell's in
+ * ax and ah): _cells.pxi's _cell_forward; a gated cell keeps its gate row */
+RNN_FAST_BODY void LN(lv_cell_forward)(LN(lv_ctx) *c, T *ax, T *ah, const T *h_prev,
+                                       const T *c_prev, T *gates, T *h, T *c_out)
 {
     const rnn_fast_lanes *j = c->j;
-    const ptrdiff_t H = j->H, GH = j->GH, HW = H * W;
+    const ptrdiff_t HW = j->H * W;
+    if (j->cell == 0)
+        LN(lv_activate)(j->hidden, h, c->b_h, HW);
+    else if (j->cell == 1)
+        GRU_FORWARD(ax, ah, c->b_h, c->b_hh, h_prev, gates, h, HW);
+    else
+        LSTM_FORWARD(ax, ah, c->b_h, c->b_hh, c_prev, gates, h, c_out, HW);
+}
+
+/* The forward sweep of R rows over n_steps steps from t0: _loops.pxi's
+ * _sequence_forward (R = 1), or its rows together, h W_hh of all R rows one lv_gemm */
+RNN_FAST_BODY void LN(lv_forward)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_t R,
+                                  ptrdiff_t t0, ptrdiff_t n_steps)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t H = j->H, GH = j->GH, HW = H * W, GHW = GH * W, GWW = GHW + HW;
     const T *W_hh = c->theta + j->at_W_hh * W;
-    T *ax = c->work, *ah = c->work + GH * W;
-    ptrdiff_t k, i;
+    ptrdiff_t k, i, r;
     for (k = 0; k < n_steps; k++) {
-        T *h = c->hs + (k + 1) * HW, *gates = c->gs + k * (GH + H) * W;
-        if (j->cell == 0) {
-            for (i = 0; i < HW; i++)
-                h[i] = 0;
-            LN(lv_add_input)(c, t0 + k, h);
-            LN(lv_vecmat)(h - HW, W_hh, H, H, H, 1, h);
-            LN(lv_activate)(j->hidden, h, c->b_h, HW);
-            continue;
+        T *hp = c->hs + k * R * HW, *h = hp + R * HW;
+        T *ax = j->cell ? c->ax : h, *ah = j->cell ? c->ah : h;  /* Elman: one row */
+        for (i = 0; i < R * GHW; i++)
+            ax[i] = 0;
+        for (i = 0; j->cell && i < R * GHW; i++)
+            ah[i] = 0;
+        for (r = 0; r < R; r++) {
+            LN(lv_row)(c, seqs, r);
+            LN(lv_add_input)(c, t0 + k, ax + r * GHW);
         }
-        for (i = 0; i < 2 * GH * W; i++)
-            ax[i] = 0;  /* and ah */
-        LN(lv_add_input)(c, t0 + k, ax);
-        LN(lv_vecmat)(h - HW, W_hh, H, GH, GH, 1, ah);
-        if (j->cell == 1)
-            GRU_FORWARD(ax, ah, c->b_h, c->b_hh, h - HW, gates, h, HW);
+        if (j->together)
+            LN(lv_gemm)(hp, R, H, W_hh, GH, 1, GH, ah);
         else
-            LSTM_FORWARD(ax, ah, c->b_h, c->b_hh, c->cs + k * HW, gates, h,
-                         c->cs + (k + 1) * HW, HW);
+            LN(lv_vecmat)(hp, W_hh, H, GH, GH, 1, ah);
+        for (r = 0; r < R; r++)
+            LN(lv_cell_forward)(c, ax + r * GHW, ah + r * GHW, hp + r * HW,
+                                c->cs + (k * R + r) * HW, c->gs + (k * R + r) * GWW,
+                                h + r * HW, c->cs + ((k + 1) * R + r) * HW);
     }
 }
 
@@ -470,8 +555,10 @@ RNN_FAST_BODY void LN(lv_dense_output)(LN(lv_ctx) *c, ptrdiff_t row)
     }
 }
 
-/* The output side of target step t: _outputs.pxi's _output_grads, adds to c->loss */
-RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row, T scale)
+/* The output side of target step t: _outputs.pxi's _output_grads, adds to c->loss and
+ * to dh, the row's dL/dh */
+RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row, T scale,
+                                       T *restrict dh)
 {
     const rnn_fast_lanes *j = c->j;
     const ptrdiff_t O = j->O, H = j->H;
@@ -501,7 +588,7 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
         dz[o] = scale * dz[o];
     if (!j->readout) {
         for (k = 0; k < H * W; k++)
-            c->dh[k] = c->dh[k] + dz[k];
+            dh[k] = dh[k] + dz[k];
         return;
     }
     {
@@ -518,111 +605,172 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
             LN(vec) hi = {0};
             for (o = 0; o < O; o++)
                 hi = LV_FMA(CV(W_hy + (k * O + o) * W), CV(dz + o * W), hi);
-            V(c->dh + k * W) = CV(c->dh + k * W) + hi;
+            V(dh + k * W) = CV(dh + k * W) + hi;
         }
     }
 }
 
-/* dW += sum over steps of outer(hs[k], das[k]), last step first, four per pass:
- * _simd.h's add_outer_products */
+/* dW += sum over steps of outer(hs[k], das[k]), last step first: _simd.h's
+ * add_outer_products, whose every entry is one chain of multiply-adds over the steps,
+ * here in tiles of LV_GR rows and LV_GC columns held in registers over LV_KB steps (the
+ * tiles' rows of hs and das stay in L2 for all the tiles; the rows together make
+ * thousands of steps): the same chains in the same order, so the same bits */
+#define LV_KB 32
+RNN_FAST_BODY void LN(lv_outer_tile)(const T *restrict hs, const T *restrict das,
+                                     ptrdiff_t k_lo, ptrdiff_t k_hi, ptrdiff_t n_rows,
+                                     ptrdiff_t n_cols, ptrdiff_t i0, ptrdiff_t nr,
+                                     ptrdiff_t c0, ptrdiff_t nc, T *restrict dW)
+{
+    LN(vec) acc[LV_GR][LV_GC];
+    ptrdiff_t k, r, c;
+#pragma GCC unroll 16
+    for (r = 0; r < LV_GR; r++)
+#pragma GCC unroll 16
+        for (c = 0; c < LV_GC; c++)
+            if (r < nr && c < nc)
+                acc[r][c] = CV(dW + ((i0 + r) * n_cols + c0 + c) * W);
+    for (k = k_hi - 1; k >= k_lo; k--) {
+        LN(vec) d[LV_GC];
+#pragma GCC unroll 16
+        for (c = 0; c < LV_GC; c++)
+            if (c < nc)
+                d[c] = CV(das + (k * n_cols + c0 + c) * W);
+#pragma GCC unroll 16
+        for (r = 0; r < LV_GR; r++)
+            if (r < nr) {
+                const LN(vec) a = CV(hs + (k * n_rows + i0 + r) * W);
+#pragma GCC unroll 16
+                for (c = 0; c < LV_GC; c++)
+                    if (c < nc)
+                        acc[r][c] = LV_FMA(a, d[c], acc[r][c]);
+            }
+    }
+#pragma GCC unroll 16
+    for (r = 0; r < LV_GR; r++)
+#pragma GCC unroll 16
+        for (c = 0; c < LV_GC; c++)
+            if (r < nr && c < nc)
+                V(dW + ((i0 + r) * n_cols + c0 + c) * W) = acc[r][c];
+}
+
 RNN_FAST_BODY void LN(lv_outer_products)(const T *restrict hs, const T *restrict das,
                                          ptrdiff_t n_steps, ptrdiff_t n_rows,
                                          ptrdiff_t n_cols, T *restrict dW)
 {
-    ptrdiff_t i, k, c;
-    for (i = 0; i < n_rows; i++) {
-        T *w = dW + i * n_cols * W;
-        for (k = n_steps - 1; k >= 3; k -= 4) {
-            const LN(vec) a0 = CV(hs + (k * n_rows + i) * W);
-            const LN(vec) a1 = CV(hs + ((k - 1) * n_rows + i) * W);
-            const LN(vec) a2 = CV(hs + ((k - 2) * n_rows + i) * W);
-            const LN(vec) a3 = CV(hs + ((k - 3) * n_rows + i) * W);
-            const T *d0 = das + k * n_cols * W, *d1 = d0 - n_cols * W;
-            const T *d2 = d1 - n_cols * W, *d3 = d2 - n_cols * W;
-            for (c = 0; c < n_cols; c++)
-                V(w + c * W) = LV_FMA(a3, CV(d3 + c * W), LV_FMA(a2, CV(d2 + c * W),
-                               LV_FMA(a1, CV(d1 + c * W), LV_FMA(a0, CV(d0 + c * W),
-                                                                        CV(w + c * W)))));
-        }
-        for (; k >= 0; k--) {
-            const LN(vec) a0 = CV(hs + (k * n_rows + i) * W);
-            const T *d0 = das + k * n_cols * W;
-            for (c = 0; c < n_cols; c++)
-                V(w + c * W) = LV_FMA(a0, CV(d0 + c * W), CV(w + c * W));
+    ptrdiff_t k_hi, k_lo, i0, c0, nr;
+    for (k_hi = n_steps; k_hi > 0; k_hi = k_lo) {
+        k_lo = k_hi > LV_KB ? k_hi - LV_KB : 0;
+        for (i0 = 0; i0 < n_rows; i0 += LV_GR) {
+            nr = n_rows - i0 < LV_GR ? n_rows - i0 : LV_GR;
+            for (c0 = 0; c0 + LV_GC <= n_cols; c0 += LV_GC) {
+                if (nr == LV_GR)  /* constants: the tile unrolled whole, in registers */
+                    LN(lv_outer_tile)(hs, das, k_lo, k_hi, n_rows, n_cols, i0, LV_GR, c0,
+                                      LV_GC, dW);
+                else
+                    LN(lv_outer_tile)(hs, das, k_lo, k_hi, n_rows, n_cols, i0, nr, c0,
+                                      LV_GC, dW);
+            }
+            if (c0 < n_cols)
+                LN(lv_outer_tile)(hs, das, k_lo, k_hi, n_rows, n_cols, i0, nr, c0,
+                                  n_cols - c0, dW);
         }
     }
 }
 
-/* BPTT over steps t0..t1 of each lane's sequence (one length for all lanes): adds
- * scale * dL/dparams to the gradient and scale * the loss to c->loss:
- * _loops.pxi's _sequence_bptt */
-RNN_FAST_BODY void LN(lv_bptt)(LN(lv_ctx) *c, ptrdiff_t length, ptrdiff_t t0, ptrdiff_t t1,
-                               T scale)
+/* One row's step back through its cell to the pre-activations, da (dL/d(ah + b_hh)),
+ * then the gradients of the input weights and the biases: _sequence_bptt's loop body
+ * after the outputs */
+RNN_FAST_BODY void LN(lv_cell_back)(LN(lv_ctx) *c, ptrdiff_t t, const T *h, const T *h_prev,
+                                    const T *gates, const T *c_prev, const T *dh, T *dc,
+                                    T *da, T *skip)
 {
     const rnn_fast_lanes *j = c->j;
-    const ptrdiff_t H = j->H, GH = j->GH, HW = H * W, GHW = GH * W;
-    ptrdiff_t k, t, i, l, n_steps = (t1 < length ? t1 : length) - t0;
-    T loss[W], *db_h = c->grad + j->at_b_h * W, *db_hh = c->grad + j->at_b_hh * W;
-    T *dc = c->dh + HW, *skip = c->work + 3 * GHW;  /* the LSTM's dL/dc, the GRU's z dh */
+    const ptrdiff_t HW = j->H * W, GHW = j->GH * W;
+    T *da_ih = da, *db_h = c->grad + j->at_b_h * W, *db_hh = c->grad + j->at_b_hh * W;
+    ptrdiff_t i;
+    if (j->cell == 1) {  /* _cells.pxi's _cell_backward */
+        da_ih = c->da_ih;
+        GRU_BACKWARD(dh, gates, h_prev, da, da_ih, skip, HW);
+    } else if (j->cell == 2) {
+        LSTM_BACKWARD(dh, dc, gates, c_prev, da, HW);
+    } else if (j->hidden == 1) {  /* _elman_backward */
+        for (i = 0; i < HW; i++)
+            da[i] = dh[i] * (((T)1) - (h[i] * h[i]));
+    } else if (j->hidden == 0) {
+        for (i = 0; i < HW; i++)
+            da[i] = dh[i] * (h[i] * (((T)1) - h[i]));
+    } else {
+        for (i = 0; i < HW; i++)
+            da[i] = dh[i] * LN(lv_derivative)(j->hidden, h[i]);
+    }
+    LN(lv_add_input_outer)(c, t, da_ih);
+    if (j->bias) {
+        for (i = 0; i < GHW; i++)
+            db_h[i] = db_h[i] + da_ih[i];
+        if (j->cell)
+            for (i = 0; i < GHW; i++)
+                db_hh[i] = db_hh[i] + da[i];
+    }
+}
+
+/* BPTT of R rows over steps t0..t1 (one length for all rows and lanes): adds
+ * scale * dL/dparams to the gradient and scale * the loss to c->loss. R = 1:
+ * _loops.pxi's _sequence_bptt, operation for operation; rows together, each step's
+ * da W_hh^T of all R rows one lv_gemm */
+RNN_FAST_BODY void LN(lv_bptt)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_t R,
+                               ptrdiff_t length, ptrdiff_t t0, ptrdiff_t t1, T scale)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t H = j->H, GH = j->GH, HW = H * W, GHW = GH * W, GWW = GHW + HW;
+    ptrdiff_t k, t, i, l, r, n_steps = (t1 < length ? t1 : length) - t0;
+    T loss[W];
     LANES(l) loss[l] = 0;
     if (n_steps <= 0) {
         LANES(l) c->loss[l] = c->loss[l] + (T)0;  /* _loops_bptt's loss += 0 */
         return;
     }
-    LN(lv_forward)(c, t0, n_steps);
-    for (i = 0; i < (j->cell == 2 ? 2 : 1) * HW; i++)
-        c->dh[i] = 0;
+    LN(lv_forward)(c, seqs, R, t0, n_steps);
+    for (i = 0; i < R * HW; i++)
+        c->dh[i] = c->dc[i] = 0;
     {
-        T keep[W];  /* lv_output_grads adds to c->loss: this sequence's own sum first */
+        T keep[W];  /* lv_output_grads adds to c->loss: these sequences' own sum first */
         LANES(l) keep[l] = c->loss[l];
         LANES(l) c->loss[l] = loss[l];
         for (k = n_steps - 1; k >= 0; k--) {
-            T *h = c->hs + (k + 1) * HW, *da = c->das + k * GHW, *da_ih = da;
-            const T *gates = c->gs + k * (GH + H) * W;
+            T *das = c->das + k * R * GHW;
             t = t0 + k;
-            if (!j->many_to_one || t == length - 1)
-                LN(lv_output_grads)(c, h, j->many_to_one ? 0 : t, scale);
-            if (j->cell == 1) {  /* _cells.pxi's _cell_backward */
-                da_ih = c->work + 2 * GHW;
-                GRU_BACKWARD(c->dh, gates, h - HW, da, da_ih, skip, HW);
-            } else if (j->cell == 2) {
-                LSTM_BACKWARD(c->dh, dc, gates, c->cs + k * HW, da, HW);
-            } else if (j->hidden == 1) {  /* _elman_backward */
-                for (i = 0; i < HW; i++)
-                    da[i] = c->dh[i] * (((T)1) - (h[i] * h[i]));
-            } else if (j->hidden == 0) {
-                for (i = 0; i < HW; i++)
-                    da[i] = c->dh[i] * (h[i] * (((T)1) - h[i]));
-            } else {
-                for (i = 0; i < HW; i++)
-                    da[i] = c->dh[i] * LN(lv_derivative)(j->hidden, h[i]);
-            }
-            LN(lv_add_input_outer)(c, t, da_ih);
-            if (j->bias) {
-                for (i = 0; i < GHW; i++)
-                    db_h[i] = db_h[i] + da_ih[i];
-                if (j->cell)
-                    for (i = 0; i < GHW; i++)
-                        db_hh[i] = db_hh[i] + da[i];
+            for (r = 0; r < R; r++) {
+                const ptrdiff_t at = k * R + r;
+                LN(lv_row)(c, seqs, r);
+                if (!j->many_to_one || t == length - 1)
+                    LN(lv_output_grads)(c, c->hs + (at + R) * HW, j->many_to_one ? 0 : t,
+                                        scale, c->dh + r * HW);
+                LN(lv_cell_back)(c, t, c->hs + (at + R) * HW, c->hs + at * HW,
+                                 c->gs + at * GWW, c->cs + at * HW, c->dh + r * HW,
+                                 c->dc + r * HW, das + r * GHW, c->skip + r * HW);
             }
             if (k > 0) {  /* back into h_{t-1}: dh = da W_hh^T (+ z dh for the GRU) */
-                for (i = 0; i < HW; i++)
+                const T *W_hh = c->theta + j->at_W_hh * W;
+                for (i = 0; i < R * HW; i++)
                     c->dh[i] = 0;
                 if (j->bptt_steps == 0 || t % j->bptt_steps != 0) {
-                    LN(lv_vecmat)(da, c->theta + j->at_W_hh * W, GH, H, 1, GH, c->dh);
+                    if (j->together)
+                        LN(lv_gemm)(das, R, GH, W_hh, 1, GH, H, c->dh);
+                    else
+                        LN(lv_vecmat)(das, W_hh, GH, H, 1, GH, c->dh);
                     if (j->cell == 1)
-                        for (i = 0; i < HW; i++)
-                            c->dh[i] = c->dh[i] + skip[i];
+                        for (i = 0; i < R * HW; i++)
+                            c->dh[i] = c->dh[i] + c->skip[i];
                 } else if (j->cell == 2) {  /* c's gradient stops there too */
-                    for (i = 0; i < HW; i++)
-                        dc[i] = 0;
+                    for (i = 0; i < R * HW; i++)
+                        c->dc[i] = 0;
                 }
             }
         }
         LANES(l) loss[l] = c->loss[l];
         LANES(l) c->loss[l] = keep[l] + scale * loss[l];
     }
-    LN(lv_outer_products)(c->hs, c->das, n_steps, H, GH, c->grad + j->at_W_hh * W);
+    LN(lv_outer_products)(c->hs, c->das, n_steps * R, H, GH, c->grad + j->at_W_hh * W);
 }
 
 /* Whether each lane's gradient is finite (bad[l] set if not), clipped to
@@ -822,11 +970,13 @@ RNN_FAST_BODY void LN(lv_step)(const rnn_fast_lanes *j, ptrdiff_t block, T *rest
 }
 
 /* A block's share of a call: steps begin..end of every live lane, as _core.pyx's
- * _train_loop runs them for one model on the hand loops (_loops_bptt per chunk). */
+ * _train_loop runs them for one model on the hand loops (_loops_bptt per chunk), one
+ * row of the batch after the other, or (j->together) all its rows at once. */
 RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, SFX), body)(
     const rnn_fast_lanes *j, ptrdiff_t block)
 {
     const ptrdiff_t H = j->H, GH = j->GH, S = j->S, P = j->P, PW = j->P * W, N = j->N;
+    const ptrdiff_t R = j->together ? j->batch_size : 1, HW = H * W;
     const ptrdiff_t n_batches = (N + j->batch_size - 1) / j->batch_size;
     T *theta = (T *)j->theta + block * PW;
     T *slots = (T *)j->slots + block * j->n_slots * PW;
@@ -843,20 +993,26 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
                           && j->clip_norm <= 0;
     const T *lr0 = lr;  /* lr's first row, if every parameter of a lane has that rate */
     LN(lv_ctx) c;
-    ptrdiff_t st, b, first, count, ch, n_chunks, max_len, u = 0, i, k, l, r, len;
+    ptrdiff_t st, b, first, count, ch, n_chunks, max_len, u = 0, i, k, l, r, r0, n, len;
+    ptrdiff_t *seqs;  /* (R, W) each row's sequence in each lane */
     int stopped = 0, any = 0, ok[W];
     c.j = j;
     c.theta = theta;
-    c.hs = s, s += (j->n_T + 1) * H * W;
-    c.cs = s, s += (j->n_T + 1) * H * W;
-    c.gs = s, s += j->n_T * (GH + H) * W;
-    c.das = s, s += j->n_T * GH * W;
-    c.dh = s, s += 2 * H * W;
+    c.hs = s, s += (j->n_T + 1) * R * HW;
+    c.cs = s, s += (j->n_T + 1) * R * HW;
+    c.gs = s, s += j->n_T * R * (GH + H) * W;
+    c.das = s, s += j->n_T * R * GH * W;
+    c.dh = s, s += R * HW;
+    c.dc = s, s += R * HW;
+    c.skip = s, s += R * HW;
+    c.ax = s, s += R * GH * W;
+    c.ah = s, s += R * GH * W;
+    c.da_ih = s, s += GH * W;
     c.z = s, s += j->O * W;
     c.y = s, s += j->O * W;
     c.dz = s, s += 2 * j->O * W;
     c.x = s, s += (j->n_in + j->O) * W;
-    c.work = s, s += (3 * GH + H) * W;
+    seqs = (ptrdiff_t *)s, s += 2 * R * W;  /* 64-byte aligned: W entries of T are */
     c.grad = s, s += PW;
     staged = s, s += (1 + j->n_slots) * PW;
     c.zeros = s;
@@ -897,21 +1053,26 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
                 break;
             }
             LANES(l) c.loss[l] = 0;
-            for (r = 0; r < count; r++) {
-                LANES(l) c.seq[l] = orders[l * j->order_stride + first + r];
-                len = j->lengths[c.seq[0]];
-                for (i = 0; i < H * W; i++)
-                    c.hs[i] = carry[r * S * W + i];
-                for (i = 0; i < (S - H) * W; i++)  /* an LSTM's c */
-                    c.cs[i] = carry[(r * S + H) * W + i];
-                LN(lv_bptt)(&c, len, t0, t1, (T)(1.0 / count));
+            for (r0 = 0; r0 < count; r0 += R) {  /* rows r0 .. r0 + n - 1 together */
+                n = count - r0 < R ? count - r0 : R;
+                for (r = 0; r < n; r++) {
+                    LANES(l) seqs[r * W + l] = orders[l * j->order_stride + first + r0 + r];
+                    for (i = 0; i < HW; i++)
+                        c.hs[r * HW + i] = carry[(r0 + r) * S * W + i];
+                    for (i = 0; i < (S - H) * W; i++)  /* an LSTM's c */
+                        c.cs[r * HW + i] = carry[((r0 + r) * S + H) * W + i];
+                }
+                len = j->lengths[seqs[0]];  /* every row's (the caller's check, together) */
+                LN(lv_bptt)(&c, seqs, n, len, t0, t1, (T)(1.0 / count));
                 k = (t1 < len ? t1 : len) - t0;
                 k = k > 0 ? k : 0;
-                LANES(l) if (alive[l]) for (i = 0; i < H; i++) {
-                    carry[(r * S + i) * W + l] = c.hs[(k * H + i) * W + l];
-                    if (S > H)
-                        carry[(r * S + H + i) * W + l] = c.cs[(k * H + i) * W + l];
-                }
+                for (r = 0; r < n; r++)
+                    LANES(l) if (alive[l]) for (i = 0; i < H; i++) {
+                        carry[((r0 + r) * S + i) * W + l] = c.hs[((k * n + r) * H + i) * W + l];
+                        if (S > H)
+                            carry[((r0 + r) * S + H + i) * W + l] =
+                                c.cs[((k * n + r) * H + i) * W + l];
+                    }
             }
             LANES(l) {
                 chunk_loss[l] = 0;

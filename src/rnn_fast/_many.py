@@ -104,12 +104,13 @@ def fit_many(models, X, Y, optimizer=None, **fit_options):
     -----
     ``rnn_fast.reference.fit_many`` is the specification: the loop over the models'
     fits, on NumPy. ``rnn_fast.fit_many`` packs one-layer models (Elman, GRU or LSTM)
-    whose own fits run the core's hand-written loops (hidden size below
-    ``blas_min_hidden()``) and whose batches step together (no shuffle, or sequences of
-    one length) into the SIMD lanes of one kernel call, a lane per model (8 float64 or
-    16 float32 lanes on AVX-512, 4 or 8 on AVX2), with the bits of their own fits; any
-    other group trains one model after another on the core (the same bits as the loop
-    of fits).
+    whose batches step together (no shuffle, or sequences of one length) into the SIMD
+    lanes of one kernel call, a lane per model (8 float64 or 16 float32 lanes on
+    AVX-512, 4 or 8 on AVX2): where their own fits run the core's hand-written loops
+    (hidden size below ``blas_min_hidden()``) with the bits of those fits; larger ones,
+    on sequences of one length, with a batch's rows stepped together, within float
+    tolerance of them. Any other group trains one model after another on the core (the
+    same bits as the loop of fits).
     """
     return _fit_group(models, X, Y, optimizer, fit_options, "cython")
 
@@ -349,8 +350,9 @@ def _train_group(models, plans, watch):
     -------
     runs : list of M ``_fit.Run``
         ``runs[m]`` and the state left in ``models[m].theta`` and its optimizer's
-        ``state`` ("step", "slots") must be exactly those of
-        ``_fit._run(models[m], plans[m], ...)``: its losses, carried states, updates,
+        ``state`` ("step", "slots") must be those of ``_fit._run(models[m],
+        plans[m], ...)`` (bit for bit, but for the float sums of a packed group whose
+        own fits run BLAS: see ``_lanes``): its losses, carried states, updates,
         batches done, held-out measurements (validation between blocks, per model),
         ``diverged`` (a model that diverges stops alone and keeps its last finite
         update; the others go on), ``timers`` (profile) and ``seconds`` (the wall time
@@ -358,7 +360,7 @@ def _train_group(models, plans, watch):
         call under way with ``interrupted`` set ("Ctrl-C" or "stop"), a model not
         started with no updates. ``_outcome_group`` makes the histories from them.
 
-    One-layer models on the core's hand loops whose batches step together
+    One-layer models whose batches step together
     (``_lanes.packable``) train packed, a model per SIMD lane (``_lanes.run``), when
     there are enough of them (``PACK_MIN_MODELS``); any other group trains one model
     after another through the single-model run.

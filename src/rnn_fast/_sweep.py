@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _core, _many, _model
+from . import _core, _lanes, _many, _model
 from ._model import CLASS_NAMES, RNN, DivergenceError, TrainingInterrupted, _Gated
 from .optimizers import OPTIMIZERS, Optimizer
 
@@ -348,15 +348,16 @@ def _in_blocks(size, block, workers):
 
 def _block(run, backend):
     """The models in a block of lanes, if ``fit_many`` will likely train the run's group
-    in them (one layer, one direction, on the core's hand loops: ``_lanes.packable``
-    has the last word), else 1."""
+    in them (one layer, one direction: ``_lanes.packable`` has the last word, with the
+    data), else 1."""
     model = run.model
     if backend != "cython" or model.get("num_layers", 1) != 1 or model.get("bidirectional"):
         return 1
-    hidden = model.get("hidden_size")
-    if not isinstance(hidden, (int, np.integer)) or hidden >= _core.blas_min_hidden():
+    lanes, hidden = _core.lanes(model.get("dtype", "float64")), model.get("hidden_size")
+    if (not isinstance(hidden, (int, np.integer)) or hidden >= _core.blas_min_hidden()
+            and lanes < _lanes.TOGETHER_MIN_LANES):
         return 1
-    return _core.lanes(model.get("dtype", "float64"))
+    return lanes
 
 
 def _key(value):

@@ -611,10 +611,12 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
 }
 
 /* dW += sum over steps of outer(hs[k], das[k]), last step first: _simd.h's
- * add_outer_products, whose every entry is one chain of multiply-adds over the steps,
- * here in tiles of LV_GR rows and LV_GC columns held in registers over LV_KB steps (the
- * tiles' rows of hs and das stay in L2 for all the tiles; the rows together make
- * thousands of steps): the same chains in the same order, so the same bits */
+ * add_outer_products, each entry one chain of multiply-adds over the steps, in the same
+ * order, so the same bits. In tiles of LV_GR rows and LV_GC columns held in registers
+ * over LV_KB steps, the blocks' rows of hs and das in L2 for all the tiles: with the rows
+ * together, the steps are thousands (one per row and step), and the four-step passes
+ * over dW of the single model's order streamed all of das from L3 for each row of dW;
+ * on the hand loops' sizes both forms train W1's ensembles at one speed. */
 #define LV_KB 32
 RNN_FAST_BODY void LN(lv_outer_tile)(const T *restrict hs, const T *restrict das,
                                      ptrdiff_t k_lo, ptrdiff_t k_hi, ptrdiff_t n_rows,

@@ -6,7 +6,8 @@ layer and one direction whose single fits do not run the two-thread pair, withou
 position in every model's order (no shuffle, or sequences of one length), so that every
 lane makes the same updates; from ``blas_min_hidden()`` on, where a single fit leaves
 the hand loops for BLAS, the kernel steps a batch's rows together, and every sequence
-must have one length and a block at least ``TOGETHER_MIN_LANES`` lanes.
+must have one length, a block at least ``TOGETHER_MIN_LANES`` lanes, and the scratch
+fit in ``TOGETHER_MAX_BYTES``.
 ``run`` trains them: the packed arrays (``Lanes``: parameters, optimizer state and
 carried states with the model innermost, in blocks of ``_core.lanes(dtype)``), one
 ``_core.train_many`` call per block of updates of ``_fit._blocks`` (about 0.1 s), and
@@ -33,6 +34,9 @@ from . import _core, _fit
 # 100-step task in batches of 16 trained 1.1-2.1x faster in blocks of 8 float32 lanes,
 # 0.85-1.08x in blocks of 4 float64 lanes (AVX2, Zen 3, 2026-12-07).
 TOGETHER_MIN_LANES = 8
+# The most scratch the rows together may take: every state, gate row and gradient row of
+# a block's lanes for a whole batch and sequence (a single fit holds one model's).
+TOGETHER_MAX_BYTES = 2**30
 
 
 class LaneUpdate(NamedTuple):
@@ -53,10 +57,13 @@ def packable(models, plans):
         return False
     if o["batch_size"] == 1 and _core.num_threads() >= 2 and hidden >= _core.pair_min_hidden():
         return False  # a single fit runs the two-thread pair
-    if hidden >= _core.blas_min_hidden() and (
-            np.ptp(plan.lengths) != 0  # a batch's rows step together: one length
-            or _core.lanes(plan.kernel_args[2].dtype) < TOGETHER_MIN_LANES):
-        return False
+    if hidden >= _core.blas_min_hidden():  # a batch's rows step together
+        dtype = plan.kernel_args[2].dtype
+        gates = first._layout.slices["W_hh"][2][1]
+        rows = _core.lanes(dtype) * o["batch_size"] * plan.X.shape[1]
+        if (np.ptp(plan.lengths) != 0 or _core.lanes(dtype) < TOGETHER_MIN_LANES
+                or rows * (3 * hidden + 2 * gates) * dtype.itemsize > TOGETHER_MAX_BYTES):
+            return False
     shapes = {p.optimizer_args[3].shape for p in plans}
     if len(shapes) != 1 or any(p.saved is not None for p in plans):
         return False

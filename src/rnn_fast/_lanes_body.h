@@ -116,35 +116,41 @@ RNN_FAST_BODY void LN(lv_vecmat)(const T *restrict v, const T *restrict M, ptrdi
         LN(lv_vecmat_tile)(v, M, K, rs, cs, c0, n_cols - c0, out);
 }
 
-/* Rows of a batch at once (the rows-together schedule): out[r] += A[r] @ M for
- * LV_GR rows and LV_GC columns, the tile in registers over all K: each entry of M
- * loaded feeds LV_GR rows, where a vector-matrix product streams all of M (L2's
- * bandwidth) once per row. A: rows K vectors apart; out: rows n_out vectors apart. */
+/* A lane matrix read in place: entry (i, k) at p + (i s0 + k s1) W */
+typedef struct {
+    const T *p;
+    ptrdiff_t s0, s1;
+} LN(lv_view);
+
+/* out(r, c) += sum of A(r, k) B(k, c) over k from k_hi - 1 down to k_lo, for a tile of
+ * LV_GR rows from r0 and LV_GC columns from c0 (nr, nc of them) held in registers; out's
+ * rows n_out vectors apart. The rows-together products (lv_gemm: each entry of B loaded
+ * serves LV_GR rows, where a vector-matrix product streams all of B once per row) and
+ * the outer products (each entry one chain, last step first) */
 #define LV_GR 3  /* 9 sums, 3 + 1 operands: AVX2's 16 registers without a spill */
 #define LV_GC 3
-RNN_FAST_BODY void LN(lv_gemm_tile)(const T *restrict A, ptrdiff_t K, const T *restrict M,
-                                    ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n_out,
-                                    ptrdiff_t r0, ptrdiff_t nr, ptrdiff_t c0, ptrdiff_t nc,
-                                    T *restrict out)
+RNN_FAST_BODY void LN(lv_tile)(LN(lv_view) A, LN(lv_view) B, ptrdiff_t k_lo, ptrdiff_t k_hi,
+                               ptrdiff_t n_out, ptrdiff_t r0, ptrdiff_t nr, ptrdiff_t c0,
+                               ptrdiff_t nc, T *restrict out)
 {
     LN(vec) acc[LV_GR][LV_GC];
-    ptrdiff_t i, r, c;
+    ptrdiff_t k, r, c;
 #pragma GCC unroll 16
     for (r = 0; r < LV_GR; r++)
 #pragma GCC unroll 16
         for (c = 0; c < LV_GC; c++)
             if (r < nr && c < nc)
                 acc[r][c] = CV(out + ((r0 + r) * n_out + c0 + c) * W);
-    for (i = 0; i < K; i++) {
+    for (k = k_hi - 1; k >= k_lo; k--) {
         LN(vec) b[LV_GC];
 #pragma GCC unroll 16
         for (c = 0; c < LV_GC; c++)
             if (c < nc)
-                b[c] = CV(M + (i * rs + (c0 + c) * cs) * W);
+                b[c] = CV(B.p + (k * B.s0 + (c0 + c) * B.s1) * W);
 #pragma GCC unroll 16
         for (r = 0; r < LV_GR; r++)
             if (r < nr) {
-                const LN(vec) a = CV(A + ((r0 + r) * K + i) * W);
+                const LN(vec) a = CV(A.p + ((r0 + r) * A.s0 + k * A.s1) * W);
 #pragma GCC unroll 16
                 for (c = 0; c < LV_GC; c++)
                     if (c < nc)
@@ -159,22 +165,32 @@ RNN_FAST_BODY void LN(lv_gemm_tile)(const T *restrict A, ptrdiff_t K, const T *r
                 V(out + ((r0 + r) * n_out + c0 + c) * W) = acc[r][c];
 }
 
-RNN_FAST_BODY void LN(lv_gemm)(const T *restrict A, ptrdiff_t n_rows, ptrdiff_t K,
-                               const T *restrict M, ptrdiff_t rs, ptrdiff_t cs,
-                               ptrdiff_t n_out, T *restrict out)
+/* out (n_rows, n_out) += A B over steps k_lo .. k_hi - 1, tile by tile */
+RNN_FAST_BODY void LN(lv_tiles)(LN(lv_view) A, LN(lv_view) B, ptrdiff_t k_lo,
+                                ptrdiff_t k_hi, ptrdiff_t n_rows, ptrdiff_t n_out,
+                                T *restrict out)
 {
     ptrdiff_t r0, c0;
     for (r0 = 0; r0 < n_rows; r0 += LV_GR) {
         const ptrdiff_t nr = n_rows - r0 < LV_GR ? n_rows - r0 : LV_GR;
         for (c0 = 0; c0 + LV_GC <= n_out; c0 += LV_GC) {
             if (nr == LV_GR)  /* constants: the tile unrolled whole, in registers */
-                LN(lv_gemm_tile)(A, K, M, rs, cs, n_out, r0, LV_GR, c0, LV_GC, out);
+                LN(lv_tile)(A, B, k_lo, k_hi, n_out, r0, LV_GR, c0, LV_GC, out);
             else
-                LN(lv_gemm_tile)(A, K, M, rs, cs, n_out, r0, nr, c0, LV_GC, out);
+                LN(lv_tile)(A, B, k_lo, k_hi, n_out, r0, nr, c0, LV_GC, out);
         }
         if (c0 < n_out)
-            LN(lv_gemm_tile)(A, K, M, rs, cs, n_out, r0, nr, c0, n_out - c0, out);
+            LN(lv_tile)(A, B, k_lo, k_hi, n_out, r0, nr, c0, n_out - c0, out);
     }
+}
+
+/* out[r] += A[r] @ M for the n_rows rows of A (rows K vectors apart), M's entry (i, c)
+ * at (i rs + c cs) W, so M may be read transposed in place */
+RNN_FAST_BODY void LN(lv_gemm)(const T *A, ptrdiff_t n_rows, ptrdiff_t K, const T *M,
+                               ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n_out, T *restrict out)
+{
+    const LN(lv_view) a = {A, K, 1}, m = {M, rs, cs};
+    LN(lv_tiles)(a, m, 0, K, n_rows, n_out, out);
 }
 
 /* out = sum of a[i] b[i], four running sums, then (s0 + s1) + (s2 + s3): _simd.h's dot */
@@ -612,70 +628,20 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
 
 /* dW += sum over steps of outer(hs[k], das[k]), last step first: _simd.h's
  * add_outer_products, each entry one chain of multiply-adds over the steps, in the same
- * order, so the same bits. In tiles of LV_GR rows and LV_GC columns held in registers
- * over LV_KB steps, the blocks' rows of hs and das in L2 for all the tiles: with the rows
- * together, the steps are thousands (one per row and step), and the four-step passes
- * over dW of the single model's order streamed all of das from L3 for each row of dW;
- * on the hand loops' sizes both forms train W1's ensembles at one speed. */
+ * order, so the same bits. In lv_tile's register tiles over blocks of LV_KB steps, the
+ * blocks' rows of hs and das in L2 for all the tiles: with the rows together, the steps
+ * are thousands (one per row and step), and the four-step passes over dW of the single
+ * model's order streamed all of das from L3 for each row of dW; on the hand loops'
+ * sizes both forms train W1's ensembles at one speed. */
 #define LV_KB 32
-RNN_FAST_BODY void LN(lv_outer_tile)(const T *restrict hs, const T *restrict das,
-                                     ptrdiff_t k_lo, ptrdiff_t k_hi, ptrdiff_t n_rows,
-                                     ptrdiff_t n_cols, ptrdiff_t i0, ptrdiff_t nr,
-                                     ptrdiff_t c0, ptrdiff_t nc, T *restrict dW)
+RNN_FAST_BODY void LN(lv_outer_products)(const T *hs, const T *das, ptrdiff_t n_steps,
+                                         ptrdiff_t n_rows, ptrdiff_t n_cols, T *restrict dW)
 {
-    LN(vec) acc[LV_GR][LV_GC];
-    ptrdiff_t k, r, c;
-#pragma GCC unroll 16
-    for (r = 0; r < LV_GR; r++)
-#pragma GCC unroll 16
-        for (c = 0; c < LV_GC; c++)
-            if (r < nr && c < nc)
-                acc[r][c] = CV(dW + ((i0 + r) * n_cols + c0 + c) * W);
-    for (k = k_hi - 1; k >= k_lo; k--) {
-        LN(vec) d[LV_GC];
-#pragma GCC unroll 16
-        for (c = 0; c < LV_GC; c++)
-            if (c < nc)
-                d[c] = CV(das + (k * n_cols + c0 + c) * W);
-#pragma GCC unroll 16
-        for (r = 0; r < LV_GR; r++)
-            if (r < nr) {
-                const LN(vec) a = CV(hs + (k * n_rows + i0 + r) * W);
-#pragma GCC unroll 16
-                for (c = 0; c < LV_GC; c++)
-                    if (c < nc)
-                        acc[r][c] = LV_FMA(a, d[c], acc[r][c]);
-            }
-    }
-#pragma GCC unroll 16
-    for (r = 0; r < LV_GR; r++)
-#pragma GCC unroll 16
-        for (c = 0; c < LV_GC; c++)
-            if (r < nr && c < nc)
-                V(dW + ((i0 + r) * n_cols + c0 + c) * W) = acc[r][c];
-}
-
-RNN_FAST_BODY void LN(lv_outer_products)(const T *restrict hs, const T *restrict das,
-                                         ptrdiff_t n_steps, ptrdiff_t n_rows,
-                                         ptrdiff_t n_cols, T *restrict dW)
-{
-    ptrdiff_t k_hi, k_lo, i0, c0, nr;
+    const LN(lv_view) h_t = {hs, 1, n_rows}, d = {das, n_cols, 1};  /* hs read as hs^T */
+    ptrdiff_t k_hi, k_lo;
     for (k_hi = n_steps; k_hi > 0; k_hi = k_lo) {
         k_lo = k_hi > LV_KB ? k_hi - LV_KB : 0;
-        for (i0 = 0; i0 < n_rows; i0 += LV_GR) {
-            nr = n_rows - i0 < LV_GR ? n_rows - i0 : LV_GR;
-            for (c0 = 0; c0 + LV_GC <= n_cols; c0 += LV_GC) {
-                if (nr == LV_GR)  /* constants: the tile unrolled whole, in registers */
-                    LN(lv_outer_tile)(hs, das, k_lo, k_hi, n_rows, n_cols, i0, LV_GR, c0,
-                                      LV_GC, dW);
-                else
-                    LN(lv_outer_tile)(hs, das, k_lo, k_hi, n_rows, n_cols, i0, nr, c0,
-                                      LV_GC, dW);
-            }
-            if (c0 < n_cols)
-                LN(lv_outer_tile)(hs, das, k_lo, k_hi, n_rows, n_cols, i0, nr, c0,
-                                  n_cols - c0, dW);
-        }
+        LN(lv_tiles)(h_t, d, k_lo, k_hi, n_rows, n_cols, dW);
     }
 }
 

@@ -82,13 +82,17 @@ typedef struct {
  * are all of AVX-512's 32 registers a tile needs with its rows (AVX2 spills some) */
 #define LV_TILE 8
 
+/* Steps of the outer products' blocks (lv_outer_products) */
+#define LV_KB 32
+
 /* The scratch a block needs, in entries of the models' dtype (W lanes each). */
 static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t W)
 {
     ptrdiff_t H = j->H, GH = j->GH, O = j->O, I = j->n_in, P = j->P, T = j->n_T;
     ptrdiff_t wide = GH > O ? GH : O, R = j->together ? j->batch_size : 1;
     return W * (R * (2 * (T + 1) * H + T * (GH + H) + T * GH + 3 * H + 2 * GH + 2)
-                + GH + 5 * O + I + P + (1 + j->n_slots) * P + wide + 8);
+                + GH + 5 * O + I + (2 * H + LV_KB) * GH * j->together + P
+                + (1 + j->n_slots) * P + wide + 8);
 }
 
 #define RNN_FAST_LANES_CAT2(a, b) a##_##b

@@ -122,12 +122,13 @@ typedef struct {
     ptrdiff_t s0, s1;
 } LN(lv_view);
 
-/* out(r, c) += sum of A(r, k) B(k, c) over k from k_hi - 1 down to k_lo, for a tile of
- * LV_GR rows from r0 and LV_GC columns from c0 (nr, nc of them) held in registers; out's
- * rows n_out vectors apart. The rows-together products (lv_gemm: each entry of B loaded
- * serves LV_GR rows, where a vector-matrix product streams all of B once per row) and
- * the outer products (each entry one chain, last step first) */
-#define LV_GR 3  /* 9 sums, 3 + 1 operands: AVX2's 16 registers without a spill */
+/* out(r, c0 + c) += sum of A(r, k) B(k, c) over k from k_hi - 1 down to k_lo, for a tile
+ * of LV_GR rows from r0 and LV_GC columns (nr, nc of them) held in registers; B points at
+ * the tile's first column; out's rows n_out vectors apart. The rows-together products
+ * (lv_gemm: each entry of B loaded serves LV_GR rows, where a vector-matrix product
+ * streams all of B once per row) and the outer products (each entry one chain, last
+ * step first) */
+#define LV_GR 4  /* 12 sums, 3 + 1 operands: AVX2's 16 registers */
 #define LV_GC 3
 RNN_FAST_BODY void LN(lv_tile)(LN(lv_view) A, LN(lv_view) B, ptrdiff_t k_lo, ptrdiff_t k_hi,
                                ptrdiff_t n_out, ptrdiff_t r0, ptrdiff_t nr, ptrdiff_t c0,
@@ -146,7 +147,7 @@ RNN_FAST_BODY void LN(lv_tile)(LN(lv_view) A, LN(lv_view) B, ptrdiff_t k_lo, ptr
 #pragma GCC unroll 16
         for (c = 0; c < LV_GC; c++)
             if (c < nc)
-                b[c] = CV(B.p + (k * B.s0 + (c0 + c) * B.s1) * W);
+                b[c] = CV(B.p + (k * B.s0 + c * B.s1) * W);
 #pragma GCC unroll 16
         for (r = 0; r < LV_GR; r++)
             if (r < nr) {
@@ -165,32 +166,60 @@ RNN_FAST_BODY void LN(lv_tile)(LN(lv_view) A, LN(lv_view) B, ptrdiff_t k_lo, ptr
                 V(out + ((r0 + r) * n_out + c0 + c) * W) = acc[r][c];
 }
 
-/* out (n_rows, n_out) += A B over steps k_lo .. k_hi - 1, tile by tile */
-RNN_FAST_BODY void LN(lv_tiles)(LN(lv_view) A, LN(lv_view) B, ptrdiff_t k_lo,
-                                ptrdiff_t k_hi, ptrdiff_t n_rows, ptrdiff_t n_out,
-                                T *restrict out)
+/* B's tile of LV_GC columns from c0 (nc of them): in place, or in a panel of lv_pack's */
+static inline LN(lv_view) LN(lv_columns)(LN(lv_view) B, ptrdiff_t K, int packed,
+                                         ptrdiff_t c0, ptrdiff_t nc)
+{
+    const LN(lv_view) in_place = {B.p + c0 * B.s1 * W, B.s0, B.s1};
+    const LN(lv_view) panel = {B.p + c0 * K * W, nc, 1};
+    return packed ? panel : in_place;
+}
+
+/* out (n_rows, n_out) += A B over steps k_lo .. k_hi - 1, tile by tile; B packed (lv_pack,
+ * K rows) or read in place */
+RNN_FAST_BODY void LN(lv_tiles)(LN(lv_view) A, LN(lv_view) B, ptrdiff_t K, int packed,
+                                ptrdiff_t k_lo, ptrdiff_t k_hi, ptrdiff_t n_rows,
+                                ptrdiff_t n_out, T *restrict out)
 {
     ptrdiff_t r0, c0;
     for (r0 = 0; r0 < n_rows; r0 += LV_GR) {
         const ptrdiff_t nr = n_rows - r0 < LV_GR ? n_rows - r0 : LV_GR;
         for (c0 = 0; c0 + LV_GC <= n_out; c0 += LV_GC) {
+            const LN(lv_view) b = LN(lv_columns)(B, K, packed, c0, LV_GC);
             if (nr == LV_GR)  /* constants: the tile unrolled whole, in registers */
-                LN(lv_tile)(A, B, k_lo, k_hi, n_out, r0, LV_GR, c0, LV_GC, out);
+                LN(lv_tile)(A, b, k_lo, k_hi, n_out, r0, LV_GR, c0, LV_GC, out);
             else
-                LN(lv_tile)(A, B, k_lo, k_hi, n_out, r0, nr, c0, LV_GC, out);
+                LN(lv_tile)(A, b, k_lo, k_hi, n_out, r0, nr, c0, LV_GC, out);
         }
         if (c0 < n_out)
-            LN(lv_tile)(A, B, k_lo, k_hi, n_out, r0, nr, c0, n_out - c0, out);
+            LN(lv_tile)(A, LN(lv_columns)(B, K, packed, c0, n_out - c0), k_lo, k_hi, n_out,
+                        r0, nr, c0, n_out - c0, out);
     }
 }
 
-/* out[r] += A[r] @ M for the n_rows rows of A (rows K vectors apart), M's entry (i, c)
- * at (i rs + c cs) W, so M may be read transposed in place */
-RNN_FAST_BODY void LN(lv_gemm)(const T *A, ptrdiff_t n_rows, ptrdiff_t K, const T *M,
-                               ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t n_out, T *restrict out)
+/* B (K, n_cols) copied into panels, one per lv_tiles tile of columns, each its K rows one
+ * after the other: a tile's loads then walk contiguous memory, where B's rows (GH
+ * vectors, 6 KB for a GRU of hidden 64 in float32 lanes) put each step's few loads on a
+ * new page, out of the hardware prefetchers' reach */
+RNN_FAST_BODY void LN(lv_pack)(LN(lv_view) B, ptrdiff_t K, ptrdiff_t n_cols, T *restrict out)
 {
-    const LN(lv_view) a = {A, K, 1}, m = {M, rs, cs};
-    LN(lv_tiles)(a, m, 0, K, n_rows, n_out, out);
+    ptrdiff_t c0, k, c, nc;
+    for (c0 = 0; c0 < n_cols; c0 += LV_GC) {
+        nc = n_cols - c0 < LV_GC ? n_cols - c0 : LV_GC;
+        for (k = 0; k < K; k++)
+            for (c = 0; c < nc; c++)
+                V(out + (c0 * K + k * nc + c) * W) =
+                    CV(B.p + (k * B.s0 + (c0 + c) * B.s1) * W);
+    }
+}
+
+/* out[r] += A[r] @ B for the n_rows rows of A (rows K vectors apart), B (K, n_out) in
+ * lv_pack's panels */
+RNN_FAST_BODY void LN(lv_gemm)(const T *A, ptrdiff_t n_rows, ptrdiff_t K, const T *panels,
+                               ptrdiff_t n_out, T *restrict out)
+{
+    const LN(lv_view) a = {A, K, 1}, b = {panels, 0, 0};
+    LN(lv_tiles)(a, b, K, 1, 0, K, n_rows, n_out, out);
 }
 
 /* out = sum of a[i] b[i], four running sums, then (s0 + s1) + (s2 + s3): _simd.h's dot */
@@ -379,8 +408,9 @@ typedef struct {
     const T *b_h, *b_hh;     /* (GH, W) the biases (b_h: Elman's, or b_ih), or zeros */
     /* per row of the rows stepped together (one, on the hand loops' schedule): hs, cs
      * (n_T + 1, R, H), gs (n_T, R, GH + H), das (n_T, R, GH), dh, dc, skip (R, H), ax
-     * and ah (R, GH); da_ih (GH) */
-    T *hs, *cs, *gs, *das, *dh, *dc, *skip, *ax, *ah, *da_ih, *z, *y, *dz, *x, *zeros;
+     * and ah (R, GH); da_ih (GH); with the rows together, panels: W_hh and W_hh^T in
+     * lv_pack's panels (2 H GH), then a block of das's (LV_KB GH) */
+    T *hs, *cs, *gs, *das, *dh, *dc, *skip, *ax, *ah, *da_ih, *z, *y, *dz, *x, *panels, *zeros;
     ptrdiff_t seq[W];        /* each lane's sequence in the batch row at hand */
     T loss[W];               /* the row's loss so far, per lane */
 } LN(lv_ctx);
@@ -488,7 +518,7 @@ RNN_FAST_BODY void LN(lv_forward)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_
             LN(lv_add_input)(c, t0 + k, ax + r * GHW);
         }
         if (j->together)
-            LN(lv_gemm)(hp, R, H, W_hh, GH, 1, GH, ah);
+            LN(lv_gemm)(hp, R, H, c->panels, GH, ah);
         else
             LN(lv_vecmat)(hp, W_hh, H, GH, GH, 1, ah);
         for (r = 0; r < R; r++)
@@ -632,16 +662,24 @@ RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
  * blocks' rows of hs and das in L2 for all the tiles: with the rows together, the steps
  * are thousands (one per row and step), and the four-step passes over dW of the single
  * model's order streamed all of das from L3 for each row of dW; on the hand loops'
- * sizes both forms train W1's ensembles at one speed. */
-#define LV_KB 32
+ * sizes both forms train W1's ensembles at one speed. ``panel`` (LV_KB n_cols), or NULL:
+ * each block's das copied into lv_pack's panels first (the rows together: their rows,
+ * GH vectors apart, put every step of a tile on a new page). */
 RNN_FAST_BODY void LN(lv_outer_products)(const T *hs, const T *das, ptrdiff_t n_steps,
-                                         ptrdiff_t n_rows, ptrdiff_t n_cols, T *restrict dW)
+                                         ptrdiff_t n_rows, ptrdiff_t n_cols, T *restrict dW,
+                                         T *restrict panel)
 {
-    const LN(lv_view) h_t = {hs, 1, n_rows}, d = {das, n_cols, 1};  /* hs read as hs^T */
     ptrdiff_t k_hi, k_lo;
     for (k_hi = n_steps; k_hi > 0; k_hi = k_lo) {
         k_lo = k_hi > LV_KB ? k_hi - LV_KB : 0;
-        LN(lv_tiles)(h_t, d, k_lo, k_hi, n_rows, n_cols, dW);
+        {
+            const LN(lv_view) h_t = {hs + k_lo * n_rows * W, 1, n_rows};  /* hs as hs^T */
+            const LN(lv_view) d = {das + k_lo * n_cols * W, n_cols, 1}, p = {panel, 0, 0};
+            if (panel)
+                LN(lv_pack)(d, k_hi - k_lo, n_cols, panel);
+            LN(lv_tiles)(h_t, panel ? p : d, k_hi - k_lo, panel != NULL, 0, k_hi - k_lo,
+                         n_rows, n_cols, dW);
+        }
     }
 }
 
@@ -697,6 +735,11 @@ RNN_FAST_BODY void LN(lv_bptt)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_t R
         LANES(l) c->loss[l] = c->loss[l] + (T)0;  /* _loops_bptt's loss += 0 */
         return;
     }
+    if (j->together) {  /* W_hh and W_hh^T in panels for this update's products */
+        const LN(lv_view) W_hh = {c->theta + j->at_W_hh * W, GH, 1}, W_hh_T = {W_hh.p, 1, GH};
+        LN(lv_pack)(W_hh, H, GH, c->panels);
+        LN(lv_pack)(W_hh_T, GH, H, c->panels + H * GH * W);
+    }
     LN(lv_forward)(c, seqs, R, t0, n_steps);
     for (i = 0; i < R * HW; i++)
         c->dh[i] = c->dc[i] = 0;
@@ -723,7 +766,7 @@ RNN_FAST_BODY void LN(lv_bptt)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_t R
                     c->dh[i] = 0;
                 if (j->bptt_steps == 0 || t % j->bptt_steps != 0) {
                     if (j->together)
-                        LN(lv_gemm)(das, R, GH, W_hh, 1, GH, H, c->dh);
+                        LN(lv_gemm)(das, R, GH, c->panels + H * GH * W, H, c->dh);
                     else
                         LN(lv_vecmat)(das, W_hh, GH, H, 1, GH, c->dh);
                     if (j->cell == 1)
@@ -738,7 +781,8 @@ RNN_FAST_BODY void LN(lv_bptt)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_t R
         LANES(l) loss[l] = c->loss[l];
         LANES(l) c->loss[l] = keep[l] + scale * loss[l];
     }
-    LN(lv_outer_products)(c->hs, c->das, n_steps * R, H, GH, c->grad + j->at_W_hh * W);
+    LN(lv_outer_products)(c->hs, c->das, n_steps * R, H, GH, c->grad + j->at_W_hh * W,
+                          j->together ? c->panels + 2 * H * GH * W : NULL);
 }
 
 /* Whether each lane's gradient is finite (bad[l] set if not), clipped to
@@ -980,6 +1024,7 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     c.y = s, s += j->O * W;
     c.dz = s, s += 2 * j->O * W;
     c.x = s, s += (j->n_in + j->O) * W;
+    c.panels = s, s += j->together * (2 * H + LV_KB) * GH * W;
     seqs = (ptrdiff_t *)s, s += 2 * R * W;  /* 64-byte aligned: W entries of T are */
     c.grad = s, s += PW;
     staged = s, s += (1 + j->n_slots) * PW;

@@ -202,7 +202,8 @@ def ensembles(args, jax_train):
 def neuroscience(args):
     """Gated models (GRU: issue 24's hidden 64) on bench/cognitive.py's perceptual
     decision (T 100, batches of 16), Adam, 200 updates: (one at a time, fit_many)
-    models/s per (cell, hidden size, dtype)."""
+    models/s per (cell, hidden size, dtype), medians of ``args.repeat`` rounds, the two
+    interleaved (this machine's speed drifts by tens of percent between minutes)."""
     import cognitive
     M, updates = args.neuro_models, 200
     results = {}
@@ -210,14 +211,19 @@ def neuroscience(args):
         for hidden in args.neuro_hidden:
             for dtype in ("float32", "float64"):
                 X, Y = cognitive.trials(np.random.default_rng(0), 16 * updates, dtype)
-                (t_one, a), (t_many, b) = (
-                    _gated_fits(cognitive, cell, hidden, M, X, Y, dtype, packed)
-                    for packed in (False, True))
-                gap = max(np.abs(x.theta - y.theta).max() for x, y in zip(a, b))
+                fitted, seconds = {}, {False: [], True: []}
+                for _ in range(args.repeat):
+                    for packed in (False, True):
+                        t, fitted[packed] = _gated_fits(cognitive, cell, hidden, M, X, Y,
+                                                        dtype, packed)
+                        seconds[packed].append(t)
+                gap = max(np.abs(x.theta - y.theta).max()
+                          for x, y in zip(fitted[False], fitted[True]))
                 # the same bits on the hand loops; from blas_min_hidden(), where one fit
                 # sums on BLAS and the lanes step a batch's rows together, close
                 assert gap == 0 or hidden >= rnn_fast._core.blas_min_hidden()
-                results[cell, hidden, dtype] = (M / t_one, M / t_many, gap)
+                results[cell, hidden, dtype] = (M / statistics.median(seconds[False]),
+                                                M / statistics.median(seconds[True]), gap)
     return results
 
 
@@ -275,7 +281,8 @@ def main():
     if args.neuro_models:
         neuro = neuroscience(args)
         print(f"\nGated ensembles: {args.neuro_models} models, perceptual decision "
-              "(T 100, batches of 16), Adam, 200 updates: models/s; the largest "
+              f"(T 100, batches of 16), Adam, 200 updates: models/s (median of "
+              f"{args.repeat}, interleaved); the largest "
               "difference of a fit_many model's weights from its own fit's\n")
         print("| cell | hidden | dtype | one at a time | fit_many | ratio | weights |")
         print("|---|---:|---|---:|---:|---:|---:|")

@@ -285,12 +285,16 @@ TOGETHER = {
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(TOGETHER))
 @pytest.mark.parametrize("cell", CELLS)
-def test_hidden_sizes_on_blas_step_a_batch_s_rows_together(cell, name, dtype, rng, packed):
+@pytest.mark.parametrize("extra", [0, 1])
+def test_hidden_sizes_on_blas_step_a_batch_s_rows_together(cell, name, dtype, extra, rng,
+                                                           packed):
     """From blas_min_hidden() a single fit's bits are BLAS's: the lanes step a batch's
     rows together, within the dtype's tolerance of each model's own fit (plain SGD:
-    Adam's step would amplify float32's roundings)."""
+    Adam's step would amplify float32's roundings). ``extra`` 1: a hidden size of 25,
+    whose products end in partial register tiles (25 rows of dW over tiles of 4, 25 and
+    100 columns over tiles of 3) and partial panels."""
     options = dict(TOGETHER[name])
-    sizes = {**SIZES, "hidden_size": _core.blas_min_hidden()}
+    sizes = {**SIZES, "hidden_size": _core.blas_min_hidden() + extra}
     config = {**BASE, "output_activation": "softmax", "loss": "cross_entropy"}
     if options.pop("ids", False):
         X = rng.integers(0, 3, (6, 5)).astype(np.int32)

@@ -323,6 +323,30 @@ def test_hidden_sizes_on_blas_step_a_batch_s_rows_together(cell, name, dtype, ex
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_rows_together_against_the_reference_s_fit_many(cell, dtype, rng, packed):
+    """The rows-together kernel (its panels and partial tiles at hidden 25) against the
+    specification itself, rnn_fast.reference.fit_many, not only the core's own fits."""
+    sizes = {**SIZES, "hidden_size": _core.blas_min_hidden() + 1}
+    config = {**BASE, "output_activation": "softmax", "loss": "cross_entropy"}
+    X, Y = data(rng, config, t=5, dtype=dtype, sizes=sizes)
+    models = models_of(W[dtype] + 1, config, dtype, sizes, cell)
+    reference = [make_model(rnn_fast.reference, cell, **sizes, **config, dtype=dtype, seed=k)
+                 for k in range(len(models))]
+    options = dict(batch_size=3, epochs=2)
+    ours = rnn_fast.fit_many(models, X, Y, optimizer=rnn_fast.SGD(lr=0.1), **options)
+    theirs = rnn_fast.reference.fit_many(reference, X, Y, optimizer=rnn_fast.SGD(lr=0.1),
+                                         **options)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    for k, (model, twin) in enumerate(zip(models, reference)):
+        np.testing.assert_allclose(model.theta, twin.theta, rtol=tol, atol=tol,
+                                   err_msg=f"theta of {k}")
+        np.testing.assert_allclose(ours[k]["batch_loss"], theirs[k]["batch_loss"], rtol=tol,
+                                   atol=tol, err_msg=f"losses of {k}")
+    assert packed == [len(models)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_lanes_start_on_64_bytes(dtype, rng, monkeypatch):
     """Every per-lane array the kernel reads as 64-byte vectors starts on a 64-byte
     boundary (the packed models' arrays, the kernel's scratch), whatever malloc gives."""

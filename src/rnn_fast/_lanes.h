@@ -103,24 +103,31 @@ static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t 
 #define RNN_FAST_FMA_f64x4 __builtin_fma
 #define RNN_FAST_FMA_f32x8 __builtin_fmaf
 
+/* LV_GC: the columns of lv_tile's register tiles of 4 rows; 4 x 4 sums and 4 + 1
+ * operands in AVX-512's 32 registers, 4 x 3 and 3 + 1 in AVX2's 16 (the tiles' shape
+ * changes no sum's order, so no bit) */
 #define W RNN_FAST_LANES_F64
 #define SFX f64
 #define F64 1
+#define LV_GC 4
 #include "_lanes_body.h"
 
 #define W RNN_FAST_LANES_F32
 #define SFX f32
 #define F64 0
+#define LV_GC 4
 #include "_lanes_body.h"
 
 #define W (RNN_FAST_LANES_F64 / 2)
 #define SFX f64x4
 #define F64 1
+#define LV_GC 3
 #include "_lanes_body.h"
 
 #define W (RNN_FAST_LANES_F32 / 2)
 #define SFX f32x8
 #define F64 0
+#define LV_GC 3
 #include "_lanes_body.h"
 
 /* ---- clones and dispatch, as _simd.h's kernels ------------------------------------- */

@@ -127,9 +127,8 @@ typedef struct {
  * the tile's first column; out's rows n_out vectors apart. The rows-together products
  * (lv_gemm: each entry of B loaded serves LV_GR rows, where a vector-matrix product
  * streams all of B once per row) and the outer products (each entry one chain, last
- * step first) */
-#define LV_GR 4  /* 12 sums, 3 + 1 operands: AVX2's 16 registers */
-#define LV_GC 3
+ * step first). LV_GC columns: _lanes.h's, per vector width */
+#define LV_GR 4
 RNN_FAST_BODY void LN(lv_tile)(LN(lv_view) A, LN(lv_view) B, ptrdiff_t k_lo, ptrdiff_t k_hi,
                                ptrdiff_t n_out, ptrdiff_t r0, ptrdiff_t nr, ptrdiff_t c0,
                                ptrdiff_t nc, T *restrict out)
@@ -191,9 +190,21 @@ RNN_FAST_BODY void LN(lv_tiles)(LN(lv_view) A, LN(lv_view) B, ptrdiff_t K, int p
             else
                 LN(lv_tile)(A, b, k_lo, k_hi, n_out, r0, nr, c0, LV_GC, out);
         }
-        if (c0 < n_out)
-            LN(lv_tile)(A, LN(lv_columns)(B, K, packed, c0, n_out - c0), k_lo, k_hi, n_out,
-                        r0, nr, c0, n_out - c0, out);
+        if (c0 < n_out) {  /* the last columns: constants too where the rows are whole
+                            * (with nc and nr unknown, GCC kept the sums on the stack) */
+            const ptrdiff_t nc = n_out - c0;
+            const LN(lv_view) b = LN(lv_columns)(B, K, packed, c0, nc);
+            if (nr == LV_GR && nc == 1)
+                LN(lv_tile)(A, b, k_lo, k_hi, n_out, r0, LV_GR, c0, 1, out);
+            else if (nr == LV_GR && nc == 2)
+                LN(lv_tile)(A, b, k_lo, k_hi, n_out, r0, LV_GR, c0, 2, out);
+#if LV_GC > 3
+            else if (nr == LV_GR && nc == 3)
+                LN(lv_tile)(A, b, k_lo, k_hi, n_out, r0, LV_GR, c0, 3, out);
+#endif
+            else
+                LN(lv_tile)(A, b, k_lo, k_hi, n_out, r0, nr, c0, nc, out);
+        }
     }
 }
 
@@ -1152,3 +1163,5 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
 #undef W
 #undef SFX
 #undef F64
+#undef LV_GC
+#undef LV_GR

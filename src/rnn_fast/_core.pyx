@@ -752,12 +752,13 @@ def _scratch(role, dtype, T, n_in, n_hidden, n_out, batch, pair=False, cell=ELMA
 
 
 def _kept_array(name, shape, dtype):
-    """An array kept for this thread's next call with the same shape (its values are
-    written before they are read): a fit with a progress bar calls train every 0.1 s,
-    and fresh pages for a large model's copies would cost page faults every time."""
+    """A block_aligned array kept for this thread's next call with the same shape (its
+    values are written before they are read): a fit (or fit_many) calls train every
+    0.1 s, and fresh pages for a large model's copies, or the lanes' scratch of tens of
+    MB, would cost page faults and zeroing every time."""
     kept = _kept.__dict__.setdefault(name, None)
     if kept is None or kept.shape != shape or kept.dtype != dtype:
-        kept = np.empty(shape, dtype)
+        kept = block_aligned(shape, dtype)
         if _keep_scratch:
             setattr(_kept, name, kept)
     return kept

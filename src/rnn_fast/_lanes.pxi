@@ -57,20 +57,6 @@ def block_aligned(shape, dtype):
     return raw[start:start + size].view(dtype).reshape(shape)
 
 
-def _kept_lanes_scratch(size, dtype):
-    """block_aligned scratch of at least ``size`` entries, kept for this thread's next
-    train_many: fit_many calls it every 0.1 s, and with a batch's rows together a block's
-    scratch is tens of MB (every step's states and gate rows of 16 rows in 16 lanes),
-    whose fresh pages the kernel zeroed at every call (perf: clear_page_erms, 13 % of 16
-    GRUs of hidden 60). Every scratch value is written before it is read."""
-    kept = getattr(_kept, "lanes", None)
-    if kept is None or kept.size < size or kept.dtype != dtype:
-        kept = block_aligned(size, dtype)
-        if _keep_scratch:
-            _kept.lanes = kept
-    return kept[:size]
-
-
 cdef void _lanes_net(rnn_fast_lanes* j, spec, layout) except *:
     """The network's options and the parameters' offsets in theta (0 where absent:
     never read, as the options say)."""
@@ -150,7 +136,9 @@ def train_many(spec, layout,
     if j.together and len(lengths) and np.min(lengths) != np.max(lengths):
         raise ValueError(f"train_many: a hidden size of {j.H} (the batch's rows together) "
                          "takes sequences of one length")
-    scratch = _kept_lanes_scratch(rnn_fast_lanes_scratch_size(&j, W), dtype)
+    # kept across calls: with a batch's rows together a block's scratch is tens of MB,
+    # whose fresh pages cost 13 % of 16 GRUs' fit_many (perf: clear_page_erms)
+    scratch = _kept_array("lanes", (rnn_fast_lanes_scratch_size(&j, W),), dtype)
     j.scratch = _address(scratch, itemsize)
     cdef int f64 = dtype == np.float64
     with nogil:

@@ -535,6 +535,26 @@ def test_packed_product_is_the_same_in_every_clone(dtype, rng):
         _core._packed_product(A, M, np.zeros((29, 76), dtype), False)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_rows, n", [(1, 1), (3, 7), (1600, 192), (50, 256), (9, 257),
+                                       (2, 64), (5, 95)])
+def test_row_sums_add_the_rows_last_first(n_rows, n, dtype, clone, rng):
+    """A block's bias gradients (_products.h's add_rows): g plus the rows one at a time,
+    the last first, in every clone, through whole tiles of four vectors, single vectors
+    and a scalar tail (n = 257 has all three), the same bits as NumPy adding them in
+    that order; with values of mixed magnitudes, another order would round otherwise."""
+    rows = (rng.standard_normal((n_rows, n)) * 10.0 ** rng.integers(-8, 8, (n_rows, n)))
+    rows = rows.astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    expected = g.copy()
+    for row in rows[::-1]:
+        expected = expected + row
+    _core._row_sums(rows, g)
+    np.testing.assert_array_equal(g, expected)
+    with pytest.raises(ValueError, match="do not add"):
+        _core._row_sums(rows, np.zeros(n + 1, dtype))
+
+
 def test_small_product_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="does not give"):
         _core._product(np.zeros((1, 3)), np.zeros((4, 5)), np.zeros((1, 5)), False)

@@ -202,7 +202,7 @@ cdef void _block_weight_grads(
 ) noexcept nogil:
     """A block's weight gradients: dW_ih += x^T da_ih, dW_hh += h_prev^T da_hh, the
     biases' sums (last step first, as the reference meets them)."""
-    cdef Py_ssize_t r, n_rows = blk.m * rows.count, GH = net.GH
+    cdef Py_ssize_t n_rows = blk.m * rows.count, GH = net.GH
     cdef floating* hs_prev = <floating*>ws.Hs + kb * rows.count * net.H
     cdef floating* DAb = <floating*>ws.DAb
     _add_block_input_gradient(net, d, rows, blk.t_begin, blk.m, DI, <floating*>ws.Xb,
@@ -211,11 +211,9 @@ cdef void _block_weight_grads(
     _gemm(True, False, net.H, GH, n_rows, hs_prev, DAb, 1, <floating*>g.W_hh, rows.count == 1)
     _hide_last_states(net, d, rows, blk, hs_prev, carry, False)
     if net.bias:
-        for r in range(n_rows - 1, -1, -1):
-            _add_to(GH, DI + r * GH, <floating*>g.b_h)
+        _add_rows(n_rows, GH, DI, <floating*>g.b_h)
         if net.cell != ELMAN:
-            for r in range(n_rows - 1, -1, -1):
-                _add_to(GH, DAb + r * GH, <floating*>g.b_hh)
+            _add_rows(n_rows, GH, DAb, <floating*>g.b_hh)
 
 
 cdef void _block_from_above(
@@ -360,7 +358,7 @@ cdef void _add_weights(const Net* net, Weights* g_2, Weights* g, floating* tag) 
             if g == NULL:
                 _zero(<floating*>_parts(g_2)[i], sizes[i])
             else:
-                _add_to(sizes[i], <floating*>_parts(g_2)[i], <floating*>_parts(g)[i])
+                _add_rows(1, sizes[i], <floating*>_parts(g_2)[i], <floating*>_parts(g)[i])
 
 
 cdef void _half_run(Half* job, floating* tag) noexcept nogil:

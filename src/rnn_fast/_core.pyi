@@ -104,6 +104,7 @@ def _product(A: np.ndarray, B: np.ndarray, out: np.ndarray, accumulate: bool,
              trans_a: bool = False, trans_b: bool = False) -> None: ...
 def _packed_product(A: np.ndarray, M: np.ndarray, out: np.ndarray, accumulate: bool,
                     transpose: bool = False) -> None: ...
+def _row_sums(rows: np.ndarray, g: np.ndarray) -> None: ...  # g += rows, last first
 def block_aligned(shape: object, dtype: object) -> np.ndarray: ...  # data on 64 bytes
 def lanes(dtype: object) -> int: ...  # models per block of train_many: 8 float64, 16 float32
 def train_many(

@@ -559,6 +559,16 @@ def _packed_product(const floating[:, ::1] A not None, const floating[:, ::1] M 
         out[:, :] = 0
 
 
+def _row_sums(const floating[:, ::1] rows not None, floating[::1] g not None):
+    """g += rows[-1] + rows[-2] + ... + rows[0], one addition at a time, as a block's
+    bias gradients are summed (_add_rows; for tests); g is written in place."""
+    if rows.shape[1] != g.shape[0]:
+        raise ValueError(f"rows ({rows.shape[0]}, {rows.shape[1]}) do not add to g "
+                         f"({g.shape[0]},)")
+    if rows.shape[0] and g.shape[0]:
+        _add_rows(rows.shape[0], g.shape[0], &rows[0, 0], &g[0])
+
+
 # ------------------------------------------------------ the kernels' arguments, in structs
 
 

@@ -630,6 +630,46 @@ RNN_FAST_PACKED_TILE_KERNEL(f64x4, double, 32, 2, 6)
 RNN_FAST_PACKED(f64, double, f64x4)
 RNN_FAST_PACKED(f32, float, f32x8)
 
+/* g[c] += rows[r][c] for r from n_rows - 1 down to 0 (rows n apart), c < n: the biases'
+ * gradients over a block of steps, last step first. Each g[c] is one chain of additions
+ * in that order, as in the scalar loop it replaces, so every clone gives the same bits;
+ * several vectors of sums at a time (8 with 32 registers, else 4, then one) stay in
+ * registers over all the rows, hiding the additions' latency. (The scalar loop, compiled
+ * with the Cython module for the baseline, loaded and stored every sum at every row: 5 %
+ * of a cognitive-task GRU update.) */
+#define RNN_FAST_ADD_ROWS_TILE(SFX, NT)                                                \
+    for (; c + (NT) * V <= n; c += (NT) * V) {                                         \
+        rnn_fast_vec_##SFX s[NT];                                                      \
+        for (k = 0; k < (NT); k++)                                                     \
+            s[k] = *(const rnn_fast_vec_##SFX *)(g + c + k * V);                       \
+        for (r = n_rows - 1; r >= 0; r--)                                              \
+            for (k = 0; k < (NT); k++)                                                 \
+                s[k] += *(const rnn_fast_vec_##SFX *)(rows + r * n + c + k * V);       \
+        for (k = 0; k < (NT); k++)                                                     \
+            *(rnn_fast_vec_##SFX *)(g + c + k * V) = s[k];                             \
+    }
+#define RNN_FAST_ADD_ROWS(SFX, T)                                                      \
+    RNN_FAST_BODY void rnn_fast_add_rows_##SFX##_body(const T *rows, ptrdiff_t n_rows, \
+                                                      ptrdiff_t n, T *g)               \
+    {                                                                                  \
+        enum { V = 64 / sizeof(T) };                                                   \
+        ptrdiff_t c = 0, r;                                                            \
+        int k;                                                                         \
+        if (rnn_fast_wide_registers)                                                   \
+            RNN_FAST_ADD_ROWS_TILE(SFX, 8)                                             \
+        RNN_FAST_ADD_ROWS_TILE(SFX, 4)                                                 \
+        RNN_FAST_ADD_ROWS_TILE(SFX, 1)                                                 \
+        for (; c < n; c++) {                                                           \
+            T s = g[c];                                                                \
+            for (r = n_rows - 1; r >= 0; r--)                                          \
+                s += rows[r * n + c];                                                  \
+            g[c] = s;                                                                  \
+        }                                                                              \
+    }
+
+RNN_FAST_ADD_ROWS(f64, double)
+RNN_FAST_ADD_ROWS(f32, float)
+
 #define RNN_FAST_GEMV_KERNELS(X, SFX, T)                                               \
     X(gemm_n_##SFX, void, (const T *A, ptrdiff_t sa_i, ptrdiff_t sa_k, ptrdiff_t m,    \
                            const T *M, ptrdiff_t K, ptrdiff_t L, int accumulate, T *C),\
@@ -639,6 +679,8 @@ RNN_FAST_PACKED(f32, float, f32x8)
       (A, m, M, R, C, accumulate, Out))                                                \
     X(gemm_packed_##SFX, void, (const T *A, ptrdiff_t m, ptrdiff_t K, const T *P,      \
                                 ptrdiff_t L, int accumulate, T *C),                    \
-      (A, m, K, P, L, accumulate, C))
+      (A, m, K, P, L, accumulate, C))                                                  \
+    X(add_rows_##SFX, void, (const T *rows, ptrdiff_t n_rows, ptrdiff_t n, T *g),      \
+      (rows, n_rows, n, g))
 
 #endif

@@ -29,6 +29,9 @@ cdef extern from "_simd.h" nogil:
                                   Py_ssize_t L, int accumulate, double* C)
     void rnn_fast_gemm_packed_f32(const float* A, Py_ssize_t m, Py_ssize_t K, const float* P,
                                   Py_ssize_t L, int accumulate, float* C)
+    # the sums of many rows, last row first (the biases' gradients over a block)
+    void rnn_fast_add_rows_f64(const double* rows, Py_ssize_t n_rows, Py_ssize_t n, double* g)
+    void rnn_fast_add_rows_f32(const float* rows, Py_ssize_t n_rows, Py_ssize_t n, float* g)
 
 
 cdef inline void _add_vecmat(
@@ -99,6 +102,18 @@ cdef inline void _add_to(Py_ssize_t n, const floating* g_2, floating* g) noexcep
     cdef Py_ssize_t c
     for c in range(n):
         g[c] = g[c] + g_2[c]
+
+
+cdef inline void _add_rows(
+    Py_ssize_t n_rows, Py_ssize_t n,
+    const floating* rows,    # IN (n_rows, n)
+    floating* g,             # IN/OUT (n,) g += rows[n_rows - 1] + ... + rows[0], in turn
+) noexcept nogil:
+    """_add_to of every row, last first, in the clones: the same sums, in registers."""
+    if floating is double:
+        rnn_fast_add_rows_f64(rows, n_rows, n, g)
+    else:
+        rnn_fast_add_rows_f32(rows, n_rows, n, g)
 
 
 cdef inline void _zero(floating* a, Py_ssize_t n) noexcept nogil:

@@ -1,5 +1,6 @@
 """The public contract, on both backends: shapes, dtypes, parameters, errors, files."""
 
+import re
 import subprocess
 import sys
 import threading
@@ -165,6 +166,23 @@ def test_bad_configuration_raises(backend, kwargs, message):
 def test_bad_data_raises(backend, X, Y, message):
     with pytest.raises(ValueError, match=message):
         small_model(backend).loss_and_grads(X, Y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_finiteness_is_checked_entry_by_entry_where_a_sum_cannot_tell(dtype):
+    """The data's finiteness check sums the array first (one pass, no temporary): finite
+    values whose sum overflows are still accepted, and infinities of both signs, whose
+    sum is NaN, or a NaN beside them, are still refused at their index."""
+    from rnn_fast import _validation as check
+    big = np.finfo(dtype).max
+    X = np.full((2, 3, 2), big, dtype)
+    assert check.as_float_array(X, "X", dtype) is X  # its sum is inf
+    for bad, index in (((np.inf, -np.inf), (0, 1, 0)), ((-np.inf, np.nan), (0, 1, 0))):
+        Y = np.zeros((2, 3, 2), dtype)
+        Y[0, 1, 0], Y[1, 2, 1] = bad
+        with pytest.raises(ValueError, match=re.escape(
+                f"Y contains NaN or infinity (first at index {index})")):
+            check.as_float_array(Y, "Y", dtype)
 
 
 def test_bad_dtypes_and_options_raise(backend):

@@ -59,6 +59,8 @@ def test_cross_entropy_refuses_targets_that_are_not_distributions(backend, rng):
     labels = Y.copy()
     labels[0, 3] = [0, 0, 0]  # padding beyond lengths: not checked
     model.fit(X, labels, lengths=[3, 4])
+    labels[0, 3] = [-1, 2, 0]  # negative there too (the whole array's minimum is)
+    model.fit(X, labels, lengths=[3, 4])
 
 
 def test_a_2d_X_says_how_it_was_read(backend, rng):

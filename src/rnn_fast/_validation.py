@@ -32,7 +32,12 @@ def as_float_array(value, name, dtype):
     if array.dtype != dtype or not array.flags.c_contiguous:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow: reported just below
             array = np.ascontiguousarray(array, dtype=dtype)
-    if array.size and not np.isfinite(array).all():
+    # a NaN or an infinity makes the sum NaN or infinite: one pass without a temporary
+    # array (a character model's one-hot text is tens of MB); a finite array whose sum
+    # overflows takes the exact check
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = array.sum() if array.size else 0.0
+    if not math.isfinite(total) and not np.isfinite(array).all():
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
         raise ValueError(f"{name} contains NaN or infinity (first at index {where}); "
                          f"its values must be finite as {np.dtype(dtype)}")
@@ -251,8 +256,9 @@ def check_target_values(Y, lengths, loss, single, many_to_one):
         return f"Y[{', '.join(map(str, index))}]"
 
     if loss == "binary_cross_entropy":
-        bad = live[..., None] & ((Y < 0) | (Y > 1))
-        if bad.any():
+        bad = (live[..., None] & ((Y < 0) | (Y > 1)) if Y.size and (Y.min() < 0 or Y.max() > 1)
+               else None)  # (whole-array bounds first: no temporaries the size of Y)
+        if bad is not None and bad.any():
             index = np.argwhere(bad)[0]
             raise ValueError(
                 f"loss='binary_cross_entropy' needs targets in [0, 1] (probabilities); "
@@ -261,8 +267,8 @@ def check_target_values(Y, lengths, loss, single, many_to_one):
     tol = max(1e-6, 10 * o * float(np.finfo(Y.dtype).eps))
     need = ("loss='cross_entropy' needs each target row (last axis) to be a probability "
             f"distribution: non-negative, summing to 1 (within {tol:.2g}), e.g. one-hot")
-    negative = live[..., None] & (Y < -tol)
-    if negative.any():
+    negative = live[..., None] & (Y < -tol) if Y.size and Y.min() < -tol else None
+    if negative is not None and negative.any():
         index = np.argwhere(negative)[0]
         raise ValueError(f"{need}; {where(index)} = {Y[tuple(index)]:g}")
     sums = Y.sum(axis=-1, dtype=np.float64)

@@ -376,6 +376,9 @@ def test_the_kept_scratch_holds_nothing_a_call_reads(together, cell, dtype, rng,
                                    atol=tol * together, err_msg=f"theta of {k}")
     assert packed == [len(models)] * 2 and _core._kept.lanes is kept
     assert not np.isnan(kept).all() and kept.ctypes.data % 64 == 0
+    # the size fit_many's cap on the rows together reads is the size allocated
+    spec, layout = models[0]._spec(X, Y), models[0]._layout
+    assert kept.nbytes == _core.lanes_scratch_bytes(spec, layout, dtype, X.shape[1], 3, 0)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -58,11 +58,11 @@ def packable(models, plans):
     if o["batch_size"] == 1 and _core.num_threads() >= 2 and hidden >= _core.pair_min_hidden():
         return False  # a single fit runs the two-thread pair
     if hidden >= _core.blas_min_hidden():  # a batch's rows step together
-        dtype = plan.kernel_args[2].dtype
-        gates = first._layout.slices["W_hh"][2][1]
-        rows = _core.lanes(dtype) * o["batch_size"] * plan.X.shape[1]
-        if (np.ptp(plan.lengths) != 0 or _core.lanes(dtype) < TOGETHER_MIN_LANES
-                or rows * (3 * hidden + 2 * gates) * dtype.itemsize > TOGETHER_MAX_BYTES):
+        spec, layout, theta = plan.kernel_args[:3]
+        if (np.ptp(plan.lengths) != 0 or _core.lanes(theta.dtype) < TOGETHER_MIN_LANES
+                or _core.lanes_scratch_bytes(spec, layout, theta.dtype, plan.X.shape[1],
+                                             o["batch_size"], plan.optimizer_args[3].shape[0])
+                > TOGETHER_MAX_BYTES):
             return False
     shapes = {p.optimizer_args[3].shape for p in plans}
     if len(shapes) != 1 or any(p.saved is not None for p in plans):

@@ -174,11 +174,11 @@ def test_finiteness_is_checked_entry_by_entry_where_a_sum_cannot_tell(dtype):
     values whose sum overflows are still accepted, and infinities of both signs, whose
     sum is NaN, or a NaN beside them, are still refused at their index."""
     from rnn_fast import _validation as check
-    big = np.finfo(dtype).max
-    X = np.full((2, 3, 2), big, dtype)
+    n = check.SUM_FIRST_SIZE // 2  # two sequences of n steps, 2 features: summed first
+    X = np.full((2, n, 2), np.finfo(dtype).max, dtype)
     assert check.as_float_array(X, "X", dtype) is X  # its sum is inf
     for bad, index in (((np.inf, -np.inf), (0, 1, 0)), ((-np.inf, np.nan), (0, 1, 0))):
-        Y = np.zeros((2, 3, 2), dtype)
+        Y = np.zeros((2, n, 2), dtype)
         Y[0, 1, 0], Y[1, 2, 1] = bad
         with pytest.raises(ValueError, match=re.escape(
                 f"Y contains NaN or infinity (first at index {index})")):

@@ -57,7 +57,6 @@ def block_aligned(shape, dtype):
     return raw[start:start + size].view(dtype).reshape(shape)
 
 
-
 def lanes_scratch_bytes(spec, layout, dtype, Py_ssize_t T, Py_ssize_t batch_size,
                         Py_ssize_t n_slots):
     """The bytes of the scratch train_many keeps for a block of lanes of models like
@@ -66,6 +65,7 @@ def lanes_scratch_bytes(spec, layout, dtype, Py_ssize_t T, Py_ssize_t batch_size
     _lanes_net(&j, spec, layout)
     j.n_T, j.batch_size, j.n_slots = T, batch_size, n_slots
     return rnn_fast_lanes_scratch_size(&j, lanes(dtype)) * np.dtype(dtype).itemsize
+
 
 cdef void _lanes_net(rnn_fast_lanes* j, spec, layout) except *:
     """The network's options and the parameters' offsets in theta (0 where absent:

@@ -32,16 +32,28 @@ def as_float_array(value, name, dtype):
     if array.dtype != dtype or not array.flags.c_contiguous:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow: reported just below
             array = np.ascontiguousarray(array, dtype=dtype)
-    # a NaN or an infinity makes the sum NaN or infinite: one pass without a temporary
-    # array (a character model's one-hot text is tens of MB); a finite array whose sum
-    # overflows takes the exact check
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = array.sum() if array.size else 0.0
-    if not math.isfinite(total) and not np.isfinite(array).all():
+    if not _all_finite(array):
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
         raise ValueError(f"{name} contains NaN or infinity (first at index {where}); "
                          f"its values must be finite as {np.dtype(dtype)}")
     return array
+
+
+# From this many entries, finiteness is checked by the sum first (below, its own cost
+# is less than the temporary's)
+SUM_FIRST_SIZE = 1 << 16
+
+
+def _all_finite(array):
+    """Whether no entry is NaN or infinite. A large array is summed first, one pass
+    without a temporary as large as it (a character model's one-hot text is tens of
+    MB): a NaN or an infinity makes the sum so; where the sum is not finite (also a
+    finite array whose sum overflows), every entry is checked."""
+    if array.size >= SUM_FIRST_SIZE:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(array.sum()):
+                return True
+    return bool(np.isfinite(array).all())
 
 
 def _asarray(value, name):

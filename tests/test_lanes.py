@@ -381,6 +381,26 @@ def test_the_kept_scratch_holds_nothing_a_call_reads(together, cell, dtype, rng,
     assert kept.nbytes == _core.lanes_scratch_bytes(spec, layout, dtype, X.shape[1], 3, 0)
 
 
+def test_a_large_kept_scratch_is_let_go_after_the_call(rng, packed, monkeypatch):
+    """fit_many keeps its scratch for the thread's next call up to KEPT_MAX_BYTES; a larger
+    one is let go when the call ends (after every block of updates used it), and the
+    next call trains the same."""
+    sizes = {**SIZES, "hidden_size": _core.blas_min_hidden()}
+    X, Y = data(rng, t=5, sizes=sizes)
+    options = dict(batch_size=3, epochs=2, optimizer=rnn_fast.SGD(lr=0.1))
+    rnn_fast.fit_many(models_of(W["float64"], sizes=sizes), X, Y, **options)
+    kept = _core._kept.lanes
+    assert kept.nbytes <= _lanes.KEPT_MAX_BYTES
+    monkeypatch.setattr(_lanes, "KEPT_MAX_BYTES", kept.nbytes - 1)
+    models = models_of(W["float64"], sizes=sizes)
+    twins = copy.deepcopy(models)
+    rnn_fast.fit_many(models, X, Y, **options)
+    assert getattr(_core._kept, "lanes", None) is None and packed == [len(models)] * 2
+    rnn_fast.fit_many(twins, X, Y, **options)  # a fresh scratch
+    for model, twin in zip(models, twins):
+        np.testing.assert_array_equal(model.theta, twin.theta)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_lanes_start_on_64_bytes(dtype, rng, monkeypatch):
     """Every per-lane array the kernel reads as 64-byte vectors starts on a 64-byte

@@ -106,6 +106,7 @@ def _packed_product(A: np.ndarray, M: np.ndarray, out: np.ndarray, accumulate: b
                     transpose: bool = False) -> None: ...
 def _row_sums(rows: np.ndarray, g: np.ndarray) -> None: ...  # g += rows, last first
 def block_aligned(shape: object, dtype: object) -> np.ndarray: ...  # data on 64 bytes
+def _release_kept(name: str, larger_than: int = 0) -> None: ...  # a kept scratch
 def lanes(dtype: object) -> int: ...  # models per block of train_many: 8 float64, 16 float32
 def lanes_scratch_bytes(spec: object, layout: object, dtype: object, T: int, batch_size: int,
                         n_slots: int) -> int: ...  # of a block's scratch

@@ -774,6 +774,14 @@ def _kept_array(name, shape, dtype):
     return kept
 
 
+def _release_kept(name, Py_ssize_t larger_than=0):
+    """Let go of this thread's kept array ``name`` if it takes more than larger_than
+    bytes: what a call keeps for the next is worth its memory only up to a size."""
+    kept = _kept.__dict__.get(name)
+    if kept is not None and kept.nbytes > larger_than:
+        delattr(_kept, name)
+
+
 # ----------------------------------------------------------------- the schedule of a call
 
 

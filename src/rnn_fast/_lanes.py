@@ -37,6 +37,10 @@ TOGETHER_MIN_LANES = 8
 # The most scratch the rows together may take: every state, gate row and gradient row of
 # a block's lanes for a whole batch and sequence (a single fit holds one model's).
 TOGETHER_MAX_BYTES = 2**30
+# The most scratch kept for the thread's next fit_many (a kept scratch saves its fresh
+# pages at every ~0.1 s call; beyond this size, once a call is over, the memory is
+# worth more than the page faults of the next call's first block).
+KEPT_MAX_BYTES = 2**28
 
 
 class LaneUpdate(NamedTuple):
@@ -175,20 +179,23 @@ def run(models, plans, watch):
     if o["validate_every"]:
         stops.append(np.arange(o["validate_every"], plan.n_updates, o["validate_every"]))
     going = list(range(len(models)))
-    for begin, end in _fit._blocks(plan.stop, stops, 0):
-        _call(models, plans, runs, lanes, orders, going, begin, end)
-        for m in going:
-            runs[m].diverged = runs[m].updates < end
-        going = [m for m in going if not runs[m].diverged]
-        if watch.progress:
-            watch.show(0, sum(r.updates for r in runs))
-        for m in going:
-            _fit._between_blocks(models[m], plans[m], runs[m])
-        why = watch.stopping()
-        if why or not going:
+    try:
+        for begin, end in _fit._blocks(plan.stop, stops, 0):
+            _call(models, plans, runs, lanes, orders, going, begin, end)
             for m in going:
-                runs[m].interrupted = why
-            break
+                runs[m].diverged = runs[m].updates < end
+            going = [m for m in going if not runs[m].diverged]
+            if watch.progress:
+                watch.show(0, sum(r.updates for r in runs))
+            for m in going:
+                _fit._between_blocks(models[m], plans[m], runs[m])
+            why = watch.stopping()
+            if why or not going:
+                for m in going:
+                    runs[m].interrupted = why
+                break
+    finally:
+        _core._release_kept("lanes", KEPT_MAX_BYTES)
     for m in going:  # max_updates stopped the fits early: measured there, as _fit._run
         p, r = plans[m], runs[m]
         if (p.held_out is not None and r.updates == p.stop < p.n_updates

@@ -387,16 +387,17 @@ def test_a_large_kept_scratch_is_let_go_after_the_call(rng, packed, monkeypatch)
     next call trains the same."""
     sizes = {**SIZES, "hidden_size": _core.blas_min_hidden()}
     X, Y = data(rng, t=5, sizes=sizes)
-    options = dict(batch_size=3, epochs=2, optimizer=rnn_fast.SGD(lr=0.1))
-    rnn_fast.fit_many(models_of(W["float64"], sizes=sizes), X, Y, **options)
+    options = dict(batch_size=3, epochs=2)
+    rnn_fast.fit_many(models_of(W["float64"], sizes=sizes), X, Y,
+                      optimizer=rnn_fast.SGD(lr=0.1), **options)
     kept = _core._kept.lanes
     assert kept.nbytes <= _lanes.KEPT_MAX_BYTES
     monkeypatch.setattr(_lanes, "KEPT_MAX_BYTES", kept.nbytes - 1)
     models = models_of(W["float64"], sizes=sizes)
     twins = copy.deepcopy(models)
-    rnn_fast.fit_many(models, X, Y, **options)
+    rnn_fast.fit_many(models, X, Y, optimizer=rnn_fast.SGD(lr=0.1), **options)
     assert getattr(_core._kept, "lanes", None) is None and packed == [len(models)] * 2
-    rnn_fast.fit_many(twins, X, Y, **options)  # a fresh scratch
+    rnn_fast.fit_many(twins, X, Y, optimizer=rnn_fast.SGD(lr=0.1), **options)  # fresh scratch
     for model, twin in zip(models, twins):
         np.testing.assert_array_equal(model.theta, twin.theta)
 

@@ -267,22 +267,24 @@ def check_target_values(Y, lengths, loss, single, many_to_one):
             del index[0]
         return f"Y[{', '.join(map(str, index))}]"
 
+    # the whole array's bounds first: the masks below are temporaries the size of Y
     if loss == "binary_cross_entropy":
-        bad = (live[..., None] & ((Y < 0) | (Y > 1)) if Y.size and (Y.min() < 0 or Y.max() > 1)
-               else None)  # (whole-array bounds first: no temporaries the size of Y)
-        if bad is not None and bad.any():
-            index = np.argwhere(bad)[0]
-            raise ValueError(
-                f"loss='binary_cross_entropy' needs targets in [0, 1] (probabilities); "
-                f"{where(index)} = {Y[tuple(index)]:g}")
+        if Y.min() < 0 or Y.max() > 1:
+            bad = live[..., None] & ((Y < 0) | (Y > 1))
+            if bad.any():
+                index = np.argwhere(bad)[0]
+                raise ValueError(
+                    f"loss='binary_cross_entropy' needs targets in [0, 1] (probabilities); "
+                    f"{where(index)} = {Y[tuple(index)]:g}")
         return
     tol = max(1e-6, 10 * o * float(np.finfo(Y.dtype).eps))
     need = ("loss='cross_entropy' needs each target row (last axis) to be a probability "
             f"distribution: non-negative, summing to 1 (within {tol:.2g}), e.g. one-hot")
-    negative = live[..., None] & (Y < -tol) if Y.size and Y.min() < -tol else None
-    if negative is not None and negative.any():
-        index = np.argwhere(negative)[0]
-        raise ValueError(f"{need}; {where(index)} = {Y[tuple(index)]:g}")
+    if Y.min() < -tol:
+        negative = live[..., None] & (Y < -tol)
+        if negative.any():
+            index = np.argwhere(negative)[0]
+            raise ValueError(f"{need}; {where(index)} = {Y[tuple(index)]:g}")
     sums = Y.sum(axis=-1, dtype=np.float64)
     off = live & (np.abs(sums - 1) > tol)
     if off.any():

@@ -243,9 +243,10 @@ def test_a_chunk_sweeps_its_own_steps(cell, bptt_steps, rng, monkeypatch):
     swept = []
     forward = rnn_fast._core.layer_forward
 
-    def recorded(layer, carry, states):
-        swept.append(states.shape[1])
-        return forward(layer, carry, states)
+    def recorded(layer, carry, out=None):
+        if out is not None:  # (the top layer of a one-direction stack keeps none)
+            swept.append(out.shape[1])
+        return forward(layer, carry, out)
     monkeypatch.setattr(rnn_fast._core, "layer_forward", recorded)
     X, Y = rng.standard_normal((3, 40, 2)), rng.random((3, 40, 2))
     lengths = np.array([40, 23, 5])
@@ -257,6 +258,45 @@ def test_a_chunk_sweeps_its_own_steps(cell, bptt_steps, rng, monkeypatch):
         thetas.append(model.theta)
     assert swept and max(swept) <= (6 if bptt_steps else 5)
     np.testing.assert_allclose(thetas[0], thetas[1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("cell", list(CLASSES))
+@pytest.mark.parametrize("case", ["char ids", "many-to-one", "mse window", "no readout",
+                                  "float32"])
+def test_a_stacks_top_layer_reads_out_in_the_core(cell, case, rng):
+    """One direction: the top layer's backward sweep starts from the core's own readout
+    and losses (as a one-layer model's), and a batch of one sequence passes dL/dx_t down
+    through W_ih times the block's transposed rows; both train to the reference's
+    numbers, whatever the targets: class ids of a chunked text, one per sequence, mse
+    normed by each whole sequence's length while a chunk sweeps a window of its steps,
+    no readout at all, float32."""
+    N, T, V = 3, 12, 5
+    dtype = "float32" if case == "float32" else "float64"
+    kwargs = dict(output_activation="softmax", loss="cross_entropy")
+    X = rng.standard_normal((N, T, 2)).astype(dtype)
+    lengths, fit = np.array([12, 7, 3]), dict(batch_size=1, chunk_length=4, bptt_steps=3)
+    if case == "char ids":
+        X, n_in = rng.integers(0, V, (1, 40)), V
+        Y, lengths, fit = rng.integers(0, V, (1, 40)), None, dict(chunk_length=8)
+    elif case == "many-to-one":
+        Y, fit = np.eye(V)[rng.integers(0, V, N)], dict(batch_size=1, epochs=2)
+    elif case == "no readout":
+        kwargs = dict(readout=False, loss="half_sse")
+    else:
+        kwargs = dict(loss="mse", output_activation="identity")
+    if case != "char ids":
+        n_in = 2
+        if case != "many-to-one":
+            Y = rng.random((N, T, 3 if case == "no readout" else V)).astype(dtype)
+    thetas = []
+    for module in (rnn_fast, rnn_fast.reference):
+        model = make(module, cell, n_in, 3, None if case == "no readout" else V,
+                     num_layers=2, dtype=dtype, seed=6, **kwargs)
+        history = model.fit(X, Y, lengths=lengths, optimizer=module.SGD(lr=0.2), **fit)
+        thetas.append((model.theta, history["batch_loss"]))
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(thetas[0][0], thetas[1][0], rtol=tol, atol=tol)
+    np.testing.assert_allclose(thetas[0][1], thetas[1][1], rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("module", [rnn_fast, rnn_fast.reference], ids=["core", "reference"])

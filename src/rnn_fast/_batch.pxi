@@ -235,10 +235,24 @@ cdef void _block_to_below(
     const Net* net, const Weights* w, const Data* d, const Rows* rows, Block blk,
     const floating* DI,      # IN (m, B, GH) the block's da_ih
     floating* Xb,            # scratch (m, B, I)
+    floating* DI_T,          # scratch (GH, m) (a batch of one sequence's)
 ) noexcept nogil:
-    """A stacked layer's dL/dx_t = da_ih W_ih^T, for the layer below, into d.dX."""
-    cdef Py_ssize_t r, j, B = rows.count, n_in = net.n_in
-    _gemm(False, True, blk.m * B, n_in, net.GH, DI, <const floating*>w.W_xh, 0, Xb, B == 1)
+    """A stacked layer's dL/dx_t = da_ih W_ih^T, for the layer below, into d.dX. A batch
+    of one sequence takes it as W_ih da_ih^T, a gemm_n of the few transposed rows: as
+    the gemm_t of _products.h, each of the m rows would stream all of W_ih (3x slower
+    for a char-LM's 25 x 512 by (128 x 512)^T)."""
+    cdef Py_ssize_t r, j, c, B = rows.count, n_in = net.n_in, m = blk.m
+    cdef floating* dX
+    if B == 1:
+        _transpose(DI, m, net.GH, DI_T)
+        _gemm(False, False, n_in, m, net.GH, <const floating*>w.W_xh, DI_T, 0, Xb, True)
+        dX = <floating*>d.dX + (_seq(d, rows, 0) * d.T + blk.t_begin) * n_in
+        for r in range(m):
+            if not _padded(d, rows, 0, blk.t_begin + r):
+                for c in range(n_in):
+                    dX[r * n_in + c] = Xb[c * m + r]
+        return
+    _gemm(False, True, m * B, n_in, net.GH, DI, <const floating*>w.W_xh, 0, Xb, False)
     for r in range(blk.m):
         for j in range(B):
             if not _padded(d, rows, j, blk.t_begin + r):
@@ -295,7 +309,8 @@ cdef floating _batch_backward(
             elif k > 0:  # the gradient stops at this bptt_steps boundary, c's too
                 _zero(dh_next, B * net.S)
         if d.dX != NULL:
-            _block_to_below(net, w, d, rows, blk, DI, <floating*>ws.Xb)
+            _block_to_below(net, w, d, rows, blk, DI, <floating*>ws.Xb,
+                            <floating*>ws.Ex)  # x W_ih's rows, free in the backward sweep
         _block_weight_grads(net, g, d, rows, ws, blk, kb, DI, carry)
     return loss
 

@@ -349,6 +349,8 @@ cdef struct Data:  # a call's sequences
     const void* Y        # (N, T_y, O) dense targets, or NULL with class ids
     const int32_t* Y_ids  # (N, T_y) class ids (Net.target_ids), or NULL
     const Py_ssize_t* lengths  # (N,)
+    # (N,) mse's norms: lengths, or the whole sequences' (a stacked layer's window)
+    const Py_ssize_t* norm_lengths
     const Py_ssize_t* order    # (n_order,) the sequences of the batches, in order
     Py_ssize_t N, T, T_y, n_order
     void* Y_out          # loss: OUT (N, T, O) y_t at the target steps, or NULL
@@ -656,6 +658,7 @@ cdef Data _data(bint input_ids, bint target_ids, X_data, Y_data, lengths, order,
     d.Y = NULL if target_ids else _address(Y, itemsize)
     d.Y_ids = <const int32_t*>_address(Y, 4) if target_ids else NULL
     d.lengths = <const Py_ssize_t*>_address(lengths, sizeof(Py_ssize_t))
+    d.norm_lengths = d.lengths
     d.order = <const Py_ssize_t*>_address(order, sizeof(Py_ssize_t))
     d.N, d.T, d.T_y, d.n_order = len(lengths), X.shape[1], Y.shape[1], len(order)
     d.Y_out, d.dH, d.dX = NULL, NULL, NULL
@@ -1059,25 +1062,38 @@ def loss(spec, params,
 cdef class _Layer:
     """One layer in one direction of a stacked model over a batch (_core_layers.py): its
     forward sweep over steps t0..t1 (layer_forward), then its backward sweep from the
-    dL/dh_t the layers above give (layer_backward), on BLAS, the states kept between (in
-    the scratch kept for `role`, one per layer-direction and thread)."""
+    dL/dh_t the layers above give, or from its own readout (layer_backward), on BLAS, the
+    states kept between (in the scratch kept for `role`, one per layer-direction and
+    thread)."""
     cdef _Run run
     cdef Rows rows
     cdef Weights w
     cdef Py_ssize_t n_steps
     cdef object carry  # the last states, as the forward sweep left them
     cdef object params
+    cdef bint reads_out  # the model's readout is this layer's (its backward's start)
 
-    def __init__(self, spec, params, X, lengths, Py_ssize_t t0, Py_ssize_t t1, role):
+    def __init__(self, spec, params, X, lengths, Py_ssize_t t0, Py_ssize_t t1, role,
+                 readout=None):
+        """``readout``: None, or (Y, scale, norm_lengths) for the top layer of one
+        direction, whose backward sweep starts from the model's readout and losses on Y
+        (the loss scaled by ``scale``; mse normed by norm_lengths, each sequence's whole
+        length where X is a window of its steps), as the one-layer kernels' do."""
         dtype = np.asarray(params[1]).dtype
         cdef Py_ssize_t N = len(lengths)
-        self.run = _Run(spec, _shapes(params), X, np.zeros((0, 1, 0), dtype), lengths,
-                        np.arange(N), 1, dtype)
+        Y, scale, norm_lengths = readout or (np.zeros((0, 1, 0), dtype), 1, None)
+        n_out = np.shape(params[len(params) - 1])[0] if readout else 1
+        self.run = _Run(spec, _shapes(params), X, Y, lengths, np.arange(N), n_out, dtype)
+        if norm_lengths is not None:
+            self.run.arrays.append(norm_lengths)
+            self.run.d.norm_lengths = <const Py_ssize_t*>_address(
+                norm_lengths, sizeof(Py_ssize_t))
         self.params, self.w = params, _weights(params, dtype.itemsize)
+        self.reads_out = readout is not None
         self.rows.first, self.rows.count, self.rows.t0, self.rows.t1 = 0, N, t0, t1
-        self.rows.scale = 1
+        self.rows.scale = scale
         ws = _scratch(role, dtype, t1 - t0, 0 if self.run.net.input_ids else self.run.net.n_in,
-                      self.run.net.H, 1, max(N, 1), cell=self.run.net.cell, blas=True)
+                      self.run.net.H, n_out, max(N, 1), cell=self.run.net.cell, blas=True)
         ws.fill(<size_t>&self.run.ws)
         # the per-step products on the packed recurrent matrix where one layer's would be
         # (_Run.plan's rule, on the calling thread: a layer sweeps the batch whole)
@@ -1087,41 +1103,68 @@ cdef class _Layer:
 
 def layer_forward(_Layer layer,
                   floating[:, ::1] carry not None,    # IN (N, S) states at t0 - 1; OUT last
-                  floating[:, :, ::1] S_out not None):  # OUT (N, T, S) states, live t0..t1
-    """The forward sweep of a _Layer."""
+                  floating[:, :, ::1] S_out=None):  # OUT (N, T, S or H) live t0..t1
+    """The forward sweep of a _Layer: the states at the live steps into S_out, or the
+    outputs h_t alone if S_out is H wide (an LSTM's c is the layer's own), or nowhere."""
     cdef Py_ssize_t kb, j, B = layer.rows.count, H = layer.run.net.H, at
     cdef floating* hs = <floating*>layer.run.ws.Hs
     cdef floating* cs = <floating*>layer.run.ws.Cs
+    cdef bint with_c = (S_out is not None and layer.run.net.cell == LSTM
+                        and S_out.shape[2] == 2 * H)
+    if S_out is not None and S_out.shape[2] != H and not with_c:
+        raise ValueError(f"layer_forward: S_out is {S_out.shape[2]} wide; the layer's "
+                         f"states are {layer.run.net.S}, its outputs {H}")
+    cdef bint keep = S_out is not None
     if B == 0:
         return
     with nogil:
         layer.n_steps = _batch_forward(&layer.run.net, &layer.w, &layer.run.d, &layer.rows,
                                        &layer.run.ws, &carry[0, 0])
-        for kb in range(layer.n_steps):
+        for kb in range(layer.n_steps if keep else 0):
             for j in range(B):
                 if not _padded(&layer.run.d, &layer.rows, j, layer.rows.t0 + kb):
                     at = ((kb + 1) * B + j) * H
                     _copy(hs + at, H, &S_out[j, layer.rows.t0 + kb, 0])
-                    if layer.run.net.cell == LSTM:
+                    if with_c:
                         _copy(cs + at, H, &S_out[j, layer.rows.t0 + kb, H])
     layer.carry = np.array(carry)
 
 
-def layer_backward(_Layer layer, grads,
-                   const floating[:, :, ::1] dH not None,  # IN (N, T, H) dL/dh_t from above
-                   floating[:, :, ::1] dX=None):   # OUT (N, T, I) dL/dx_t at live steps
-    """The backward sweep of a _Layer: adds its gradients to grads."""
-    cdef Py_ssize_t itemsize = np.asarray(dH).itemsize
-    cdef Weights g = _weights(grads, itemsize)
-    cdef floating[:, ::1] carry = layer.carry
+def layer_backward(_Layer layer, grads, dH, dX=None):
+    """The backward sweep of a _Layer from dH (N, T, H), the dL/dh_t of the layers above,
+    or (None) from the layer's own readout: adds its gradients to grads (with its
+    readout's), dL/dx_t at the live steps to dX (N, T, I) if given; returns the
+    readout's scaled loss (0 without)."""
+    if dH is None and not layer.reads_out:
+        raise ValueError("layer_backward: dH is None, but the layer has no readout")
     if layer.rows.count == 0:
-        return
-    layer.run.d.dH = &dH[0, 0, 0]
-    layer.run.d.dX = &dX[0, 0, 0] if dX is not None else NULL
+        return 0.0
+    if np.asarray(layer.carry).dtype == np.float64:
+        return _layer_backward(layer, grads, dH, dX, <double>0)
+    return _layer_backward(layer, grads, dH, dX, <float>0)
+
+
+cdef double _layer_backward(_Layer layer, grads, dH_in, dX_in, floating tag) except? -1:
+    """layer_backward in the layer's dtype (``tag``'s: None arrays leave Cython's fused
+    dispatch nothing to choose by)."""
+    cdef Weights g = _weights(grads, sizeof(floating))
+    cdef floating[:, ::1] carry = layer.carry
+    cdef const floating[:, :, ::1] dH
+    cdef floating[:, :, ::1] dX
+    cdef floating loss
+    layer.run.d.dH = NULL
+    if dH_in is not None:
+        dH = dH_in
+        layer.run.d.dH = &dH[0, 0, 0]
+    layer.run.d.dX = NULL
+    if dX_in is not None:
+        dX = dX_in
+        layer.run.d.dX = &dX[0, 0, 0]
     with nogil:
-        _batch_backward(&layer.run.net, &layer.w, &g, &layer.run.d, &layer.rows,
-                        &layer.run.ws, &carry[0, 0], layer.n_steps)
+        loss = _batch_backward(&layer.run.net, &layer.w, &g, &layer.run.d, &layer.rows,
+                               &layer.run.ws, &carry[0, 0], layer.n_steps)
     layer.run.d.dH, layer.run.d.dX = NULL, NULL
+    return <floating>layer.rows.scale * loss
 
 
 def apply_update(int opt_kind, const double[::1] hyper not None,

@@ -5,13 +5,16 @@ and the orders a twin keeps) with the same five entry points as ``_core``. Each 
 each direction sweeps the whole batch at once in the core (``_core._Layer``: BLAS, the
 states kept between its forward and its backward sweep, dL/dx_t passed down); the
 reverse direction sweeps each sequence flipped within its length, so padding never
-enters; the readout, the losses, dropout and the stacking are NumPy over whole arrays.
-Sums are taken in other orders than the reference's loops: the two agree within the
-usual tolerances, not to the bit.
+enters. A one-direction stack's training reads out from its top layer in the core, as a
+one-layer model does (the readout, the losses and their gradients); a bidirectional
+model's readout, and the outputs and losses of forward and loss, are NumPy over whole
+arrays, as are dropout and the stacking. Sums are taken in other orders than the
+reference's loops: the two agree within the usual tolerances, not to the bit.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -53,56 +56,75 @@ def _sizes(spec, params):
     return L, D, H, (2 * H if spec.cell == 2 else H)
 
 
-def _stack_forward(spec, params, X, lengths, s0, t0, t1, masks):
-    """Every layer and direction over steps t0..t1 of the batch. Returns (layers, states,
-    top, s_last): the _Layer of each layer-direction (k * D + d), the last layer's states
-    (N, T, D*S) and outputs o_t (N, T, D*H), every layer-direction's state after the call
-    (N, L*D*S)."""
+@functools.lru_cache(maxsize=256)
+def _sweep_spec(spec, k, d, reads_out):
+    """The Spec of layer k's sweep in direction d: token ids only into layer 0 and out of
+    the readout's layer; the reverse direction untruncated."""
+    return _layer_spec(spec, k)._replace(target_ids=spec.target_ids and reads_out,
+                                         bptt_steps=0 if d else spec.bptt_steps)
+
+
+def _stack_forward(spec, params, X, lengths, s0, t0, t1, masks, readout=None, states=False):
+    """Every layer and direction over steps t0..t1 of the batch. Returns (layers,
+    top_states, top, s_last): the _Layer of each layer-direction (k * D + d), the last
+    layer's states (N, T, D*S) if ``states`` (else None), its outputs o_t (N, T, D*H),
+    every layer-direction's state after the call (N, L*D*S). ``readout``: None, or (Y,
+    scale, lengths) for a one-direction model whose top layer reads out in the core
+    (_core._Layer; then top is None). The layers below keep only their outputs: an
+    LSTM's c stays in its layer's scratch."""
     L, D, H, S = _sizes(spec, params)
     N, T = X.shape[:2]
     dtype = s0.dtype
     s_last = np.array(s0)
-    inputs, layers = X, []
+    inputs, layers, top_states = X, [], None
     for k in range(L):
-        outs = None if D == 1 else np.empty((N, T, D * S), dtype)
+        last = k == L - 1
+        width = S if last and states else H
+        outs = None if last and readout is not None else np.zeros((N, T, D * width), dtype)
         for d in range(D):
             j = k * D + d
             x = inputs if d == 0 else _flip(inputs, lengths)
-            layer_spec = _layer_spec(spec, k)._replace(
-                target_ids=False, bptt_steps=0 if d else spec.bptt_steps)
-            layer = _core._Layer(layer_spec, params[j], x, lengths, t0, t1, f"layer {j}")
+            layer = _core._Layer(_sweep_spec(spec, k, d, last and readout is not None),
+                                 params[j], x, lengths, t0, t1, f"layer {j}",
+                                 readout if last else None)
             carry = np.ascontiguousarray(s0[:, j * S:(j + 1) * S])
-            states = np.zeros((N, T, S), dtype)
-            _core.layer_forward(layer, carry, states)
+            out = outs if D == 1 or outs is None else np.zeros((N, T, width), dtype)
+            _core.layer_forward(layer, carry, out)
             s_last[:, j * S:(j + 1) * S] = carry
-            if D == 1:
-                outs = states
-            elif d:
-                _flip(states, lengths, out=outs[:, :, S:])
-            else:
-                outs[:, :, :S] = states
+            if D == 2 and outs is not None:
+                part = outs[:, :, d * width:(d + 1) * width]
+                if d:
+                    _flip(out, lengths, out=part)
+                else:
+                    part[...] = out
             layers.append(layer)
-        # the outputs h_t of each direction (a GRU's or Elman's states are their outputs)
-        inputs = outs if S == H else np.ascontiguousarray(np.concatenate(
-            [outs[:, :, d * S:d * S + H] for d in range(D)], axis=2))
-        if masks is not None and k < L - 1:  # dropout between layers
+        if last and states:  # the outputs h_t of each direction (an LSTM's [h | c] halves)
+            top_states = outs
+            outs = outs if S == H else np.ascontiguousarray(np.concatenate(
+                [outs[:, :, d * S:d * S + H] for d in range(D)], axis=2))
+        inputs = outs
+        if masks is not None and not last:  # dropout between layers
             inputs[:, t0:t1] *= masks[:, k, :min(t1, T) - t0]
-    return layers, outs, inputs, s_last
+    return layers, top_states, inputs, s_last
 
 
-def _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1):
-    """BPTT through every layer, top first, from dtop (N, T, D*H) = dL/do_t."""
+def _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1, T):
+    """BPTT through every layer, top first, from dtop (N, T, D*H) = dL/do_t, or (None)
+    from the top layer's own readout. Returns that readout's loss (0 without)."""
     L, D, H, _ = _sizes(spec, params)
-    dout = dtop
+    dout, loss = dtop, 0.0
     for k in reversed(range(L)):
         dx = None
         for d in range(D):
             j = k * D + d
-            part = dout[:, :, d * H:(d + 1) * H]
-            dh = _flip(part, lengths) if d else np.ascontiguousarray(part)
-            dx_d = (np.zeros(dh.shape[:2] + (params[j][0].shape[0],), dtop.dtype) if k > 0
-                    else None)
-            _core.layer_backward(layers[j], grads[j], dh, dx_d)
+            if dout is None:  # the top layer reads out (one direction)
+                dh = None
+            else:
+                part = dout[:, :, d * H:(d + 1) * H]
+                dh = _flip(part, lengths) if d else np.ascontiguousarray(part)
+            dx_d = (np.zeros((len(lengths), T, params[j][0].shape[0]), params[j][0].dtype)
+                    if k > 0 else None)
+            loss += _core.layer_backward(layers[j], grads[j], dh, dx_d)
             if dx_d is None:
                 continue
             if d:  # the reverse direction's, added to the forward direction's
@@ -113,6 +135,7 @@ def _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1):
             dout = dx
             if masks is not None:  # through dropout
                 dout[:, t0:t1] *= masks[:, k - 1, :min(t1, dout.shape[1]) - t0]
+    return loss
 
 
 def _targets(spec, top, ends, t0, t1, H):
@@ -232,12 +255,17 @@ def _chunk(spec, params, grads, X, Y, lengths, s0, span, scale, masks, s_out, ti
     T = min(t1, X.shape[1]) - w0
     X = np.ascontiguousarray(X[:, w0:w0 + T])
     Y = Y if spec.many_to_one else Y[:, w0:w0 + T]
-    live = np.clip(lengths - w0, 0, T)  # the steps the layers sweep
+    live = np.minimum(np.maximum(lengths - w0, 0), T)  # the steps the layers sweep
     t0, t1 = t0 - w0, t1 - w0
-    layers, _, top, s_last = _stack_forward(spec, params, X, live, s0, t0, t1, masks)
+    # one direction: the top layer reads out in the core, as a one-layer model does
+    readout = (np.ascontiguousarray(Y), scale, lengths) if spec.num_directions == 1 else None
+    layers, _, top, s_last = _stack_forward(spec, params, X, live, s0, t0, t1, masks, readout)
     clock = _lap(timers, FORWARD, clock)
-    loss, dtop = _readout(spec, params, grads, top, Y, lengths, t0, t1, scale, w0=w0)
-    _stack_backward(spec, params, grads, layers, dtop, live, masks, t0, t1)
+    if readout is None:
+        loss, dtop = _readout(spec, params, grads, top, Y, lengths, t0, t1, scale, w0=w0)
+    else:
+        loss, dtop = 0.0, None
+    loss += _stack_backward(spec, params, grads, layers, dtop, live, masks, t0, t1, T)
     _lap(timers, BACKWARD, clock)
     s_out[...] = s_last
     return loss
@@ -266,7 +294,7 @@ def forward(spec, params, X, lengths, h0, Y_out, H_out, H_last_out=None):
     """See ``reference.forward``: Y_out (N, T, O), H_out (N, T, D*S) the last layer's
     states, H_last_out (N, L*D*S); zero beyond each sequence's length."""
     _, states, o, s_last = _stack_forward(spec, params, X, lengths, _as_rows(h0), 0,
-                                          X.shape[1], None)
+                                          X.shape[1], None, states=True)
     live = np.arange(X.shape[1])[None, :] < lengths[:, None]
     H_out[...] = np.where(live[..., None], states, 0)
     W_hy, b_y = params[-1][2], params[-1][-1]

@@ -95,7 +95,7 @@ cdef inline Target _target(const Net* net, const Data* d, Py_ssize_t n) noexcept
     """Sequence n's targets (row set per step)."""
     cdef Target tg
     tg.n, tg.row = n, 0
-    tg.norm = net.O if net.many_to_one else d.lengths[n] * net.O
+    tg.norm = net.O if net.many_to_one else d.norm_lengths[n] * net.O
     return tg
 
 

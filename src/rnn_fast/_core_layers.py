@@ -310,8 +310,10 @@ def train(spec, layout, theta, grad, data, steps, update, losses_out, timers_out
     over the whole batch at once (_chunk), the optimizer the core's. The parameters and
     the optimizer's state live in two copies during the call, an update writing the
     other one (the fused core's train loop does the same: no copy back per update of a
-    model that may not fit in the cache), and are written back when the call ends."""
-    copies = np.empty((2, 1 + len(update.slots), len(theta)), theta.dtype)
+    model that may not fit in the cache), and are written back when the call ends. The
+    copies are the thread's kept ones, as the fused core's: fresh pages for a large
+    model at every call (a fit makes several) cost page faults and zeroing."""
+    copies = _core._kept_array("copies", (2, 1 + len(update.slots), len(theta)), theta.dtype)
     copies[0, 0], copies[0, 1:] = theta, update.slots
     cur = [0]  # the copy in use
     try:
@@ -341,7 +343,12 @@ def _train_steps(spec, layout, copies, cur, grad, data, steps, update, losses_ou
         carry = steps.carry[:len(batch)]
         if c_first == 0:
             carry[...] = h0[batch]
-        Xb, Yb, lb = X[batch], Y[batch], lengths[batch]
+        # consecutive sequences (no shuffling) as views: a copy of a long text's whole
+        # sequence at every call would cost more than its chunks' windows
+        rows = (slice(batch[0], batch[-1] + 1)
+                if batch[-1] - batch[0] == len(batch) - 1 and (np.diff(batch) == 1).all()
+                else batch)
+        Xb, Yb, lb = X[rows], Y[rows], lengths[rows]
         for c in range(c_first, -(-int(lb.max()) // chunk)):
             if n_updates == steps.max_updates:  # stop here, mid-batch maybe
                 return s, opt_step

@@ -80,7 +80,9 @@ def _stack_forward(spec, params, X, lengths, s0, t0, t1, masks, readout=None, st
     for k in range(L):
         last = k == L - 1
         width = S if last and states else H
-        outs = None if last and readout is not None else np.zeros((N, T, D * width), dtype)
+        # (one direction writes its live steps into outs; two write all of it)
+        outs = (None if last and readout is not None else
+                (np.zeros if D == 1 else np.empty)((N, T, D * width), dtype))
         for d in range(D):
             j = k * D + d
             x = inputs if d == 0 else _flip(inputs, lengths)

@@ -299,6 +299,27 @@ def test_a_stacks_top_layer_reads_out_in_the_core(cell, case, rng):
     np.testing.assert_allclose(thetas[0][1], thetas[1][1], rtol=tol, atol=tol)
 
 
+def test_a_stack_fitted_inside_another_stacks_fit_leaves_it_as_it_was(rng):
+    """The layered train keeps its parameter copies per thread, as the fused core does:
+    a fit of a same-sized stack (the same kept copies) and of a one-layer model from a
+    callback between two kernel calls changes nothing in the fit that called it."""
+    X, Y = rng.standard_normal((4, 9, 2)), rng.random((4, 9, 2))
+
+    def fit(callback=None):
+        model = rnn_fast.LSTM(2, 5, 2, num_layers=2, seed=8)
+        history = model.fit(X, Y, optimizer=rnn_fast.Adam(lr=0.01), batch_size=1,
+                            chunk_length=3, epochs=2, callback=callback, callback_every=1)
+        return model.theta, history["batch_loss"]
+
+    def meddle(model, info):
+        rnn_fast.LSTM(2, 5, 2, num_layers=2, seed=9).fit(X, Y, optimizer=rnn_fast.Adam())
+        rnn_fast.GRU(2, 5, 2, seed=9).fit(X, Y, optimizer=rnn_fast.Adam())
+
+    alone, meddled = fit(), fit(meddle)
+    np.testing.assert_array_equal(meddled[0], alone[0])
+    np.testing.assert_array_equal(meddled[1], alone[1])
+
+
 @pytest.mark.parametrize("module", [rnn_fast, rnn_fast.reference], ids=["core", "reference"])
 def test_a_diverging_stack_stops_without_warnings(module, rng):
     """A stack whose updates overflow stops with DivergenceError, as a one-layer model

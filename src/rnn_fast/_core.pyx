@@ -1120,13 +1120,14 @@ def layer_forward(_Layer layer,
     with nogil:
         layer.n_steps = _batch_forward(&layer.run.net, &layer.w, &layer.run.d, &layer.rows,
                                        &layer.run.ws, &carry[0, 0])
-        for kb in range(layer.n_steps if keep else 0):
-            for j in range(B):
-                if not _padded(&layer.run.d, &layer.rows, j, layer.rows.t0 + kb):
-                    at = ((kb + 1) * B + j) * H
-                    _copy(hs + at, H, &S_out[j, layer.rows.t0 + kb, 0])
-                    if with_c:
-                        _copy(cs + at, H, &S_out[j, layer.rows.t0 + kb, H])
+        if keep:
+            for kb in range(layer.n_steps):
+                for j in range(B):
+                    if not _padded(&layer.run.d, &layer.rows, j, layer.rows.t0 + kb):
+                        at = ((kb + 1) * B + j) * H
+                        _copy(hs + at, H, &S_out[j, layer.rows.t0 + kb, 0])
+                        if with_c:
+                            _copy(cs + at, H, &S_out[j, layer.rows.t0 + kb, H])
     layer.carry = np.array(carry)
 
 
@@ -1139,7 +1140,7 @@ def layer_backward(_Layer layer, grads, dH, dX=None):
         raise ValueError("layer_backward: dH is None, but the layer has no readout")
     if layer.rows.count == 0:
         return 0.0
-    if np.asarray(layer.carry).dtype == np.float64:
+    if layer.carry.dtype == np.float64:
         return _layer_backward(layer, grads, dH, dX, <double>0)
     return _layer_backward(layer, grads, dH, dX, <float>0)
 

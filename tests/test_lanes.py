@@ -37,6 +37,7 @@ def packed(monkeypatch):
     monkeypatch.setattr(_lanes, "run", lambda *a: calls.append(len(a[0])) or run(*a))
     monkeypatch.setattr(_many, "PACK_MIN_MODELS", 1)
     monkeypatch.setattr(_lanes, "TOGETHER_MIN_LANES", 1)
+    monkeypatch.setattr(_lanes, "TOGETHER_CLONES", tuple(_core.clones()))
     return calls
 
 

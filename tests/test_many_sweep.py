@@ -3,6 +3,7 @@ those of pack=False (one run at a time), on every engine."""
 
 import numpy as np
 import pytest
+from conftest import core_clone
 from test_many import assert_same_history
 
 import rnn_fast
@@ -156,10 +157,16 @@ def test_tasks_split_groups_for_lanes_in_whole_blocks():
     half = runs(W32 // 2, hidden_size=16, dtype="float32")
     assert sizes(half, 2) == ([W32 // 2] if W32 == 16 else [W32 // 4] * 2)
     assert sizes(runs(W64, hidden_size=16, cell="gru"), 2) == [W64]  # every cell
-    big = _core.blas_min_hidden()  # a batch's rows together, in blocks wide enough
-    wide = W64 >= _lanes.TOGETHER_MIN_LANES
-    assert sizes(runs(W64, hidden_size=big), 2) == ([W64] if wide else [W64 // 2] * 2)
-    assert sizes(runs(W32, hidden_size=big, dtype="float32"), 2) == [W32]
+    big = _core.blas_min_hidden()  # a batch's rows together, where the clone's lanes pay
+    for clone in _core.clones():
+        with core_clone(clone):
+            for dtype in ("float64", "float32"):
+                W = _core.lanes(dtype)
+                packs = _lanes.together(dtype)
+                assert packs == (clone in _lanes.TOGETHER_CLONES
+                                 and W >= _lanes.TOGETHER_MIN_LANES)
+                assert (sizes(runs(W, hidden_size=big, dtype=dtype), 2)
+                        == ([W] if packs else [W // 2] * 2))
     # the reference backend and stacked layers have no lanes
     assert sizes(runs(W64, hidden_size=16), 2, "numpy") == [W64 // 2] * 2
     assert sizes(runs(W64, hidden_size=16, num_layers=2), 2) == [W64 // 2] * 2

@@ -6,8 +6,8 @@ layer and one direction whose single fits do not run the two-thread pair, withou
 position in every model's order (no shuffle, or sequences of one length), so that every
 lane makes the same updates; from ``blas_min_hidden()`` on, where a single fit leaves
 the hand loops for BLAS, the kernel steps a batch's rows together, and every sequence
-must have one length, a block at least ``TOGETHER_MIN_LANES`` lanes, and the scratch
-fit in ``TOGETHER_MAX_BYTES``.
+must have one length, the clone and the block's lanes pay (``together``), and the
+scratch fit in ``TOGETHER_MAX_BYTES``.
 ``run`` trains them: the packed arrays (``Lanes``: parameters, optimizer state and
 carried states with the model innermost, in blocks of ``_core.lanes(dtype)``), one
 ``_core.train_many`` call per block of updates of ``_fit._blocks`` (about 0.1 s), and
@@ -34,6 +34,12 @@ from . import _core, _fit
 # 100-step task in batches of 16 trained 1.1-2.1x faster in blocks of 8 float32 lanes,
 # 0.85-1.08x in blocks of 4 float64 lanes (AVX2, Zen 3, 2026-12-07).
 TOGETHER_MIN_LANES = 8
+# The clones whose rows-together kernel beats single fits: in the avx512 clone the same
+# GRUs and LSTMs (hidden 32-64) trained 0.68-0.99x as fast as one at a time on a Sapphire
+# Rapids and 0.58-0.68x on a Zen 5 (2026-12-07), where single fits' BLAS runs 64-byte
+# vectors and the lanes' states of a whole batch wait on memory. The baseline clone's
+# lanes are narrower than any BLAS's kernels.
+TOGETHER_CLONES = ("avx2",)
 # The most scratch the rows together may take: every state, gate row and gradient row of
 # a block's lanes for a whole batch and sequence (a single fit holds one model's).
 TOGETHER_MAX_BYTES = 2**30
@@ -63,7 +69,7 @@ def packable(models, plans):
         return False  # a single fit runs the two-thread pair
     if hidden >= _core.blas_min_hidden():  # a batch's rows step together
         spec, layout, theta = plan.kernel_args[:3]
-        if (np.ptp(plan.lengths) != 0 or _core.lanes(theta.dtype) < TOGETHER_MIN_LANES
+        if (np.ptp(plan.lengths) != 0 or not together(theta.dtype)
                 or _core.lanes_scratch_bytes(spec, layout, theta.dtype, plan.X.shape[1],
                                              o["batch_size"], plan.optimizer_args[3].shape[0])
                 > TOGETHER_MAX_BYTES):
@@ -83,6 +89,13 @@ def packable(models, plans):
         if not (at == at[0]).all():
             return False
     return True
+
+
+def together(dtype):
+    """Whether models of hidden sizes from ``blas_min_hidden()`` may train packed, a
+    batch's rows stepped together, in this clone and dtype (``packable`` then checks the
+    data and the scratch)."""
+    return _core.clone() in TOGETHER_CLONES and _core.lanes(dtype) >= TOGETHER_MIN_LANES
 
 
 def min_models(plans):

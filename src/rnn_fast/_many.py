@@ -108,9 +108,9 @@ def fit_many(models, X, Y, optimizer=None, **fit_options):
     lanes of one kernel call, a lane per model (8 float64 or 16 float32 lanes on
     AVX-512, 4 or 8 on AVX2): where their own fits run the core's hand-written loops
     (hidden size below ``blas_min_hidden()``) with the bits of those fits; larger ones,
-    on sequences of one length, with a batch's rows stepped together, within float
-    tolerance of them. Any other group trains one model after another on the core (the
-    same bits as the loop of fits).
+    in float32 on AVX2 and on sequences of one length, with a batch's rows stepped
+    together, within float tolerance of them. Any other group trains one model after
+    another on the core (the same bits as the loop of fits).
     """
     return _fit_group(models, X, Y, optimizer, fit_options, "cython")
 

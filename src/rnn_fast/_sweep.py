@@ -353,11 +353,11 @@ def _block(run, backend):
     model = run.model
     if backend != "cython" or model.get("num_layers", 1) != 1 or model.get("bidirectional"):
         return 1
-    lanes, hidden = _core.lanes(model.get("dtype", "float64")), model.get("hidden_size")
+    dtype, hidden = model.get("dtype", "float64"), model.get("hidden_size")
     if (not isinstance(hidden, (int, np.integer)) or hidden >= _core.blas_min_hidden()
-            and lanes < _lanes.TOGETHER_MIN_LANES):
+            and not _lanes.together(dtype)):
         return 1
-    return lanes
+    return _core.lanes(dtype)
 
 
 def _key(value):

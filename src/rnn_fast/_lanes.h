@@ -85,13 +85,23 @@ typedef struct {
 /* Steps of the outer products' blocks (lv_outer_products) */
 #define LV_KB 32
 
+/* Whether the outputs' targets are dense rows, their loss and dL/dz vectors (the
+ * kernel's lv_dense_output): half SSE or MSE on a sigmoid or identity output, or none */
+static int rnn_fast_lanes_dense_targets(const rnn_fast_lanes *j)
+{
+    return !j->target_ids && j->loss <= 1 && (!j->readout || j->output == 0 || j->output == 3);
+}
+
 /* The scratch a block needs, in entries of the models' dtype (W lanes each). */
 static ptrdiff_t rnn_fast_lanes_scratch_size(const rnn_fast_lanes *j, ptrdiff_t W)
 {
     ptrdiff_t H = j->H, GH = j->GH, O = j->O, I = j->n_in, P = j->P, T = j->n_T;
     ptrdiff_t wide = GH > O ? GH : O, R = j->together ? j->batch_size : 1;
-    return W * (R * (2 * (T + 1) * H + T * (GH + H) + T * GH + 3 * H + 2 * GH + 2)
-                + GH + 5 * O + I + (2 * H + LV_KB) * GH * j->together + P
+    ptrdiff_t I_dense = j->input_ids ? 0 : I;  /* xs's and ys's rows */
+    ptrdiff_t O_dense = rnn_fast_lanes_dense_targets(j) ? O : 0;
+    return W * (R * (2 * (T + 1) * H + T * (2 * GH + H + I_dense + O_dense) + 3 * H
+                     + 2 * GH + 2)
+                + GH + 4 * O + (2 * H + LV_KB) * GH * j->together + P
                 + (1 + j->n_slots) * P + wide + 8);
 }
 

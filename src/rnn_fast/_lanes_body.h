@@ -419,15 +419,43 @@ typedef struct {
     const T *b_h, *b_hh;     /* (GH, W) the biases (b_h: Elman's, or b_ih), or zeros */
     /* per row of the rows stepped together (one, on the hand loops' schedule): hs, cs
      * (n_T + 1, R, H), gs (n_T, R, GH + H), das (n_T, R, GH), dh, dc, skip (R, H), ax
-     * and ah (R, GH); da_ih (GH); with the rows together, panels: W_hh and W_hh^T in
-     * lv_pack's panels (2 H GH), then a block of das's (LV_KB GH) */
-    T *hs, *cs, *gs, *das, *dh, *dc, *skip, *ax, *ah, *da_ih, *z, *y, *dz, *x, *panels, *zeros;
+     * and ah (R, GH); da_ih (GH); xs (n_T, R, I) each step's inputs, gathered from the
+     * lanes' sequences by the forward sweep for the backward's too; with the rows
+     * together, panels: W_hh and W_hh^T in lv_pack's panels (2 H GH), then a block of
+     * das's (LV_KB GH) */
+    T *hs, *cs, *gs, *das, *dh, *dc, *skip, *ax, *ah, *da_ih, *z, *y, *dz, *xs, *panels;
+    T *ys;                   /* (n_T, R, O) each step's dense targets (lv_dense_output's) */
+    T *zeros;
+    ptrdiff_t IW;            /* an xs row's entries: I W, or 0 with token ids */
+    ptrdiff_t OW;            /* a ys row's: O W, or 0 where the targets are not dense */
     ptrdiff_t seq[W];        /* each lane's sequence in the batch row at hand */
     T loss[W];               /* the row's loss so far, per lane */
 } LN(lv_ctx);
 
-/* The step's input x_t W_xh added to out (GH rows): _rows.pxi's _add_input */
-RNN_FAST_BODY void LN(lv_add_input)(LN(lv_ctx) *c, ptrdiff_t t, T *out)
+/* Each lane's dense inputs of the steps t0 .. t0 + n_steps - 1 of R rows, into xs
+ * (n_steps, R, I): all before the sweep, so that no step's vectors read a row that its
+ * lanes' scalar stores have only just written (the store buffer cannot forward them),
+ * and kept for the backward sweep */
+RNN_FAST_BODY void LN(lv_gather_inputs)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_t R,
+                                        ptrdiff_t t0, ptrdiff_t n_steps)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t I = j->n_in;
+    ptrdiff_t k, r, i, l;
+    if (j->input_ids)
+        return;
+    for (r = 0; r < R; r++)
+        LANES(l) {
+            const T *x = (const T *)j->X + (seqs[r * W + l] * j->n_T + t0) * I;
+            for (k = 0; k < n_steps; k++)
+                for (i = 0; i < I; i++)
+                    c->xs[((k * R + r) * I + i) * W + l] = x[k * I + i];
+        }
+}
+
+/* The step's input x_t W_xh added to out (GH rows): _rows.pxi's _add_input; xs: the
+ * step's dense inputs (lv_gather_inputs) */
+RNN_FAST_BODY void LN(lv_add_input)(LN(lv_ctx) *c, ptrdiff_t t, const T *xs, T *out)
 {
     const rnn_fast_lanes *j = c->j;
     const ptrdiff_t H = j->GH, I = j->n_in;  /* GH columns */
@@ -441,13 +469,8 @@ RNN_FAST_BODY void LN(lv_add_input)(LN(lv_ctx) *c, ptrdiff_t t, T *out)
         }
         return;
     }
-    LANES(l) {
-        const T *x = (const T *)j->X + (c->seq[l] * j->n_T + t) * I;
-        for (i = 0; i < I; i++)
-            c->x[i * W + l] = x[i];
-    }
     for (i = 0; i < I; i++) { /* the rows of zeros in x skipped: _add_sparse_vecmat */
-        const LN(vec) xi = CV(c->x + i * W), zero = {0};
+        const LN(vec) xi = CV(xs + i * W), zero = {0};
         const LN(ivec) on = xi != zero;
         const T *restrict r = W_xh + i * H * W;
         for (k = 0; k < H; k++)  /* both computed, one kept: a select, not a branch */
@@ -456,8 +479,10 @@ RNN_FAST_BODY void LN(lv_add_input)(LN(lv_ctx) *c, ptrdiff_t t, T *out)
     }
 }
 
-/* dW_xh += outer(x_t, da) (GH columns): _rows.pxi's _add_input_outer */
-RNN_FAST_BODY void LN(lv_add_input_outer)(LN(lv_ctx) *c, ptrdiff_t t, const T *da)
+/* dW_xh += outer(x_t, da) (GH columns): _rows.pxi's _add_input_outer; xs: the step's
+ * dense inputs (lv_gather_inputs) */
+RNN_FAST_BODY void LN(lv_add_input_outer)(LN(lv_ctx) *c, ptrdiff_t t, const T *xs,
+                                          const T *da)
 {
     const rnn_fast_lanes *j = c->j;
     const ptrdiff_t H = j->GH, I = j->n_in;  /* GH columns */
@@ -471,13 +496,8 @@ RNN_FAST_BODY void LN(lv_add_input_outer)(LN(lv_ctx) *c, ptrdiff_t t, const T *d
         }
         return;
     }
-    LANES(l) {
-        const T *x = (const T *)j->X + (c->seq[l] * j->n_T + t) * I;
-        for (i = 0; i < I; i++)
-            c->x[i * W + l] = x[i];
-    }
     for (i = 0; i < I; i++) { /* _add_sparse_outer */
-        const LN(vec) xi = CV(c->x + i * W), zero = {0};
+        const LN(vec) xi = CV(xs + i * W), zero = {0};
         const LN(ivec) on = xi != zero;
         T *restrict r = dW + i * H * W;
         for (k = 0; k < H; k++)
@@ -517,6 +537,7 @@ RNN_FAST_BODY void LN(lv_forward)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_
     const ptrdiff_t H = j->H, GH = j->GH, HW = H * W, GHW = GH * W, GWW = GHW + HW;
     const T *W_hh = c->theta + j->at_W_hh * W;
     ptrdiff_t k, i, r;
+    LN(lv_gather_inputs)(c, seqs, R, t0, n_steps);
     for (k = 0; k < n_steps; k++) {
         T *hp = c->hs + k * R * HW, *h = hp + R * HW;
         T *ax = j->cell ? c->ax : h, *ah = j->cell ? c->ah : h;  /* Elman: one row */
@@ -526,7 +547,7 @@ RNN_FAST_BODY void LN(lv_forward)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_
             ah[i] = 0;
         for (r = 0; r < R; r++) {
             LN(lv_row)(c, seqs, r);
-            LN(lv_add_input)(c, t0 + k, ax + r * GHW);
+            LN(lv_add_input)(c, t0 + k, c->xs + (k * R + r) * c->IW, ax + r * GHW);
         }
         if (j->together)
             LN(lv_gemm)(hp, R, H, c->panels, GH, ah);
@@ -564,26 +585,47 @@ RNN_FAST_BODY void LN(lv_readout)(LN(lv_ctx) *c, const T *h)
     }
 }
 
-/* lv_output_grads' per-lane activation, loss and dL/dz as vectors, for dense targets, a
- * half SSE or MSE loss and a sigmoid or identity output: every operation elementwise,
- * in lv_loss_and_delta's order */
-RNN_FAST_BODY void LN(lv_dense_output)(LN(lv_ctx) *c, ptrdiff_t row)
+/* Each lane's dense targets (rnn_fast_lanes_dense_targets) of the steps t0 .. t0 +
+ * n_steps - 1 of R rows that have one (every step, or a many-to-one sequence's last),
+ * into ys (n_steps, R, O): before the backward sweep, as lv_gather_inputs */
+RNN_FAST_BODY void LN(lv_gather_targets)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_t R,
+                                         ptrdiff_t length, ptrdiff_t t0, ptrdiff_t n_steps)
+{
+    const rnn_fast_lanes *j = c->j;
+    const ptrdiff_t O = j->O;
+    ptrdiff_t k, r, o, l, t;
+    if (c->OW == 0)
+        return;
+    for (k = 0; k < n_steps; k++) {
+        t = t0 + k;
+        if (j->many_to_one && t != length - 1)
+            continue;
+        for (r = 0; r < R; r++)
+            LANES(l) {
+                const T *y = (const T *)j->Y
+                             + (seqs[r * W + l] * j->T_y + (j->many_to_one ? 0 : t)) * O;
+                for (o = 0; o < O; o++)
+                    c->ys[((k * R + r) * O + o) * W + l] = y[o];
+            }
+    }
+}
+
+/* lv_output_grads' per-lane activation, loss and dL/dz as vectors, for dense targets
+ * (target: the row's, from lv_gather_targets), a half SSE or MSE loss and a sigmoid or
+ * identity output: every operation elementwise, in lv_loss_and_delta's order */
+RNN_FAST_BODY void LN(lv_dense_output)(LN(lv_ctx) *c, const T *target)
 {
     const rnn_fast_lanes *j = c->j;
     const ptrdiff_t O = j->O;
     const int sigmoid = j->readout && j->output == 0;
-    T *z = c->z, *y = c->y, *dz = c->dz, *target = c->x + j->n_in * W;
-    LN(vec) loss = {0}, one = {0}, two_over_norm, norm_t;
+    T *z = c->z, *y = c->y, *dz = c->dz;
+    const LN(vec) one = (LN(vec)){0} + (T)1;
+    LN(vec) loss = {0}, two_over_norm = {0}, norm_t = {0};
     ptrdiff_t o, l;
-    LANES(l) {
-        const ptrdiff_t n = c->seq[l];
-        const T *row_y = (const T *)j->Y + (n * j->T_y + row) * O;
-        const double norm = j->many_to_one ? (double)O : (double)(j->lengths[n] * O);
-        one[l] = 1;
+    if (j->loss == 1) LANES(l) {  /* mse's norm (half SSE has none) */
+        const double norm = j->many_to_one ? (double)O : (double)(j->lengths[c->seq[l]] * O);
         norm_t[l] = (T)norm;
         two_over_norm[l] = 2.0 / ((T)norm);
-        for (o = 0; o < O; o++)
-            target[o * W + l] = row_y[o];
     }
     for (o = 0; o < O; o++) {
         LN(vec) yo = CV(z + o * W), diff;
@@ -613,17 +655,17 @@ RNN_FAST_BODY void LN(lv_dense_output)(LN(lv_ctx) *c, ptrdiff_t row)
 }
 
 /* The output side of target step t: _outputs.pxi's _output_grads, adds to c->loss and
- * to dh, the row's dL/dh */
-RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row, T scale,
-                                       T *restrict dh)
+ * to dh, the row's dL/dh; target_row: its dense targets in ys (else unused) */
+RNN_FAST_BODY void LN(lv_output_grads)(LN(lv_ctx) *c, const T *h, ptrdiff_t row,
+                                       const T *target_row, T scale, T *restrict dh)
 {
     const rnn_fast_lanes *j = c->j;
     const ptrdiff_t O = j->O, H = j->H;
     T *z = c->z, *y = c->y, *dz = c->dz;
     ptrdiff_t o, k, l;
     LN(lv_readout)(c, h);
-    if (!j->target_ids && j->loss <= 1 && (!j->readout || j->output == 0 || j->output == 3))
-        LN(lv_dense_output)(c, row);
+    if (c->OW)
+        LN(lv_dense_output)(c, target_row);
     else LANES(l) {
         ptrdiff_t n = c->seq[l], id = 0;
         const T *target = NULL;
@@ -697,9 +739,9 @@ RNN_FAST_BODY void LN(lv_outer_products)(const T *hs, const T *das, ptrdiff_t n_
 /* One row's step back through its cell to the pre-activations, da (dL/d(ah + b_hh)),
  * then the gradients of the input weights and the biases: _sequence_bptt's loop body
  * after the outputs */
-RNN_FAST_BODY void LN(lv_cell_back)(LN(lv_ctx) *c, ptrdiff_t t, const T *h, const T *h_prev,
-                                    const T *gates, const T *c_prev, const T *dh, T *dc,
-                                    T *da, T *skip)
+RNN_FAST_BODY void LN(lv_cell_back)(LN(lv_ctx) *c, ptrdiff_t t, const T *xs, const T *h,
+                                    const T *h_prev, const T *gates, const T *c_prev,
+                                    const T *dh, T *dc, T *da, T *skip)
 {
     const rnn_fast_lanes *j = c->j;
     const ptrdiff_t HW = j->H * W, GHW = j->GH * W;
@@ -720,7 +762,7 @@ RNN_FAST_BODY void LN(lv_cell_back)(LN(lv_ctx) *c, ptrdiff_t t, const T *h, cons
         for (i = 0; i < HW; i++)
             da[i] = dh[i] * LN(lv_derivative)(j->hidden, h[i]);
     }
-    LN(lv_add_input_outer)(c, t, da_ih);
+    LN(lv_add_input_outer)(c, t, xs, da_ih);
     if (j->bias) {
         for (i = 0; i < GHW; i++)
             db_h[i] = db_h[i] + da_ih[i];
@@ -752,6 +794,7 @@ RNN_FAST_BODY void LN(lv_bptt)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_t R
         LN(lv_pack)(W_hh_T, GH, H, c->panels + H * GH * W);
     }
     LN(lv_forward)(c, seqs, R, t0, n_steps);
+    LN(lv_gather_targets)(c, seqs, R, length, t0, n_steps);
     for (i = 0; i < R * HW; i++)
         c->dh[i] = c->dc[i] = 0;
     {
@@ -766,10 +809,11 @@ RNN_FAST_BODY void LN(lv_bptt)(LN(lv_ctx) *c, const ptrdiff_t *seqs, ptrdiff_t R
                 LN(lv_row)(c, seqs, r);
                 if (!j->many_to_one || t == length - 1)
                     LN(lv_output_grads)(c, c->hs + (at + R) * HW, j->many_to_one ? 0 : t,
-                                        scale, c->dh + r * HW);
-                LN(lv_cell_back)(c, t, c->hs + (at + R) * HW, c->hs + at * HW,
-                                 c->gs + at * GWW, c->cs + at * HW, c->dh + r * HW,
-                                 c->dc + r * HW, das + r * GHW, c->skip + r * HW);
+                                        c->ys + at * c->OW, scale, c->dh + r * HW);
+                LN(lv_cell_back)(c, t, c->xs + at * c->IW, c->hs + (at + R) * HW,
+                                 c->hs + at * HW, c->gs + at * GWW, c->cs + at * HW,
+                                 c->dh + r * HW, c->dc + r * HW, das + r * GHW,
+                                 c->skip + r * HW);
             }
             if (k > 0) {  /* back into h_{t-1}: dh = da W_hh^T (+ z dh for the GRU) */
                 const T *W_hh = c->theta + j->at_W_hh * W;
@@ -1018,7 +1062,7 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     LN(lv_ctx) c;
     ptrdiff_t st, b, first, count, ch, n_chunks, max_len, u = 0, i, k, l, r, r0, n, len;
     ptrdiff_t *seqs;  /* (R, W) each row's sequence in each lane */
-    int stopped = 0, any = 0, ok[W];
+    int stopped = 0, any = 0, all = 1, ok[W];  /* any, all: lanes alive */
     c.j = j;
     c.theta = theta;
     c.hs = s, s += (j->n_T + 1) * R * HW;
@@ -1034,7 +1078,10 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
     c.z = s, s += j->O * W;
     c.y = s, s += j->O * W;
     c.dz = s, s += 2 * j->O * W;
-    c.x = s, s += (j->n_in + j->O) * W;
+    c.IW = j->input_ids ? 0 : j->n_in * W;
+    c.xs = s, s += j->n_T * R * c.IW;
+    c.OW = rnn_fast_lanes_dense_targets(j) ? j->O * W : 0;
+    c.ys = s, s += j->n_T * R * c.OW;
     c.panels = s, s += j->together * (2 * H + LV_KB) * GH * W;
     seqs = (ptrdiff_t *)s, s += 2 * R * W;  /* 64-byte aligned: W entries of T are */
     c.grad = s, s += PW;
@@ -1053,6 +1100,7 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
         done[l] = j->done[block * W + l];
         alive[l] = j->alive[block * W + l];
         any |= alive[l];
+        all &= alive[l];
     }
     for (st = j->begin; st < j->end && any; st++) {
         b = st % n_batches;
@@ -1063,10 +1111,18 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
         for (r = 0; r < count; r++) {  /* lane 0's lengths: every lane's (the caller's check) */
             len = j->lengths[orders[first + r]];
             max_len = len > max_len ? len : max_len;
-            if (ch == 0)
+            if (ch == 0 && all && j->order_stride == 0) {  /* every lane's row of h0 */
+                const T *h0 = (const T *)j->h0 + orders[first + r] * S;
+                for (k = 0; k < S; k++) {
+                    LN(vec) v;
+                    LANES(l) v[l] = h0[k];
+                    V(carry + (r * S + k) * W) = v;
+                }
+            } else if (ch == 0) {
                 LANES(l) if (alive[l]) for (k = 0; k < S; k++)
                     carry[(r * S + k) * W + l] =
                         ((const T *)j->h0)[orders[l * j->order_stride + first + r] * S + k];
+            }
         }
         n_chunks = (max_len + j->chunk_length - 1) / j->chunk_length;
         for (; ch < n_chunks; ch++) {
@@ -1090,7 +1146,13 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
                 LN(lv_bptt)(&c, seqs, n, len, t0, t1, (T)(1.0 / count));
                 k = (t1 < len ? t1 : len) - t0;
                 k = k > 0 ? k : 0;
-                for (r = 0; r < n; r++)
+                for (r = 0; r < n && all; r++) {  /* a lane stopped keeps its own */
+                    for (i = 0; i < HW; i++)
+                        carry[(r0 + r) * S * W + i] = c.hs[(k * n + r) * HW + i];
+                    for (i = 0; i < (S - H) * W; i++)
+                        carry[((r0 + r) * S + H) * W + i] = c.cs[(k * n + r) * HW + i];
+                }
+                for (r = 0; r < n && !all; r++)
                     LANES(l) if (alive[l]) for (i = 0; i < H; i++) {
                         carry[((r0 + r) * S + i) * W + l] = c.hs[((k * n + r) * H + i) * W + l];
                         if (S > H)
@@ -1125,6 +1187,7 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
                     step[l] += 1;
                 }
                 any |= alive[l];
+                all &= alive[l];
             }
             u += 1;
             if (!any)

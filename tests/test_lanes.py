@@ -248,6 +248,8 @@ FALLBACKS = {
                                           options=SEVERAL_LENGTHS),
     "hidden size on BLAS, narrow blocks": dict(hidden_size=_core.blas_min_hidden(),
                                                min_lanes=10**6),
+    "hidden size on BLAS, a clone whose rows together lose": dict(
+        hidden_size=_core.blas_min_hidden(), clones=()),
     "hidden size on BLAS, scratch too large": dict(hidden_size=_core.blas_min_hidden(),
                                                    max_bytes=1000),
     "shuffle with lengths": dict(options=dict(shuffle=True, lengths=[4, 1, 3, 2, 4, 3])),
@@ -263,6 +265,7 @@ def test_groups_the_lanes_do_not_take_train_one_after_another(name, rng, packed,
     case = FALLBACKS[name]
     monkeypatch.setattr(_lanes, "TOGETHER_MIN_LANES", case.get("min_lanes", 1))
     monkeypatch.setattr(_lanes, "TOGETHER_MAX_BYTES", case.get("max_bytes", 2**30))
+    monkeypatch.setattr(_lanes, "TOGETHER_CLONES", case.get("clones", tuple(_core.clones())))
     sizes = {**SIZES, "hidden_size": case.get("hidden_size", 5)}
     kwargs = dict(sizes, **BASE, **case.get("layers", {}))
     X, Y = data(rng)

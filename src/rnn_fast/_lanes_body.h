@@ -420,7 +420,7 @@ typedef struct {
     /* per row of the rows stepped together (one, on the hand loops' schedule): hs, cs
      * (n_T + 1, R, H), gs (n_T, R, GH + H), das (n_T, R, GH), dh, dc, skip (R, H), ax
      * and ah (R, GH); da_ih (GH); xs (n_T, R, I) each step's inputs, gathered from the
-     * lanes' sequences by the forward sweep for the backward's too; with the rows
+     * lanes' sequences before the forward sweep, read by both sweeps; with the rows
      * together, panels: W_hh and W_hh^T in lv_pack's panels (2 H GH), then a block of
      * das's (LV_KB GH) */
     T *hs, *cs, *gs, *das, *dh, *dc, *skip, *ax, *ah, *da_ih, *z, *y, *dz, *xs, *panels;

@@ -311,14 +311,19 @@ def test_fit_matches_reference(path, cell, optimizer, options, dtype, rng):
     # decides: in float32, weights differed by up to 9.6e-4 (Elman, Adagrad; seed
     # 3879521650) and 1.5e-4 (LSTM, RMSprop) on some random data sets. Single steps are
     # compared tightly elsewhere (test_apply_update..., loss_and_grads); float64 stays tight.
+    # Momentum's velocity is a sum of recent gradients, which roundings move more than the
+    # weights: for the Elman cell with momentum 0.9, over 300 random data sets per case,
+    # up to 2.5e-4 of its largest entry (seed 214 of the chunked, shuffled case "h0-1")
+    # where the weights moved 5.6e-5 at most.
     adaptive = optimizer in ("adagrad", "rmsprop", "adam")
-    rtol = {"float64": 1e-10, "float32": 5e-3 if adaptive else 1e-4}[dtype]
+    rtol = {"float64": 1e-10, "float32": 5e-3 if adaptive else 3e-4}[dtype]
+    state_rtol = {"float64": 1e-10, "float32": 5e-3 if adaptive else 2e-3}[dtype]
     for name in ref.params:
         assert_close(fast.params[name], ref.params[name], dtype, name, scale=1.0, rtol=rtol)
     assert_close(history_fast["batch_loss"], history_ref["batch_loss"], dtype, "losses",
                  rtol=rtol)
     for slot_fast, slot_ref in zip(fast.optimizer.state["slots"], ref.optimizer.state["slots"]):
-        assert_close(slot_fast, slot_ref, dtype, "optimizer state", rtol=rtol)
+        assert_close(slot_fast, slot_ref, dtype, "optimizer state", rtol=state_rtol)
     assert fast.optimizer.state["step"] == ref.optimizer.state["step"]
 
 

@@ -1146,19 +1146,19 @@ RNN_FAST_BODY void RNN_FAST_LANES_CAT(RNN_FAST_LANES_CAT(rnn_fast_lanes_train, S
                 LN(lv_bptt)(&c, seqs, n, len, t0, t1, (T)(1.0 / count));
                 k = (t1 < len ? t1 : len) - t0;
                 k = k > 0 ? k : 0;
-                for (r = 0; r < n && all; r++) {  /* a lane stopped keeps its own */
-                    for (i = 0; i < HW; i++)
-                        carry[(r0 + r) * S * W + i] = c.hs[(k * n + r) * HW + i];
-                    for (i = 0; i < (S - H) * W; i++)
-                        carry[((r0 + r) * S + H) * W + i] = c.cs[(k * n + r) * HW + i];
-                }
-                for (r = 0; r < n && !all; r++)
-                    LANES(l) if (alive[l]) for (i = 0; i < H; i++) {
+                for (r = 0; r < n; r++) {
+                    if (all) {  /* whole vectors; else a lane stopped keeps its own */
+                        for (i = 0; i < HW; i++)
+                            carry[(r0 + r) * S * W + i] = c.hs[(k * n + r) * HW + i];
+                        for (i = 0; i < (S - H) * W; i++)
+                            carry[((r0 + r) * S + H) * W + i] = c.cs[(k * n + r) * HW + i];
+                    } else LANES(l) if (alive[l]) for (i = 0; i < H; i++) {
                         carry[((r0 + r) * S + i) * W + l] = c.hs[((k * n + r) * H + i) * W + l];
                         if (S > H)
                             carry[((r0 + r) * S + H + i) * W + l] =
                                 c.cs[((k * n + r) * H + i) * W + l];
                     }
+                }
             }
             LANES(l) {
                 chunk_loss[l] = 0;

@@ -137,6 +137,41 @@ def test_layers_on_the_packed_recurrent_matrix_give_the_references_numbers(cell,
         assert not np.array_equal(packed, blas)
 
 
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_bidirectional_layers_directions_side_by_side_give_one_threads_bits(cell, dtype,
+                                                                             rng):
+    """With two threads (set_num_threads(2)), a bidirectional layer's two sweeps run side
+    by side, each stepping on its packed W_hh (as the halves of a batch on two threads):
+    the bits of the same sweeps one after the other on one BLAS thread, where they step
+    packed too; ragged lengths, every layer's gradients, a fit, predictions."""
+    X = rng.standard_normal((6, 7, 3)).astype(dtype)
+    Y = rng.random((6, 7, 2)).astype(dtype)
+    lengths = np.array([7, 3, 7, 1, 5, 7])
+    runs = []
+    for threads in (1, 2):
+        model = make(rnn_fast, cell, 3, 8, 2, num_layers=2, bidirectional=True, dtype=dtype,
+                     seed=5)
+        old = rnn_fast._core.set_num_threads(threads)
+        side_by_side = rnn_fast._core.num_threads() == 2  # (a build without threads: 1)
+        try:
+            with core_path("packed"):
+                loss, grads = model.loss_and_grads(X, Y, lengths=lengths)
+                schedule = rnn_fast._core.last_schedule()
+                model.fit(X, Y, lengths=lengths, optimizer=rnn_fast.SGD(lr=0.1), epochs=2,
+                          batch_size=3)
+        finally:
+            rnn_fast._core.set_num_threads(old)
+        runs.append((loss, grads, model.theta, model.predict(X, lengths=lengths)))
+        assert schedule == ("layers, two threads" if side_by_side else "layers")
+    (loss_1, grads_1, theta_1, y_1), (loss_2, grads_2, theta_2, y_2) = runs
+    assert loss_1 == loss_2
+    for name in grads_1:
+        np.testing.assert_array_equal(grads_1[name], grads_2[name], err_msg=name)
+    np.testing.assert_array_equal(theta_1, theta_2)
+    np.testing.assert_array_equal(y_1, y_2)
+
+
 # ------------------------------------------------------------------ dropout
 
 
@@ -243,10 +278,10 @@ def test_a_chunk_sweeps_its_own_steps(cell, bptt_steps, rng, monkeypatch):
     swept = []
     forward = rnn_fast._core.layer_forward
 
-    def recorded(layer, carry, out=None):
-        if out is not None:  # (the top layer of a one-direction stack keeps none)
-            swept.append(out.shape[1])
-        return forward(layer, carry, out)
+    def recorded(layers, carries, outs):
+        # (the top layer of a one-direction stack keeps no outputs)
+        swept.extend(out.shape[1] for out in outs if out is not None)
+        return forward(layers, carries, outs)
     monkeypatch.setattr(rnn_fast._core, "layer_forward", recorded)
     X, Y = rng.standard_normal((3, 40, 2)), rng.random((3, 40, 2))
     lengths = np.array([40, 23, 5])

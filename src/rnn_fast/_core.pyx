@@ -197,7 +197,9 @@ _last_schedule = None
 
 def last_schedule():
     """How the last fit (in any thread) ran: "loops", "blas", "halves" (a batch as two
-    halves, one after the other), "halves, two threads" or "pair"."""
+    halves, one after the other), "halves, two threads" or "pair"; a stacked or
+    bidirectional model's last layer sweep: "layers", or "layers, two threads" (a
+    bidirectional layer's directions side by side)."""
     return _last_schedule
 
 
@@ -1094,78 +1096,175 @@ cdef class _Layer:
         self.rows.scale = scale
         ws = _scratch(role, dtype, t1 - t0, 0 if self.run.net.input_ids else self.run.net.n_in,
                       self.run.net.H, n_out, max(N, 1), cell=self.run.net.cell, blas=True)
-        ws.fill(<size_t>&self.run.ws)
-        # the per-step products on the packed recurrent matrix where one layer's would be
-        # (_Run.plan's rule, on the calling thread: a layer sweeps the batch whole)
-        self.run.ws.pack = rnn_fast_blas_threads() == 1
+        ws.fill(<size_t>&self.run.ws)  # (its pack: _sweep_of's)
         self.run.arrays.append(ws)
 
 
-def layer_forward(_Layer layer,
-                  floating[:, ::1] carry not None,    # IN (N, S) states at t0 - 1; OUT last
-                  floating[:, :, ::1] S_out=None):  # OUT (N, T, S or H) live t0..t1
-    """The forward sweep of a _Layer: the states at the live steps into S_out, or the
-    outputs h_t alone if S_out is H wide (an LSTM's c is the layer's own), or nowhere."""
-    cdef Py_ssize_t kb, j, B = layer.rows.count, H = layer.run.net.H, at
-    cdef floating* hs = <floating*>layer.run.ws.Hs
-    cdef floating* cs = <floating*>layer.run.ws.Cs
-    cdef bint with_c = (S_out is not None and layer.run.net.cell == LSTM
-                        and S_out.shape[2] == 2 * H)
-    if S_out is not None and S_out.shape[2] != H and not with_c:
-        raise ValueError(f"layer_forward: S_out is {S_out.shape[2]} wide; the layer's "
-                         f"states are {layer.run.net.S}, its outputs {H}")
-    cdef bint keep = S_out is not None
-    if B == 0:
+cdef struct Sweep:  # one _Layer's forward or backward sweep, for _sweeps
+    const Net* net
+    const Weights* w
+    Weights g                # backward: the gradients it adds to
+    const Data* d
+    const Rows* rows
+    const Scratch* ws
+    void* carry              # IN/OUT (count, S) as _batch_forward's, _batch_backward's IN
+    Py_ssize_t n_steps       # forward: OUT the steps swept; backward: IN
+    void* S_out              # forward: NULL, or OUT (count, T_out, width) the states
+    Py_ssize_t T_out, width
+    bint with_c              # S_out's rows [h | c] (an LSTM's), else h alone
+    bint backward
+    bint f64
+    double loss              # backward: OUT the readout's loss, times rows.scale
+
+
+cdef void _sweep_run(Sweep* s, floating* tag) noexcept nogil:
+    cdef Py_ssize_t kb, j, at, B = s.rows.count, H = s.net.H
+    cdef floating* hs = <floating*>s.ws.Hs
+    cdef floating* cs = <floating*>s.ws.Cs
+    cdef floating* out = <floating*>s.S_out
+    if s.backward:
+        s.loss = <floating>s.rows.scale * _batch_backward(s.net, s.w, &s.g, s.d, s.rows, s.ws,
+                                                          <floating*>s.carry, s.n_steps)
         return
-    with nogil:
-        layer.n_steps = _batch_forward(&layer.run.net, &layer.w, &layer.run.d, &layer.rows,
-                                       &layer.run.ws, &carry[0, 0])
-        if keep:
-            for kb in range(layer.n_steps):
-                for j in range(B):
-                    if not _padded(&layer.run.d, &layer.rows, j, layer.rows.t0 + kb):
-                        at = ((kb + 1) * B + j) * H
-                        _copy(hs + at, H, &S_out[j, layer.rows.t0 + kb, 0])
-                        if with_c:
-                            _copy(cs + at, H, &S_out[j, layer.rows.t0 + kb, H])
-    layer.carry = np.array(carry)
+    s.n_steps = _batch_forward(s.net, s.w, s.d, s.rows, s.ws, <floating*>s.carry)
+    if out == NULL:
+        return
+    for kb in range(s.n_steps):
+        for j in range(B):
+            if not _padded(s.d, s.rows, j, s.rows.t0 + kb):
+                at = ((kb + 1) * B + j) * H
+                _copy(hs + at, H, out + (j * s.T_out + s.rows.t0 + kb) * s.width)
+                if s.with_c:
+                    _copy(cs + at, H, out + (j * s.T_out + s.rows.t0 + kb) * s.width + H)
 
 
-def layer_backward(_Layer layer, grads, dH, dX=None):
-    """The backward sweep of a _Layer from dH (N, T, H), the dL/dh_t of the layers above,
-    or (None) from the layer's own readout: adds its gradients to grads (with its
-    readout's), dL/dx_t at the live steps to dX (N, T, I) if given; returns the
-    readout's scaled loss (0 without)."""
-    if dH is None and not layer.reads_out:
-        raise ValueError("layer_backward: dH is None, but the layer has no readout")
-    if layer.rows.count == 0:
-        return 0.0
-    if layer.carry.dtype == np.float64:
-        return _layer_backward(layer, grads, dH, dX, <double>0)
-    return _layer_backward(layer, grads, dH, dX, <float>0)
+cdef void _sweep_entry(void* job, int tid) noexcept nogil:
+    """Where a Sweep runs (the second of a pair on a thread of its own, see _sweeps)."""
+    if (<Sweep*>job).f64:
+        _sweep_run(<Sweep*>job, <double*>NULL)
+    else:
+        _sweep_run(<Sweep*>job, <float*>NULL)
 
 
-cdef double _layer_backward(_Layer layer, grads, dH_in, dX_in, floating tag) except? -1:
-    """layer_backward in the layer's dtype (``tag``'s: None arrays leave Cython's fused
-    dispatch nothing to choose by)."""
-    cdef Weights g = _weights(grads, sizeof(floating))
-    cdef floating[:, ::1] carry = layer.carry
-    cdef const floating[:, :, ::1] dH
-    cdef floating[:, :, ::1] dX
-    cdef floating loss
-    layer.run.d.dH = NULL
-    if dH_in is not None:
-        dH = dH_in
-        layer.run.d.dH = &dH[0, 0, 0]
-    layer.run.d.dX = NULL
-    if dX_in is not None:
-        dX = dX_in
-        layer.run.d.dX = &dX[0, 0, 0]
-    with nogil:
-        loss = _batch_backward(&layer.run.net, &layer.w, &g, &layer.run.d, &layer.rows,
-                               &layer.run.ws, &carry[0, 0], layer.n_steps)
-    layer.run.d.dH, layer.run.d.dX = NULL, NULL
-    return <floating>layer.rows.scale * loss
+cdef bint _sweeps(Sweep* s, Py_ssize_t n, bint beside) noexcept nogil:
+    """Sweeps s[0..n-1]; two of them (a bidirectional layer's directions, which share no
+    array they write) side by side on two threads if ``beside``. Returns whether they
+    ran side by side (False: no thread could start, and they ran one after the other)."""
+    cdef rnn_fast_beside thread
+    cdef bint started = beside and n == 2 and rnn_fast_start_beside(&thread, _sweep_entry,
+                                                                    &s[1])
+    _sweep_entry(&s[0], 0)
+    if started:
+        rnn_fast_join_beside(&thread)
+    elif n == 2:
+        _sweep_entry(&s[1], 0)
+    return started
+
+
+cdef void _sweep_of(Sweep* s, _Layer layer, bint beside):
+    s.net, s.w, s.d, s.rows = &layer.run.net, &layer.w, &layer.run.d, &layer.rows
+    s.ws, s.f64 = &layer.run.ws, _dtype_of(layer) == np.float64
+    # the per-step products on the packed recurrent matrix where one layer's would be
+    # (_Run.plan's rule): on one BLAS thread, or beside another sweep, as _halves' two
+    # threads (BLAS's own threads would serve both sweeps at once)
+    layer.run.ws.pack = beside or rnn_fast_blas_threads() == 1
+
+
+cdef object _dtype_of(_Layer layer):
+    return np.asarray(layer.params[1]).dtype
+
+
+cdef int _sweep_array(name, a, dtype, tuple shape) except -1:
+    """What a sweep walks by pointer: an array of the layer's dtype and these extents."""
+    if (not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != shape
+            or not a.flags.c_contiguous):
+        raise ValueError(f"a layer's sweep takes {name} as a C-contiguous {dtype} array of "
+                         f"shape {shape}, got {type(a).__name__} "
+                         f"{getattr(a, 'dtype', '')} {getattr(a, 'shape', '')}")
+    return 0
+
+
+def _pair(layers):
+    """Whether a bidirectional layer's two sweeps run on two threads: when one fit may
+    use two (num_threads(), as the halves of a batch)."""
+    return len(layers) == 2 and RNN_FAST_HAVE_PAIR and _threads >= 2
+
+
+def layer_forward(layers, carries, S_outs):
+    """The forward sweeps of one _Layer or a bidirectional layer's two (lists), each
+    from its carry (N, S; IN the states at t0 - 1, OUT the last ones): the states at the
+    live steps into its S_out (N, T, S or H), the outputs h_t alone if S_out is H wide
+    (an LSTM's c is the layer's own), or nowhere (None)."""
+    cdef Sweep s[2]
+    cdef Py_ssize_t i, n = len(layers)
+    cdef _Layer layer
+    cdef bint beside = _pair(layers)
+    for i in range(n):
+        layer, carry, S_out = layers[i], carries[i], S_outs[i]
+        dtype = _dtype_of(layer)
+        _sweep_array("carry", carry, dtype, (layer.rows.count, layer.run.net.S))
+        _sweep_of(&s[i], layer, beside)
+        s[i].backward, s[i].carry = False, _address(carry, dtype.itemsize)
+        s[i].S_out, s[i].with_c = NULL, False
+        if S_out is not None:
+            H = layer.run.net.H
+            s[i].with_c = layer.run.net.cell == LSTM and S_out.shape[2] == 2 * H
+            if S_out.shape[2] != H and not s[i].with_c:
+                raise ValueError(f"layer_forward: S_out is {S_out.shape[2]} wide; the "
+                                 f"layer's states are {layer.run.net.S}, its outputs {H}")
+            _sweep_array("S_out", S_out, dtype, (layer.rows.count, layer.run.d.T, S_out.shape[2]))
+            s[i].S_out = _address(S_out, dtype.itemsize)
+            s[i].T_out, s[i].width = S_out.shape[1], S_out.shape[2]
+    global _last_schedule
+    cdef bint side_by_side = False
+    if layers and (<_Layer>layers[0]).rows.count:
+        with nogil:
+            side_by_side = _sweeps(s, n, beside)
+    _last_schedule = "layers, two threads" if side_by_side else "layers"
+    for i in range(n):
+        layer = layers[i]
+        layer.n_steps = s[i].n_steps if layer.rows.count else 0
+        layer.carry = np.array(carries[i])
+
+
+def layer_backward(layers, grads, dHs, dXs):
+    """The backward sweeps of one _Layer or a bidirectional layer's two (lists), each
+    from its dH (N, T, H), the dL/dh_t of the layers above, or (None) from the layer's
+    own readout: adds its gradients to its grads (with its readout's), dL/dx_t at the
+    live steps to its dX (N, T, I) if given (not None); returns the sum of the
+    readouts' scaled losses (0 without)."""
+    cdef Sweep s[2]
+    cdef Py_ssize_t i, n = len(layers)
+    cdef _Layer layer
+    cdef bint beside = _pair(layers)
+    cdef double loss = 0
+    for i in range(n):
+        layer, dH, dX = layers[i], dHs[i], dXs[i]
+        if dH is None and not layer.reads_out:
+            raise ValueError("layer_backward: dH is None, but the layer has no readout")
+        dtype = _dtype_of(layer)
+        N, T = layer.rows.count, layer.run.d.T
+        if dH is not None:
+            _sweep_array("dH", dH, dtype, (N, T, layer.run.net.H))
+        if dX is not None:
+            _sweep_array("dX", dX, dtype, (N, T, layer.run.net.n_in))
+        _sweep_of(&s[i], layer, beside)
+        s[i].g = _weights(grads[i], dtype.itemsize)
+        s[i].backward, s[i].n_steps = True, layer.n_steps
+        s[i].carry = _address(layer.carry, dtype.itemsize)
+        layer.run.d.dH = <const void*>_address(dH, dtype.itemsize)
+        layer.run.d.dX = _address(dX, dtype.itemsize)
+    try:
+        if layers and (<_Layer>layers[0]).rows.count:
+            with nogil:
+                _sweeps(s, n, beside)
+            for i in range(n):
+                loss += s[i].loss
+    finally:
+        for i in range(n):
+            layer = layers[i]
+            layer.run.d.dH, layer.run.d.dX = NULL, NULL
+    return loss
 
 
 def apply_update(int opt_kind, const double[::1] hyper not None,

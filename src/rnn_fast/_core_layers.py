@@ -3,7 +3,8 @@
 The twin of ``_reference_layers`` (whose docstring has the network, the arguments' layout
 and the orders a twin keeps) with the same five entry points as ``_core``. Each layer in
 each direction sweeps the whole batch at once in the core (``_core._Layer``: BLAS, the
-states kept between its forward and its backward sweep, dL/dx_t passed down); the
+states kept between its forward and its backward sweep, dL/dx_t passed down; a
+bidirectional layer's two sweeps side by side when one fit may use two threads); the
 reverse direction sweeps each sequence flipped within its length, so padding never
 enters. A one-direction stack's training reads out from its top layer in the core, as a
 one-layer model does (the readout, the losses and their gradients); a bidirectional
@@ -98,23 +99,24 @@ def _stack_forward(spec, params, X, lengths, s0, t0, t1, masks, readout=None, st
         # (one direction writes its live steps into outs; two write all of it)
         outs = (None if last and readout is not None else
                 (np.zeros if D == 1 else np.empty)((N, T, D * width), dtype))
-        for d in range(D):
-            j = k * D + d
-            x = inputs if d == 0 else _flip(inputs, lengths)
-            layer = _core._Layer(_sweep_spec(spec, k, d, last and readout is not None),
-                                 params[j], x, lengths, t0, t1, f"layer {j}",
-                                 readout if last else None)
-            carry = np.ascontiguousarray(s0[:, j * S:(j + 1) * S])
-            out = outs if D == 1 or outs is None else np.zeros((N, T, width), dtype)
-            _core.layer_forward(layer, carry, out)
-            s_last[:, j * S:(j + 1) * S] = carry
+        sweeps = [_core._Layer(_sweep_spec(spec, k, d, last and readout is not None),
+                               params[k * D + d], _flip(inputs, lengths) if d else inputs,
+                               lengths, t0, t1, f"layer {k * D + d}",
+                               readout if last else None) for d in range(D)]
+        carries = [np.ascontiguousarray(s0[:, j * S:(j + 1) * S])
+                   for j in range(k * D, (k + 1) * D)]
+        sweep_outs = [outs if D == 1 or outs is None else np.zeros((N, T, width), dtype)
+                      for _ in range(D)]
+        _core.layer_forward(sweeps, carries, sweep_outs)  # two directions: maybe two threads
+        for d, (carry, out) in enumerate(zip(carries, sweep_outs)):
+            s_last[:, (k * D + d) * S:(k * D + d + 1) * S] = carry
             if D == 2 and outs is not None:
                 part = outs[:, :, d * width:(d + 1) * width]
                 if d:
                     _flip(out, lengths, out=part)
                 else:
                     part[...] = out
-            layers.append(layer)
+        layers += sweeps
         if last and states:  # the outputs h_t of each direction (an LSTM's [h | c] halves)
             top_states = outs
             outs = outs if S == H else np.ascontiguousarray(np.concatenate(
@@ -131,23 +133,16 @@ def _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1, T
     L, D, H, _ = _sizes(spec, params)
     dout, loss = dtop, 0.0
     for k in reversed(range(L)):
-        dx = None
-        for d in range(D):
-            j = k * D + d
-            if dout is None:  # the top layer reads out (one direction)
-                dh = None
-            else:
-                part = dout[:, :, d * H:(d + 1) * H]
-                dh = _flip(part, lengths) if d else np.ascontiguousarray(part)
-            dx_d = (np.zeros((len(lengths), T, params[j][0].shape[0]), params[j][0].dtype)
-                    if k > 0 else None)
-            loss += _core.layer_backward(layers[j], grads[j], dh, dx_d)
-            if dx_d is None:
-                continue
-            if d:  # the reverse direction's, added to the forward direction's
-                _flip(dx_d, lengths, out=dx, add=True)
-            else:
-                dx = dx_d
+        dhs = [None if dout is None  # (the top layer reads out: one direction)
+               else _flip(dout[:, :, H:], lengths) if d
+               else np.ascontiguousarray(dout[:, :, :H]) for d in range(D)]
+        dxs = [np.zeros((len(lengths), T, params[k * D][0].shape[0]), params[k * D][0].dtype)
+               if k > 0 else None for _ in range(D)]
+        loss += _core.layer_backward(layers[k * D:(k + 1) * D], grads[k * D:(k + 1) * D],
+                                     dhs, dxs)
+        dx = dxs[0]
+        if k > 0 and D == 2:  # the reverse direction's, added to the forward direction's
+            _flip(dxs[1], lengths, out=dx, add=True)
         if k > 0:
             dout = dx
             if masks is not None:  # through dropout

@@ -16,7 +16,9 @@ Two cases, each contender's rounds interleaved, medians:
 - ``W3 bi-GRU``: one forward and backward of W3's sizes (N=64 T=100 I=128 H=512 O=128,
   linear readout, biases, MSE) through a 2-layer bidirectional GRU (``loss_and_grads``;
   PyTorch: nn.GRU(bidirectional=True) + nn.Linear, backward), float64 and float32, both
-  cores each; and rnn_fast's one-layer one-direction GRU of the same sizes.
+  cores each; and rnn_fast's one-layer one-direction GRU of the same sizes. rnn_fast's
+  models run twice: on BLAS's two threads, and on its own two (RNN_FAST_NUM_THREADS=2:
+  a batch's halves, a bidirectional layer's directions side by side) with BLAS on one.
 
 The issue's targets: PyTorch / rnn_fast >= 1.5 on both, and no layer slower than the
 one-layer model of its size, plus 10 %: the last columns time, for each layer and
@@ -188,12 +190,30 @@ def main():
         X = rng.standard_normal((N, T, N_IN)).astype(dtype)
         X2 = rng.standard_normal((N, T, 2 * H)).astype(dtype)  # layer 2's inputs
         Y = rng.standard_normal((N, T, N_OUT)).astype(dtype)
-        got = medians({"ours": w3_rnn_fast(2, True, dtype, X, Y),
-                       "torch": w3_torch(dtype, X, Y),
-                       "one": w3_rnn_fast(1, False, dtype, X, Y),
-                       "wide": w3_rnn_fast(1, False, dtype, X2, Y)}, args.rounds)
-        print(row(f"W3 sizes, 2-layer bidirectional GRU, forward + backward, {dtype}, "
-                  "2 threads", got["ours"], got["torch"], [got["one"]] * 2 + [got["wide"]] * 2))
+        ours = {"ours": w3_rnn_fast(2, True, dtype, X, Y),
+                "one": w3_rnn_fast(1, False, dtype, X, Y),
+                "wide": w3_rnn_fast(1, False, dtype, X2, Y)}
+        got = medians({**ours, "torch": w3_torch(dtype, X, Y),
+                       **{f"{name}, own threads": own_threads(run)
+                          for name, run in ours.items()}}, args.rounds)
+        for how, tail in (("BLAS's 2 threads", ""), ("RNN_FAST_NUM_THREADS=2, BLAS on 1",
+                                                     ", own threads")):
+            print(row(f"W3 sizes, 2-layer bidirectional GRU, forward + backward, {dtype}, "
+                      f"{how}", got["ours" + tail], got["torch"],
+                      [got["one" + tail]] * 2 + [got["wide" + tail]] * 2))
+
+
+def own_threads(run):
+    """``run`` on rnn_fast's two threads for one model (a batch's halves, a bidirectional
+    layer's directions side by side: RNN_FAST_NUM_THREADS=2) with BLAS on one."""
+    def on_two():
+        old = rnn_fast._core.set_num_threads(2)
+        try:
+            with threadpool_limits(1, user_api="blas"):
+                run()
+        finally:
+            rnn_fast._core.set_num_threads(old)
+    return on_two
 
 if __name__ == "__main__":
     main()

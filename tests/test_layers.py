@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+import threadpoolctl
 from conftest import core_path, finite_difference
 
 import rnn_fast
@@ -139,29 +140,34 @@ def test_layers_on_the_packed_recurrent_matrix_give_the_references_numbers(cell,
 
 @pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_a_bidirectional_layers_directions_side_by_side_give_one_threads_bits(cell, dtype,
-                                                                             rng):
-    """With two threads (set_num_threads(2)), a bidirectional layer's two sweeps run side
-    by side, each stepping on its packed W_hh (as the halves of a batch on two threads):
-    the bits of the same sweeps one after the other on one BLAS thread, where they step
-    packed too; ragged lengths, every layer's gradients, a fit, predictions."""
+@pytest.mark.parametrize("case", ["directions", "halves"])
+def test_a_layers_two_sweeps_side_by_side_give_one_threads_bits(cell, dtype, case, rng):
+    """With two threads (set_num_threads(2)), a layer's two sweeps run side by side, each
+    stepping on its packed W_hh: a bidirectional layer's directions, or a one-direction
+    layer's batch as two halves (where a one-layer model's would be: forced here by
+    halves_min_rows and halves_min_hidden); the bits of the same sweeps one after the
+    other on one BLAS thread, where they step packed too. Ragged lengths, every layer's
+    gradients, the readout's, a fit, predictions; and the reference's numbers."""
     X = rng.standard_normal((6, 7, 3)).astype(dtype)
     Y = rng.random((6, 7, 2)).astype(dtype)
     lengths = np.array([7, 3, 7, 1, 5, 7])
     runs = []
     for threads in (1, 2):
-        model = make(rnn_fast, cell, 3, 8, 2, num_layers=2, bidirectional=True, dtype=dtype,
-                     seed=5)
-        old = rnn_fast._core.set_num_threads(threads)
-        side_by_side = rnn_fast._core.num_threads() == 2  # (a build without threads: 1)
-        try:
-            with core_path("packed"):
-                loss, grads = model.loss_and_grads(X, Y, lengths=lengths)
-                schedule = rnn_fast._core.last_schedule()
-                model.fit(X, Y, lengths=lengths, optimizer=rnn_fast.SGD(lr=0.1), epochs=2,
-                          batch_size=3)
-        finally:
-            rnn_fast._core.set_num_threads(old)
+        model = make(rnn_fast, cell, 3, 8, 2, num_layers=2, bidirectional=case == "directions",
+                     dtype=dtype, seed=5)
+        with core_path("halves" if case == "halves" else "packed"):
+            # the packed steps, on one BLAS thread, and the sweeps on one thread or two
+            old = (rnn_fast._core.set_packed_min_macs(0), rnn_fast._core.set_num_threads(threads))
+            side_by_side = rnn_fast._core.num_threads() == 2  # (a build without threads: 1)
+            try:
+                with threadpoolctl.threadpool_limits(1, user_api="blas"):
+                    loss, grads = model.loss_and_grads(X, Y, lengths=lengths)
+                    schedule = rnn_fast._core.last_schedule()
+                    model.fit(X, Y, lengths=lengths, optimizer=rnn_fast.SGD(lr=0.1),
+                              epochs=2, batch_size=3)
+            finally:
+                rnn_fast._core.set_packed_min_macs(old[0])
+                rnn_fast._core.set_num_threads(old[1])
         runs.append((loss, grads, model.theta, model.predict(X, lengths=lengths)))
         assert schedule == ("layers, two threads" if side_by_side else "layers")
     (loss_1, grads_1, theta_1, y_1), (loss_2, grads_2, theta_2, y_2) = runs
@@ -170,6 +176,14 @@ def test_a_bidirectional_layers_directions_side_by_side_give_one_threads_bits(ce
         np.testing.assert_array_equal(grads_1[name], grads_2[name], err_msg=name)
     np.testing.assert_array_equal(theta_1, theta_2)
     np.testing.assert_array_equal(y_1, y_2)
+    reference = make(rnn_fast.reference, cell, 3, 8, 2, num_layers=2,
+                     bidirectional=case == "directions", dtype=dtype, seed=5)
+    ref_loss, ref_grads = reference.loss_and_grads(X, Y, lengths=lengths)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(loss_1, ref_loss, rtol=tol)
+    for name in grads_1:
+        np.testing.assert_allclose(grads_1[name], ref_grads[name], rtol=tol, atol=tol,
+                                   err_msg=name)
 
 
 # ------------------------------------------------------------------ dropout

@@ -198,8 +198,8 @@ _last_schedule = None
 def last_schedule():
     """How the last fit (in any thread) ran: "loops", "blas", "halves" (a batch as two
     halves, one after the other), "halves, two threads" or "pair"; a stacked or
-    bidirectional model's last layer sweep: "layers", or "layers, two threads" (a
-    bidirectional layer's directions side by side)."""
+    bidirectional model's last layer: "layers", or "layers, two threads" (its two
+    sweeps side by side: two directions, or a batch's two halves)."""
     return _last_schedule
 
 
@@ -1147,9 +1147,10 @@ cdef void _sweep_entry(void* job, int tid) noexcept nogil:
 
 
 cdef bint _sweeps(Sweep* s, Py_ssize_t n, bint beside) noexcept nogil:
-    """Sweeps s[0..n-1]; two of them (a bidirectional layer's directions, which share no
-    array they write) side by side on two threads if ``beside``. Returns whether they
-    ran side by side (False: no thread could start, and they ran one after the other)."""
+    """Sweeps s[0..n-1]; two of them (a bidirectional layer's directions, or a batch's two
+    halves: they share no array they write) side by side on two threads if ``beside``.
+    Returns whether they ran side by side (False: no thread could start, and they ran
+    one after the other)."""
     cdef rnn_fast_beside thread
     cdef bint started = beside and n == 2 and rnn_fast_start_beside(&thread, _sweep_entry,
                                                                     &s[1])
@@ -1185,13 +1186,13 @@ cdef int _sweep_array(name, a, dtype, tuple shape) except -1:
 
 
 def _pair(layers):
-    """Whether a bidirectional layer's two sweeps run on two threads: when one fit may
-    use two (num_threads(), as the halves of a batch)."""
+    """Whether a layer's two sweeps (two directions, or a batch's two halves) run on two
+    threads: when one fit may use two (num_threads(), as the halves of a batch)."""
     return len(layers) == 2 and RNN_FAST_HAVE_PAIR and _threads >= 2
 
 
 def layer_forward(layers, carries, S_outs):
-    """The forward sweeps of one _Layer or a bidirectional layer's two (lists), each
+    """The forward sweeps of one _Layer or of two writing no array in common (lists), each
     from its carry (N, S; IN the states at t0 - 1, OUT the last ones): the states at the
     live steps into its S_out (N, T, S or H), the outputs h_t alone if S_out is H wide
     (an LSTM's c is the layer's own), or nowhere (None)."""
@@ -1228,7 +1229,7 @@ def layer_forward(layers, carries, S_outs):
 
 
 def layer_backward(layers, grads, dHs, dXs):
-    """The backward sweeps of one _Layer or a bidirectional layer's two (lists), each
+    """The backward sweeps of one _Layer or of two writing no array in common (lists), each
     from its dH (N, T, H), the dL/dh_t of the layers above, or (None) from the layer's
     own readout: adds its gradients to its grads (with its readout's), dL/dx_t at the
     live steps to its dX (N, T, I) if given (not None); returns the sum of the

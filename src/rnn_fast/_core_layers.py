@@ -4,7 +4,8 @@ The twin of ``_reference_layers`` (whose docstring has the network, the argument
 and the orders a twin keeps) with the same five entry points as ``_core``. Each layer in
 each direction sweeps the whole batch at once in the core (``_core._Layer``: BLAS, the
 states kept between its forward and its backward sweep, dL/dx_t passed down; a
-bidirectional layer's two sweeps side by side when one fit may use two threads); the
+layer's two sweeps, two directions or a large batch's halves, side by side when one fit
+may use two threads); the
 reverse direction sweeps each sequence flipped within its length, so padding never
 enters. A one-direction stack's training reads out from its top layer in the core, as a
 one-layer model does (the readout, the losses and their gradients); a bidirectional
@@ -80,18 +81,37 @@ def _sweep_spec(spec, k, d, reads_out):
                                          bptt_steps=0 if d else spec.bptt_steps)
 
 
+def _parts(spec, N, H):
+    """A layer's sweeps, as (direction, rows): a bidirectional layer's two directions, each
+    over the whole batch; a one-direction layer's batch as two halves of its rows where a
+    one-layer model's would be (_core's halves rule), to run side by side when one fit
+    may use two threads, and one after the other with BLAS on one thread, the same bits
+    (on BLAS's own threads a fit's bits follow their count anyway, and there the whole
+    batch's per-step products split better: W3's float32 stack 15-20 % faster than as
+    halves on Zen 5); else one sweep of the whole batch."""
+    everything = slice(0, N)
+    if spec.num_directions == 2:
+        return [(0, everything), (1, everything)]
+    if (N >= _core.halves_min_rows() and H >= _core.halves_min_hidden()
+            and (_core.num_threads() >= 2 or _core.blas_threads() == 1)):
+        half = (N + 1) // 2
+        return [(0, slice(0, half)), (0, slice(half, N))]
+    return [(0, everything)]
+
+
 def _stack_forward(spec, params, X, lengths, s0, t0, t1, masks, readout=None, states=False):
     """Every layer and direction over steps t0..t1 of the batch. Returns (layers,
-    top_states, top, s_last): the _Layer of each layer-direction (k * D + d), the last
-    layer's states (N, T, D*S) if ``states`` (else None), its outputs o_t (N, T, D*H),
-    every layer-direction's state after the call (N, L*D*S). ``readout``: None, or (Y,
-    scale, lengths) for a one-direction model whose top layer reads out in the core
+    top_states, top, s_last): each layer's parts (_parts) and their _Layer sweeps, the
+    last layer's states (N, T, D*S) if ``states`` (else None), its outputs o_t (N, T,
+    D*H), every layer-direction's state after the call (N, L*D*S). ``readout``: None, or
+    (Y, scale, lengths) for a one-direction model whose top layer reads out in the core
     (_core._Layer; then top is None). The layers below keep only their outputs: an
     LSTM's c stays in its layer's scratch."""
     L, D, H, S = _sizes(spec, params)
     N, T = X.shape[:2]
     dtype = s0.dtype
     s_last = np.array(s0)
+    parts = _parts(spec, N, H)
     inputs, layers, top_states = X, [], None
     for k in range(L):
         last = k == L - 1
@@ -99,24 +119,28 @@ def _stack_forward(spec, params, X, lengths, s0, t0, t1, masks, readout=None, st
         # (one direction writes its live steps into outs; two write all of it)
         outs = (None if last and readout is not None else
                 (np.zeros if D == 1 else np.empty)((N, T, D * width), dtype))
+        flipped = _flip(inputs, lengths) if D == 2 else None
         sweeps = [_core._Layer(_sweep_spec(spec, k, d, last and readout is not None),
-                               params[k * D + d], _flip(inputs, lengths) if d else inputs,
-                               lengths, t0, t1, f"layer {k * D + d}",
-                               readout if last else None) for d in range(D)]
-        carries = [np.ascontiguousarray(s0[:, j * S:(j + 1) * S])
-                   for j in range(k * D, (k + 1) * D)]
-        sweep_outs = [outs if D == 1 or outs is None else np.zeros((N, T, width), dtype)
-                      for _ in range(D)]
-        _core.layer_forward(sweeps, carries, sweep_outs)  # two directions: maybe two threads
-        for d, (carry, out) in enumerate(zip(carries, sweep_outs)):
-            s_last[:, (k * D + d) * S:(k * D + d + 1) * S] = carry
+                               params[k * D + d], (flipped if d else inputs)[rows],
+                               lengths[rows], t0, t1,
+                               f"layer {k * D + d}{', second half' if rows.start else ''}",
+                               None if readout is None or not last else
+                               (readout[0][rows], readout[1], readout[2][rows]))
+                  for d, rows in parts]
+        carries = [np.ascontiguousarray(s0[rows, (k * D + d) * S:(k * D + d + 1) * S])
+                   for d, rows in parts]
+        sweep_outs = [outs if outs is None else outs[rows] if D == 1
+                      else np.zeros((N, T, width), dtype) for d, rows in parts]
+        _core.layer_forward(sweeps, carries, sweep_outs)  # two sweeps: maybe two threads
+        for (d, rows), carry, out in zip(parts, carries, sweep_outs):
+            s_last[rows, (k * D + d) * S:(k * D + d + 1) * S] = carry
             if D == 2 and outs is not None:
                 part = outs[:, :, d * width:(d + 1) * width]
                 if d:
                     _flip(out, lengths, out=part)
                 else:
                     part[...] = out
-        layers += sweeps
+        layers.append((parts, sweeps))
         if last and states:  # the outputs h_t of each direction (an LSTM's [h | c] halves)
             top_states = outs
             outs = outs if S == H else np.ascontiguousarray(np.concatenate(
@@ -131,16 +155,24 @@ def _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1, T
     """BPTT through every layer, top first, from dtop (N, T, D*H) = dL/do_t, or (None)
     from the top layer's own readout. Returns that readout's loss (0 without)."""
     L, D, H, _ = _sizes(spec, params)
+    N = len(lengths)
     dout, loss = dtop, 0.0
     for k in reversed(range(L)):
+        parts, sweeps = layers[k]
         dhs = [None if dout is None  # (the top layer reads out: one direction)
                else _flip(dout[:, :, H:], lengths) if d
-               else np.ascontiguousarray(dout[:, :, :H]) for d in range(D)]
-        dxs = [np.zeros((len(lengths), T, params[k * D][0].shape[0]), params[k * D][0].dtype)
-               if k > 0 else None for _ in range(D)]
-        loss += _core.layer_backward(layers[k * D:(k + 1) * D], grads[k * D:(k + 1) * D],
-                                     dhs, dxs)
-        dx = dxs[0]
+               else np.ascontiguousarray(dout[rows, :, :H]) for d, rows in parts]
+        dx = (np.zeros((N, T, params[k * D][0].shape[0]), params[k * D][0].dtype)
+              if k > 0 else None)
+        dxs = [None if dx is None else np.zeros_like(dx) if d else dx[rows]
+               for d, rows in parts]
+        halves = D == 1 and len(parts) == 2
+        sweep_grads = ([grads[k], _second_half_grads(k, grads[k])] if halves
+                       else grads[k * D:(k + 1) * D])
+        loss += _core.layer_backward(sweeps, sweep_grads, dhs, dxs)
+        if halves:  # the second half's gradients, added to the first's
+            for g, g_half in zip(*sweep_grads):
+                g += g_half
         if k > 0 and D == 2:  # the reverse direction's, added to the forward direction's
             _flip(dxs[1], lengths, out=dx, add=True)
         if k > 0:
@@ -148,6 +180,17 @@ def _stack_backward(spec, params, grads, layers, dtop, lengths, masks, t0, t1, T
             if masks is not None:  # through dropout
                 dout[:, t0:t1] *= masks[:, k - 1, :min(t1, dout.shape[1]) - t0]
     return loss
+
+
+def _second_half_grads(k, grads):
+    """Zeroed gradients shaped as layer k's ``grads``, for its batch's second half: views
+    of an array kept for this thread (fresh pages each update cost page faults)."""
+    sizes = [g.size for g in grads]
+    flat = _core._kept_array(f"layer {k}, second half's gradients", (sum(sizes),),
+                             grads[0].dtype)
+    _zero(flat)
+    bounds = np.cumsum([0] + sizes)
+    return tuple(flat[a:b].reshape(g.shape) for a, b, g in zip(bounds, bounds[1:], grads))
 
 
 def _targets(spec, top, ends, t0, t1, H):

@@ -1185,9 +1185,13 @@ cdef int _sweep_array(name, a, dtype, tuple shape) except -1:
     return 0
 
 
-def _pair(layers):
+def _pair(layers, *lists):
     """Whether a layer's two sweeps (two directions, or a batch's two halves) run on two
-    threads: when one fit may use two (num_threads(), as the halves of a batch)."""
+    threads: when one fit may use two (num_threads(), as the halves of a batch). Refuses
+    anything but one or two _Layers, each with its arrays in ``lists``."""
+    if not 1 <= len(layers) <= 2 or any(len(arrays) != len(layers) for arrays in lists):
+        raise ValueError(f"a layer's sweeps are one or two _Layers, each with its arrays; "
+                         f"got {len(layers)} and {[len(arrays) for arrays in lists]}")
     return len(layers) == 2 and RNN_FAST_HAVE_PAIR and _threads >= 2
 
 
@@ -1199,7 +1203,7 @@ def layer_forward(layers, carries, S_outs):
     cdef Sweep s[2]
     cdef Py_ssize_t i, n = len(layers)
     cdef _Layer layer
-    cdef bint beside = _pair(layers)
+    cdef bint beside = _pair(layers, carries, S_outs)
     for i in range(n):
         layer, carry, S_out = layers[i], carries[i], S_outs[i]
         dtype = _dtype_of(layer)
@@ -1213,7 +1217,8 @@ def layer_forward(layers, carries, S_outs):
             if S_out.shape[2] != H and not s[i].with_c:
                 raise ValueError(f"layer_forward: S_out is {S_out.shape[2]} wide; the "
                                  f"layer's states are {layer.run.net.S}, its outputs {H}")
-            _sweep_array("S_out", S_out, dtype, (layer.rows.count, layer.run.d.T, S_out.shape[2]))
+            _sweep_array("S_out", S_out, dtype,
+                         (layer.rows.count, layer.run.d.T, S_out.shape[2]))
             s[i].S_out = _address(S_out, dtype.itemsize)
             s[i].T_out, s[i].width = S_out.shape[1], S_out.shape[2]
     global _last_schedule
@@ -1237,12 +1242,14 @@ def layer_backward(layers, grads, dHs, dXs):
     cdef Sweep s[2]
     cdef Py_ssize_t i, n = len(layers)
     cdef _Layer layer
-    cdef bint beside = _pair(layers)
+    cdef bint beside = _pair(layers, grads, dHs, dXs)
     cdef double loss = 0
     for i in range(n):
         layer, dH, dX = layers[i], dHs[i], dXs[i]
         if dH is None and not layer.reads_out:
             raise ValueError("layer_backward: dH is None, but the layer has no readout")
+        if layer.carry is None:  # its states are the forward sweep's
+            raise ValueError("layer_backward: the layer has not swept forward")
         dtype = _dtype_of(layer)
         N, T = layer.rows.count, layer.run.d.T
         if dH is not None:

@@ -184,6 +184,13 @@ def test_a_layers_two_sweeps_side_by_side_give_one_threads_bits(cell, dtype, cas
     for name in grads_1:
         np.testing.assert_allclose(grads_1[name], ref_grads[name], rtol=tol, atol=tol,
                                    err_msg=name)
+    # the fit trained, to the reference's weights (the second half's gradients added)
+    reference.fit(X, Y, lengths=lengths, optimizer=rnn_fast.reference.SGD(lr=0.1), epochs=2,
+                  batch_size=3)
+    assert not np.array_equal(theta_1, make(rnn_fast, cell, 3, 8, 2, num_layers=2,
+                                            bidirectional=case == "directions",
+                                            dtype=dtype, seed=5).theta)
+    np.testing.assert_allclose(theta_1, reference.theta, rtol=tol, atol=tol)
 
 
 # ------------------------------------------------------------------ dropout

@@ -1109,8 +1109,8 @@ cdef struct Sweep:  # one _Layer's forward or backward sweep, for _sweeps
     const Scratch* ws
     void* carry              # IN/OUT (count, S) as _batch_forward's, _batch_backward's IN
     Py_ssize_t n_steps       # forward: OUT the steps swept; backward: IN
-    void* S_out              # forward: NULL, or OUT (count, T_out, width) the states
-    Py_ssize_t T_out, width
+    void* S_out              # forward: NULL, or OUT (count, d.T, width) the states
+    Py_ssize_t width
     bint with_c              # S_out's rows [h | c] (an LSTM's), else h alone
     bint backward
     bint f64
@@ -1133,9 +1133,9 @@ cdef void _sweep_run(Sweep* s, floating* tag) noexcept nogil:
         for j in range(B):
             if not _padded(s.d, s.rows, j, s.rows.t0 + kb):
                 at = ((kb + 1) * B + j) * H
-                _copy(hs + at, H, out + (j * s.T_out + s.rows.t0 + kb) * s.width)
+                _copy(hs + at, H, out + (j * s.d.T + s.rows.t0 + kb) * s.width)
                 if s.with_c:
-                    _copy(cs + at, H, out + (j * s.T_out + s.rows.t0 + kb) * s.width + H)
+                    _copy(cs + at, H, out + (j * s.d.T + s.rows.t0 + kb) * s.width + H)
 
 
 cdef void _sweep_entry(void* job, int tid) noexcept nogil:
@@ -1210,7 +1210,7 @@ def layer_forward(layers, carries, S_outs):
         _sweep_array("carry", carry, dtype, (layer.rows.count, layer.run.net.S))
         _sweep_of(&s[i], layer, beside)
         s[i].backward, s[i].carry = False, _address(carry, dtype.itemsize)
-        s[i].S_out, s[i].with_c = NULL, False
+        s[i].S_out, s[i].with_c, s[i].n_steps = NULL, False, 0
         if S_out is not None:
             H = layer.run.net.H
             s[i].with_c = layer.run.net.cell == LSTM and S_out.shape[2] == 2 * H
@@ -1220,7 +1220,7 @@ def layer_forward(layers, carries, S_outs):
             _sweep_array("S_out", S_out, dtype,
                          (layer.rows.count, layer.run.d.T, S_out.shape[2]))
             s[i].S_out = _address(S_out, dtype.itemsize)
-            s[i].T_out, s[i].width = S_out.shape[1], S_out.shape[2]
+            s[i].width = S_out.shape[2]
     global _last_schedule
     cdef bint side_by_side = False
     if layers and (<_Layer>layers[0]).rows.count:
@@ -1229,7 +1229,7 @@ def layer_forward(layers, carries, S_outs):
     _last_schedule = "layers, two threads" if side_by_side else "layers"
     for i in range(n):
         layer = layers[i]
-        layer.n_steps = s[i].n_steps if layer.rows.count else 0
+        layer.n_steps = s[i].n_steps
         layer.carry = np.array(carries[i])
 
 

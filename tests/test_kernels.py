@@ -118,8 +118,9 @@ FUNCTIONS = {  # the core's, NumPy's, the range, the values NumPy must be matche
 # and exp, on Sapphire Rapids; both clones give the same bits). tanh: 9 (float64, 20
 # million random inputs) and 10 (float32, every float with |x| in [2^-12, 10.5]), from
 # its six doublings. sigmoid: 4, mostly the rounding of 1 + exp(-x), which NumPy shares.
-# exp: float64 1 (the core's); float32 3 (libm's expf against NumPy's own; 1 against the
-# correctly rounded value, test_exp_near_its_edges_matches_libm).
+# exp: float64 1 (the core's); float32 3 (the core's float64 exp rounded to float32
+# against NumPy's own; it equals the correctly rounded value on this sweep, and is within
+# 1 ulp of it in test_exp_near_its_edges_matches_libm).
 MAX_ULP = {("tanh", "float64"): 9, ("tanh", "float32"): 10,
            ("sigmoid", "float64"): 4, ("sigmoid", "float32"): 4,
            ("gate sigmoid", "float64"): 4, ("gate sigmoid", "float32"): 4,
@@ -165,7 +166,7 @@ def libm_exp(x):
 def test_exp_near_its_edges_matches_libm(clone):
     """The core's float64 exp against libm's where results turn subnormal, 0 and inf: one
     ulp at most (of the subnormal's spacing there), and 0 and inf exactly where libm has
-    them. float32 (libm's expf) against the correctly rounded value."""
+    them. float32 (that exp rounded to float32) against the correctly rounded value."""
     x = np.concatenate([np.linspace(-746, -707, 100_001), np.linspace(709, 710, 20_001),
                         neighbours([708.3964185322641, 744.4400719213812, 745.1332191019412],
                                    "float64", 200),

@@ -38,7 +38,7 @@
 #   in float32 throughout, as NumPy does.
 
 from libc.stdint cimport int32_t, int64_t
-from libc.math cimport exp, expf, isfinite
+from libc.math cimport isfinite
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -402,13 +402,6 @@ cdef struct Steps:  # what a train call covers
     double* losses               # OUT (n_updates,) each update's loss
 
 
-cdef inline floating _exp(floating a) noexcept nogil:
-    """exp in the model's precision, as NumPy computes float32 in float32."""
-    if floating is float:
-        return expf(a)
-    return exp(a)
-
-
 cdef inline floating _activate(int code, floating a) noexcept nogil:
     """f(a) for one unit, ReLU or the identity (tanh and sigmoid go through _simd.h's rows:
     _activate_row, _output_activation)."""
@@ -438,6 +431,7 @@ cdef extern from "_simd.h" nogil:
     void rnn_fast_sigmoid_row_f64_body(double* a, const double* b, Py_ssize_t n)
     void rnn_fast_sigmoid_row_f32_body(float* a, const float* b, Py_ssize_t n)
     void rnn_fast_exp_shifted_row_f64(const double* z, double top, double* out, Py_ssize_t n)
+    void rnn_fast_exp_shifted_row_f32(const float* z, float top, float* out, Py_ssize_t n)
     void rnn_fast_add_outer_products_f64(const double* hs, const double* das,
                                          Py_ssize_t n_steps, Py_ssize_t n_rows,
                                          Py_ssize_t n_cols, double* dW)
@@ -518,7 +512,7 @@ def _hidden_values(floating[::1] x not None, int activation):
 
 def _exp_values(floating[::1] x not None):
     """exp(x) as a softmax's exponentials compute it (for tests): the core's own exp in
-    float64, libm's expf in float32."""
+    float64, and in float32 that exp rounded to float32."""
     out = np.empty_like(np.asarray(x))
     cdef floating[::1] y = out
     if x.shape[0]:

@@ -291,7 +291,10 @@ RNN_FAST_BODY T LN(lv_exp_shifted)(T z, T top)
     x = x < RNN_FAST_EXP_LO ? RNN_FAST_EXP_LO : x;
     return rnn_fast_exp_clipped(x);
 #else
-    return expf(z - top);
+    float x = z - top;
+    x = x > (float)RNN_FAST_EXP_HI ? (float)RNN_FAST_EXP_HI : x;
+    x = x < (float)RNN_FAST_EXP_LO ? (float)RNN_FAST_EXP_LO : x;
+    return rnn_fast_exp_clipped_f32(x);
 #endif
 }
 

@@ -2,19 +2,17 @@
 # readout y_t = g(h_t W_hy + b_y) (or y_t = h_t), each target step's loss and dL/dz, and
 # their gradients, for one step (the hand loops) or a block of steps (BLAS).
 
-from libc.math cimport fabs, log, log1p
+from libc.math cimport exp, fabs, log, log1p
 
 
 cdef inline void _exp_shifted(
     const floating* z, floating top, floating* out, Py_ssize_t n,  # out = exp(z - top)
 ) noexcept nogil:
-    """A softmax's exponentials (top is the largest z), vectorised in float64."""
-    cdef Py_ssize_t o
+    """A softmax's exponentials (top is the largest z), vectorised (_simd.h's rows)."""
     if floating is double:
         rnn_fast_exp_shifted_row_f64(z, top, out, n)
     else:
-        for o in range(n):
-            out[o] = _exp(z[o] - top)
+        rnn_fast_exp_shifted_row_f32(z, top, out, n)
 
 
 cdef inline void _output_activation(

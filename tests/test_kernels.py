@@ -200,6 +200,34 @@ def test_clones_give_the_same_bits(name, dtype):
         assert np.array_equal(np.signbit(other[number]), np.signbit(results[0][number]))
 
 
+def sum_squares_in_order(g):
+    """clip_norm's sum of squares as _simd.h's sum_squares adds it: S = 64 bytes of
+    partial sums, s_k over the i = k (mod S) in order from +0, then the halving tree, in
+    g's precision (each square and sum rounded to it)."""
+    t = g.dtype.type
+    S = 64 // g.itemsize
+    s = [t(0)] * S
+    for i, x in enumerate(g):
+        s[i % S] = t(s[i % S] + t(x * x))
+    h = S // 2
+    while h:
+        s = [t(s[k] + s[k + h]) for k in range(h)]
+        h //= 2
+    return float(s[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 100, 3001])
+def test_sum_squares_adds_in_its_fixed_order(n, dtype, clone):
+    """clip_norm's norm: the same partial sums and tree in every clone (a fit and each
+    lane of fit_many take it so), and close to the exact sum."""
+    g = np.random.default_rng(n).standard_normal(n).astype(dtype) * 3
+    mine = _core._sum_squares(g)
+    assert mine == sum_squares_in_order(g)
+    exact = math.fsum(float(x) * float(x) for x in g)
+    assert mine == pytest.approx(exact, rel=1e-13 if dtype == "float64" else 1e-5, abs=0)
+
+
 @pytest.mark.parametrize("hidden", ["tanh", "sigmoid"])
 def test_clones_train_to_the_same_bits(hidden):
     """A whole fit (rows, products, readout, optimizer step) in each clone: same weights."""

@@ -460,6 +460,8 @@ cdef extern from "_simd.h" nogil:
     bint rnn_fast_check_and_clip_f32(float* g, Py_ssize_t n, float c)
     bint rnn_fast_all_finite_f64(const double* x, Py_ssize_t n)
     bint rnn_fast_all_finite_f32(const float* x, Py_ssize_t n)
+    double rnn_fast_sum_squares_f64(const double* g, Py_ssize_t n)
+    float rnn_fast_sum_squares_f32(const float* g, Py_ssize_t n)
 
 
 cdef extern from *:
@@ -518,6 +520,13 @@ def _exp_values(floating[::1] x not None):
     if x.shape[0]:
         _exp_shifted(&x[0], 0, &y[0], x.shape[0])
     return out
+
+
+def _sum_squares(const floating[::1] g not None):
+    """The sum of g's squares as clip_norm's factor takes it (for tests)."""
+    if floating is double:
+        return rnn_fast_sum_squares_f64(&g[0], g.shape[0]) if g.shape[0] else 0.0
+    return rnn_fast_sum_squares_f32(&g[0], g.shape[0]) if g.shape[0] else 0.0
 
 
 def _product(const floating[:, ::1] A not None, const floating[:, ::1] B not None,

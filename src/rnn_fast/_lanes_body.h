@@ -866,12 +866,23 @@ RNN_FAST_BODY void LN(lv_clip)(const rnn_fast_lanes *j, T *g, int *bad)
                 g[i * W + l] = x < -c ? -c : x;
             }
     }
-    if (j->clip_norm > 0) {
-        T total[W], coef[W];
-        LANES(l) total[l] = 0;
-        for (i = 0; i < P; i++)
-            LANES(l) total[l] += g[i * W + l] * g[i * W + l];
-        LANES(l) coef[l] = (T)(j->clip_norm / (sqrt(total[l]) + 1e-6));
+    if (j->clip_norm > 0) {  /* _simd.h's sum_squares in each lane: S partial sums, a tree */
+        enum { S = 64 / sizeof(T) };
+        const LN(vec) zero = {0};
+        LN(vec) part[S];
+        T coef[W];
+        ptrdiff_t k, h;
+        for (k = 0; k < S; k++)
+            part[k] = zero;
+        for (i = 0; i + S <= P; i += S)
+            for (k = 0; k < S; k++)
+                part[k] = part[k] + CV(g + (i + k) * W) * CV(g + (i + k) * W);
+        for (k = 0; i + k < P; k++)
+            part[k] = part[k] + CV(g + (i + k) * W) * CV(g + (i + k) * W);
+        for (h = S / 2; h >= 1; h /= 2)
+            for (k = 0; k < h; k++)
+                part[k] = part[k] + part[k + h];
+        LANES(l) coef[l] = (T)(j->clip_norm / (sqrt(part[0][l]) + 1e-6));
         for (i = 0; i < P; i++)
             LANES(l) g[i * W + l] = coef[l] < 1 ? g[i * W + l] * coef[l] : g[i * W + l];
     }

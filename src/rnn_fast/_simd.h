@@ -518,6 +518,34 @@ RNN_FAST_ALL_FINITE(rnn_fast_all_finite_f32, float)
 RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f64, double)
 RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
 
+/* The sum of g[i]^2 for i < n (clip_norm's norm) in 64 bytes of partial sums (S: 8
+ * float64, 16 float32): s_k adds the g[i]^2 with i = k (mod S) in order from +0, then a
+ * halving tree (s_k + s_(k + S/2), and so on to one), as gemm_t's rows. The count and
+ * the tree are the code's, so every clone gives the same bits, and so does each lane of
+ * fit_many's (_lanes_body.h's lv_clip); one running sum was a chain of n dependent
+ * additions (a tenth of min-char-rnn's fit with clip_norm). */
+#define RNN_FAST_SUM_SQUARES(name, T)                                                  \
+    RNN_FAST_BODY T name##_body(const T *g, ptrdiff_t n)                               \
+    {                                                                                  \
+        enum { S = 64 / sizeof(T) };                                                   \
+        T s[S];                                                                        \
+        ptrdiff_t i = 0, k, h;                                                         \
+        for (k = 0; k < S; k++)                                                        \
+            s[k] = 0;                                                                  \
+        for (; i + S <= n; i += S)                                                     \
+            for (k = 0; k < S; k++)                                                    \
+                s[k] += g[i + k] * g[i + k];                                           \
+        for (k = 0; i + k < n; k++)                                                    \
+            s[k] += g[i + k] * g[i + k];                                               \
+        for (h = S / 2; h >= 1; h /= 2)                                                \
+            for (k = 0; k < h; k++)                                                    \
+                s[k] = s[k] + s[k + h];                                                \
+        return s[0];                                                                   \
+    }
+
+RNN_FAST_SUM_SQUARES(rnn_fast_sum_squares_f64, double)
+RNN_FAST_SUM_SQUARES(rnn_fast_sum_squares_f32, float)
+
 #include "_cells.h" /* the gated cells' steps, over the rows above */
 #include "_products.h" /* small matrix products, with fused multiply-adds */
 
@@ -569,6 +597,8 @@ RNN_FAST_CHECK_AND_CLIP(rnn_fast_check_and_clip_f32, float)
     X(all_finite_f32, int, (const float *x, ptrdiff_t n), (x, n))                      \
     X(check_and_clip_f64, int, (double *g, ptrdiff_t n, double c), (g, n, c))          \
     X(check_and_clip_f32, int, (float *g, ptrdiff_t n, float c), (g, n, c))            \
+    X(sum_squares_f64, double, (const double *g, ptrdiff_t n), (g, n))                 \
+    X(sum_squares_f32, float, (const float *g, ptrdiff_t n), (g, n))                   \
     RNN_FAST_CELL_KERNELS(X, f64, double)                                              \
     RNN_FAST_CELL_KERNELS(X, f32, float)                                               \
     RNN_FAST_GEMV_KERNELS(X, f64, double)                                              \

@@ -76,11 +76,13 @@ cdef bint _check_and_clip(floating* g, Py_ssize_t n, double clip_value) noexcept
 
 
 cdef floating _norm_coefficient(const floating* g, Py_ssize_t n, double clip_norm) noexcept nogil:
-    """torch.nn.utils.clip_grad_norm_'s factor for g (clip only where it is below 1)."""
-    cdef Py_ssize_t i
-    cdef floating total = 0
-    for i in range(n):
-        total += g[i] * g[i]
+    """torch.nn.utils.clip_grad_norm_'s factor for g (clip only where it is below 1), the
+    squares summed in _simd.h's fixed partial sums and tree."""
+    cdef floating total
+    if floating is double:
+        total = rnn_fast_sum_squares_f64(g, n)
+    else:
+        total = rnn_fast_sum_squares_f32(g, n)
     return <floating>(clip_norm / (sqrt(total) + 1e-6))
 
 

@@ -250,9 +250,10 @@ RNN_FAST_BODY void rnn_fast_exp_shifted_row_f64_body(const double *z, double top
         out[c] = rnn_fast_exp_clipped(out[c]);
 }
 
-/* exp(x) in float32 as rnn_fast_exp_clipped's in float64 rounded once to float32: within
- * an ulp of the correctly rounded value (tests/test_kernels.py), 0 below -103.98 and inf
- * above 88.73; x clipped as that exp needs it (both bounds are floats) */
+/* exp(x) in float32: rnn_fast_exp_clipped's in float64, rounded once to float32, within
+ * an ulp of the correctly rounded value (tests/test_kernels.py): 0 below -103.98, inf
+ * above 88.73. x as rnn_fast_exp_clipped takes it: in [RNN_FAST_EXP_LO, RNN_FAST_EXP_HI]
+ * (both bounds are floats) or NaN. */
 RNN_FAST_BODY float rnn_fast_exp_clipped_f32(float x)
 {
     return (float)rnn_fast_exp_clipped((double)x);
